@@ -1,0 +1,60 @@
+# Diamond — `make help` lists the targets. Everything installs into .venv from the lock files.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+UV := UV_LINK_MODE=copy $(BIN)/uv
+export BENTOML_DO_NOT_TRACK := True
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.DEFAULT_GOAL := help
+.PHONY: help install dev demo test lint format bench bench-synthetic lock clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(BIN)/uv:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diamond needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/uv
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+$(VENV)/.dev: requirements-dev.lock pyproject.toml | $(BIN)/uv
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements-dev.lock
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@ $(VENV)/.runtime
+
+install: $(VENV)/.runtime ## Create .venv and install Diamond with its locked dependencies
+
+dev: $(VENV)/.dev ## Create .venv with the dev extras (pytest, hypothesis, ruff)
+
+demo: $(VENV)/.runtime ## Run the whole product end to end on the bundled CDNOW data
+	$(BIN)/diamond demo --out demo-output
+
+test: $(VENV)/.dev ## Run the test suite
+	$(BIN)/pytest
+
+lint: $(VENV)/.dev ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev ## Fix lint and formatting where ruff can
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-synthetic: $(VENV)/.dev ## Benchmark the synthetic generator at 1M customers (minutes)
+	$(BIN)/python bench/bench_synthetic.py --customers 1000000
+
+bench: bench-synthetic ## Run every benchmark under bench/
+
+lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
+	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock
+	$(UV) pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements-dev.lock
+
+clean: ## Remove .venv and generated outputs
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis

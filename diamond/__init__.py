@@ -1,0 +1,1 @@
+"""Diamond's command line: one `diamond` command whose subcommands run each stage."""

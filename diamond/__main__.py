@@ -1,0 +1,3 @@
+from diamond.cli import app
+
+app()

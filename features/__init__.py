@@ -1,0 +1,1 @@
+"""Features: the customer-history contract, point-in-time features and labels."""

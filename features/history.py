@@ -1,0 +1,658 @@
+"""Load and validate a customer history: a folder of contract tables, CSV or Parquet.
+
+The contract (docs/data.md): `transactions` (required), `customers`, `interactions`, `cancellations`.
+Loading types every column, checks every row and either returns a complete `History` or raises one
+`HistoryError` listing every problem with its file, column and first offending rows. Where the config
+says `on_invalid: drop`, bad rows are dropped instead and counted in the load report. Nothing is
+half-loaded: the caller gets all tables or none.
+
+Validation runs in DuckDB over Arrow so that it costs seconds, not minutes, on tens of millions of rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from features.config import TABLE_NAMES, DatasetConfig
+
+EXAMPLES = 5  # offending rows quoted per problem
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Columns of one contract table: name -> kind (id, timestamp, number, text)."""
+
+    required: dict[str, str]
+    optional: dict[str, str]
+    keeps_attributes: bool = False  # customers: any other column is a static attribute
+
+
+CONTRACT: dict[str, TableSpec] = {
+    "transactions": TableSpec(
+        required={"customer_id": "id", "timestamp": "timestamp", "amount": "number"},
+        optional={
+            "quantity": "number",
+            "category": "text",
+            "channel": "text",
+            "order_id": "id",
+            "recorded_at": "timestamp",
+        },
+    ),
+    "customers": TableSpec(
+        required={"customer_id": "id"}, optional={"signup_date": "timestamp"}, keeps_attributes=True
+    ),
+    "interactions": TableSpec(
+        required={"customer_id": "id", "timestamp": "timestamp", "type": "text"},
+        optional={"value": "number", "recorded_at": "timestamp"},
+    ),
+    "cancellations": TableSpec(
+        required={"customer_id": "id", "timestamp": "timestamp"}, optional={"recorded_at": "timestamp"}
+    ),
+}
+EVENT_TIME = {"transactions": "timestamp", "interactions": "timestamp", "cancellations": "timestamp"}
+FILE_SUFFIXES = (".parquet", ".csv", ".csv.gz")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One kind of bad input in one file/column, with a count and the first offending rows."""
+
+    file: str
+    message: str
+    column: str | None = None
+    count: int = 0
+    examples: tuple[str, ...] = ()
+    droppable: bool = True  # False: structural (missing column, unreadable file...), never dropped
+
+    def __str__(self) -> str:
+        where = f"{self.file}: column '{self.column}'" if self.column else self.file
+        text = f"{where}: {self.count:,} {self.message}" if self.count else f"{where}: {self.message}"
+        if self.examples:
+            text += " — first: " + "; ".join(self.examples)
+        return text
+
+
+class HistoryError(ValueError):
+    """A history that cannot be loaded as it is; lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid customer history ({len(problems)} problem(s)):\n{lines}")
+
+
+@dataclass
+class LoadReport:
+    """What was read, what was kept and what was dropped (and why)."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    rows_read: dict[str, int] = field(default_factory=dict)
+    rows_loaded: dict[str, int] = field(default_factory=dict)
+    dropped: list[Problem] = field(default_factory=list)
+    ignored_columns: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def rows_dropped(self) -> dict[str, int]:
+        return {t: self.rows_read[t] - self.rows_loaded.get(t, 0) for t in self.rows_read}
+
+
+@dataclass(frozen=True)
+class History:
+    """A validated customer history. Timestamps are naive UTC, ids are strings, amounts float64."""
+
+    transactions: pa.Table
+    customers: pa.Table | None = None
+    interactions: pa.Table | None = None
+    cancellations: pa.Table | None = None
+    as_of: datetime | None = None
+    name: str = "history"
+    report: LoadReport = field(default_factory=LoadReport)
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The tables present, by contract name."""
+        return {n: t for n in TABLE_NAMES if (t := getattr(self, n)) is not None}
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, totals and date range: what a person checks first."""
+        con = duckdb.connect()
+        con.register("t", self.transactions)
+        has_qty = "quantity" in self.transactions.column_names
+        row = con.execute(
+            "SELECT count(*), count(DISTINCT customer_id), sum(amount), min(timestamp), max(timestamp), "
+            "count_if(amount = 0), count_if(amount < 0), "
+            + ("sum(quantity)" if has_qty else "NULL")
+            + " FROM t"
+        ).fetchall()[0]
+        out: dict[str, Any] = {
+            "name": self.name,
+            "transactions": row[0],
+            "customers_with_transactions": row[1],
+            "total_amount": round(float(row[2]), 2),
+            "first_transaction": row[3],
+            "last_transaction": row[4],
+            "zero_amount_rows": row[5],
+            "refund_rows": row[6],
+        }
+        if has_qty:
+            qty = float(row[7])
+            out["total_quantity"] = int(qty) if qty.is_integer() else qty
+        for name in ("customers", "interactions", "cancellations"):
+            table = getattr(self, name)
+            if table is not None:
+                out[name] = table.num_rows
+        if self.as_of is not None:
+            out["as_of"] = self.as_of
+        dropped = sum(self.report.rows_dropped.values())
+        if dropped:
+            out["rows_dropped"] = dropped
+        return out
+
+
+def load_history(
+    folder: str | Path, config: DatasetConfig | None = None, as_of: datetime | None = None
+) -> History:
+    """Read, type and validate every contract table in `folder`.
+
+    `config` defaults to the folder's `dataset.yaml` (or the defaults); `as_of` overrides its as-of date.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HistoryError([Problem(str(folder), "is not a folder (a history is a folder of tables)")])
+    config = config or DatasetConfig.for_folder(folder)
+    problems: list[Problem] = []
+    raw: dict[str, tuple[str, pa.Table, bool]] = {}
+    for name in TABLE_NAMES:
+        found = _find_table_file(folder, name, config, problems)
+        if found is None:
+            continue
+        try:
+            raw[name] = (found.name, *_read_file(found))
+        except HistoryError as exc:
+            problems.extend(exc.problems)
+    if "transactions" not in raw and not any(p.file.startswith("transactions") for p in problems):
+        names = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
+        problems.append(
+            Problem(
+                str(folder),
+                "has no transactions table (expected transactions.parquet, transactions.csv or "
+                f"transactions.csv.gz; found: {names})",
+                droppable=False,
+            )
+        )
+    if problems:
+        raise HistoryError(problems)
+    history = validate_tables(raw, config, as_of)
+    for name, (file_name, _, _) in raw.items():
+        history.report.files[name] = str(folder / file_name)
+    return history
+
+
+def history_from_frames(
+    transactions: Any,
+    customers: Any = None,
+    interactions: Any = None,
+    cancellations: Any = None,
+    config: DatasetConfig | None = None,
+    as_of: datetime | None = None,
+) -> History:
+    """Validate in-memory tables (pandas DataFrames or Arrow tables) exactly as files are validated."""
+    raw: dict[str, tuple[str, pa.Table, bool]] = {}
+    for name, frame in zip(TABLE_NAMES, (transactions, customers, interactions, cancellations), strict=True):
+        if frame is not None:
+            table = (
+                frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+            )
+            raw[name] = (f"<{name}>", table, False)
+    return validate_tables(raw, config or DatasetConfig(), as_of)
+
+
+def validate_tables(
+    raw: Mapping[str, tuple[str, pa.Table, bool]], config: DatasetConfig, as_of: datetime | None = None
+) -> History:
+    """Type and check raw tables {name: (file label, table, is_csv)}; return a History or raise."""
+    as_of = as_of or config.as_of
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    report = LoadReport()
+    problems: list[Problem] = []
+    typed_columns: dict[str, list[str]] = {}
+    labels: dict[str, str] = {}
+    for name, (label, table, is_csv) in raw.items():
+        labels[name] = label
+        report.rows_read[name] = table.num_rows
+        columns = _type_table(con, name, label, table, is_csv, config, as_of, problems, report)
+        if columns is not None:
+            typed_columns[name] = columns
+    if any(not p.droppable for p in problems):
+        raise HistoryError(problems)
+
+    if "customers" in typed_columns:
+        _check_unique_customers(con, labels["customers"], is_csv=raw["customers"][2], problems=problems)
+    for name in typed_columns:
+        if name != "customers" and "customers" in typed_columns:
+            _check_known_customers(con, name, labels[name], raw[name][2], problems)
+        _check_duplicates(
+            con, name, labels[name], raw[name][2], typed_columns[name], config, problems, report
+        )
+
+    if problems and config.on_invalid == "error":
+        raise HistoryError(problems)
+    report.dropped.extend(problems)
+    tables: dict[str, pa.Table] = {}
+    for name, columns in typed_columns.items():
+        select = ", ".join(f'"{c}"' for c in columns)
+        tables[name] = con.sql(f"SELECT {select} FROM clean_{name} ORDER BY __row").arrow().read_all()
+        report.rows_loaded[name] = tables[name].num_rows
+    con.close()
+    if tables["transactions"].num_rows == 0:
+        raise HistoryError([Problem(labels["transactions"], "no valid rows left after dropping bad rows")])
+    return History(
+        transactions=tables["transactions"],
+        customers=tables.get("customers"),
+        interactions=tables.get("interactions"),
+        cancellations=tables.get("cancellations"),
+        as_of=as_of,
+        name=config.name,
+        report=report,
+    )
+
+
+# --- reading files -------------------------------------------------------------------------------
+
+
+def _find_table_file(folder: Path, name: str, config: DatasetConfig, problems: list[Problem]) -> Path | None:
+    configured = config.table(name).file
+    if configured:
+        path = folder / configured
+        if not path.exists():
+            problems.append(
+                Problem(
+                    str(path), f"not found (configured as the {name} table in dataset.yaml)", droppable=False
+                )
+            )
+            return None
+        return path
+    candidates = [folder / f"{name}{s}" for s in FILE_SUFFIXES if (folder / f"{name}{s}").exists()]
+    if len(candidates) > 1:
+        problems.append(
+            Problem(
+                str(folder),
+                f"has more than one {name} table ({', '.join(c.name for c in candidates)}); keep one, "
+                f"or name the one to use in dataset.yaml (tables.{name}.file)",
+                droppable=False,
+            )
+        )
+        return None
+    return candidates[0] if candidates else None
+
+
+def _read_file(path: Path) -> tuple[pa.Table, bool]:
+    """(table, is_csv). CSV columns are all read as text so that typing and its errors are ours."""
+    suffixes = "".join(path.suffixes[-2:]).lower()
+    try:
+        if path.is_dir() or path.suffix.lower() == ".parquet":
+            return pq.read_table(path), False
+        if suffixes.endswith(".csv") or suffixes.endswith(".csv.gz"):
+            header = _csv_header(path)
+            if len(set(header)) != len(header):
+                dupes = sorted({c for c in header if header.count(c) > 1})
+                raise HistoryError(
+                    [Problem(path.name, f"repeats column(s) {dupes} in its header", droppable=False)]
+                )
+            table = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={c: pa.string() for c in header},
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=True,
+                ),
+            )
+            return table, True
+    except HistoryError:
+        raise
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise HistoryError(
+            [Problem(path.name, f"cannot be read: {_short(str(exc), 300)}", droppable=False)]
+        ) from exc
+    raise HistoryError([Problem(path.name, "is not a .parquet, .csv or .csv.gz file", droppable=False)])
+
+
+def _csv_header(path: Path) -> list[str]:
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        first = fh.readline()
+    if not first.strip():
+        raise HistoryError([Problem(path.name, "is empty (no header line)", droppable=False)])
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise HistoryError(
+            [
+                Problem(
+                    path.name, f"header is not UTF-8 text ({exc.reason} at byte {exc.start})", droppable=False
+                )
+            ]
+        ) from exc
+    return next(csv.reader(io.StringIO(text)))
+
+
+# --- typing and row checks -----------------------------------------------------------------------
+
+
+def _type_table(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    label: str,
+    table: pa.Table,
+    is_csv: bool,
+    config: DatasetConfig,
+    as_of: datetime | None,
+    problems: list[Problem],
+    report: LoadReport,
+) -> list[str] | None:
+    """Create DuckDB tables typed_<name> and clean_<name>; return the typed column names."""
+    spec = CONTRACT[name]
+    tcfg = config.table(name)
+    mapping = {c: tcfg.columns.get(c, c) for c in (*spec.required, *spec.optional)}
+    unknown_targets = sorted(set(tcfg.columns) - set(mapping))
+    structural: list[Problem] = []
+    if unknown_targets:
+        structural.append(
+            Problem(
+                label,
+                f"dataset.yaml maps unknown contract column(s) {unknown_targets} for {name} "
+                f"(contract columns: {', '.join(mapping)})",
+                droppable=False,
+            )
+        )
+    if table.num_rows == 0:
+        structural.append(
+            Problem(label, "has no rows (remove the file if the table does not apply)", droppable=False)
+        )
+    present = set(table.column_names)
+    for col in spec.required:
+        if mapping[col] not in present:
+            via = f" (mapped from '{mapping[col]}')" if mapping[col] != col else ""
+            structural.append(
+                Problem(
+                    label,
+                    f"is missing required column '{col}'{via}; "
+                    f"columns found: {', '.join(table.column_names)}",
+                    droppable=False,
+                )
+            )
+    used_sources = {mapping[c] for c in mapping if mapping[c] in present}
+    extra = [c for c in table.column_names if c not in used_sources]
+    kinds = {c: k for c, k in {**spec.required, **spec.optional}.items() if mapping[c] in present}
+    attributes = extra if spec.keeps_attributes else []
+    for col in attributes:
+        kinds[col] = _attribute_kind(con, table, col, is_csv)
+        mapping[col] = col
+    if extra and not spec.keeps_attributes:
+        report.ignored_columns[name] = extra
+    for col, kind in kinds.items():
+        if (msg := _type_problem(table.schema.field(mapping[col]).type, kind)) is not None:
+            structural.append(Problem(label, f"has type {msg}", column=col, droppable=False))
+    if structural:
+        problems.extend(structural)
+        return None
+
+    table = table.append_column("__row", pa.array(range(table.num_rows), type=pa.int64()))
+    con.register(f"raw_{name}", table)
+    selects, checks = ["__row"], []
+    for col, kind in kinds.items():
+        src = f'"{mapping[col]}"'
+        is_text = _is_text(table.schema.field(mapping[col]).type)
+        selects.append(f'{_typed_expr(src, kind, is_text, tcfg.timestamp_format)} AS "{col}"')
+        if col in attributes:
+            continue
+        if is_text:
+            selects.append(f'{src} AS "__raw_{col}"')
+        shown = f'"__raw_{col}"' if is_text else f'"{col}"'
+        blank = f"NULLIF(trim({shown}), '') IS NULL" if is_text else f'"{col}" IS NULL'
+        if col in spec.required:
+            checks.append((col, "missing values (required)", blank, shown))
+        if is_text and kind in ("number", "timestamp"):
+            what = "numbers" if kind == "number" else _timestamp_hint(tcfg.timestamp_format)
+            checks.append((col, f"values are not {what}", f'NOT ({blank}) AND "{col}" IS NULL', shown))
+        if kind == "number":
+            checks.append((col, "values are NaN or infinite", f'isnan("{col}") OR isinf("{col}")', shown))
+        if kind == "timestamp" and as_of is not None and col in ("timestamp", "signup_date"):
+            after = f"values are after the as-of date {as_of:%Y-%m-%d %H:%M:%S}"
+            checks.append((col, after, f"\"{col}\" > TIMESTAMP '{as_of.isoformat(sep=' ')}'", shown))
+    con.execute(f"CREATE TEMP TABLE typed_{name} AS SELECT {', '.join(selects)} FROM raw_{name}")
+    con.unregister(f"raw_{name}")
+
+    for col, kind in kinds.items():
+        if (
+            kind == "timestamp"
+            and _is_text(table.schema.field(mapping[col]).type)
+            and not tcfg.timestamp_format
+        ):
+            _check_mixed_zones(con, name, label, col, f'"__raw_{col}"', is_csv, problems)
+    bad_rows = []
+    if checks:
+        counts = con.execute(
+            "SELECT "
+            + ", ".join(f"count_if(coalesce({cond}, false))" for _, _, cond, _ in checks)
+            + f" FROM typed_{name}"
+        ).fetchall()[0]
+        for (col, message, cond, shown), count in zip(checks, counts, strict=True):
+            if count:
+                rows = con.execute(
+                    f"SELECT __row, {shown} FROM typed_{name} WHERE coalesce({cond}, false) "
+                    f"ORDER BY __row LIMIT {EXAMPLES}"
+                ).fetchall()
+                problems.append(Problem(label, message, col, count, _examples(rows, is_csv)))
+                bad_rows.append(f"coalesce({cond}, false)")
+    where = f"WHERE NOT ({' OR '.join(bad_rows)})" if bad_rows else ""
+    con.execute(f"CREATE TEMP TABLE clean_{name} AS SELECT * FROM typed_{name} {where}")
+    con.execute(f"DROP TABLE typed_{name}")
+    return list(kinds)
+
+
+def _typed_expr(src: str, kind: str, is_text: bool, fmt: str | None) -> str:
+    if kind == "id":
+        return f"NULLIF(trim({src}), '')" if is_text else f"CAST({src} AS VARCHAR)"
+    if kind == "text":
+        return f"NULLIF(trim(CAST({src} AS VARCHAR)), '')"
+    if kind == "number":
+        return f"TRY_CAST(trim({src}) AS DOUBLE)" if is_text else f"CAST({src} AS DOUBLE)"
+    if kind == "timestamp":
+        if not is_text:
+            return f"CAST({src} AS TIMESTAMP)"
+        if fmt:
+            return f"CAST(try_strptime(trim({src}), '{_sql_quote(fmt)}') AS TIMESTAMP)"
+        return f"CAST(TRY_CAST(trim({src}) AS TIMESTAMPTZ) AS TIMESTAMP)"
+    if kind == "attribute":
+        return src
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def _type_problem(arrow_type: pa.DataType, kind: str) -> str | None:
+    """None if a column of this Arrow type can hold the kind; else a description of the mismatch."""
+    t = arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+    ok = {
+        "id": _is_text(t) or pa.types.is_integer(t),
+        "text": _is_text(t) or pa.types.is_integer(t) or pa.types.is_boolean(t),
+        "number": _is_text(t) or pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t),
+        "timestamp": _is_text(t) or pa.types.is_timestamp(t) or pa.types.is_date(t),
+        "attribute": True,
+    }[kind]
+    if ok or pa.types.is_null(t):
+        return None
+    expected = {
+        "id": "text or integer ids",
+        "text": "text",
+        "number": "a number",
+        "timestamp": "a timestamp or date (for epoch numbers or other formats, "
+        "store text and set timestamp_format)",
+    }[kind]
+    return f"{t}; expected {expected}"
+
+
+def _is_text(t: pa.DataType) -> bool:
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _attribute_kind(con: duckdb.DuckDBPyConnection, table: pa.Table, col: str, is_csv: bool) -> str:
+    """CSV attributes are numbers when every value parses as one, else text; typed files keep their type."""
+    if not is_csv:
+        return "attribute"
+    con.register("__attr", table.select([col]))
+    row = con.execute(
+        f"SELECT count_if(NULLIF(trim(\"{col}\"), '') IS NOT NULL "
+        f'AND TRY_CAST(trim("{col}") AS DOUBLE) IS NULL) '
+        "FROM __attr"
+    ).fetchall()[0]
+    con.unregister("__attr")
+    return "number" if row[0] == 0 else "text"
+
+
+def _check_mixed_zones(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    label: str,
+    col: str,
+    src: str,
+    is_csv: bool,
+    problems: list[Problem],
+) -> None:
+    zone = f"regexp_matches(trim({src}), '(Z|[+-][0-9][0-9]:?[0-9][0-9])$')"
+    row = con.execute(
+        f"SELECT count_if({zone}), count_if(NOT {zone}), "
+        f"min(__row) FILTER ({zone}), min(__row) FILTER (NOT {zone}) "
+        f"FROM typed_{name} WHERE NULLIF(trim({src}), '') IS NOT NULL"
+    ).fetchall()[0]
+    with_zone, without_zone, first_with, first_without = row
+    if with_zone and without_zone:
+        examples = con.execute(
+            f"SELECT __row, {src} FROM typed_{name} WHERE __row IN (?, ?) ORDER BY __row",
+            [first_with, first_without],
+        ).fetchall()
+        problems.append(
+            Problem(
+                label,
+                f"mixes time zones: {with_zone:,} values carry a UTC offset and {without_zone:,} do not; "
+                "write every timestamp with an offset, or none",
+                col,
+                examples=_examples(examples, is_csv),
+                droppable=False,
+            )
+        )
+
+
+# --- cross-table checks --------------------------------------------------------------------------
+
+
+def _check_unique_customers(
+    con: duckdb.DuckDBPyConnection, label: str, is_csv: bool, problems: list[Problem]
+) -> None:
+    dup = "__row NOT IN (SELECT min(__row) FROM clean_customers GROUP BY customer_id)"
+    count = _scalar(con, f"SELECT count(*) FROM clean_customers WHERE {dup}")
+    if count:
+        rows = con.execute(
+            f"SELECT __row, customer_id FROM clean_customers WHERE {dup} ORDER BY __row LIMIT {EXAMPLES}"
+        ).fetchall()
+        problems.append(
+            Problem(
+                label,
+                "rows repeat a customer_id listed earlier",
+                "customer_id",
+                count,
+                _examples(rows, is_csv),
+            )
+        )
+        con.execute(f"DELETE FROM clean_customers WHERE {dup}")
+
+
+def _check_known_customers(
+    con: duckdb.DuckDBPyConnection, name: str, label: str, is_csv: bool, problems: list[Problem]
+) -> None:
+    unknown = "customer_id NOT IN (SELECT customer_id FROM clean_customers)"
+    count = _scalar(con, f"SELECT count(*) FROM clean_{name} WHERE {unknown}")
+    if count:
+        rows = con.execute(
+            f"SELECT __row, customer_id FROM clean_{name} WHERE {unknown} ORDER BY __row LIMIT {EXAMPLES}"
+        ).fetchall()
+        problems.append(
+            Problem(
+                label,
+                "rows name a customer missing from customers",
+                "customer_id",
+                count,
+                _examples(rows, is_csv),
+            )
+        )
+        con.execute(f"DELETE FROM clean_{name} WHERE {unknown}")
+
+
+def _check_duplicates(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    label: str,
+    is_csv: bool,
+    columns: list[str],
+    config: DatasetConfig,
+    problems: list[Problem],
+    report: LoadReport,
+) -> None:
+    """Exact duplicate rows: an error by default, dropped and counted with `duplicates: drop`."""
+    if name == "customers" or config.duplicates == "keep":
+        return
+    cols = ", ".join(f'"{c}"' for c in columns)
+    dup = f"__row NOT IN (SELECT min(__row) FROM clean_{name} GROUP BY {cols})"
+    count = _scalar(con, f"SELECT count(*) FROM clean_{name} WHERE {dup}")
+    if not count:
+        return
+    rows = con.execute(
+        f"SELECT __row, 'same as an earlier row' FROM clean_{name} WHERE {dup} "
+        f"ORDER BY __row LIMIT {EXAMPLES}"
+    ).fetchall()
+    message = "exact duplicate rows (add an order_id, or set duplicates: keep or drop in dataset.yaml)"
+    problem = Problem(label, message, None, count, _examples(rows, is_csv))
+    (report.dropped if config.duplicates == "drop" else problems).append(problem)
+    con.execute(f"DELETE FROM clean_{name} WHERE {dup}")
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _examples(rows: list[tuple[Any, Any]], is_csv: bool) -> tuple[str, ...]:
+    where = "line" if is_csv else "row"
+    offset = 2 if is_csv else 1  # CSV: line 1 is the header
+    return tuple(f"{where} {r + offset}: {_short(repr(v), 60)}" for r, v in rows)
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    return int(con.execute(sql).fetchall()[0][0])
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _sql_quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _timestamp_hint(fmt: str | None) -> str:
+    return (
+        f"timestamps in the format {fmt!r}"
+        if fmt
+        else "ISO 8601 timestamps (set timestamp_format for others)"
+    )

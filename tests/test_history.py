@@ -1,0 +1,347 @@
+"""The customer-history contract: loading, typing, and every kind of bad input we promise to name."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features.config import ConfigError, DatasetConfig
+from features.history import HistoryError, history_from_frames, load_history
+
+TX = "customer_id,timestamp,amount\n"
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(folder: Path, **kwargs: object) -> str:
+    with pytest.raises(HistoryError) as info:
+        load_history(folder, **kwargs)  # type: ignore[arg-type]
+    return str(info.value)
+
+
+# --- what a good history becomes -----------------------------------------------------------------
+
+
+def test_csv_history_is_typed_and_complete(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "transactions.csv",
+        TX + "a,2024-01-02,10.5\nb,2024-01-03 12:30:00,-2\na,2024-02-01T08:00:00,0\n",
+    )
+    write(
+        tmp_path,
+        "customers.csv",
+        "customer_id,signup_date,segment,age\na,2023-12-01,gold,31\nb,2023-11-05,silver,\n",
+    )
+    history = load_history(tmp_path)
+    tx = history.transactions
+    assert tx.column_names == ["customer_id", "timestamp", "amount"]
+    assert tx.schema.field("timestamp").type == pa.timestamp("us")
+    assert tx.column("amount").to_pylist() == [10.5, -2.0, 0.0]
+    assert tx.column("timestamp").to_pylist()[1] == datetime(2024, 1, 3, 12, 30)
+    customers = history.customers
+    assert customers is not None
+    assert customers.schema.field("age").type == pa.float64()  # every value parses: a number
+    assert customers.schema.field("segment").type == pa.string()
+    assert customers.column("age").to_pylist() == [31.0, None]
+    summary = history.summary()
+    assert summary["transactions"] == 3 and summary["customers_with_transactions"] == 2
+    assert summary["refund_rows"] == 1 and summary["zero_amount_rows"] == 1
+
+
+def test_parquet_and_csv_load_to_the_same_tables(tmp_path: Path) -> None:
+    write(tmp_path / "csv", "transactions.csv", TX + "a,2024-01-02,10.5\nb,2024-01-03,3\n")
+    (tmp_path / "pq").mkdir()
+    frame = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "timestamp": pd.to_datetime(["2024-01-02", "2024-01-03"]),
+            "amount": [10.5, 3.0],
+        }
+    )
+    frame.to_parquet(tmp_path / "pq" / "transactions.parquet")
+    assert load_history(tmp_path / "csv").transactions.equals(load_history(tmp_path / "pq").transactions)
+
+
+def test_in_memory_frames_are_validated_like_files() -> None:
+    frame = pd.DataFrame({"customer_id": [1, 2], "timestamp": ["2024-01-01", "bad"], "amount": [1.0, 2.0]})
+    with pytest.raises(HistoryError, match=r"<transactions>: column 'timestamp': 1 values are not ISO 8601"):
+        history_from_frames(frame)
+    good = history_from_frames(frame.iloc[:1])
+    assert good.transactions.column("customer_id").to_pylist() == ["1"]  # integer ids become text
+
+
+def test_column_mapping_and_date_format(tmp_path: Path) -> None:
+    write(tmp_path, "orders.csv", "cust,day,dollars,extra\n7,19970101,11.77,x\n8,19970215,5,y\n")
+    write(
+        tmp_path,
+        "dataset.yaml",
+        "tables:\n  transactions:\n    file: orders.csv\n    timestamp_format: '%Y%m%d'\n"
+        "    columns: {customer_id: cust, timestamp: day, amount: dollars}\n",
+    )
+    history = load_history(tmp_path)
+    assert history.transactions.column("timestamp").to_pylist() == [
+        datetime(1997, 1, 1),
+        datetime(1997, 2, 15),
+    ]
+    assert history.report.ignored_columns == {"transactions": ["extra"]}
+
+
+def test_utc_offsets_are_converted_to_utc(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-01T10:00:00+02:00,1\nb,2024-01-01T10:00:00Z,1\n")
+    times = load_history(tmp_path).transactions.column("timestamp").to_pylist()
+    assert times == [datetime(2024, 1, 1, 8), datetime(2024, 1, 1, 10)]
+
+
+def test_gzipped_csv_is_read(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    with gzip.open(tmp_path / "transactions.csv.gz", "wt") as fh:
+        fh.write(TX + "a,2024-01-02,1\n")
+    assert load_history(tmp_path).transactions.num_rows == 1
+
+
+# --- bad input: one clear error naming file, column and rows -------------------------------------
+
+
+def test_not_a_folder(tmp_path: Path) -> None:
+    assert "is not a folder" in error_of(tmp_path / "nope")
+
+
+def test_no_transactions_table(tmp_path: Path) -> None:
+    write(tmp_path, "customers.csv", "customer_id\na\n")
+    message = error_of(tmp_path)
+    assert "has no transactions table" in message and "customers.csv" in message
+
+
+def test_two_files_for_one_table(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\n")
+    pq.write_table(pa.table({"customer_id": ["a"]}), tmp_path / "transactions.parquet")
+    assert "more than one transactions table (transactions.parquet, transactions.csv)" in error_of(tmp_path)
+
+
+def test_missing_required_column(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", "customer_id,timestamp,price\na,2024-01-02,1\n")
+    message = error_of(tmp_path)
+    assert "transactions.csv: is missing required column 'amount'" in message
+    assert "columns found: customer_id, timestamp, price" in message
+
+
+def test_mapping_names_a_missing_source_column(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\n")
+    config = DatasetConfig.from_dict({"tables": {"transactions": {"columns": {"amount": "dollars"}}}})
+    assert "missing required column 'amount' (mapped from 'dollars')" in error_of(tmp_path, config=config)
+
+
+def test_header_only_table_is_empty(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX)
+    assert "transactions.csv: has no rows" in error_of(tmp_path)
+
+
+def test_zero_byte_file(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", "")
+    assert "transactions.csv: is empty (no header line)" in error_of(tmp_path)
+
+
+def test_unparsable_timestamps_name_lines_and_values(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\nb,yesterday,2\nc,2024-13-45,3\n")
+    message = error_of(tmp_path)
+    assert "transactions.csv: column 'timestamp': 2 values are not ISO 8601 timestamps" in message
+    assert "line 3: 'yesterday'; line 4: '2024-13-45'" in message
+
+
+def test_unparsable_amounts(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + 'a,2024-01-02,1\nb,2024-01-02,12 USD\nc,2024-01-02,"1,5"\n')
+    message = error_of(tmp_path)
+    assert "column 'amount': 2 values are not numbers" in message
+    assert "line 3: '12 USD'; line 4: '1,5'" in message
+
+
+def test_blank_required_values(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + " ,2024-01-02,1\nb,2024-01-02,\n")
+    message = error_of(tmp_path)
+    assert "column 'customer_id': 1 missing values (required) — first: line 2" in message
+    assert "column 'amount': 1 missing values (required) — first: line 3" in message
+
+
+def test_nan_and_infinite_amounts(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,nan\nb,2024-01-02,inf\nc,2024-01-02,1\n")
+    assert "column 'amount': 2 values are NaN or infinite — first: line 2: 'nan'; line 3: 'inf'" in error_of(
+        tmp_path
+    )
+
+
+def test_duplicate_rows_error_drop_and_keep(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\na,2024-01-02,1\nb,2024-01-02,1\n")
+    assert "1 exact duplicate rows" in error_of(tmp_path) and "line 3" in error_of(tmp_path)
+    dropped = load_history(tmp_path, DatasetConfig(duplicates="drop"))
+    assert dropped.transactions.num_rows == 2
+    assert dropped.report.rows_dropped == {"transactions": 1}
+    assert load_history(tmp_path, DatasetConfig(duplicates="keep")).transactions.num_rows == 3
+
+
+def test_events_for_unknown_customers(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\nzz,2024-01-02,1\n")
+    write(tmp_path, "customers.csv", "customer_id\na\n")
+    write(tmp_path, "interactions.csv", "customer_id,timestamp,type\nyy,2024-01-01,login\n")
+    message = error_of(tmp_path)
+    assert "transactions.csv: column 'customer_id': 1 rows name a customer missing from customers" in message
+    assert "line 3: 'zz'" in message
+    assert "interactions.csv: column 'customer_id': 1 rows name a customer missing" in message
+
+
+def test_events_after_the_as_of_date(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\nb,2024-03-01,1\n")
+    write(tmp_path, "dataset.yaml", "as_of: 2024-02-01\n")
+    assert "1 values are after the as-of date 2024-02-01 23:59:59 — first: line 3" in error_of(tmp_path)
+    # an explicit as-of overrides the config's
+    assert load_history(tmp_path, as_of=datetime(2024, 6, 1)).transactions.num_rows == 2
+
+
+def test_signup_after_the_as_of_date(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\n")
+    write(tmp_path, "customers.csv", "customer_id,signup_date\na,2025-01-01\n")
+    assert "customers.csv: column 'signup_date': 1 values are after the as-of date" in error_of(
+        tmp_path, as_of=datetime(2024, 6, 1)
+    )
+
+
+def test_mixed_time_zones(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02T10:00:00+01:00,1\nb,2024-01-02 10:00:00,1\n")
+    message = error_of(tmp_path)
+    assert "column 'timestamp': mixes time zones: 1 values carry a UTC offset and 1 do not" in message
+    assert "line 2: '2024-01-02T10:00:00+01:00'; line 3: '2024-01-02 10:00:00'" in message
+
+
+def test_repeated_customer_ids(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\n")
+    write(tmp_path, "customers.csv", "customer_id,segment\na,x\nb,y\na,z\n")
+    assert (
+        "customers.csv: column 'customer_id': 1 rows repeat a customer_id listed earlier — first: line 4"
+        in (error_of(tmp_path))
+    )
+
+
+def test_non_utf8_bytes(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "transactions.csv").write_bytes(TX.encode() + b"caf\xe9,2024-01-02,1\n")
+    message = error_of(tmp_path)
+    assert "transactions.csv: cannot be read" in message and "UTF8" in message.replace("UTF-8", "UTF8")
+
+
+def test_non_utf8_header(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "transactions.csv").write_bytes(b"customer_id,timestamp,montant\xe9\n")
+    assert "transactions.csv: header is not UTF-8 text" in error_of(tmp_path)
+
+
+def test_ragged_csv_row(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\nb,2024-01-02,1,extra\n")
+    message = error_of(tmp_path)
+    assert "transactions.csv: cannot be read" in message and "Expected 3 columns, got 4" in message
+
+
+def test_wrong_types_in_parquet(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    table = pa.table({"customer_id": [1.5], "timestamp": [20240101], "amount": [True]})
+    pq.write_table(table, tmp_path / "transactions.parquet")
+    message = error_of(tmp_path)
+    assert "column 'customer_id': has type double; expected text or integer ids" in message
+    assert "column 'timestamp': has type int64; expected a timestamp or date" in message
+    assert "column 'amount': has type bool; expected a number" in message
+
+
+def test_corrupt_parquet(tmp_path: Path) -> None:
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "transactions.parquet").write_bytes(b"PAR1 this is not parquet")
+    assert "transactions.parquet: cannot be read" in error_of(tmp_path)
+
+
+def test_interaction_without_type(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\n")
+    write(tmp_path, "interactions.csv", "customer_id,timestamp,type\na,2024-01-01,\na,2024-01-03,complaint\n")
+    assert "interactions.csv: column 'type': 1 missing values (required) — first: line 2" in error_of(
+        tmp_path
+    )
+
+
+def test_every_problem_is_listed_in_one_error(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", TX + "a,bad,1\nb,2024-01-02,x\n")
+    write(tmp_path, "cancellations.csv", "customer_id\na\n")
+    with pytest.raises(HistoryError) as info:
+        load_history(tmp_path)
+    found = [(p.file, p.column, p.message.split(" (")[0].split(";")[0]) for p in info.value.problems]
+    assert found == [
+        ("transactions.csv", "timestamp", "values are not ISO 8601 timestamps"),
+        ("transactions.csv", "amount", "values are not numbers"),
+        ("cancellations.csv", None, "is missing required column 'timestamp'"),
+    ]
+
+
+def test_drop_mode_drops_bad_rows_and_counts_them(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "transactions.csv",
+        TX + "a,2024-01-02,1\nb,bad,2\nc,2024-01-03,x\nd,2024-09-01,4\ne,2024-01-04,5\ne,2024-01-04,5\n",
+    )
+    config = DatasetConfig(on_invalid="drop", as_of=datetime(2024, 6, 30))
+    history = load_history(tmp_path, config)
+    assert history.transactions.column("customer_id").to_pylist() == ["a", "e"]
+    assert history.report.rows_read == {"transactions": 6}
+    assert history.report.rows_dropped == {"transactions": 4}
+    reasons = sorted(p.message.split(" (")[0] for p in history.report.dropped)
+    assert reasons == [
+        "exact duplicate rows",
+        "values are after the as-of date 2024-06-30 00:00:00",
+        "values are not ISO 8601 timestamps",
+        "values are not numbers",
+    ]
+
+
+def test_drop_mode_still_refuses_structural_problems(tmp_path: Path) -> None:
+    write(tmp_path, "transactions.csv", "customer_id,timestamp\na,2024-01-02\n")
+    assert "missing required column 'amount'" in error_of(tmp_path, config=DatasetConfig(on_invalid="drop"))
+
+
+# --- the dataset config --------------------------------------------------------------------------
+
+
+def test_config_rejects_unknown_keys_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "dataset.yaml", "as_off: 2024-01-01\n")
+    with pytest.raises(ConfigError, match=r"dataset.yaml: unknown key\(s\) as_off"):
+        DatasetConfig.from_yaml(path)
+
+
+def test_config_rejects_bad_choices_and_dates(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'on_invalid' is 'skip'; expected one of error, drop"):
+        DatasetConfig.from_dict({"on_invalid": "skip"})
+    with pytest.raises(ConfigError, match="'as_of': 'soon' is not an ISO date"):
+        DatasetConfig.from_dict({"as_of": "soon"})
+    with pytest.raises(ConfigError, match=r"unknown table 'tables\.orders'"):
+        DatasetConfig.from_dict({"tables": {"orders": {}}})
+
+
+def test_config_round_trips() -> None:
+    raw = {
+        "name": "shop",
+        "as_of": "2024-06-30T23:59:59",
+        "on_invalid": "drop",
+        "duplicates": "keep",
+        "churn": "contractual",
+        "tables": {
+            "transactions": {"file": "o.csv", "columns": {"amount": "total"}, "timestamp_format": "%d/%m/%Y"}
+        },
+    }
+    config = DatasetConfig.from_dict(raw)
+    assert DatasetConfig.from_dict(config.to_dict()) == config
+    assert config.as_of == datetime(2024, 6, 30, 23, 59, 59)
