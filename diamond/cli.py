@@ -42,8 +42,8 @@ def _user_errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
-    """A progress bar over named stages; yields `advance(stage_name)`."""
+def _progress(total: int | None, label: str) -> Iterator[Callable[[str], None]]:
+    """A progress bar over named stages (total None: count unknown); yields `advance(stage_name)`."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -59,7 +59,8 @@ def _progress(total: int, label: str) -> Iterator[Callable[[str], None]]:
             bar.update(task, advance=1, description=f"{label}: {stage}")
 
         yield advance
-        bar.update(task, completed=total, description=f"{label}: done")
+        bar.update(task, total=total or bar.tasks[0].completed, description=f"{label}: done")
+        bar.update(task, completed=bar.tasks[0].total)
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -110,7 +111,7 @@ def data_synthetic(
     """Write a synthetic history with all four tables and each customer's true churn time (truth.parquet)."""
     from features.datasets import synthetic
 
-    with _user_errors(), _progress(len(synthetic.STAGES), "synthetic") as advance:
+    with _user_errors(), _progress(None, "synthetic") as advance:
         counts = synthetic.write(out_dir, customers, seed, progress=advance, overwrite=overwrite)
     out.print(
         f"synthetic history written to {out_dir}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
