@@ -23,6 +23,8 @@ data_app = typer.Typer(
     help="Bundled and synthetic histories; validate a history folder.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(help="Point-in-time feature rows and training sets.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
 
 console = Console(stderr=True)
 out = Console()
@@ -33,10 +35,18 @@ def _user_errors() -> Iterator[None]:
     """Known bad input becomes a clear message and exit code 2, never a traceback."""
     from features.config import ConfigError
     from features.history import HistoryError
+    from features.sets import FeatureSetError
 
     try:
         yield
-    except (HistoryError, ConfigError, FileExistsError, FileNotFoundError) as exc:
+    except (
+        HistoryError,
+        ConfigError,
+        FeatureSetError,
+        FileExistsError,
+        FileNotFoundError,
+        ValueError,
+    ) as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(2) from None
 
@@ -145,6 +155,68 @@ def data_validate(
         console.print(f"[yellow]ignored:[/] {table}: columns not in the contract: {', '.join(columns)}")
 
 
+@features_app.command("build")
+def features_build(
+    data: Annotated[Path, typer.Option("--data", help="History folder.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    cutoffs: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated cutoffs (a date means the end of that day); default: monthly."),
+    ] = None,
+    horizon: Annotated[str, typer.Option(help="Label horizon, e.g. 90d or 13w.")] = "90d",
+    feature_set: Annotated[str, typer.Option(help="Versioned feature set, e.g. core_v1.")] = "core_v1",
+    labels: Annotated[bool, typer.Option(help="Attach churned and future_value (training sets).")] = True,
+    as_of: Annotated[str | None, typer.Option(help="Declared as-of date of the history.")] = None,
+) -> None:
+    """Build feature rows (and labels) for every eligible customer at each cutoff; write Parquet."""
+    from features import build
+    from features.history import load_history
+
+    steps = ["load history", "spine", "features", "labels", "write"]
+    with _user_errors(), _progress(len(steps), "features") as advance:
+        history = load_history(data, as_of=_parse_time(as_of))
+        advance(steps[0])
+        horizon_days = build.parse_horizon(horizon)
+        cuts = (
+            [build.parse_cutoff(c) for c in cutoffs.split(",") if c.strip()]
+            if cutoffs
+            else build.monthly_cutoffs(history, horizon_days)
+        )
+        spine = build.build_spine(history, cuts)
+        advance(steps[1])
+        table = build.build_features(history, spine, feature_set, horizon_days)
+        advance(steps[2])
+        if labels:
+            lab = build.build_labels(history, spine, horizon_days)
+            table = table.append_column("churned", lab.column("churned")).append_column(
+                "future_value", lab.column("future_value")
+            )
+        advance(steps[3])
+        _write_parquet(table, out_file)
+        advance(steps[4])
+    _print_summary(build.summarise(table), f"{feature_set} at {len(cuts)} cutoff(s) -> {out_file}")
+
+
+@features_app.command("list")
+def features_list(
+    feature_set: Annotated[str | None, typer.Option(help="Only the features of this set.")] = None,
+) -> None:
+    """List the registered features (name, family, source, description) and the feature sets."""
+    from features.definitions import REGISTRY
+    from features.sets import FEATURE_SETS, get_feature_set
+
+    with _user_errors():
+        names = get_feature_set(feature_set).features if feature_set else tuple(REGISTRY)
+    table = Table("feature", "family", "source", "description")
+    for name in names:
+        f = REGISTRY[name]
+        table.add_row(f.name, f.family, f.source, f.description)
+    out.print(table)
+    for fs in FEATURE_SETS.values():
+        extra = " + every customer attribute" if fs.attributes else ""
+        out.print(f"{fs.key}: {len(fs.features)} features{extra}. {fs.description}")
+
+
 @app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's results.")] = Path(
@@ -152,20 +224,38 @@ def demo(
     ),
 ) -> None:
     """Run the whole product end to end on the bundled CDNOW data and say where the results are."""
+    from features import build
     from features.datasets import cdnow
     from features.history import load_history
 
-    steps = ["write CDNOW history", "load and validate", "summarise"]
+    steps = ["write CDNOW history", "load and validate", "point-in-time features", "summarise"]
     with _user_errors(), _progress(len(steps), "demo") as advance:
         history_dir = cdnow.write(out_dir / "cdnow", overwrite=True)
         advance(steps[0])
         history = load_history(history_dir)
         advance(steps[1])
-        summary = history.summary()
+        # the classic CDNOW protocol: features at 1997-09-30, labels over the next 39 weeks
+        features_file = out_dir / "cdnow_features_1997-09-30.parquet"
+        table = build.build_training_set(history, ["1997-09-30"], "273d", "rfm_v1")
+        _write_parquet(table, features_file)
+        advance(steps[2])
+        summary = {**history.summary(), "features": build.summarise(table)}
         summary_file = out_dir / "summary.json"
         summary_file.write_text(json.dumps(summary, default=str, indent=2) + "\n", encoding="utf-8")
-        advance(steps[2])
-    _print_summary(summary, "CDNOW history")
+        advance(steps[3])
+    _print_summary(history.summary(), "CDNOW history")
+    _print_summary(build.summarise(table), "features at 1997-09-30, labels to 1998-06-30")
     out.print("\nResults:")
     out.print(f"  history folder : {history_dir.resolve()}")
+    out.print(f"  features       : {features_file.resolve()}")
     out.print(f"  summary        : {summary_file.resolve()}")
+
+
+def _write_parquet(table: Any, path: Path) -> None:
+    """Write atomically: a failed run leaves any previous file intact."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)

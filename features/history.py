@@ -118,6 +118,7 @@ class History:
     cancellations: pa.Table | None = None
     as_of: datetime | None = None
     name: str = "history"
+    churn: str = "non_contractual"  # how churn is defined for this history (dataset.yaml `churn`)
     report: LoadReport = field(default_factory=LoadReport)
 
     def tables(self) -> dict[str, pa.Table]:
@@ -265,6 +266,7 @@ def validate_tables(
         cancellations=tables.get("cancellations"),
         as_of=as_of,
         name=config.name,
+        churn=config.churn,
         report=report,
     )
 

@@ -1,0 +1,97 @@
+"""Named, versioned feature sets. A set never changes once a model has used it: add `core_v2` instead.
+
+Every model records the set's key and the columns it resolved to on its training history; scoring builds
+the same set and refuses a mismatch (`features.build.check_columns`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.definitions import REGISTRY
+
+
+class FeatureSetError(ValueError):
+    """An unknown feature set, or rows that do not match the set a model was trained on."""
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A named list of registered features, plus (optionally) every static customer attribute."""
+
+    name: str
+    version: int
+    features: tuple[str, ...]
+    attributes: bool = False  # include each customers column as attr_<column>
+    description: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}_v{self.version}"
+
+
+_RFM = (
+    "recency_days", "tenure_days", "n_purchases", "frequency_days",
+    "monetary_sum", "monetary_mean", "monetary_max", "monetary_std", "monetary_first", "monetary_last",
+    "net_amount", "refund_count", "refund_amount",
+    "purchases_30d", "amount_30d", "purchases_90d", "amount_90d",
+    "purchases_180d", "amount_180d", "purchases_365d", "amount_365d",
+    "trend_purchases_90d", "trend_amount_90d",
+    "ipt_mean_days", "ipt_std_days", "ipt_last_days", "recency_over_ipt",
+)  # fmt: skip
+_BTYD = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
+_INTERACTIONS = tuple(
+    f"{kind}_{suffix}"
+    for kind in (
+        "support_ticket",
+        "complaint",
+        "campaign_sent",
+        "campaign_click",
+        "email_open",
+        "login",
+        "visit",
+    )
+    for suffix in ("30d", "90d", "365d")
+) + tuple(
+    f"days_since_{kind}"
+    for kind in (
+        "support_ticket",
+        "complaint",
+        "campaign_sent",
+        "campaign_click",
+        "email_open",
+        "login",
+        "visit",
+    )
+)
+
+FEATURE_SETS: dict[str, FeatureSet] = {
+    s.key: s
+    for s in (
+        FeatureSet(
+            "core",
+            1,
+            (*_RFM, "n_categories", "n_channels", *_INTERACTIONS, "signup_tenure_days", *_BTYD),
+            attributes=True,
+            description="Every family: RFM, windows, trend, refunds, diversity, inter-purchase time, "
+            "interactions per type, customer attributes, BTYD.",
+        ),
+        FeatureSet("rfm", 1, (*_RFM, *_BTYD), description="Transactions only: RFM, windows, trend, BTYD."),
+    )
+}
+DEFAULT_FEATURE_SET = "core_v1"
+
+
+def get_feature_set(key: str) -> FeatureSet:
+    """The feature set named `key` (e.g. 'core_v1'); a clear error listing the known ones otherwise."""
+    try:
+        return FEATURE_SETS[key]
+    except KeyError:
+        raise FeatureSetError(f"unknown feature set {key!r}; known: {', '.join(FEATURE_SETS)}") from None
+
+
+def _check_registry() -> None:
+    for fs in FEATURE_SETS.values():
+        missing = [f for f in fs.features if f not in REGISTRY]
+        if missing:
+            raise FeatureSetError(f"feature set {fs.key} names unregistered features {missing}")
