@@ -102,7 +102,7 @@ def build_spine(history: History, cutoffs: Iterable[str | datetime]) -> pa.Table
     engine = _Engine(history)
     cut = engine.cutoffs(cutoff_list)
     firsts = [
-        engine.table(name).select("customer_id", first=engine.table(name).timestamp)
+        engine.table(name).select("customer_id", first=_known_at(engine.table(name)))
         for name in ("transactions", "interactions")
         if engine.has(name)
     ]
@@ -114,7 +114,7 @@ def build_spine(history: History, cutoffs: Iterable[str | datetime]) -> pa.Table
     pairs = first.cross_join(cut).filter(lambda t: t.first <= t.cutoff)
     if engine.has("cancellations"):
         x = engine.table("cancellations")
-        cancelled = x.group_by("customer_id").aggregate(cancelled_at=x.timestamp.min())
+        cancelled = x.group_by("customer_id").aggregate(cancelled_at=_known_at(x).min())
         pairs = pairs.left_join(cancelled, "customer_id").filter(
             lambda t: t.cancelled_at.isnull() | (t.cancelled_at > t.cutoff)
         )
@@ -320,6 +320,13 @@ def _events(table: ir.Table, spine: ir.Table) -> ir.Table:
         seen &= j.recorded_at.isnull() | (j.recorded_at <= j.cutoff)
     j = j.filter(seen)
     return j.mutate(age_days=j.cutoff.date().delta(j.timestamp.date(), unit="day"))
+
+
+def _known_at(table: ir.Table) -> ir.Value:
+    """When an event was known: its timestamp, or its recorded_at if later (eligibility is point-in-time)."""
+    if "recorded_at" not in table.columns:
+        return table.timestamp
+    return ibis.greatest(table.timestamp, table.recorded_at.fill_null(table.timestamp))
 
 
 def _event_tables(history: History) -> dict[str, pa.Table]:

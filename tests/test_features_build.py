@@ -137,3 +137,16 @@ def test_spine_counts_on_cdnow(cdnow_dir: Path) -> None:
         int((first <= "1997-01-31").sum()),
         23_570,
     ]  # every customer's first purchase is in Q1 1997
+
+
+def test_an_event_recorded_after_the_cutoff_does_not_make_a_customer_eligible() -> None:
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["a", "b"],
+            "timestamp": pd.to_datetime(["2024-01-05", "2024-01-06"]),
+            "amount": [3.0, 4.0],
+            "recorded_at": pd.to_datetime(["2024-01-05", "2024-02-10"]),  # b's purchase reached the CRM late
+        }
+    )
+    spine = build_spine(history_from_frames(tx), ["2024-01-31", "2024-02-29"]).to_pylist()
+    assert [(r["customer_id"], r["cutoff"].month) for r in spine] == [("a", 1), ("a", 2), ("b", 2)]
