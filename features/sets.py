@@ -40,29 +40,10 @@ _RFM = (
     "ipt_mean_days", "ipt_std_days", "ipt_last_days", "recency_over_ipt",
 )  # fmt: skip
 _BTYD = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
-_INTERACTIONS = tuple(
-    f"{kind}_{suffix}"
-    for kind in (
-        "support_ticket",
-        "complaint",
-        "campaign_sent",
-        "campaign_click",
-        "email_open",
-        "login",
-        "visit",
-    )
-    for suffix in ("30d", "90d", "365d")
-) + tuple(
-    f"days_since_{kind}"
-    for kind in (
-        "support_ticket",
-        "complaint",
-        "campaign_sent",
-        "campaign_click",
-        "email_open",
-        "login",
-        "visit",
-    )
+# frozen here (not imported from definitions) so that a new interaction type cannot change core_v1
+_TYPES_V1 = ("support_ticket", "complaint", "campaign_sent", "campaign_click", "email_open", "login", "visit")
+_INTERACTIONS = tuple(f"{kind}_{w}" for kind in _TYPES_V1 for w in ("30d", "90d", "365d")) + tuple(
+    f"days_since_{kind}" for kind in _TYPES_V1
 )
 
 FEATURE_SETS: dict[str, FeatureSet] = {
