@@ -14,17 +14,15 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-README = Path(__file__).resolve().with_name("README.md")
+from common import README, ROOT, machine, measure, record_row
+
 START_MARK = "<!-- synthetic-results:start -->"
 END_MARK = "<!-- synthetic-results:end -->"
 TABLE_HEADER = (
@@ -61,19 +59,10 @@ class Run:
 
 
 def _measure(cmd: list[str], out_dir: Path) -> Run:
-    """Run ``cmd``; wall time and that child's own peak RSS (``os.wait4`` gives the child's rusage)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    stdout = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{cmd[:3]} failed with exit code {proc.returncode}")
+    """Run ``cmd``; wall time, that child's own peak RSS, and what it wrote."""
+    m = measure(cmd)
     disk = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
-    # ru_maxrss is in KiB on Linux (the same field resource.getrusage(RUSAGE_CHILDREN) reports)
-    return Run(wall, usage.ru_maxrss / 1024, json.loads(stdout.strip().splitlines()[-1]), disk / 2**20)
+    return Run(m.wall_s, m.peak_rss_mib, m.result, disk / 2**20)
 
 
 def reference_child(out_dir: str, spec_json: str, seed: int) -> None:
@@ -107,24 +96,6 @@ def _versions() -> str:
         check=True,
     ).stdout.split()
     return f"python {platform.python_version()}, numpy {out[0]}, pyarrow {out[1]}"
-
-
-def _update_readme(row: str, key: tuple[str, str, str]) -> None:
-    """Insert or replace the results row for (date, customers, seed) between the README markers."""
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if START_MARK not in text:
-        text = text.rstrip("\n") + f"\n\n{START_MARK}\n{TABLE_HEADER}{END_MARK}\n"
-    head, rest = text.split(START_MARK, 1)
-    body, tail = rest.split(END_MARK, 1)
-    rows = [
-        line
-        for line in body.strip("\n").splitlines()
-        if line.startswith("| ") and not line.startswith("| date")
-    ]
-    rows = [r for r in rows if tuple(c.strip() for c in r.strip("|").split("|")[:3]) != key]
-    rows.append(row)
-    rows.sort(key=lambda r: (r.split("|")[1].strip(), int(re.sub(r"\D", "", r.split("|")[2]) or 0)))
-    README.write_text(f"{head}{START_MARK}\n{TABLE_HEADER}{chr(10).join(rows)}\n{END_MARK}{tail}")
 
 
 def main() -> None:
@@ -185,13 +156,12 @@ def main() -> None:
 
     if not args.no_readme:
         today = date.today().isoformat()
-        machine = f"{os.cpu_count()} cores, {platform.machine()}"
         row = (
             f"| {today} | {args.customers:,} | {args.seed} | {gen.total_rows:,} | {gen.wall_s:.1f} "
             f"| {gen.peak_rss_mib:,.0f} | {gen.rows_per_s:,.0f} | {gen.disk_mib:,.0f} | {ref.wall_s:.1f} "
-            f"| {ref.peak_rss_mib:,.0f} | {time_ratio:.2f} | {mem_ratio:.2f} | {machine} | {_versions()} |"
+            f"| {ref.peak_rss_mib:,.0f} | {time_ratio:.2f} | {mem_ratio:.2f} | {machine()} | {_versions()} |"
         )
-        _update_readme(row, (today, f"{args.customers:,}", str(args.seed)))
+        record_row(START_MARK, END_MARK, TABLE_HEADER, row, key_columns=3)
         print(f"recorded in {README.relative_to(ROOT)}")
 
 

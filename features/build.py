@@ -99,7 +99,7 @@ def build_spine(history: History, cutoffs: Iterable[str | datetime]) -> pa.Table
     cutoff_list = sorted({parse_cutoff(c) for c in cutoffs})
     if not cutoff_list:
         raise ValueError("at least one cutoff is required")
-    engine = _Engine(history)
+    engine = _Engine(history, exact=True)
     cut = engine.cutoffs(cutoff_list)
     firsts = [
         engine.table(name).select("customer_id", first=_known_at(engine.table(name)))
@@ -189,10 +189,15 @@ def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: s
             "use an earlier cutoff or a shorter horizon"
         )
     engine = _Engine(history, spine)
-    s = engine.table("spine")
-    end = s.cutoff + ibis.interval(days=horizon_days)
-    tx = engine.table("transactions")
-    fut = tx.join(s, "customer_id").filter(lambda t: (t.timestamp > t.cutoff) & (t.timestamp <= end))
+    s, cuts = engine.table("spine"), engine.table("spine_cutoffs")
+
+    def window(events: ir.Table) -> ir.Table:  # events in (T, T + horizon] for each cutoff T
+        j = events.cross_join(cuts)
+        return j.filter(
+            (j.timestamp > j.cutoff) & (j.timestamp <= j.cutoff + ibis.interval(days=horizon_days))
+        )
+
+    fut = window(engine.table("transactions"))
     agg = fut.group_by(KEYS).aggregate(
         future_purchases=fut.count(where=fut.amount >= 0), value=fut.amount.sum()
     )
@@ -200,8 +205,7 @@ def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: s
     if churn in ("contractual", "mixed"):
         if not engine.has("cancellations"):
             raise ValueError(f"churn: {churn} needs a cancellations table, and this history has none")
-        x = engine.table("cancellations")
-        fx = x.join(s, "customer_id").filter(lambda t: (t.timestamp > t.cutoff) & (t.timestamp <= end))
+        fx = window(engine.table("cancellations"))
         cagg = fx.group_by(KEYS).aggregate(cancels=fx.count())
         row = row.left_join(cagg, KEYS).select(row, cagg.cancels)
     if churn == "mixed":
@@ -267,16 +271,18 @@ def check_columns(expected: Sequence[str], rows: pa.Table, feature_set: str) -> 
 class _Engine:
     """A DuckDB connection holding the history's tables (and a spine); runs compiled Ibis expressions."""
 
-    def __init__(self, history: History, spine: pa.Table | None = None) -> None:
+    def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
-        self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
+        if not exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
+            self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
         self.history = history
         self._tables: dict[str, ir.Table] = {}
         for name, table in history.tables().items():
             self._register(name, table)
         if spine is not None:
             self._register("spine", spine.select(KEYS))
+            self._register("spine_cutoffs", pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))}))
 
     def _register(self, name: str, table: pa.Table) -> None:
         self.con.register(name, table)
@@ -294,7 +300,7 @@ class _Engine:
 
     def views(self) -> dict[str, ir.Table]:
         """The point-in-time views the definitions aggregate over."""
-        s = self.table("spine")
+        s = self.table("spine_cutoffs")
         out = {"transactions": _events(self.table("transactions"), s)}
         tx = out["transactions"]
         p = tx.filter(tx.amount >= 0)
@@ -312,9 +318,10 @@ class _Engine:
         return self.con.sql(str(sql)).arrow().read_all()
 
 
-def _events(table: ir.Table, spine: ir.Table) -> ir.Table:
-    """Events joined to each of their customer's cutoffs, keeping only what was known at the cutoff."""
-    j = table.join(spine, "customer_id")
+def _events(table: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """Events paired with every cutoff at which they were known. Pairing with the few cutoffs, not the
+    spine's rows, keeps this a cheap filter; the spine's left join later keeps only eligible customers."""
+    j = table.cross_join(cutoffs)
     seen = j.timestamp <= j.cutoff
     if "recorded_at" in table.columns:
         seen &= j.recorded_at.isnull() | (j.recorded_at <= j.cutoff)

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -228,14 +230,14 @@ def validate_tables(
     con.execute("SET TimeZone = 'UTC'")
     report = LoadReport()
     problems: list[Problem] = []
-    typed_columns: dict[str, list[str]] = {}
+    typed_columns: dict[str, _Typed] = {}
     labels: dict[str, str] = {}
     for name, (label, table, is_csv) in raw.items():
         labels[name] = label
         report.rows_read[name] = table.num_rows
-        columns = _type_table(con, name, label, table, is_csv, config, as_of, problems, report)
-        if columns is not None:
-            typed_columns[name] = columns
+        typed = _type_table(con, name, label, table, is_csv, config, as_of, problems, report)
+        if typed is not None:
+            typed_columns[name] = typed
     if any(not p.droppable for p in problems):
         raise HistoryError(problems)
 
@@ -245,16 +247,15 @@ def validate_tables(
         if name != "customers" and "customers" in typed_columns:
             _check_known_customers(con, name, labels[name], raw[name][2], problems)
         _check_duplicates(
-            con, name, labels[name], raw[name][2], typed_columns[name], config, problems, report
+            con, name, labels[name], raw[name][2], typed_columns[name].columns, config, problems, report
         )
 
     if problems and config.on_invalid == "error":
         raise HistoryError(problems)
     report.dropped.extend(problems)
     tables: dict[str, pa.Table] = {}
-    for name, columns in typed_columns.items():
-        select = ", ".join(f'"{c}"' for c in columns)
-        tables[name] = con.sql(f"SELECT {select} FROM clean_{name} ORDER BY __row").arrow().read_all()
+    for name, typed in typed_columns.items():
+        tables[name] = _export(con, name, raw[name][1], typed)
         report.rows_loaded[name] = tables[name].num_rows
     con.close()
     if tables["transactions"].num_rows == 0:
@@ -364,8 +365,8 @@ def _type_table(
     as_of: datetime | None,
     problems: list[Problem],
     report: LoadReport,
-) -> list[str] | None:
-    """Create DuckDB tables typed_<name> and clean_<name>; return the typed column names."""
+) -> _Typed | None:
+    """Create views typed_<name> and clean_<name> over the Arrow table; return the typed column names."""
     spec = CONTRACT[name]
     tcfg = config.table(name)
     mapping = {c: tcfg.columns.get(c, c) for c in (*spec.required, *spec.optional)}
@@ -412,19 +413,31 @@ def _type_table(
         problems.extend(structural)
         return None
 
-    table = table.append_column("__row", pa.array(range(table.num_rows), type=pa.int64()))
+    table = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
     con.register(f"raw_{name}", table)
     selects, checks = ["__row"], []
+    same: list[str] = []  # columns whose typed values may equal the source's: passed through untouched
+    casts: list[str] = []  # integer number columns: passed through as float64
     for col, kind in kinds.items():
         src = f'"{mapping[col]}"'
-        is_text = _is_text(table.schema.field(mapping[col]).type)
-        selects.append(f'{_typed_expr(src, kind, is_text, tcfg.timestamp_format)} AS "{col}"')
+        source_type = table.schema.field(mapping[col]).type
+        is_text = _is_text(source_type)
+        # text ids and labels with no blank or space-padded value are already typed: skip trimming them
+        tidy = is_text and kind in ("id", "text") and _tidy_text(table.column(mapping[col]))
+        typed = src if tidy else _typed_expr(src, kind, is_text, tcfg.timestamp_format)
+        selects.append(f'{typed} AS "{col}"')
+        if (kind == "attribute" and not is_csv) or (
+            _PASSTHROUGH.get(kind) == source_type and tidy == is_text
+        ):
+            same.append(col)
+        elif kind == "number" and pa.types.is_integer(source_type):
+            casts.append(col)
         if col in attributes:
             continue
         if is_text:
             selects.append(f'{src} AS "__raw_{col}"')
         shown = f'"__raw_{col}"' if is_text else f'"{col}"'
-        blank = f"NULLIF(trim({shown}), '') IS NULL" if is_text else f'"{col}" IS NULL'
+        blank = f"NULLIF(trim({shown}), '') IS NULL" if is_text and not tidy else f'"{col}" IS NULL'
         if col in spec.required:
             checks.append((col, "missing values (required)", blank, shown))
         if is_text and kind in ("number", "timestamp"):
@@ -435,8 +448,8 @@ def _type_table(
         if kind == "timestamp" and as_of is not None and col in ("timestamp", "signup_date"):
             after = f"values are after the as-of date {as_of:%Y-%m-%d %H:%M:%S}"
             checks.append((col, after, f"\"{col}\" > TIMESTAMP '{as_of.isoformat(sep=' ')}'", shown))
-    con.execute(f"CREATE TEMP TABLE typed_{name} AS SELECT {', '.join(selects)} FROM raw_{name}")
-    con.unregister(f"raw_{name}")
+    # views, not copies: every check streams over the Arrow table, and only the final export materialises
+    con.execute(f"CREATE TEMP VIEW typed_{name} AS SELECT {', '.join(selects)} FROM raw_{name}")
 
     for col, kind in kinds.items():
         if (
@@ -461,9 +474,64 @@ def _type_table(
                 problems.append(Problem(label, message, col, count, _examples(rows, is_csv)))
                 bad_rows.append(f"coalesce({cond}, false)")
     where = f"WHERE NOT ({' OR '.join(bad_rows)})" if bad_rows else ""
-    con.execute(f"CREATE TEMP TABLE clean_{name} AS SELECT * FROM typed_{name} {where}")
-    con.execute(f"DROP TABLE typed_{name}")
-    return list(kinds)
+    con.execute(f"CREATE TEMP VIEW clean_{name} AS SELECT * FROM typed_{name} {where}")
+    return _Typed(list(kinds), {c: mapping[c] for c in (*same, *casts)}, set(casts), bool(bad_rows))
+
+
+@dataclass
+class _Typed:
+    """A typed table's contract columns, those that can pass through from the source untouched (contract
+    name -> source name), and whether its checks dropped rows."""
+
+    columns: list[str]
+    passthrough: dict[str, str]
+    to_float: set[str]  # passed-through integer numbers, cast to float64 as DuckDB would
+    dropped: bool
+
+
+# contract kinds whose values need no conversion when the source already has this Arrow type
+_PASSTHROUGH = {
+    "id": pa.string(),
+    "text": pa.string(),
+    "number": pa.float64(),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+def _export(con: duckdb.DuckDBPyConnection, name: str, source: pa.Table, typed: _Typed) -> pa.Table:
+    """The clean table as Arrow. When no row was dropped, columns already in contract form are the source's
+    own (no copy) and only the rest come out of DuckDB, whose scan of an Arrow table keeps its row order."""
+    if typed.dropped or _has_layers(con, name):
+        select = ", ".join(f'"{c}"' for c in typed.columns)
+        return con.sql(f"SELECT {select} FROM clean_{name} ORDER BY __row").arrow().read_all()
+    rest = [f'"{c}"' for c in typed.columns if c not in typed.passthrough]
+    duck = con.sql(f"SELECT {', '.join(rest)} FROM typed_{name}").arrow().read_all() if rest else None
+    columns = []
+    for c in typed.columns:
+        if c not in typed.passthrough:
+            columns.append(duck.column(c))  # type: ignore[union-attr]
+            continue
+        column = source.column(typed.passthrough[c])
+        if c in typed.to_float:
+            column = column.cast(pa.float64(), safe=False)
+        columns.append(column)
+    return pa.table(columns, names=typed.columns)
+
+
+def _drop_rows(con: duckdb.DuckDBPyConnection, name: str, condition: str) -> None:
+    """Drop the rows of view clean_<name> matching `condition`, which names the view as {src}: the
+    current view becomes a layer under a new clean_<name>."""
+    layer = f"clean_{name}__{_scalar(con, 'SELECT count(*) FROM duckdb_views()')}"
+    con.execute(f"ALTER VIEW clean_{name} RENAME TO {layer}")
+    con.execute(
+        f"CREATE TEMP VIEW clean_{name} AS SELECT * FROM {layer} WHERE NOT ({condition.format(src=layer)})"
+    )
+
+
+def _has_layers(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return bool(
+        _scalar(con, f"SELECT count(*) FROM duckdb_views() WHERE starts_with(view_name, 'clean_{name}__')")
+    )
 
 
 def _typed_expr(src: str, kind: str, is_text: bool, fmt: str | None) -> str:
@@ -504,6 +572,15 @@ def _type_problem(arrow_type: pa.DataType, kind: str) -> str | None:
         "store text and set timestamp_format)",
     }[kind]
     return f"{t}; expected {expected}"
+
+
+def _tidy_text(column: pa.ChunkedArray) -> bool:
+    """True when no value is empty or starts or ends with a space: trimming would change nothing.
+    (Arrow's string kernels do this in a fraction of the time DuckDB's trim takes.)"""
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        return False
+    padded = pc.or_(pc.starts_with(column, " "), pc.ends_with(column, " "))
+    return not pc.any(pc.or_(padded, pc.equal(column, ""))).as_py()
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -579,7 +656,7 @@ def _check_unique_customers(
                 _examples(rows, is_csv),
             )
         )
-        con.execute(f"DELETE FROM clean_customers WHERE {dup}")
+        _drop_rows(con, "customers", dup.replace("clean_customers", "{src}"))
 
 
 def _check_known_customers(
@@ -600,7 +677,7 @@ def _check_known_customers(
                 _examples(rows, is_csv),
             )
         )
-        con.execute(f"DELETE FROM clean_{name} WHERE {unknown}")
+        _drop_rows(con, name, unknown)
 
 
 def _check_duplicates(
@@ -617,6 +694,10 @@ def _check_duplicates(
     if name == "customers" or config.duplicates == "keep":
         return
     cols = ", ".join(f'"{c}"' for c in columns)
+    # fast path: equal rows have equal hashes, so no repeated hash means no duplicate (one cheap pass)
+    hashes = f"SELECT hash({cols}) AS h FROM clean_{name} GROUP BY h HAVING count(*) > 1"
+    if not _scalar(con, f"SELECT count(*) FROM ({hashes})"):
+        return
     dup = f"__row NOT IN (SELECT min(__row) FROM clean_{name} GROUP BY {cols})"
     count = _scalar(con, f"SELECT count(*) FROM clean_{name} WHERE {dup}")
     if not count:
@@ -628,7 +709,7 @@ def _check_duplicates(
     message = "exact duplicate rows (add an order_id, or set duplicates: keep or drop in dataset.yaml)"
     problem = Problem(label, message, None, count, _examples(rows, is_csv))
     (report.dropped if config.duplicates == "drop" else problems).append(problem)
-    con.execute(f"DELETE FROM clean_{name} WHERE {dup}")
+    _drop_rows(con, name, dup.replace(f"clean_{name}", "{src}"))
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -74,6 +74,31 @@ def test_parquet_and_csv_load_to_the_same_tables(tmp_path: Path) -> None:
     assert load_history(tmp_path / "csv").transactions.equals(load_history(tmp_path / "pq").transactions)
 
 
+def test_typed_parquet_keeps_its_values_order_and_attribute_types(tmp_path: Path) -> None:
+    tx = pa.table(
+        {
+            "customer_id": ["b", " a ", "c"],  # one padded id: trimmed, as in CSV
+            "timestamp": pa.array([datetime(2024, 1, 3), datetime(2024, 1, 1), datetime(2024, 1, 2)]),
+            "amount": [3.5, 1.0, -2.0],
+            "quantity": pa.array([2, 1, 7], pa.int64()),
+            "category": ["x", "y", None],
+        }
+    )
+    customers = pa.table({"customer_id": ["a", "b", "c"], "age": pa.array([31, None, 40], pa.int64())})
+    pq.write_table(tx, tmp_path / "transactions.parquet")
+    pq.write_table(customers, tmp_path / "customers.parquet")
+    history = load_history(tmp_path)
+    out = history.transactions
+    assert out.column("customer_id").to_pylist() == ["b", "a", "c"]  # file order, trimmed
+    assert out.column("amount").to_pylist() == [3.5, 1.0, -2.0]
+    assert out.schema.field("quantity").type == pa.float64()  # numbers are float64 whatever the file says
+    assert out.column("quantity").to_pylist() == [2.0, 1.0, 7.0]
+    assert out.column("category").to_pylist() == ["x", "y", None]
+    assert history.customers is not None
+    assert history.customers.schema.field("age").type == pa.int64()  # attributes keep their file type
+    assert history.customers.column("age").to_pylist() == [31, None, 40]
+
+
 def test_in_memory_frames_are_validated_like_files() -> None:
     frame = pd.DataFrame({"customer_id": [1, 2], "timestamp": ["2024-01-01", "bad"], "amount": [1.0, 2.0]})
     with pytest.raises(HistoryError, match=r"<transactions>: column 'timestamp': 1 values are not ISO 8601"):
