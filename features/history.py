@@ -15,7 +15,7 @@ import csv
 import gzip
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,31 @@ class History:
     def tables(self) -> dict[str, pa.Table]:
         """The tables present, by contract name."""
         return {n: t for n in TABLE_NAMES if (t := getattr(self, n)) is not None}
+
+    def until(self, cutoff: datetime) -> History:
+        """The history as it was known at `cutoff`: events (and signups) with timestamp <= cutoff and, where
+        recorded, recorded_at <= cutoff; as-of date `cutoff`. What a backtest may train on."""
+
+        def known(table: pa.Table | None, column: str) -> pa.Table | None:
+            if table is None or column not in table.column_names:
+                return table
+            stamp = pa.scalar(cutoff, pa.timestamp("us"))
+            keep = pc.less_equal(table.column(column), stamp)
+            if column == "signup_date":  # customers without a signup date are known from their first event
+                keep = pc.or_kleene(keep, pc.is_null(table.column(column)))
+            if "recorded_at" in table.column_names:
+                recorded = table.column("recorded_at")
+                keep = pc.and_kleene(keep, pc.or_kleene(pc.is_null(recorded), pc.less_equal(recorded, stamp)))
+            return table.filter(pc.fill_null(keep, False))
+
+        return replace(
+            self,
+            transactions=known(self.transactions, "timestamp"),
+            customers=known(self.customers, "signup_date"),
+            interactions=known(self.interactions, "timestamp"),
+            cancellations=known(self.cancellations, "timestamp"),
+            as_of=cutoff,
+        )
 
     def summary(self) -> dict[str, Any]:
         """Counts, totals and date range: what a person checks first."""
