@@ -251,6 +251,47 @@ def demo(
     out.print(f"  summary        : {summary_file.resolve()}")
 
 
+@app.command()
+def backtest(
+    data: Annotated[Path, typer.Option("--data", help="History folder.")],
+    cutoff: Annotated[str, typer.Option(help="Train with data at or before this time; predict from it.")],
+    horizon: Annotated[str, typer.Option(help="Prediction horizon, e.g. 273d or 39w.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet file for the predictions.")],
+    config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
+) -> None:
+    """Train on data <= cutoff, predict every eligible customer, and score against what happened next."""
+    import pyarrow as pa
+
+    from features.history import load_history
+    from training.config import TrainingConfig
+    from training.pipeline import backtest as run_backtest
+
+    with _user_errors(), _progress(None, "backtest") as advance:
+        history = load_history(data)
+        advance("load history")
+        result = run_backtest(history, cutoff, horizon, TrainingConfig.load(config))
+        advance("train and predict")
+        _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out_file)
+        advance("write")
+    fitted = result.fitted
+    out.print(
+        f"trained at {len(fitted.origins)} origins "
+        f"({', '.join(f'{o:%Y-%m-%d}' for o in fitted.origins)}) on {fitted.training_rows:,} rows, "
+        f"{fitted.label_horizon_days}-day labels, feature set {fitted.feature_set}, "
+        f"value objective {fitted.value.objective}"
+    )
+    if result.metrics:
+        names = sorted({k for m in result.metrics.values() for k in m if "total" not in k})
+        table = Table("metric", *result.metrics)
+        for name in names:
+            cells = [result.metrics[m].get(name) for m in result.metrics]
+            table.add_row(name, *("—" if v is None else f"{v:.4f}" for v in cells))
+        out.print(table)
+    else:
+        out.print("the history ends before cutoff + horizon: predictions only, nothing to score")
+    out.print(f"predictions: {out_file.resolve()} ({len(result.predictions):,} customers)")
+
+
 def _write_parquet(table: Any, path: Path) -> None:
     """Write atomically: a failed run leaves any previous file intact."""
     import pyarrow.parquet as pq

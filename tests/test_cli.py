@@ -11,7 +11,8 @@ from tests.conftest import run_diamond
 
 
 @pytest.mark.parametrize(
-    "args", [[], ["data"], ["data", "cdnow"], ["data", "synthetic"], ["data", "validate"], ["demo"]]
+    "args",
+    [[], ["data"], ["data", "cdnow"], ["data", "synthetic"], ["data", "validate"], ["demo"], ["backtest"]],
 )
 def test_every_command_has_help(args: list[str]) -> None:
     result = run_diamond(*args, "--help")

@@ -102,3 +102,15 @@ def value_metrics(actual: object, predicted: object) -> dict[str, float]:
         "value_total_actual": float(np.sum(np.asarray(actual, dtype=np.float64))),
         "value_total_predicted": float(np.sum(np.asarray(predicted, dtype=np.float64))),
     }
+
+
+def poisson_deviance(actual: object, predicted: object) -> float:
+    """Mean Poisson deviance of non-negative targets: a proper score for predicted means of spend,
+    used to choose the value objective (predictions are floored at 1e-9)."""
+    a, p = _arrays(actual, predicted)
+    if (a < 0).any():
+        raise ValueError("Poisson deviance needs non-negative actual values")
+    p = np.maximum(p, 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term = np.where(a > 0, a * np.log(a / p), 0.0)
+    return float(np.mean(2.0 * (term - (a - p))))
