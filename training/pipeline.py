@@ -61,9 +61,17 @@ def fit(
 
 def predict(fitted: Fitted, history: History, cutoff: str | datetime, horizon: str | int) -> pd.DataFrame:
     """churn_probability and predicted_value over (cutoff, cutoff + horizon] for every eligible customer."""
-    t, big_h = parse_cutoff(cutoff), parse_horizon(horizon)
+    return _predict(fitted, *_frames(fitted, history, parse_cutoff(cutoff), parse_horizon(horizon)))
+
+
+def _frames(
+    fitted: Fitted, history: History, cutoff: datetime, horizon_days: int
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     fs = design.choose_feature_set(history, fitted.feature_set)
-    short, long = design.scoring_frames(history, t, fitted.label_horizon_days, big_h, fs)
+    return design.scoring_frames(history, cutoff, fitted.label_horizon_days, horizon_days, fs)
+
+
+def _predict(fitted: Fitted, short: pd.DataFrame, long: pd.DataFrame | None) -> pd.DataFrame:
     p, v = design.bridge(fitted.churn.predict(short), fitted.value.predict(short), short, long)
     return pd.DataFrame(
         {"customer_id": short["customer_id"].to_numpy(), "churn_probability": p, "predicted_value": v}
@@ -77,7 +85,8 @@ def backtest(
     (when the history reaches that far) beside the RFM and BG/NBD baselines."""
     t, big_h = parse_cutoff(cutoff), parse_horizon(horizon)
     fitted = fit(history, t, config, big_h)
-    preds = predict(fitted, history, t, big_h)
+    short, long = _frames(fitted, history, t, big_h)
+    preds = _predict(fitted, short, long)
     result = Backtest(fitted, big_h, preds)
     if end_of(history) < t + timedelta(days=big_h):
         return result  # the future is not in the history: predictions only
@@ -86,8 +95,6 @@ def backtest(
     )
     truth = build_labels(history, spine, big_h).to_pandas()
     y, value = truth["churned"].to_numpy(), truth["future_value"].to_numpy()
-    fs = design.choose_feature_set(history, fitted.feature_set)
-    short, long = design.scoring_frames(history, t, fitted.label_horizon_days, big_h, fs)
     at_h = long if long is not None else short
     result.metrics = {
         "model": {
