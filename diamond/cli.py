@@ -273,12 +273,13 @@ def backtest(
         advance("train and predict")
         _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out_file)
         advance("write")
-    fitted = result.fitted
+    trained, art = result.trained, result.trained.artefact
     out.print(
-        f"trained at {len(fitted.origins)} origins "
-        f"({', '.join(f'{o:%Y-%m-%d}' for o in fitted.origins)}) on {fitted.training_rows:,} rows, "
-        f"{fitted.label_horizon_days}-day labels, feature set {fitted.feature_set}, "
-        f"value objective {fitted.value.objective}"
+        f"trained at {len(trained.origins)} origins "
+        f"({', '.join(f'{o:%Y-%m-%d}' for o in trained.origins)}) on {trained.training_rows:,} rows, "
+        f"{art.label_horizon_days}-day labels mapped to {art.horizon_days} days, "
+        f"feature set {art.feature_set}, value objective {art.value.objective}; "
+        + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
     if result.metrics:
         names = sorted({k for m in result.metrics.values() for k in m if "total" not in k})

@@ -232,10 +232,12 @@ def build_training_set(
     horizon: str | int,
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     churn: str | None = None,
+    btyd_horizon: str | int | None = None,
 ) -> pa.Table:
-    """Features and labels for every customer eligible at each cutoff, stacked."""
+    """Features and labels for every customer eligible at each cutoff, stacked. The BTYD feature columns
+    look `btyd_horizon` ahead (default: the label horizon)."""
     spine = build_spine(history, cutoffs)
-    features = build_features(history, spine, feature_set, horizon)
+    features = build_features(history, spine, feature_set, btyd_horizon or horizon)
     labels = build_labels(history, spine, horizon, churn)
     return features.append_column("churned", labels.column("churned")).append_column(
         "future_value", labels.column("future_value")

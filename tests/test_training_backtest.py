@@ -12,7 +12,10 @@ import yaml
 from tests.conftest import run_diamond
 
 CUTOFF = "1997-09-30"
-SMALL = {"xgboost": {"n_estimators": 40, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20}}
+SMALL = {
+    "trials": 3,
+    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
+}
 
 
 def _backtest(data: Path, out: Path, config: Path) -> str:

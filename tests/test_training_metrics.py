@@ -8,9 +8,12 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit, logit
 
 from features.history import history_from_frames
-from training import design, metrics
+from training import baselines, design, metrics
+from training.artefact import assign_tiers
+from training.models import split_latest
 
 
 def test_normalized_gini_by_hand() -> None:
@@ -48,18 +51,51 @@ def test_metrics_refuse_bad_input() -> None:
         metrics.normalized_gini([0, 0], [1, 2])
 
 
-def test_bridge_stretches_with_bgnbd_ratios_and_keeps_unscored_customers() -> None:
-    short = pd.DataFrame(
-        {"btyd_p_no_purchase": [0.5, 0.8, None], "btyd_expected_purchases": [1.0, 0.5, None]}
+def test_horizon_maps_fit_the_bgnbd_bridge_and_keep_the_ranking() -> None:
+    short = pd.DataFrame({"btyd_p_no_purchase": [0.5, 0.8, 0.6], "btyd_expected_purchases": [1.0, 0.5, 2.0]})
+    rows = pd.DataFrame({"btyd_p_no_purchase": [0.25, 0.4, 0.3], "btyd_expected_purchases": [3.0, 1.5, 6.0]})
+    # every customer's bridge halves P(churn): logit(p/2) is not linear in logit(p), so check the fit
+    p = np.array([0.6, 0.9, 0.7])
+    a, b = design.churn_horizon_map(p, rows, short)
+    fitted = expit(a + b * logit(p))
+    np.testing.assert_allclose(fitted, p / 2, atol=0.01)
+    assert b > 0  # monotone: the model's ranking is kept
+    # every value ratio is 3: log value_H = log 3 + log value_h exactly
+    a, b = design.value_horizon_map(np.array([10.0, 4.0, 5.0]), rows, short)
+    assert (round(np.exp(a), 9), round(b, 9)) == (3.0, 1.0)
+    assert design.churn_horizon_map(p, rows, None) == (0.0, 1.0)  # H == h: identity
+
+
+def test_rfm_rank_by_hand_and_against_a_reference() -> None:
+    rows = pd.DataFrame(
+        {"recency_days": [10.0, 50.0, None], "frequency_days": [3, 1, 0], "monetary_sum": [30.0, 5.0, 0.0]}
     )
-    long = pd.DataFrame(
-        {"btyd_p_no_purchase": [0.25, 0.4, None], "btyd_expected_purchases": [3.0, 1.0, None]}
-    )
-    p, v = design.bridge(np.array([0.6, 0.9, 0.7]), np.array([10.0, 4.0, 5.0]), short, long)
-    np.testing.assert_allclose(p, [0.3, 0.45, 0.7])  # x P(silent for the rest | silent so far)
-    np.testing.assert_allclose(v, [30.0, 8.0, 5.0])  # x expected purchases ratio; unscored: unchanged
-    same_p, same_v = design.bridge(np.array([0.6]), np.array([1.0]), short.iloc[:1], None)
-    assert same_p[0] == 0.6 and same_v[0] == 1.0
+    rank = baselines.RfmRank.fit(rows)
+    # recency: 10 < 50 < never (riskiest); frequency and spend: more = safer. Mid-ranks: 1/6, 3/6, 5/6
+    np.testing.assert_allclose(rank.score(rows), [1 / 6, 3 / 6, 5 / 6])
+    one = pd.DataFrame({"recency_days": [50.0], "frequency_days": [1], "monetary_sum": [5.0]})
+    np.testing.assert_allclose(rank.score(one), [3 / 6])  # one customer ranked against the reference
+    again = baselines.RfmRank.from_dict(rank.to_dict())
+    np.testing.assert_allclose(again.score(rows), rank.score(rows))
+
+
+def test_validation_split_leaves_a_label_horizon_gap() -> None:
+    cutoffs = pd.to_datetime(["1997-03-31", "1997-04-30", "1997-05-31", "1997-06-30"])
+    frame = pd.DataFrame({"cutoff": np.repeat(cutoffs, 2), "x": range(8)})
+    early, late = split_latest(frame, 91)
+    assert list(early["cutoff"].unique()) == [cutoffs[0]]  # Mar 31 + 91 days = Jun 30: labels end in time
+    assert list(late["cutoff"].unique()) == [cutoffs[3]]
+    with pytest.raises(ValueError, match="at least 120 days before"):
+        split_latest(frame, 120)
+
+
+def test_tier_thresholds_and_assignment() -> None:
+    values = np.arange(1.0, 101.0)  # 1..100
+    cuts = design.tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
+    assert cuts == {"diamond": 95.05, "gold": 80.2, "silver": 50.5, "bronze": 0.0}
+    tiers = assign_tiers(values, cuts)
+    assert [int((tiers == t).sum()) for t in cuts] == [5, 15, 30, 50]
+    assert list(assign_tiers(np.array([0.0, 95.05, 80.0]), cuts)) == ["bronze", "diamond", "silver"]
 
 
 def test_training_origins_need_two_complete_label_windows() -> None:

@@ -5,11 +5,15 @@ longer horizon. Pure functions of a history and dates; nothing here looks past t
   **origins** whose label windows end by the cutoff T, so every label is known at T.
 - The latest origin validates (tuning, objective choice, calibration); the others train. The final
   models are refit on all origins.
-- A longer horizon H is **bridged** with the BG/NBD model fitted at T: P(no purchase in H) =
-  P_model(no purchase in h) x P_bgnbd(no purchase in H) / P_bgnbd(no purchase in h), the BG/NBD
-  chance of staying silent for the rest of H given silence in the first h; value in H = value in h x
-  E_bgnbd[purchases in H] / E_bgnbd[purchases in h]. The models rank and set the level for the period the
-  data can label; BG/NBD only says how purchasing decays after it (docs/training.md).
+- Model inputs are the feature set minus the features whose values grow with customer age (lifetime
+  totals, tenure: `exclude_features` in training.yaml): models trained on younger snapshots would misread
+  older customers. The BTYD columns look ahead over the target horizon H, in training and in scoring.
+- A longer target horizon H is reached with **horizon maps** fitted at T over every customer known at T:
+  the BG/NBD bridge gives each customer's P(no purchase in H) = P_model(no purchase in h) x
+  P_bgnbd(silent in H) / P_bgnbd(silent in h) and value in H = value in h x E_bgnbd[purchases in H] /
+  E_bgnbd[purchases in h]; a monotone map (logit-linear for churn, log-linear for value) is fitted from the
+  model's h-horizon output to these bridged targets. The model keeps its own ranking; BG/NBD says how
+  purchasing decays after h. The maps ship with the model, so one customer can be scored online.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from scipy.special import logit
 
-from features.build import build_scoring_rows, build_training_set, monthly_cutoffs
+from features.build import build_scoring_rows, build_training_set, monthly_cutoffs, resolve_columns
 from features.history import History
 from features.sets import FeatureSet, get_feature_set
+from training.models import P_EPS, VALUE_FLOOR
 
 
 def choose_feature_set(history: History, name: str = "auto") -> FeatureSet:
@@ -46,36 +52,80 @@ def training_origins(
     return origins[-count:]
 
 
+def model_columns(feature_set: FeatureSet, history: History, exclude: tuple[str, ...]) -> list[str]:
+    """The set's columns this history can feed, minus the excluded (age-growing) ones."""
+    return [c for c in resolve_columns(feature_set, history) if c not in exclude]
+
+
 def training_frame(
-    history: History, cutoff: datetime, origins: list[datetime], horizon_days: int, feature_set: FeatureSet
+    history: History,
+    cutoff: datetime,
+    origins: list[datetime],
+    horizon_days: int,
+    target_days: int,
+    feature_set: FeatureSet,
 ) -> pd.DataFrame:
-    """Features and labels at each origin, from the history as known at `cutoff` only."""
+    """Features (BTYD looking `target_days` ahead) and `horizon_days` labels at each origin, from the
+    history as known at `cutoff` only."""
     known = history.until(cutoff)
-    return build_training_set(known, origins, horizon_days, feature_set).to_pandas()
+    table = build_training_set(known, origins, horizon_days, feature_set, btyd_horizon=target_days)
+    return table.to_pandas()
 
 
 def scoring_frames(
     history: History, cutoff: datetime, horizon_days: int, target_days: int, feature_set: FeatureSet
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Feature rows at `cutoff` with BTYD outputs for the label horizon (what the models saw in training)
-    and, when the target horizon is longer, for the target horizon (what the bridge needs)."""
+    """Feature rows at `cutoff` with BTYD outputs for the target horizon (the model inputs) and, when the
+    label horizon is shorter, for the label horizon (what the bridge needs)."""
     known = history.until(cutoff)
-    rows = build_scoring_rows(known, cutoff, feature_set, horizon_days).to_pandas()
+    rows = build_scoring_rows(known, cutoff, feature_set, target_days).to_pandas()
     if target_days <= horizon_days:
         return rows, None
-    return rows, build_scoring_rows(known, cutoff, feature_set, target_days).to_pandas()
+    return rows, build_scoring_rows(known, cutoff, feature_set, horizon_days).to_pandas()
 
 
-def bridge(
-    p_churn: np.ndarray, value: np.ndarray, short: pd.DataFrame, long: pd.DataFrame | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stretch h-horizon churn probabilities and values to the target horizon with BG/NBD (see module doc).
-    Customers without BTYD outputs keep their h-horizon predictions (no information to stretch with)."""
-    if long is None:
-        return p_churn, value
-    stay = _ratio(long["btyd_p_no_purchase"], short["btyd_p_no_purchase"])
-    more = _ratio(long["btyd_expected_purchases"], short["btyd_expected_purchases"])
-    return np.clip(p_churn * np.minimum(stay, 1.0), 0.0, 1.0), value * np.maximum(more, 1.0)
+def churn_horizon_map(
+    p_short: np.ndarray, rows: pd.DataFrame, short: pd.DataFrame | None
+) -> tuple[float, float]:
+    """(a, b) with logit P(churn in H) = a + b logit P(churn in h), least squares on the BG/NBD-bridged
+    probabilities of the customers at the cutoff. Identity when there is nothing to bridge."""
+    if short is None:
+        return 0.0, 1.0
+    stay = np.minimum(_ratio(rows["btyd_p_no_purchase"], short["btyd_p_no_purchase"]), 1.0)
+    x = logit(np.clip(p_short, P_EPS, 1 - P_EPS))
+    return _line(x, logit(np.clip(p_short * stay, P_EPS, 1 - P_EPS)))
+
+
+def value_horizon_map(
+    v_short: np.ndarray, rows: pd.DataFrame, short: pd.DataFrame | None
+) -> tuple[float, float]:
+    """(a, b) with log value_H = a + b log value_h, least squares on the BG/NBD-bridged values of the
+    customers at the cutoff with a positive prediction. Identity when there is nothing to bridge."""
+    if short is None:
+        return 0.0, 1.0
+    more = np.maximum(_ratio(rows["btyd_expected_purchases"], short["btyd_expected_purchases"]), 1.0)
+    keep = v_short > 0
+    x = np.log(np.maximum(v_short[keep], VALUE_FLOOR))
+    return _line(x, x + np.log(more[keep]))
+
+
+def tier_thresholds(values: np.ndarray, shares: dict[str, float]) -> dict[str, float]:
+    """Cut points on predicted value: each tier (best first) takes the next `share` of customers; the
+    last tier in `shares` with share None/0 takes the rest (threshold 0)."""
+    out: dict[str, float] = {}
+    top = 0.0
+    v = np.asarray(values, dtype=np.float64)
+    for name, share in shares.items():
+        top += share or 0.0
+        out[name] = max(float(np.quantile(v, 1.0 - top)), VALUE_FLOOR) if share and v.size else 0.0
+    return out
+
+
+def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    if x.size < 2 or np.ptp(x) == 0:
+        return float(np.mean(y - x)) if x.size else 0.0, 1.0
+    slope, intercept = np.polyfit(x, y, 1)
+    return float(intercept), float(slope)
 
 
 def _ratio(num: pd.Series, den: pd.Series) -> np.ndarray:

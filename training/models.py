@@ -1,7 +1,15 @@
 """Fitting and applying the two XGBoost models. Pure functions of frames and parameters.
 
-Everything learned from data lives in the returned objects (category levels, the calibration, the chosen
-value objective), so that serving applies exactly what training fitted.
+Everything learned from data lives in the returned objects (column order, category levels, the churn
+stacker and its RFM reference, the value objective, the horizon maps), so that serving applies exactly
+what training fitted (training.artefact saves and loads them).
+
+- Churn: a booster trained on the earlier origins; on the latest origin a logistic **stacker** over its
+  margin and the RFM rank is fitted (this is also the calibration, on a later time slice than the booster
+  was trained on); the booster is then refit on every origin, the stacker kept.
+- Value: a booster with the objective and parameters validation chose, refit on every origin.
+- Both answer for the label horizon h; a **horizon map** fitted at the cutoff (training.design) turns that
+  into the target horizon H.
 """
 
 from __future__ import annotations
@@ -12,9 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 
 from training import metrics
+from training.baselines import RfmRank
+
+P_EPS = 1e-6  # probabilities are kept in [eps, 1 - eps] before taking logits
+VALUE_FLOOR = 0.01  # smallest value (currency units) the log-scale horizon map is applied to
 
 
 @dataclass
@@ -52,33 +65,52 @@ class Encoder:
 
 @dataclass
 class ChurnModel:
-    """Booster for P(churn in the label horizon) and Platt calibration fitted on a later time slice."""
+    """P(churn): booster margin and RFM rank, stacked on a later time slice, mapped to the target horizon."""
 
     booster: xgb.Booster
     encoder: Encoder
-    calibration: tuple[float, float]  # p = sigmoid(a * margin + b)
+    rfm: RfmRank
+    stack: tuple[float, float, float]  # p_h = sigmoid(w_margin * margin + w_rfm * rfm_rank + b)
+    horizon_map: tuple[float, float] = (0.0, 1.0)  # logit p_H = a + b * logit p_h
+
+    def predict_label_horizon(self, frame: pd.DataFrame) -> np.ndarray:
+        margin = self.booster.predict(self.encoder.matrix(frame), output_margin=True)
+        w_margin, w_rfm, b = self.stack
+        return expit(w_margin * margin + w_rfm * self.rfm.score(frame) + b)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        margin = self.booster.predict(self.encoder.matrix(frame), output_margin=True)
-        a, b = self.calibration
-        return 1.0 / (1.0 + np.exp(-(a * margin + b)))
+        a, b = self.horizon_map
+        return expit(a + b * logit(np.clip(self.predict_label_horizon(frame), P_EPS, 1 - P_EPS)))
+
+    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per-feature contributions to the booster's margin (last column: bias), XGBoost's pred_contribs."""
+        return self.booster.predict(self.encoder.matrix(frame), pred_contribs=True)
 
 
 @dataclass
 class ValueModel:
-    """Booster for the value in the label horizon, with the objective validation chose."""
+    """Expected value: booster for the label horizon with the chosen objective, mapped to the target."""
 
     booster: xgb.Booster
     encoder: Encoder
     objective: str
+    horizon_map: tuple[float, float] = (0.0, 1.0)  # value_H = exp(a) * value_h ** b
+
+    def predict_label_horizon(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.maximum(self.booster.predict(self.encoder.matrix(frame)), 0.0)
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.maximum(self.booster.predict(self.encoder.matrix(frame)), 0.0)
+        a, b = self.horizon_map
+        v = self.predict_label_horizon(frame)
+        return np.where(v > 0, np.exp(a) * np.maximum(v, VALUE_FLOOR) ** b, 0.0)
+
+    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.encoder.matrix(frame), pred_contribs=True)
 
 
 def booster_params(objective: str, params: dict[str, Any], seed: int, n_jobs: int) -> dict[str, Any]:
     """XGBoost training parameters (everything but the number of rounds)."""
-    out = {k: v for k, v in params.items() if k != "n_estimators"}
+    out = {k: v for k, v in params.items() if k not in ("n_estimators", "objective")}
     out["eta"] = out.pop("learning_rate", 0.1)
     out.update(objective=objective, seed=seed, nthread=n_jobs, tree_method="hist")
     if objective == "reg:tweedie":
@@ -86,67 +118,81 @@ def booster_params(objective: str, params: dict[str, Any], seed: int, n_jobs: in
     return out
 
 
-def _train(
-    frame: pd.DataFrame, label: str, encoder: Encoder, params: dict[str, Any], rounds: int
+def train_booster(
+    frame: pd.DataFrame,
+    label: str,
+    encoder: Encoder,
+    objective: str,
+    params: dict[str, Any],
+    seed: int,
+    n_jobs: int,
 ) -> xgb.Booster:
     dm = encoder.matrix(frame)
-    dm.set_label(frame[label].to_numpy(dtype=np.float64))
-    return xgb.train(params, dm, num_boost_round=rounds)
+    y = frame[label].to_numpy(dtype=np.float64)
+    dm.set_label(np.clip(y, 0.0, None) if label == "future_value" else y)
+    rounds = int(params.get("n_estimators", 300))
+    return xgb.train(booster_params(objective, params, seed, n_jobs), dm, num_boost_round=rounds)
 
 
-def split_latest(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows of earlier origins (train) and of the latest origin (validate)."""
+def split_latest(frame: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validation rows (the latest origin) and the rows that may train for them: origins whose label
+    window (c, c + h] ends by the latest origin, so no training label shares a day with the validation
+    labels, and the gap between training and validation is the one between the final model and T."""
     latest = frame["cutoff"].max()
-    early, late = frame[frame["cutoff"] < latest], frame[frame["cutoff"] == latest]
+    ends = frame["cutoff"] + pd.Timedelta(days=horizon_days)
+    early, late = frame[ends <= latest], frame[frame["cutoff"] == latest]
     if early.empty or late.empty:
-        raise ValueError("time-based validation needs rows at two or more origins")
+        raise ValueError(
+            f"time-based validation needs an origin at least {horizon_days} days before the latest one "
+            f"({latest:%Y-%m-%d}); use more origins (training.yaml) or a later cutoff"
+        )
     return early, late
 
 
+def churn_validation_loss(
+    early: pd.DataFrame, late: pd.DataFrame, encoder: Encoder, params: dict[str, Any], seed: int, n_jobs: int
+) -> float:
+    """Log loss on the later slice of a booster trained on the earlier one (what tuning minimises)."""
+    booster = train_booster(early, "churned", encoder, "binary:logistic", params, seed, n_jobs)
+    return metrics.logloss(late["churned"], booster.predict(encoder.matrix(late)))
+
+
+def value_validation_loss(
+    early: pd.DataFrame, late: pd.DataFrame, encoder: Encoder, params: dict[str, Any], seed: int, n_jobs: int
+) -> float:
+    """Poisson deviance on the later slice of a booster trained on the earlier one."""
+    booster = train_booster(early, "future_value", encoder, params["objective"], params, seed, n_jobs)
+    predicted = np.maximum(booster.predict(encoder.matrix(late)), 0.0)
+    return metrics.poisson_deviance(late["future_value"].clip(lower=0.0), predicted)
+
+
 def fit_churn(
-    frame: pd.DataFrame, columns: list[str], params: dict[str, Any], seed: int, n_jobs: int
+    frame: pd.DataFrame, horizon_days: int, columns: list[str], params: dict[str, Any], seed: int, n_jobs: int
 ) -> tuple[ChurnModel, dict[str, float]]:
-    """Fit on earlier origins, calibrate and validate on the latest, refit on all; calibration kept."""
-    early, late = split_latest(frame)
+    """Booster on earlier origins, stacker on the latest, booster refit on all; validation metrics of the
+    stacked probability on the latest origin (in-sample for the stacker's three coefficients only)."""
+    early, late = split_latest(frame, horizon_days)
     encoder = Encoder.fit(frame, columns)
-    p = booster_params("binary:logistic", params, seed, n_jobs)
-    rounds = int(params.get("n_estimators", 300))
-    first = _train(early, "churned", encoder, p, rounds)
-    margin = first.predict(encoder.matrix(late), output_margin=True)
+    first = train_booster(early, "churned", encoder, "binary:logistic", params, seed, n_jobs)
+    rfm = RfmRank.fit(late)
+    inputs = np.c_[first.predict(encoder.matrix(late), output_margin=True), rfm.score(late)]
     y = late["churned"].to_numpy()
-    platt = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y)
-    calibration = (float(platt.coef_[0][0]), float(platt.intercept_[0]))
-    validated = ChurnModel(first, encoder, calibration)
-    scores = metrics.churn_metrics(y, validated.predict(late))
-    final = _train(frame, "churned", encoder, p, rounds)
-    return ChurnModel(final, encoder, calibration), scores
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(inputs, y)
+    stack = (float(lr.coef_[0][0]), float(lr.coef_[0][1]), float(lr.intercept_[0]))
+    scores = metrics.churn_metrics(y, ChurnModel(first, encoder, rfm, stack).predict_label_horizon(late))
+    final = train_booster(frame, "churned", encoder, "binary:logistic", params, seed, n_jobs)
+    return ChurnModel(final, encoder, rfm, stack), scores
 
 
 def fit_value(
-    frame: pd.DataFrame,
-    columns: list[str],
-    params: dict[str, Any],
-    objectives: tuple[str, ...],
-    seed: int,
-    n_jobs: int,
-) -> tuple[ValueModel, dict[str, float], dict[str, float]]:
-    """Choose the objective by Poisson deviance on the latest origin, then refit on all origins.
-    Returns the model, its validation metrics and every objective's validation deviance."""
-    early, late = split_latest(frame)
+    frame: pd.DataFrame, horizon_days: int, columns: list[str], params: dict[str, Any], seed: int, n_jobs: int
+) -> tuple[ValueModel, dict[str, float]]:
+    """Validate the chosen objective and parameters on the latest origin, then refit on all origins."""
+    early, late = split_latest(frame, horizon_days)
     encoder = Encoder.fit(frame, columns)
-    rounds = int(params.get("n_estimators", 300))
-    target = "future_value"
-    fit_frame = frame.assign(**{target: frame[target].clip(lower=0.0)})
-    early_fit = fit_frame.loc[early.index]
-    actual = late[target].to_numpy(dtype=np.float64)
-    deviance: dict[str, float] = {}
-    candidates: dict[str, ValueModel] = {}
-    for objective in objectives:
-        booster = _train(early_fit, target, encoder, booster_params(objective, params, seed, n_jobs), rounds)
-        model = ValueModel(booster, encoder, objective)
-        deviance[objective] = metrics.poisson_deviance(np.clip(actual, 0, None), model.predict(late))
-        candidates[objective] = model
-    best = min(deviance, key=lambda k: deviance[k])
-    scores = metrics.value_metrics(actual, candidates[best].predict(late))
-    final = _train(fit_frame, target, encoder, booster_params(best, params, seed, n_jobs), rounds)
-    return ValueModel(final, encoder, best), scores, deviance
+    objective = params["objective"]
+    first = train_booster(early, "future_value", encoder, objective, params, seed, n_jobs)
+    actual = late["future_value"].to_numpy(dtype=np.float64)
+    scores = metrics.value_metrics(actual, ValueModel(first, encoder, objective).predict_label_horizon(late))
+    final = train_booster(frame, "future_value", encoder, objective, params, seed, n_jobs)
+    return ValueModel(final, encoder, objective), scores

@@ -1,7 +1,9 @@
-"""Wiring: which step feeds which. No maths here (training.design, training.models, training.metrics)."""
+"""Wiring: which step feeds which. No maths here (training.design, training.models, training.tuning)."""
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -9,105 +11,149 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from features.build import build_labels, end_of, parse_cutoff, parse_horizon, resolve_columns
+from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, metrics
+from training import baselines, design, metrics, tuning
+from training.artefact import ScoringArtefact
+from training.baselines import RfmRank
 from training.config import TrainingConfig
-from training.models import ChurnModel, ValueModel, fit_churn, fit_value
+from training.models import fit_churn, fit_value, split_latest
 
 
 @dataclass
-class Fitted:
-    """Both models trained at one cutoff, and what they were trained on."""
+class Trained:
+    """A scoring artefact and how it was made: what the tracking, the gate and the reports need."""
 
-    cutoff: datetime
-    label_horizon_days: int
-    feature_set: str
-    columns: list[str]
+    artefact: ScoringArtefact
     origins: list[datetime]
-    churn: ChurnModel
-    value: ValueModel
-    validation: dict[str, float]  # metrics on the latest origin, label horizon
-    value_deviance: dict[str, float]  # each candidate objective's validation deviance
+    validation: dict[str, float]  # latest origin, label horizon: model and baselines (baseline_*)
+    tuning: dict[str, float]
+    params: dict[str, dict[str, Any]]  # churn / value: the chosen XGBoost parameters
+    validation_rows: pd.DataFrame  # the latest origin's rows with labels (the gate's window)
+    scoring_rows: pd.DataFrame  # every customer at the cutoff, model inputs (BTYD over H)
+    bridge_rows: pd.DataFrame | None  # the same customers with BTYD over h (None when H <= h)
     training_rows: int
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Backtest:
-    fitted: Fitted
+    trained: Trained
     horizon_days: int
     predictions: pd.DataFrame  # customer_id, churn_probability, predicted_value
+    truth: pd.DataFrame | None = None  # customer_id, churned, future_value over (T, T + H]
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # model/baseline -> metrics
 
 
-def fit(
-    history: History, cutoff: str | datetime, config: TrainingConfig, horizon_days: int | None = None
-) -> Fitted:
-    """Train churn and value models using only what was known at `cutoff`."""
+def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Trained:
+    """Tune, fit and map both models using only what was known at `cutoff`."""
+    clock: dict[str, float] = {}
+    start = time.perf_counter()
     t = parse_cutoff(cutoff)
-    h = min(config.label_horizon_days, horizon_days or config.label_horizon_days)
+    big_h, h = config.horizon_days, min(config.label_horizon_days, config.horizon_days)
     fs = design.choose_feature_set(history, config.feature_set)
     origins = design.training_origins(history, t, h, config.origins, config.min_history_days)
-    frame = design.training_frame(history, t, origins, h, fs)
-    columns = resolve_columns(fs, history.until(t))
-    churn, churn_scores = fit_churn(frame, columns, config.xgboost, config.seed, config.n_jobs)
-    value, value_scores, deviance = fit_value(
-        frame, columns, config.xgboost, config.value_objectives, config.seed, config.n_jobs
+    frame = design.training_frame(history, t, origins, h, big_h, fs)
+    columns = design.model_columns(fs, history.until(t), config.exclude_features)
+    rows, short = design.scoring_frames(history, t, h, big_h, fs)
+    clock["features_s"] = time.perf_counter() - start
+
+    churn_tuned = tuning.tune_churn(
+        frame,
+        h,
+        columns,
+        config.xgboost,
+        config.search,
+        config.trials,
+        config.timeout_s,
+        config.seed,
+        config.n_jobs,
     )
-    return Fitted(
-        t, h, fs.key, columns, origins, churn, value, {**churn_scores, **value_scores}, deviance, len(frame)
+    value_tuned = tuning.tune_value(
+        frame,
+        h,
+        columns,
+        config.xgboost,
+        config.search,
+        config.value_objectives,
+        config.trials,
+        config.timeout_s,
+        config.seed,
+        config.n_jobs,
     )
+    clock["tuning_s"] = time.perf_counter() - start - clock["features_s"]
 
-
-def predict(fitted: Fitted, history: History, cutoff: str | datetime, horizon: str | int) -> pd.DataFrame:
-    """churn_probability and predicted_value over (cutoff, cutoff + horizon] for every eligible customer."""
-    return _predict(fitted, *_frames(fitted, history, parse_cutoff(cutoff), parse_horizon(horizon)))
-
-
-def _frames(
-    fitted: Fitted, history: History, cutoff: datetime, horizon_days: int
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    fs = design.choose_feature_set(history, fitted.feature_set)
-    return design.scoring_frames(history, cutoff, fitted.label_horizon_days, horizon_days, fs)
-
-
-def _predict(fitted: Fitted, short: pd.DataFrame, long: pd.DataFrame | None) -> pd.DataFrame:
-    p, v = design.bridge(fitted.churn.predict(short), fitted.value.predict(short), short, long)
-    return pd.DataFrame(
-        {"customer_id": short["customer_id"].to_numpy(), "churn_probability": p, "predicted_value": v}
+    churn, churn_scores = fit_churn(frame, h, columns, churn_tuned.params, config.seed, config.n_jobs)
+    churn = dataclasses.replace(churn, rfm=RfmRank.fit(rows))  # ranks are within the population at T
+    churn = dataclasses.replace(
+        churn, horizon_map=design.churn_horizon_map(churn.predict_label_horizon(rows), rows, short)
+    )
+    value, value_scores = fit_value(frame, h, columns, value_tuned.params, config.seed, config.n_jobs)
+    value = dataclasses.replace(
+        value, horizon_map=design.value_horizon_map(value.predict_label_horizon(rows), rows, short)
+    )
+    tiers = design.tier_thresholds(value.predict(rows), config.tiers)
+    late = split_latest(frame, h)[1]
+    validation = {**churn_scores, **value_scores, **_baseline_scores(late, h)}
+    artefact = ScoringArtefact(fs.key, columns, t, h, big_h, churn, value, tiers, validation)
+    clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
+    return Trained(
+        artefact,
+        origins,
+        validation,
+        {**churn_tuned.summary("churn"), **value_tuned.summary("value")},
+        {"churn": churn_tuned.params, "value": value_tuned.params},
+        late,
+        rows,
+        short,
+        len(frame),
+        clock,
     )
 
 
 def backtest(
     history: History, cutoff: str | datetime, horizon: str | int, config: TrainingConfig
 ) -> Backtest:
-    """Train with data <= cutoff, predict every eligible customer, and score against (cutoff, cutoff + H]
-    (when the history reaches that far) beside the RFM and BG/NBD baselines."""
+    """Train with data <= cutoff, predict every eligible customer over (cutoff, cutoff + H], and score
+    against what happened (when the history reaches that far) beside the RFM and BG/NBD baselines."""
     t, big_h = parse_cutoff(cutoff), parse_horizon(horizon)
-    fitted = fit(history, t, config, big_h)
-    short, long = _frames(fitted, history, t, big_h)
-    preds = _predict(fitted, short, long)
-    result = Backtest(fitted, big_h, preds)
+    trained = fit(history, t, config.replace(horizon_days=big_h))
+    scores = trained.artefact.score(trained.scoring_rows)
+    preds = scores[["customer_id", "churn_probability", "predicted_value"]].reset_index(drop=True)
+    result = Backtest(trained, big_h, preds)
     if end_of(history) < t + timedelta(days=big_h):
         return result  # the future is not in the history: predictions only
     spine = pa.table(
         {"customer_id": preds["customer_id"], "cutoff": pa.array([t] * len(preds), pa.timestamp("us"))}
     )
     truth = build_labels(history, spine, big_h).to_pandas()
+    result.truth = truth[["customer_id", "churned", "future_value"]]
     y, value = truth["churned"].to_numpy(), truth["future_value"].to_numpy()
-    at_h = long if long is not None else short
+    rows = trained.scoring_rows
     result.metrics = {
         "model": {
             **metrics.churn_metrics(y, preds["churn_probability"]),
             **metrics.value_metrics(value, preds["predicted_value"]),
         },
-        "rfm": _rank_only(y, baselines.rfm_churn_score(short), value, baselines.rfm_value(short, big_h)),
+        "rfm": _rank_only(y, baselines.rfm_churn_score(rows), value, baselines.rfm_value(rows, big_h)),
         "bgnbd": {
-            **metrics.churn_metrics(y, baselines.btyd_churn(at_h)),
-            **metrics.value_metrics(value, baselines.btyd_value(at_h)),
+            **metrics.churn_metrics(y, baselines.btyd_churn(rows)),
+            **metrics.value_metrics(value, baselines.btyd_value(rows)),
         },
     }
     return result
+
+
+def _baseline_scores(late: pd.DataFrame, horizon_days: int) -> dict[str, float]:
+    """The baselines on the validation window (their BTYD columns look H ahead there, so only the
+    rankings are comparable; levels are the model's)."""
+    y, value = late["churned"].to_numpy(), late["future_value"].to_numpy()
+    return {
+        "baseline_rfm_churn_auc": metrics.roc_auc(y, baselines.rfm_churn_score(late)),
+        "baseline_rfm_value_gini": metrics.normalized_gini(value, baselines.rfm_value(late, horizon_days)),
+        "baseline_bgnbd_churn_auc": metrics.roc_auc(y, baselines.btyd_churn(late)),
+        "baseline_bgnbd_value_gini": metrics.normalized_gini(value, baselines.btyd_value(late)),
+    }
 
 
 def _rank_only(y: Any, score: Any, value: Any, predicted: Any) -> dict[str, float | None]:

@@ -1,0 +1,140 @@
+"""The scoring artefact: everything serving needs to score a customer, saved as one folder.
+
+    scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
+                   value objective, horizon maps, tier thresholds, training metrics
+    churn.ubj      the churn booster (XGBoost's own binary format)
+    value.ubj      the value booster
+
+`serving/` loads it (from the MLflow registry, training.registry) and calls `score`; it never re-implements
+an encoding, a column order or a threshold. The same folder is logged as an MLflow pyfunc model, so Spark's
+`mlflow.pyfunc.spark_udf` and `mlflow models` can score feature rows with it too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from training.baselines import RfmRank
+from training.models import ChurnModel, Encoder, ValueModel
+
+FORMAT = 1  # bumped when scoring.json changes incompatibly
+
+
+@dataclass
+class ScoringArtefact:
+    feature_set: str  # e.g. rfm_v1: the versioned set the rows must be built with
+    columns: list[str]  # model inputs, in order
+    cutoff: datetime  # the training cutoff T
+    label_horizon_days: int  # h: what the boosters learned
+    horizon_days: int  # H: what predictions answer for
+    churn: ChurnModel
+    value: ValueModel
+    tiers: dict[str, float]  # tier name -> lowest predicted value in it, best tier first
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def score(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """churn_probability and predicted_value over H, value_at_risk and tier, for feature rows built with
+        this artefact's feature set at horizon H."""
+        p = self.churn.predict(rows)
+        v = self.value.predict(rows)
+        return pd.DataFrame(
+            {
+                "customer_id": rows["customer_id"].to_numpy(),
+                "churn_probability": p,
+                "predicted_value": v,
+                "value_at_risk": p * v,
+                "tier": assign_tiers(v, self.tiers),
+            },
+            index=rows.index,
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the folder atomically: a half-written artefact never appears under `folder`."""
+        target = Path(folder)
+        if target.exists():
+            raise FileExistsError(f"{target} exists; choose a new folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".artefact-", dir=target.parent))
+        try:
+            self.churn.booster.save_model(tmp / "churn.ubj")
+            self.value.booster.save_model(tmp / "value.ubj")
+            (tmp / "scoring.json").write_text(json.dumps(self._spec(), indent=1), encoding="utf-8")
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ScoringArtefact:
+        folder = Path(folder)
+        spec_file = folder / "scoring.json"
+        if not spec_file.exists():
+            raise FileNotFoundError(f"{folder}: not a scoring artefact (no scoring.json)")
+        spec = json.loads(spec_file.read_text(encoding="utf-8"))
+        if spec.get("format") != FORMAT:
+            raise ValueError(
+                f"{spec_file}: format {spec.get('format')!r}, this Diamond reads format {FORMAT}"
+            )
+        encoder = Encoder(spec["columns"], spec["categories"])
+        churn_booster, value_booster = xgb.Booster(), xgb.Booster()
+        churn_booster.load_model(folder / "churn.ubj")
+        value_booster.load_model(folder / "value.ubj")
+        for b in (churn_booster, value_booster):
+            b.set_param({"nthread": 1})
+        c, v = spec["churn"], spec["value"]
+        return cls(
+            feature_set=spec["feature_set"],
+            columns=spec["columns"],
+            cutoff=datetime.fromisoformat(spec["cutoff"]),
+            label_horizon_days=spec["label_horizon_days"],
+            horizon_days=spec["horizon_days"],
+            churn=ChurnModel(
+                churn_booster,
+                encoder,
+                RfmRank.from_dict(c["rfm"]),
+                tuple(c["stack"]),
+                tuple(c["horizon_map"]),
+            ),
+            value=ValueModel(value_booster, encoder, v["objective"], tuple(v["horizon_map"])),
+            tiers=spec["tiers"],
+            metrics=spec.get("metrics", {}),
+        )
+
+    def _spec(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "feature_set": self.feature_set,
+            "columns": self.columns,
+            "categories": self.churn.encoder.categories,
+            "cutoff": self.cutoff.isoformat(),
+            "label_horizon_days": self.label_horizon_days,
+            "horizon_days": self.horizon_days,
+            "churn": {
+                "stack": list(self.churn.stack),
+                "horizon_map": list(self.churn.horizon_map),
+                "rfm": self.churn.rfm.to_dict(),
+            },
+            "value": {"objective": self.value.objective, "horizon_map": list(self.value.horizon_map)},
+            "tiers": self.tiers,
+            "metrics": self.metrics,
+        }
+
+
+def assign_tiers(values: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
+    """The first (best) tier whose threshold the value reaches; the last tier catches the rest."""
+    names = list(thresholds)
+    out = np.full(len(values), names[-1], dtype=object)
+    for name in reversed(names[:-1]):
+        out[np.asarray(values) >= thresholds[name]] = name
+    return out
