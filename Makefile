@@ -20,12 +20,12 @@ $(BIN)/uv:
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(VENV)/.runtime: requirements.lock pyproject.toml | $(BIN)/uv
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 $(VENV)/.dev: requirements-dev.lock pyproject.toml | $(BIN)/uv
-	$(UV) pip install --quiet --python $(BIN)/python -r requirements-dev.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python -r requirements-dev.lock
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@ $(VENV)/.runtime
 

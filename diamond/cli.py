@@ -258,11 +258,13 @@ def backtest(
     horizon: Annotated[str, typer.Option(help="Prediction horizon, e.g. 273d or 39w.")],
     out_file: Annotated[Path, typer.Option("--out", help="Parquet file for the predictions.")],
     config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
+    track: Annotated[bool, typer.Option(help="Log the run (and holdout metrics) to MLflow.")] = True,
 ) -> None:
     """Train on data <= cutoff, predict every eligible customer, and score against what happened next."""
     import pyarrow as pa
 
     from features.history import load_history
+    from training import tracking
     from training.config import TrainingConfig
     from training.pipeline import backtest as run_backtest
 
@@ -273,6 +275,19 @@ def backtest(
         advance("train and predict")
         _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out_file)
         advance("write")
+        if track:
+            mlcfg = tracking.MlflowConfig.load()
+            t = result.trained.artefact.cutoff
+            logged = tracking.log_training(
+                result.trained,
+                history.until(t).fingerprint(),
+                TrainingConfig.load(config),
+                mlcfg,
+                run_name=f"backtest {t:%Y-%m-%d} +{result.horizon_days}d",
+                register=False,
+            )
+            tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
+            advance("log to MLflow")
     trained, art = result.trained, result.trained.artefact
     out.print(
         f"trained at {len(trained.origins)} origins "
@@ -291,6 +306,129 @@ def backtest(
     else:
         out.print("the history ends before cutoff + horizon: predictions only, nothing to score")
     out.print(f"predictions: {out_file.resolve()} ({len(result.predictions):,} customers)")
+    if track:
+        out.print(f"MLflow run {logged.run_id}: {mlcfg.ui_command()}")
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="History folder.")],
+    cutoff: Annotated[
+        str | None, typer.Option(help="Train with data at or before this time (default: the history's end).")
+    ] = None,
+    horizon: Annotated[str | None, typer.Option(help="Prediction horizon (default: training.yaml).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
+) -> None:
+    """Features -> tune -> fit -> log to MLflow -> register a challenger -> promotion gate."""
+    from features.build import parse_horizon
+    from features.history import load_history
+    from training import tracking
+    from training.config import TrainingConfig
+    from training.pipeline import train as run_train
+
+    with _user_errors(), _progress(None, "train") as advance:
+        cfg = TrainingConfig.load(config)
+        if horizon:
+            cfg = cfg.replace(horizon_days=parse_horizon(horizon))
+        mlcfg = tracking.MlflowConfig.load()
+        history = load_history(data)
+        advance("load history")
+        result = run_train(history, cfg, mlcfg, cutoff)
+        advance("train, log, register, gate")
+    _print_training(result, mlcfg)
+
+
+def _print_training(result: Any, mlcfg: Any) -> None:
+    trained, art, d = result.trained, result.trained.artefact, result.decision
+    out.print(
+        f"trained at {art.cutoff:%Y-%m-%d} on {trained.training_rows:,} rows "
+        f"({len(trained.origins)} origins, {art.label_horizon_days}-day labels mapped to "
+        f"{art.horizon_days} days), "
+        f"feature set {art.feature_set}, value objective {art.value.objective}; "
+        + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
+    )
+    table = Table("validation (latest origin)", "model", "RFM rank", "BG/NBD")
+    v = trained.validation
+    table.add_row(
+        "churn ROC-AUC",
+        *(f"{v[k]:.4f}" for k in ("churn_auc", "baseline_rfm_churn_auc", "baseline_bgnbd_churn_auc")),
+    )
+    table.add_row(
+        "value Gini",
+        *(f"{v[k]:.4f}" for k in ("value_gini", "baseline_rfm_value_gini", "baseline_bgnbd_value_gini")),
+    )
+    table.add_row("churn Brier", f"{v['churn_brier']:.4f}", "—", "—")
+    out.print(table)
+    out.print(
+        f"tiers (predicted value over {art.horizon_days} days): "
+        + ", ".join(f"{k} >= {x:,.2f}" for k, x in art.tiers.items())
+    )
+    out.print(
+        f"MLflow run {result.logged.run_id}, "
+        f"registered {mlcfg.registered_model} version {result.logged.version}"
+    )
+    out.print(f"gate: {d.reason}")
+    out.print(f"look at it: {mlcfg.ui_command()}")
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Option(help="Registered version to promote to champion.")],
+    data: Annotated[Path, typer.Option("--data", help="History folder for the validation window.")],
+    cutoff: Annotated[
+        str | None, typer.Option(help="Window as of this time (default: the history's end).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if the gate refuses (logged as forced).")] = False,
+    note: Annotated[str, typer.Option(help="Why (kept in the promotion log).")] = "",
+    config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
+) -> None:
+    """Apply the promotion gate to a registered version against the champion (or force it)."""
+    from features.build import end_of, parse_cutoff
+    from features.history import load_history
+    from training import registry, tracking
+    from training.config import TrainingConfig
+    from training.pipeline import validation_window
+
+    with _user_errors():
+        cfg, mlcfg = TrainingConfig.load(config), tracking.MlflowConfig.load()
+        history = load_history(data)
+        t = parse_cutoff(cutoff) if cutoff else end_of(history)
+        decision = registry.decide(
+            mlcfg, version, lambda a: validation_window(history, t, cfg, a), cfg.gate, force=force, note=note
+        )
+    out.print(decision.reason)
+    if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@app.command()
+def models() -> None:
+    """Registered versions, their aliases and metrics, and the promotion log."""
+    from training import registry, tracking
+
+    with _user_errors():
+        mlcfg = tracking.MlflowConfig.load()
+        rows, log = registry.versions(mlcfg), registry.promotion_log(mlcfg)
+    if not rows:
+        out.print(f"no registered versions of {mlcfg.registered_model} in {mlcfg.tracking_uri}")
+        return
+    table = Table("version", "aliases", "created", "feature set", "gate", "churn AUC", "Brier", "value Gini")
+    for r in rows:
+        fmt = [("—" if r[k] is None else f"{r[k]:.4f}") for k in ("churn_auc", "churn_brier", "value_gini")]
+        table.add_row(r["version"], r["aliases"], r["created"], r["feature_set"], r["gate"], *fmt)
+    out.print(table)
+    log_table = Table("when", "who", "version", "decision", "champion before", "why")
+    for e in log:
+        log_table.add_row(
+            e.get("when", "")[:19],
+            e.get("who", ""),
+            e.get("challenger", ""),
+            e.get("decision", ""),
+            e.get("champion_before", ""),
+            e.get("reason", ""),
+        )
+    out.print("promotion log:")
+    out.print(log_table)
 
 
 def _write_parquet(table: Any, path: Path) -> None:

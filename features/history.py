@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -151,6 +152,26 @@ class History:
             cancellations=known(self.cancellations, "timestamp"),
             as_of=cutoff,
         )
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Row counts, date range and a sha256 over every table's contents: which data a model saw."""
+        digest = hashlib.sha256()
+        rows: dict[str, int] = {}
+        for name, table in self.tables().items():
+            rows[name] = table.num_rows
+            digest.update(name.encode())
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            digest.update(sink.getvalue())
+        ts = self.transactions.column("timestamp")
+        return {
+            "rows": rows,
+            "first_event": str(pc.min(ts).as_py()),
+            "last_event": str(pc.max(ts).as_py()),
+            "as_of": str(self.as_of) if self.as_of is not None else None,
+            "sha256": digest.hexdigest(),
+        }
 
     def summary(self) -> dict[str, Any]:
         """Counts, totals and date range: what a person checks first."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,23 @@ def cdnow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("cdnow") / "history"
     run_diamond("data", "cdnow", "--out", str(out))
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every command a test runs tracks into a throwaway MLflow store, never the working copy's."""
+    root = tmp_path_factory.mktemp("mlflow")
+    config = root / "mlflow.yaml"
+    config.write_text(
+        f"tracking_uri: sqlite:///{root / 'mlflow.db'}\nartifact_root: {root / 'artifacts'}\n",
+        encoding="utf-8",
+    )
+    saved = {k: os.environ.get(k) for k in ("DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI")}
+    os.environ["DIAMOND_MLFLOW_CONFIG"] = str(config)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -110,4 +110,7 @@ def test_training_origins_need_two_complete_label_windows() -> None:
     with pytest.raises(ValueError, match="at least two are needed"):
         design.training_origins(history, datetime(2024, 6, 30), 91, 4, 30)
     origins = design.training_origins(history, datetime(2024, 9, 30), 91, 2, 30)
-    assert [o.date().isoformat() for o in origins] == ["2024-05-31", "2024-06-30"]
+    # the two latest month ends, plus the one a full label horizon before the last (validation trains on it)
+    assert [o.date().isoformat() for o in origins] == ["2024-03-31", "2024-05-31", "2024-06-30"]
+    origins = design.training_origins(history, datetime(2024, 9, 30), 91, 4, 30)
+    assert [o.date().isoformat() for o in origins] == ["2024-03-31", "2024-04-30", "2024-05-31", "2024-06-30"]

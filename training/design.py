@@ -18,7 +18,7 @@ longer horizon. Pure functions of a history and dates; nothing here looks past t
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -41,7 +41,8 @@ def choose_feature_set(history: History, name: str = "auto") -> FeatureSet:
 def training_origins(
     history: History, cutoff: datetime, horizon_days: int, count: int, min_history_days: int
 ) -> list[datetime]:
-    """The latest `count` month ends whose label window (c, c + horizon] ends by `cutoff`."""
+    """The latest `count` month ends whose label window (c, c + horizon] ends by `cutoff`, plus, when none
+    of them is, the latest month end a full label horizon before the last one (validation trains on it)."""
     origins = monthly_cutoffs(history.until(cutoff), horizon_days, min_history_days)
     if len(origins) < 2:
         raise ValueError(
@@ -49,7 +50,17 @@ def training_origins(
             f"labels ending by the cutoff and {min_history_days} days of history before them; at least two "
             "are needed (one to train, a later one to validate): use a later cutoff or a shorter horizon"
         )
-    return origins[-count:]
+    chosen = origins[-count:]
+    latest = chosen[-1]
+    gap = [o for o in origins if o + timedelta(days=horizon_days) <= latest]
+    if not gap:
+        raise ValueError(
+            f"cutoff {cutoff:%Y-%m-%d}: no training origin ends its {horizon_days}-day labels by the latest "
+            f"origin {latest:%Y-%m-%d}, so nothing can be validated on it; use a later cutoff"
+        )
+    if gap[-1] not in chosen:  # validation needs one origin a full label horizon before the latest
+        chosen = [gap[-1], *chosen]
+    return chosen
 
 
 def model_columns(feature_set: FeatureSet, history: History, exclude: tuple[str, ...]) -> list[str]:

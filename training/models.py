@@ -168,9 +168,9 @@ def value_validation_loss(
 
 def fit_churn(
     frame: pd.DataFrame, horizon_days: int, columns: list[str], params: dict[str, Any], seed: int, n_jobs: int
-) -> tuple[ChurnModel, dict[str, float]]:
-    """Booster on earlier origins, stacker on the latest, booster refit on all; validation metrics of the
-    stacked probability on the latest origin (in-sample for the stacker's three coefficients only)."""
+) -> tuple[ChurnModel, np.ndarray]:
+    """Booster on earlier origins, stacker on the latest, booster refit on all. Also returns the
+    validation-stage probabilities on the latest origin (in-sample for the stacker's three coefficients)."""
     early, late = split_latest(frame, horizon_days)
     encoder = Encoder.fit(frame, columns)
     first = train_booster(early, "churned", encoder, "binary:logistic", params, seed, n_jobs)
@@ -179,20 +179,20 @@ def fit_churn(
     y = late["churned"].to_numpy()
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(inputs, y)
     stack = (float(lr.coef_[0][0]), float(lr.coef_[0][1]), float(lr.intercept_[0]))
-    scores = metrics.churn_metrics(y, ChurnModel(first, encoder, rfm, stack).predict_label_horizon(late))
+    validated = ChurnModel(first, encoder, rfm, stack).predict_label_horizon(late)
     final = train_booster(frame, "churned", encoder, "binary:logistic", params, seed, n_jobs)
-    return ChurnModel(final, encoder, rfm, stack), scores
+    return ChurnModel(final, encoder, rfm, stack), validated
 
 
 def fit_value(
     frame: pd.DataFrame, horizon_days: int, columns: list[str], params: dict[str, Any], seed: int, n_jobs: int
-) -> tuple[ValueModel, dict[str, float]]:
-    """Validate the chosen objective and parameters on the latest origin, then refit on all origins."""
+) -> tuple[ValueModel, np.ndarray]:
+    """Refit the chosen objective and parameters on all origins. Also returns the validation-stage
+    predictions on the latest origin (booster trained on the earlier origins)."""
     early, late = split_latest(frame, horizon_days)
     encoder = Encoder.fit(frame, columns)
     objective = params["objective"]
     first = train_booster(early, "future_value", encoder, objective, params, seed, n_jobs)
-    actual = late["future_value"].to_numpy(dtype=np.float64)
-    scores = metrics.value_metrics(actual, ValueModel(first, encoder, objective).predict_label_horizon(late))
+    validated = ValueModel(first, encoder, objective).predict_label_horizon(late)
     final = train_booster(frame, "future_value", encoder, objective, params, seed, n_jobs)
-    return ValueModel(final, encoder, objective), scores
+    return ValueModel(final, encoder, objective), validated

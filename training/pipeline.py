@@ -30,6 +30,7 @@ class Trained:
     tuning: dict[str, float]
     params: dict[str, dict[str, Any]]  # churn / value: the chosen XGBoost parameters
     validation_rows: pd.DataFrame  # the latest origin's rows with labels (the gate's window)
+    validation_predictions: pd.DataFrame  # churn_probability, predicted_value there (validation stage)
     scoring_rows: pd.DataFrame  # every customer at the cutoff, model inputs (BTYD over H)
     bridge_rows: pd.DataFrame | None  # the same customers with BTYD over h (None when H <= h)
     training_rows: int
@@ -83,18 +84,23 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     clock["tuning_s"] = time.perf_counter() - start - clock["features_s"]
 
-    churn, churn_scores = fit_churn(frame, h, columns, churn_tuned.params, config.seed, config.n_jobs)
+    churn, churn_validated = fit_churn(frame, h, columns, churn_tuned.params, config.seed, config.n_jobs)
     churn = dataclasses.replace(churn, rfm=RfmRank.fit(rows))  # ranks are within the population at T
     churn = dataclasses.replace(
         churn, horizon_map=design.churn_horizon_map(churn.predict_label_horizon(rows), rows, short)
     )
-    value, value_scores = fit_value(frame, h, columns, value_tuned.params, config.seed, config.n_jobs)
+    value, value_validated = fit_value(frame, h, columns, value_tuned.params, config.seed, config.n_jobs)
     value = dataclasses.replace(
         value, horizon_map=design.value_horizon_map(value.predict_label_horizon(rows), rows, short)
     )
     tiers = design.tier_thresholds(value.predict(rows), config.tiers)
     late = split_latest(frame, h)[1]
-    validation = {**churn_scores, **value_scores, **_baseline_scores(late, h)}
+    y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
+    validation = {
+        **metrics.churn_metrics(y, churn_validated),
+        **metrics.value_metrics(actual, value_validated),
+        **_baseline_scores(late, h),
+    }
     artefact = ScoringArtefact(fs.key, columns, t, h, big_h, churn, value, tiers, validation)
     clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
     return Trained(
@@ -104,11 +110,58 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         {**churn_tuned.summary("churn"), **value_tuned.summary("value")},
         {"churn": churn_tuned.params, "value": value_tuned.params},
         late,
+        pd.DataFrame(
+            {"churn_probability": churn_validated, "predicted_value": value_validated}, index=late.index
+        ),
         rows,
         short,
         len(frame),
         clock,
     )
+
+
+@dataclass
+class TrainResult:
+    trained: Trained
+    logged: Any  # training.tracking.Logged: run id, registered version, model URI
+    decision: Any  # training.registry.Decision
+
+
+def train(
+    history: History,
+    config: TrainingConfig,
+    mlcfg: Any,
+    cutoff: str | datetime | None = None,
+    run_name: str | None = None,
+) -> TrainResult:
+    """`diamond train`: features -> tune -> fit -> log -> register a challenger -> gate."""
+    from training import registry, tracking
+
+    t = parse_cutoff(cutoff) if cutoff is not None else end_of(history)
+    trained = fit(history, t, config)
+    logged = tracking.log_training(trained, history.until(t).fingerprint(), config, mlcfg, run_name)
+    registry.register_challenger(mlcfg, logged.version)
+
+    def window(artefact: ScoringArtefact) -> pd.DataFrame:
+        if (
+            artefact.feature_set == trained.artefact.feature_set
+            and artefact.horizon_days == config.horizon_days
+        ):
+            return trained.validation_rows
+        return validation_window(history, t, config, artefact)
+
+    decision = registry.decide(mlcfg, logged.version, window, config.gate)
+    return TrainResult(trained, logged, decision)
+
+
+def validation_window(
+    history: History, cutoff: datetime, config: TrainingConfig, artefact: ScoringArtefact
+) -> pd.DataFrame:
+    """The latest validation origin's rows with labels, built for `artefact`'s feature set and horizon."""
+    h = min(config.label_horizon_days, artefact.horizon_days)
+    origins = design.training_origins(history, cutoff, h, config.origins, config.min_history_days)
+    fs = design.choose_feature_set(history, artefact.feature_set)
+    return design.training_frame(history, cutoff, origins[-1:], h, artefact.horizon_days, fs)
 
 
 def backtest(

@@ -37,7 +37,7 @@ class Tuned:
 
 
 SPACE: dict[str, tuple[float, float]] = {  # defaults; training.yaml `search` overrides any of them
-    "n_estimators": (100, 600),
+    "n_estimators": (50, 600),
     "learning_rate": (0.01, 0.2),
     "max_depth": (1, 3),
     "min_child_weight": (5.0, 200.0),

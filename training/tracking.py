@@ -1,0 +1,254 @@
+"""MLflow: where runs are tracked, what a training run logs, and how the scoring artefact is registered.
+
+Configured by `mlflow.yaml` (shared, in git); `MLFLOW_TRACKING_URI` overrides the tracking store and
+`DIAMOND_MLFLOW_CONFIG` points at another file. The embedded default is a SQLite store and an artifact
+folder under `.diamond/` in the working directory. A run logs parameters, validation metrics, the
+baselines, the feature set, a data fingerprint, the Optuna summary, report plots and the scoring artefact
+(as a pyfunc model), and registers that artefact as a new version of one registered model: churn and value
+are promoted together, because tiers and value at risk combine them. Promotion is training.registry.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.config import ConfigError
+from training import plots
+from training.artefact import ScoringArtefact
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mlflow.yaml"
+ARTEFACT_DIR = "scoring"  # the pyfunc model's name inside a run; the artefact folder sits in it
+CONTRIB_ROWS = 2_000  # customers sampled for the contributions plot
+PINNED = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str
+    artifact_root: str
+    experiment: str = "diamond"
+    registered_model: str = "diamond"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> MlflowConfig:
+        """Read mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG); relative paths resolve against the
+        working directory, so the printed `mlflow ui` command works from anywhere."""
+        file = Path(path or os.environ.get("DIAMOND_MLFLOW_CONFIG") or DEFAULT_PATH)
+        raw: dict[str, Any] = {}
+        if file.exists():
+            try:
+                raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        elif path:
+            raise ConfigError(f"{file}: no such MLflow config")
+        known = {"tracking_uri", "artifact_root", "experiment", "registered_model"}
+        if unknown := sorted(set(raw) - known):
+            raise ConfigError(f"{file}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///.diamond/mlflow.db")
+        root = raw.get("artifact_root", ".diamond/mlartifacts")
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            db = Path(uri.removeprefix("sqlite:///")).resolve()
+            uri = f"sqlite:///{db}"
+        if "://" not in root:
+            root = Path(root).resolve().as_uri()
+        return cls(
+            uri,
+            root,
+            raw.get("experiment", cls.experiment),
+            raw.get("registered_model", cls.registered_model),
+        )
+
+    def client(self) -> Any:
+        """An MlflowClient on this store (creating the SQLite folder on first use)."""
+        from mlflow import MlflowClient
+
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def experiment_id(self, client: Any, name: str | None = None) -> str:
+        name = name or self.experiment
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        return str(client.create_experiment(name, artifact_location=f"{self.artifact_root}/{name}"))
+
+    def ui_command(self) -> str:
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    class DiamondModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+        """Feature rows (built with the artefact's feature set at its horizon) in, scores out."""
+
+        def load_context(self, context: Any) -> None:
+            self.artefact = ScoringArtefact.load(context.artifacts["artefact"])
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+            return self.artefact.score(model_input)
+
+    return DiamondModel
+
+
+@dataclass
+class Logged:
+    run_id: str
+    version: str  # the registered model version
+    model_uri: str
+
+
+def log_training(
+    trained: Any,
+    fingerprint: dict[str, Any],
+    config: Any,
+    mlcfg: MlflowConfig,
+    run_name: str | None = None,
+    register: bool = True,
+) -> Logged:
+    """One MLflow run for one `training.pipeline.Trained`; registers the artefact as a new version
+    (backtests log without registering: their models never serve)."""
+    import mlflow
+
+    _quiet()
+    client = mlcfg.client()
+    mlflow.set_tracking_uri(mlcfg.tracking_uri)
+    mlflow.set_registry_uri(mlcfg.tracking_uri)
+    art: ScoringArtefact = trained.artefact
+    with mlflow.start_run(
+        experiment_id=mlcfg.experiment_id(client), run_name=run_name or f"train {art.cutoff:%Y-%m-%d}"
+    ) as run:
+        mlflow.set_tags(
+            {
+                "feature_set": art.feature_set,
+                "cutoff": art.cutoff.isoformat(),
+                "data_sha256": fingerprint["sha256"],
+                "value_objective": art.value.objective,
+                "kind": "train" if register else "backtest",
+            }
+        )
+        mlflow.log_params(_params(trained, config))
+        mlflow.log_metrics({**_finite(trained.validation), **trained.tuning, **trained.seconds})
+        mlflow.log_dict(fingerprint, "data/fingerprint.json")
+        mlflow.log_dict({"columns": art.columns, "tiers": art.tiers}, "model/columns_and_tiers.json")
+        for name, fig in report_figures(trained).items():
+            mlflow.log_figure(fig, f"plots/{name}.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = art.save(Path(tmp) / "artefact")
+            info = mlflow.pyfunc.log_model(
+                name=ARTEFACT_DIR,
+                python_model=_pyfunc_class()(),
+                artifacts={"artefact": str(folder)},
+                pip_requirements=[f"{p}=={version(p)}" for p in PINNED],
+            )
+        if not register:
+            return Logged(run.info.run_id, "", info.model_uri)
+        mv = mlflow.register_model(
+            info.model_uri,
+            mlcfg.registered_model,
+            tags={"run_id": run.info.run_id, "feature_set": art.feature_set},
+        )
+    return Logged(run.info.run_id, str(mv.version), info.model_uri)
+
+
+def log_backtest_metrics(
+    run_id: str, metrics: dict[str, dict[str, float | None]], mlcfg: MlflowConfig
+) -> None:
+    """Holdout metrics of a backtest (model and baselines) beside the run's validation metrics."""
+    client = mlcfg.client()
+    for who, values in metrics.items():
+        for k, v in values.items():
+            if v is not None and np.isfinite(v):
+                client.log_metric(run_id, f"holdout_{who}_{k}", float(v))
+
+
+def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:
+    """The scoring artefact behind a model URI such as models:/diamond@champion or models:/diamond/3."""
+    import mlflow
+
+    _quiet()
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tmp, tracking_uri=mlcfg.tracking_uri, registry_uri=mlcfg.tracking_uri
+        )
+        found = next(Path(local).rglob("scoring.json"), None)
+        if found is None:
+            raise FileNotFoundError(f"{uri}: no scoring artefact in the model")
+        return ScoringArtefact.load(found.parent)
+
+
+def report_figures(trained: Any) -> dict[str, Any]:
+    """The report plots of a training run, on the latest validation window (validation-stage models)."""
+    late, pred = trained.validation_rows, trained.validation_predictions
+    y, p = late["churned"].to_numpy(), pred["churn_probability"].to_numpy()
+    from training import baselines
+
+    figs: dict[str, Any] = {}
+    if 0 < y.sum() < len(y):
+        rfm = {"RFM rank": baselines.rfm_churn_score(late)}
+        figs.update(
+            roc=plots.roc_figure(y, p, rfm),
+            precision_recall=plots.pr_figure(y, p, rfm),
+            calibration=plots.calibration_figure(y, p),
+            gain_lift=plots.gain_lift_figure(y, p),
+        )
+    if len(late) >= 10:
+        figs["value_deciles"] = plots.decile_figure(late["future_value"], pred["predicted_value"])
+    art = trained.artefact
+    for name, model in (("churn", art.churn), ("value", art.value)):
+        gain = model.booster.get_score(importance_type="total_gain")
+        if gain:
+            figs[f"{name}_importance"] = plots.importance_figure({k: float(v) for k, v in gain.items()})
+        rows = trained.scoring_rows
+        sample = rows.sample(min(len(rows), CONTRIB_ROWS), random_state=0) if len(rows) else rows
+        if len(sample):
+            figs[f"{name}_contributions"] = plots.contributions_figure(
+                model.contributions(sample), art.columns
+            )
+    return figs
+
+
+def _params(trained: Any, config: Any) -> dict[str, Any]:
+    art = trained.artefact
+    out: dict[str, Any] = {
+        "feature_set": art.feature_set,
+        "n_columns": len(art.columns),
+        "cutoff": art.cutoff.date().isoformat(),
+        "horizon_days": art.horizon_days,
+        "label_horizon_days": art.label_horizon_days,
+        "origins": ",".join(f"{o:%Y-%m-%d}" for o in trained.origins),
+        "training_rows": trained.training_rows,
+        "seed": config.seed,
+        "trials": config.trials,
+        "churn_stack": ",".join(f"{x:.4f}" for x in art.churn.stack),
+        "churn_horizon_map": ",".join(f"{x:.4f}" for x in art.churn.horizon_map),
+        "value_horizon_map": ",".join(f"{x:.4f}" for x in art.value.horizon_map),
+    }
+    for model, params in trained.params.items():
+        out.update({f"{model}_{k}": v for k, v in params.items()})
+    return out
+
+
+def _quiet() -> None:
+    """MLflow's INFO lines, pickling advice and download bars are noise on a terminal: keep warnings that
+    matter (errors) only."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _finite(values: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
