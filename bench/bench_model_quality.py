@@ -469,6 +469,8 @@ def main() -> None:
         "sd": sd,
         "season_train": float(np.mean([season(o, h) for o in origins])),
         "season_window": season(t, args.horizon),
+        "sub_p": float(model[0][cust.sub].mean()),
+        "sub_rate": float(y[cust.sub].mean()),
         "levels": levels(y, value, {"model": model, **perfect}, cust.sub, sd_abs),
     }
     print(f"sampling sd of the total value: {sd:.1%}")
@@ -614,7 +616,8 @@ are within the sampling noise, so the derivation matches the generator.
   dropout times: no model can close it.
 - **Churn calibration.** Brier {m["churn_brier"]:.3f} against the oracle's {o["churn_brier"]:.3f} and BG/NBD's
   {bg["churn_brier"]:.3f}: the model's mean probability is {m["churn_mean_probability"]:.3f} for a churn rate
-  of {m["churn_rate"]:.3f}.
+  of {m["churn_rate"]:.3f}, and {facts["sub_p"]:.3f} for the subscribers' cancellation rate of
+  {facts["sub_rate"]:.3f}.
 - **Value ranking.** Normalized Gini {m["value_gini"]:.3f} is {share(m, "value_gini")} of the oracle's
   {o["value_gini"]:.3f}; even the oracle's Gini is below 1 because purchase counts and amounts stay random
   given all latents.

@@ -222,33 +222,38 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the demo's results.")] = Path(
         "demo-output"
     ),
+    config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
 ) -> None:
     """Run the whole product end to end on the bundled CDNOW data and say where the results are."""
-    from features import build
     from features.datasets import cdnow
     from features.history import load_history
+    from training import tracking
+    from training.config import TrainingConfig
+    from training.pipeline import train as run_train
 
-    steps = ["write CDNOW history", "load and validate", "point-in-time features", "summarise"]
+    steps = ["write CDNOW history", "load and validate", "train and predict", "write predictions"]
+    steps += ["log to MLflow", "train on all data, register, gate"]
+    predictions = out_dir / "cdnow_backtest_1997-09-30_273d.parquet"
     with _user_errors(), _progress(len(steps), "demo") as advance:
         history_dir = cdnow.write(out_dir / "cdnow", overwrite=True)
         advance(steps[0])
         history = load_history(history_dir)
         advance(steps[1])
-        # the classic CDNOW protocol: features at 1997-09-30, labels over the next 39 weeks
-        features_file = out_dir / "cdnow_features_1997-09-30.parquet"
-        table = build.build_training_set(history, ["1997-09-30"], "273d", "rfm_v1")
-        _write_parquet(table, features_file)
-        advance(steps[2])
-        summary = {**history.summary(), "features": build.summarise(table)}
-        summary_file = out_dir / "summary.json"
-        summary_file.write_text(json.dumps(summary, default=str, indent=2) + "\n", encoding="utf-8")
-        advance(steps[3])
+        # the classic CDNOW protocol: everything dated <= 1997-09-30, scored on the next 39 weeks
+        result, run_id = _run_backtest(history, "1997-09-30", "273d", config, predictions, True, advance)
+        # then the model a retention team would use: trained on all the data, registered and gated
+        mlcfg = tracking.MlflowConfig.load()
+        trained = run_train(history, TrainingConfig.load(config), mlcfg)
+        advance(steps[5])
     _print_summary(history.summary(), "CDNOW history")
-    _print_summary(build.summarise(table), "features at 1997-09-30, labels to 1998-06-30")
+    out.print("\n[bold]The classic CDNOW protocol[/] (train <= 1997-09-30, score the next 39 weeks):")
+    _print_backtest(result, predictions, run_id)
+    out.print("\n[bold]Trained on all the data[/] (to 1998-06-30):")
+    _print_training(trained, mlcfg)
     out.print("\nResults:")
     out.print(f"  history folder : {history_dir.resolve()}")
-    out.print(f"  features       : {features_file.resolve()}")
-    out.print(f"  summary        : {summary_file.resolve()}")
+    out.print(f"  predictions    : {predictions.resolve()}")
+    out.print(f"  MLflow UI      : {mlcfg.ui_command()}  (then open http://127.0.0.1:5000)")
 
 
 @app.command()
@@ -261,33 +266,47 @@ def backtest(
     track: Annotated[bool, typer.Option(help="Log the run (and holdout metrics) to MLflow.")] = True,
 ) -> None:
     """Train on data <= cutoff, predict every eligible customer, and score against what happened next."""
-    import pyarrow as pa
-
     from features.history import load_history
-    from training import tracking
-    from training.config import TrainingConfig
-    from training.pipeline import backtest as run_backtest
 
     with _user_errors(), _progress(None, "backtest") as advance:
         history = load_history(data)
         advance("load history")
-        result = run_backtest(history, cutoff, horizon, TrainingConfig.load(config))
-        advance("train and predict")
-        _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out_file)
-        advance("write")
-        if track:
-            mlcfg = tracking.MlflowConfig.load()
-            t = result.trained.artefact.cutoff
-            logged = tracking.log_training(
-                result.trained,
-                history.until(t).fingerprint(),
-                TrainingConfig.load(config),
-                mlcfg,
-                run_name=f"backtest {t:%Y-%m-%d} +{result.horizon_days}d",
-                register=False,
-            )
-            tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
-            advance("log to MLflow")
+        result, run_id = _run_backtest(history, cutoff, horizon, config, out_file, track, advance)
+    _print_backtest(result, out_file, run_id)
+
+
+def _run_backtest(
+    history: Any, cutoff: str, horizon: str, config: Path | None, out_file: Path, track: bool, advance: Any
+) -> tuple[Any, str | None]:
+    import pyarrow as pa
+
+    from training import tracking
+    from training.config import TrainingConfig
+    from training.pipeline import backtest as run_backtest
+
+    cfg = TrainingConfig.load(config)
+    result = run_backtest(history, cutoff, horizon, cfg)
+    advance("train and predict")
+    _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out_file)
+    advance("write predictions")
+    if not track:
+        return result, None
+    mlcfg = tracking.MlflowConfig.load()
+    t = result.trained.artefact.cutoff
+    logged = tracking.log_training(
+        result.trained,
+        history.until(t).fingerprint(),
+        cfg,
+        mlcfg,
+        run_name=f"backtest {t:%Y-%m-%d} +{result.horizon_days}d",
+        register=False,
+    )
+    tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
+    advance("log to MLflow")
+    return result, logged.run_id
+
+
+def _print_backtest(result: Any, out_file: Path, run_id: str | None) -> None:
     trained, art = result.trained, result.trained.artefact
     out.print(
         f"trained at {len(trained.origins)} origins "
@@ -306,8 +325,8 @@ def backtest(
     else:
         out.print("the history ends before cutoff + horizon: predictions only, nothing to score")
     out.print(f"predictions: {out_file.resolve()} ({len(result.predictions):,} customers)")
-    if track:
-        out.print(f"MLflow run {logged.run_id}: {mlcfg.ui_command()}")
+    if run_id:
+        out.print(f"MLflow run {run_id}")
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import run_diamond
@@ -12,7 +13,10 @@ from tests.conftest import run_diamond
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["data"], ["data", "cdnow"], ["data", "synthetic"], ["data", "validate"], ["demo"], ["backtest"]],
+    [
+        *([], ["data"], ["data", "cdnow"], ["data", "synthetic"], ["data", "validate"], ["demo"]),
+        *(["backtest"], ["train"], ["promote"], ["models"]),
+    ],
 )
 def test_every_command_has_help(args: list[str]) -> None:
     result = run_diamond(*args, "--help")
@@ -41,7 +45,13 @@ def test_validate_as_of_option(cdnow_dir: Path) -> None:
 
 
 def test_demo_runs_end_to_end_and_says_where_results_are(tmp_path: Path) -> None:
-    result = run_diamond("demo", "--out", str(tmp_path / "out"))
-    summary_file = tmp_path / "out" / "summary.json"
-    assert str(summary_file.resolve()) in result.stdout.replace("\n", "")
-    assert json.loads(summary_file.read_text())["total_amount"] == 2_500_315.63
+    config = tmp_path / "training.yaml"
+    config.write_text("trials: 2\n", encoding="utf-8")
+    result = run_diamond("demo", "--out", str(tmp_path / "out"), "--config", str(config))
+    text = result.stdout.replace("\n", "")
+    predictions = tmp_path / "out" / "cdnow_backtest_1997-09-30_273d.parquet"
+    assert str(predictions.resolve()) in text
+    assert pq.read_metadata(predictions).num_rows == 23_570
+    assert "churn_auc" in text and "bgnbd" in text and "rfm" in text  # scored beside the baselines
+    assert "registered diamond version" in text and "gate: promoted" in text
+    assert "mlflow ui --backend-store-uri sqlite:///" in text
