@@ -44,7 +44,10 @@ def test_validate_as_of_option(cdnow_dir: Path) -> None:
     assert "values are after the as-of date 1998-01-31 23:59:59" in result.stderr
 
 
-def test_demo_runs_end_to_end_and_says_where_results_are(tmp_path: Path) -> None:
+def test_demo_runs_end_to_end_and_says_where_results_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # its own, empty store
     config = tmp_path / "training.yaml"
     config.write_text("trials: 2\n", encoding="utf-8")
     result = run_diamond("demo", "--out", str(tmp_path / "out"), "--config", str(config))

@@ -1,5 +1,5 @@
 """The notebooks run top to bottom and their asserts check the facts: the exploration notebooks (01_*) on
-the bundled CDNOW data, the model report (02) on a run the CLI trains into the session's MLflow store."""
+the bundled CDNOW data, the model report (02) on a run the CLI trains into a private MLflow store."""
 
 from __future__ import annotations
 
@@ -75,7 +75,14 @@ def test_notebook_executes(
 
 
 def test_model_report_executes_on_a_trained_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Train a small model with the CLI into the session's private MLflow store, then report on its run."""
+    """Train a small model with the CLI into a private MLflow store, then report on its run. The store is this
+    test's own (not the session's): its champion must not meet the gate of another test's training run."""
+    store = tmp_path / "mlflow.yaml"
+    store.write_text(
+        f"tracking_uri: sqlite:///{tmp_path / 'mlflow.db'}\nartifact_root: {tmp_path / 'artifacts'}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("DIAMOND_MLFLOW_CONFIG", str(store))  # the CLI and the kernel inherit the environment
     history = tmp_path / "history"
     run_diamond("data", "synthetic", "--customers", "1500", "--out", str(history))
     config = tmp_path / "small.yaml"
@@ -85,13 +92,14 @@ def test_model_report_executes_on_a_trained_run(tmp_path: Path, monkeypatch: pyt
     assert found, f"no run id in the output of diamond train:\n{trained}"
     run_id = found.group(1)
 
-    monkeypatch.setenv("DIAMOND_RUN_ID", run_id)  # the kernel inherits the environment
+    monkeypatch.setenv("DIAMOND_RUN_ID", run_id)
     monkeypatch.delenv("MPLBACKEND", raising=False)
     nb = _execute(REPORT, tmp_path)
     text = "\n".join(_outputs(nb))
     assert f"MLflow run {run_id}" in text and "chosen by DIAMOND_RUN_ID" in text
     assert f"report complete for MLflow run {run_id} (train, feature set core_v1)" in text
     assert "churn ROC-AUC" in text and "a train run: no holdout metrics" in text
+    assert "promoted: there was no champion" in text  # the promotion log of this store
     assert len(_outputs(nb, "image/png")) >= 4  # the logged plots, shown inline
 
 

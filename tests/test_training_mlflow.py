@@ -3,6 +3,7 @@ artefacts, registered versions, aliases, and the promotion gate both ways with i
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,4 @@ def test_train_logs_registers_and_gates_both_ways(store: Path) -> None:
     assert str(client.get_model_version_by_alias("diamond", "champion").version) == "3"
     refused = run_diamond("promote", "--version", "2", "--data", str(history), cwd=store, check=False)
     assert refused.returncode == 0 and "promoted: beats the champion" in refused.stdout  # 2 beats 3 again
+    shutil.rmtree(store)  # the store, its artifacts and the history: nothing left behind
