@@ -8,6 +8,7 @@ expressions compiled to SQL and run here on DuckDB over the history's Arrow tabl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ CONTRACT_ATTRIBUTE = "is_subscriber"
 # last bits of a mean or std could differ between runs or between a history and its truncated copy.
 # Set DIAMOND_DUCKDB_THREADS to trade bit-for-bit reproducibility for speed.
 THREADS_ENV = "DIAMOND_DUCKDB_THREADS"
+BTYD_META = b"diamond.btyd_fits"
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -134,8 +136,14 @@ def build_features(
     spine: pa.Table,
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     horizon: str | int = "90d",
+    btyd_params: dict[str, list[float]] | None = None,
 ) -> pa.Table:
-    """Feature rows for each (customer_id, cutoff) of the spine, in the spine's order of cutoff then id."""
+    """Feature rows for each (customer_id, cutoff) of the spine, in the spine's order of cutoff then id.
+
+    BG/NBD and Gamma-Gamma are fitted per cutoff on that cutoff's customers, and the fitted parameters are
+    kept in the table's schema metadata (`btyd_fits`); `btyd_params` (`{"bgnbd": [r, alpha, a, b],
+    "gamma_gamma": [p, q, v]}`, as a model ships them) applies given parameters instead of fitting, so one
+    customer scored online gets the numbers the batch got."""
     fs = get_feature_set(feature_set) if isinstance(feature_set, str) else feature_set
     horizon_days = parse_horizon(horizon)
     engine = _Engine(history, spine)
@@ -168,7 +176,7 @@ def build_features(
         row = row.mutate(**derived)
     table = engine.run(row.order_by(["cutoff", "customer_id"]))
     if by_source.get("btyd"):
-        table = _add_btyd(table, horizon_days)
+        table = _add_btyd(table, horizon_days, btyd_params)
     columns = resolve_columns(fs, history)
     return table.select([*KEYS, *columns])
 
@@ -249,9 +257,10 @@ def build_scoring_rows(
     cutoff: str | datetime,
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     horizon: str | int = "90d",
+    btyd_params: dict[str, list[float]] | None = None,
 ) -> pa.Table:
     """Feature rows for every customer eligible at one cutoff: the same builder as training, no labels."""
-    return build_features(history, build_spine(history, [cutoff]), feature_set, horizon)
+    return build_features(history, build_spine(history, [cutoff]), feature_set, horizon, btyd_params)
 
 
 def check_columns(expected: Sequence[str], rows: pa.Table, feature_set: str) -> None:
@@ -392,9 +401,9 @@ def _btyd_summary(d: ir.Table) -> dict[str, ir.Value]:
     }
 
 
-def _add_btyd(table: pa.Table, horizon_days: int) -> pa.Table:
-    """Fit BG/NBD and Gamma-Gamma per cutoff on that cutoff's customers (data <= T only) and add the
-    four BTYD features."""
+def _add_btyd(table: pa.Table, horizon_days: int, fixed: dict[str, list[float]] | None = None) -> pa.Table:
+    """Fit BG/NBD and Gamma-Gamma per cutoff on that cutoff's customers (data <= T only), or apply `fixed`
+    parameters, and add the four BTYD features; the parameters used go to the schema metadata."""
     x = _np(table, "_btyd_x")
     tx, big_t, m = (
         _np(table, c) / (BTYD_UNIT_DAYS if c != "_btyd_m" else 1.0)
@@ -406,15 +415,17 @@ def _add_btyd(table: pa.Table, horizon_days: int) -> pa.Table:
         for name in ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
     }
     h = horizon_days / BTYD_UNIT_DAYS
+    fits: dict[str, dict[str, list[float] | None]] = {}
     for value in np.unique(cut):
         sel = (cut == value) & ~np.isnan(x)
         if not sel.any():
             continue
         xs, ts, bt = x[sel], tx[sel], big_t[sel]
         try:
-            params = btyd.fit_bgnbd(xs, ts, bt)
-        except ValueError:
+            params = btyd.BGNBDParams(*fixed["bgnbd"]) if fixed else btyd.fit_bgnbd(xs, ts, bt)
+        except (ValueError, KeyError, TypeError):
             continue  # no repeat purchases yet at this cutoff: BTYD features stay null
+        fit = fits.setdefault(str(value), {"bgnbd": [params.r, params.alpha, params.a, params.b]})
         exp = btyd.bgnbd_expected_purchases(params, xs, ts, bt, h)
         out["btyd_expected_purchases"][sel] = exp
         out["btyd_p_alive"][sel] = btyd.bgnbd_p_alive(params, xs, ts, bt)
@@ -422,17 +433,27 @@ def _add_btyd(table: pa.Table, horizon_days: int) -> pa.Table:
         ms = np.nan_to_num(m[sel], nan=0.0)
         fit_rows = (xs > 0) & (ms > 0)  # Gamma-Gamma needs positive spend (CDNOW has $0 repeat days)
         try:
-            gg = btyd.fit_gamma_gamma(xs[fit_rows], ms[fit_rows])
+            if fixed:
+                gg = btyd.GammaGammaParams(*fixed["gamma_gamma"])
+            else:
+                gg = btyd.fit_gamma_gamma(xs[fit_rows], ms[fit_rows])
             # E[M | x, m_x] is defined for m_x = 0 too; the validator wants m_x > 0, so clip (effect < 1e-10)
             spend = btyd.gamma_gamma_expected_spend(gg, xs, np.where(xs > 0, np.maximum(ms, 1e-12), 0.0))
-        except ValueError:
+            fit["gamma_gamma"] = [gg.p, gg.q, gg.v]
+        except (ValueError, KeyError, TypeError):
             spend = np.full(xs.shape, np.nan)
         out["btyd_expected_spend"][sel] = exp * spend
     keep = [c for c in table.column_names if not c.startswith("_btyd_")]
     result = table.select(keep)
     for name, values in out.items():
         result = result.append_column(name, pa.array(values, pa.float64(), mask=np.isnan(values)))
-    return result
+    return result.replace_schema_metadata({**(result.schema.metadata or {}), BTYD_META: json.dumps(fits)})
+
+
+def btyd_fits(table: pa.Table) -> dict[str, dict[str, list[float]]]:
+    """The BTYD parameters each cutoff's rows were computed with: {cutoff: {"bgnbd": [...], ...}}."""
+    raw = (table.schema.metadata or {}).get(BTYD_META)
+    return json.loads(raw) if raw else {}
 
 
 def _np(table: pa.Table, column: str) -> np.ndarray:

@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
+from features.build import build_scoring_rows
+from features.history import History
 from training.baselines import RfmRank
 from training.models import ChurnModel, Encoder, ValueModel
 
@@ -42,6 +44,13 @@ class ScoringArtefact:
     value: ValueModel
     tiers: dict[str, float]  # tier name -> lowest predicted value in it, best tier first
     metrics: dict[str, float] = field(default_factory=dict)
+    btyd_params: dict[str, list[float]] | None = None  # BG/NBD + Gamma-Gamma fitted at T (features.build)
+
+    def feature_rows(self, history: History, as_of: datetime) -> pd.DataFrame:
+        """Model inputs for every customer eligible at `as_of`: the training feature set, BTYD over H with
+        the parameters fitted at training time. Batch and online scoring both come through here."""
+        table = build_scoring_rows(history, as_of, self.feature_set, self.horizon_days, self.btyd_params)
+        return table.to_pandas()
 
     def score(self, rows: pd.DataFrame) -> pd.DataFrame:
         """churn_probability and predicted_value over H, value_at_risk and tier, for feature rows built with
@@ -109,6 +118,7 @@ class ScoringArtefact:
             value=ValueModel(value_booster, encoder, v["objective"], tuple(v["horizon_map"])),
             tiers=spec["tiers"],
             metrics=spec.get("metrics", {}),
+            btyd_params=spec.get("btyd_params"),
         )
 
     def _spec(self) -> dict[str, Any]:
@@ -128,6 +138,7 @@ class ScoringArtefact:
             "value": {"objective": self.value.objective, "horizon_map": list(self.value.horizon_map)},
             "tiers": self.tiers,
             "metrics": self.metrics,
+            "btyd_params": self.btyd_params,
         }
 
 

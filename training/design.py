@@ -24,7 +24,13 @@ import numpy as np
 import pandas as pd
 from scipy.special import logit
 
-from features.build import build_scoring_rows, build_training_set, monthly_cutoffs, resolve_columns
+from features.build import (
+    btyd_fits,
+    build_scoring_rows,
+    build_training_set,
+    monthly_cutoffs,
+    resolve_columns,
+)
 from features.history import History
 from features.sets import FeatureSet, get_feature_set
 from training.models import P_EPS, VALUE_FLOOR
@@ -89,7 +95,9 @@ def scoring_frames(
     """Feature rows at `cutoff` with BTYD outputs for the target horizon (the model inputs) and, when the
     label horizon is shorter, for the label horizon (what the bridge needs)."""
     known = history.until(cutoff)
-    rows = build_scoring_rows(known, cutoff, feature_set, target_days).to_pandas()
+    table = build_scoring_rows(known, cutoff, feature_set, target_days)
+    rows = table.to_pandas()
+    rows.attrs["btyd_params"] = next(iter(btyd_fits(table).values()), None)  # what the artefact ships
     if target_days <= horizon_days:
         return rows, None
     return rows, build_scoring_rows(known, cutoff, feature_set, horizon_days).to_pandas()

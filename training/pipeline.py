@@ -101,7 +101,9 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         **metrics.value_metrics(actual, value_validated),
         **_baseline_scores(late, h),
     }
-    artefact = ScoringArtefact(fs.key, columns, t, h, big_h, churn, value, tiers, validation)
+    artefact = ScoringArtefact(
+        fs.key, columns, t, h, big_h, churn, value, tiers, validation, rows.attrs.get("btyd_params")
+    )
     clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
     return Trained(
         artefact,
