@@ -421,6 +421,64 @@ def promote(
 
 
 @app.command()
+def score(
+    data: Annotated[Path, typer.Option("--data", help="History folder.")],
+    as_of: Annotated[
+        str | None, typer.Option(help="Score as of this time (default: the history's end).")
+    ] = None,
+) -> None:
+    """Score every eligible customer with the champion: a Parquet score table and the service's snapshot."""
+    from features.build import end_of, parse_cutoff
+    from features.history import load_history
+    from serving.batch import score_history
+    from serving.config import ServingConfig
+    from serving.models import ModelHolder
+    from training.tracking import MlflowConfig
+
+    with _user_errors(), _progress(None, "score") as advance:
+        config = ServingConfig.load()
+        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        holder.refresh()
+        if holder.current is None:
+            raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
+        advance(f"load {holder.uri} (version {holder.current.version})")
+        history = load_history(data)
+        advance("load history")
+        t = parse_cutoff(as_of) if as_of else end_of(history)
+        result = score_history(history, t, holder.current, config)
+        advance("score and write")
+    counts = result.scores["tier"].value_counts()
+    out.print(
+        f"scored {len(result.scores):,} customers as of {t:%Y-%m-%d %H:%M} with version {result.version}; "
+        + ", ".join(f"{k} {counts.get(k, 0):,}" for k in holder.current.artefact.tiers)
+    )
+    out.print(f"score table: {result.parquet}")
+    out.print(f"snapshot for the service: {config.store_url}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default: serving.yaml, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: serving.yaml).")] = None,
+) -> None:
+    """Start the scoring service (BentoML) on the champion; needs DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE."""
+    import os
+    import sys
+
+    from serving.config import ServingConfig, api_key_hashes
+
+    with _user_errors():
+        config = ServingConfig.load()
+        if not api_key_hashes():
+            raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
+    bentoml = str(Path(sys.executable).with_name("bentoml"))
+    args = [bentoml, "serve", "serving.service:Diamond", "--host", host or config.host]
+    args += ["--port", str(port or config.port)]
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    os.execv(bentoml, args)
+
+
+@app.command()
 def models() -> None:
     """Registered versions, their aliases and metrics, and the promotion log."""
     from training import registry, tracking

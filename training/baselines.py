@@ -37,14 +37,18 @@ class RfmRank:
             refs[axis] = v
         return cls(refs)
 
-    def score(self, rows: pd.DataFrame) -> np.ndarray:
-        """Higher = likelier to churn, in [0, 1]. Ties share the middle of their rank range."""
-        out = np.zeros(len(rows))
+    def axes(self, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Each axis's percentile of riskiness in [0, 1]; ties share the middle of their rank range."""
+        out = {}
         for axis, ref in self.references.items():
             x = _risk(rows, axis)
             lo, hi = np.searchsorted(ref, x, "left"), np.searchsorted(ref, x, "right")
-            out += (lo + hi) / (2.0 * len(ref))
-        return out / len(self.references)
+            out[axis] = (lo + hi) / (2.0 * len(ref))
+        return out
+
+    def score(self, rows: pd.DataFrame) -> np.ndarray:
+        """Higher = likelier to churn, in [0, 1]: the mean of the three axes."""
+        return sum(self.axes(rows).values()) / len(self.references)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {k: [float(x) for x in v] for k, v in self.references.items()}

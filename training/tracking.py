@@ -174,14 +174,20 @@ def log_backtest_metrics(
 
 
 def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:
-    """The scoring artefact behind a model URI such as models:/diamond@champion or models:/diamond/3."""
+    """The scoring artefact behind a model URI such as models:/diamond@champion or models:/diamond/3, read
+    from this config's store (not MLflow's process-wide default)."""
     import mlflow
 
     _quiet()
+    client = mlcfg.client()
+    name, sep, ref = uri.removeprefix("models:/").partition("@")
+    if sep:
+        version = str(client.get_model_version_by_alias(name, ref).version)
+    else:
+        name, _, version = name.partition("/")
+    source = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tmp, tracking_uri=mlcfg.tracking_uri, registry_uri=mlcfg.tracking_uri
-        )
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
         found = next(Path(local).rglob("scoring.json"), None)
         if found is None:
             raise FileNotFoundError(f"{uri}: no scoring artefact in the model")

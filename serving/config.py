@@ -1,0 +1,85 @@
+"""Serving configuration: `serving.yaml` (shared, in git) plus the environment for secrets and per-machine
+settings. Nothing here runs at import time."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from features.config import ConfigError
+
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
+KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV = (
+    "DIAMOND_API_KEYS",
+    "DIAMOND_API_KEY_FILE",
+    "DIAMOND_STORE_URL",
+    "DIAMOND_SERVING_CONFIG",
+)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    host: str = "127.0.0.1"
+    port: int = 3000
+    model_alias: str = "champion"
+    poll_s: float = 30.0
+    max_customers: int = 1000
+    reasons: int = 3
+    cold_start_min_purchase_days: int = 2
+    store_url: str = "sqlite:///.diamond/diamond.db"
+    scores_dir: str = ".diamond/scores"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> ServingConfig:
+        """serving.yaml (or `path`, or $DIAMOND_SERVING_CONFIG), then $DIAMOND_STORE_URL; relative SQLite
+        paths and the scores folder resolve against the working directory."""
+        file = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH)
+        raw: dict[str, Any] = {}
+        if file.exists():
+            try:
+                raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+        elif path:
+            raise ConfigError(f"{file}: no such serving config")
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(raw) - known):
+            raise ConfigError(f"{file}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        raw["store_url"] = os.environ.get(STORE_ENV) or raw.get("store_url", cls.store_url)
+        url = raw["store_url"]
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            raw["store_url"] = f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+        raw["scores_dir"] = str(Path(raw.get("scores_dir", cls.scores_dir)).resolve())
+        config = cls(**raw)
+        for name in ("port", "max_customers", "reasons"):
+            if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
+                raise ConfigError(f"{file}: {name} must be a positive whole number")
+        return config
+
+
+def api_key_hashes() -> frozenset[str]:
+    """sha256 hex digests of the accepted API keys: $DIAMOND_API_KEYS (raw keys, hashed here and never kept)
+    and/or the digests in $DIAMOND_API_KEY_FILE. Empty: no key is accepted."""
+    hashes = {hash_key(k.strip()) for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()}
+    if file := os.environ.get(KEY_FILE_ENV):
+        try:
+            lines = Path(file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ConfigError(f"{KEY_FILE_ENV}={file}: cannot read the key file: {exc.strerror}") from exc
+        for n, line in enumerate(lines, 1):
+            digest = line.split("#", 1)[0].strip().lower()
+            if not digest:
+                continue
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ConfigError(f"{file}: line {n}: expected a sha256 hex digest (64 hex characters)")
+            hashes.add(digest)
+    return frozenset(hashes)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()

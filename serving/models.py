@@ -1,0 +1,65 @@
+"""The served model: the scoring artefact behind a registry alias, loaded once, swapped when the alias moves.
+
+If a newly promoted version fails to load, the last good one keeps serving and `status()` says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from training.artefact import ScoringArtefact
+from training.tracking import MlflowConfig, load_artefact
+
+
+@dataclass
+class Served:
+    artefact: ScoringArtefact
+    version: str
+    loaded_at: str
+
+
+@dataclass
+class ModelHolder:
+    mlcfg: MlflowConfig
+    alias: str = "champion"
+    current: Served | None = None
+    last_error: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.mlcfg.registered_model}@{self.alias}"
+
+    def refresh(self) -> bool:
+        """Load the alias's version if it differs from the one served. True when a new version loaded."""
+        try:
+            version = str(
+                self.mlcfg.client()
+                .get_model_version_by_alias(self.mlcfg.registered_model, self.alias)
+                .version
+            )
+            if self.current is not None and self.current.version == version:
+                return False
+            artefact = load_artefact(f"models:/{self.mlcfg.registered_model}/{version}", self.mlcfg)
+        except Exception as exc:  # any failure: keep serving what we have, and say why
+            self.last_error = f"{type(exc).__name__}: {exc}"[:500]
+            return False
+        with self._lock:
+            self.current = Served(artefact, version, datetime.now(UTC).isoformat())
+            self.last_error = None
+        return True
+
+    def status(self) -> dict[str, Any]:
+        served = self.current
+        return {
+            "ready": served is not None,
+            "model_uri": self.uri,
+            "version": served.version if served else None,
+            "feature_set": served.artefact.feature_set if served else None,
+            "loaded_at": served.loaded_at if served else None,
+            "last_error": self.last_error,
+            "serving_last_good": bool(served and self.last_error),
+        }

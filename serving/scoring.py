@@ -1,0 +1,109 @@
+"""From feature rows to what a CRM system and a retention agent read: probability, value, value at risk,
+tier, RFM segment, the top reasons in words, a cold-start flag. Pure functions of a scoring artefact and
+rows; the encodings, thresholds and maps all come from the artefact (training.artefact)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import REGISTRY
+from training.artefact import ScoringArtefact
+
+RFM_REASON = "rfm_rank"
+
+
+def reasons(artefact: ScoringArtefact, rows: pd.DataFrame, top: int) -> list[list[dict[str, Any]]]:
+    """Per customer, the `top` inputs that move churn risk most, from XGBoost's pred_contribs on the
+    booster margin scaled by the stacker's weight, plus the RFM rank's own term. Largest |effect| first."""
+    if rows.empty:
+        return []
+    contribs = artefact.churn.contributions(rows)[:, :-1] * artefact.churn.stack[0]
+    rank = artefact.churn.rfm.score(rows)
+    rfm_effect = artefact.churn.stack[1] * (rank - 0.5)  # relative to a middling customer
+    names = [*artefact.columns, RFM_REASON]
+    effects = np.c_[contribs, rfm_effect]
+    out = []
+    for i in range(len(rows)):
+        order = np.argsort(-np.abs(effects[i]), kind="stable")[:top]
+        items = []
+        for j in order:
+            if effects[i, j] == 0:
+                continue
+            name = names[j]
+            value = float(rank[i]) if name == RFM_REASON else _value(rows.iloc[i][name])
+            items.append(
+                {
+                    "feature": name,
+                    "value": value,
+                    "direction": "raises churn risk" if effects[i, j] > 0 else "lowers churn risk",
+                    "contribution": round(float(effects[i, j]), 6),
+                    "text": _words(name, value, effects[i, j] > 0),
+                }
+            )
+        out.append(items)
+    return out
+
+
+def score_records(
+    artefact: ScoringArtefact, rows: pd.DataFrame, top: int, cold_start_min_purchase_days: int
+) -> list[dict[str, Any]]:
+    """One dict per row: the full answer for a customer."""
+    scored = artefact.score(rows)
+    why = reasons(artefact, rows, top)
+    segments = rfm_segments(artefact, rows)
+    days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
+    repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
+    bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
+    records = []
+    for i, (_, s) in enumerate(scored.iterrows()):
+        records.append(
+            {
+                "customer_id": str(s["customer_id"]),
+                "churn_probability": float(s["churn_probability"]),
+                "predicted_value": float(s["predicted_value"]),
+                "horizon_days": artefact.horizon_days,
+                "value_at_risk": float(s["value_at_risk"]),
+                "tier": str(s["tier"]),
+                "rfm_segment": str(segments[i]),
+                "reasons": why[i],
+                "cold_start": bool(not bought[i] or repeat[i] < cold_start_min_purchase_days),
+            }
+        )
+    return records
+
+
+def rfm_segments(artefact: ScoringArtefact, rows: pd.DataFrame) -> np.ndarray:
+    """The classic RFM seeds: important/general (spend above/below the median of the customers at training
+    time) x value (recent, frequent), develop (recent, infrequent), retain (lapsing, frequent), win-back
+    (lapsing, infrequent). Medians from the RFM reference the model ships, so batch and online agree."""
+    axes = artefact.churn.rfm.axes(rows)  # riskiness percentiles: < 0.5 = better than the median
+    recent, frequent = axes["recency_days"] < 0.5, axes["frequency_days"] < 0.5
+    big = axes["monetary_sum"] < 0.5
+    kind = np.where(recent, np.where(frequent, "value", "develop"), np.where(frequent, "retain", "win-back"))
+    return np.char.add(np.where(big, "important-", "general-"), kind.astype(str))
+
+
+def _value(v: Any) -> float | str | None:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return None
+    if isinstance(v, int | float | np.integer | np.floating):
+        return float(v)
+    return str(v)
+
+
+def _words(name: str, value: Any, raises: bool) -> str:
+    effect = "raises" if raises else "lowers"
+    if name == RFM_REASON:
+        return f"Recency, frequency and spend rank at {value:.0%} of customers by risk: {effect} churn risk."
+    feature = REGISTRY.get(name.removeprefix("attr_"))
+    what = feature.description.rstrip(".") if feature and feature.description else name.replace("_", " ")
+    shown = (
+        "none"
+        if value is None
+        else (f"{value:,.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else value)
+    )
+    return f"{what}: {shown} — {effect} churn risk."

@@ -1,0 +1,225 @@
+"""The BentoML scoring service: thin. One class; the champion loaded once from the registry alias and
+swapped when the alias moves; each route a few lines over serving.scoring and serving.store.
+
+Routes: POST /score; GET /healthz and /livez (BentoML's liveness); GET /readyz (JSON: loaded version, last
+load error; 503 until a model is loaded); GET /model (feature set, metrics, tier thresholds). Every route
+but the health probes needs `Authorization: Bearer KEY` (serving.config.api_key_hashes), checked by an ASGI
+middleware before BentoML routes the request. Run with `diamond serve`.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import json
+import threading
+from datetime import datetime
+from typing import Any
+
+import bentoml
+import pandas as pd
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+
+from features.build import parse_cutoff
+from features.history import HistoryError, history_from_frames
+from serving import scoring, store
+from serving.api import Customer, Score, ScoreResponse
+from serving.config import ServingConfig, api_key_hashes, hash_key
+from serving.models import ModelHolder
+from training.tracking import MlflowConfig
+
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})
+_HOLDER: ModelHolder | None = None  # the worker's model, shared with the middleware below
+
+
+class Guard:
+    """ASGI middleware: API keys on every route but health; GET /readyz and GET /model answered here."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.hashes = api_key_hashes()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        if path == "/readyz" and method == "GET":
+            status = _HOLDER.status() if _HOLDER else {"ready": False, "last_error": "starting"}
+            return await _json(send, 200 if status["ready"] else 503, status)
+        if path not in OPEN_PATHS and not self._authorised(scope):
+            return await _json(
+                send,
+                401,
+                {"error": "missing or wrong API key (Authorization: Bearer KEY)"},
+                {"www-authenticate": "Bearer"},
+            )
+        if path == "/model" and method == "GET":
+            served = _HOLDER.current if _HOLDER else None
+            if served is None:
+                return await _json(
+                    send, 503, {"error": "no model loaded", **(_HOLDER.status() if _HOLDER else {})}
+                )
+            art = served.artefact
+            return await _json(
+                send,
+                200,
+                {
+                    "version": served.version,
+                    "model_uri": _HOLDER.uri if _HOLDER else None,
+                    "feature_set": art.feature_set,
+                    "columns": art.columns,
+                    "cutoff": art.cutoff.isoformat(),
+                    "horizon_days": art.horizon_days,
+                    "label_horizon_days": art.label_horizon_days,
+                    "tiers": art.tiers,
+                    "value_objective": art.value.objective,
+                    "metrics": art.metrics,
+                },
+            )
+        return await self.app(scope, receive, send)
+
+    def _authorised(self, scope: dict[str, Any]) -> bool:
+        header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return False
+        digest = hash_key(key.strip())
+        ok = False
+        for known in self.hashes:  # every hash compared, in constant time: no early exit
+            ok |= hmac.compare_digest(digest, known)
+        return ok
+
+
+async def _json(send: Any, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    payload = json.dumps(body, default=str).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
+
+
+@bentoml.service(
+    name="diamond",
+    logging={"access": {"enabled": False}},  # the per-request access log dominated the latency tail
+    metrics={"enabled": False},
+    traffic={"timeout": 60},
+)
+class Diamond:
+    def __init__(self) -> None:
+        global _HOLDER
+        self.config = ServingConfig.load()
+        self.store = store.engine(self.config.store_url)
+        self.holder = ModelHolder(MlflowConfig.load(), self.config.model_alias)
+        self.holder.refresh()
+        _HOLDER = self.holder
+        threading.Thread(target=self._poll, name="diamond-model-poll", daemon=True).start()
+        gc.collect()
+        gc.freeze()  # full collections over the loaded model's heap caused the latency tail
+
+    def _poll(self) -> None:
+        stop = threading.Event()
+        while not stop.wait(self.config.poll_s):
+            self.holder.refresh()
+
+    def __is_ready__(self) -> bool:
+        return self.holder.current is not None
+
+    @bentoml.api(route="/score")
+    def score(self, customers: list[Customer], as_of: str | None = None) -> ScoreResponse:
+        """Score up to `max_customers` customers: by id from the latest batch snapshot, or with their recent
+        history inline (scored as of `as_of`, default their latest event). Results keep the request order."""
+        served = self.holder.current
+        if served is None:
+            raise ServiceUnavailable("no model loaded yet: see GET /readyz")
+        _check(customers, self.config.max_customers)
+        art, top, cold = served.artefact, self.config.reasons, self.config.cold_start_min_purchase_days
+        results: dict[str, Score] = {}
+        ids = [c.customer_id for c in customers if not c.inline]
+        rows = store.read_rows(self.store, store.FEATURES, ids)
+        for record, row in zip(scoring.score_records(art, rows, top, cold), rows.itertuples(), strict=True):
+            results[record["customer_id"]] = Score(
+                found=True, source="snapshot", as_of=str(row.as_of), model_version=served.version, **record
+            )
+        for cid in ids:
+            results.setdefault(
+                cid,
+                Score(
+                    customer_id=cid,
+                    found=False,
+                    error="not in the latest batch snapshot: send its history inline",
+                ),
+            )
+        inline = [c for c in customers if c.inline]
+        if inline:
+            history, t = _inline_history(inline, as_of)
+            rows = art.feature_rows(history, t)
+            for record in scoring.score_records(art, rows, top, cold):
+                results[record["customer_id"]] = Score(
+                    found=True, source="inline", as_of=t.isoformat(), model_version=served.version, **record
+                )
+            for c in inline:
+                results.setdefault(
+                    c.customer_id,
+                    Score(
+                        customer_id=c.customer_id,
+                        found=False,
+                        error="no purchase at or before as_of: nothing to score",
+                    ),
+                )
+        return ScoreResponse(
+            model_version=served.version,
+            feature_set=art.feature_set,
+            horizon_days=art.horizon_days,
+            scores=[results[c.customer_id] for c in customers],
+        )
+
+
+def _check(customers: list[Customer], limit: int) -> None:
+    if not customers:
+        raise InvalidArgument("customers: at least one customer is needed")
+    if len(customers) > limit:
+        raise InvalidArgument(f"customers: {len(customers)} given, at most {limit} per request")
+    seen: set[str] = set()
+    dupes = sorted({c.customer_id for c in customers if c.customer_id in seen or seen.add(c.customer_id)})
+    if dupes:
+        raise InvalidArgument(f"customers: duplicate customer_id {dupes[:5]}")
+
+
+def _inline_history(customers: list[Customer], as_of: str | None) -> tuple[Any, datetime]:
+    """The inline events as a history, validated like files; as_of defaults to the latest event."""
+    tx = [{"customer_id": c.customer_id, **t.model_dump()} for c in customers for t in c.transactions or []]
+    if not tx:
+        raise InvalidArgument("customers[].transactions: inline customers need at least one transaction")
+    it = [{"customer_id": c.customer_id, **i.model_dump()} for c in customers for i in c.interactions or []]
+    cn = [{"customer_id": c.customer_id, "timestamp": t} for c in customers for t in c.cancellations or []]
+    attrs = [{"customer_id": c.customer_id, **(c.attributes or {})} for c in customers if c.attributes]
+    frames = {
+        "transactions": pd.DataFrame(tx).dropna(axis=1, how="all"),
+        "interactions": pd.DataFrame(it).dropna(axis=1, how="all") if it else None,
+        "cancellations": pd.DataFrame(cn) if cn else None,
+        "customers": pd.DataFrame(attrs) if attrs else None,
+    }
+    for name in ("transactions", "interactions", "cancellations"):
+        frame = frames[name]
+        if frame is not None:
+            frames[name] = frame.assign(
+                timestamp=pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
+            )
+    try:
+        t = parse_cutoff(as_of) if as_of else frames["transactions"]["timestamp"].max().to_pydatetime()
+    except ValueError as exc:
+        raise InvalidArgument(f"as_of: {exc}") from None
+    try:
+        history = history_from_frames(
+            frames["transactions"],
+            frames["customers"],
+            frames["interactions"],
+            frames["cancellations"],
+            as_of=t,
+        )
+    except HistoryError as exc:
+        raise InvalidArgument(f"customers[] inline history: {exc}") from None
+    return history, t
+
+
+Diamond.add_asgi_middleware(Guard)
