@@ -52,6 +52,8 @@ def score_records(
     artefact: ScoringArtefact, rows: pd.DataFrame, top: int, cold_start_min_purchase_days: int
 ) -> list[dict[str, Any]]:
     """One dict per row: the full answer for a customer."""
+    if rows.empty:
+        return []
     scored = artefact.score(rows)
     why = reasons(artefact, rows, top)
     segments = rfm_segments(artefact, rows)

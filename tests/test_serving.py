@@ -1,0 +1,171 @@
+"""The scoring service as a CRM system meets it: a real `diamond serve` (BentoML) on 127.0.0.1, a model
+trained in the test and promoted in a real MLflow store, a batch snapshot written by `diamond score`, and
+real HTTP calls."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import DIAMOND, run_diamond
+
+KEY = "test-key-0123456789"
+CUTOFF = "1997-09-30"
+SMALL = {
+    "trials": 1,
+    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """Train and promote a model at the cutoff, batch-score CDNOW at the cutoff, serve it."""
+    work = tmp_path_factory.mktemp("serving")
+    saved = dict(os.environ)
+    os.environ.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
+        DIAMOND_API_KEYS=f"another-key,{KEY}",
+    )
+    try:
+        config = work / "training.yaml"
+        config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
+        run_diamond("train", "--data", str(cdnow_dir), "--cutoff", CUTOFF, "--config", str(config), cwd=work)
+        run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work)
+        port = _free_port()
+        proc = subprocess.Popen(
+            [DIAMOND, "serve", "--port", str(port)],
+            cwd=work,
+            stdout=(work / "serve.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError("the server exited:\n" + (work / "serve.log").read_text())
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
+        yield url, work
+    finally:
+        if "proc" in locals():
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _score(url: str, body: object, key: str | None = KEY) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{url}/score", json=body, headers=headers, timeout=60)
+
+
+def test_health_is_open_everything_else_needs_a_key(server: tuple[str, Path]) -> None:
+    url, _ = server
+    assert httpx.get(f"{url}/healthz").status_code == 200
+    ready = httpx.get(f"{url}/readyz").json()
+    assert ready["ready"] is True and ready["version"] == "1" and ready["feature_set"] == "rfm_v1"
+    body = {"customers": [{"customer_id": "00002"}]}
+    assert _score(url, body, key=None).status_code == 401
+    assert _score(url, body, key="wrong").status_code == 401
+    assert httpx.get(f"{url}/model").status_code == 401
+    assert httpx.get(f"{url}/docs.json").status_code == 401
+    model = httpx.get(f"{url}/model", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert model["feature_set"] == "rfm_v1" and model["horizon_days"] == 273
+    assert list(model["tiers"]) == ["diamond", "gold", "silver", "bronze"]
+    spec = httpx.get(f"{url}/docs.json", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert "/score" in spec["paths"]
+
+
+def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Path) -> None:
+    url, _ = server
+    tx = pd.read_csv(cdnow_dir / "transactions.csv.gz", dtype={"customer_id": str})
+    mine = tx[(tx["customer_id"] == "00002") & (tx["timestamp"] <= CUTOFF)]
+    inline = {
+        "customer_id": "00002-inline",
+        "transactions": [
+            {"timestamp": t, "amount": a} for t, a in zip(mine["timestamp"], mine["amount"], strict=True)
+        ],
+    }
+    body = {"customers": [{"customer_id": "00002"}, {"customer_id": "nobody"}, inline], "as_of": CUTOFF}
+    response = _score(url, body)
+    assert response.status_code == 200, response.text
+    scores = response.json()["scores"]
+    assert [s["customer_id"] for s in scores] == ["00002", "nobody", "00002-inline"]  # request order
+    snap, unknown, online = scores
+    assert snap["found"] and snap["source"] == "snapshot" and online["source"] == "inline"
+    assert not unknown["found"] and "send its history inline" in unknown["error"]
+    # the same customer and cutoff: the same numbers from the batch snapshot and from inline history
+    for field in ("churn_probability", "predicted_value", "value_at_risk"):
+        assert online[field] == pytest.approx(snap[field], rel=1e-9), field
+    assert online["tier"] == snap["tier"] and online["rfm_segment"] == snap["rfm_segment"]
+    assert 0 < snap["churn_probability"] < 1 and snap["horizon_days"] == 273
+    assert 1 <= len(snap["reasons"]) <= 3 and snap["reasons"][0]["text"].endswith("churn risk.")
+    assert snap["model_version"] == "1" and snap["cold_start"] is False
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"customers": [{"customer_id": ""}]}, "customer_id"),
+        ({"customers": "00002"}, "customers"),
+        (
+            {
+                "customers": [
+                    {"customer_id": "a", "transactions": [{"timestamp": "1997-01-05", "amount": "NaN"}]}
+                ]
+            },
+            "amount",
+        ),
+        ({"customers": [{"customer_id": "a", "transactions": [{"amount": 3}]}]}, "timestamp"),
+        ({"customers": [{"customer_id": "a"}, {"customer_id": "a"}]}, "duplicate customer_id"),
+        ({"customers": [{"customer_id": str(i)} for i in range(1001)]}, "at most 1000"),
+        ({"customers": []}, "at least one customer"),
+        ({"customers": [{"customer_id": "a", "shoe_size": 3}]}, "shoe_size"),
+        (
+            {
+                "customers": [
+                    {"customer_id": "a", "transactions": [{"timestamp": "1998-01-05", "amount": 3}]}
+                ],
+                "as_of": CUTOFF,
+            },
+            "after the as-of date",
+        ),
+    ],
+)
+def test_bad_payloads_get_4xx_naming_the_field(server: tuple[str, Path], body: object, expected: str) -> None:
+    url, _ = server
+    response = _score(url, body)
+    assert 400 <= response.status_code < 500, response.text
+    assert expected in response.text
+
+
+def test_not_json_is_a_4xx(server: tuple[str, Path]) -> None:
+    url, _ = server
+    response = httpx.post(
+        f"{url}/score", content=b"\xff not json", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
+    )
+    assert 400 <= response.status_code < 500
