@@ -416,7 +416,7 @@ def promote(
             mlcfg, version, lambda a: validation_window(history, t, cfg, a), cfg.gate, force=force, note=note
         )
     out.print(decision.reason)
-    if not decision.promoted:
+    if not decision.promoted and decision.champion != version:  # refused (already champion is fine)
         raise typer.Exit(1)
 
 

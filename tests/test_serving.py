@@ -42,7 +42,9 @@ def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
         DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
         DIAMOND_API_KEYS=f"another-key,{KEY}",
+        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
     )
+    (work / "serving.yaml").write_text("poll_s: 0.5\n", encoding="utf-8")  # notice promotions quickly
     try:
         config = work / "training.yaml"
         config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
@@ -169,3 +171,21 @@ def test_not_json_is_a_4xx(server: tuple[str, Path]) -> None:
         f"{url}/score", content=b"\xff not json", headers={"Authorization": f"Bearer {KEY}"}, timeout=30
     )
     assert 400 <= response.status_code < 500
+
+
+def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cdnow_dir: Path) -> None:
+    url, work = server
+    assert httpx.get(f"{url}/readyz").json()["version"] == "1"
+    # a new version, trained on more data, promoted by hand while the service runs
+    config = work / "training.yaml"
+    run_diamond(
+        "train", "--data", str(cdnow_dir), "--cutoff", "1997-12-31", "--config", str(config), cwd=work
+    )
+    run_diamond("promote", "--version", "2", "--data", str(cdnow_dir), "--force", "--note", "test", cwd=work)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/readyz").json()["version"] != "2" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ready = httpx.get(f"{url}/readyz").json()
+    assert ready["version"] == "2" and ready["last_error"] is None
+    scored = _score(url, {"customers": [{"customer_id": "00002"}]}).json()
+    assert scored["model_version"] == "2" and scored["scores"][0]["model_version"] == "2"

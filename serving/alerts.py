@@ -1,0 +1,670 @@
+"""Retention alerts: rules over a run's scores, one live alert per (customer, kind), and its lifecycle.
+
+`evaluate` is pure: it turns a score table into candidate alerts. `sync_alerts` reconciles them with the
+stored alerts in one transaction: it opens new alerts, updates live ones in place, decides which to
+(re-)notify and auto-resolves the ones whose customer no longer qualifies.
+People then acknowledge, snooze or resolve.
+
+Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production). "At most one live
+alert per (customer, kind)" is a partial unique index on (customer_id, kind) WHERE status != 'resolved' (both
+SQLite and PostgreSQL have them), so it holds even against a concurrent writer. Live means open, acknowledged
+or snoozed: an alert someone has taken on is still the one alert for that customer and kind.
+
+Run-driven times (opened_at, updated_at, due_at, last_notified_at, auto resolved_at) are the run's as_of;
+people's actions default to the wall clock. All times are naive UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")
+STATUSES = ("open", "acknowledged", "snoozed", "resolved")
+LIVE = ("open", "acknowledged", "snoozed")
+AUTO = "auto"  # resolved_by of alerts the sync resolved
+CANDIDATE_COLUMNS = [
+    "customer_id",
+    "kind",
+    "tier",
+    "churn_probability",
+    "predicted_value",
+    "value_at_risk",
+    "reasons",
+    "playbook",
+    "due_at",
+    "fires",
+]
+ALERT_COLUMNS = [
+    "id",
+    "customer_id",
+    "kind",
+    "status",
+    "tier",
+    "churn_probability",
+    "predicted_value",
+    "value_at_risk",
+    "reasons",
+    "playbook",
+    "due_at",
+    "owner",
+    "opened_at",
+    "updated_at",
+    "last_notified_at",
+    "notified_value_at_risk",
+    "resolved_at",
+    "resolved_by",
+    "snoozed_until",
+    "version",
+]
+_TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
+
+metadata = sa.MetaData()
+
+_not_resolved = sa.text("status != 'resolved'")
+alerts_table = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("tier", sa.String(64)),
+    sa.Column("churn_probability", sa.Float, nullable=False),
+    sa.Column("predicted_value", sa.Float, nullable=False),
+    sa.Column("value_at_risk", sa.Float, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of strings
+    sa.Column("playbook", sa.Text),
+    sa.Column("due_at", sa.DateTime),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("opened_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("last_notified_at", sa.DateTime),
+    sa.Column("notified_value_at_risk", sa.Float),
+    sa.Column("resolved_at", sa.DateTime),
+    sa.Column("resolved_by", sa.String(255)),
+    sa.Column("snoozed_until", sa.DateTime),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.CheckConstraint("status IN ('open', 'acknowledged', 'snoozed', 'resolved')", name="ck_alerts_status"),
+    sa.Index(
+        "uq_alerts_live_customer_kind",
+        "customer_id",
+        "kind",
+        unique=True,
+        sqlite_where=_not_resolved,
+        postgresql_where=_not_resolved,
+    ),
+    sa.Index("ix_alerts_status_value_at_risk", "status", "value_at_risk"),
+)
+
+
+# --- config -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One alert rule: it fires for a customer when every condition given (not None) holds."""
+
+    kind: str
+    min_tier: str | None = None  # tier at or above this one
+    min_churn_probability: float | None = None
+    tier_drop: int | None = None  # the tier dropped by at least this many levels since the last run
+    top_k_value_at_risk: int | None = None  # among the K highest value at risk of the whole scored run
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], tiers: Sequence[str]) -> Rule:
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"alerts.rules: each rule is a mapping, got {raw!r}")
+        unknown = set(raw) - {"kind", "min_tier", "min_churn_probability", "tier_drop", "top_k_value_at_risk"}
+        if unknown:
+            raise ValueError(f"alerts.rules: unknown key(s) {sorted(unknown)} in {dict(raw)}")
+        if not raw.get("kind"):
+            raise ValueError(f"alerts.rules: a rule needs a kind: {dict(raw)}")
+        rule = cls(
+            kind=str(raw["kind"]),
+            min_tier=None if raw.get("min_tier") is None else str(raw["min_tier"]),
+            min_churn_probability=_opt(raw.get("min_churn_probability"), float),
+            tier_drop=_opt(raw.get("tier_drop"), int),
+            top_k_value_at_risk=_opt(raw.get("top_k_value_at_risk"), int),
+        )
+        where = f"alerts.rules[{rule.kind}]"
+        if all(
+            v is None
+            for v in (rule.min_tier, rule.min_churn_probability, rule.tier_drop, rule.top_k_value_at_risk)
+        ):
+            raise ValueError(f"{where}: no condition given; it would alert on every customer")
+        if rule.min_tier is not None and rule.min_tier not in tiers:
+            raise ValueError(f"{where}: min_tier {rule.min_tier!r} is not one of {list(tiers)}")
+        if rule.min_churn_probability is not None and not 0.0 <= rule.min_churn_probability <= 1.0:
+            raise ValueError(f"{where}: min_churn_probability must be in [0, 1]")
+        if rule.tier_drop is not None and rule.tier_drop < 1:
+            raise ValueError(f"{where}: tier_drop must be >= 1 level")
+        if rule.top_k_value_at_risk is not None and rule.top_k_value_at_risk < 1:
+            raise ValueError(f"{where}: top_k_value_at_risk must be >= 1")
+        return rule
+
+
+@dataclass(frozen=True)
+class Playbook:
+    """What the CRM team does for an alert on a customer of one tier, and how soon."""
+
+    text: str
+    due_within_hours: float
+
+
+@dataclass(frozen=True)
+class AlertConfig:
+    """The `alerts:` config section."""
+
+    rules: tuple[Rule, ...]
+    playbooks: dict[str, Playbook | None] = field(default_factory=dict)  # tier -> playbook; None: no action
+    tiers: tuple[str, ...] = DEFAULT_TIERS  # best first
+    cooldown_hours: float = 72.0  # a live alert is re-notified at most this often, unless it worsens
+    renotify_margin: float = 0.25  # ... or its value at risk grew by at least this fraction since notified
+    resolve_margin: float = 0.05  # keep an alert open until churn falls below the threshold minus this
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], tiers: Sequence[str] | None = None) -> AlertConfig:
+        """Build and validate from the parsed YAML section. Tier names, best first: `tiers` (e.g. the model
+        artefact's), else the section's own `tiers`, else diamond, gold, silver, bronze."""
+        raw = dict(raw)
+        known = {"rules", "playbooks", "tiers", "cooldown_hours", "renotify_margin", "resolve_margin"}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"alerts: unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
+        names = tuple(tiers if tiers is not None else raw.get("tiers") or DEFAULT_TIERS)
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"alerts.tiers must be distinct tier names, best first; got {list(names)}")
+        rules = tuple(Rule.from_dict(r, names) for r in raw.get("rules") or [])
+        if not rules:
+            raise ValueError("alerts.rules: at least one rule is needed")
+        kinds = [r.kind for r in rules]
+        if len(set(kinds)) != len(kinds):
+            raise ValueError(f"alerts.rules: kinds must be distinct, got {kinds}")
+        playbooks: dict[str, Playbook | None] = {}
+        for tier, pb in (raw.get("playbooks") or {}).items():
+            if tier not in names:
+                raise ValueError(f"alerts.playbooks: {tier!r} is not one of {list(names)}")
+            if pb is None:
+                playbooks[tier] = None
+                continue
+            if not isinstance(pb, Mapping) or set(pb) != {"text", "due_within_hours"}:
+                raise ValueError(f"alerts.playbooks.{tier}: needs exactly text and due_within_hours, or null")
+            playbooks[tier] = Playbook(str(pb["text"]), float(pb["due_within_hours"]))
+        config = cls(
+            rules=rules,
+            playbooks=playbooks,
+            tiers=names,
+            cooldown_hours=float(raw.get("cooldown_hours", 72.0)),
+            renotify_margin=float(raw.get("renotify_margin", 0.25)),
+            resolve_margin=float(raw.get("resolve_margin", 0.05)),
+        )
+        for name in ("cooldown_hours", "renotify_margin", "resolve_margin"):
+            if getattr(config, name) < 0:
+                raise ValueError(f"alerts.{name} must be >= 0")
+        return config
+
+
+# --- rules (pure) -------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    scores: pd.DataFrame,
+    config: AlertConfig,
+    previous_tiers: Mapping[str, str] | pd.Series | None,
+    as_of: datetime | pd.Timestamp | str,
+) -> pd.DataFrame:
+    """Candidate alerts of one run, ranked by value at risk (highest first; then customer_id, kind).
+
+    `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
+    `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
+    last run, for `tier_drop` rules (customers without one never count as dropped).
+
+    Rows with `fires` True are the alerts of this run. Rows with `fires` False only hold within the resolve
+    margin (churn probability at least the threshold minus `resolve_margin`, the tier not promoted since the
+    last run for `tier_drop` rules, the other conditions as they are): they keep a live alert from being
+    auto-resolved but never open one. Columns: customer_id, kind, tier, churn_probability, predicted_value,
+    value_at_risk, reasons, playbook, due_at (as_of + the tier's playbook hours), fires.
+    """
+    when = _utc_naive(as_of)
+    s = _check_scores(scores, config.tiers)
+    rank = {name: i for i, name in enumerate(config.tiers)}
+    level = s["tier"].map(rank).to_numpy(dtype=np.float64)
+    prev = _previous_levels(s["customer_id"], previous_tiers, rank)
+    p = s["churn_probability"].to_numpy(dtype=np.float64, na_value=np.nan)
+    by_risk = s.assign(_v=s["value_at_risk"].fillna(-np.inf)).sort_values(
+        ["_v", "customer_id"], ascending=[False, True], kind="stable"
+    )
+    position = np.empty(len(s), dtype=np.int64)
+    position[by_risk.index.to_numpy()] = np.arange(len(s))
+
+    parts = []
+    for rule in config.rules:
+        fires = np.ones(len(s), dtype=bool)
+        holds = np.ones(len(s), dtype=bool)
+        if rule.min_tier is not None:
+            ok = level <= rank[rule.min_tier]
+            fires &= ok
+            holds &= ok
+        if rule.min_churn_probability is not None:
+            fires &= p >= rule.min_churn_probability
+            holds &= p >= rule.min_churn_probability - config.resolve_margin
+        if rule.tier_drop is not None:
+            known = ~np.isnan(prev)
+            fires &= known & (level - prev >= rule.tier_drop)
+            holds &= ~(known & (level < prev))
+        if rule.top_k_value_at_risk is not None:
+            ok = position < rule.top_k_value_at_risk
+            fires &= ok
+            holds &= ok
+        holds |= fires
+        part = s[holds].copy()
+        part["kind"] = rule.kind
+        part["fires"] = fires[holds]
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(kind=[], fires=[])
+    books = [config.playbooks.get(t) for t in out["tier"]]
+    out["playbook"] = [b.text if b is not None else None for b in books]
+    out["due_at"] = [when + timedelta(hours=b.due_within_hours) if b is not None else None for b in books]
+    out = out.sort_values(
+        ["value_at_risk", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
+    ).reset_index(drop=True)
+    out["fires"] = out["fires"].astype(bool)
+    return out[CANDIDATE_COLUMNS]
+
+
+# --- storage ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync did. `notify`: (alert id, version) to enqueue, webhook id f"alert-{id}-v{version}"."""
+
+    notify: list[tuple[int, int]]
+    opened: int
+    updated: int
+    renotified: int
+    resolved: int
+
+
+def ensure_tables(engine: Engine) -> None:
+    """Create the alerts table and its indexes if they are missing (never alters an existing table)."""
+    metadata.create_all(engine, checkfirst=True)
+
+
+def sync_alerts(
+    engine: Engine, as_of: datetime | pd.Timestamp | str, candidates: pd.DataFrame, config: AlertConfig
+) -> SyncResult:
+    """Reconcile this run's candidates (from `evaluate`) with the stored alerts, in one transaction.
+
+    - a firing (customer, kind) without a live alert: insert an open alert, version 1, notify;
+    - a live alert with a candidate row: update it in place (tier, scores, reasons, playbook). Notify again
+      (version + 1, new due_at) only if the row fires and, for an open alert, the cool-down has passed since
+      the last notification or value at risk worsened by at least `renotify_margin`; an acknowledged alert
+      (someone owns it) is re-notified only when it worsens. A snoozed alert stays quiet until
+      snoozed_until, then is open again;
+    - a live alert without a candidate row (not firing, not holding within the margin, or the customer was
+      not scored): resolved, resolved_by 'auto'.
+
+    Running the same as_of twice changes nothing more and notifies nothing more (the cool-down has not
+    passed and nothing worsened), unless cooldown_hours is 0.
+    """
+    when = _utc_naive(as_of)
+    cand = _check_candidates(candidates)
+    cooldown = timedelta(hours=config.cooldown_hours)
+    t = alerts_table
+    notify: list[tuple[int, int]] = []
+    opened = updated = renotified = resolved = 0
+    with engine.begin() as conn:
+        live = {
+            (r.customer_id, r.kind): r
+            for r in conn.execute(sa.select(t).where(t.c.status.in_(LIVE)).order_by(t.c.id)).all()
+        }
+        updates: list[dict[str, Any]] = []
+        for row in cand:
+            key = (row.customer_id, row.kind)
+            values = {
+                "tier": row.tier,
+                "churn_probability": float(row.churn_probability),
+                "predicted_value": float(row.predicted_value),
+                "value_at_risk": float(row.value_at_risk),
+                "reasons": json.dumps(list(row.reasons)),
+                "playbook": row.playbook,
+                "updated_at": when,
+            }
+            current = live.pop(key, None)
+            if current is None:
+                if not row.fires:
+                    continue
+                new_id = conn.execute(
+                    sa.insert(t).values(
+                        customer_id=row.customer_id,
+                        kind=row.kind,
+                        status="open",
+                        due_at=row.due_at,
+                        opened_at=when,
+                        last_notified_at=when,
+                        notified_value_at_risk=float(row.value_at_risk),
+                        version=1,
+                        **values,
+                    )
+                ).inserted_primary_key[0]
+                notify.append((int(new_id), 1))
+                opened += 1
+                continue
+            status, snoozed_until = current.status, current.snoozed_until
+            if status == "snoozed" and (snoozed_until is None or snoozed_until <= when):
+                status, snoozed_until = "open", None
+            change = {
+                **values,
+                "status": status,
+                "snoozed_until": snoozed_until,
+                "due_at": current.due_at,
+                "last_notified_at": current.last_notified_at,
+                "notified_value_at_risk": current.notified_value_at_risk,
+                "version": current.version,
+            }
+            if row.fires and _renotify(current, status, float(row.value_at_risk), when, cooldown, config):
+                change.update(
+                    due_at=row.due_at,
+                    last_notified_at=when,
+                    notified_value_at_risk=float(row.value_at_risk),
+                    version=current.version + 1,
+                )
+                notify.append((int(current.id), current.version + 1))
+                renotified += 1
+            updates.append({"b_id": current.id, **change})
+            updated += 1
+        if updates:
+            cols = [k for k in updates[0] if k != "b_id"]
+            stmt = (
+                sa.update(t)
+                .where(t.c.id == sa.bindparam("b_id"))
+                .values({c: sa.bindparam(f"v_{c}") for c in cols})
+            )
+            conn.execute(stmt, [{"b_id": u["b_id"], **{f"v_{c}": u[c] for c in cols}} for u in updates])
+        if live:
+            stmt = (
+                sa.update(t)
+                .where(t.c.id == sa.bindparam("b_id"))
+                .values(
+                    status="resolved", resolved_at=when, resolved_by=AUTO, updated_at=when, snoozed_until=None
+                )
+            )
+            conn.execute(stmt, [{"b_id": r.id} for r in live.values()])
+            resolved = len(live)
+    return SyncResult(notify=notify, opened=opened, updated=updated, renotified=renotified, resolved=resolved)
+
+
+def list_alerts(
+    engine: Engine,
+    status: str | Iterable[str] | None = "open",
+    tier: str | None = None,
+    owner: str | None = None,
+) -> pd.DataFrame:
+    """Stored alerts, highest value at risk first (then oldest first). `status`: one status, several, or
+    None for all; 'live' means open, acknowledged or snoozed. `reasons` come back as lists."""
+    t = alerts_table
+    query = sa.select(t).order_by(t.c.value_at_risk.desc(), t.c.id)
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        wanted = [s for w in wanted for s in (LIVE if w == "live" else (w,))]
+        bad = set(wanted) - set(STATUSES)
+        if bad:
+            raise ValueError(f"unknown status {sorted(bad)}; one of {list(STATUSES)} or 'live'")
+        query = query.where(t.c.status.in_(wanted))
+    if tier is not None:
+        query = query.where(t.c.tier == tier)
+    if owner is not None:
+        query = query.where(t.c.owner == owner)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return _alert_frame(rows)
+
+
+def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
+    """One stored alert as a dict (reasons as a list); KeyError when there is none with this id."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(alerts_table).where(alerts_table.c.id == alert_id)).mappings().first()
+    if row is None:
+        raise KeyError(f"no alert {alert_id}")
+    return _alert_dict(row)
+
+
+def acknowledge(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
+    """`who` takes the alert on: status acknowledged, owner who. Only a live alert can be acknowledged."""
+    return _act(engine, alert_id, at, {"status": "acknowledged", "owner": who, "snoozed_until": None})
+
+
+def snooze(
+    engine: Engine, alert_id: int, until: datetime | pd.Timestamp | str, at: datetime | None = None
+) -> dict[str, Any]:
+    """Quiet a live alert until `until`: no notifications; the first sync at or after it reopens it."""
+    return _act(engine, alert_id, at, {"status": "snoozed", "snoozed_until": _utc_naive(until)})
+
+
+def resolve(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
+    """Close a live alert by hand. A later run that still fires for the customer opens a new alert."""
+    when = _utc_naive(at) if at is not None else _now()
+    return _act(engine, alert_id, when, {"status": "resolved", "resolved_at": when, "resolved_by": who})
+
+
+def export_alerts(engine: Engine, path: str | Path, status: str | Iterable[str] | None = None) -> int:
+    """Write the alerts (all statuses by default) ranked by value at risk to .csv or .json, by extension.
+    CSV keeps reasons as JSON text; both write times as ISO 8601. Returns the number of alerts written."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"{target}: export to .csv or .json")
+    frame = list_alerts(engine, status=status)
+    records = [_jsonable(r) for r in frame.to_dict("records")]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".json":
+        target.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    else:
+        flat = pd.DataFrame(
+            [{**r, "reasons": json.dumps(r["reasons"])} for r in records], columns=ALERT_COLUMNS
+        )
+        flat.to_csv(target, index=False)
+    return len(records)
+
+
+def alert_payload(row: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
+    """The notification body for one stored alert (a `get_alert` dict or a `list_alerts` row), JSON-ready.
+    The caller enqueues it in its outbox with webhook id f"alert-{alert_id}-v{version}"."""
+    r = dict(row)
+    reasons = r.get("reasons")
+    if isinstance(reasons, str):
+        reasons = json.loads(reasons)
+    due = r.get("due_at")
+    return {
+        "alert_id": int(r["id"] if "id" in r else r["alert_id"]),
+        "version": int(r["version"]),
+        "customer_id": str(r["customer_id"]),
+        "kind": r["kind"],
+        "tier": None if _missing(r.get("tier")) else r["tier"],
+        "churn_probability": float(r["churn_probability"]),
+        "predicted_value": float(r["predicted_value"]),
+        "value_at_risk": float(r["value_at_risk"]),
+        "reasons": list(reasons) if reasons is not None else [],
+        "playbook": None if _missing(r.get("playbook")) else r["playbook"],
+        "due_at": None if _missing(due) else pd.Timestamp(due).isoformat(),
+    }
+
+
+def webhook_id(alert_id: int, version: int) -> str:
+    """The outbox's idempotency key for one notification of one alert version."""
+    return f"alert-{alert_id}-v{version}"
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _renotify(
+    current: Any, status: str, value_at_risk: float, when: datetime, cooldown: timedelta, config: AlertConfig
+) -> bool:
+    if status == "snoozed":
+        return False
+    last = current.notified_value_at_risk
+    worse = value_at_risk > (last or 0.0) and (
+        not last or value_at_risk - last >= config.renotify_margin * last
+    )
+    if status == "acknowledged":
+        return worse
+    cooled = current.last_notified_at is None or when - current.last_notified_at >= cooldown
+    return cooled or worse
+
+
+def _act(engine: Engine, alert_id: int, at: datetime | None, values: dict[str, Any]) -> dict[str, Any]:
+    when = _utc_naive(at) if at is not None else _now()
+    t = alerts_table
+    with engine.begin() as conn:
+        done = conn.execute(
+            sa.update(t).where(t.c.id == alert_id, t.c.status.in_(LIVE)).values(updated_at=when, **values)
+        )
+        if done.rowcount != 1:
+            _missing_or_closed(conn, alert_id)
+        row = conn.execute(sa.select(t).where(t.c.id == alert_id)).mappings().one()
+    return _alert_dict(row)
+
+
+def _missing_or_closed(conn: Connection, alert_id: int) -> None:
+    status = conn.execute(sa.select(alerts_table.c.status).where(alerts_table.c.id == alert_id)).scalar()
+    if status is None:
+        raise KeyError(f"no alert {alert_id}")
+    raise ValueError(f"alert {alert_id} is {status}; only open, acknowledged or snoozed alerts can change")
+
+
+def _check_scores(scores: pd.DataFrame, tiers: Sequence[str]) -> pd.DataFrame:
+    tier_col = "tier" if "tier" in scores.columns else "tier_raw"
+    need = {"customer_id", "churn_probability", "predicted_value", "value_at_risk", tier_col}
+    missing = need - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores lack column(s) {sorted(missing)}")
+    s = pd.DataFrame(
+        {
+            "customer_id": scores["customer_id"].astype(str).to_numpy(dtype=object),
+            "tier": scores[tier_col].to_numpy(dtype=object),
+            "churn_probability": scores["churn_probability"].to_numpy(dtype=np.float64),
+            "predicted_value": scores["predicted_value"].to_numpy(dtype=np.float64),
+            "value_at_risk": scores["value_at_risk"].to_numpy(dtype=np.float64),
+            "reasons": [_reasons(r) for r in scores["reasons"]]
+            if "reasons" in scores
+            else [[]] * len(scores),
+        }
+    )
+    if scores["customer_id"].isna().any() or s["customer_id"].duplicated().any():
+        raise ValueError("scores: customer_id must be present and unique")
+    unknown = sorted({str(x) for x in s["tier"]} - set(tiers))
+    if unknown:
+        raise ValueError(f"scores: {tier_col} {unknown} not among the tiers {list(tiers)}")
+    return s
+
+
+def _previous_levels(
+    ids: pd.Series, previous: Mapping[str, str] | pd.Series | None, rank: dict[str, int]
+) -> np.ndarray:
+    if previous is None:
+        return np.full(len(ids), np.nan)
+    lookup = {str(k): v for k, v in previous.items() if not _missing(v)}
+    return np.array([rank.get(lookup.get(c), np.nan) for c in ids], dtype=np.float64)
+
+
+def _check_candidates(candidates: pd.DataFrame) -> list[SimpleNamespace]:
+    """The candidate rows as plain Python values (None, never NaN or NaT), refusing repeated keys."""
+    need = set(CANDIDATE_COLUMNS) - {"fires"}
+    missing = need - set(candidates.columns)
+    if missing:
+        raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
+    rows, seen = [], set()
+    fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
+    for record, fire in zip(candidates.to_dict("records"), fires, strict=True):
+        key = (str(record["customer_id"]), str(record["kind"]))
+        if key in seen:
+            raise ValueError(f"candidates repeat (customer_id, kind), e.g. {list(key)}")
+        seen.add(key)
+        due = record["due_at"]
+        rows.append(
+            SimpleNamespace(
+                customer_id=key[0],
+                kind=key[1],
+                tier=None if _missing(record["tier"]) else str(record["tier"]),
+                churn_probability=float(record["churn_probability"]),
+                predicted_value=float(record["predicted_value"]),
+                value_at_risk=float(record["value_at_risk"]),
+                reasons=_reasons(record["reasons"]),
+                playbook=None if _missing(record["playbook"]) else str(record["playbook"]),
+                due_at=None if _missing(due) else _utc_naive(due),
+                fires=bool(fire),
+            )
+        )
+    return rows
+
+
+def _reasons(value: Any) -> list[str]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _alert_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["reasons"] = json.loads(out["reasons"]) if out.get("reasons") else []
+    return out
+
+
+def _alert_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([_alert_dict(r) for r in rows], columns=ALERT_COLUMNS)
+    for col in _TIME_COLUMNS:
+        frame[col] = pd.to_datetime(frame[col])
+    return frame
+
+
+def _jsonable(record: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if _missing(value):
+            out[key] = None
+        elif isinstance(value, pd.Timestamp | datetime):
+            out[key] = pd.Timestamp(value).isoformat()
+        elif isinstance(value, np.integer):
+            out[key] = int(value)
+        elif isinstance(value, np.floating):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _opt(value: Any, cast: type) -> Any:
+    return None if value is None else cast(value)
+
+
+def _utc_naive(value: datetime | pd.Timestamp | str) -> datetime:
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    return ts.to_pydatetime()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
