@@ -25,6 +25,8 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 features_app = typer.Typer(help="Point-in-time feature rows and training sets.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+alerts_app = typer.Typer(help="Retention alerts: list, export, acknowledge, deliver.", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 console = Console(stderr=True)
 out = Console()
@@ -451,9 +453,125 @@ def score(
     out.print(
         f"scored {len(result.scores):,} customers as of {t:%Y-%m-%d %H:%M} with version {result.version}; "
         + ", ".join(f"{k} {counts.get(k, 0):,}" for k in holder.current.artefact.tiers)
+        + f" ({int((result.scores['tier'] != result.scores['tier_raw']).sum()):,} held by hysteresis)"
     )
+    if result.alerts is not None:
+        a = result.alerts
+        out.print(
+            f"alerts: {a.opened:,} opened, {a.updated:,} updated, {a.resolved:,} resolved, "
+            f"{len(a.notify):,} to notify"
+        )
+    if result.delivery is not None:
+        d = result.delivery
+        out.print(f"webhooks: {d.delivered:,} delivered, {d.retried:,} to retry, {d.dead:,} dead")
     out.print(f"score table: {result.parquet}")
     out.print(f"snapshot for the service: {config.store_url}")
+
+
+def _alert_store() -> tuple[Any, Any]:
+    from serving import alerts, store
+    from serving.config import ServingConfig
+
+    config = ServingConfig.load()
+    eng = store.engine(config.store_url)
+    alerts.ensure_tables(eng)
+    return config, eng
+
+
+@alerts_app.command("list")
+def alerts_list(
+    status: Annotated[
+        str, typer.Option(help="open | acknowledged | snoozed | resolved | live | all")
+    ] = "live",
+    tier: Annotated[str | None, typer.Option(help="Only this tier.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, highest value at risk first.")] = 50,
+) -> None:
+    """Alerts ranked by value at risk."""
+    from serving import alerts
+
+    with _user_errors():
+        _, eng = _alert_store()
+        rows = alerts.list_alerts(eng, status=None if status == "all" else status, tier=tier)
+    table = Table(
+        "id", "customer", "kind", "status", "tier", "P(churn)", "value", "at risk", "due", "playbook"
+    )
+    for r in rows.head(limit).to_dict("records"):
+        table.add_row(
+            str(r["id"]),
+            str(r["customer_id"]),
+            r["kind"],
+            r["status"],
+            r["tier"],
+            f"{r['churn_probability']:.2f}",
+            f"{r['predicted_value']:,.2f}",
+            f"{r['value_at_risk']:,.2f}",
+            str(r["due_at"])[:16],
+            r["playbook"] or "",
+        )
+    out.print(table)
+    out.print(f"{len(rows):,} {status} alert(s)")
+
+
+@alerts_app.command("export")
+def alerts_export(
+    path: Annotated[Path, typer.Argument(help="File to write: .csv or .json.")],
+    status: Annotated[
+        str, typer.Option(help="open | acknowledged | snoozed | resolved | live | all")
+    ] = "live",
+) -> None:
+    """Write alerts to CSV or JSON (by the file's extension)."""
+    from serving import alerts
+
+    with _user_errors():
+        _, eng = _alert_store()
+        n = alerts.export_alerts(eng, path, status=None if status == "all" else status)
+    out.print(f"{n:,} alert(s) written to {path.resolve()}")
+
+
+@alerts_app.command("ack")
+def alerts_ack(
+    alert_id: Annotated[int, typer.Argument(help="Alert id (from `diamond alerts list`).")],
+    who: Annotated[
+        str | None, typer.Option(help="Who takes it (default: $DIAMOND_USER or the login name).")
+    ] = None,
+) -> None:
+    """Acknowledge an alert: someone owns it now."""
+    from serving import alerts
+    from training.registry import _who
+
+    with _user_errors():
+        _, eng = _alert_store()
+        row = alerts.acknowledge(eng, alert_id, who or _who())
+    out.print(f"alert {alert_id} acknowledged by {row.get('owner') or who}")
+
+
+@alerts_app.command("deliver")
+def alerts_deliver() -> None:
+    """Deliver what is due in the outbox (safe from cron: backoff retries, dead-letters when exhausted)."""
+    from serving import outbox
+    from serving.batch import deliver
+
+    with _user_errors():
+        config, eng = _alert_store()
+        report = deliver(eng, config)
+    out.print(
+        f"webhooks: {report.delivered:,} delivered, {report.retried:,} to retry, {report.dead:,} dead; "
+        f"{outbox.pending_count(eng):,} pending"
+    )
+
+
+@alerts_app.command("dead")
+def alerts_dead() -> None:
+    """The dead-letter list: deliveries that exhausted their retries."""
+    from serving import outbox
+
+    with _user_errors():
+        _, eng = _alert_store()
+        outbox.ensure_tables(eng)
+        rows = outbox.dead_letters(eng)
+    for r in rows:
+        out.print(f"{r['webhook_id']}  {r['destination']}  attempts {r['attempts']}  {r['last_error']}")
+    out.print(f"{len(rows):,} dead letter(s)")
 
 
 @app.command()

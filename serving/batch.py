@@ -8,13 +8,14 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import scoring, store
+from serving import alerts, outbox, scoring, store, tiers
 from serving.config import ServingConfig
 from serving.models import Served
 
@@ -25,17 +26,72 @@ class BatchResult:
     parquet: Path
     as_of: datetime
     version: str
+    alerts: Any = None  # serving.alerts.SyncResult
+    delivery: Any = None  # serving.outbox.DeliveryReport (None: no endpoints configured)
 
 
 def score_history(history: History, as_of: datetime, served: Served, config: ServingConfig) -> BatchResult:
-    """Score, then write the Parquet table and the store snapshot; a failure leaves the previous ones."""
+    """Score; apply tier hysteresis; write the Parquet table and the store snapshot; raise and de-duplicate
+    alerts; queue and deliver them. Each step is one transaction and safe to re-run for the same as_of, so a
+    failed run can simply be run again; the previous snapshot stays until the new one is complete."""
     art = served.artefact
+    eng = store.engine(config.store_url)
     rows = art.feature_rows(history.until(as_of), as_of)
-    records = scoring.score_records(art, rows, config.reasons, config.cold_start_min_purchase_days)
-    scores = pd.DataFrame(records)
-    scores["as_of"] = as_of
-    scores["model_version"] = served.version
-    table = scores.assign(reasons=[json.dumps(r) for r in scores["reasons"]]) if len(scores) else scores
+    scores = pd.DataFrame(
+        scoring.score_records(art, rows, config.reasons, config.cold_start_min_purchase_days)
+    )
+    if scores.empty:
+        raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
+    order = list(tiers.TierConfig.from_dict(config.tiers).order or art.tiers)
+    tiers.ensure_tables(eng)
+    tiered = tiers.update_tiers(
+        eng,
+        as_of,
+        scores[["customer_id"]].assign(tier_raw=scores["tier"]),
+        order,
+        tiers.TierConfig.from_dict(config.tiers).demote_after,
+    )
+    tiered = tiered.set_index("customer_id").loc[scores["customer_id"]]
+    scores = scores.assign(
+        tier_raw=scores["tier"],
+        tier=tiered["tier"].to_numpy(),
+        previous_tier=tiered["previous_tier"].to_numpy(),
+        as_of=as_of,
+        model_version=served.version,
+    )
+    target = _write(scores, rows, served, config, eng, as_of)
+    result = BatchResult(scores, target, as_of, served.version)
+    if config.alerts:
+        result.alerts = _raise_alerts(eng, scores, as_of, config, order)
+    if config.endpoints():
+        result.delivery = deliver(eng, config)
+    return result
+
+
+def deliver(eng: Any, config: ServingConfig) -> outbox.DeliveryReport:
+    """Deliver everything due now, batch after batch; what fails waits for its backoff (the next call)."""
+    hooks, endpoints = config.webhooks, config.endpoints()
+    outbox.ensure_tables(eng)
+    total = outbox.DeliveryReport(0, 0, 0)
+    while True:
+        r = outbox.deliver_due(
+            eng,
+            endpoints,
+            max_attempts=int(hooks.get("max_attempts", 8)),
+            base_delay_s=float(hooks.get("base_delay_s", 2.0)),
+            max_delay_s=float(hooks.get("max_delay_s", 3600.0)),
+        )
+        total = outbox.DeliveryReport(
+            total.delivered + r.delivered, total.retried + r.retried, total.dead + r.dead
+        )
+        if r.delivered + r.retried + r.dead == 0:
+            return total
+
+
+def _write(
+    scores: pd.DataFrame, rows: pd.DataFrame, served: Served, config: ServingConfig, eng: Any, as_of: datetime
+) -> Path:
+    table = scores.assign(reasons=[json.dumps(r) for r in scores["reasons"]])
     folder = Path(config.scores_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
@@ -43,8 +99,8 @@ def score_history(history: History, as_of: datetime, served: Served, config: Ser
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
     try:
         store.write_snapshot(
-            store.engine(config.store_url),
-            rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=art.feature_set),
+            eng,
+            rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
             table,
             {
                 "as_of": as_of.isoformat(),
@@ -57,4 +113,24 @@ def score_history(history: History, as_of: datetime, served: Served, config: Ser
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)
-    return BatchResult(scores, target, as_of, served.version)
+    return target
+
+
+def _raise_alerts(
+    eng: Any, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, order: list[str]
+) -> Any:
+    """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
+    every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
+    rules = alerts.AlertConfig.from_dict(config.alerts, order)
+    alerts.ensure_tables(eng)
+    previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
+    candidates = alerts.evaluate(scores, rules, {k: v for k, v in previous.items() if v}, as_of)
+    synced = alerts.sync_alerts(eng, as_of, candidates, rules)
+    endpoints = config.endpoints()
+    if endpoints:
+        outbox.ensure_tables(eng)
+        for alert_id, version in synced.notify:
+            payload = alerts.alert_payload(alerts.get_alert(eng, alert_id))
+            for name in endpoints:
+                outbox.enqueue(eng, name, payload, f"{alerts.webhook_id(alert_id, version)}-{name}")
+    return synced

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,29 @@ class ServingConfig:
     cold_start_min_purchase_days: int = 2
     store_url: str = "sqlite:///.diamond/diamond.db"
     scores_dir: str = ".diamond/scores"
+    tiers: dict[str, Any] = field(default_factory=dict)  # hysteresis (serving.tiers.TierConfig)
+    alerts: dict[str, Any] = field(default_factory=dict)  # rules and playbooks (serving.alerts.AlertConfig)
+    webhooks: dict[str, Any] = field(default_factory=dict)  # endpoints and retries (endpoints() below)
+
+    def endpoints(self) -> dict[str, Any]:
+        """The webhook endpoints, secrets and secret URLs read from the environment variables named here."""
+        from serving.outbox import Endpoint
+
+        out = {}
+        for raw in self.webhooks.get("endpoints") or []:
+            name = raw.get("name")
+            url = raw.get("url") or os.environ.get(raw.get("url_env", ""), "")
+            secret = os.environ.get(raw.get("secret_env", ""), "")
+            if not name or not url:
+                raise ConfigError(
+                    f"webhooks.endpoints: {name or '?'}: needs a name and a url (or url_env set)"
+                )
+            if not secret:
+                raise ConfigError(f"webhooks.endpoints.{name}: set the secret in ${raw.get('secret_env')}")
+            out[name] = Endpoint(
+                name, url, secret, raw.get("format", "json"), float(raw.get("timeout_s", 10))
+            )
+        return out
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ServingConfig:

@@ -31,8 +31,8 @@ def write_snapshot(eng: sa.Engine, features: pd.DataFrame, scores: pd.DataFrame,
     with eng.begin() as con:
         for name, frame in ((FEATURES, features), (SCORES, scores)):
             frame.to_sql(f"{name}__new", con, if_exists="replace", index=False, chunksize=5_000)
-            con.execute(sa.text(f"CREATE UNIQUE INDEX ix_{name}__new_id ON {name}__new (customer_id)"))
-            con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
+            con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
+            con.execute(sa.text(f"CREATE UNIQUE INDEX ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
         pd.DataFrame(
             [{k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in run.items()}]

@@ -4,22 +4,30 @@ real HTTP calls."""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pandas as pd
 import pytest
 import yaml
 
+from serving.outbox import SignatureError, verify
 from tests.conftest import DIAMOND, run_diamond
 
 KEY = "test-key-0123456789"
+SECRET = "whsec_" + base64.b64encode(b"a shared webhook secret").decode()
 CUTOFF = "1997-09-30"
 SMALL = {
     "trials": 1,
@@ -33,23 +41,57 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Receiver(BaseHTTPRequestHandler):
+    """A CRM's webhook endpoint: verifies every signature, records the webhook ids it accepted."""
+
+    received: ClassVar[list[tuple[str, dict]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        try:
+            verify(SECRET, dict(self.headers.items()), body)
+        except SignatureError:
+            self.send_response(401)
+        else:
+            Receiver.received.append((self.headers["webhook-id"], json.loads(body)))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """Train and promote a model at the cutoff, batch-score CDNOW at the cutoff, serve it."""
+    """Train and promote a model at the cutoff, batch-score CDNOW at the cutoff (alerts delivered to a
+    local webhook receiver), serve it."""
     work = tmp_path_factory.mktemp("serving")
     saved = dict(os.environ)
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
     os.environ.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
         DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
         DIAMOND_API_KEYS=f"another-key,{KEY}",
         DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
+        DIAMOND_TEST_WEBHOOK_SECRET=SECRET,
     )
-    (work / "serving.yaml").write_text("poll_s: 0.5\n", encoding="utf-8")  # notice promotions quickly
+    serving = yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text(encoding="utf-8"))
+    serving["poll_s"] = 0.5  # notice promotions quickly
+    serving["webhooks"]["endpoints"] = [
+        {
+            "name": "crm",
+            "url": f"http://127.0.0.1:{receiver.server_port}/hooks",
+            "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET",
+        }
+    ]
+    (work / "serving.yaml").write_text(yaml.safe_dump(serving), encoding="utf-8")
     try:
         config = work / "training.yaml"
         config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
         run_diamond("train", "--data", str(cdnow_dir), "--cutoff", CUTOFF, "--config", str(config), cwd=work)
-        run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work)
+        scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work).stdout
+        (work / "score.out").write_text(scored, encoding="utf-8")
         port = _free_port()
         proc = subprocess.Popen(
             [DIAMOND, "serve", "--port", str(port)],
@@ -76,6 +118,7 @@ def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         if "proc" in locals():
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+        receiver.shutdown()
         os.environ.clear()
         os.environ.update(saved)
 
@@ -83,6 +126,20 @@ def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def _score(url: str, body: object, key: str | None = KEY) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     return httpx.post(f"{url}/score", json=body, headers=headers, timeout=60)
+
+
+def test_batch_scoring_raised_alerts_and_delivered_them_signed(server: tuple[str, Path]) -> None:
+    _, work = server
+    out = (work / "score.out").read_text(encoding="utf-8").replace("\n", " ")
+    notified = int(re.search(r"([\d,]+) to notify", out).group(1).replace(",", ""))
+    assert notified > 0 and f"webhooks: {notified:,} delivered, 0 to retry, 0 dead" in out
+    ids = [i for i, _ in Receiver.received]
+    assert len(ids) == len(set(ids)) == notified  # each alert once, every signature valid
+    payload = Receiver.received[0][1]
+    for field in ("customer_id", "kind", "tier", "churn_probability", "value_at_risk", "reasons", "playbook"):
+        assert field in payload
+    listed = run_diamond("alerts", "list", "--limit", "3", cwd=work).stdout
+    assert f"{notified:,} live alert(s)" in listed
 
 
 def test_health_is_open_everything_else_needs_a_key(server: tuple[str, Path]) -> None:
