@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.definitions import REGISTRY
+from serving.tiers import RfmReference, rfm_segments
 from training.artefact import ScoringArtefact
 
 RFM_REASON = "rfm_rank"
@@ -56,7 +57,7 @@ def score_records(
         return []
     scored = artefact.score(rows)
     why = reasons(artefact, rows, top)
-    segments = rfm_segments(artefact, rows)
+    segments = rfm_segments(rows, rfm_reference(artefact)).to_numpy()
     days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
     repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
     bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
@@ -78,15 +79,15 @@ def score_records(
     return records
 
 
-def rfm_segments(artefact: ScoringArtefact, rows: pd.DataFrame) -> np.ndarray:
-    """The classic RFM seeds: important/general (spend above/below the median of the customers at training
-    time) x value (recent, frequent), develop (recent, infrequent), retain (lapsing, frequent), win-back
-    (lapsing, infrequent). Medians from the RFM reference the model ships, so batch and online agree."""
-    axes = artefact.churn.rfm.axes(rows)  # riskiness percentiles: < 0.5 = better than the median
-    recent, frequent = axes["recency_days"] < 0.5, axes["frequency_days"] < 0.5
-    big = axes["monetary_sum"] < 0.5
-    kind = np.where(recent, np.where(frequent, "value", "develop"), np.where(frequent, "retain", "win-back"))
-    return np.char.add(np.where(big, "important-", "general-"), kind.astype(str))
+def rfm_reference(artefact: ScoringArtefact) -> RfmReference:
+    """The medians of recency, purchase days and spend of the customers the model was fitted at, from the
+    RFM reference it ships (stored as riskiness: frequency and spend negated): batch and online agree."""
+    refs = artefact.churn.rfm.references
+    return RfmReference(
+        float(np.median(refs["recency_days"])),
+        -float(np.median(refs["frequency_days"])),
+        -float(np.median(refs["monetary_sum"])),
+    )
 
 
 def _value(v: Any) -> float | str | None:
