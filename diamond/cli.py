@@ -234,7 +234,7 @@ def demo(
     from training.pipeline import train as run_train
 
     steps = ["write CDNOW history", "load and validate", "train and predict", "write predictions"]
-    steps += ["log to MLflow", "train on all data, register, gate"]
+    steps += ["log to MLflow", "train on all data, register, gate", "score, tiers, alerts"]
     predictions = out_dir / "cdnow_backtest_1997-09-30_273d.parquet"
     with _user_errors(), _progress(len(steps), "demo") as advance:
         history_dir = cdnow.write(out_dir / "cdnow", overwrite=True)
@@ -247,15 +247,56 @@ def demo(
         mlcfg = tracking.MlflowConfig.load()
         trained = run_train(history, TrainingConfig.load(config), mlcfg)
         advance(steps[5])
+        # and what a retention team gets: every customer scored and tiered, alerts raised
+        from features.build import end_of
+        from serving.batch import score_history
+        from serving.config import ServingConfig
+        from serving.models import ModelHolder
+
+        serving_config = ServingConfig.load()
+        holder = ModelHolder(mlcfg, serving_config.model_alias)
+        holder.refresh()
+        if holder.current is None:
+            raise ValueError(f"no champion to score with: {holder.last_error}")
+        scored = score_history(history, end_of(history), holder.current, serving_config)
+        advance(steps[6])
     _print_summary(history.summary(), "CDNOW history")
     out.print("\n[bold]The classic CDNOW protocol[/] (train <= 1997-09-30, score the next 39 weeks):")
     _print_backtest(result, predictions, run_id)
     out.print("\n[bold]Trained on all the data[/] (to 1998-06-30):")
     _print_training(trained, mlcfg)
+    _print_alerts(scored, serving_config)
     out.print("\nResults:")
     out.print(f"  history folder : {history_dir.resolve()}")
+    out.print(f"  score table    : {scored.parquet}")
     out.print(f"  predictions    : {predictions.resolve()}")
     out.print(f"  MLflow UI      : {mlcfg.ui_command()}  (then open http://127.0.0.1:5000)")
+
+
+def _print_alerts(scored: Any, config: Any) -> None:
+    from serving import alerts, store
+
+    counts = scored.scores["tier"].value_counts()
+    out.print(
+        f"\n[bold]Scored[/] {len(scored.scores):,} customers as of {scored.as_of:%Y-%m-%d} "
+        f"(version {scored.version}): " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    )
+    if scored.alerts is None:
+        return
+    top = alerts.list_alerts(store.engine(config.store_url), status="live").head(5)
+    table = Table("customer", "tier", "P(churn)", "at risk", "why (top reason)", "playbook")
+    for r in top.to_dict("records"):
+        why = str(r["reasons"][0]) if r["reasons"] else ""
+        table.add_row(
+            str(r["customer_id"]),
+            r["tier"],
+            f"{r['churn_probability']:.2f}",
+            f"{r['value_at_risk']:,.0f}",
+            why,
+            r["playbook"] or "",
+        )
+    out.print(f"retention alerts: {scored.alerts.opened:,} opened; the five with the most value at risk:")
+    out.print(table)
 
 
 @app.command()

@@ -124,7 +124,8 @@ def _raise_alerts(
     rules = alerts.AlertConfig.from_dict(config.alerts, order)
     alerts.ensure_tables(eng)
     previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
-    candidates = alerts.evaluate(scores, rules, {k: v for k, v in previous.items() if v}, as_of)
+    readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
+    candidates = alerts.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
     synced = alerts.sync_alerts(eng, as_of, candidates, rules)
     endpoints = config.endpoints()
     if endpoints:
@@ -134,3 +135,9 @@ def _raise_alerts(
             for name in endpoints:
                 outbox.enqueue(eng, name, payload, f"{alerts.webhook_id(alert_id, version)}-{name}")
     return synced
+
+
+def _risk_reasons(reasons: list[dict[str, Any]]) -> list[str]:
+    """The sentences an agent acts on: what raises this customer's risk (else whatever matters most)."""
+    raising = [r["text"] for r in reasons if r["contribution"] > 0]
+    return raising or [r["text"] for r in reasons]

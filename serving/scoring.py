@@ -49,6 +49,20 @@ def reasons(artefact: ScoringArtefact, rows: pd.DataFrame, top: int) -> list[lis
     return out
 
 
+def complete_rows(artefact: ScoringArtefact, rows: pd.DataFrame) -> pd.DataFrame:
+    """Inline histories may leave out a table the model uses (no interactions sent: the customer has none).
+    Its columns then get what the feature code gives a customer without rows in that table: the feature's
+    fill (0 for counts and sums) or null; attributes not sent are null."""
+    missing = [c for c in artefact.columns if c not in rows.columns]
+    if not missing:
+        return rows
+    fills = {}
+    for c in missing:
+        feature = REGISTRY.get(c)
+        fills[c] = feature.fill if feature is not None and feature.fill is not None else np.nan
+    return rows.assign(**fills)
+
+
 def score_records(
     artefact: ScoringArtefact, rows: pd.DataFrame, top: int, cold_start_min_purchase_days: int
 ) -> list[dict[str, Any]]:

@@ -76,7 +76,26 @@ class Guard:
                     "metrics": art.metrics,
                 },
             )
+        if path == "/docs.json" and method == "GET":
+            return await self._openapi(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _openapi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """BentoML's document for POST /score, plus the routes answered here and the bearer-key scheme."""
+        parts: list[bytes] = []
+        status = {"code": 500}
+
+        async def capture(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
+
+        await self.app(scope, receive, capture)
+        spec = json.loads(b"".join(parts) or b"{}")
+        if status["code"] == 200:
+            spec = with_extra_routes(spec)
+        await _json(send, status["code"], spec)
 
     def _authorised(self, scope: dict[str, Any]) -> bool:
         header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
@@ -88,6 +107,41 @@ class Guard:
         for known in self.hashes:  # every hash compared, in constant time: no early exit
             ok |= hmac.compare_digest(digest, known)
         return ok
+
+
+def with_extra_routes(spec: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document completed: GET /readyz and GET /model, and `Authorization: Bearer KEY` required
+    everywhere but the health probes."""
+    schemes = spec.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes["bearerKey"] = {"type": "http", "scheme": "bearer", "description": "an API key from the operator"}
+    obj = {"type": "object"}
+    paths = spec.setdefault("paths", {})
+    paths["/readyz"] = {
+        "get": {
+            "summary": "Ready: the loaded model version and last load error (503 until one is loaded)",
+            "security": [],
+            "responses": {
+                "200": {"description": "ready", "content": {"application/json": {"schema": obj}}},
+                "503": {"description": "no model loaded yet"},
+            },
+        }
+    }
+    paths["/model"] = {
+        "get": {
+            "summary": "The served model: feature set, columns, horizons, tiers, validation metrics",
+            "responses": {
+                "200": {"description": "the model", "content": {"application/json": {"schema": obj}}},
+                "401": {"description": "missing or wrong API key"},
+                "503": {"description": "no model"},
+            },
+        }
+    }
+    for path, item in paths.items():
+        for op in item.values():
+            if isinstance(op, dict) and path not in OPEN_PATHS and "security" not in op:
+                op["security"] = [{"bearerKey": []}]
+                op.setdefault("responses", {}).setdefault("401", {"description": "missing or wrong API key"})
+    return spec
 
 
 async def _json(send: Any, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
@@ -152,7 +206,7 @@ class Diamond:
         inline = [c for c in customers if c.inline]
         if inline:
             history, t = _inline_history(inline, as_of)
-            rows = art.feature_rows(history, t)
+            rows = scoring.complete_rows(art, art.feature_rows(history, t))
             for record in scoring.score_records(art, rows, top, cold):
                 results[record["customer_id"]] = Score(
                     found=True, source="inline", as_of=t.isoformat(), model_version=served.version, **record

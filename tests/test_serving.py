@@ -156,7 +156,9 @@ def test_health_is_open_everything_else_needs_a_key(server: tuple[str, Path]) ->
     assert model["feature_set"] == "rfm_v1" and model["horizon_days"] == 273
     assert list(model["tiers"]) == ["diamond", "gold", "silver", "bronze"]
     spec = httpx.get(f"{url}/docs.json", headers={"Authorization": f"Bearer {KEY}"}).json()
-    assert "/score" in spec["paths"]
+    assert "/score" in spec["paths"] and spec["paths"]["/score"]["post"]["security"] == [{"bearerKey": []}]
+    assert "get" in spec["paths"]["/readyz"] and "get" in spec["paths"]["/model"]
+    assert spec["components"]["securitySchemes"]["bearerKey"]["scheme"] == "bearer"
 
 
 def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Path) -> None:
