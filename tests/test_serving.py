@@ -248,3 +248,46 @@ def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cd
     assert ready["version"] == "2" and ready["last_error"] is None
     scored = _score(url, {"customers": [{"customer_id": "00002"}]}).json()
     assert scored["model_version"] == "2" and scored["scores"][0]["model_version"] == "2"
+
+
+def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str, Path]) -> None:
+    """The alias moves to a version with no scoring artefact: the last good one keeps serving, and says so."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    url, work = server
+    good = httpx.get(f"{url}/readyz").json()["version"]
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.get_experiment_by_name("diamond").experiment_id
+    run = client.create_run(experiment, run_name="broken")
+    (work / "broken").mkdir()
+    (work / "broken" / "README.txt").write_text("not a model", encoding="utf-8")
+    client.log_artifacts(run.info.run_id, str(work / "broken"), "broken")
+    client.set_terminated(run.info.run_id)
+    mlflow.set_registry_uri(uri)
+    version = client.create_model_version(
+        "diamond", f"runs:/{run.info.run_id}/broken", run.info.run_id
+    ).version
+    client.set_registered_model_alias("diamond", "champion", version)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{url}/readyz").json()["last_error"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ready = httpx.get(f"{url}/readyz").json()
+    assert ready["ready"] is True and ready["version"] == good and ready["serving_last_good"] is True
+    assert "scoring artefact" in ready["last_error"]
+    assert _score(url, {"customers": [{"customer_id": "00002"}]}).json()["model_version"] == good
+
+
+def test_api_keys_from_a_file_of_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from features.config import ConfigError
+    from serving.config import api_key_hashes, hash_key
+
+    keys = tmp_path / "keys"
+    keys.write_text(f"# team keys\n{hash_key('alpha')}\n\n{hash_key('beta')}  # ops\n", encoding="utf-8")
+    monkeypatch.delenv("DIAMOND_API_KEYS", raising=False)
+    monkeypatch.setenv("DIAMOND_API_KEY_FILE", str(keys))
+    assert api_key_hashes() == {hash_key("alpha"), hash_key("beta")}
+    keys.write_text("alpha\n", encoding="utf-8")  # a raw key where a hash belongs: refused, with the line
+    with pytest.raises(ConfigError, match="line 1: expected a sha256 hex digest"):
+        api_key_hashes()
