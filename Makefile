@@ -9,7 +9,7 @@ export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality lock clean
+.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality bench-load lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -57,7 +57,10 @@ bench-features: $(VENV)/.dev ## Benchmark feature building vs hand-written SQL a
 bench-model-quality: $(VENV)/.dev ## Model vs baselines vs a perfect model on a synthetic history (~2 min)
 	$(BIN)/python bench/bench_model_quality.py --customers 20000
 
-bench: bench-synthetic bench-features bench-model-quality ## Run every benchmark under bench/
+bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
+	$(BIN)/python bench/bench_load.py --duration 300
+
+bench: bench-synthetic bench-features bench-model-quality bench-load ## Run every benchmark under bench/
 
 lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock

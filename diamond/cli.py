@@ -248,12 +248,20 @@ def demo(
         trained = run_train(history, TrainingConfig.load(config), mlcfg)
         advance(steps[5])
         # and what a retention team gets: every customer scored and tiered, alerts raised
+        import dataclasses
+
         from features.build import end_of
         from serving.batch import score_history
         from serving.config import ServingConfig
         from serving.models import ModelHolder
 
-        serving_config = ServingConfig.load()
+        # the demo's own store and score folder: re-running the demo starts its tiers and alerts afresh
+        (out_dir / "diamond.db").unlink(missing_ok=True)
+        serving_config = dataclasses.replace(
+            ServingConfig.load(),
+            store_url=f"sqlite:///{(out_dir / 'diamond.db').resolve()}",
+            scores_dir=str((out_dir / "scores").resolve()),
+        )
         holder = ModelHolder(mlcfg, serving_config.model_alias)
         holder.refresh()
         if holder.current is None:

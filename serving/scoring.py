@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from features.definitions import REGISTRY
 from serving.tiers import RfmReference, rfm_segments
@@ -17,12 +18,14 @@ from training.artefact import ScoringArtefact
 RFM_REASON = "rfm_rank"
 
 
-def reasons(artefact: ScoringArtefact, rows: pd.DataFrame, top: int) -> list[list[dict[str, Any]]]:
+def reasons(
+    artefact: ScoringArtefact, rows: pd.DataFrame, top: int, dm: xgb.DMatrix | None = None
+) -> list[list[dict[str, Any]]]:
     """Per customer, the `top` inputs that move churn risk most, from XGBoost's pred_contribs on the
     booster margin scaled by the stacker's weight, plus the RFM rank's own term. Largest |effect| first."""
     if rows.empty:
         return []
-    contribs = artefact.churn.contributions(rows)[:, :-1] * artefact.churn.stack[0]
+    contribs = artefact.churn.contributions(rows, dm)[:, :-1] * artefact.churn.stack[0]
     rank = artefact.churn.rfm.score(rows)
     rfm_effect = artefact.churn.stack[1] * (rank - 0.5)  # relative to a middling customer
     names = [*artefact.columns, RFM_REASON]
@@ -69,8 +72,9 @@ def score_records(
     """One dict per row: the full answer for a customer."""
     if rows.empty:
         return []
-    scored = artefact.score(rows)
-    why = reasons(artefact, rows, top)
+    dm = artefact.matrix(rows)
+    scored = artefact.score(rows, dm)
+    why = reasons(artefact, rows, top, dm)
     segments = rfm_segments(rows, rfm_reference(artefact)).to_numpy()
     days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
     repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first

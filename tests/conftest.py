@@ -33,15 +33,19 @@ def cdnow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Every command a test runs tracks into a throwaway MLflow store, never the working copy's."""
+    """Every command a test runs tracks into a throwaway MLflow store and serving store, never the working
+    copy's."""
     root = tmp_path_factory.mktemp("mlflow")
     config = root / "mlflow.yaml"
     config.write_text(
         f"tracking_uri: sqlite:///{root / 'mlflow.db'}\nartifact_root: {root / 'artifacts'}\n",
         encoding="utf-8",
     )
-    saved = {k: os.environ.get(k) for k in ("DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI")}
+    saved = {
+        k: os.environ.get(k) for k in ("DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI", "DIAMOND_STORE_URL")
+    }
     os.environ["DIAMOND_MLFLOW_CONFIG"] = str(config)
+    os.environ["DIAMOND_STORE_URL"] = f"sqlite:///{root / 'diamond.db'}"
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     for k, v in saved.items():

@@ -50,7 +50,7 @@ def test_demo_runs_end_to_end_and_says_where_results_are(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # its own, empty store
     config = tmp_path / "training.yaml"
     config.write_text("trials: 2\n", encoding="utf-8")
-    result = run_diamond("demo", "--out", str(tmp_path / "out"), "--config", str(config))
+    result = run_diamond("demo", "--out", str(tmp_path / "out"), "--config", str(config), cwd=tmp_path)
     text = result.stdout.replace("\n", "")
     predictions = tmp_path / "out" / "cdnow_backtest_1997-09-30_273d.parquet"
     assert str(predictions.resolve()) in text

@@ -252,7 +252,6 @@ def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cd
 
 def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str, Path]) -> None:
     """The alias moves to a version with no scoring artefact: the last good one keeps serving, and says so."""
-    import mlflow
     from mlflow import MlflowClient
 
     url, work = server
@@ -265,7 +264,6 @@ def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str,
     (work / "broken" / "README.txt").write_text("not a model", encoding="utf-8")
     client.log_artifacts(run.info.run_id, str(work / "broken"), "broken")
     client.set_terminated(run.info.run_id)
-    mlflow.set_registry_uri(uri)
     version = client.create_model_version(
         "diamond", f"runs:/{run.info.run_id}/broken", run.info.run_id
     ).version

@@ -61,7 +61,8 @@ def test_train_logs_registers_and_gates_both_ways(store: Path) -> None:
     worse = run_diamond("train", "--data", str(history), "--config", weak, cwd=store).stdout
     assert "version 3" in worse and "refused: " in worse and "value Gini gain" in worse
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{store / 'mlflow.db'}")
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     assert str(client.get_model_version_by_alias("diamond", "champion").version) == "2"
     assert str(client.get_model_version_by_alias("diamond", "challenger").version) == "3"
 

@@ -52,11 +52,16 @@ class ScoringArtefact:
         table = build_scoring_rows(history, as_of, self.feature_set, self.horizon_days, self.btyd_params)
         return table.to_pandas()
 
-    def score(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def matrix(self, rows: pd.DataFrame) -> xgb.DMatrix:
+        """The model inputs of `rows`, built once for both boosters (they share columns and encodings)."""
+        return self.churn.encoder.matrix(rows)
+
+    def score(self, rows: pd.DataFrame, dm: xgb.DMatrix | None = None) -> pd.DataFrame:
         """churn_probability and predicted_value over H, value_at_risk and tier, for feature rows built with
         this artefact's feature set at horizon H."""
-        p = self.churn.predict(rows)
-        v = self.value.predict(rows)
+        dm = dm or self.matrix(rows)
+        p = self.churn.predict(rows, dm)
+        v = self.value.predict(rows, dm)
         return pd.DataFrame(
             {
                 "customer_id": rows["customer_id"].to_numpy(),
