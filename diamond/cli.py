@@ -598,11 +598,10 @@ def alerts_ack(
 def alerts_deliver() -> None:
     """Deliver what is due in the outbox (safe from cron: backoff retries, dead-letters when exhausted)."""
     from serving import outbox
-    from serving.batch import deliver
 
     with _user_errors():
         config, eng = _alert_store()
-        report = deliver(eng, config)
+        report = outbox.deliver_all(eng, config.endpoints(), config.webhooks)
     out.print(
         f"webhooks: {report.delivered:,} delivered, {report.retried:,} to retry, {report.dead:,} dead; "
         f"{outbox.pending_count(eng):,} pending"

@@ -69,23 +69,7 @@ def score_history(history: History, as_of: datetime, served: Served, config: Ser
 
 
 def deliver(eng: Any, config: ServingConfig) -> outbox.DeliveryReport:
-    """Deliver everything due now, batch after batch; what fails waits for its backoff (the next call)."""
-    hooks, endpoints = config.webhooks, config.endpoints()
-    outbox.ensure_tables(eng)
-    total = outbox.DeliveryReport(0, 0, 0)
-    while True:
-        r = outbox.deliver_due(
-            eng,
-            endpoints,
-            max_attempts=int(hooks.get("max_attempts", 8)),
-            base_delay_s=float(hooks.get("base_delay_s", 2.0)),
-            max_delay_s=float(hooks.get("max_delay_s", 3600.0)),
-        )
-        total = outbox.DeliveryReport(
-            total.delivered + r.delivered, total.retried + r.retried, total.dead + r.dead
-        )
-        if r.delivered + r.retried + r.dead == 0:
-            return total
+    return outbox.deliver_all(eng, config.endpoints(), config.webhooks)
 
 
 def _write(

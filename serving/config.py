@@ -78,6 +78,15 @@ class ServingConfig:
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
             raw["store_url"] = f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
         raw["scores_dir"] = str(Path(raw.get("scores_dir", cls.scores_dir)).resolve())
+        hooks = set(raw.get("webhooks") or {}) - {
+            "max_attempts",
+            "base_delay_s",
+            "max_delay_s",
+            "lease_s",
+            "endpoints",
+        }
+        if hooks:
+            raise ConfigError(f"{file}: unknown webhooks setting(s) {sorted(hooks)}")
         config = cls(**raw)
         for name in ("port", "max_customers", "reasons"):
             if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:

@@ -433,8 +433,62 @@ def deliver_due(
     if not endpoints:
         return DeliveryReport()
     at = _utc(now)
+    started = time.monotonic()
+
+    def clock() -> datetime:  # `now` plus the time this run has taken: leases and backoff count from here
+        return at + timedelta(seconds=time.monotonic() - started)
+
     rng = rng if rng is not None else random.Random()
-    post = post if post is not None else http_post
+    client = httpx.Client(follow_redirects=False) if post is None else None  # one connection pool per run
+    if client is not None:
+
+        def post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> int:
+            return client.post(url, content=body, headers=headers, timeout=timeout).status_code
+
+    try:
+        return _deliver_rows(
+            engine, endpoints, at, clock, limit, max_attempts, base_delay_s, max_delay_s, rng, post, lease_s
+        )
+    finally:
+        if client is not None:
+            client.close()
+
+
+def deliver_all(
+    engine: Engine, endpoints: Mapping[str, Endpoint], retry: Mapping[str, Any] | None = None
+) -> DeliveryReport:
+    """Deliver everything due now, batch after batch; what fails waits for its backoff (the next call).
+    `retry`: the webhooks config's max_attempts, base_delay_s, max_delay_s and lease_s."""
+    retry = retry or {}
+    ensure_tables(engine)
+    total = DeliveryReport(0, 0, 0)
+    while True:
+        r = deliver_due(
+            engine,
+            endpoints,
+            max_attempts=int(retry.get("max_attempts", 8)),
+            base_delay_s=float(retry.get("base_delay_s", 2.0)),
+            max_delay_s=float(retry.get("max_delay_s", 3600.0)),
+            lease_s=float(retry.get("lease_s", 300.0)),
+        )
+        total = DeliveryReport(total.delivered + r.delivered, total.retried + r.retried, total.dead + r.dead)
+        if r.delivered + r.retried + r.dead == 0:
+            return total
+
+
+def _deliver_rows(
+    engine: Engine,
+    endpoints: Mapping[str, Endpoint],
+    at: datetime,
+    clock: Callable[[], datetime],
+    limit: int,
+    max_attempts: int,
+    base_delay_s: float,
+    max_delay_s: float,
+    rng: random.Random,
+    post: PostFn,
+    lease_s: float,
+) -> DeliveryReport:
 
     due = (
         sa.select(OUTBOX.c.webhook_id, OUTBOX.c.destination, OUTBOX.c.payload, OUTBOX.c.attempts)
@@ -453,6 +507,7 @@ def deliver_due(
     for webhook_id, destination, payload_json, seen_attempts in rows:
         endpoint = endpoints[destination]
         attempts = seen_attempts + 1
+        claim_at = clock()
         # Claim: compare-and-set on attempts so a concurrent worker cannot send the same attempt twice.
         with engine.begin() as conn:
             claimed = conn.execute(
@@ -461,11 +516,11 @@ def deliver_due(
                     OUTBOX.c.webhook_id == webhook_id,
                     OUTBOX.c.status == "pending",
                     OUTBOX.c.attempts == seen_attempts,
-                    OUTBOX.c.next_attempt_at <= at,
+                    OUTBOX.c.next_attempt_at <= claim_at,
                 )
                 .values(
                     attempts=attempts,
-                    next_attempt_at=at + timedelta(seconds=lease_s + endpoint.timeout_s),
+                    next_attempt_at=claim_at + timedelta(seconds=lease_s + endpoint.timeout_s),
                 )
             ).rowcount
         if claimed != 1:
@@ -485,14 +540,14 @@ def deliver_due(
                 conn.execute(
                     OUTBOX.update()
                     .where(OUTBOX.c.webhook_id == webhook_id, OUTBOX.c.status != "delivered")
-                    .values(status="delivered", delivered_at=at, last_error=None)
+                    .values(status="delivered", delivered_at=clock(), last_error=None)
                 )
             delivered += 1
             continue
 
         new_status, next_at = _after_failure(
             attempts,
-            at,
+            clock(),
             max_attempts=max_attempts,
             base_delay_s=base_delay_s,
             max_delay_s=max_delay_s,

@@ -259,7 +259,8 @@ def test_delivered_once_with_a_valid_signature(engine: sa.Engine, receiver: Rece
     assert got.headers["content-type"] == "application/json"
     assert json.loads(got.body) == ALERT
     stored = row(engine, wid)
-    assert (stored["status"], stored["attempts"], stored["delivered_at"]) == ("delivered", 1, T0)
+    assert (stored["status"], stored["attempts"]) == ("delivered", 1)
+    assert timedelta(0) <= stored["delivered_at"] - T0 < timedelta(seconds=5)  # now + the run's own time
     assert row(engine, later)["status"] == "pending"
 
     assert deliver_due(engine, endpoint(receiver), now=T0 + timedelta(minutes=1)).delivered == 0
@@ -334,9 +335,10 @@ def test_receiver_down_backs_off_then_dead_letters_then_retry_dead(
             assert stored["status"] == "dead"
     delays = [(b - a).total_seconds() for a, b in zip([T0, *schedule], schedule, strict=False)]
     assert all(later > earlier for earlier, later in zip([T0, *schedule], schedule, strict=False))
+    # backoff counts from the failure (now + the run's own time: a refused connection takes milliseconds)
     for n, delay in enumerate(delays):
-        assert 0 <= delay <= min(cap, base * 2**n)
-    assert delays == pytest.approx(expected, abs=1e-5)  # the seeded jitter, reproducibly
+        assert 0 <= delay <= min(cap, base * 2**n) + 0.5
+    assert delays == pytest.approx(expected, abs=0.5)  # the seeded jitter
 
     assert pending_count(engine) == 0
     [letter] = dead_letters(engine)
