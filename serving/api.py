@@ -6,14 +6,29 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+
+# Money and counts a CRM can really send; beyond this a float32 model input would overflow to inf.
+LIMIT = 1e12
+Amount = Annotated[float, Field(allow_inf_nan=False, ge=-LIMIT, le=LIMIT, strict=True)]
+Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+def _text_time(value: object) -> object:
+    """Timestamps are ISO 8601 text (a bare date is midnight), as in history files; never epoch numbers."""
+    if not isinstance(value, str | datetime):
+        raise ValueError("a timestamp must be ISO 8601 text, e.g. 2024-06-30 or 2024-06-30T14:05:00Z")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_text_time)]
 
 
 class Transaction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    timestamp: datetime
-    amount: Annotated[float, Field(allow_inf_nan=False)]
-    quantity: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    model_config = ConfigDict(extra="forbid")  # amounts are strict: no booleans; timestamps are text
+    timestamp: Timestamp
+    amount: Amount
+    quantity: Amount | None = None
     order_id: str | None = None
     category: str | None = None
     channel: str | None = None
@@ -21,20 +36,20 @@ class Transaction(BaseModel):
 
 class Interaction(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    timestamp: datetime
+    timestamp: Timestamp
     type: Annotated[str, Field(min_length=1)]
-    value: Annotated[float | None, Field(allow_inf_nan=False)] = None
+    value: Amount | None = None
 
 
 class Customer(BaseModel):
     """A customer to score: by id from the latest batch snapshot, or with recent history inline."""
 
     model_config = ConfigDict(extra="forbid")
-    customer_id: Annotated[str, Field(min_length=1, max_length=200)]
+    customer_id: Id  # surrounding spaces are trimmed, as the history contract trims ids
     transactions: list[Transaction] | None = None
     interactions: list[Interaction] | None = None
-    cancellations: list[datetime] | None = None
-    attributes: dict[str, float | str | None] | None = None
+    cancellations: list[Timestamp] | None = None
+    attributes: dict[str, Amount | str | None] | None = None
 
     @property
     def inline(self) -> bool:

@@ -53,6 +53,8 @@ class Guard:
                 {"error": "missing or wrong API key (Authorization: Bearer KEY)"},
                 {"www-authenticate": "Bearer"},
             )
+        if path == "/score" and method == "POST" and not _is_json(scope):
+            return await _json(send, 415, {"error": "content-type: send application/json"})
         if path == "/model" and method == "GET":
             served = _HOLDER.current if _HOLDER else None
             if served is None:
@@ -107,6 +109,11 @@ class Guard:
         for known in self.hashes:  # every hash compared, in constant time: no early exit
             ok |= hmac.compare_digest(digest, known)
         return ok
+
+
+def _is_json(scope: dict[str, Any]) -> bool:
+    kind = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1").split(";")[0]
+    return kind.strip().lower() in ("application/json", "")
 
 
 def with_extra_routes(spec: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +193,11 @@ class Diamond:
         if served is None:
             raise ServiceUnavailable("no model loaded yet: see GET /readyz")
         _check(customers, self.config.max_customers)
+        if as_of is not None:
+            try:
+                parse_cutoff(as_of)
+            except ValueError as exc:
+                raise InvalidArgument(f"as_of: {exc}") from None
         art, top, cold = served.artefact, self.config.reasons, self.config.cold_start_min_purchase_days
         results: dict[str, Score] = {}
         ids = [c.customer_id for c in customers if not c.inline]
