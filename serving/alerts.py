@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from serving.tiers import utc_naive, utc_now
 
 DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")
@@ -237,7 +239,7 @@ def evaluate(
     auto-resolved but never open one. Columns: customer_id, kind, tier, churn_probability, predicted_value,
     value_at_risk, reasons, playbook, due_at (as_of + the tier's playbook hours), fires.
     """
-    when = _utc_naive(as_of)
+    when = utc_naive(as_of)
     s = _check_scores(scores, config.tiers)
     rank = {name: i for i, name in enumerate(config.tiers)}
     level = s["tier"].map(rank).to_numpy(dtype=np.float64)
@@ -320,7 +322,7 @@ def sync_alerts(
     Running the same as_of twice changes nothing more and notifies nothing more (the cool-down has not
     passed and nothing worsened), unless cooldown_hours is 0.
     """
-    when = _utc_naive(as_of)
+    when = utc_naive(as_of)
     cand = _check_candidates(candidates)
     cooldown = timedelta(hours=config.cooldown_hours)
     t = alerts_table
@@ -451,12 +453,12 @@ def snooze(
     engine: Engine, alert_id: int, until: datetime | pd.Timestamp | str, at: datetime | None = None
 ) -> dict[str, Any]:
     """Quiet a live alert until `until`: no notifications; the first sync at or after it reopens it."""
-    return _act(engine, alert_id, at, {"status": "snoozed", "snoozed_until": _utc_naive(until)})
+    return _act(engine, alert_id, at, {"status": "snoozed", "snoozed_until": utc_naive(until)})
 
 
 def resolve(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
     """Close a live alert by hand. A later run that still fires for the customer opens a new alert."""
-    when = _utc_naive(at) if at is not None else _now()
+    when = utc_naive(at) if at is not None else utc_now()
     return _act(engine, alert_id, when, {"status": "resolved", "resolved_at": when, "resolved_by": who})
 
 
@@ -527,7 +529,7 @@ def _renotify(
 
 
 def _act(engine: Engine, alert_id: int, at: datetime | None, values: dict[str, Any]) -> dict[str, Any]:
-    when = _utc_naive(at) if at is not None else _now()
+    when = utc_naive(at) if at is not None else utc_now()
     t = alerts_table
     with engine.begin() as conn:
         done = conn.execute(
@@ -605,7 +607,7 @@ def _check_candidates(candidates: pd.DataFrame) -> list[SimpleNamespace]:
                 value_at_risk=float(record["value_at_risk"]),
                 reasons=_reasons(record["reasons"]),
                 playbook=None if _missing(record["playbook"]) else str(record["playbook"]),
-                due_at=None if _missing(due) else _utc_naive(due),
+                due_at=None if _missing(due) else utc_naive(due),
                 fires=bool(fire),
             )
         )
@@ -657,14 +659,3 @@ def _missing(value: Any) -> bool:
 
 def _opt(value: Any, cast: type) -> Any:
     return None if value is None else cast(value)
-
-
-def _utc_naive(value: datetime | pd.Timestamp | str) -> datetime:
-    ts = pd.Timestamp(value)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.to_pydatetime()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)

@@ -184,7 +184,7 @@ def update_tiers(
             conn.execute(
                 sa.insert(tier_runs_table).values(
                     as_of=when,
-                    applied_at=_now(),
+                    applied_at=utc_now(),
                     customers=len(cur),
                     tier_order=json.dumps(list(order)),
                     demote_after=demote_after,
@@ -319,7 +319,7 @@ def utc_naive(value: datetime | pd.Timestamp | str) -> datetime:
     return ts.to_pydatetime()
 
 
-def _now() -> datetime:
+def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
