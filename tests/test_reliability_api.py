@@ -23,34 +23,23 @@ campaign below uses the same public pieces (`schemathesis.openapi.from_url`, `AP
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import schemathesis
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, BaseSchema, Case, GenerationMode, Response, checks
 from schemathesis.core.failures import FailureGroup
 
-from tests.conftest import DIAMOND, run_diamond
+from tests.conftest import API_KEY as KEY
+from tests.conftest import serve_champion
 
-KEY = "reliability-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-CUTOFF = "1997-09-30"
-SMALL = {
-    "trials": 1,
-    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
-}
 EXAMPLES = 30  # Hypothesis examples per operation and generation mode
 OPEN = ("GET /healthz", "GET /livez", "GET /readyz")
 PROTECTED = ("POST /score", "GET /model", "GET /metrics")
@@ -99,64 +88,6 @@ KNOWN_BUGS: dict[tuple[str, str], str] = {
 }
 
 Findings = dict[str, dict[str, list[str]]]  # operation -> check -> examples (request, response, failure)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve_champion(cdnow_dir: Path, work: Path) -> Iterator[str]:
-    """Train and promote a small model at the cutoff, batch-score CDNOW at the cutoff, serve it with API key
-    KEY on a free 127.0.0.1 port; yields the base URL. The environment is restored afterwards."""
-    saved = dict(os.environ)
-    os.environ.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
-        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
-        DIAMOND_API_KEYS=f"another-key,{KEY}",
-        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
-        BENTOML_DO_NOT_TRACK="True",
-    )
-    serving = yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text(encoding="utf-8"))
-    serving.setdefault("webhooks", {})["endpoints"] = []  # no alerts delivered anywhere
-    (work / "serving.yaml").write_text(yaml.safe_dump(serving), encoding="utf-8")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        config = work / "training.yaml"
-        config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
-        run_diamond("train", "--data", str(cdnow_dir), "--cutoff", CUTOFF, "--config", str(config), cwd=work)
-        run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work)
-        port = _free_port()
-        with (work / "serve.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [DIAMOND, "serve", "--port", str(port)],
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError("the server exited:\n" + (work / "serve.log").read_text())
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
-        yield url
-    finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="module")

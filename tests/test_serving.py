@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,21 +20,10 @@ import pytest
 import yaml
 
 from serving.outbox import SignatureError, verify
-from tests.conftest import DIAMOND, run_diamond
+from tests.conftest import API_KEY as KEY
+from tests.conftest import CUTOFF, run_diamond, serve_champion
 
-KEY = "test-key-0123456789"
 SECRET = "whsec_" + base64.b64encode(b"a shared webhook secret").decode()
-CUTOFF = "1997-09-30"
-SMALL = {
-    "trials": 1,
-    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -63,64 +48,27 @@ class Receiver(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """Train and promote a model at the cutoff, batch-score CDNOW at the cutoff (alerts delivered to a
-    local webhook receiver), serve it."""
+    """A served champion whose batch run delivered its alerts to a local webhook receiver; promotions are
+    noticed within half a second."""
     work = tmp_path_factory.mktemp("serving")
-    saved = dict(os.environ)
     receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    os.environ.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
-        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
-        DIAMOND_API_KEYS=f"another-key,{KEY}",
-        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
-        DIAMOND_TEST_WEBHOOK_SECRET=SECRET,
-    )
-    serving = yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text(encoding="utf-8"))
-    serving["poll_s"] = 0.5  # notice promotions quickly
-    serving["webhooks"]["endpoints"] = [
-        {
-            "name": "crm",
-            "url": f"http://127.0.0.1:{receiver.server_port}/hooks",
-            "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET",
-        }
-    ]
-    (work / "serving.yaml").write_text(yaml.safe_dump(serving), encoding="utf-8")
+    hook = {
+        "name": "crm",
+        "url": f"http://127.0.0.1:{receiver.server_port}/hooks",
+        "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET",
+    }
+    webhooks = {**yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text())["webhooks"]}
     try:
-        config = work / "training.yaml"
-        config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
-        run_diamond("train", "--data", str(cdnow_dir), "--cutoff", CUTOFF, "--config", str(config), cwd=work)
-        scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work).stdout
-        (work / "score.out").write_text(scored, encoding="utf-8")
-        port = _free_port()
-        proc = subprocess.Popen(
-            [DIAMOND, "serve", "--port", str(port)],
-            cwd=work,
-            stdout=(work / "serve.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError("the server exited:\n" + (work / "serve.log").read_text())
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
-        yield url, work
+        with serve_champion(
+            cdnow_dir,
+            work,
+            serving={"poll_s": 0.5, "webhooks": {**webhooks, "endpoints": [hook]}},
+            env={"DIAMOND_TEST_WEBHOOK_SECRET": SECRET},
+        ) as url:
+            yield url, work
     finally:
-        if "proc" in locals():
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
         receiver.shutdown()
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _score(url: str, body: object, key: str | None = KEY) -> httpx.Response:
