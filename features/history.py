@@ -427,6 +427,12 @@ def _type_table(
                 droppable=False,
             )
         )
+    unnamed = [i + 1 for i, c in enumerate(table.column_names) if not c.strip()]
+    if unnamed:  # nothing below can name such a column: stop here
+        problems.append(
+            Problem(label, f"column(s) {unnamed} have no name (every column needs a header)", droppable=False)
+        )
+        return None
     if table.num_rows == 0:
         structural.append(
             Problem(label, "has no rows (remove the file if the table does not apply)", droppable=False)

@@ -40,6 +40,7 @@ the column and the first offending lines (CSV: the header is line 1):
 - interactions after `--as-of` → the same, for `interactions.csv`
 - a signup after `--as-of` → `customers.csv: column 'signup_date': 1 values are after the as-of date`
 - events after the `as_of` of `dataset.yaml` → the same message
+- a column without a header name → `column(s) [2] have no name`
 - mixed time zones in one column → `column 'timestamp': mixes time zones: 1 values carry a UTC offset and 1
   do not`, with both lines
 - exact duplicate rows → `transactions.csv: 1 exact duplicate rows` (line 3)
@@ -75,6 +76,7 @@ problem, never 5xx (statuses 400 unless said):
 - an unknown customer → 200, `found: false`, `send its history inline`
 - events or cancellations after `as_of` → `after the as-of date`
 - an invalid `as_of`, with inline customers or by id → `as_of: … is not an ISO date`
+- an attribute with an empty name → `have no name` (found by the fuzzer: it was a 500)
 - non-UTF-8 bytes, truncated JSON → `Invalid JSON`; an empty body → `customers`, `Field
   required`; a JSON array or null → `Input should be an object`; arrays nested 10,000 deep → `recursion
   limit exceeded`; objects nested inside an attribute → `attributes`
@@ -108,8 +110,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_diamond
-from tests.test_reliability_api import AUTH, CUTOFF, serve_champion
+from tests.conftest import CUTOFF, run_diamond, serve_champion
+from tests.test_reliability_api import AUTH
 
 TX = "customer_id,timestamp,amount\n"
 ONE_ROW = TX + "a,2024-01-02,1\n"
@@ -401,6 +403,13 @@ FOLDERS: list[Any] = [
             ("has more than one transactions table (transactions.parquet, transactions.csv)",),
         ),
         id="two-files-for-one-table",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": ONE_ROW, "customers.csv": "customer_id,,tier\na,1,gold\n"},
+            ("customers.csv: column(s) [2] have no name",),
+        ),
+        id="unnamed-column",
     ),
     pytest.param(
         Folder(
@@ -699,6 +708,10 @@ CALLS: list[Any] = [
     pytest.param(
         Call(body(inline("a", attributes={"x": {"y": {"z": [[{}]]}}})), expected=("attributes",)),
         id="nested-junk-in-attributes",
+    ),
+    pytest.param(
+        Call(body(inline("a", attributes={"": 1.0})), expected=("have no name",)),
+        id="unnamed-attribute",
     ),
     pytest.param(
         Call(
