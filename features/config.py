@@ -6,6 +6,7 @@ names, column names and date formats; the config says how to read them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -22,6 +23,25 @@ CHURN = ("non_contractual", "contractual", "mixed")
 
 class ConfigError(ValueError):
     """A dataset config that cannot be used; the message names the file and the key."""
+
+
+def read_settings(file: Path, explicit: bool, known: Iterable[str], what: str) -> dict[str, Any] | None:
+    """A YAML mapping of settings from `file`, refusing unknown keys; None when the file is absent and was
+    not asked for by name (the caller's defaults apply)."""
+    if not file.exists():
+        if explicit:
+            raise ConfigError(f"{file}: no such {what}")
+        return None
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{file}: expected a mapping of settings")
+    known = set(known)
+    if unknown := sorted(set(raw) - known):
+        raise ConfigError(f"{file}: unknown setting(s) {unknown}; known: {sorted(known)}")
+    return raw
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from features.config import ConfigError
+from features.config import ConfigError, read_settings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
 KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV = (
@@ -62,17 +60,7 @@ class ServingConfig:
         """serving.yaml (or `path`, or $DIAMOND_SERVING_CONFIG), then $DIAMOND_STORE_URL; relative SQLite
         paths and the scores folder resolve against the working directory."""
         file = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH)
-        raw: dict[str, Any] = {}
-        if file.exists():
-            try:
-                raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-        elif path:
-            raise ConfigError(f"{file}: no such serving config")
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(raw) - known):
-            raise ConfigError(f"{file}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        raw = read_settings(file, bool(path), (f.name for f in fields(cls)), "serving config") or {}
         raw["store_url"] = os.environ.get(STORE_ENV) or raw.get("store_url", cls.store_url)
         url = raw["store_url"]
         if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):

@@ -7,9 +7,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from features.config import ConfigError
+from features.config import ConfigError, read_settings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "training.yaml"
 AGE_FEATURES = (
@@ -71,20 +69,9 @@ class TrainingConfig:
     def load(cls, path: str | Path | None = None) -> TrainingConfig:
         """Read `path` (default: the project's training.yaml; built-in defaults if it is absent)."""
         file = Path(path) if path else DEFAULT_PATH
-        if not file.exists():
-            if path:
-                raise ConfigError(f"{file}: no such training config")
+        raw = read_settings(file, bool(path), (f.name for f in fields(cls)), "training config")
+        if raw is None:
             return cls()
-        try:
-            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{file}: expected a mapping of settings")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"{file}: unknown setting(s) {unknown}; known: {sorted(known)}")
         for name in ("value_objectives", "exclude_features"):
             if name in raw:
                 raw[name] = tuple(raw[name] or ())

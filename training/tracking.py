@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from features.config import ConfigError
+from features.config import read_settings
 from training import plots
 from training.artefact import ScoringArtefact
 
@@ -43,17 +42,8 @@ class MlflowConfig:
         """Read mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG); relative paths resolve against the
         working directory, so the printed `mlflow ui` command works from anywhere."""
         file = Path(path or os.environ.get("DIAMOND_MLFLOW_CONFIG") or DEFAULT_PATH)
-        raw: dict[str, Any] = {}
-        if file.exists():
-            try:
-                raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-        elif path:
-            raise ConfigError(f"{file}: no such MLflow config")
-        known = {"tracking_uri", "artifact_root", "experiment", "registered_model"}
-        if unknown := sorted(set(raw) - known):
-            raise ConfigError(f"{file}: unknown setting(s) {unknown}; known: {sorted(known)}")
+        known = ("tracking_uri", "artifact_root", "experiment", "registered_model")
+        raw = read_settings(file, bool(path), known, "MLflow config") or {}
         uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///.diamond/mlflow.db")
         root = raw.get("artifact_root", ".diamond/mlartifacts")
         if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
