@@ -9,7 +9,7 @@ export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality bench-load lock clean
+.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -60,7 +60,11 @@ bench-model-quality: $(VENV)/.dev ## Model vs baselines vs a perfect model on a 
 bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
 	$(BIN)/python bench/bench_load.py --duration 300
 
-bench: bench-synthetic bench-features bench-model-quality bench-load ## Run every benchmark under bench/
+bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x fuzzing and 10x delivery faults (~35 min)
+	DIAMOND_FUZZ_EXAMPLES=300 DIAMOND_FAULT_ALERTS=1200 $(BIN)/pytest -s -q -p no:cacheprovider \
+		tests/test_reliability_api.py tests/test_reliability_delivery.py tests/test_bad_input.py tests/test_serving.py
+
+bench: bench-synthetic bench-features bench-model-quality bench-reliability ## Run every benchmark under bench/
 
 lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock

@@ -37,8 +37,9 @@ KEY = "bench-key"
 START, END = "<!-- load:start -->", "<!-- load:end -->"
 HEADER = (
     "| phase | rate (req/s) | duration (s) | requests | errors | throughput (rows/s) | p50 (ms) | p95 (ms) "
-    "| p99 (ms) | p99 / healthz p99 | server RSS start → end (MiB) | machine |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+    "| p99 (ms) | p99 / healthz p99 | server RSS start → end (MiB) | RSS growth after 30 s (MiB/min) "
+    "| machine |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
 )
 
 
@@ -94,24 +95,45 @@ def setup(work: Path) -> tuple[subprocess.Popen[bytes], str, list[str], dict[str
     raise SystemExit("the server did not become ready: " + (work / "serve.log").read_text()[-2000:])
 
 
-def rss_mib(proc: subprocess.Popen[bytes]) -> float:
+def rss_mib(pid: int) -> float:
     """Resident memory of the server's whole process tree (supervisor and workers)."""
     try:
-        root = psutil.Process(proc.pid)
+        root = psutil.Process(pid)
         return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
     except psutil.Error:
         return float("nan")
 
 
+def growth(times: list[float], memory: list[float], warmup_s: float = 30.0) -> float:
+    """Server memory growth in MiB per minute: the least-squares slope of RSS over time after a warm-up
+    (allocator pools and caches fill during the first seconds; a leak keeps climbing after)."""
+    pairs = [(t, m) for t, m in zip(times, memory, strict=True) if t >= warmup_s and m == m]
+    if len(pairs) < 3:
+        pairs = [(t, m) for t, m in zip(times, memory, strict=True) if m == m]
+    if len(pairs) < 2:
+        return float("nan")
+    slope = statistics.linear_regression([t for t, _ in pairs], [m for _, m in pairs]).slope
+    return slope * 60
+
+
 async def phase(
-    url: str, method: str, path: str, bodies: Any, rate: float, duration: float, rows: int, proc: Any
+    url: str,
+    method: str,
+    path: str,
+    bodies: Any,
+    rate: float,
+    duration: float,
+    rows: int,
+    pid: int,
+    key: str = KEY,
 ) -> dict[str, Any]:
     """Open loop: request i leaves at start + i / rate whatever happened before (bounded in flight)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    memory: list[float] = [rss_mib(proc)]
+    memory: list[float] = [rss_mib(pid)]
+    times: list[float] = [0.0]
     limit = asyncio.Semaphore(64)
-    headers = {"Authorization": f"Bearer {KEY}"}
+    headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
 
         async def one(body: Any) -> None:
@@ -133,12 +155,14 @@ async def phase(
                 tasks.append(asyncio.create_task(one(next(bodies) if bodies else None)))
                 i += 1
             if now >= next_sample:
-                memory.append(rss_mib(proc))
+                memory.append(rss_mib(pid))
+                times.append(now - start)
                 next_sample += 1
             await asyncio.sleep(max(0.0, min(due, next_sample) - time.perf_counter()))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    memory.append(rss_mib(proc))
+    memory.append(rss_mib(pid))
+    times.append(elapsed)
     q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [0.0] * 99
     return {
         "requests": len(latencies),
@@ -150,6 +174,7 @@ async def phase(
         "rss_start": memory[0],
         "rss_end": memory[-1],
         "rss_max": max(memory),
+        "rss_slope": growth(times, memory),
         "rss_series": memory[:: max(1, len(memory) // 20)],
     }
 
@@ -176,13 +201,13 @@ def main() -> None:
 
             results = {
                 "healthz": asyncio.run(
-                    phase(url, "GET", "/healthz", None, args.single_rate, args.duration, 1, proc)
+                    phase(url, "GET", "/healthz", None, args.single_rate, args.duration, 1, proc.pid)
                 ),
                 "score 1 customer": asyncio.run(
-                    phase(url, "POST", "/score", singles(), args.single_rate, args.duration, 1, proc)
+                    phase(url, "POST", "/score", singles(), args.single_rate, args.duration, 1, proc.pid)
                 ),
                 "score 1,000 customers": asyncio.run(
-                    phase(url, "POST", "/score", batches(), args.batch_rate, args.duration, 1000, proc)
+                    phase(url, "POST", "/score", batches(), args.batch_rate, args.duration, 1000, proc.pid)
                 ),
             }
         finally:
@@ -203,6 +228,7 @@ def main() -> None:
                 f"| {name} | {rates[name]:g} | {args.duration:g} | {r['requests']:,} | {errors:,} "
                 f"| {r['rows_per_s']:,.0f} | {r['p50']:.1f} | {r['p95']:.1f} | {r['p99']:.1f} "
                 f"| {r['p99'] / reference:.2f} | {r['rss_start']:,.0f} → {r['rss_end']:,.0f} "
+                f"| {r['rss_slope']:+.2f} "
                 f"| {machine()} |\n"
             )
             record_row(START, END, HEADER, row, key_columns=3)

@@ -56,9 +56,10 @@ def record_row(start: str, end: str, header: str, row: str, key_columns: int) ->
     def key(line: str) -> tuple[str, ...]:
         return tuple(c.strip() for c in line.strip("|").split("|")[:key_columns])
 
-    def order(line: str) -> tuple[Any, ...]:
+    def order(line: str) -> tuple[Any, ...]:  # numbers by value, text by text; never one against the other
         return tuple(
-            int(re.sub(r"\D", "", c) or 0) if re.search(r"\d", c) and "-" not in c else c for c in key(line)
+            (0, int(re.sub(r"\D", "", c) or 0), "") if re.fullmatch(r"[\d,.]+", c) else (1, 0, c)
+            for c in key(line)
         )
 
     rows = [line for line in body.strip("\n").splitlines() if line.startswith("| ") and "---" not in line]

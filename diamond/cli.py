@@ -627,16 +627,26 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: serving.yaml, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serving.yaml).")] = None,
 ) -> None:
-    """Start the scoring service (BentoML) on the champion; needs DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE."""
+    """Start the scoring service (BentoML) on the champion; needs DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE.
+    Refuses to start, saying why, when the champion cannot be loaded (tracking store down, no champion,
+    an incompatible model)."""
     import os
     import sys
 
     from serving.config import ServingConfig, api_key_hashes
+    from serving.models import ModelHolder
+    from training.tracking import MlflowConfig
 
+    # a tracking server that is down should fail a start or a poll in seconds, not after MLflow's minutes
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     with _user_errors():
         config = ServingConfig.load()
         if not api_key_hashes():
             raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
+        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        if not holder.refresh():  # refuse to start on a model that cannot serve, rather than serve 503s
+            raise ValueError(f"not starting: {holder.uri} cannot be served: {holder.last_error}")
     bentoml = str(Path(sys.executable).with_name("bentoml"))
     args = [bentoml, "serve", "serving.service:Diamond", "--host", host or config.host]
     args += ["--port", str(port or config.port)]

@@ -222,15 +222,18 @@ def load_history(
     config = config or DatasetConfig.for_folder(folder)
     problems: list[Problem] = []
     raw: dict[str, tuple[str, pa.Table, bool]] = {}
+    troubled: set[str] = set()  # tables already reported (two files, a missing configured file, unreadable)
     for name in TABLE_NAMES:
+        before = len(problems)
         found = _find_table_file(folder, name, config, problems)
-        if found is None:
-            continue
-        try:
-            raw[name] = (found.name, *_read_file(found))
-        except HistoryError as exc:
-            problems.extend(exc.problems)
-    if "transactions" not in raw and not any(p.file.startswith("transactions") for p in problems):
+        if found is not None:
+            try:
+                raw[name] = (found.name, *_read_file(found))
+            except HistoryError as exc:
+                problems.extend(exc.problems)
+        if len(problems) > before:
+            troubled.add(name)
+    if "transactions" not in raw and "transactions" not in troubled:
         names = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
         problems.append(
             Problem(
@@ -258,12 +261,24 @@ def history_from_frames(
 ) -> History:
     """Validate in-memory tables (pandas DataFrames or Arrow tables) exactly as files are validated."""
     raw: dict[str, tuple[str, pa.Table, bool]] = {}
+    problems: list[Problem] = []
     for name, frame in zip(TABLE_NAMES, (transactions, customers, interactions, cancellations), strict=True):
-        if frame is not None:
-            table = (
-                frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-            )
-            raw[name] = (f"<{name}>", table, False)
+        if frame is None:
+            continue
+        if isinstance(frame, pa.Table):
+            raw[name] = (f"<{name}>", frame, False)
+            continue
+        arrays = {}
+        for column in frame.columns:
+            try:
+                arrays[str(column)] = pa.array(frame[column], from_pandas=True)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. 3 for one customer, "gold" for another
+                problems.append(
+                    Problem(f"<{name}>", "mixes numbers and text: use one type per column", str(column))
+                )
+        raw[name] = (f"<{name}>", pa.table(arrays), False)
+    if problems:
+        raise HistoryError(problems)
     return validate_tables(raw, config or DatasetConfig(), as_of)
 
 

@@ -3,8 +3,9 @@ field path before any scoring code runs."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 LIMIT = 1e12
 Amount = Annotated[float, Field(allow_inf_nan=False, ge=-LIMIT, le=LIMIT, strict=True)]
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+MAX_CUSTOMERS = 1000  # the documented cap per request; serving.yaml's max_customers may only lower it
 
 
 def _text_time(value: object) -> object:
@@ -46,7 +48,7 @@ class Customer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     customer_id: Id  # surrounding spaces are trimmed, as the history contract trims ids
-    transactions: list[Transaction] | None = None
+    transactions: Annotated[list[Transaction], Field(min_length=1)] | None = None
     interactions: list[Interaction] | None = None
     cancellations: list[Timestamp] | None = None
     attributes: dict[str, Amount | str | None] | None = None
@@ -97,11 +99,78 @@ def unique_ids(customers: list[Customer]) -> list[Customer]:
 
 
 class ScoreRequest(BaseModel):
+    """POST /score's body: customers by id or inline (each id once), and as_of for inline histories."""
+
     model_config = ConfigDict(extra="forbid")
-    customers: list[Customer]
-    as_of: datetime | None = None  # inline histories: score as of this time (default: their last event)
+    customers: Annotated[
+        list[Customer],
+        Field(
+            min_length=1,
+            max_length=MAX_CUSTOMERS,
+            description="each customer_id at most once (ids are compared after trimming spaces)",
+        ),
+    ]
+    as_of: str | None = Field(
+        None,
+        description="ISO 8601 date or time (a bare date: the end of that day); inline histories are scored "
+        "as of it (default: their last event) and may have no event after it",
+    )
 
     @field_validator("customers")
     @classmethod
     def _unique(cls, v: list[Customer]) -> list[Customer]:
         return unique_ids(v)
+
+
+def error_body(raw: bytes) -> dict[str, str]:
+    """Any error body the framework wrote, as the documented object: a string `error` and a string `detail`
+    listing each invalid field as `path: message` (BentoML 1.4 writes a 1-element array for errors raised by
+    the service, and a list of dicts as pydantic's detail)."""
+    try:
+        body: Any = json.loads(raw or b"{}")
+    except ValueError:
+        body = {"error": raw.decode("utf-8", "replace")[:1000]}
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict):
+        body = {"error": str(body)}
+    detail = body.get("detail")
+    if isinstance(detail, list):
+        detail = "; ".join(_field_error(d) for d in detail)
+    out = {"error": str(body.get("error") or detail or "error")}
+    if detail:
+        out["detail"] = str(detail)
+    return out
+
+
+def _field_error(d: Any) -> str:
+    if not isinstance(d, dict):
+        return str(d)
+    return f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's own JSON schema for `model`, as OpenAPI 3.0 states it: definitions inlined and optional
+    fields `nullable` (BentoML's document drops the null from optional fields, so the service accepted
+    nulls its document called invalid)."""
+    raw = model.model_json_schema()
+    defs = raw.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            extra = {k: v for k, v in node.items() if k != "$ref"}
+            return walk({**defs[node["$ref"].rsplit("/", 1)[-1]], **extra})
+        node = {k: walk(v) for k, v in node.items()}
+        options = node.get("anyOf")
+        if isinstance(options, list) and {"type": "null"} in options:
+            rest = [o for o in options if o != {"type": "null"}]
+            del node["anyOf"]
+            node = {**rest[0], **node} if len(rest) == 1 else {**node, "anyOf": rest}
+            node["nullable"] = True
+        return node
+
+    return walk(raw)

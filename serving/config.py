@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from features.config import ConfigError, read_settings
+from serving.api import MAX_CUSTOMERS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
 KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV = (
@@ -27,6 +28,7 @@ class ServingConfig:
     model_alias: str = "champion"
     poll_s: float = 30.0
     max_customers: int = 1000
+    max_body_mb: float = 16.0  # larger request bodies are refused with 413 before any parsing
     reasons: int = 3
     cold_start_min_purchase_days: int = 2
     store_url: str = "sqlite:///.diamond/diamond.db"
@@ -79,6 +81,10 @@ class ServingConfig:
         for name in ("port", "max_customers", "reasons"):
             if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
                 raise ConfigError(f"{file}: {name} must be a positive whole number")
+        if config.max_customers > MAX_CUSTOMERS:
+            raise ConfigError(f"{file}: max_customers must be at most {MAX_CUSTOMERS} (the documented limit)")
+        if not isinstance(config.max_body_mb, int | float) or config.max_body_mb <= 0:
+            raise ConfigError(f"{file}: max_body_mb must be a positive number of megabytes")
         return config
 
 

@@ -23,7 +23,7 @@ from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from features.build import parse_cutoff
 from features.history import HistoryError, history_from_frames
 from serving import scoring, store
-from serving.api import Customer, Score, ScoreResponse
+from serving.api import Customer, Score, ScoreRequest, ScoreResponse, error_body, openapi_schema
 from serving.config import ServingConfig, api_key_hashes, hash_key
 from serving.models import ModelHolder
 from training.tracking import MlflowConfig
@@ -33,17 +33,21 @@ _HOLDER: ModelHolder | None = None  # the worker's model, shared with the middle
 
 
 class Guard:
-    """ASGI middleware: API keys on every route but health; GET /readyz and GET /model answered here."""
+    """ASGI middleware: API keys on every route but health; GET /readyz and GET /model answered here;
+    /score bodies capped in size and its error bodies made the documented object."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.hashes = api_key_hashes()
+        self.max_body = int(ServingConfig.load().max_body_mb * 2**20)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
-        if path == "/readyz" and method == "GET":
+        if path == "/readyz":
+            if method != "GET":
+                return await _get_only(send, path)
             status = _HOLDER.status() if _HOLDER else {"ready": False, "last_error": "starting"}
             return await _json(send, 200 if status["ready"] else 503, status)
         if path not in OPEN_PATHS and not self._authorised(scope):
@@ -53,9 +57,13 @@ class Guard:
                 {"error": "missing or wrong API key (Authorization: Bearer KEY)"},
                 {"www-authenticate": "Bearer"},
             )
-        if path == "/score" and method == "POST" and not _is_json(scope):
-            return await _json(send, 415, {"error": "content-type: send application/json"})
-        if path == "/model" and method == "GET":
+        if path == "/score" and method == "POST":
+            if not _is_json(scope):
+                return await _json(send, 415, {"error": "content-type: send application/json"})
+            return await self._score(scope, receive, send)
+        if path == "/model":
+            if method != "GET":
+                return await _get_only(send, path)
             served = _HOLDER.current if _HOLDER else None
             if served is None:
                 return await _json(
@@ -81,6 +89,44 @@ class Guard:
         if path == "/docs.json" and method == "GET":
             return await self._openapi(scope, receive, send)
         return await self.app(scope, receive, send)
+
+    async def _score(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Read the whole body up to the size limit (413 beyond it), then let BentoML answer; its error
+        bodies are rewritten as the documented object."""
+        too_large = {"error": f"request body larger than {self.max_body / 2**20:g} MB: send fewer customers"}
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return await _json(send, 413, too_large)
+        parts: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            parts.append(message.get("body", b""))
+            size += len(parts[-1])
+            more = message.get("more_body", False)
+            if size > self.max_body:
+                return await _json(send, 413, too_large)
+        body = b"".join(parts)
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        held: list[dict[str, Any]] = []
+
+        async def relay(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                held.append(message)
+            elif not held:
+                await send(message)
+            elif message["type"] == "http.response.body":
+                held.append(message)
+                if not message.get("more_body"):
+                    raw = b"".join(m.get("body", b"") for m in held[1:])
+                    await _json(send, held[0]["status"], error_body(raw))
+
+        await self.app(scope, replay, relay)
 
     async def _openapi(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """BentoML's document for POST /score, plus the routes answered here and the bearer-key scheme."""
@@ -111,6 +157,10 @@ class Guard:
         return ok
 
 
+async def _get_only(send: Any, path: str) -> None:
+    await _json(send, 405, {"error": f"{path} answers GET only"}, {"allow": "GET"})
+
+
 def _is_json(scope: dict[str, Any]) -> bool:
     kind = dict(scope.get("headers") or []).get(b"content-type", b"").decode("latin-1").split(";")[0]
     return kind.strip().lower() in ("application/json", "")
@@ -123,6 +173,10 @@ def with_extra_routes(spec: dict[str, Any]) -> dict[str, Any]:
     schemes["bearerKey"] = {"type": "http", "scheme": "bearer", "description": "an API key from the operator"}
     obj = {"type": "object"}
     paths = spec.setdefault("paths", {})
+    paths.pop("/metrics", None)  # BentoML lists it, but the service runs with metrics off
+    body = paths.get("/score", {}).get("post", {}).get("requestBody", {}).get("content", {})
+    if "application/json" in body:
+        body["application/json"]["schema"] = openapi_schema(ScoreRequest)
     paths["/readyz"] = {
         "get": {
             "summary": "Ready: the loaded model version and last load error (503 until one is loaded)",
@@ -185,7 +239,7 @@ class Diamond:
     def __is_ready__(self) -> bool:
         return self.holder.current is not None
 
-    @bentoml.api(route="/score")
+    @bentoml.api(route="/score", input_spec=ScoreRequest)
     def score(self, customers: list[Customer], as_of: str | None = None) -> ScoreResponse:
         """Score up to `max_customers` customers: by id from the latest batch snapshot, or with their recent
         history inline (scored as of `as_of`, default their latest event). Results keep the request order."""
@@ -241,21 +295,15 @@ class Diamond:
 
 
 def _check(customers: list[Customer], limit: int) -> None:
-    if not customers:
-        raise InvalidArgument("customers: at least one customer is needed")
+    """The configured cap, when serving.yaml sets one below the documented limit (ScoreRequest checks the
+    rest: at least one customer, each id once)."""
     if len(customers) > limit:
         raise InvalidArgument(f"customers: {len(customers)} given, at most {limit} per request")
-    seen: set[str] = set()
-    dupes = sorted({c.customer_id for c in customers if c.customer_id in seen or seen.add(c.customer_id)})
-    if dupes:
-        raise InvalidArgument(f"customers: duplicate customer_id {dupes[:5]}")
 
 
 def _inline_history(customers: list[Customer], as_of: str | None) -> tuple[Any, datetime]:
     """The inline events as a history, validated like files; as_of defaults to the latest event."""
     tx = [{"customer_id": c.customer_id, **t.model_dump()} for c in customers for t in c.transactions or []]
-    if not tx:
-        raise InvalidArgument("customers[].transactions: inline customers need at least one transaction")
     it = [{"customer_id": c.customer_id, **i.model_dump()} for c in customers for i in c.interactions or []]
     cn = [{"customer_id": c.customer_id, "timestamp": t} for c in customers for t in c.cancellations or []]
     attrs = [{"customer_id": c.customer_id, **(c.attributes or {})} for c in customers if c.attributes]

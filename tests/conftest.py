@@ -111,6 +111,7 @@ def serve_champion(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        (work / "serve.pid").write_text(str(proc.pid), encoding="utf-8")  # for memory readings
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

@@ -151,8 +151,8 @@ def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Pat
         ),
         ({"customers": [{"customer_id": "a", "transactions": [{"amount": 3}]}]}, "timestamp"),
         ({"customers": [{"customer_id": "a"}, {"customer_id": "a"}]}, "duplicate customer_id"),
-        ({"customers": [{"customer_id": str(i)} for i in range(1001)]}, "at most 1000"),
-        ({"customers": []}, "at least one customer"),
+        ({"customers": [{"customer_id": str(i)} for i in range(1001)]}, "at most 1000 items"),
+        ({"customers": []}, "at least 1 item"),
         ({"customers": [{"customer_id": "a", "shoe_size": 3}]}, "shoe_size"),
         (
             {
@@ -237,3 +237,71 @@ def test_api_keys_from_a_file_of_hashes(tmp_path: Path, monkeypatch: pytest.Monk
     keys.write_text("alpha\n", encoding="utf-8")  # a raw key where a hash belongs: refused, with the line
     with pytest.raises(ConfigError, match="line 1: expected a sha256 hex digest"):
         api_key_hashes()
+
+
+def _register_incompatible(work: Path, version: str) -> str:
+    """A copy of `version` whose artefact names a feature set this code does not know, registered as a new
+    version and made champion; returns the new version."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    source = client.get_model_version_download_uri("diamond", version)
+    local = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(work / "incompatible"))
+    )
+    spec_file = next(local.rglob("scoring.json"))
+    spec = json.loads(spec_file.read_text(encoding="utf-8"))
+    spec["feature_set"] = "core_v99"
+    spec_file.write_text(json.dumps(spec), encoding="utf-8")
+    experiment = client.get_experiment_by_name("diamond").experiment_id
+    run = client.create_run(experiment, run_name="incompatible")
+    client.log_artifacts(run.info.run_id, str(local), "incompatible")
+    client.set_terminated(run.info.run_id)
+    new = client.create_model_version("diamond", f"runs:/{run.info.run_id}/incompatible", run.info.run_id)
+    client.set_registered_model_alias("diamond", "champion", new.version)
+    return str(new.version)
+
+
+def test_an_incompatible_champion_leaves_the_last_good_model_serving(server: tuple[str, Path]) -> None:
+    """The alias moves to a model trained on a feature set this code does not know (a newer Diamond's, say):
+    it is refused, the last good one keeps serving, and /readyz says why."""
+    url, work = server
+    good = httpx.get(f"{url}/readyz").json()["version"]
+    bad = _register_incompatible(work, good)
+    deadline = time.monotonic() + 60
+    while "incompatible" not in str(httpx.get(f"{url}/readyz").json()["last_error"]):
+        assert time.monotonic() < deadline, httpx.get(f"{url}/readyz").text
+        time.sleep(0.5)
+    ready = httpx.get(f"{url}/readyz").json()
+    assert ready["version"] == good != bad and ready["serving_last_good"] is True
+    assert "core_v99" in ready["last_error"] and "unknown feature set" in ready["last_error"]
+    assert _score(url, {"customers": [{"customer_id": "00002"}]}).json()["model_version"] == good
+
+
+def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh start has no last good model to fall back on: the champion is now the incompatible version
+    (test above), so `diamond serve` exits at once with a clear message instead of serving 503s."""
+    from tests.conftest import free_port
+
+    _, work = server
+    done = run_diamond("serve", "--port", str(free_port()), cwd=work, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not starting: models:/diamond@champion cannot be served" in done.stderr
+    assert "incompatible model" in done.stderr and "core_v99" in done.stderr
+
+
+def test_serve_refuses_to_start_when_the_tracking_store_is_unreachable(
+    server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import free_port
+
+    _, work = server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    done = run_diamond("serve", "--port", str(free_port()), cwd=work, check=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "not starting: models:/diamond@champion cannot be served" in done.stderr
+    assert "127.0.0.1" in done.stderr and "Traceback" not in done.stderr

@@ -27,10 +27,25 @@ import xgboost as xgb
 
 from features.build import build_scoring_rows
 from features.history import History
+from features.sets import FeatureSetError, get_feature_set
 from training.baselines import RfmRank
 from training.models import ChurnModel, Encoder, ValueModel
 
 FORMAT = 1  # bumped when scoring.json changes incompatibly
+
+
+def check_compatible(feature_set: str, columns: list[str], where: str) -> None:
+    """Refuse a model this code cannot build rows for: an unknown feature set (trained by a newer or older
+    Diamond), or columns that set does not produce."""
+    try:
+        fs = get_feature_set(feature_set)
+    except FeatureSetError as exc:
+        raise FeatureSetError(f"{where}: incompatible model: {exc}") from None
+    foreign = [c for c in columns if c not in fs.features and not (fs.attributes and c.startswith("attr_"))]
+    if foreign:
+        raise FeatureSetError(
+            f"{where}: incompatible model: columns {foreign[:5]} are not in feature set {fs.key}"
+        )
 
 
 @dataclass
@@ -100,6 +115,7 @@ class ScoringArtefact:
             raise ValueError(
                 f"{spec_file}: format {spec.get('format')!r}, this Diamond reads format {FORMAT}"
             )
+        check_compatible(spec["feature_set"], spec["columns"], str(spec_file))
         encoder = Encoder(spec["columns"], spec["categories"])
         churn_booster, value_booster = xgb.Booster(), xgb.Booster()
         churn_booster.load_model(folder / "churn.ubj")
