@@ -627,11 +627,13 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: serving.yaml, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serving.yaml).")] = None,
 ) -> None:
-    """Start the scoring service (BentoML) on the champion; needs DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE."""
+    """Start the scoring service (BentoML) and its retention dashboard (/ui) on the champion; needs
+    DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE."""
     import os
+    import secrets
     import sys
 
-    from serving.config import ServingConfig, api_key_hashes
+    from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
 
     with _user_errors():
         config = ServingConfig.load()
@@ -641,6 +643,7 @@ def serve(
     args = [bentoml, "serve", "serving.service:Diamond", "--host", host or config.host]
     args += ["--port", str(port or config.port)]
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    os.environ.setdefault(SESSION_ENV, secrets.token_hex(32))  # one dashboard session key for all workers
     os.execv(bentoml, args)
 
 
