@@ -60,9 +60,10 @@ def line(
             f"{escape(fmt.format(value))}</text>"
         )
     if points:
-        for (x, _), (label, _) in ((xy[0], points[0]), (xy[-1], points[-1])):
-            at = f'x="{x:.1f}" y="{height - 12}"'
-            parts.append(f'<text {at} text-anchor="middle" fill="{INK}">{escape(label)}</text>')
+        ends = [(xy[0][0], points[0][0], "start")] + ([(xy[-1][0], points[-1][0], "end")] if n > 1 else [])
+        for x, label, anchor in ends:
+            at = f'x="{x:.1f}" y="{height - 12}" text-anchor="{anchor}"'
+            parts.append(f'<text {at} fill="{INK}">{escape(label)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))
 

@@ -112,7 +112,7 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def _page(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
     session = _session(request.scope, _state().hashes)
     csrf = webauth.csrf_token(session_secret(), session.token) if session else ""
     html = (
@@ -120,7 +120,7 @@ def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTM
         .get_template(name)
         .render(base=MOUNT, who=session.who if session else None, csrf=csrf, **context)
     )
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    return HTMLResponse(html, status_code=code, headers=HEADERS)
 
 
 # --- login ------------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ async def overview(request: Request) -> Response:
     summary = store.tier_summary(state.engine)
     names = [t for t in order if t in summary] + sorted(set(summary) - set(order))
     run = tiers.latest_run(state.engine)
-    moves = tiers.tier_movements(state.engine, run[0]) if run else pd.DataFrame()
+    moves = tiers.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
     directions = moves.groupby("direction")["customers"].sum().to_dict() if not moves.empty else {}
     by_status = {s: alerts.count_alerts(state.engine, s) for s in alerts.STATUSES}
     return _page(
@@ -260,7 +260,8 @@ async def overview(request: Request) -> Response:
         else None,
         moves=_records(moves),
         move_chart=charts.bars(
-            [(d, directions.get(d, 0)) for d in ("promoted", "demoted")], "Tier movements in the latest run"
+            [(d, directions.get(d, 0)) for d in ("promoted", "demoted", "new")],
+            "Tier movements in the latest run",
         )
         if run
         else None,

@@ -64,6 +64,9 @@ def write_snapshot(
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run, all in one transaction."""
+    missing = set(HISTORY_COLUMNS) - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
     run = {**run, "created_at": datetime.now(UTC).isoformat()}
     tables = [(FEATURES, features, True), (SCORES, scores, True)]
     if events is not None:
@@ -82,9 +85,6 @@ def write_snapshot(
 
 
 def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
-    missing = set(HISTORY_COLUMNS) - set(scores.columns)
-    if missing:
-        raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
     metadata.create_all(con, checkfirst=True)
     t = score_history_table
     rows = scores[HISTORY_COLUMNS].astype({"customer_id": str, "model_version": str})
@@ -101,7 +101,7 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
     parts, con = [], duckdb.connect()
     try:
         for name, kind, amount, detail in (
-            ("transactions", "'purchase'", "amount", ("category", "channel", "quantity")),
+            ("transactions", "'purchase'", "amount", ("category", "channel", "order_id")),
             ("interactions", "'interaction'", "value", ("type",)),
             ("cancellations", "'cancellation'", None, ()),
         ):
@@ -109,8 +109,10 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
             if table is None:
                 continue
             con.register(name, table)
-            cols = [c for c in detail if c in table.column_names]
-            text = f"concat_ws(', ', {', '.join(f'CAST({c} AS VARCHAR)' for c in cols)})" if cols else "''"
+            cols = [f"CAST({c} AS VARCHAR)" for c in detail if c in table.column_names]
+            if name == "transactions" and "quantity" in table.column_names:
+                cols.append("'quantity ' || regexp_replace(CAST(quantity AS VARCHAR), '\\.0+$', '')")
+            text = f"concat_ws(', ', {', '.join(cols)})" if cols else "''"
             value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
             parts.append(
                 f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {kind} AS kind, "
