@@ -28,6 +28,8 @@ import jinja2
 import pandas as pd
 import sqlalchemy as sa
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request, cookie_parser
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -126,21 +128,26 @@ def _page(request: Request, name: str, code: int = 200, **context: Any) -> HTMLR
 # --- login ------------------------------------------------------------------------------------------------
 
 
-async def login_form(request: Request) -> Response:
-    return _page(request, "login.html", next=_safe_next(request.query_params.get("next")), error=None)
+def login_form(request: Request) -> Response:
+    target = _safe_next(request.query_params.get("next"))
+    return _page(request, "login.html", next=target, name="", error=None)
 
 
 async def login(request: Request) -> Response:
-    form = await request.form()
+    return await run_in_threadpool(_login, request, await request.form())
+
+
+def _login(request: Request, form: FormData) -> Response:
     target = _safe_next(str(form.get("next") or ""))
     state = _state()
     try:
         who = webauth.clean_name(str(form.get("name") or ""))
     except ValueError as exc:
-        return _page(request, "login.html", 400, next=target, error=str(exc))
+        return _page(request, "login.html", 400, next=target, name="", error=str(exc))
     key_hash = matching_hash(str(form.get("key") or "").strip(), state.hashes)
     if key_hash is None:
-        return _page(request, "login.html", 401, next=target, error="That API key is not accepted.")
+        error = "That API key is not accepted."
+        return _page(request, "login.html", 401, next=target, name=who, error=error)
     token = webauth.issue(session_secret(), who, key_hash, time.time())
     response = RedirectResponse(target, status_code=303, headers=HEADERS)
     response.set_cookie(
@@ -156,7 +163,8 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    if (denied := await _check_csrf(request)) is not None:
+    form = await request.form()
+    if (denied := await run_in_threadpool(_refused, request, form)) is not None:
         return denied
     response = RedirectResponse(f"{MOUNT}/login", status_code=303, headers=HEADERS)
     response.delete_cookie(webauth.COOKIE, path=MOUNT, httponly=True, samesite="strict")
@@ -173,7 +181,7 @@ def _safe_next(raw: str | None) -> str:
 # --- pages ------------------------------------------------------------------------------------------------
 
 
-async def alert_list(request: Request) -> Response:
+def alert_list(request: Request) -> Response:
     state, q = _state(), request.query_params
     status = q.get("status") or "open"
     if status not in (*alerts.STATUSES, "live"):
@@ -207,7 +215,7 @@ async def alert_list(request: Request) -> Response:
     )
 
 
-async def customer(request: Request) -> Response:
+def customer(request: Request) -> Response:
     state, cid = _state(), request.path_params["customer_id"]
     snap = store.read_rows(state.engine, store.SCORES, [cid])
     history = store.score_history(state.engine, cid)
@@ -239,7 +247,7 @@ async def customer(request: Request) -> Response:
     )
 
 
-async def overview(request: Request) -> Response:
+def overview(request: Request) -> Response:
     state = _state()
     order = _order(state)
     summary = store.tier_summary(state.engine)
@@ -274,13 +282,15 @@ async def overview(request: Request) -> Response:
 
 async def act(request: Request) -> Response:
     """Acknowledge, snooze or resolve one alert, then back to the page the form was on."""
-    if (denied := await _check_csrf(request)) is not None:
+    return await run_in_threadpool(_act, request, await request.form())
+
+
+def _act(request: Request, form: FormData) -> Response:
+    if (denied := _refused(request, form)) is not None:
         return denied
-    form = await request.form()
     state, action = _state(), request.path_params["action"]
     alert_id = request.path_params["alert_id"]
-    session = _session(request.scope, state.hashes)
-    who = session.who if session else "api-key"  # a bearer key has no name
+    who = _session(request.scope, state.hashes).who
     try:
         if action == "ack":
             alerts.acknowledge(state.engine, alert_id, who)
@@ -305,9 +315,9 @@ async def act(request: Request) -> Response:
     )
 
 
-async def _check_csrf(request: Request) -> Response | None:
+def _refused(request: Request, form: FormData) -> Response | None:
+    """A 403 page unless the form carries this session's CSRF token (a bearer key alone cannot act)."""
     session = _session(request.scope, _state().hashes)
-    form = await request.form()
     if session is None or not webauth.csrf_ok(session_secret(), session.token, str(form.get("csrf") or "")):
         return _page(
             request,

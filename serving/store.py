@@ -101,7 +101,7 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
     parts, con = [], duckdb.connect()
     try:
         for name, kind, amount, detail in (
-            ("transactions", "'purchase'", "amount", ("category", "channel", "order_id")),
+            ("transactions", "'purchase'", "amount", ("category", "channel")),
             ("interactions", "'interaction'", "value", ("type",)),
             ("cancellations", "'cancellation'", None, ()),
         ):
@@ -110,6 +110,8 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
                 continue
             con.register(name, table)
             cols = [f"CAST({c} AS VARCHAR)" for c in detail if c in table.column_names]
+            if name == "transactions" and "order_id" in table.column_names:
+                cols.append("'order ' || CAST(order_id AS VARCHAR)")
             if name == "transactions" and "quantity" in table.column_names:
                 cols.append("'quantity ' || regexp_replace(CAST(quantity AS VARCHAR), '\\.0+$', '')")
             text = f"concat_ws(', ', {', '.join(cols)})" if cols else "''"
