@@ -114,12 +114,12 @@ def _templates() -> jinja2.Environment:
     return env
 
 
-def _page(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
+def _page(request: Request, template: str, code: int = 200, /, **context: Any) -> HTMLResponse:
     session = _session(request.scope, _state().hashes)
     csrf = webauth.csrf_token(session_secret(), session.token) if session else ""
     html = (
         _templates()
-        .get_template(name)
+        .get_template(template)
         .render(base=MOUNT, who=session.who if session else None, csrf=csrf, **context)
     )
     return HTMLResponse(html, status_code=code, headers=HEADERS)
