@@ -5,11 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := UV_LINK_MODE=copy $(BIN)/uv
+# Debian's chromium, driven by Playwright in tests/test_dashboard.py (never `playwright install`: no CDN here)
+CHROMIUM := /usr/bin/chromium
 export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability lock clean
+.PHONY: help install dev demo test chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -36,8 +38,13 @@ dev: $(VENV)/.dev ## Create .venv with the dev extras (pytest, hypothesis, ruff)
 demo: $(VENV)/.runtime ## Run the whole product end to end on the bundled CDNOW data
 	$(BIN)/diamond demo --out demo-output
 
-test: $(VENV)/.dev ## Run the test suite
+test: $(VENV)/.dev $(CHROMIUM) ## Run the test suite (installs Debian's chromium for the browser tests)
 	$(BIN)/pytest
+
+chromium: $(CHROMIUM) ## Install Debian's chromium for the dashboard's browser tests (needs root and apt)
+
+$(CHROMIUM):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 lint: $(VENV)/.dev ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -71,4 +78,4 @@ lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements-dev.lock
 
 clean: ## Remove .venv and generated outputs
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis test-artifacts

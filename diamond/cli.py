@@ -627,13 +627,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: serving.yaml, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: serving.yaml).")] = None,
 ) -> None:
-    """Start the scoring service (BentoML) on the champion; needs DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE.
-    Refuses to start, saying why, when the champion cannot be loaded (tracking store down, no champion,
-    an incompatible model)."""
+    """Start the scoring service (BentoML) and its retention dashboard (/ui) on the champion; needs
+    DIAMOND_API_KEYS or DIAMOND_API_KEY_FILE. Refuses to start, saying why, when the champion cannot be
+    loaded (tracking store down, no champion, an incompatible model)."""
     import os
+    import secrets
     import sys
 
-    from serving.config import ServingConfig, api_key_hashes
+    from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
     from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
@@ -651,6 +652,7 @@ def serve(
     args = [bentoml, "serve", "serving.service:Diamond", "--host", host or config.host]
     args += ["--port", str(port or config.port)]
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    os.environ.setdefault(SESSION_ENV, secrets.token_hex(32))  # one dashboard session key for all workers
     os.execv(bentoml, args)
 
 

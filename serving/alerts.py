@@ -3,7 +3,8 @@
 `evaluate` is pure: it turns a score table into candidate alerts. `sync_alerts` reconciles them with the
 stored alerts in one transaction: it opens new alerts, updates live ones in place, decides which to
 (re-)notify and auto-resolves the ones whose customer no longer qualifies.
-People then acknowledge, snooze or resolve.
+People then acknowledge, snooze or resolve; each such action is logged (alert_actions: who, what, when) in
+the same transaction as the change.
 
 Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production). "At most one live
 alert per (customer, kind)" is a partial unique index on (customer_id, kind) WHERE status != 'resolved' (both
@@ -108,6 +109,18 @@ alerts_table = sa.Table(
         postgresql_where=_not_resolved,
     ),
     sa.Index("ix_alerts_status_value_at_risk", "status", "value_at_risk"),
+    sa.Index("ix_alerts_customer_id", "customer_id"),
+)
+
+alert_actions_table = sa.Table(
+    "alert_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, nullable=False, index=True),
+    sa.Column("action", sa.String(16), nullable=False),  # acknowledged | snoozed | resolved
+    sa.Column("who", sa.String(255)),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("detail", sa.Text),
 )
 
 
@@ -414,25 +427,50 @@ def list_alerts(
     status: str | Iterable[str] | None = "open",
     tier: str | None = None,
     owner: str | None = None,
+    customer_id: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
 ) -> pd.DataFrame:
     """Stored alerts, highest value at risk first (then oldest first). `status`: one status, several, or
-    None for all; 'live' means open, acknowledged or snoozed. `reasons` come back as lists."""
+    None for all; 'live' means open, acknowledged or snoozed. `limit`/`offset` page through them in the
+    database. `reasons` come back as lists."""
     t = alerts_table
-    query = sa.select(t).order_by(t.c.value_at_risk.desc(), t.c.id)
-    if status is not None:
-        wanted = [status] if isinstance(status, str) else list(status)
-        wanted = [s for w in wanted for s in (LIVE if w == "live" else (w,))]
-        bad = set(wanted) - set(STATUSES)
-        if bad:
-            raise ValueError(f"unknown status {sorted(bad)}; one of {list(STATUSES)} or 'live'")
-        query = query.where(t.c.status.in_(wanted))
-    if tier is not None:
-        query = query.where(t.c.tier == tier)
-    if owner is not None:
-        query = query.where(t.c.owner == owner)
+    query = _filtered(sa.select(t), status, tier, owner, customer_id)
+    query = query.order_by(t.c.value_at_risk.desc(), t.c.id).limit(limit).offset(offset or None)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     return _alert_frame(rows)
+
+
+def count_alerts(
+    engine: Engine,
+    status: str | Iterable[str] | None = "open",
+    tier: str | None = None,
+    owner: str | None = None,
+    customer_id: str | None = None,
+) -> int:
+    """How many alerts `list_alerts` would return without a limit."""
+    query = _filtered(sa.select(sa.func.count()).select_from(alerts_table), status, tier, owner, customer_id)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def owners(engine: Engine) -> list[str]:
+    """Everyone who owns a live alert, sorted."""
+    t = alerts_table
+    query = sa.select(t.c.owner).where(t.c.status.in_(LIVE), t.c.owner.is_not(None)).distinct()
+    with engine.connect() as conn:
+        return sorted(str(o) for o in conn.execute(query).scalars())
+
+
+def actions(engine: Engine, alert_ids: Iterable[int]) -> pd.DataFrame:
+    """The logged actions on these alerts, oldest first: alert_id, action, who, at, detail."""
+    t = alert_actions_table
+    ids = [int(i) for i in alert_ids]
+    query = sa.select(t.c.alert_id, t.c.action, t.c.who, t.c.at, t.c.detail).where(t.c.alert_id.in_(ids))
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(t.c.at, t.c.id)).all()
+    return pd.DataFrame(rows, columns=["alert_id", "action", "who", "at", "detail"])
 
 
 def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
@@ -446,20 +484,27 @@ def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
 
 def acknowledge(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
     """`who` takes the alert on: status acknowledged, owner who. Only a live alert can be acknowledged."""
-    return _act(engine, alert_id, at, {"status": "acknowledged", "owner": who, "snoozed_until": None})
+    return _act(engine, alert_id, at, {"status": "acknowledged", "owner": who, "snoozed_until": None}, who)
 
 
 def snooze(
-    engine: Engine, alert_id: int, until: datetime | pd.Timestamp | str, at: datetime | None = None
+    engine: Engine,
+    alert_id: int,
+    until: datetime | pd.Timestamp | str,
+    at: datetime | None = None,
+    who: str | None = None,
 ) -> dict[str, Any]:
     """Quiet a live alert until `until`: no notifications; the first sync at or after it reopens it."""
-    return _act(engine, alert_id, at, {"status": "snoozed", "snoozed_until": utc_naive(until)})
+    end = utc_naive(until)
+    return _act(
+        engine, alert_id, at, {"status": "snoozed", "snoozed_until": end}, who, f"until {end:%Y-%m-%d %H:%M}"
+    )
 
 
 def resolve(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
     """Close a live alert by hand. A later run that still fires for the customer opens a new alert."""
     when = utc_naive(at) if at is not None else utc_now()
-    return _act(engine, alert_id, when, {"status": "resolved", "resolved_at": when, "resolved_by": who})
+    return _act(engine, alert_id, when, {"status": "resolved", "resolved_at": when, "resolved_by": who}, who)
 
 
 def export_alerts(engine: Engine, path: str | Path, status: str | Iterable[str] | None = None) -> int:
@@ -528,7 +573,14 @@ def _renotify(
     return cooled or worse
 
 
-def _act(engine: Engine, alert_id: int, at: datetime | None, values: dict[str, Any]) -> dict[str, Any]:
+def _act(
+    engine: Engine,
+    alert_id: int,
+    at: datetime | None,
+    values: dict[str, Any],
+    who: str | None,
+    detail: str | None = None,
+) -> dict[str, Any]:
     when = utc_naive(at) if at is not None else utc_now()
     t = alerts_table
     with engine.begin() as conn:
@@ -537,8 +589,38 @@ def _act(engine: Engine, alert_id: int, at: datetime | None, values: dict[str, A
         )
         if done.rowcount != 1:
             _missing_or_closed(conn, alert_id)
+        alert_actions_table.create(conn, checkfirst=True)  # stores made before the log existed
+        conn.execute(
+            sa.insert(alert_actions_table).values(
+                alert_id=alert_id, action=values["status"], who=who, at=when, detail=detail
+            )
+        )
         row = conn.execute(sa.select(t).where(t.c.id == alert_id)).mappings().one()
     return _alert_dict(row)
+
+
+def _filtered(
+    query: Any,
+    status: str | Iterable[str] | None,
+    tier: str | None,
+    owner: str | None,
+    customer_id: str | None,
+) -> Any:
+    t = alerts_table
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        wanted = [s for w in wanted for s in (LIVE if w == "live" else (w,))]
+        bad = set(wanted) - set(STATUSES)
+        if bad:
+            raise ValueError(f"unknown status {sorted(bad)}; one of {list(STATUSES)} or 'live'")
+        query = query.where(t.c.status.in_(wanted))
+    if tier is not None:
+        query = query.where(t.c.tier == tier)
+    if owner is not None:
+        query = query.where(t.c.owner == owner)
+    if customer_id is not None:
+        query = query.where(t.c.customer_id == str(customer_id))
+    return query
 
 
 def _missing_or_closed(conn: Connection, alert_id: int) -> None:

@@ -36,7 +36,8 @@ def score_history(history: History, as_of: datetime, served: Served, config: Ser
     failed run can simply be run again; the previous snapshot stays until the new one is complete."""
     art = served.artefact
     eng = store.engine(config.store_url)
-    rows = art.feature_rows(history.until(as_of), as_of)
+    past = history.until(as_of)
+    rows = art.feature_rows(past, as_of)
     scores = pd.DataFrame(
         scoring.score_records(art, rows, config.reasons, config.cold_start_min_purchase_days)
     )
@@ -59,7 +60,7 @@ def score_history(history: History, as_of: datetime, served: Served, config: Ser
         as_of=as_of,
         model_version=served.version,
     )
-    target = _write(scores, rows, served, config, eng, as_of)
+    target = _write(scores, rows, served, config, eng, as_of, store.last_events(past))
     result = BatchResult(scores, target, as_of, served.version)
     if config.alerts:
         result.alerts = _raise_alerts(eng, scores, as_of, config, order)
@@ -73,7 +74,13 @@ def deliver(eng: Any, config: ServingConfig) -> outbox.DeliveryReport:
 
 
 def _write(
-    scores: pd.DataFrame, rows: pd.DataFrame, served: Served, config: ServingConfig, eng: Any, as_of: datetime
+    scores: pd.DataFrame,
+    rows: pd.DataFrame,
+    served: Served,
+    config: ServingConfig,
+    eng: Any,
+    as_of: datetime,
+    events: pd.DataFrame,
 ) -> Path:
     table = scores.assign(reasons=[json.dumps(r) for r in scores["reasons"]])
     folder = Path(config.scores_dir)
@@ -92,6 +99,7 @@ def _write(
                 "customers": len(scores),
                 "parquet": str(target),
             },
+            events,
         )
     except Exception:
         tmp.unlink(missing_ok=True)

@@ -4,7 +4,9 @@ settings. Nothing here runs at import time."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,11 +15,12 @@ from features.config import ConfigError, read_settings
 from serving.api import MAX_CUSTOMERS
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
-KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV = (
+KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
     "DIAMOND_API_KEYS",
     "DIAMOND_API_KEY_FILE",
     "DIAMOND_STORE_URL",
     "DIAMOND_SERVING_CONFIG",
+    "DIAMOND_SESSION_SECRET",
 )
 
 
@@ -109,3 +112,28 @@ def api_key_hashes() -> frozenset[str]:
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def matching_hash(key: str, hashes: frozenset[str]) -> str | None:
+    """The known digest `key` hashes to, or None. Every digest is compared in constant time, no early exit:
+    the time taken says nothing about how close a wrong key came."""
+    digest = hash_key(key)
+    found = None
+    for known in sorted(hashes):
+        if hmac.compare_digest(digest, known):
+            found = known
+    return found
+
+
+_PROCESS_SECRET: list[bytes] = []
+
+
+def session_secret() -> bytes:
+    """The key that signs dashboard sessions: $DIAMOND_SESSION_SECRET (`diamond serve` sets a fresh random
+    one for its workers when unset), else a random one for this process. Restarting without the variable
+    set logs everyone out, which is the safe default."""
+    if value := os.environ.get(SESSION_ENV, "").strip():
+        return hashlib.sha256(value.encode("utf-8")).digest()
+    if not _PROCESS_SECRET:
+        _PROCESS_SECRET.append(secrets.token_bytes(32))
+    return _PROCESS_SECRET[0]

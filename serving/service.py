@@ -4,13 +4,14 @@ swapped when the alias moves; each route a few lines over serving.scoring and se
 Routes: POST /score; GET /healthz and /livez (BentoML's liveness); GET /readyz (JSON: loaded version, last
 load error; 503 until a model is loaded); GET /model (feature set, metrics, tier thresholds). Every route
 but the health probes needs `Authorization: Bearer KEY` (serving.config.api_key_hashes), checked by an ASGI
-middleware before BentoML routes the request. Run with `diamond serve`.
+middleware before BentoML routes the request. The retention dashboard (serving.dashboard) is mounted at /ui;
+there the middleware takes the dashboard's session cookie and sends browsers without one to its login page.
+Run with `diamond serve`.
 """
 
 from __future__ import annotations
 
 import gc
-import hmac
 import json
 import threading
 from datetime import datetime
@@ -22,9 +23,9 @@ from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 
 from features.build import parse_cutoff
 from features.history import HistoryError, history_from_frames
-from serving import scoring, store
+from serving import dashboard, scoring, store
 from serving.api import Customer, Score, ScoreRequest, ScoreResponse, error_body, openapi_schema
-from serving.config import ServingConfig, api_key_hashes, hash_key
+from serving.config import ServingConfig, api_key_hashes, matching_hash
 from serving.models import ModelHolder
 from training.tracking import MlflowConfig
 
@@ -50,6 +51,11 @@ class Guard:
                 return await _get_only(send, path)
             status = _HOLDER.status() if _HOLDER else {"ready": False, "last_error": "starting"}
             return await _json(send, 200 if status["ready"] else 503, status)
+        if path == dashboard.MOUNT or path.startswith(f"{dashboard.MOUNT}/"):
+            if path != dashboard.MOUNT and (dashboard.admits(scope, self.hashes) or self._authorised(scope)):
+                return await self.app(scope, receive, send)
+            where = f"{dashboard.MOUNT}/" if path == dashboard.MOUNT else dashboard.login_location(scope)
+            return await _send(send, 303, b"", {"location": where, "content-type": "text/plain"})
         if path not in OPEN_PATHS and not self._authorised(scope):
             return await _json(
                 send,
@@ -150,11 +156,7 @@ class Guard:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return False
-        digest = hash_key(key.strip())
-        ok = False
-        for known in self.hashes:  # every hash compared, in constant time: no early exit
-            ok |= hmac.compare_digest(digest, known)
-        return ok
+        return matching_hash(key.strip(), self.hashes) is not None
 
 
 async def _get_only(send: Any, path: str) -> None:
@@ -207,12 +209,17 @@ def with_extra_routes(spec: dict[str, Any]) -> dict[str, Any]:
 
 async def _json(send: Any, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
     payload = json.dumps(body, default=str).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await _send(send, status, payload, {"content-type": "application/json", **(headers or {})})
+
+
+async def _send(send: Any, status: int, payload: bytes, headers: dict[str, str]) -> None:
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(payload)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
 
 
+@bentoml.asgi_app(dashboard.create_app(), path=dashboard.MOUNT)
 @bentoml.service(
     name="diamond",
     logging={"access": {"enabled": False}},  # the per-request access log dominated the latency tail

@@ -218,6 +218,16 @@ def tier_history(engine: Engine, customer_id: str) -> pd.DataFrame:
     return out
 
 
+def latest_run(engine: Engine) -> tuple[datetime, list[str]] | None:
+    """The as_of and tier order (best first) of the latest applied run; None before the first."""
+    if not sa.inspect(engine).has_table(tier_runs_table.name):
+        return None
+    t = tier_runs_table
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(t.c.as_of, t.c.tier_order).order_by(t.c.as_of.desc()).limit(1)).first()
+    return None if row is None else (row.as_of, list(json.loads(row.tier_order)))
+
+
 def tier_movements(
     engine: Engine, as_of: datetime | pd.Timestamp | str, include_new: bool = False
 ) -> pd.DataFrame:

@@ -1,0 +1,387 @@
+"""The retention dashboard: server-rendered pages mounted in the scoring service at /ui (serving.service).
+
+Pages: the alert list (ranked by value at risk; filters by status, tier and owner; paged in the database),
+a customer page (score and tier history, the top reasons in words, the latest events, the playbook, the
+customer's alerts with acknowledge / snooze / resolve), and an overview (tier distribution and value at
+risk by tier, tier movements of the latest run, alerts by status). Wiring only: the data comes from
+serving.alerts, serving.tiers and serving.store; the charts from serving.charts.
+
+Auth: the login form takes a name and an API key, checked like the API's bearer keys
+(serving.config.matching_hash), and sets a signed, expiring session cookie (serving.webauth), HttpOnly and
+SameSite=Strict, never the key itself. serving.service.Guard admits /ui only with that cookie (or a bearer
+key) and sends browsers without one to the login page. Acknowledge, snooze and resolve are POST forms
+carrying the session's CSRF token; the name given at login is recorded on the alert and in its action log.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import jinja2
+import pandas as pd
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request, cookie_parser
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from serving import alerts, charts, store, tiers, webauth
+from serving.alerts import AlertConfig
+from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
+
+MOUNT = "/ui"
+PAGE = 50  # alerts per page
+HERE = Path(__file__).parent
+SNOOZE_HOURS = {"24": "1 day", "72": "3 days", "168": "1 week"}
+HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+# --- the gate (called by serving.service.Guard before anything under /ui runs) --------------------------
+
+
+def admits(scope: dict[str, Any], key_hashes: frozenset[str]) -> bool:
+    """True for the login page, the stylesheet, and requests with a valid session cookie."""
+    path = scope["path"]
+    if path in (f"{MOUNT}/login", f"{MOUNT}/static/app.css"):
+        return True
+    return _session(scope, key_hashes) is not None
+
+
+def login_location(scope: dict[str, Any]) -> str:
+    """Where a browser without a session goes: the login page, back to the page it asked for (GETs)."""
+    if scope["method"] != "GET" or scope["path"] in (MOUNT, f"{MOUNT}/"):
+        return f"{MOUNT}/login"
+    query = scope.get("query_string", b"").decode("latin-1")
+    target = scope["path"] + (f"?{query}" if query else "")
+    return f"{MOUNT}/login?{urlencode({'next': target})}"
+
+
+def _session(scope: dict[str, Any], key_hashes: frozenset[str]) -> webauth.Session | None:
+    raw = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
+    token = cookie_parser(raw).get(webauth.COOKIE) if raw else None
+    return webauth.verify(session_secret(), token, key_hashes, time.time())
+
+
+# --- state ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _State:
+    config: ServingConfig
+    engine: sa.Engine
+    hashes: frozenset[str]
+
+
+@cache
+def _state() -> _State:
+    """Loaded on the first request, once per worker, from the same settings as the service."""
+    config = ServingConfig.load()
+    engine = store.engine(config.store_url)
+    alerts.ensure_tables(engine)
+    tiers.ensure_tables(engine)
+    return _State(config, engine, api_key_hashes())
+
+
+@cache
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["money"] = lambda v: "" if _missing(v) else f"{float(v):,.2f}"
+    env.filters["prob"] = lambda v: "" if _missing(v) else f"{float(v):.2f}"
+    env.filters["when"] = lambda v: "" if _missing(v) else pd.Timestamp(v).strftime("%Y-%m-%d %H:%M")
+    env.filters["day"] = lambda v: "" if _missing(v) else pd.Timestamp(v).strftime("%Y-%m-%d")
+    env.filters["q"] = lambda v: quote(str(v), safe="")
+    return env
+
+
+def _page(request: Request, template: str, code: int = 200, /, **context: Any) -> HTMLResponse:
+    session = _session(request.scope, _state().hashes)
+    csrf = webauth.csrf_token(session_secret(), session.token) if session else ""
+    html = (
+        _templates()
+        .get_template(template)
+        .render(base=MOUNT, who=session.who if session else None, csrf=csrf, **context)
+    )
+    return HTMLResponse(html, status_code=code, headers=HEADERS)
+
+
+# --- login ------------------------------------------------------------------------------------------------
+
+
+def login_form(request: Request) -> Response:
+    target = _safe_next(request.query_params.get("next"))
+    return _page(request, "login.html", next=target, name="", error=None)
+
+
+async def login(request: Request) -> Response:
+    return await run_in_threadpool(_login, request, await request.form())
+
+
+def _login(request: Request, form: FormData) -> Response:
+    target = _safe_next(str(form.get("next") or ""))
+    state = _state()
+    try:
+        who = webauth.clean_name(str(form.get("name") or ""))
+    except ValueError as exc:
+        return _page(request, "login.html", 400, next=target, name="", error=str(exc))
+    key_hash = matching_hash(str(form.get("key") or "").strip(), state.hashes)
+    if key_hash is None:
+        error = "That API key is not accepted."
+        return _page(request, "login.html", 401, next=target, name=who, error=error)
+    token = webauth.issue(session_secret(), who, key_hash, time.time())
+    response = RedirectResponse(target, status_code=303, headers=HEADERS)
+    response.set_cookie(
+        webauth.COOKIE,
+        token,
+        max_age=webauth.SESSION_S,
+        path=MOUNT,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    if (denied := await run_in_threadpool(_refused, request, form)) is not None:
+        return denied
+    response = RedirectResponse(f"{MOUNT}/login", status_code=303, headers=HEADERS)
+    response.delete_cookie(webauth.COOKIE, path=MOUNT, httponly=True, samesite="strict")
+    return response
+
+
+def _safe_next(raw: str | None) -> str:
+    """Only a page of this dashboard: never another site (open redirect) or a protocol-relative URL."""
+    if raw and raw.startswith(f"{MOUNT}/") and not raw.startswith("//") and "\\" not in raw:
+        return raw
+    return f"{MOUNT}/"
+
+
+# --- pages ------------------------------------------------------------------------------------------------
+
+
+def alert_list(request: Request) -> Response:
+    state, q = _state(), request.query_params
+    status = q.get("status") or "open"
+    if status not in (*alerts.STATUSES, "live"):
+        status = "open"
+    tier, owner = q.get("tier") or None, q.get("owner") or None
+    try:
+        page = max(int(q.get("page") or 1), 1)
+    except ValueError:
+        page = 1
+    total = alerts.count_alerts(state.engine, status, tier, owner)
+    rows = alerts.list_alerts(state.engine, status, tier, owner, limit=PAGE, offset=(page - 1) * PAGE)
+    filters = {k: v for k, v in (("status", status), ("tier", tier), ("owner", owner)) if v}
+    return _page(
+        request,
+        "alerts.html",
+        rows=_records(rows),
+        total=total,
+        page=page,
+        pages=max((total + PAGE - 1) // PAGE, 1),
+        first=(page - 1) * PAGE,
+        status=status,
+        tier=tier,
+        owner=owner,
+        statuses=[*alerts.STATUSES, "live"],
+        tiers=_order(state),
+        owners=alerts.owners(state.engine),
+        query=urlencode(filters),
+        here=_here(request),
+        snooze=SNOOZE_HOURS,
+        done=_done(request),
+    )
+
+
+def customer(request: Request) -> Response:
+    state, cid = _state(), request.path_params["customer_id"]
+    snap = store.read_rows(state.engine, store.SCORES, [cid])
+    history = store.score_history(state.engine, cid)
+    tier_rows = tiers.tier_history(state.engine, cid)
+    if snap.empty and history.empty and tier_rows.empty:
+        return _page(request, "message.html", 404, title="Unknown customer", message=f"No scores for {cid}.")
+    now = _records(snap)[0] if not snap.empty else None
+    reasons = json.loads(now["reasons"]) if now and isinstance(now.get("reasons"), str) else []
+    own = alerts.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
+    log = alerts.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
+    playbook = _playbook(state, own, now)
+    points = [(f"{pd.Timestamp(r.as_of):%Y-%m-%d}", r.churn_probability) for r in history.itertuples()]
+    return _page(
+        request,
+        "customer.html",
+        customer_id=cid,
+        now=now,
+        reasons=reasons,
+        history=_records(history),
+        chart=charts.line(points, f"Churn probability of {cid} over the scoring runs") if points else None,
+        tier_history=_records(tier_rows.iloc[::-1]),
+        events=_records(store.recent_events(state.engine, cid)),
+        alerts=_records(own),
+        log={int(k): _records(g) for k, g in log.groupby("alert_id")} if not log.empty else {},
+        playbook=playbook,
+        here=_here(request),
+        snooze=SNOOZE_HOURS,
+        done=_done(request),
+    )
+
+
+def overview(request: Request) -> Response:
+    state = _state()
+    order = _order(state)
+    summary = store.tier_summary(state.engine)
+    names = [t for t in order if t in summary] + sorted(set(summary) - set(order))
+    run = tiers.latest_run(state.engine)
+    moves = tiers.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
+    directions = moves.groupby("direction")["customers"].sum().to_dict() if not moves.empty else {}
+    by_status = {s: alerts.count_alerts(state.engine, s) for s in alerts.STATUSES}
+    return _page(
+        request,
+        "overview.html",
+        run=store.latest_run(state.engine),
+        tier_run=run,
+        summary=[(t, *summary[t]) for t in names],
+        tier_chart=charts.bars([(t, summary[t][0]) for t in names], "Customers per tier") if names else None,
+        risk_chart=charts.bars([(t, summary[t][1]) for t in names], "Value at risk per tier", fmt="{:,.2f}")
+        if names
+        else None,
+        moves=_records(moves),
+        move_chart=charts.bars(
+            [(d, directions.get(d, 0)) for d in ("promoted", "demoted", "new")],
+            "Tier movements in the latest run",
+        )
+        if run
+        else None,
+        by_status=by_status,
+    )
+
+
+# --- actions ----------------------------------------------------------------------------------------------
+
+
+async def act(request: Request) -> Response:
+    """Acknowledge, snooze or resolve one alert, then back to the page the form was on."""
+    return await run_in_threadpool(_act, request, await request.form())
+
+
+def _act(request: Request, form: FormData) -> Response:
+    if (denied := _refused(request, form)) is not None:
+        return denied
+    state, action = _state(), request.path_params["action"]
+    alert_id = request.path_params["alert_id"]
+    who = _session(request.scope, state.hashes).who
+    try:
+        if action == "ack":
+            alerts.acknowledge(state.engine, alert_id, who)
+        elif action == "resolve":
+            alerts.resolve(state.engine, alert_id, who)
+        elif action == "snooze":
+            hours = str(form.get("hours") or "")
+            if hours not in SNOOZE_HOURS:
+                raise ValueError(f"snooze: choose one of {', '.join(SNOOZE_HOURS.values())}")
+            until = tiers.utc_now() + timedelta(hours=int(hours))
+            alerts.snooze(state.engine, alert_id, until, who=who)
+        else:
+            return _page(request, "message.html", 404, title="Not found", message=f"No action {action!r}.")
+    except KeyError:
+        return _page(request, "message.html", 404, title="Not found", message=f"No alert {alert_id}.")
+    except ValueError as exc:
+        return _page(request, "message.html", 409, title="Not changed", message=str(exc))
+    back = _safe_next(str(form.get("next") or ""))
+    joiner = "&" if "?" in back else "?"
+    return RedirectResponse(
+        f"{back}{joiner}{urlencode({'done': action, 'alert': alert_id})}", status_code=303, headers=HEADERS
+    )
+
+
+def _refused(request: Request, form: FormData) -> Response | None:
+    """A 403 page unless the form carries this session's CSRF token (a bearer key alone cannot act)."""
+    session = _session(request.scope, _state().hashes)
+    if session is None or not webauth.csrf_ok(session_secret(), session.token, str(form.get("csrf") or "")):
+        return _page(
+            request,
+            "message.html",
+            403,
+            title="Refused",
+            message="This form has expired or did not come from this dashboard. Reload the page and retry.",
+        )
+    return None
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+def _order(state: _State) -> list[str]:
+    run = tiers.latest_run(state.engine)
+    return run[1] if run else list(alerts.DEFAULT_TIERS)
+
+
+def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> str | None:
+    """The live alert's playbook, else what the config says for the customer's tier."""
+    live = own[own["status"].isin(alerts.LIVE)]
+    if not live.empty and isinstance(live["playbook"].iloc[0], str):
+        return str(live["playbook"].iloc[0])
+    if not now or not state.config.alerts:
+        return None
+    book = AlertConfig.from_dict(state.config.alerts, _order(state)).playbooks.get(str(now.get("tier")))
+    return book.text if book else None
+
+
+def _here(request: Request) -> str:
+    """This page without the one-off `done` notice, for forms to come back to."""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in ("done", "alert")])
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _done(request: Request) -> dict[str, str] | None:
+    action, alert_id = request.query_params.get("done"), request.query_params.get("alert")
+    words = {"ack": "acknowledged", "snooze": "snoozed", "resolve": "resolved"}
+    if action in words and alert_id and alert_id.isdigit():
+        return {"action": words[action], "alert": alert_id}
+    return None
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows for the templates, missing values (NaN, NaT, pandas' NA) as None: NaN is truthy in Jinja."""
+    return [{k: None if _missing(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
+def create_app() -> Starlette:
+    """The dashboard as an ASGI app, routes relative to MOUNT."""
+    return Starlette(
+        routes=[
+            Route("/", alert_list, methods=["GET"]),
+            Route("/login", login_form, methods=["GET"]),
+            Route("/login", login, methods=["POST"]),
+            Route("/logout", logout, methods=["POST"]),
+            Route("/overview", overview, methods=["GET"]),
+            Route("/customers/{customer_id:path}", customer, methods=["GET"]),
+            Route("/alerts/{alert_id:int}/{action}", act, methods=["POST"]),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ]
+    )

@@ -1,0 +1,366 @@
+"""The retention dashboard (/ui) on a real `diamond serve`: its auth and CSRF over plain HTTP, and a person's
+path through it in headless Chromium (Debian's, driven by Playwright; `make test` installs it). Plus the
+pure parts it stands on: sessions, the score history and recent events in the store, the charts.
+
+Screenshots of the main pages go to test-artifacts/ (git-ignored)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from features.history import history_from_frames
+from serving import alerts, charts, store, tiers, webauth
+from serving.config import hash_key, session_secret
+from tests.conftest import API_KEY, run_diamond, serve_champion
+
+LATER = "1998-03-31"  # a second scoring run, so there is a score history and tier movements
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTEFACTS = Path(__file__).parents[1] / "test-artifacts"
+NAME = "Alice Tester"
+
+
+@pytest.fixture(scope="module")
+def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, sa.Engine]]:
+    """A served champion with two batch runs (CUTOFF and LATER) in its store, and that store."""
+    work = tmp_path_factory.mktemp("dashboard")
+    env = {"DIAMOND_SESSION_SECRET": "dashboard-test-secret"}
+    with serve_champion(cdnow_dir, work, env=env) as url:
+        run_diamond("score", "--data", str(cdnow_dir), "--as-of", LATER, cwd=work)
+        engine = sa.create_engine(f"sqlite:///{work / 'diamond.db'}")
+        yield url, engine
+        engine.dispose()
+
+
+def _login(url: str, key: str = API_KEY, name: str = "alice", next_: str = "/ui/") -> httpx.Client:
+    client = httpx.Client(base_url=url, follow_redirects=False, timeout=60)
+    reply = client.post("/ui/login", data={"name": name, "key": key, "next": next_})
+    assert reply.status_code == 303, reply.text
+    return client
+
+
+def _csrf(client: httpx.Client) -> str:
+    page = client.get("/ui/")
+    assert page.status_code == 200
+    return re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text).group(1)
+
+
+# --- auth and CSRF over plain HTTP --------------------------------------------------------------------------
+
+
+def test_pages_without_a_session_go_to_the_login_page(server: tuple[str, sa.Engine]) -> None:
+    url, _ = server
+    assert httpx.get(f"{url}/ui").headers["location"] == "/ui/"
+    home = httpx.get(f"{url}/ui/")
+    assert home.status_code == 303 and home.headers["location"] == "/ui/login"
+    deep = httpx.get(f"{url}/ui/customers/00002?x=1")
+    assert deep.status_code == 303
+    assert deep.headers["location"] == "/ui/login?next=%2Fui%2Fcustomers%2F00002%3Fx%3D1"
+    assert httpx.post(f"{url}/ui/alerts/1/ack").headers["location"] == "/ui/login"
+    login = httpx.get(f"{url}/ui/login")
+    assert login.status_code == 200 and '<html lang="en">' in login.text and 'for="key"' in login.text
+    assert "default-src 'self'" in login.headers["content-security-policy"]
+    assert httpx.get(f"{url}/ui/static/app.css").status_code == 200
+
+
+def test_a_key_logs_in_with_a_signed_session_cookie_not_the_key(server: tuple[str, sa.Engine]) -> None:
+    url, _ = server
+    wrong = httpx.post(f"{url}/ui/login", data={"name": "eve", "key": "not-a-key", "next": "/ui/"})
+    assert wrong.status_code == 401 and "not accepted" in wrong.text and "set-cookie" not in wrong.headers
+    nameless = httpx.post(f"{url}/ui/login", data={"name": "  ", "key": API_KEY})
+    assert nameless.status_code == 400 and "set-cookie" not in nameless.headers
+    good = httpx.post(f"{url}/ui/login", data={"name": "alice", "key": API_KEY, "next": "/ui/overview"})
+    assert good.status_code == 303 and good.headers["location"] == "/ui/overview"
+    cookie = good.headers["set-cookie"]
+    assert cookie.startswith(f"{webauth.COOKIE}=") and API_KEY not in cookie
+    for attribute in ("HttpOnly", "Path=/ui", "SameSite=strict", "Max-Age=28800"):
+        assert attribute.lower() in cookie.lower()
+    token = good.cookies[webauth.COOKIE]
+    session = webauth.verify(session_secret(), token, {hash_key(API_KEY)}, time.time())
+    assert session is not None and session.who == "alice"
+    # the session opens the dashboard, never the API
+    assert httpx.get(f"{url}/ui/", cookies={webauth.COOKIE: token}).status_code == 200
+    api = httpx.get(f"{url}/model", headers={"cookie": f"{webauth.COOKIE}={token}"})
+    assert api.status_code == 401 and api.headers["content-type"] == "application/json"
+    assert httpx.post(f"{url}/score", json={"customers": [{"customer_id": "00002"}]}).status_code == 401
+
+
+def test_forged_expired_and_revoked_sessions_are_refused(server: tuple[str, sa.Engine]) -> None:
+    url, _ = server
+    secret, now = session_secret(), time.time()
+
+    def status(token: str) -> int:
+        return httpx.get(f"{url}/ui/", cookies={webauth.COOKIE: token}).status_code
+
+    valid = webauth.issue(secret, "bob", hash_key(API_KEY), now)
+    assert status(valid) == 200
+    payload, signature = valid.split(".")
+    assert status(f"{payload}.{signature[::-1]}") == 303
+    assert status(webauth.issue(b"another secret", "bob", hash_key(API_KEY), now)) == 303
+    assert status(webauth.issue(secret, "bob", hash_key(API_KEY), now - webauth.SESSION_S - 1)) == 303
+    assert status(webauth.issue(secret, "bob", hash_key("a-key-no-longer-accepted"), now)) == 303
+    assert status(API_KEY) == 303  # the raw key is not a session
+
+
+def test_actions_need_this_sessions_csrf_token_and_record_who(server: tuple[str, sa.Engine]) -> None:
+    url, engine = server
+    alice, bob = _login(url, name="alice"), _login(url, name="bob")
+    target = int(alerts.list_alerts(engine, "open", limit=1)["id"].iloc[0])
+    path = f"/ui/alerts/{target}/resolve"
+    assert alice.post(path, data={"next": "/ui/"}).status_code == 403
+    assert alice.post(path, data={"csrf": _csrf(bob), "next": "/ui/"}).status_code == 403
+    assert httpx.post(f"{url}{path}", data={"csrf": _csrf(alice)}).status_code == 303  # no cookie: login
+    assert alerts.get_alert(engine, target)["status"] == "open"
+    done = alice.post(path, data={"csrf": _csrf(alice), "next": "https://evil.example/"})
+    assert done.status_code == 303 and done.headers["location"] == f"/ui/?done=resolve&alert={target}"
+    row = alerts.get_alert(engine, target)
+    assert row["status"] == "resolved" and row["resolved_by"] == "alice"
+    log = alerts.actions(engine, [target])
+    assert log[["action", "who"]].values.tolist() == [["resolved", "alice"]]
+    again = alice.post(path, data={"csrf": _csrf(alice), "next": "/ui/"})
+    assert again.status_code == 409 and "resolved" in again.text
+    snooze = f"/ui/alerts/{int(alerts.list_alerts(engine, 'open', limit=1)['id'].iloc[0])}/snooze"
+    odd = bob.post(snooze, data={"csrf": _csrf(bob), "hours": "5"})  # not one of the offered choices
+    assert odd.status_code == 409 and "choose one of" in odd.text
+    out = alice.post("/ui/logout", data={"csrf": _csrf(alice)})
+    assert out.status_code == 303 and 'diamond_session=""' in out.headers["set-cookie"]
+
+
+def test_login_never_redirects_off_the_dashboard(server: tuple[str, sa.Engine]) -> None:
+    url, _ = server
+    for target in ("https://evil.example/", "//evil.example/ui/", "/model", "/ui\\..\\x"):
+        reply = httpx.post(f"{url}/ui/login", data={"name": "a", "key": API_KEY, "next": target})
+        assert reply.headers["location"] == "/ui/", target
+
+
+# --- in a browser -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (make chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTEFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: object, server: tuple[str, sa.Engine]) -> Iterator[object]:
+    """A fresh browser context, logged in through the form as NAME."""
+    url, _ = server
+    context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    page.goto("/ui/")
+    assert page.url.endswith("/ui/login")
+    page.get_by_label("Your name").fill(NAME)
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{url}/ui/")
+    yield page
+    context.close()
+
+
+def _shown_ids(page: object) -> list[int]:
+    rows = page.locator("table.alerts tbody tr")
+    return [int(x) for x in rows.evaluate_all("rs => rs.map(r => r.dataset.alertId)")]
+
+
+def test_browser_alert_list_is_ranked_by_value_at_risk(page: object, server: tuple[str, sa.Engine]) -> None:
+    _, engine = server
+    stored = alerts.list_alerts(engine, "open", limit=50)
+    assert len(stored) > 10
+    assert _shown_ids(page) == stored["id"].tolist()
+    shown = page.locator("table.alerts tbody tr").evaluate_all("rs => rs.map(r => +r.dataset.valueAtRisk)")
+    assert shown == sorted(shown, reverse=True)
+    assert page.get_by_role("heading", level=1).inner_text().startswith("Open alerts")
+    page.screenshot(path=str(ARTEFACTS / "alerts.png"), full_page=True)
+    # filter by tier: only that tier, still ranked
+    tier = str(stored["tier"].iloc[0])
+    page.get_by_label("Tier").select_option(tier)
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(rf".*tier={tier}.*"))
+    assert _shown_ids(page) == alerts.list_alerts(engine, "open", tier=tier, limit=50)["id"].tolist()
+
+
+def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> None:
+    _, engine = server
+    first = page.locator("table.alerts tbody tr").first
+    cid = first.get_attribute("data-customer")
+    first.get_by_role("link", name=cid).click()
+    page.wait_for_url(re.compile(rf".*/ui/customers/{cid}$"))
+    assert page.get_by_role("heading", level=1).inner_text() == f"Customer {cid}"
+    history = store.score_history(engine, cid)
+    assert len(history) == 2  # both runs
+    section = page.locator("section", has=page.get_by_role("heading", name="Score history"))
+    assert section.locator("tbody tr").count() == 2 and section.locator("svg[role=img]").count() == 1
+    tiers_shown = page.locator("section", has=page.get_by_role("heading", name="Tier history"))
+    assert tiers_shown.locator("tbody tr").count() == len(tiers.tier_history(engine, cid))
+    snap = store.read_rows(engine, store.SCORES, [cid])
+    words = [r["text"] for r in json.loads(snap["reasons"].iloc[0])]
+    assert page.locator("ul.why li").all_inner_texts()[0].startswith(words[0])
+    events = store.recent_events(engine, cid)
+    assert 0 < len(events) <= store.RECENT_EVENTS
+    shown = page.locator("section", has=page.get_by_role("heading", name="Recent events")).locator("tbody tr")
+    assert shown.count() == len(events)
+    playbook = page.locator("section", has=page.get_by_role("heading", name="Playbook")).locator("p")
+    assert playbook.inner_text() == alerts.list_alerts(engine, "open", customer_id=cid)["playbook"].iloc[0]
+    page.screenshot(path=str(ARTEFACTS / "customer.png"), full_page=True)
+
+
+def test_browser_acknowledged_alert_leaves_the_open_list(page: object, server: tuple[str, sa.Engine]) -> None:
+    _, engine = server
+    target = _shown_ids(page)[0]
+    page.get_by_role("button", name=f"Acknowledge alert {target}").click()
+    page.wait_for_url(re.compile(r".*done=ack.*"))
+    assert page.get_by_role("status").inner_text() == f"Alert {target} acknowledged."
+    page.reload()
+    assert target not in _shown_ids(page)
+    row = alerts.get_alert(engine, target)
+    assert row["status"] == "acknowledged" and row["owner"] == NAME
+    page.get_by_label("Status").select_option("acknowledged")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r".*status=acknowledged.*"))
+    assert target in _shown_ids(page)
+
+
+def test_browser_overview(page: object, server: tuple[str, sa.Engine]) -> None:
+    _, engine = server
+    page.get_by_role("link", name="Overview").click()
+    page.wait_for_url(re.compile(r".*/ui/overview$"))
+    summary = store.tier_summary(engine)
+    dist = page.locator("section", has=page.get_by_role("heading", name="Tier distribution"))
+    rows = dist.locator("tbody tr").all_inner_texts()
+    assert {r.split("\t")[0]: int(r.split("\t")[1].replace(",", "")) for r in rows} == {
+        t: n for t, (n, _) in summary.items()
+    }
+    moves = tiers.tier_movements(engine, tiers.latest_run(engine)[0], include_new=True)
+    shown = page.locator("section", has=page.get_by_role("heading", name="Tier movements since the last run"))
+    assert shown.locator("tbody tr").count() == len(moves) > 0
+    assert page.locator("svg[role=img]").count() == 3
+    page.screenshot(path=str(ARTEFACTS / "overview.png"), full_page=True)
+
+
+def test_browser_a_wrong_key_is_refused(browser: object, server: tuple[str, sa.Engine]) -> None:
+    url, _ = server
+    context = browser.new_context(base_url=url)
+    page = context.new_page()
+    page.goto("/ui/customers/00002")
+    page.get_by_label("Your name").fill("Mallory")
+    page.get_by_label("API key").fill("guessed-key")
+    with page.expect_response(lambda r: r.url.endswith("/ui/login") and r.request.method == "POST") as reply:
+        page.get_by_role("button", name="Sign in").click()
+    assert reply.value.status == 401
+    assert page.get_by_role("alert").inner_text() == "That API key is not accepted."
+    assert context.cookies() == []
+    page.screenshot(path=str(ARTEFACTS / "login-refused.png"), full_page=True)
+    page.goto("/ui/")
+    assert page.url.endswith("/ui/login")
+    context.close()
+
+
+# --- the pure parts -----------------------------------------------------------------------------------------
+
+
+def test_sessions_round_trip_expire_and_follow_the_keys() -> None:
+    secret, key = b"k" * 32, hash_key("key-1")
+    token = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
+    assert webauth.verify(secret, token, {key}, now=1_059.0).who == "ann"
+    assert webauth.verify(secret, token, {key}, now=1_060.0) is None  # expired
+    assert webauth.verify(secret, token, {hash_key("key-2")}, now=1_001.0) is None  # key removed
+    assert webauth.verify(b"x" * 32, token, {key}, now=1_001.0) is None
+    for bad in (None, "", "a.b.c", "no-dot", token + "x", "e30." + token.split(".")[1]):
+        assert webauth.verify(secret, bad, {key}, now=1_001.0) is None
+    other = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
+    assert other != token  # a nonce: two logins are two sessions with two CSRF tokens
+    assert webauth.csrf_ok(secret, token, webauth.csrf_token(secret, token))
+    assert not webauth.csrf_ok(secret, token, webauth.csrf_token(secret, other))
+    assert not webauth.csrf_ok(secret, token, None)
+    assert webauth.clean_name("  Ann \t\n Lee\x00 ") == "Ann Lee"
+    with pytest.raises(ValueError, match="your name"):
+        webauth.clean_name(" \x07 ")
+
+
+def test_last_events_keep_each_customers_newest_n() -> None:
+    t = pd.Timestamp
+    history = history_from_frames(
+        pd.DataFrame(
+            {
+                "customer_id": ["a", "a", "a", "b"],
+                "timestamp": [t("2024-01-01"), t("2024-01-05"), t("2024-01-09"), t("2024-01-02")],
+                "amount": [10.0, 20.0, 30.0, 5.0],
+            }
+        ),
+        interactions=pd.DataFrame(
+            {"customer_id": ["a"], "timestamp": [t("2024-01-07")], "type": ["support call"]}
+        ),
+    )
+    events = store.last_events(history, n=3)
+    a = events[events["customer_id"] == "a"]
+    assert a["timestamp"].tolist() == [t("2024-01-09"), t("2024-01-07"), t("2024-01-05")]
+    assert a["kind"].tolist() == ["purchase", "interaction", "purchase"]
+    assert a["amount"].tolist()[::2] == [30.0, 20.0] and pd.isna(a["amount"].iloc[1])
+    assert a["detail"].iloc[1] == "support call"
+    assert events[events["customer_id"] == "b"]["amount"].tolist() == [5.0]
+
+
+def test_score_history_is_written_with_the_snapshot_and_a_rerun_replaces_its_rows(tmp_path: Path) -> None:
+    eng = store.engine(f"sqlite:///{tmp_path / 's.db'}")
+
+    def run(as_of: str, p: list[float]) -> None:
+        scores = pd.DataFrame(
+            {
+                "customer_id": ["a", "b"][: len(p)],
+                "as_of": datetime.fromisoformat(as_of),
+                "churn_probability": p,
+                "predicted_value": 100.0,
+                "value_at_risk": [100.0 * x for x in p],
+                "tier": "gold",
+                "model_version": "3",
+                "reasons": "[]",
+            }
+        )
+        store.write_snapshot(eng, scores[["customer_id"]], scores, {"as_of": as_of})
+
+    run("2024-01-01", [0.1, 0.2])
+    run("2024-02-01", [0.3, 0.4])
+    run("2024-02-01", [0.5])  # the same as_of again: its rows replaced, b drops out of that run
+    a, b = store.score_history(eng, "a"), store.score_history(eng, "b")
+    assert a["churn_probability"].tolist() == [0.1, 0.5] and a["model_version"].tolist() == ["3", "3"]
+    assert a["as_of"].tolist() == [datetime(2024, 1, 1), datetime(2024, 2, 1)]
+    assert b["churn_probability"].tolist() == [0.2]
+    with pytest.raises(ValueError, match="tier"):  # refused before anything is written
+        only_ids = pd.DataFrame({"customer_id": ["c"]})
+        store.write_snapshot(eng, only_ids, only_ids, {})
+    assert store.read_rows(eng, store.SCORES, ["a", "c"])["customer_id"].tolist() == ["a"]
+
+
+def test_charts_say_their_numbers_and_escape_labels() -> None:
+    svg = str(charts.bars([("gold", 30), ("<b>", 10)], "Customers & tiers"))
+    assert "<title>Customers &amp; tiers</title>" in svg and "&lt;b&gt;" in svg and "<b>" not in svg
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', svg)]
+    assert widths[0] == pytest.approx(3 * widths[1], abs=0.2)
+    line = str(charts.line([("Jan", 0.25), ("Feb", 0.75)], "P(churn)"))
+    assert "0.25" in line and "0.75" in line and line.count("<circle") == 2
