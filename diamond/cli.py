@@ -266,7 +266,7 @@ def demo(
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no champion to score with: {holder.last_error}")
-        scored = score_history(history, end_of(history), holder.current, serving_config)
+        scored = score_history(history, end_of(history), holder.current, serving_config, mlcfg)
         advance(steps[6])
     _print_summary(history.summary(), "CDNOW history")
     out.print("\n[bold]The classic CDNOW protocol[/] (train <= 1997-09-30, score the next 39 weeks):")
@@ -487,8 +487,8 @@ def score(
     from training.tracking import MlflowConfig
 
     with _user_errors(), _progress(None, "score") as advance:
-        config = ServingConfig.load()
-        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        config, mlcfg = ServingConfig.load(), MlflowConfig.load()
+        holder = ModelHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
@@ -496,7 +496,7 @@ def score(
         history = load_history(data)
         advance("load history")
         t = parse_cutoff(as_of) if as_of else end_of(history)
-        result = score_history(history, t, holder.current, config)
+        result = score_history(history, t, holder.current, config, mlcfg)
         advance("score and write")
     counts = result.scores["tier"].value_counts()
     out.print(
@@ -510,11 +510,25 @@ def score(
             f"alerts: {a.opened:,} opened, {a.updated:,} updated, {a.resolved:,} resolved, "
             f"{len(a.notify):,} to notify"
         )
+    _print_drift(result.drift)
     if result.delivery is not None:
         d = result.delivery
         out.print(f"webhooks: {d.delivered:,} delivered, {d.retried:,} to retry, {d.dead:,} dead")
     out.print(f"score table: {result.parquet}")
     out.print(f"snapshot for the service: {config.store_url}")
+
+
+def _print_drift(found: Any) -> None:
+    if found is None:
+        out.print("drift: not measured (watch off, or the model ships no drift reference)")
+        return
+    a = found.assessment
+    worst, top = a.worst
+    line = f"drift: max PSI {top:.3f} ({worst}), {len(a.over)} column(s) over the threshold"
+    if a.alert:
+        out.print(f"{line}; [bold red]model-health alert[/]: " + "; ".join(a.reasons))
+    else:
+        out.print(f"{line}; no model-health alert" + (" (resolved)" if found.alerts.resolved else ""))
 
 
 def _alert_store() -> tuple[Any, Any]:
@@ -544,7 +558,13 @@ def alerts_list(
     table = Table(
         "id", "customer", "kind", "status", "tier", "P(churn)", "value", "at risk", "due", "playbook"
     )
-    for r in rows.head(limit).to_dict("records"):
+    model = rows["customer_id"] == alerts.MODEL_ID  # model-health alerts first: they concern every score
+    for r in [*rows[model].to_dict("records"), *rows[~model].head(limit).to_dict("records")]:
+        if r["customer_id"] == alerts.MODEL_ID:
+            blank = [""] * 5
+            table.add_row(str(r["id"]), "(the model)", r["kind"], r["status"], *blank, r["playbook"])
+            table.add_row("", "", "", "", *blank, "; ".join(r["reasons"]))
+            continue
         table.add_row(
             str(r["id"]),
             str(r["customer_id"]),

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, metrics, tuning
+from training import baselines, design, drift, metrics, tuning
 from training.artefact import ScoringArtefact
 from training.baselines import RfmRank
 from training.config import TrainingConfig
@@ -103,6 +103,9 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     }
     artefact = ScoringArtefact(
         fs.key, columns, t, h, big_h, churn, value, tiers, validation, rows.attrs.get("btyd_params")
+    )
+    artefact.drift_reference = drift.reference(
+        drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
     )
     clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
     return Trained(
