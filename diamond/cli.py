@@ -442,6 +442,22 @@ def _print_training(result: Any, mlcfg: Any) -> None:
 
 
 @app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a training or backtest run.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default: report_RUN_ID.html).")
+    ] = None,
+) -> None:
+    """Write the model report of a run: one self-contained HTML page built from MLflow."""
+    from training import report as model_report
+    from training.tracking import MlflowConfig
+
+    with _user_errors():
+        target = model_report.write(MlflowConfig.load(), run_id, out_file or Path(f"report_{run_id}.html"))
+    out.print(f"model report of run {run_id}: {target.resolve()}")
+
+
+@app.command()
 def promote(
     version: Annotated[str, typer.Option(help="Registered version to promote to champion.")],
     data: Annotated[Path, typer.Option("--data", help="History folder for the validation window.")],

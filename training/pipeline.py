@@ -139,8 +139,9 @@ def train(
     cutoff: str | datetime | None = None,
     run_name: str | None = None,
 ) -> TrainResult:
-    """`diamond train`: features -> tune -> fit -> log -> register a challenger -> gate."""
-    from training import registry, tracking
+    """`diamond train`: features -> tune -> fit -> log -> register a challenger -> gate -> report (logged on
+    the run as report.html)."""
+    from training import registry, report, tracking
 
     t = parse_cutoff(cutoff) if cutoff is not None else end_of(history)
     trained = fit(history, t, config)
@@ -156,6 +157,7 @@ def train(
         return validation_window(history, t, config, artefact)
 
     decision = registry.decide(mlcfg, logged.version, window, config.gate)
+    report.log_report(mlcfg, logged.run_id)
     return TrainResult(trained, logged, decision)
 
 
