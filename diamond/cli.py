@@ -442,6 +442,34 @@ def _print_training(result: Any, mlcfg: Any) -> None:
 
 
 @app.command()
+def retrain(
+    data: Annotated[Path, typer.Option("--data", help="History folder to train on.")],
+    force: Annotated[bool, typer.Option(help="Train even without drift or schedule.")] = False,
+    cutoff: Annotated[
+        str | None, typer.Option(help="Train with data at or before this time (default: the history's end).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
+) -> None:
+    """Retrain when drift or the schedule says so (or --force): a challenger, gated. Cron-safe: one at a
+    time (a second run exits 0 saying who holds the lock), and never twice on the same data for one reason."""
+    from serving.config import ServingConfig
+    from training import retrain as retraining
+    from training.config import TrainingConfig
+    from training.tracking import MlflowConfig
+
+    with _user_errors():
+        cfg, mlcfg = TrainingConfig.load(config), MlflowConfig.load()
+        try:
+            outcome = retraining.run(data, cfg, mlcfg, ServingConfig.load().store_url, force, cutoff)
+        except retraining.Busy as busy:
+            out.print(str(busy))
+            return
+    out.print(outcome.message)
+    if outcome.trained:
+        _print_training(outcome.result, mlcfg)
+
+
+@app.command()
 def report(
     run_id: Annotated[str, typer.Argument(help="MLflow run id of a training or backtest run.")],
     out_file: Annotated[

@@ -180,16 +180,24 @@ def watch(
     psi = drift.compare(artefact.drift_reference, drift.model_frame(rows, scores, artefact.columns))
     found = assess(psi, config)
     record(engine, found, version, as_of, len(scores), config)
+    synced = raise_health(engine, found, as_of, alert_config)
+    run_id = log_to_mlflow(mlcfg, found, version, as_of, config) if mlcfg is not None else None
+    return DriftResult(found, synced, run_id)
+
+
+def raise_health(
+    engine: Engine, found: Assessment, as_of: datetime, alert_config: alerts.AlertConfig | None = None
+) -> alerts.SyncResult:
+    """Open, update or auto-resolve the model-health alert (cool-down and re-notification as configured for
+    customer alerts; the defaults when alerts are off)."""
     alerts.ensure_tables(engine)
-    synced = alerts.sync_alerts(
+    return alerts.sync_alerts(
         engine,
         as_of,
         health_candidates(found, utc_naive(as_of)),
         alert_config or alerts.AlertConfig(rules=()),
         model=True,
     )
-    run_id = log_to_mlflow(mlcfg, found, version, as_of, config) if mlcfg is not None else None
-    return DriftResult(found, synced, run_id)
 
 
 def record(

@@ -138,6 +138,7 @@ def train(
     mlcfg: Any,
     cutoff: str | datetime | None = None,
     run_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
     """`diamond train`: features -> tune -> fit -> log -> register a challenger -> gate -> report (logged on
     the run as report.html)."""
@@ -145,7 +146,9 @@ def train(
 
     t = parse_cutoff(cutoff) if cutoff is not None else end_of(history)
     trained = fit(history, t, config)
-    logged = tracking.log_training(trained, history.until(t).fingerprint(), config, mlcfg, run_name)
+    logged = tracking.log_training(
+        trained, history.until(t).fingerprint(), config, mlcfg, run_name, tags=tags
+    )
     registry.register_challenger(mlcfg, logged.version)
 
     def window(artefact: ScoringArtefact) -> pd.DataFrame:
