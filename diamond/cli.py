@@ -331,7 +331,7 @@ def _run_backtest(
 ) -> tuple[Any, str | None]:
     import pyarrow as pa
 
-    from training import tracking
+    from training import report, tracking
     from training.config import TrainingConfig
     from training.pipeline import backtest as run_backtest
 
@@ -353,6 +353,7 @@ def _run_backtest(
         register=False,
     )
     tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
+    report.log_report(mlcfg, logged.run_id)  # with the holdout metrics
     advance("log to MLflow")
     return result, logged.run_id
 
