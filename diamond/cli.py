@@ -274,6 +274,7 @@ def demo(
     out.print("\n[bold]Trained on all the data[/] (to 1998-06-30):")
     _print_training(trained, mlcfg)
     _print_alerts(scored, serving_config)
+    _print_drift(scored.drift)
     out.print("\nResults:")
     out.print(f"  history folder : {history_dir.resolve()}")
     out.print(f"  score table    : {scored.parquet}")
