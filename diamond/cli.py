@@ -266,7 +266,7 @@ def demo(
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no champion to score with: {holder.last_error}")
-        scored = score_history(history, end_of(history), holder.current, serving_config)
+        scored = score_history(history, end_of(history), holder.current, serving_config, mlcfg)
         advance(steps[6])
     _print_summary(history.summary(), "CDNOW history")
     out.print("\n[bold]The classic CDNOW protocol[/] (train <= 1997-09-30, score the next 39 weeks):")
@@ -274,6 +274,7 @@ def demo(
     out.print("\n[bold]Trained on all the data[/] (to 1998-06-30):")
     _print_training(trained, mlcfg)
     _print_alerts(scored, serving_config)
+    _print_drift(scored.drift)
     out.print("\nResults:")
     out.print(f"  history folder : {history_dir.resolve()}")
     out.print(f"  score table    : {scored.parquet}")
@@ -331,7 +332,7 @@ def _run_backtest(
 ) -> tuple[Any, str | None]:
     import pyarrow as pa
 
-    from training import tracking
+    from training import report, tracking
     from training.config import TrainingConfig
     from training.pipeline import backtest as run_backtest
 
@@ -353,6 +354,7 @@ def _run_backtest(
         register=False,
     )
     tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
+    report.log_report(mlcfg, logged.run_id)  # with the holdout metrics
     advance("log to MLflow")
     return result, logged.run_id
 
@@ -442,6 +444,50 @@ def _print_training(result: Any, mlcfg: Any) -> None:
 
 
 @app.command()
+def retrain(
+    data: Annotated[Path, typer.Option("--data", help="History folder to train on.")],
+    force: Annotated[bool, typer.Option(help="Train even without drift or schedule.")] = False,
+    cutoff: Annotated[
+        str | None, typer.Option(help="Train with data at or before this time (default: the history's end).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
+) -> None:
+    """Retrain when drift or the schedule says so (or --force): a challenger, gated. Cron-safe: one at a
+    time (a second run exits 0 saying who holds the lock), and never twice on the same data for one reason."""
+    from serving.config import ServingConfig
+    from training import retrain as retraining
+    from training.config import TrainingConfig
+    from training.tracking import MlflowConfig
+
+    with _user_errors():
+        cfg, mlcfg = TrainingConfig.load(config), MlflowConfig.load()
+        try:
+            outcome = retraining.run(data, cfg, mlcfg, ServingConfig.load().store_url, force, cutoff)
+        except retraining.Busy as busy:
+            out.print(str(busy))
+            return
+    out.print(outcome.message)
+    if outcome.trained:
+        _print_training(outcome.result, mlcfg)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="MLflow run id of a training or backtest run.")],
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default: report_RUN_ID.html).")
+    ] = None,
+) -> None:
+    """Write the model report of a run: one self-contained HTML page built from MLflow."""
+    from training import report as model_report
+    from training.tracking import MlflowConfig
+
+    with _user_errors():
+        target = model_report.write(MlflowConfig.load(), run_id, out_file or Path(f"report_{run_id}.html"))
+    out.print(f"model report of run {run_id}: {target.resolve()}")
+
+
+@app.command()
 def promote(
     version: Annotated[str, typer.Option(help="Registered version to promote to champion.")],
     data: Annotated[Path, typer.Option("--data", help="History folder for the validation window.")],
@@ -487,8 +533,8 @@ def score(
     from training.tracking import MlflowConfig
 
     with _user_errors(), _progress(None, "score") as advance:
-        config = ServingConfig.load()
-        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        config, mlcfg = ServingConfig.load(), MlflowConfig.load()
+        holder = ModelHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
@@ -496,7 +542,7 @@ def score(
         history = load_history(data)
         advance("load history")
         t = parse_cutoff(as_of) if as_of else end_of(history)
-        result = score_history(history, t, holder.current, config)
+        result = score_history(history, t, holder.current, config, mlcfg)
         advance("score and write")
     counts = result.scores["tier"].value_counts()
     out.print(
@@ -510,11 +556,25 @@ def score(
             f"alerts: {a.opened:,} opened, {a.updated:,} updated, {a.resolved:,} resolved, "
             f"{len(a.notify):,} to notify"
         )
+    _print_drift(result.drift)
     if result.delivery is not None:
         d = result.delivery
         out.print(f"webhooks: {d.delivered:,} delivered, {d.retried:,} to retry, {d.dead:,} dead")
     out.print(f"score table: {result.parquet}")
     out.print(f"snapshot for the service: {config.store_url}")
+
+
+def _print_drift(found: Any) -> None:
+    if found is None:
+        out.print("drift: not measured (watch off, or the model ships no drift reference)")
+        return
+    a = found.assessment
+    worst, top = a.worst
+    line = f"drift: max PSI {top:.3f} ({worst}), {len(a.over)} column(s) over the threshold"
+    if a.alert:
+        out.print(f"{line}; [bold red]model-health alert[/]: " + "; ".join(a.reasons))
+    else:
+        out.print(f"{line}; no model-health alert" + (" (resolved)" if found.alerts.resolved else ""))
 
 
 def _alert_store() -> tuple[Any, Any]:
@@ -544,7 +604,13 @@ def alerts_list(
     table = Table(
         "id", "customer", "kind", "status", "tier", "P(churn)", "value", "at risk", "due", "playbook"
     )
-    for r in rows.head(limit).to_dict("records"):
+    model = rows["customer_id"] == alerts.MODEL_ID  # model-health alerts first: they concern every score
+    for r in [*rows[model].to_dict("records"), *rows[~model].head(limit).to_dict("records")]:
+        if r["customer_id"] == alerts.MODEL_ID:
+            blank = [""] * 5
+            table.add_row(str(r["id"]), "(the model)", r["kind"], r["status"], *blank, r["playbook"])
+            table.add_row("", "", "", "", *blank, "; ".join(r["reasons"]))
+            continue
         table.add_row(
             str(r["id"]),
             str(r["customer_id"]),

@@ -37,6 +37,7 @@ DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")
 LIVE = ("open", "acknowledged", "snoozed")
 AUTO = "auto"  # resolved_by of alerts the sync resolved
+MODEL_ID = "__model__"  # reserved customer id of model-level alerts (kind model-health, serving.monitoring)
 CANDIDATE_COLUMNS = [
     "customer_id",
     "kind",
@@ -319,9 +320,16 @@ def ensure_tables(engine: Engine) -> None:
 
 
 def sync_alerts(
-    engine: Engine, as_of: datetime | pd.Timestamp | str, candidates: pd.DataFrame, config: AlertConfig
+    engine: Engine,
+    as_of: datetime | pd.Timestamp | str,
+    candidates: pd.DataFrame,
+    config: AlertConfig,
+    model: bool = False,
 ) -> SyncResult:
     """Reconcile this run's candidates (from `evaluate`) with the stored alerts, in one transaction.
+
+    `model` False reconciles the customers' alerts, True the model-level ones (customer_id MODEL_ID, from
+    serving.monitoring); each leaves the other's alerts alone, and a candidate on the wrong side is refused.
 
     - a firing (customer, kind) without a live alert: insert an open alert, version 1, notify;
     - a live alert with a candidate row: update it in place (tier, scores, reasons, playbook). Notify again
@@ -337,14 +345,21 @@ def sync_alerts(
     """
     when = utc_naive(as_of)
     cand = _check_candidates(candidates)
+    wrong = [r.customer_id for r in cand if (r.customer_id == MODEL_ID) != model]
+    if wrong:
+        raise ValueError(
+            f"candidates: customer_id {wrong[0]!r} "
+            + (f"is reserved for model alerts ({MODEL_ID})" if not model else f"is not {MODEL_ID}")
+        )
     cooldown = timedelta(hours=config.cooldown_hours)
     t = alerts_table
+    side = t.c.customer_id == MODEL_ID if model else t.c.customer_id != MODEL_ID
     notify: list[tuple[int, int]] = []
     opened = updated = renotified = resolved = 0
     with engine.begin() as conn:
         live = {
             (r.customer_id, r.kind): r
-            for r in conn.execute(sa.select(t).where(t.c.status.in_(LIVE)).order_by(t.c.id)).all()
+            for r in conn.execute(sa.select(t).where(t.c.status.in_(LIVE), side).order_by(t.c.id)).all()
         }
         updates: list[dict[str, Any]] = []
         for row in cand:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alerts, outbox, scoring, store, tiers
+from serving import alerts, monitoring, outbox, scoring, store, tiers
 from serving.config import ServingConfig
 from serving.models import Served
 
@@ -27,13 +27,17 @@ class BatchResult:
     as_of: datetime
     version: str
     alerts: Any = None  # serving.alerts.SyncResult
+    drift: Any = None  # serving.monitoring.DriftResult (None: drift watch off or no reference in the model)
     delivery: Any = None  # serving.outbox.DeliveryReport (None: no endpoints configured)
 
 
-def score_history(history: History, as_of: datetime, served: Served, config: ServingConfig) -> BatchResult:
+def score_history(
+    history: History, as_of: datetime, served: Served, config: ServingConfig, mlcfg: Any = None
+) -> BatchResult:
     """Score; apply tier hysteresis; write the Parquet table and the store snapshot; raise and de-duplicate
-    alerts; queue and deliver them. Each step is one transaction and safe to re-run for the same as_of, so a
-    failed run can simply be run again; the previous snapshot stays until the new one is complete."""
+    alerts; watch drift (logged to MLflow when `mlcfg` is given); queue and deliver alerts. Each step is one
+    transaction and safe to re-run for the same as_of, so a failed run can simply be run again; the previous
+    snapshot stays until the new one is complete."""
     art = served.artefact
     eng = store.engine(config.store_url)
     past = history.until(as_of)
@@ -64,6 +68,7 @@ def score_history(history: History, as_of: datetime, served: Served, config: Ser
     result = BatchResult(scores, target, as_of, served.version)
     if config.alerts:
         result.alerts = _raise_alerts(eng, scores, as_of, config, order)
+    result.drift = _watch_drift(eng, rows, scores, served, as_of, config, order, mlcfg)
     if config.endpoints():
         result.delivery = deliver(eng, config)
     return result
@@ -119,14 +124,44 @@ def _raise_alerts(
     readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
     candidates = alerts.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
     synced = alerts.sync_alerts(eng, as_of, candidates, rules)
+    _enqueue(eng, synced.notify, config)
+    return synced
+
+
+def _watch_drift(
+    eng: Any,
+    rows: pd.DataFrame,
+    scores: pd.DataFrame,
+    served: Served,
+    as_of: datetime,
+    config: ServingConfig,
+    order: list[str],
+    mlcfg: Any,
+) -> Any:
+    """Drift of this run against the model's training population; a model-health alert goes to the outbox
+    like any other (serving.monitoring)."""
+    settings = monitoring.DriftConfig.from_dict(config.drift)
+    if not settings.enabled:
+        return None
+    rules = alerts.AlertConfig.from_dict(config.alerts, order) if config.alerts else None
+    found = monitoring.watch(
+        eng, rows, scores, served.artefact, served.version, as_of, settings, rules, mlcfg
+    )
+    if found is not None:
+        _enqueue(eng, found.alerts.notify, config)
+    return found
+
+
+def _enqueue(eng: Any, notify: list[tuple[int, int]], config: ServingConfig) -> None:
+    """Queue each (alert id, version) for every endpoint; the webhook id carries both, so retries and
+    re-runs never duplicate."""
     endpoints = config.endpoints()
-    if endpoints:
+    if endpoints and notify:
         outbox.ensure_tables(eng)
-        for alert_id, version in synced.notify:
+        for alert_id, version in notify:
             payload = alerts.alert_payload(alerts.get_alert(eng, alert_id))
             for name in endpoints:
                 outbox.enqueue(eng, name, payload, f"{alerts.webhook_id(alert_id, version)}-{name}")
-    return synced
 
 
 def _risk_reasons(reasons: list[dict[str, Any]]) -> list[str]:

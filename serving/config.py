@@ -39,6 +39,7 @@ class ServingConfig:
     tiers: dict[str, Any] = field(default_factory=dict)  # hysteresis (serving.tiers.TierConfig)
     alerts: dict[str, Any] = field(default_factory=dict)  # rules and playbooks (serving.alerts.AlertConfig)
     webhooks: dict[str, Any] = field(default_factory=dict)  # endpoints and retries (endpoints() below)
+    drift: dict[str, Any] = field(default_factory=dict)  # drift watch (serving.monitoring.DriftConfig)
 
     def endpoints(self) -> dict[str, Any]:
         """The webhook endpoints, secrets and secret URLs read from the environment variables named here."""

@@ -1,7 +1,8 @@
 """The scoring artefact: everything serving needs to score a customer, saved as one folder.
 
     scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
-                   value objective, horizon maps, tier thresholds, training metrics
+                   value objective, horizon maps, tier thresholds, training metrics, and the drift
+                   reference (training.drift: the inputs' and scores' distributions at T)
     churn.ubj      the churn booster (XGBoost's own binary format)
     value.ubj      the value booster
 
@@ -60,6 +61,7 @@ class ScoringArtefact:
     tiers: dict[str, float]  # tier name -> lowest predicted value in it, best tier first
     metrics: dict[str, float] = field(default_factory=dict)
     btyd_params: dict[str, list[float]] | None = None  # BG/NBD + Gamma-Gamma fitted at T (features.build)
+    drift_reference: dict[str, dict[str, Any]] | None = None  # training.drift.reference at T
 
     def feature_rows(self, history: History, as_of: datetime) -> pd.DataFrame:
         """Model inputs for every customer eligible at `as_of`: the training feature set, BTYD over H with
@@ -140,6 +142,7 @@ class ScoringArtefact:
             tiers=spec["tiers"],
             metrics=spec.get("metrics", {}),
             btyd_params=spec.get("btyd_params"),
+            drift_reference=spec.get("drift_reference"),
         )
 
     def _spec(self) -> dict[str, Any]:
@@ -160,6 +163,7 @@ class ScoringArtefact:
             "tiers": self.tiers,
             "metrics": self.metrics,
             "btyd_params": self.btyd_params,
+            "drift_reference": self.drift_reference,
         }
 
 

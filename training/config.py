@@ -62,6 +62,10 @@ class TrainingConfig:
         }
     )
 
+    retrain: dict[str, Any] = field(
+        default_factory=lambda: {"every_days": 30, "on_drift": True}
+    )  # when `diamond retrain` trains (training.retrain)
+
     def replace(self, **changes: Any) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
 
@@ -92,4 +96,15 @@ class TrainingConfig:
         unknown_gate = sorted(set(config.gate) - set(TrainingConfig().gate))
         if unknown_gate:
             raise ConfigError(f"{file}: unknown gate setting(s) {unknown_gate}")
+        retrain = {**TrainingConfig().retrain, **(config.retrain or {})}
+        unknown_retrain = sorted(set(retrain) - set(TrainingConfig().retrain))
+        if unknown_retrain:
+            raise ConfigError(f"{file}: unknown retrain setting(s) {unknown_retrain}")
+        every = retrain["every_days"]
+        number = isinstance(every, int | float) and not isinstance(every, bool)
+        if every is not None and (not number or every <= 0):
+            raise ConfigError(f"{file}: retrain.every_days must be a positive number of days or null")
+        if not isinstance(retrain["on_drift"], bool):
+            raise ConfigError(f"{file}: retrain.on_drift must be true or false")
+        config = config.replace(retrain=retrain)
         return config

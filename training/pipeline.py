@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, metrics, tuning
+from training import baselines, design, drift, metrics, tuning
 from training.artefact import ScoringArtefact
 from training.baselines import RfmRank
 from training.config import TrainingConfig
@@ -104,6 +104,9 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     artefact = ScoringArtefact(
         fs.key, columns, t, h, big_h, churn, value, tiers, validation, rows.attrs.get("btyd_params")
     )
+    artefact.drift_reference = drift.reference(
+        drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
+    )
     clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
     return Trained(
         artefact,
@@ -135,13 +138,17 @@ def train(
     mlcfg: Any,
     cutoff: str | datetime | None = None,
     run_name: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> TrainResult:
-    """`diamond train`: features -> tune -> fit -> log -> register a challenger -> gate."""
-    from training import registry, tracking
+    """`diamond train`: features -> tune -> fit -> log -> register a challenger -> gate -> report (logged on
+    the run as report.html)."""
+    from training import registry, report, tracking
 
     t = parse_cutoff(cutoff) if cutoff is not None else end_of(history)
     trained = fit(history, t, config)
-    logged = tracking.log_training(trained, history.until(t).fingerprint(), config, mlcfg, run_name)
+    logged = tracking.log_training(
+        trained, history.until(t).fingerprint(), config, mlcfg, run_name, tags=tags
+    )
     registry.register_challenger(mlcfg, logged.version)
 
     def window(artefact: ScoringArtefact) -> pd.DataFrame:
@@ -153,6 +160,7 @@ def train(
         return validation_window(history, t, config, artefact)
 
     decision = registry.decide(mlcfg, logged.version, window, config.gate)
+    report.log_report(mlcfg, logged.run_id)
     return TrainResult(trained, logged, decision)
 
 

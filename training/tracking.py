@@ -106,9 +106,10 @@ def log_training(
     mlcfg: MlflowConfig,
     run_name: str | None = None,
     register: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> Logged:
     """One MLflow run for one `training.pipeline.Trained`; registers the artefact as a new version
-    (backtests log without registering: their models never serve)."""
+    (backtests log without registering: their models never serve). `tags` are added to the run's own."""
     import mlflow
 
     _quiet()
@@ -126,6 +127,7 @@ def log_training(
                 "data_sha256": fingerprint["sha256"],
                 "value_objective": art.value.objective,
                 "kind": "train" if register else "backtest",
+                **(tags or {}),
             }
         )
         mlflow.log_params(_params(trained, config))
