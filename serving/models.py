@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from serving.scoring import rfm_reference
+from serving.tiers import RfmReference
 from training.artefact import ScoringArtefact
 from training.tracking import MlflowConfig, load_artefact
 
@@ -19,6 +21,7 @@ class Served:
     artefact: ScoringArtefact
     version: str
     loaded_at: str
+    rfm: RfmReference  # the RFM segment cut points, computed once per model (not per request)
 
 
 @dataclass
@@ -48,7 +51,7 @@ class ModelHolder:
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return False
         with self._lock:
-            self.current = Served(artefact, version, datetime.now(UTC).isoformat())
+            self.current = Served(artefact, version, datetime.now(UTC).isoformat(), rfm_reference(artefact))
             self.last_error = None
         return True
 

@@ -67,15 +67,20 @@ def complete_rows(artefact: ScoringArtefact, rows: pd.DataFrame) -> pd.DataFrame
 
 
 def score_records(
-    artefact: ScoringArtefact, rows: pd.DataFrame, top: int, cold_start_min_purchase_days: int
+    artefact: ScoringArtefact,
+    rows: pd.DataFrame,
+    top: int,
+    cold_start_min_purchase_days: int,
+    reference: RfmReference | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per row: the full answer for a customer."""
+    """One dict per row: the full answer for a customer. `reference` is `rfm_reference(artefact)`, which a
+    service computes once per model rather than per request."""
     if rows.empty:
         return []
     dm = artefact.matrix(rows)
     scored = artefact.score(rows, dm)
     why = reasons(artefact, rows, top, dm)
-    segments = rfm_segments(rows, rfm_reference(artefact)).to_numpy()
+    segments = rfm_segments(rows, reference or rfm_reference(artefact)).to_numpy()
     days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
     repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
     bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)

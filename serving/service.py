@@ -263,7 +263,8 @@ class Diamond:
         results: dict[str, Score] = {}
         ids = [c.customer_id for c in customers if not c.inline]
         rows = store.read_rows(self.store, store.FEATURES, ids)
-        for record, row in zip(scoring.score_records(art, rows, top, cold), rows.itertuples(), strict=True):
+        records = scoring.score_records(art, rows, top, cold, served.rfm)
+        for record, row in zip(records, rows.itertuples(), strict=True):
             results[record["customer_id"]] = Score(
                 found=True, source="snapshot", as_of=str(row.as_of), model_version=served.version, **record
             )
@@ -280,7 +281,7 @@ class Diamond:
         if inline:
             history, t = _inline_history(inline, as_of)
             rows = scoring.complete_rows(art, art.feature_rows(history, t))
-            for record in scoring.score_records(art, rows, top, cold):
+            for record in scoring.score_records(art, rows, top, cold, served.rfm):
                 results[record["customer_id"]] = Score(
                     found=True, source="inline", as_of=t.isoformat(), model_version=served.version, **record
                 )
