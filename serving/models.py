@@ -45,6 +45,7 @@ class ModelHolder:
                 .version
             )
             if self.current is not None and self.current.version == version:
+                self.last_error = None  # the store answered again: an earlier outage is over
                 return False
             artefact = load_artefact(f"models:/{self.mlcfg.registered_model}/{version}", self.mlcfg)
         except Exception as exc:  # any failure: keep serving what we have, and say why

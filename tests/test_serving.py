@@ -198,6 +198,32 @@ def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cd
     assert scored["model_version"] == "2" and scored["scores"][0]["model_version"] == "2"
 
 
+def _wait_for(url: str, done: object, what: str) -> dict:
+    deadline = time.monotonic() + 60
+    while not done(ready := httpx.get(f"{url}/readyz").json()):  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what}: {ready}"
+        time.sleep(0.5)
+    return ready
+
+
+def test_a_tracking_store_outage_keeps_the_model_serving(server: tuple[str, Path]) -> None:
+    """The tracking store turns to garbage under the running service (a disk or server failure): every
+    poll fails, the loaded model keeps serving and /readyz says why; once the store is back the error
+    clears by itself."""
+    url, work = server
+    store = work / "mlflow.db"
+    saved = store.read_bytes()
+    try:
+        store.write_bytes(b"not a database" * 4096)
+        ready = _wait_for(url, lambda r: r["last_error"] is not None, "the outage was never noticed")
+        assert ready["ready"] is True and ready["serving_last_good"] is True
+        assert _score(url, {"customers": [{"customer_id": "00002"}]}).status_code == 200
+    finally:
+        store.write_bytes(saved)
+    ready = _wait_for(url, lambda r: r["last_error"] is None, "the error never cleared")
+    assert ready["serving_last_good"] is False
+
+
 def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str, Path]) -> None:
     """The alias moves to a version with no scoring artefact: the last good one keeps serving, and says so."""
     from mlflow import MlflowClient
@@ -305,3 +331,14 @@ def test_serve_refuses_to_start_when_the_tracking_store_is_unreachable(
     assert done.returncode == 2, done.stdout + done.stderr
     assert "not starting: models:/diamond@champion cannot be served" in done.stderr
     assert "127.0.0.1" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_secrets_never_reach_the_logs(server: tuple[str, Path]) -> None:
+    """After every request above (good keys, wrong keys, webhooks delivered), neither an API key nor the
+    webhook secret appears in the server's log or the batch run's output."""
+    _, work = server
+    _score(server[0], {"customers": [{"customer_id": "00002"}]}, key="wrong-key-not-logged")
+    logs = (work / "serve.log").read_text(encoding="utf-8") + (work / "score.out").read_text(encoding="utf-8")
+    assert len(logs) > 200  # the logs are really there
+    for secret in (KEY, "another-key", "wrong-key-not-logged", SECRET, SECRET.removeprefix("whsec_")):
+        assert secret not in logs
