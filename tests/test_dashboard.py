@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -336,7 +337,8 @@ def test_overview_before_any_drift_says_so(tmp_path: Path, monkeypatch: pytest.M
 
     dashboard._state.cache_clear()  # the per-worker state, here read from this empty store
     try:
-        reply = asyncio.run(get())
+        with ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright's loop runs in this one
+            reply = pool.submit(asyncio.run, get()).result()
     finally:
         dashboard._state.cache_clear()
     assert monitoring.latest_drift(store.engine(url)) is None and reply.status_code == 200
