@@ -445,12 +445,14 @@ def list_alerts(
     customer_id: str | None = None,
     limit: int | None = None,
     offset: int = 0,
+    model: bool | None = None,
 ) -> pd.DataFrame:
     """Stored alerts, highest value at risk first (then oldest first). `status`: one status, several, or
-    None for all; 'live' means open, acknowledged or snoozed. `limit`/`offset` page through them in the
+    None for all; 'live' means open, acknowledged or snoozed. `model` True keeps only the model-level
+    alerts (MODEL_ID), False only the customers', None both. `limit`/`offset` page through them in the
     database. `reasons` come back as lists."""
     t = alerts_table
-    query = _filtered(sa.select(t), status, tier, owner, customer_id)
+    query = _filtered(sa.select(t), status, tier, owner, customer_id, model)
     query = query.order_by(t.c.value_at_risk.desc(), t.c.id).limit(limit).offset(offset or None)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
@@ -463,9 +465,11 @@ def count_alerts(
     tier: str | None = None,
     owner: str | None = None,
     customer_id: str | None = None,
+    model: bool | None = None,
 ) -> int:
     """How many alerts `list_alerts` would return without a limit."""
-    query = _filtered(sa.select(sa.func.count()).select_from(alerts_table), status, tier, owner, customer_id)
+    query = sa.select(sa.func.count()).select_from(alerts_table)
+    query = _filtered(query, status, tier, owner, customer_id, model)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar() or 0)
 
@@ -620,6 +624,7 @@ def _filtered(
     tier: str | None,
     owner: str | None,
     customer_id: str | None,
+    model: bool | None = None,
 ) -> Any:
     t = alerts_table
     if status is not None:
@@ -635,6 +640,8 @@ def _filtered(
         query = query.where(t.c.owner == owner)
     if customer_id is not None:
         query = query.where(t.c.customer_id == str(customer_id))
+    if model is not None:
+        query = query.where(t.c.customer_id == MODEL_ID if model else t.c.customer_id != MODEL_ID)
     return query
 
 

@@ -11,19 +11,36 @@ from markupsafe import Markup, escape
 INK, BAR, LINE, GRID = "#1b1f24", "#1f5f99", "#b3261e", "#c9ced6"
 
 
-def bars(items: Sequence[tuple[str, float]], title: str, fmt: str = "{:,.0f}", width: int = 480) -> Markup:
-    """Horizontal bars, one per (label, value), in the given order; values must be >= 0."""
-    row, label_w, value_w = 28, 110, 90
-    top = max((v for _, v in items), default=0.0) or 1.0
+def bars(
+    items: Sequence[tuple[str, float]],
+    title: str,
+    fmt: str = "{:,.0f}",
+    width: int = 480,
+    label_w: int = 110,
+    threshold: float | None = None,
+) -> Markup:
+    """Horizontal bars, one per (label, value), in the given order; values must be >= 0. With a
+    `threshold`, bars at or over it are drawn in red and a dashed line marks it (the scale reaches it)."""
+    row, value_w = 28, 90
+    top = max([v for _, v in items] + ([threshold] if threshold is not None else []), default=0.0) or 1.0
     span = width - label_w - value_w
-    parts = [_open(width, row * max(len(items), 1) + 8, title)]
+    height = row * max(len(items), 1) + 8 + (18 if threshold is not None else 0)
+    parts = [_open(width, height, title)]
     for i, (label, value) in enumerate(items):
         y = 4 + i * row
         w = max(span * float(value) / top, 1.0 if value else 0.0)
+        fill = LINE if threshold is not None and value >= threshold else BAR
         parts.append(
             f'<text x="{label_w - 8}" y="{y + 18}" text-anchor="end" fill="{INK}">{escape(label)}</text>'
-            f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row - 10}" fill="{BAR}"/>'
+            f'<rect x="{label_w}" y="{y + 4}" width="{w:.1f}" height="{row - 10}" fill="{fill}"/>'
             f'<text x="{label_w + w + 6:.1f}" y="{y + 18}" fill="{INK}">{escape(fmt.format(value))}</text>'
+        )
+    if threshold is not None:
+        x, bottom = label_w + span * threshold / top, height - 18
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="2" y2="{bottom}" stroke="{INK}" stroke-dasharray="4 3"/>'
+            f'<text x="{x:.1f}" y="{height - 4}" text-anchor="middle" fill="{INK}">'
+            f"threshold {escape(fmt.format(threshold))}</text>"
         )
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -1,10 +1,12 @@
 """The retention dashboard: server-rendered pages mounted in the scoring service at /ui (serving.service).
 
-Pages: the alert list (ranked by value at risk; filters by status, tier and owner; paged in the database),
-a customer page (score and tier history, the top reasons in words, the latest events, the playbook, the
-customer's alerts with acknowledge / snooze / resolve), and an overview (tier distribution and value at
-risk by tier, tier movements of the latest run, alerts by status). Wiring only: the data comes from
-serving.alerts, serving.tiers and serving.store; the charts from serving.charts.
+Pages: the alert list (customers ranked by value at risk; filters by status, tier and owner; paged in the
+database; a live model-health alert as a banner above the ranking, never inside it), a customer page (score
+and tier history, the top reasons in words, the latest events, the playbook, the customer's alerts with
+acknowledge / snooze / resolve), and an overview (tier distribution and value at risk by tier, tier
+movements of the latest run, alerts by status, and model health: the latest run's drift). Wiring only: the
+data comes from serving.alerts, serving.tiers, serving.store and serving.monitoring; the charts from
+serving.charts.
 
 Auth: the login form takes a name and an API key, checked like the API's bearer keys
 (serving.config.matching_hash), and sets a signed, expiring session cookie (serving.webauth), HttpOnly and
@@ -35,12 +37,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from serving import alerts, charts, store, tiers, webauth
+from serving import alerts, charts, monitoring, store, tiers, webauth
 from serving.alerts import AlertConfig
 from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
 
 MOUNT = "/ui"
 PAGE = 50  # alerts per page
+DRIFT_TOP = 10  # most drifted columns on the overview (the two scores are shown wherever they rank)
+HEALTH = f"{MOUNT}/overview#model-health"  # where the model-health alert is explained and acted on
 HERE = Path(__file__).parent
 SNOOZE_HOURS = {"24": "1 day", "72": "3 days", "168": "1 week"}
 HEADERS = {
@@ -191,12 +195,19 @@ def alert_list(request: Request) -> Response:
         page = max(int(q.get("page") or 1), 1)
     except ValueError:
         page = 1
-    total = alerts.count_alerts(state.engine, status, tier, owner)
-    rows = alerts.list_alerts(state.engine, status, tier, owner, limit=PAGE, offset=(page - 1) * PAGE)
+    total = alerts.count_alerts(state.engine, status, tier, owner, model=False)
+    rows = alerts.list_alerts(
+        state.engine, status, tier, owner, limit=PAGE, offset=(page - 1) * PAGE, model=False
+    )
+    health = _records(alerts.list_alerts(state.engine, "live", model=True))
+    drift = monitoring.latest_drift(state.engine) if health else None
     filters = {k: v for k, v in (("status", status), ("tier", tier), ("owner", owner)) if v}
     return _page(
         request,
         "alerts.html",
+        health=health,
+        drifted=drift["over"] if drift else None,
+        health_link=HEALTH,
         rows=_records(rows),
         total=total,
         page=page,
@@ -217,6 +228,8 @@ def alert_list(request: Request) -> Response:
 
 def customer(request: Request) -> Response:
     state, cid = _state(), request.path_params["customer_id"]
+    if cid == alerts.MODEL_ID:  # not a customer: the model-health alert lives on the overview
+        return RedirectResponse(HEALTH, status_code=303, headers=HEADERS)
     snap = store.read_rows(state.engine, store.SCORES, [cid])
     history = store.score_history(state.engine, cid)
     tier_rows = tiers.tier_history(state.engine, cid)
@@ -255,7 +268,9 @@ def overview(request: Request) -> Response:
     run = tiers.latest_run(state.engine)
     moves = tiers.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
     directions = moves.groupby("direction")["customers"].sum().to_dict() if not moves.empty else {}
-    by_status = {s: alerts.count_alerts(state.engine, s) for s in alerts.STATUSES}
+    by_status = {s: alerts.count_alerts(state.engine, s, model=False) for s in alerts.STATUSES}
+    drift = monitoring.latest_drift(state.engine)
+    columns = _top_columns(drift["psi"], DRIFT_TOP) if drift else []
     return _page(
         request,
         "overview.html",
@@ -274,6 +289,23 @@ def overview(request: Request) -> Response:
         if run
         else None,
         by_status=by_status,
+        drift=drift,
+        columns=columns,
+        top=DRIFT_TOP,
+        drift_chart=charts.bars(
+            [(c["name"], c["psi"]) for c in columns],
+            "PSI of the most drifted columns against the model's training population",
+            fmt="{:.3f}",
+            width=620,
+            label_w=200,
+            threshold=drift["psi_alert"],
+        )
+        if columns
+        else None,
+        health=_records(alerts.list_alerts(state.engine, "live", model=True)),
+        here=_here(request),
+        snooze=SNOOZE_HOURS,
+        done=_done(request),
     )
 
 
@@ -346,6 +378,11 @@ def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> s
         return None
     book = AlertConfig.from_dict(state.config.alerts, _order(state)).playbooks.get(str(now.get("tier")))
     return book.text if book else None
+
+
+def _top_columns(psi: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The n most drifted columns of a drift run (worst first), plus the two scores wherever they rank."""
+    return [c for i, c in enumerate(psi) if i < n or c["kind"] == "score"]
 
 
 def _here(request: Request) -> str:

@@ -6,10 +6,12 @@ Screenshots of the main pages go to test-artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from features.history import history_from_frames
-from serving import alerts, charts, store, tiers, webauth
+from serving import alerts, charts, dashboard, monitoring, store, tiers, webauth
 from serving.config import hash_key, session_secret
 from tests.conftest import API_KEY, run_diamond, serve_champion
 
@@ -190,7 +192,7 @@ def _shown_ids(page: object) -> list[int]:
 
 def test_browser_alert_list_is_ranked_by_value_at_risk(page: object, server: tuple[str, sa.Engine]) -> None:
     _, engine = server
-    stored = alerts.list_alerts(engine, "open", limit=50)
+    stored = alerts.list_alerts(engine, "open", limit=50, model=False)  # customers only
     assert len(stored) > 10
     assert _shown_ids(page) == stored["id"].tolist()
     shown = page.locator("table.alerts tbody tr").evaluate_all("rs => rs.map(r => +r.dataset.valueAtRisk)")
@@ -202,7 +204,8 @@ def test_browser_alert_list_is_ranked_by_value_at_risk(page: object, server: tup
     page.get_by_label("Tier").select_option(tier)
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(re.compile(rf".*tier={tier}.*"))
-    assert _shown_ids(page) == alerts.list_alerts(engine, "open", tier=tier, limit=50)["id"].tolist()
+    in_tier = alerts.list_alerts(engine, "open", tier=tier, limit=50, model=False)
+    assert _shown_ids(page) == in_tier["id"].tolist()
 
 
 def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> None:
@@ -259,8 +262,87 @@ def test_browser_overview(page: object, server: tuple[str, sa.Engine]) -> None:
     moves = tiers.tier_movements(engine, tiers.latest_run(engine)[0], include_new=True)
     shown = page.locator("section", has=page.get_by_role("heading", name="Tier movements since the last run"))
     assert shown.locator("tbody tr").count() == len(moves) > 0
-    assert page.locator("svg[role=img]").count() == 3
+    assert page.locator("svg[role=img]").count() == 4  # tiers, value at risk, movements, drift
     page.screenshot(path=str(ARTEFACTS / "overview.png"), full_page=True)
+
+
+def test_browser_model_health_is_the_stored_drift(page: object, server: tuple[str, sa.Engine]) -> None:
+    _, engine = server
+    drift = monitoring.latest_drift(engine)  # the LATER run: CDNOW's cohort has aged since the cutoff
+    assert drift is not None and drift["alert"] and drift["over"] >= 1
+    page.goto("/ui/overview")
+    health = page.locator("section", has=page.get_by_role("heading", name="Model health"))
+    facts = health.locator("dl.facts").inner_text()
+    assert f"{drift['max_psi']:.3f}" in facts and drift["worst"] in facts
+    assert f"v{drift['model_version']}" in facts and f"{drift['as_of']:%Y-%m-%d}" in facts
+    assert health.locator("#drift-over").inner_text().startswith(f"{drift['over']} of ")
+    assert "population stability index" in health.inner_text()
+    rows = health.locator("table.drift tbody tr")
+    shown = rows.evaluate_all("rs => rs.map(r => [r.dataset.column, +r.dataset.psi, r.className])")
+    top = drift["psi"][: dashboard.DRIFT_TOP]
+    expected = top + [c for c in drift["psi"] if c["kind"] == "score" and c not in top]
+    assert [(n, p) for n, p, _ in shown] == [(c["name"], c["psi"]) for c in expected]
+    assert {"churn_probability", "predicted_value"} <= {n for n, _, _ in shown}
+    over = [n for n, p, _ in shown if p >= drift["psi_alert"]]
+    assert [n for n, _, cls in shown if cls == "over"] == over and len(over) == drift["over"]
+    assert rows.nth(0).locator("td.num").inner_text() == f"{drift['psi'][0]['psi']:.3f}"
+    chart = health.locator("svg[role=img]")
+    assert chart.count() == 1 and chart.locator(f'rect[fill="{charts.LINE}"]').count() == len(over)
+    assert health.get_by_role("button", name=re.compile(r"Resolve alert \d+")).count() == 1
+    page.screenshot(path=str(ARTEFACTS / "overview-model-health.png"), full_page=True)
+    health.screenshot(path=str(ARTEFACTS / "model-health.png"))
+
+
+def test_browser_model_health_banner_until_resolved(page: object, server: tuple[str, sa.Engine]) -> None:
+    url, engine = server
+    live = alerts.list_alerts(engine, "live", model=True)
+    assert len(live) == 1  # raised by the LATER run's drift
+    alert_id, opened = int(live["id"].iloc[0]), pd.Timestamp(live["opened_at"].iloc[0])
+    over = monitoring.latest_drift(engine)["over"]
+    banner = page.get_by_role("region", name="Model health")
+    says = f"Model health: drift over threshold on {over} columns since {opened:%Y-%m-%d}"
+    assert banner.inner_text().startswith(says)
+    customers = page.locator("table.alerts tbody tr").evaluate_all("rs => rs.map(r => r.dataset.customer)")
+    assert alerts.MODEL_ID not in customers and len(customers) == dashboard.PAGE
+    assert alerts.count_alerts(engine, "open", model=False) + 1 == alerts.count_alerts(engine, "open")
+    # acknowledge and resolve it from the banner, through the same CSRF-protected forms as customer alerts
+    banner.get_by_role("button", name=f"Acknowledge alert {alert_id}").click()
+    page.wait_for_url(re.compile(r".*done=ack.*"))
+    assert f"(acknowledged, {NAME})" in banner.inner_text()
+    banner.get_by_role("button", name=f"Resolve alert {alert_id}").click()
+    page.wait_for_url(re.compile(r".*done=resolve.*"))
+    assert page.get_by_role("status").inner_text() == f"Alert {alert_id} resolved."
+    assert banner.count() == 0
+    row = alerts.get_alert(engine, alert_id)
+    assert row["status"] == "resolved" and row["resolved_by"] == NAME
+    assert alerts.actions(engine, [alert_id])["action"].tolist() == ["acknowledged", "resolved"]
+    # the model is not a customer: its old page is the overview's model-health section
+    moved = _login(url).get(f"/ui/customers/{alerts.MODEL_ID}")
+    assert moved.status_code == 303 and moved.headers["location"] == "/ui/overview#model-health"
+    page.goto(f"/ui/customers/{alerts.MODEL_ID}")
+    assert page.url.endswith("/ui/overview#model-health")
+    health = page.locator("section", has=page.get_by_role("heading", name="Model health"))
+    assert "resolved by hand" in health.inner_text() and health.get_by_role("button").count() == 0
+
+
+def test_overview_before_any_drift_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store no batch run has measured drift in (e.g. a model without a drift reference), in process."""
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    monkeypatch.setenv("DIAMOND_STORE_URL", url)
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=dashboard.create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
+            return await client.get("/overview")
+
+    dashboard._state.cache_clear()  # the per-worker state, here read from this empty store
+    try:
+        with ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright's loop runs in this one
+            reply = pool.submit(asyncio.run, get()).result()
+    finally:
+        dashboard._state.cache_clear()
+    assert monitoring.latest_drift(store.engine(url)) is None and reply.status_code == 200
+    assert "No drift measured yet" in reply.text and 'class="drift"' not in reply.text
 
 
 def test_browser_a_wrong_key_is_refused(browser: object, server: tuple[str, sa.Engine]) -> None:
@@ -362,5 +444,11 @@ def test_charts_say_their_numbers_and_escape_labels() -> None:
     assert "<title>Customers &amp; tiers</title>" in svg and "&lt;b&gt;" in svg and "<b>" not in svg
     widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', svg)]
     assert widths[0] == pytest.approx(3 * widths[1], abs=0.2)
+    marked = str(charts.bars([("a", 0.5), ("b", 0.25), ("c", 0.1)], "PSI", fmt="{:.3f}", threshold=0.25))
+    assert marked.count(f'fill="{charts.LINE}"') == 2 and marked.count(f'fill="{charts.BAR}"') == 1
+    assert "threshold 0.250" in marked and "stroke-dasharray" in marked
+    under = str(charts.bars([("a", 0.05)], "PSI", threshold=0.25))  # the scale reaches the threshold
+    width = float(re.search(r'<rect [^>]*width="([\d.]+)"', under).group(1))
+    assert width == pytest.approx((480 - 110 - 90) * 0.05 / 0.25, abs=0.1)
     line = str(charts.line([("Jan", 0.25), ("Feb", 0.75)], "P(churn)"))
     assert "0.25" in line and "0.75" in line and line.count("<circle") == 2
