@@ -146,10 +146,14 @@ def load_history(
         full = f"{root}/{file}"
         if not _exists(spark, full):
             if name == "transactions":
-                problems.append(Problem(full, "not found (the Spark engine reads Parquet tables)", droppable=False))
+                problems.append(
+                    Problem(full, "not found (the Spark engine reads Parquet tables)", droppable=False)
+                )
             continue
         if not file.endswith(".parquet") and not _is_dir(spark, full):
-            problems.append(Problem(full, "the Spark engine reads Parquet; convert CSV first", droppable=False))
+            problems.append(
+                Problem(full, "the Spark engine reads Parquet; convert CSV first", droppable=False)
+            )
             continue
         frame = _typed(spark.read.parquet(full), name, full, config, problems)
         if frame is not None:

@@ -33,7 +33,7 @@ def spark():
         "local[2]",
         conf={
             "spark.ui.enabled": "false",
-            "spark.sql.shuffle.partitions": "4",
+            "spark.sql.shuffle.partitions": "2",
             "spark.driver.memory": "1g",
             "spark.sql.adaptive.enabled": "true",
         },
@@ -69,7 +69,9 @@ def assert_same_rows(expected: pa.Table, got: pa.Table) -> None:
         elif pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
             x, y = x.astype("float64").to_numpy(), y.astype("float64").to_numpy()
             close = np.isclose(x, y, rtol=TOL, atol=TOL, equal_nan=True)
-            assert close.all(), f"{column}: {(~close).sum()} rows differ, first {x[~close][:3]} vs {y[~close][:3]}"
+            assert close.all(), (
+                f"{column}: {(~close).sum()} rows differ, first {x[~close][:3]} vs {y[~close][:3]}"
+            )
         else:
             assert x.isna().tolist() == y.isna().tolist(), column
             assert x[x.notna()].astype(str).tolist() == y[y.notna()].astype(str).tolist(), column
@@ -112,9 +114,10 @@ def test_training_set_equals_duckdb_row_for_row(spark_training_set, synth: Path,
     assert len(fits) == len(CUTOFFS)
 
 
-def test_spine_and_labels_of_a_hand_built_history(spark, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def hand_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Late-recorded events, refunds, same-day purchases, a cancellation and contractual churn."""
-    folder = tmp_path / "h"
+    folder = tmp_path_factory.mktemp("hand") / "h"
     folder.mkdir()
     ts = pa.timestamp("us")
     pq.write_table(
@@ -134,9 +137,7 @@ def test_spine_and_labels_of_a_hand_built_history(spark, tmp_path: Path) -> None
                     ts,
                 ),
                 "amount": [10.0, 5.5, -3.0, 20.0, 7.25, 12.0, 1.0],
-                "recorded_at": pa.array(
-                    [None, None, None, None, None, datetime(2024, 4, 10), None], ts
-                ),
+                "recorded_at": pa.array([None, None, None, None, None, datetime(2024, 4, 10), None], ts),
             }
         ),
         folder / "transactions.parquet",
@@ -153,12 +154,28 @@ def test_spine_and_labels_of_a_hand_built_history(spark, tmp_path: Path) -> None
     (folder / "dataset.yaml").write_text(
         yaml.safe_dump({"churn": "contractual", "as_of": "2024-07-31"}), encoding="utf-8"
     )
+    return folder
+
+
+def test_spine_and_labels_of_a_hand_built_history(spark, hand_built: Path) -> None:
+    folder = hand_built
     cuts = ["2024-03-31", "2024-04-30"]
     expected = build.build_training_set(load_history(folder), cuts, "60d", "rfm_v1")
     got, _ = fsp.build_training_set(fsp.load_history(spark, str(folder)), cuts, "60d", "rfm_v1")
     result = got.toArrow()
     assert_same_rows(expected, result)
-    pairs = sorted(zip(result.column("cutoff").to_pylist(), result.column("customer_id").to_pylist()))
+    pairs = sorted(
+        zip(result.column("cutoff").to_pylist(), result.column("customer_id").to_pylist(), strict=True)
+    )
+    churned = dict(
+        zip(
+            zip(result.column("cutoff").to_pylist(), result.column("customer_id").to_pylist(), strict=True),
+            result.column("churned").to_pylist(),
+            strict=True,
+        )
+    )
+    assert churned[(datetime(2024, 3, 31, 23, 59, 59, 999999), "b")] == 1  # cancels 04-15, inside (T, T+60d]
+    assert churned[(datetime(2024, 3, 31, 23, 59, 59, 999999), "a")] == 0  # contractual: no cancellation
     # c is known only from 2024-04-10 (recorded late); b cancelled on 2024-04-15 so is gone at 04-30
     assert [(f"{t:%m-%d}", c) for t, c in pairs] == [
         ("03-31", "a"),
@@ -237,3 +254,29 @@ def test_xgboost_spark_trains_close_to_one_machine(spark_training_set) -> None:
     auc_local = roc_auc_score(held["churned"], local.predict(held_dm))
     assert auc_spark > 0.65, auc_spark
     assert abs(auc_spark - auc_local) < 0.02, (auc_spark, auc_local)
+
+
+def test_cli_features_build_with_engine_spark_matches_duckdb(hand_built: Path, tmp_path: Path) -> None:
+    args = ["features", "build", "--data", str(hand_built), "--cutoffs", "2024-03-31,2024-04-30"]
+    args += ["--horizon", "60d", "--feature-set", "rfm_v1"]
+    run_diamond(*args, "--out", str(tmp_path / "duck.parquet"))
+    run_diamond(*args, "--out", str(tmp_path / "spark"), "--engine", "spark")
+    assert_same_rows(pq.read_table(tmp_path / "duck.parquet"), pq.read_table(tmp_path / "spark"))
+    assert json.loads((tmp_path / "spark" / "_btyd_fits.json").read_text(encoding="utf-8"))
+
+
+def test_cli_refuses_an_unknown_engine(synth: Path, tmp_path: Path) -> None:
+    done = run_diamond(
+        "features",
+        "build",
+        "--data",
+        str(synth),
+        "--out",
+        str(tmp_path / "x"),
+        "--engine",
+        "flink",
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "engine 'flink': expected one of duckdb, spark" in done.stderr
+    assert not (tmp_path / "x").exists()

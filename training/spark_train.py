@@ -38,7 +38,11 @@ def train_booster_spark(
     xgb_params = booster_params(objective, params, seed, 1)
     rounds = int(params.get("n_estimators", 300))
     xgb_params.pop("nthread")
-    estimator_cls = SparkXGBClassifier if objective == "binary:logistic" else SparkXGBRegressor
+    if objective == "binary:logistic":  # the classifier sets its own (binary) objective
+        estimator_cls = SparkXGBClassifier
+        xgb_params.pop("objective")
+    else:
+        estimator_cls = SparkXGBRegressor
     estimator = estimator_cls(
         features_col=columns,
         label_col="label",
