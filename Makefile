@@ -9,7 +9,7 @@ export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality bench-load lock clean
+.PHONY: help install dev demo test lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-spark lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -60,7 +60,10 @@ bench-model-quality: $(VENV)/.dev ## Model vs baselines vs a perfect model on a 
 bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
 	$(BIN)/python bench/bench_load.py --duration 300
 
-bench: bench-synthetic bench-features bench-model-quality bench-load ## Run every benchmark under bench/
+bench-spark: $(VENV)/.dev ## DuckDB vs Spark local[2] training sets at 1M customers: time, peak memory, task costs (~1 h)
+	$(BIN)/python bench/bench_spark.py --customers 1000000 --json bench/spark_results_1m.json
+
+bench: bench-synthetic bench-features bench-model-quality bench-load bench-spark ## Run every benchmark under bench/
 
 lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock

@@ -3,7 +3,8 @@
 Training sets and batch scoring call the same `build_features`; they differ only in the cutoffs and in
 whether labels are attached. Features at cutoff T see only events with timestamp <= T (and recorded_at <= T
 where a table has it); labels see only (T, T + horizon]. Definitions (features.definitions) are Ibis
-expressions compiled to SQL and run here on DuckDB over the history's Arrow tables.
+expressions; `spine_expr`, `features_expr` and `labels_expr` assemble them over an `Engine`'s tables, and
+the engine compiles and runs them: DuckDB here over the history's Arrow tables, Spark in features.spark.
 """
 
 from __future__ import annotations
