@@ -1,4 +1,4 @@
-"""Benchmark: the training set of one synthetic history built by DuckDB and by Spark (local mode, this machine).
+"""Benchmark: one synthetic history's training set built by DuckDB and by Spark (local mode, this machine).
 
 Each engine runs in its own child process; the parent samples the RSS of the child's whole process tree
 (for Spark: Python driver + JVM + Python workers) every 0.2 s and keeps the peak. The Spark child writes an
@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features import ensure_history  # noqa: E402
-from common import ROOT, machine  # noqa: E402
+from bench_features import ensure_history
+from common import ROOT, machine
 
 CUTOFFS = ["2025-03-31", "2025-06-30", "2025-09-30"]
 HORIZON = "90d"
@@ -153,7 +153,8 @@ def main() -> None:
     print(f"spark task time {total:.0f} s over {sum(s['tasks'] for s in stages.values())} tasks")
     for sid, s in stages.items():
         if s["run_s"] > 0.05 * total:
-            print(f"  stage {sid} {s['name']}: {s['tasks']} tasks, {s['run_s']:.1f} s, max {s['max_task_s']:.1f}")
+            line = f"{s['tasks']} tasks, {s['run_s']:.1f} s, slowest {s['max_task_s']:.1f} s"
+            print(f"  stage {sid} {s['name']}: {line}")
 
 
 if __name__ == "__main__":
