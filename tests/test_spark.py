@@ -262,7 +262,8 @@ def test_cli_features_build_with_engine_spark_matches_duckdb(hand_built: Path, t
     run_diamond(*args, "--out", str(tmp_path / "duck.parquet"))
     run_diamond(*args, "--out", str(tmp_path / "spark"), "--engine", "spark")
     assert_same_rows(pq.read_table(tmp_path / "duck.parquet"), pq.read_table(tmp_path / "spark"))
-    assert json.loads((tmp_path / "spark" / "_btyd_fits.json").read_text(encoding="utf-8"))
+    fits = json.loads((tmp_path / "spark" / "_btyd_fits.json").read_text(encoding="utf-8"))
+    assert fits == build.btyd_fits(pq.read_table(tmp_path / "duck.parquet"))  # rfm_v1: none fitted
 
 
 def test_cli_refuses_an_unknown_engine(synth: Path, tmp_path: Path) -> None:
