@@ -96,8 +96,10 @@ def task_metrics(events_dir: Path) -> dict:
         lambda: {"tasks": 0, "run_s": 0.0, "max_task_s": 0.0, "records_in": 0, "bytes_in": 0, "shuffle_w": 0}
     )
     names: dict[int, str] = {}
-    for log in (f for f in events_dir.rglob("*") if f.is_file()):
+    for log in events_dir.rglob("events_*"):  # rolling event log v2: events_N_<app> files (+ appstatus)
         for line in log.open(encoding="utf-8"):
+            if not line.strip():
+                continue
             event = json.loads(line)
             kind = event.get("Event")
             if kind == "SparkListenerStageCompleted":

@@ -465,7 +465,7 @@ def _btyd_summary(d: ir.Table) -> dict[str, ir.Value]:
 def _add_btyd(table: pa.Table, horizon_days: int, fixed: dict[str, list[float]] | None = None) -> pa.Table:
     """Fit BG/NBD and Gamma-Gamma per cutoff on that cutoff's customers (data <= T only), or apply `fixed`
     parameters, and add the four BTYD features; the parameters used go to the schema metadata."""
-    x, tx, big_t, m = (_np(table, c) for c in BTYD_SUMMARY)
+    x, tx, big_t, m = (float_column(table, c) for c in BTYD_SUMMARY)
     cut = table.column("cutoff").to_numpy()
     fits = {}
     for value in np.unique(cut):
@@ -514,7 +514,7 @@ def apply_btyd(table: pa.Table, fits: dict[str, dict[str, list[float]]], horizon
     parameters (`fits`, keyed by the cutoff as numpy prints it); rows without a fit or without purchases
     get nulls. Row-wise, so it runs on any slice of rows (a Spark partition) with the same result. The fits
     go to the schema metadata."""
-    x, tx, big_t, m = (_np(table, c) for c in BTYD_SUMMARY)
+    x, tx, big_t, m = (float_column(table, c) for c in BTYD_SUMMARY)
     tx, big_t = tx / BTYD_UNIT_DAYS, big_t / BTYD_UNIT_DAYS
     cut = table.column("cutoff").to_numpy()
     out = {name: np.full(table.num_rows, np.nan) for name in BTYD_FEATURES}
@@ -549,7 +549,8 @@ def btyd_fits(table: pa.Table) -> dict[str, dict[str, list[float]]]:
     return json.loads(raw) if raw else {}
 
 
-def _np(table: pa.Table, column: str) -> np.ndarray:
+def float_column(table: pa.Table, column: str) -> np.ndarray:
+    """A column as float64 numpy, nulls as NaN."""
     return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
 
 

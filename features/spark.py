@@ -26,7 +26,8 @@ import pyarrow as pa
 import yaml
 
 from features import build
-from features.config import TABLE_NAMES, ConfigError, DatasetConfig
+from features.config import CONFIG_FILE, TABLE_NAMES, ConfigError, DatasetConfig
+from features.definitions import BTYD_FEATURES
 from features.history import CONTRACT, HistoryError, Problem
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 
@@ -138,7 +139,7 @@ def load_history(
     Spark reaches. Structure is checked here (tables, required columns, types that cast); row-level checks
     are `diamond data validate`'s job on the single-machine path."""
     root = path.rstrip("/")
-    config = config or _read_config(spark, f"{root}/{'dataset.yaml'}")
+    config = config or _read_config(spark, f"{root}/{CONFIG_FILE}")
     problems: list[Problem] = []
     frames: dict[str, DataFrame] = {}
     for name in TABLE_NAMES:
@@ -367,22 +368,31 @@ def _add_btyd(
 
     df = df.cache()
     x, tx, big_t, m = build.BTYD_SUMMARY
-    bg = _arrow(df.where(F.col(x).isNotNull()).groupBy("cutoff", x, tx, big_t).count())
-    gg = _arrow(df.where((F.col(x) > 0) & (F.col(m) > 0)).groupBy("cutoff", x, m).count())
+    bg = df.where(F.col(x).isNotNull()).groupBy("cutoff", x, tx, big_t).count().toArrow()
+    gg = df.where((F.col(x) > 0) & (F.col(m) > 0)).groupBy("cutoff", x, m).count().toArrow()
     fits = {}
     bg_cut, gg_cut = bg.column("cutoff").to_numpy(), gg.column("cutoff").to_numpy()
     for value in np.unique(bg_cut):
         sel, gsel = bg_cut == value, gg_cut == value
-        weights = build._np(bg, "count")[sel]
+        weights = build.float_column(bg, "count")[sel]
         fit = build.fit_btyd(
-            (build._np(bg, x)[sel], build._np(bg, tx)[sel], build._np(bg, big_t)[sel], weights),
-            (build._np(gg, x)[gsel], build._np(gg, m)[gsel], build._np(gg, "count")[gsel]),
+            (
+                build.float_column(bg, x)[sel],
+                build.float_column(bg, tx)[sel],
+                build.float_column(bg, big_t)[sel],
+                weights,
+            ),
+            (
+                build.float_column(gg, x)[gsel],
+                build.float_column(gg, m)[gsel],
+                build.float_column(gg, "count")[gsel],
+            ),
             fixed,
         )
         if fit is not None:
             fits[str(value)] = fit
     fields = [f for f in df.schema.fields if f.name not in build.BTYD_SUMMARY]
-    fields += [T.StructField(name, T.DoubleType(), True) for name in build.BTYD_FEATURES]
+    fields += [T.StructField(name, T.DoubleType(), True) for name in BTYD_FEATURES]
     schema = T.StructType(fields)
     names = schema.fieldNames()
 
@@ -392,7 +402,3 @@ def _add_btyd(
             yield from table.select(names).to_batches()
 
     return df.mapInArrow(apply, schema), fits
-
-
-def _arrow(df: DataFrame) -> pa.Table:
-    return df.toArrow()

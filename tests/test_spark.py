@@ -256,7 +256,15 @@ def test_xgboost_spark_trains_close_to_one_machine(spark_training_set) -> None:
     assert abs(auc_spark - auc_local) < 0.02, (auc_spark, auc_local)
 
 
-def test_cli_features_build_with_engine_spark_matches_duckdb(hand_built: Path, tmp_path: Path) -> None:
+def test_cli_features_build_with_engine_spark_matches_duckdb(
+    hand_built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = {
+        "engine": "duckdb",
+        "spark": {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": 2}},
+    }
+    (tmp_path / "engine.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    monkeypatch.setenv("DIAMOND_ENGINE_CONFIG", str(tmp_path / "engine.yaml"))
     args = ["features", "build", "--data", str(hand_built), "--cutoffs", "2024-03-31,2024-04-30"]
     args += ["--horizon", "60d", "--feature-set", "rfm_v1"]
     run_diamond(*args, "--out", str(tmp_path / "duck.parquet"))
