@@ -11,7 +11,7 @@ export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability lock clean
+.PHONY: help install dev demo test chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -71,7 +71,10 @@ bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x
 	DIAMOND_FUZZ_EXAMPLES=300 DIAMOND_FAULT_ALERTS=1200 $(BIN)/pytest -s -q -p no:cacheprovider \
 		tests/test_reliability_api.py tests/test_reliability_delivery.py tests/test_bad_input.py tests/test_serving.py
 
-bench: bench-synthetic bench-features bench-model-quality bench-reliability ## Run every benchmark under bench/
+bench-spark: $(VENV)/.dev ## DuckDB vs Spark local[2] training sets at 1M customers: time, peak memory, task costs (~1 h)
+	$(BIN)/python bench/bench_spark.py --customers 1000000 --json bench/spark_results_1m.json
+
+bench: bench-synthetic bench-features bench-model-quality bench-reliability bench-spark ## Run every benchmark under bench/
 
 lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock

@@ -159,8 +159,10 @@ def data_validate(
 
 @features_app.command("build")
 def features_build(
-    data: Annotated[Path, typer.Option("--data", help="History folder.")],
-    out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write.")],
+    data: Annotated[str, typer.Option("--data", help="History folder (with Spark: any path Spark reads).")],
+    out_file: Annotated[
+        str, typer.Option("--out", help="Parquet file to write (with Spark: a folder, one part per cutoff).")
+    ],
     cutoffs: Annotated[
         str | None,
         typer.Option(help="Comma-separated cutoffs (a date means the end of that day); default: monthly."),
@@ -169,11 +171,18 @@ def features_build(
     feature_set: Annotated[str, typer.Option(help="Versioned feature set, e.g. core_v1.")] = "core_v1",
     labels: Annotated[bool, typer.Option(help="Attach churned and future_value (training sets).")] = True,
     as_of: Annotated[str | None, typer.Option(help="Declared as-of date of the history.")] = None,
+    engine: Annotated[str | None, typer.Option(help="duckdb | spark (default: engine.yaml).")] = None,
 ) -> None:
     """Build feature rows (and labels) for every eligible customer at each cutoff; write Parquet."""
     from features import build
+    from features.engine import EngineConfig
     from features.history import load_history
 
+    with _user_errors():
+        settings = EngineConfig.load(engine=engine)
+    if settings.engine == "spark":
+        _features_build_spark(settings, data, out_file, cutoffs, horizon, feature_set, labels, as_of)
+        return
     steps = ["load history", "spine", "features", "labels", "write"]
     with _user_errors(), _progress(len(steps), "features") as advance:
         history = load_history(data, as_of=_parse_time(as_of))
@@ -194,9 +203,44 @@ def features_build(
                 "future_value", lab.column("future_value")
             )
         advance(steps[3])
-        _write_parquet(table, out_file)
+        _write_parquet(table, Path(out_file))
         advance(steps[4])
     _print_summary(build.summarise(table), f"{feature_set} at {len(cuts)} cutoff(s) -> {out_file}")
+
+
+def _features_build_spark(
+    settings: Any,
+    data: str,
+    out_file: str,
+    cutoffs: str | None,
+    horizon: str,
+    feature_set: str,
+    labels: bool,
+    as_of: str | None,
+) -> None:
+    from features import build
+    from features import spark as fsp
+
+    with _user_errors(), _progress(None, "features on spark") as advance:
+        spark = settings.session()
+        advance("session")
+        history = fsp.load_history(spark, data, as_of=_parse_time(as_of))
+        horizon_days = build.parse_horizon(horizon)
+        cuts = (
+            [build.parse_cutoff(c) for c in cutoffs.split(",") if c.strip()]
+            if cutoffs
+            else fsp.monthly_cutoffs(history, horizon_days)
+        )
+        if labels:
+            table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set)
+        else:
+            table, fits = fsp.build_features(
+                history, fsp.build_spine(history, cuts), feature_set, horizon_days
+            )
+        fsp.write_training_set(table, out_file, fits)
+        advance("write")
+        summary = build.summarise(spark.read.parquet(out_file).drop("cutoff_date").toArrow())
+    _print_summary(summary, f"{feature_set} at {len(cuts)} cutoff(s) on Spark -> {out_file}")
 
 
 @features_app.command("list")
@@ -519,13 +563,19 @@ def promote(
 
 @app.command()
 def score(
-    data: Annotated[Path, typer.Option("--data", help="History folder.")],
+    data: Annotated[str, typer.Option("--data", help="History folder (with Spark: any path Spark reads).")],
     as_of: Annotated[
         str | None, typer.Option(help="Score as of this time (default: the history's end).")
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="duckdb | spark (default: engine.yaml).")] = None,
+    out_dir: Annotated[
+        str | None,
+        typer.Option("--out", help="Spark only: score table folder (default: <scores_dir>/spark)."),
     ] = None,
 ) -> None:
     """Score every eligible customer with the champion: a Parquet score table and the service's snapshot."""
     from features.build import end_of, parse_cutoff
+    from features.engine import EngineConfig
     from features.history import load_history
     from serving.batch import score_history
     from serving.config import ServingConfig
@@ -533,17 +583,37 @@ def score(
     from training.tracking import MlflowConfig
 
     with _user_errors(), _progress(None, "score") as advance:
+        settings = EngineConfig.load(engine=engine)
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
         holder = ModelHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
         advance(f"load {holder.uri} (version {holder.current.version})")
-        history = load_history(data)
-        advance("load history")
-        t = parse_cutoff(as_of) if as_of else end_of(history)
-        result = score_history(history, t, holder.current, config, mlcfg)
-        advance("score and write")
+        if settings.engine == "spark":
+            from features import spark as fsp
+            from serving import spark_batch
+
+            history = fsp.load_history(settings.session(), data)
+            t = parse_cutoff(as_of) if as_of else history.end()
+            target = out_dir or str(Path(config.scores_dir) / "spark")
+            done = spark_batch.score_history(history, t, holder.current, config, target)
+            advance("score and write on spark")
+        else:
+            history = load_history(data)
+            advance("load history")
+            t = parse_cutoff(as_of) if as_of else end_of(history)
+            result = score_history(history, t, holder.current, config, mlcfg)
+            advance("score and write")
+    if settings.engine == "spark":
+        out.print(
+            f"scored {done.customers:,} customers as of {t:%Y-%m-%d %H:%M} with version {done.version} on "
+            "Spark; "
+            + ", ".join(f"{k} {done.tiers.get(k, 0):,}" for k in holder.current.artefact.tiers)
+            + " (raw tiers: hysteresis, alerts and the service snapshot run on the single-machine path)"
+        )
+        out.print(f"score table: {done.path}/as_of_date={t:%Y-%m-%d}")
+        return
     counts = result.scores["tier"].value_counts()
     out.print(
         f"scored {len(result.scores):,} customers as of {t:%Y-%m-%d %H:%M} with version {result.version}; "

@@ -3,7 +3,8 @@
 Training sets and batch scoring call the same `build_features`; they differ only in the cutoffs and in
 whether labels are attached. Features at cutoff T see only events with timestamp <= T (and recorded_at <= T
 where a table has it); labels see only (T, T + horizon]. Definitions (features.definitions) are Ibis
-expressions compiled to SQL and run here on DuckDB over the history's Arrow tables.
+expressions; `spine_expr`, `features_expr` and `labels_expr` assemble them over an `Engine`'s tables, and
+the engine compiles and runs them: DuckDB here over the history's Arrow tables, Spark in features.spark.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from features import btyd
-from features.config import parse_as_of
-from features.definitions import REGISTRY, Feature
+from features.config import TABLE_NAMES, parse_as_of
+from features.definitions import BTYD_FEATURES, REGISTRY, Feature
 from features.history import History
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, FeatureSetError, get_feature_set
 
@@ -37,6 +38,7 @@ CONTRACT_ATTRIBUTE = "is_subscriber"
 # Set DIAMOND_DUCKDB_THREADS to trade bit-for-bit reproducibility for speed.
 THREADS_ENV = "DIAMOND_DUCKDB_THREADS"
 BTYD_META = b"diamond.btyd_fits"
+BTYD_SUMMARY = ("_btyd_x", "_btyd_tx", "_btyd_T", "_btyd_m")  # the per-row inputs the BTYD step reads
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -80,7 +82,14 @@ def monthly_cutoffs(history: History, horizon_days: int, min_history_days: int =
     first = min(
         pa.compute.min(t.column("timestamp")).as_py() for t in _event_tables(history).values() if t.num_rows
     )
-    start, last = first + timedelta(days=min_history_days), end_of(history) - timedelta(days=horizon_days)
+    return month_end_cutoffs(first, end_of(history), horizon_days, min_history_days)
+
+
+def month_end_cutoffs(
+    first: datetime, end: datetime, horizon_days: int, min_history_days: int = 90
+) -> list[datetime]:
+    """Month ends from `first` + `min_history_days` to the last whose label window ends by `end`."""
+    start, last = first + timedelta(days=min_history_days), end - timedelta(days=horizon_days)
     cutoffs, year, month = [], start.year, start.month
     while True:
         nxt = datetime(year + (month == 12), month % 12 + 1, 1)
@@ -98,11 +107,21 @@ def monthly_cutoffs(history: History, horizon_days: int, min_history_days: int =
 def build_spine(history: History, cutoffs: Iterable[str | datetime]) -> pa.Table:
     """(customer_id, cutoff) for every customer eligible at each cutoff: first event (purchase,
     interaction or signup) at or before T, and no cancellation at or before T."""
+    engine = _Engine(history, exact=True)
+    return engine.run(spine_expr(engine, parse_cutoffs(cutoffs)).order_by(["cutoff", "customer_id"]))
+
+
+def parse_cutoffs(cutoffs: Iterable[str | datetime]) -> list[datetime]:
+    """Sorted distinct cutoffs; at least one."""
     cutoff_list = sorted({parse_cutoff(c) for c in cutoffs})
     if not cutoff_list:
         raise ValueError("at least one cutoff is required")
-    engine = _Engine(history, exact=True)
-    cut = engine.cutoffs(cutoff_list)
+    return cutoff_list
+
+
+def spine_expr(engine: Engine, cutoffs: list[datetime]) -> ir.Table:
+    """The spine as an expression over the engine's tables (see `build_spine`)."""
+    cut = engine.cutoffs(cutoffs)
     firsts = [
         engine.table(name).select("customer_id", first=_known_at(engine.table(name)))
         for name in ("transactions", "interactions")
@@ -120,15 +139,24 @@ def build_spine(history: History, cutoffs: Iterable[str | datetime]) -> pa.Table
         pairs = pairs.left_join(cancelled, "customer_id").filter(
             lambda t: t.cancelled_at.isnull() | (t.cancelled_at > t.cutoff)
         )
-    spine = pairs.select("customer_id", "cutoff").order_by(["cutoff", "customer_id"])
-    return engine.run(spine)
+    return pairs.select("customer_id", "cutoff")
 
 
-def resolve_columns(feature_set: FeatureSet | str, history: History) -> list[str]:
+def resolve_columns(feature_set: FeatureSet | str, history: Any) -> list[str]:
     """The set's columns that this history can feed: families whose tables or columns are absent are
-    left out (absent, not zeros pretending to be data); attributes become attr_<column>."""
+    left out (absent, not zeros pretending to be data); attributes become attr_<column>. `history` is a
+    History or anything with `tables()` whose tables have column names (a Spark history)."""
     fs = get_feature_set(feature_set) if isinstance(feature_set, str) else feature_set
-    return [f.name for f in _available(fs, history)] + _attribute_columns(fs, history)
+    columns = table_columns(history)
+    return [f.name for f in _available(fs, columns)] + _attribute_columns(fs, columns)
+
+
+def table_columns(history: Any) -> dict[str, list[str]]:
+    """Column names of each table present: Arrow tables (`column_names`) or Spark DataFrames (`columns`)."""
+    out = {}
+    for name, t in history.tables().items():
+        out[name] = list(t.column_names if isinstance(t, pa.Table) else t.columns)
+    return out
 
 
 def build_features(
@@ -145,9 +173,19 @@ def build_features(
     "gamma_gamma": [p, q, v]}`, as a model ships them) applies given parameters instead of fitting, so one
     customer scored online gets the numbers the batch got."""
     fs = get_feature_set(feature_set) if isinstance(feature_set, str) else feature_set
-    horizon_days = parse_horizon(horizon)
     engine = _Engine(history, spine)
-    feats = _available(fs, history)
+    expr, with_btyd = features_expr(engine, fs)
+    table = engine.run(expr.order_by(["cutoff", "customer_id"]))
+    if with_btyd:
+        table = _add_btyd(table, parse_horizon(horizon), btyd_params)
+    return table.select([*KEYS, *resolve_columns(fs, history)])
+
+
+def features_expr(engine: Engine, fs: FeatureSet) -> tuple[ir.Table, bool]:
+    """Every SQL-computable feature of `fs` for each spine row, as one expression over the engine's tables,
+    and whether BTYD is wanted (then the expression carries the `_btyd_*` summary columns the BTYD step
+    reads and drops)."""
+    feats = _available(fs, engine.columns())
     by_source: dict[str, list[Feature]] = {}
     for f in feats:
         by_source.setdefault(f.source, []).append(f)
@@ -170,15 +208,11 @@ def build_features(
         if fills:
             row = row.mutate(**fills)
     if engine.has("customers"):
-        row = _join_customers(engine, row, fs, history, by_source.get("customers", []))
+        row = _join_customers(engine, row, fs, by_source.get("customers", []))
     derived = {f.name: f.fn(row) for f in by_source.get("derived", []) if f.fn is not None}
     if derived:
         row = row.mutate(**derived)
-    table = engine.run(row.order_by(["cutoff", "customer_id"]))
-    if by_source.get("btyd"):
-        table = _add_btyd(table, horizon_days, btyd_params)
-    columns = resolve_columns(fs, history)
-    return table.select([*KEYS, *columns])
+    return row, bool(by_source.get("btyd"))
 
 
 def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: str | None = None) -> pa.Table:
@@ -188,15 +222,24 @@ def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: s
     window; mixed: contractual for customers whose `is_subscriber` attribute is true. future_value = net
     amount (refunds negative) in the window."""
     horizon_days = parse_horizon(horizon)
-    churn = churn or _churn_definition(history)
-    latest = pa.compute.max(spine.column("cutoff")).as_py()
-    if latest is not None and latest + timedelta(days=horizon_days) > end_of(history):
+    check_label_window(pa.compute.max(spine.column("cutoff")).as_py(), horizon_days, end_of(history))
+    engine = _Engine(history, spine)
+    expr = labels_expr(engine, horizon_days, churn or history.churn)
+    return engine.run(expr.order_by(["cutoff", "customer_id"]))
+
+
+def check_label_window(latest: datetime | None, horizon_days: int, end: datetime) -> None:
+    """Refuse a cutoff whose label window (T, T + horizon] ends after the history."""
+    if latest is not None and latest + timedelta(days=horizon_days) > end:
         raise ValueError(
             f"cutoff {latest:%Y-%m-%d} + {horizon_days}d ends after the history "
-            f"({end_of(history):%Y-%m-%d}): its labels are incomplete; "
+            f"({end:%Y-%m-%d}): its labels are incomplete; "
             "use an earlier cutoff or a shorter horizon"
         )
-    engine = _Engine(history, spine)
+
+
+def labels_expr(engine: Engine, horizon_days: int, churn: str) -> ir.Table:
+    """churned and future_value for each spine row as one expression (see `build_labels`)."""
     s, cuts = engine.table("spine"), engine.table("spine_cutoffs")
 
     def window(events: ir.Table) -> ir.Table:  # events in (T, T + horizon] for each cutoff T
@@ -228,10 +271,9 @@ def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: s
         churned = ibis.ifelse(_truthy(row.sub), row.cancels.fill_null(0) > 0, silent)
     else:
         churned = silent
-    out = row.select(
+    return row.select(
         "customer_id", "cutoff", churned=churned.cast("int8"), future_value=row.value.fill_null(0.0)
-    ).order_by(["cutoff", "customer_id"])
-    return engine.run(out)
+    )
 
 
 def build_training_set(
@@ -279,25 +321,15 @@ def check_columns(expected: Sequence[str], rows: pa.Table, feature_set: str) -> 
 # --- internals -----------------------------------------------------------------------------------
 
 
-class _Engine:
-    """A DuckDB connection holding the history's tables (and a spine); runs compiled Ibis expressions."""
+class Engine:
+    """Where the builder's Ibis expressions run: the history's tables (and a spine) under names the compiled
+    SQL refers to. Subclasses register tables and run SQL in one dialect; the expressions are shared."""
 
-    def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        if not exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
-            self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
-        self.history = history
+    def __init__(self) -> None:
         self._tables: dict[str, ir.Table] = {}
-        for name, table in history.tables().items():
-            self._register(name, table)
-        if spine is not None:
-            self._register("spine", spine.select(KEYS))
-            self._register("spine_cutoffs", pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))}))
 
-    def _register(self, name: str, table: pa.Table) -> None:
-        self.con.register(name, table)
-        self._tables[name] = ibis.table(ibis.Schema.from_pyarrow(table.schema), name=name)
+    def _declare(self, name: str, schema: ibis.Schema, sql_name: str | None = None) -> None:
+        self._tables[name] = ibis.table(schema, name=sql_name or name)
 
     def has(self, name: str) -> bool:
         return name in self._tables
@@ -305,9 +337,13 @@ class _Engine:
     def table(self, name: str) -> ir.Table:
         return self._tables[name]
 
+    def columns(self) -> dict[str, list[str]]:
+        """Column names of the history's contract tables present."""
+        return {n: list(t.columns) for n, t in self._tables.items() if n in TABLE_NAMES}
+
     def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
-        self._register("cutoffs", pa.table({"cutoff": pa.array(cutoffs, pa.timestamp("us"))}))
-        return self._tables["cutoffs"]
+        """A one-column table of cutoffs the spine pairs customers with."""
+        raise NotImplementedError
 
     def views(self) -> dict[str, ir.Table]:
         """The point-in-time views the definitions aggregate over."""
@@ -324,9 +360,37 @@ class _Engine:
             out["interactions"] = _events(self.table("interactions"), s)
         return out
 
+
+class _Engine(Engine):
+    """A DuckDB connection holding the history's Arrow tables (and a spine); runs compiled expressions."""
+
+    def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
+        super().__init__()
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
+            self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
+        for name, table in history.tables().items():
+            self._register(name, table)
+        if spine is not None:
+            self._register("spine", spine.select(KEYS))
+            self._register("spine_cutoffs", pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))}))
+
+    def _register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+        self._declare(name, ibis.Schema.from_pyarrow(table.schema))
+
+    def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
+        self._register("cutoffs", cutoffs_table(cutoffs))
+        return self.table("cutoffs")
+
     def run(self, expr: ir.Table) -> pa.Table:
         sql = ibis.to_sql(expr, dialect="duckdb")
         return self.con.sql(str(sql)).arrow().read_all()
+
+
+def cutoffs_table(cutoffs: list[datetime]) -> pa.Table:
+    return pa.table({"cutoff": pa.array(cutoffs, pa.timestamp("us"))})
 
 
 def _events(table: ir.Table, cutoffs: ir.Table) -> ir.Table:
@@ -351,8 +415,7 @@ def _event_tables(history: History) -> dict[str, pa.Table]:
     return {n: t for n, t in history.tables().items() if n != "customers"}
 
 
-def _available(fs: FeatureSet, history: History) -> list[Feature]:
-    tables = history.tables()
+def _available(fs: FeatureSet, columns: dict[str, list[str]]) -> list[Feature]:
     out = []
     for name in fs.features:
         if name not in REGISTRY:
@@ -361,25 +424,23 @@ def _available(fs: FeatureSet, history: History) -> list[Feature]:
         table_name = {"purchase_days": "transactions", "derived": "transactions", "btyd": "transactions"}.get(
             f.source, f.source
         )
-        table = tables.get(table_name)
-        if table is None or any(c not in table.column_names for c in f.requires):
+        present = columns.get(table_name)
+        if present is None or any(c not in present for c in f.requires):
             continue
         out.append(f)
     return out
 
 
-def _attribute_columns(fs: FeatureSet, history: History) -> list[str]:
-    if not fs.attributes or history.customers is None:
+def _attribute_columns(fs: FeatureSet, columns: dict[str, list[str]]) -> list[str]:
+    if not fs.attributes or "customers" not in columns:
         return []
-    return [f"attr_{c}" for c in history.customers.column_names if c not in ("customer_id", "signup_date")]
+    return [f"attr_{c}" for c in columns["customers"] if c not in ("customer_id", "signup_date")]
 
 
-def _join_customers(
-    engine: _Engine, row: ir.Table, fs: FeatureSet, history: History, feats: list[Feature]
-) -> ir.Table:
+def _join_customers(engine: Engine, row: ir.Table, fs: FeatureSet, feats: list[Feature]) -> ir.Table:
     """Static attributes as attr_<column>, and signup tenure: the customers table joined to each row."""
     c = engine.table("customers")
-    attrs = _attribute_columns(fs, history)
+    attrs = _attribute_columns(fs, engine.columns())
     want_signup = any(f.name == "signup_tenure_days" for f in feats)
     if not attrs and not want_signup:
         return row
@@ -404,46 +465,78 @@ def _btyd_summary(d: ir.Table) -> dict[str, ir.Value]:
 def _add_btyd(table: pa.Table, horizon_days: int, fixed: dict[str, list[float]] | None = None) -> pa.Table:
     """Fit BG/NBD and Gamma-Gamma per cutoff on that cutoff's customers (data <= T only), or apply `fixed`
     parameters, and add the four BTYD features; the parameters used go to the schema metadata."""
-    x = _np(table, "_btyd_x")
-    tx, big_t, m = (
-        _np(table, c) / (BTYD_UNIT_DAYS if c != "_btyd_m" else 1.0)
-        for c in ("_btyd_tx", "_btyd_T", "_btyd_m")
-    )
+    x, tx, big_t, m = (float_column(table, c) for c in BTYD_SUMMARY)
     cut = table.column("cutoff").to_numpy()
-    out = {
-        name: np.full(table.num_rows, np.nan)
-        for name in ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
-    }
-    h = horizon_days / BTYD_UNIT_DAYS
-    fits: dict[str, dict[str, list[float] | None]] = {}
+    fits = {}
     for value in np.unique(cut):
         sel = (cut == value) & ~np.isnan(x)
-        if not sel.any():
+        if sel.any():
+            fit = fit_btyd((x[sel], tx[sel], big_t[sel], None), (x[sel], m[sel], None), fixed)
+            if fit is not None:
+                fits[str(value)] = fit
+    return apply_btyd(table, fits, horizon_days)
+
+
+def fit_btyd(
+    bg: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None],
+    gg: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+    fixed: dict[str, list[float]] | None = None,
+) -> dict[str, list[float]] | None:
+    """One cutoff's BTYD parameters: BG/NBD from (x, t_x days, T days, weights) and Gamma-Gamma from
+    (x, m_x, weights) of the customers with purchases; weights count identical rows (None: one each), so an
+    engine may hand over distinct rows with counts and get the same fit. None when BG/NBD cannot be fitted
+    (no repeat purchases yet); no "gamma_gamma" key when Gamma-Gamma cannot. `fixed` is returned as is."""
+    x, tx, big_t, w = bg
+    try:
+        if fixed:
+            params = btyd.BGNBDParams(*fixed["bgnbd"])
+        else:
+            params = btyd.fit_bgnbd(x, tx / BTYD_UNIT_DAYS, big_t / BTYD_UNIT_DAYS, w)
+    except (ValueError, KeyError, TypeError):
+        return None
+    fit = {"bgnbd": [params.r, params.alpha, params.a, params.b]}
+    xg, mg, wg = gg
+    mg = np.nan_to_num(mg, nan=0.0)
+    rows = (xg > 0) & (mg > 0)  # Gamma-Gamma needs positive spend (CDNOW has $0 repeat days)
+    try:
+        if fixed:
+            gamma = btyd.GammaGammaParams(*fixed["gamma_gamma"])
+        else:
+            gamma = btyd.fit_gamma_gamma(xg[rows], mg[rows], None if wg is None else wg[rows])
+        fit["gamma_gamma"] = [gamma.p, gamma.q, gamma.v]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return fit
+
+
+def apply_btyd(table: pa.Table, fits: dict[str, dict[str, list[float]]], horizon_days: int) -> pa.Table:
+    """Replace the `_btyd_*` summary columns by the four BTYD features, each row computed with its cutoff's
+    parameters (`fits`, keyed by the cutoff as numpy prints it); rows without a fit or without purchases
+    get nulls. Row-wise, so it runs on any slice of rows (a Spark partition) with the same result. The fits
+    go to the schema metadata."""
+    x, tx, big_t, m = (float_column(table, c) for c in BTYD_SUMMARY)
+    tx, big_t = tx / BTYD_UNIT_DAYS, big_t / BTYD_UNIT_DAYS
+    cut = table.column("cutoff").to_numpy()
+    out = {name: np.full(table.num_rows, np.nan) for name in BTYD_FEATURES}
+    h = horizon_days / BTYD_UNIT_DAYS
+    for value in np.unique(cut):
+        fit = fits.get(str(value))
+        sel = (cut == value) & ~np.isnan(x)
+        if fit is None or not sel.any():
             continue
         xs, ts, bt = x[sel], tx[sel], big_t[sel]
-        try:
-            params = btyd.BGNBDParams(*fixed["bgnbd"]) if fixed else btyd.fit_bgnbd(xs, ts, bt)
-        except (ValueError, KeyError, TypeError):
-            continue  # no repeat purchases yet at this cutoff: BTYD features stay null
-        fit = fits.setdefault(str(value), {"bgnbd": [params.r, params.alpha, params.a, params.b]})
+        params = btyd.BGNBDParams(*fit["bgnbd"])
         exp = btyd.bgnbd_expected_purchases(params, xs, ts, bt, h)
         out["btyd_expected_purchases"][sel] = exp
         out["btyd_p_alive"][sel] = btyd.bgnbd_p_alive(params, xs, ts, bt)
         out["btyd_p_no_purchase"][sel] = btyd.bgnbd_p_no_purchase(params, xs, ts, bt, h)
-        ms = np.nan_to_num(m[sel], nan=0.0)
-        fit_rows = (xs > 0) & (ms > 0)  # Gamma-Gamma needs positive spend (CDNOW has $0 repeat days)
-        try:
-            if fixed:
-                gg = btyd.GammaGammaParams(*fixed["gamma_gamma"])
-            else:
-                gg = btyd.fit_gamma_gamma(xs[fit_rows], ms[fit_rows])
+        if "gamma_gamma" in fit:
+            ms = np.nan_to_num(m[sel], nan=0.0)
+            gg = btyd.GammaGammaParams(*fit["gamma_gamma"])
             # E[M | x, m_x] is defined for m_x = 0 too; the validator wants m_x > 0, so clip (effect < 1e-10)
             spend = btyd.gamma_gamma_expected_spend(gg, xs, np.where(xs > 0, np.maximum(ms, 1e-12), 0.0))
-            fit["gamma_gamma"] = [gg.p, gg.q, gg.v]
-        except (ValueError, KeyError, TypeError):
-            spend = np.full(xs.shape, np.nan)
-        out["btyd_expected_spend"][sel] = exp * spend
-    keep = [c for c in table.column_names if not c.startswith("_btyd_")]
+            out["btyd_expected_spend"][sel] = exp * spend
+    keep = [c for c in table.column_names if c not in BTYD_SUMMARY]
     result = table.select(keep)
     for name, values in out.items():
         result = result.append_column(name, pa.array(values, pa.float64(), mask=np.isnan(values)))
@@ -456,7 +549,8 @@ def btyd_fits(table: pa.Table) -> dict[str, dict[str, list[float]]]:
     return json.loads(raw) if raw else {}
 
 
-def _np(table: pa.Table, column: str) -> np.ndarray:
+def float_column(table: pa.Table, column: str) -> np.ndarray:
+    """A column as float64 numpy, nulls as NaN."""
     return table.column(column).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
@@ -464,10 +558,6 @@ def _truthy(value: ir.Value) -> ir.BooleanValue:
     if value.type().is_boolean():
         return value.fill_null(False)
     return value.cast("string").lower().isin(["true", "1", "yes", "y", "t"]).fill_null(False)
-
-
-def _churn_definition(history: History) -> str:
-    return history.churn
 
 
 def summarise(table: pa.Table) -> dict[str, Any]:

@@ -11,9 +11,9 @@ The views are:
 - `derived`: the assembled row of other features
 
 `age_days` is whole calendar days from the event's date to the cutoff's date (0 = the cutoff's own day), so a
-window of w days is `age_days < w`. Definitions are Ibis expressions, compiled to SQL for DuckDB (and, later,
-Spark): one definition, every engine. Customer attributes and BTYD outputs are registered here too but
-computed by the builder (a join and a model fit, not an aggregate).
+window of w days is `age_days < w`. Definitions are Ibis expressions, compiled to SQL for DuckDB and for
+Spark (features.spark): one definition, every engine. Customer attributes and BTYD outputs are registered
+here too but computed by the builder (a join and a model fit, not an aggregate).
 """
 
 from __future__ import annotations
