@@ -75,12 +75,17 @@ def free_port() -> int:
 
 @contextmanager
 def serve_champion(
-    cdnow_dir: Path, work: Path, serving: dict | None = None, env: dict[str, str] | None = None
+    cdnow_dir: Path,
+    work: Path,
+    serving: dict | None = None,
+    env: dict[str, str] | None = None,
+    restore_env_early: bool = False,
 ) -> Iterator[str]:
     """Train and promote a small model at CUTOFF, batch-score CDNOW at CUTOFF (its output in score.out),
     and serve it with API_KEY on a free 127.0.0.1 port; yields the base URL. `serving` overrides
     serving.yaml settings (default: no webhook endpoints); `env` adds variables. Everything lives in `work`
-    and the environment is restored afterwards."""
+    and the environment is restored afterwards (`restore_env_early`: as soon as the server is up, for
+    callers that only send it HTTP requests)."""
     saved = dict(os.environ)
     os.environ.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
@@ -125,6 +130,9 @@ def serve_champion(
             time.sleep(0.5)
         else:
             raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
+        if restore_env_early:
+            os.environ.clear()
+            os.environ.update(saved)
         yield url
     finally:
         if proc is not None:
@@ -132,3 +140,12 @@ def serve_champion(
             proc.wait(timeout=30)
         os.environ.clear()
         os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def http_server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """One served champion shared by the modules that only send it HTTP requests (bad input, fuzzing,
+    load), and the server's process id for memory readings; it changes nothing in the test environment."""
+    work = tmp_path_factory.mktemp("http-server")
+    with serve_champion(cdnow_dir, work, restore_env_early=True) as url:
+        yield url, int((work / "serve.pid").read_text(encoding="utf-8"))

@@ -99,7 +99,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -110,7 +109,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CUTOFF, run_diamond, serve_champion
+from tests.conftest import CUTOFF, run_diamond
 from tests.test_reliability_api import AUTH
 
 TX = "customer_id,timestamp,amount\n"
@@ -481,9 +480,8 @@ def test_bad_history_folders(case: Folder, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with serve_champion(cdnow_dir, tmp_path_factory.mktemp("bad-input")) as url:
-        yield url
+def server(http_server: tuple[str, int]) -> str:
+    return http_server[0]
 
 
 def tx(timestamp: str | int = "1997-01-05", amount: Any = 3.0, **extra: Any) -> dict[str, Any]:

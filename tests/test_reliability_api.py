@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,7 +37,6 @@ from schemathesis import APIOperation, BaseSchema, Case, GenerationMode, Respons
 from schemathesis.core.failures import FailureGroup
 
 from tests.conftest import API_KEY as KEY
-from tests.conftest import serve_champion
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 # Hypothesis examples per operation and generation mode (`make bench-reliability` sends ten times more)
@@ -79,23 +77,15 @@ Findings = dict[str, dict[str, list[str]]]  # operation -> check -> examples (re
 
 
 @pytest.fixture(scope="module")
-def served(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
-    """The served champion's URL and the server's process id (for memory readings)."""
-    work = tmp_path_factory.mktemp("reliability-api")
-    with serve_champion(cdnow_dir, work) as url:
-        yield url, int((work / "serve.pid").read_text(encoding="utf-8"))
-
-
-@pytest.fixture(scope="module")
-def server(served: tuple[str, int]) -> str:
-    return served[0]
+def server(http_server: tuple[str, int]) -> str:
+    return http_server[0]
 
 
 @pytest.mark.parametrize(
     ("what", "rate", "size"), [("single", 20.0, 1), ("batch", 0.5, 1000)], ids=["single", "batch-1000"]
 )
 def test_steady_load_is_held_with_no_errors(
-    served: tuple[str, int], what: str, rate: float, size: int
+    http_server: tuple[str, int], what: str, rate: float, size: int
 ) -> None:
     """The short version of `make bench-load`: 12 s at a steady rate (open loop), every request answered
     200, and the server's memory not climbing away. The 5-minute runs
@@ -105,7 +95,7 @@ def test_steady_load_is_held_with_no_errors(
 
     from bench.bench_load import phase
 
-    url, pid = served
+    url, pid = http_server
     ids = [f"{i:05d}" for i in range(1, 2358)]  # CDNOW's customer ids
     rng = random.Random(0)
 
