@@ -107,7 +107,7 @@ def month_end_cutoffs(
 def build_spine(history: History, cutoffs: Iterable[str | datetime]) -> pa.Table:
     """(customer_id, cutoff) for every customer eligible at each cutoff: first event (purchase,
     interaction or signup) at or before T, and no cancellation at or before T."""
-    engine = _Engine(history, exact=True)
+    engine = DuckDBEngine(history, exact=True)
     return engine.run(spine_expr(engine, parse_cutoffs(cutoffs)).order_by(["cutoff", "customer_id"]))
 
 
@@ -173,7 +173,7 @@ def build_features(
     "gamma_gamma": [p, q, v]}`, as a model ships them) applies given parameters instead of fitting, so one
     customer scored online gets the numbers the batch got."""
     fs = get_feature_set(feature_set) if isinstance(feature_set, str) else feature_set
-    engine = _Engine(history, spine)
+    engine = DuckDBEngine(history, spine)
     expr, with_btyd = features_expr(engine, fs)
     table = engine.run(expr.order_by(["cutoff", "customer_id"]))
     if with_btyd:
@@ -223,7 +223,7 @@ def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: s
     amount (refunds negative) in the window."""
     horizon_days = parse_horizon(horizon)
     check_label_window(pa.compute.max(spine.column("cutoff")).as_py(), horizon_days, end_of(history))
-    engine = _Engine(history, spine)
+    engine = DuckDBEngine(history, spine)
     expr = labels_expr(engine, horizon_days, churn or history.churn)
     return engine.run(expr.order_by(["cutoff", "customer_id"]))
 
@@ -361,7 +361,7 @@ class Engine:
         return out
 
 
-class _Engine(Engine):
+class DuckDBEngine(Engine):
     """A DuckDB connection holding the history's Arrow tables (and a spine); runs compiled expressions."""
 
     def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
