@@ -14,7 +14,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 .PHONY: help install dev demo test chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
 
 help: ## List the targets
-	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Diamond needs Python 3.11; set PYTHON=/path/to/python3.11")'
