@@ -324,6 +324,10 @@ def demo(
     out.print(f"  score table    : {scored.parquet}")
     out.print(f"  predictions    : {predictions.resolve()}")
     out.print(f"  MLflow UI      : {mlcfg.ui_command()}  (then open http://127.0.0.1:5000)")
+    out.print(
+        f"  dashboard      : DIAMOND_STORE_URL={serving_config.store_url} DIAMOND_API_KEYS=change-me "
+        f"diamond serve  (then open http://127.0.0.1:{serving_config.port}/ui/ and sign in with change-me)"
+    )
 
 
 def _print_alerts(scored: Any, config: Any) -> None:

@@ -58,3 +58,4 @@ def test_demo_runs_end_to_end_and_says_where_results_are(
     assert "churn_auc" in text and "bgnbd" in text and "rfm" in text  # scored beside the baselines
     assert "registered diamond version" in text and "gate: promoted" in text
     assert "mlflow ui --backend-store-uri sqlite:///" in text
+    assert f"DIAMOND_STORE_URL=sqlite:///{(tmp_path / 'out').resolve()}" in text and "/ui/" in text
