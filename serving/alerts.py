@@ -31,7 +31,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from serving.tiers import utc_naive, utc_now
+from core.clock import utc_naive, utc_now
 
 DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")

@@ -37,6 +37,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from core.clock import utc_now
 from serving import alerts, charts, monitoring, store, tiers, webauth
 from serving.alerts import AlertConfig
 from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
@@ -332,7 +333,7 @@ def _act(request: Request, form: FormData) -> Response:
             hours = str(form.get("hours") or "")
             if hours not in SNOOZE_HOURS:
                 raise ValueError(f"snooze: choose one of {', '.join(SNOOZE_HOURS.values())}")
-            until = tiers.utc_now() + timedelta(hours=int(hours))
+            until = utc_now() + timedelta(hours=int(hours))
             alerts.snooze(state.engine, alert_id, until, who=who)
         else:
             return _page(request, "message.html", 404, title="Not found", message=f"No action {action!r}.")

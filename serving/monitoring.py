@@ -24,8 +24,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.clock import utc_naive, utc_now
 from serving import alerts
-from serving.tiers import utc_naive, utc_now
 from training import drift
 
 KIND = "model-health"

@@ -18,8 +18,8 @@ import duckdb
 import pandas as pd
 import sqlalchemy as sa
 
+from core.clock import utc_naive
 from features.history import History
-from serving.tiers import utc_naive
 
 FEATURES, SCORES, RUNS, EVENTS = "feature_snapshot", "score_snapshot", "score_runs", "recent_events"
 RECENT_EVENTS = 10  # events kept per customer for the dashboard

@@ -22,13 +22,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from core.clock import utc_naive, utc_now
 
 DEFAULT_DEMOTE_AFTER = 3
 RESULT_COLUMNS = ["customer_id", "tier", "tier_raw", "runs_below", "changed", "previous_tier"]
@@ -319,18 +321,6 @@ def rfm_segments(rows: pd.DataFrame, reference: RfmReference | None = None) -> p
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def utc_naive(value: datetime | pd.Timestamp | str) -> datetime:
-    """A time as a naive UTC datetime, how the tables store it (SQLite keeps no time zone)."""
-    ts = pd.Timestamp(value)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts.to_pydatetime()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def _check_order(order: Sequence[str]) -> None:
