@@ -39,7 +39,6 @@ from starlette.staticfiles import StaticFiles
 
 from core.clock import utc_now
 from serving import alerts, charts, monitoring, store, tiers, webauth
-from serving.alerts import AlertConfig
 from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
 
 MOUNT = "/ui"
@@ -375,9 +374,10 @@ def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> s
     live = own[own["status"].isin(alerts.LIVE)]
     if not live.empty and isinstance(live["playbook"].iloc[0], str):
         return str(live["playbook"].iloc[0])
-    if not now or not state.config.alerts:
+    rules = state.config.alert_rules(_order(state)) if now else None
+    if not now or rules is None:
         return None
-    book = AlertConfig.from_dict(state.config.alerts, _order(state)).playbooks.get(str(now.get("tier")))
+    book = rules.playbooks.get(str(now.get("tier")))
     return book.text if book else None
 
 
