@@ -113,6 +113,9 @@ def load(model: type[M], path: str | Path | None, *, default: Path, env: str | N
 def parse(model: type[M], raw: Mapping[str, Any], source: str) -> M:
     """`model` from the mapping read from `source` (a file name, for messages); settings take the environment
     on top. Raises ConfigError naming the source, the key and the variable."""
+    if issubclass(model, FileSettings) and (private := sorted(str(k) for k in raw if str(k).startswith("_"))):
+        # never a setting, and BaseSettings would take `_env_prefix` & co. as its own arguments
+        raise ConfigError(f"{source}: {_unknown(private, sorted(model.model_fields))}")
     try:
         if issubclass(model, FileSettings):
             settings = model(**{str(k): v for k, v in raw.items()})
@@ -241,11 +244,6 @@ def _env_names(settings: type[FileSettings], parts: Sequence[str]) -> list[str]:
     alias = field.validation_alias
     first = alias if isinstance(alias, str) else f"{settings.model_config.get('env_prefix', '')}{parts[0]}"
     return [first] + [f"{first}__{'__'.join(parts[1:i])}" for i in range(2, len(parts) + 1)]
-
-
-def env_name(settings: type[FileSettings], key: str) -> str:
-    """The variable that overrides `key` (dotted) of these settings, e.g. DIAMOND_SERVING_DRIFT__PSI_ALERT."""
-    return _env_names(settings, key.split("."))[-1].upper()
 
 
 def _origin(settings: type[FileSettings], parts: Sequence[str]) -> str:

@@ -48,7 +48,7 @@ Listed = BeforeValidator(_listed)
 class TierConfig(Section):
     """`tiers:` hysteresis on the model's tier names (serving.tiers)."""
 
-    demote_after: int = Field(DEFAULT_DEMOTE_AFTER, ge=1)  # runs below the current tier before a demotion
+    demote_after: Annotated[int, Field(ge=1)] = DEFAULT_DEMOTE_AFTER  # runs below the tier before a demotion
     order: tuple[str, ...] | None = None  # best first; None: the model artefact's tier names
 
     @field_validator("order")
@@ -64,13 +64,11 @@ class TierConfig(Section):
 class Rule(Section):
     """One alert rule: it fires for a customer when every condition given (not None) holds."""
 
-    kind: str = Field(min_length=1)
+    kind: Annotated[str, Field(min_length=1)]
     min_tier: str | None = None  # tier at or above this one
-    min_churn_probability: float | None = Field(None, ge=0.0, le=1.0)
-    tier_drop: int | None = Field(
-        None, ge=1
-    )  # the tier dropped by at least this many levels since the last run
-    top_k_value_at_risk: int | None = Field(None, ge=1)  # among the K highest value at risk of the whole run
+    min_churn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    tier_drop: Annotated[int, Field(ge=1)] | None = None  # dropped this many tiers since the last run
+    top_k_value_at_risk: Annotated[int, Field(ge=1)] | None = None  # among the K highest value at risk
 
     @model_validator(mode="after")
     def _some_condition(self) -> Rule:
@@ -94,9 +92,9 @@ class AlertConfig(Section):
     rules: Annotated[tuple[Rule, ...], Listed] = ()
     playbooks: Annotated[dict[str, Playbook | None], OrEmpty] = Field(default_factory=dict)  # None: no action
     tiers: tuple[str, ...] | None = None  # best first; None: the served model's (else DEFAULT_TIERS)
-    cooldown_hours: float = Field(72.0, ge=0)  # a live alert is re-notified at most this often...
-    renotify_margin: float = Field(0.25, ge=0)  # ...unless its value at risk grew by this fraction
-    resolve_margin: float = Field(0.05, ge=0)  # keep an alert open until churn < the threshold minus this
+    cooldown_hours: Annotated[float, Field(ge=0)] = 72.0  # a live alert is re-notified at most this often...
+    renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
+    resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertConfig:
@@ -128,12 +126,12 @@ class AlertConfig(Section):
 class EndpointConfig(Section):
     """One webhook receiver; its secret (and a secret URL) come from the environment variables named."""
 
-    name: str = Field(min_length=1)
+    name: Annotated[str, Field(min_length=1)]
     url: str | None = None
     url_env: str | None = None  # the variable that holds the URL, for URLs that are secrets (e.g. Slack's)
-    secret_env: str = Field(min_length=1)  # the variable that holds the signing secret
+    secret_env: Annotated[str, Field(min_length=1)]  # the variable that holds the signing secret
     format: Literal["json", "slack"] = "json"
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
 
     @model_validator(mode="after")
     def _a_url(self) -> EndpointConfig:
@@ -145,10 +143,10 @@ class EndpointConfig(Section):
 class WebhookConfig(Section):
     """`webhooks:` where alerts are delivered and how failed deliveries are retried (serving.outbox)."""
 
-    max_attempts: int = Field(8, ge=1)  # then the delivery goes to the dead letters
-    base_delay_s: float = Field(2.0, ge=0)  # exponential backoff with full jitter...
-    max_delay_s: float = Field(3600.0, ge=0)  # ...capped here
-    lease_s: float = Field(300.0, gt=0)  # a claim by a process that died is retried after this
+    max_attempts: Annotated[int, Field(ge=1)] = 8  # then the delivery goes to the dead letters
+    base_delay_s: Annotated[float, Field(ge=0)] = 2.0  # exponential backoff with full jitter...
+    max_delay_s: Annotated[float, Field(ge=0)] = 3600.0  # ...capped here
+    lease_s: Annotated[float, Field(gt=0)] = 300.0  # a claim by a process that died is retried after this
     endpoints: Annotated[tuple[EndpointConfig, ...], Listed] = ()
 
 
@@ -156,10 +154,10 @@ class DriftConfig(Section):
     """`drift:` the drift watch on every batch run (serving.monitoring)."""
 
     enabled: bool = True
-    psi_alert: float = Field(0.25, gt=0)  # a column at or over this PSI has drifted
-    min_features: int = Field(1, ge=1)  # alert when this many watched inputs drifted, or any watched score
+    psi_alert: Annotated[float, Field(gt=0)] = 0.25  # a column at or over this PSI has drifted
+    min_features: Annotated[int, Field(ge=1)] = 1  # alert when this many inputs drifted (or any score)
     watch: Annotated[tuple[Watch, ...], Listed, Field(min_length=1)] = WATCHABLE  # features, scores, or both
-    top: int = Field(5, ge=1)  # drifted columns named in the alert, worst first
+    top: Annotated[int, Field(ge=1)] = 5  # drifted columns named in the alert, worst first
 
 
 class ServingConfig(FileSettings):
@@ -168,14 +166,14 @@ class ServingConfig(FileSettings):
     model_config = SettingsConfigDict(env_prefix="DIAMOND_SERVING_")
 
     host: str = "127.0.0.1"
-    port: int = Field(3000, ge=1)
+    port: Annotated[int, Field(ge=1)] = 3000
     model_alias: str = "champion"
     poll_s: float = 30.0
-    max_customers: int = Field(1000, ge=1)
-    max_body_mb: float = Field(16.0, gt=0)  # larger request bodies are refused with 413 before any parsing
-    reasons: int = Field(3, ge=1)
+    max_customers: Annotated[int, Field(ge=1)] = 1000
+    max_body_mb: Annotated[float, Field(gt=0)] = 16.0  # larger bodies: 413 before any parsing
+    reasons: Annotated[int, Field(ge=1)] = 3
     cold_start_min_purchase_days: int = 2
-    store_url: str = Field("sqlite:///.diamond/diamond.db", validation_alias=STORE_ENV)
+    store_url: Annotated[str, Field(validation_alias=STORE_ENV)] = "sqlite:///.diamond/diamond.db"
     scores_dir: str = ".diamond/scores"
     tiers: Annotated[TierConfig, OrEmpty] = TierConfig()
     alerts: Annotated[AlertConfig | None, BeforeValidator(lambda v: v or None)] = None  # None: no alerts

@@ -39,13 +39,13 @@ Range = tuple[float, float]
 class XGBoostStart(Section):
     """`xgboost:` the starting parameters, Optuna's first trial (training.tuning); it searches around them."""
 
-    n_estimators: int = Field(300, ge=1)
-    learning_rate: float = Field(0.05, gt=0)
-    max_depth: int = Field(2, ge=1)
-    min_child_weight: float = Field(20.0, ge=0)
-    subsample: float = Field(0.8, gt=0, le=1)
-    colsample_bytree: float | None = Field(None, gt=0, le=1)  # None: 1.0 (training.tuning)
-    reg_lambda: float | None = Field(None, ge=0)  # None: 1.0 (training.tuning)
+    n_estimators: Annotated[int, Field(ge=1)] = 300
+    learning_rate: Annotated[float, Field(gt=0)] = 0.05
+    max_depth: Annotated[int, Field(ge=1)] = 2
+    min_child_weight: Annotated[float, Field(ge=0)] = 20.0
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] | None = None  # None: 1.0 (training.tuning)
+    reg_lambda: Annotated[float, Field(ge=0)] | None = None  # None: 1.0 (training.tuning)
 
     def params(self) -> dict[str, Any]:
         """The parameters set, by XGBoost's names."""
@@ -63,7 +63,7 @@ class GateConfig(Section):
 class RetrainConfig(Section):
     """`retrain:` when `diamond retrain` trains (training.retrain)."""
 
-    every_days: float | None = Field(30.0, gt=0)  # the newest version is this old; None: never by schedule
+    every_days: Annotated[float, Field(gt=0)] | None = 30.0  # the newest version's age; None: no schedule
     on_drift: bool = True  # the latest batch run raised a model-health alert on the champion
 
     @field_validator("every_days", mode="before")
@@ -80,14 +80,14 @@ class TrainingConfig(FileSettings):
     model_config = SettingsConfigDict(env_prefix="DIAMOND_TRAINING_")
 
     feature_set: str = "auto"  # auto: core_v1 if the history has more than transactions, else rfm_v1
-    horizon_days: int = Field(273, ge=1)  # H: predictions answer for (T, T + H]
-    label_horizon_days: int = Field(91, ge=1)  # h: the horizon models are trained on; H > h is bridged (docs)
-    origins: int = Field(4, ge=1)  # training cutoffs: this many month ends whose labels end by the cutoff
+    horizon_days: Annotated[int, Field(ge=1)] = 273  # H: predictions answer for (T, T + H]
+    label_horizon_days: Annotated[int, Field(ge=1)] = 91  # h: the horizon models are trained on (docs)
+    origins: Annotated[int, Field(ge=1)] = 4  # training cutoffs: month ends whose labels end by the cutoff
     min_history_days: int = 60  # the first origin has at least this much history behind it
     exclude_features: Names = AGE_FEATURES  # values that grow with customer age
     seed: int = 0
     n_jobs: int = 1  # XGBoost threads: 1 is deterministic and never stalls on a busy machine
-    trials: int = Field(20, ge=1)  # Optuna trials per model
+    trials: Annotated[int, Field(ge=1)] = 20  # Optuna trials per model
     timeout_s: float = 600.0  # Optuna time budget per model
     value_objectives: Annotated[Names, Field(min_length=1)] = (
         "count:poisson",

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from training import plots
 from training.artefact import ScoringArtefact
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mlflow.yaml"
-CONFIG_ENV = "DIAMOND_MLFLOW_CONFIG"
+CONFIG_ENV, TRACKING_ENV = "DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI"
 ARTEFACT_DIR = "scoring"  # the pyfunc model's name inside a run; the artefact folder sits in it
 CONTRIB_ROWS = 2_000  # customers sampled for the contributions plot
 PINNED = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
@@ -40,7 +40,7 @@ class MlflowConfig(FileSettings):
 
     model_config = SettingsConfigDict(env_prefix="DIAMOND_MLFLOW_")
 
-    tracking_uri: str = Field("sqlite:///.diamond/mlflow.db", validation_alias="MLFLOW_TRACKING_URI")
+    tracking_uri: Annotated[str, Field(validation_alias=TRACKING_ENV)] = "sqlite:///.diamond/mlflow.db"
     artifact_root: str = ".diamond/mlartifacts"
     experiment: str = "diamond"
     registered_model: str = "diamond"
