@@ -1,7 +1,9 @@
 """Dataset config: how a history folder maps onto Diamond's customer-history contract.
 
 A history folder may carry a `dataset.yaml`; every key is optional. Users keep their own file
-names, column names and date formats; the config says how to read them.
+names, column names and date formats; the config says how to read them. It is read into frozen pydantic
+models that refuse unknown keys (core.config); unlike the project's own config files it takes no environment
+overrides: the file travels with its history.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from pydantic import BeforeValidator, ConfigDict, Field
 from core.config import ConfigError, OrEmpty, Section, parse, read_yaml
 
 CONFIG_FILE = "dataset.yaml"
-TABLE_NAMES = ("transactions", "customers", "interactions", "cancellations")
 
 
 def parse_as_of(value: Any, what: str = "as_of") -> datetime | None:
@@ -71,6 +72,9 @@ class TablesConfig(Section):
     cancellations: Table = TableConfig()
 
 
+TABLE_NAMES: tuple[str, ...] = tuple(TablesConfig.model_fields)  # the contract's tables, in that order
+
+
 class DatasetConfig(Section):
     """Everything Diamond needs to know about one history folder."""
 
@@ -85,7 +89,9 @@ class DatasetConfig(Section):
     tables: Annotated[TablesConfig, OrEmpty] = TablesConfig()
 
     def table(self, name: str) -> TableConfig:
-        return getattr(self.tables, name)  # type: ignore[no-any-return]  # one of TABLE_NAMES
+        """The settings of one of TABLE_NAMES."""
+        table: TableConfig = getattr(self.tables, name)
+        return table
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DatasetConfig:
