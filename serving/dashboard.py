@@ -374,10 +374,10 @@ def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> s
     live = own[own["status"].isin(alerts.LIVE)]
     if not live.empty and isinstance(live["playbook"].iloc[0], str):
         return str(live["playbook"].iloc[0])
-    rules = state.config.alert_rules(_order(state)) if now else None
-    if not now or rules is None:
+    if not now or state.config.alerts is None:
         return None
-    book = rules.playbooks.get(str(now.get("tier")))
+    rules = state.config.alert_rules(_order(state))
+    book = rules.playbooks.get(str(now.get("tier"))) if rules is not None else None
     return book.text if book else None
 
 
