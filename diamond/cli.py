@@ -35,7 +35,7 @@ out = Console()
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Known bad input becomes a clear message and exit code 2, never a traceback."""
-    from features.config import ConfigError
+    from core.config import ConfigError
     from features.history import HistoryError
     from features.sets import FeatureSetError
 
@@ -292,8 +292,6 @@ def demo(
         trained = run_train(history, TrainingConfig.load(config), mlcfg)
         advance(steps[5])
         # and what a retention team gets: every customer scored and tiered, alerts raised
-        import dataclasses
-
         from features.build import end_of
         from serving.batch import score_history
         from serving.config import ServingConfig
@@ -301,10 +299,11 @@ def demo(
 
         # the demo's own store and score folder: re-running the demo starts its tiers and alerts afresh
         (out_dir / "diamond.db").unlink(missing_ok=True)
-        serving_config = dataclasses.replace(
-            ServingConfig.load(),
-            store_url=f"sqlite:///{(out_dir / 'diamond.db').resolve()}",
-            scores_dir=str((out_dir / "scores").resolve()),
+        serving_config = ServingConfig.load().model_copy(
+            update={
+                "store_url": f"sqlite:///{(out_dir / 'diamond.db').resolve()}",
+                "scores_dir": str((out_dir / "scores").resolve()),
+            }
         )
         holder = ModelHolder(mlcfg, serving_config.model_alias)
         holder.refresh()
@@ -449,7 +448,7 @@ def train(
     with _user_errors(), _progress(None, "train") as advance:
         cfg = TrainingConfig.load(config)
         if horizon:
-            cfg = cfg.replace(horizon_days=parse_horizon(horizon))
+            cfg = cfg.model_copy(update={"horizon_days": parse_horizon(horizon)})
         mlcfg = tracking.MlflowConfig.load()
         history = load_history(data)
         advance("load history")

@@ -23,10 +23,10 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
-import yaml
 
+from core.config import parse, yaml_mapping
 from features import build
-from features.config import CONFIG_FILE, TABLE_NAMES, ConfigError, DatasetConfig
+from features.config import CONFIG_FILE, TABLE_NAMES, DatasetConfig
 from features.definitions import BTYD_FEATURES
 from features.history import CONTRACT, HistoryError, Problem
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
@@ -202,11 +202,7 @@ def _read_config(spark: SparkSession, file: str) -> DatasetConfig:
     if not _exists(spark, file):
         return DatasetConfig()
     text = "\n".join(r.value for r in spark.read.text(file).collect())
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-    return DatasetConfig.from_dict(raw, file)
+    return parse(DatasetConfig, yaml_mapping(text, file), file)
 
 
 def _fs_path(spark: SparkSession, path: str) -> tuple[Any, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,8 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
+from serving.config import DEFAULT_TIERS, AlertConfig
 
-DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")
 LIVE = ("open", "acknowledged", "snoozed")
 AUTO = "auto"  # resolved_by of alerts the sync resolved
@@ -125,113 +125,6 @@ alert_actions_table = sa.Table(
 )
 
 
-# --- config -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One alert rule: it fires for a customer when every condition given (not None) holds."""
-
-    kind: str
-    min_tier: str | None = None  # tier at or above this one
-    min_churn_probability: float | None = None
-    tier_drop: int | None = None  # the tier dropped by at least this many levels since the last run
-    top_k_value_at_risk: int | None = None  # among the K highest value at risk of the whole scored run
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], tiers: Sequence[str]) -> Rule:
-        if not isinstance(raw, Mapping):
-            raise ValueError(f"alerts.rules: each rule is a mapping, got {raw!r}")
-        unknown = set(raw) - {"kind", "min_tier", "min_churn_probability", "tier_drop", "top_k_value_at_risk"}
-        if unknown:
-            raise ValueError(f"alerts.rules: unknown key(s) {sorted(unknown)} in {dict(raw)}")
-        if not raw.get("kind"):
-            raise ValueError(f"alerts.rules: a rule needs a kind: {dict(raw)}")
-        rule = cls(
-            kind=str(raw["kind"]),
-            min_tier=None if raw.get("min_tier") is None else str(raw["min_tier"]),
-            min_churn_probability=_opt(raw.get("min_churn_probability"), float),
-            tier_drop=_opt(raw.get("tier_drop"), int),
-            top_k_value_at_risk=_opt(raw.get("top_k_value_at_risk"), int),
-        )
-        where = f"alerts.rules[{rule.kind}]"
-        if all(
-            v is None
-            for v in (rule.min_tier, rule.min_churn_probability, rule.tier_drop, rule.top_k_value_at_risk)
-        ):
-            raise ValueError(f"{where}: no condition given; it would alert on every customer")
-        if rule.min_tier is not None and rule.min_tier not in tiers:
-            raise ValueError(f"{where}: min_tier {rule.min_tier!r} is not one of {list(tiers)}")
-        if rule.min_churn_probability is not None and not 0.0 <= rule.min_churn_probability <= 1.0:
-            raise ValueError(f"{where}: min_churn_probability must be in [0, 1]")
-        if rule.tier_drop is not None and rule.tier_drop < 1:
-            raise ValueError(f"{where}: tier_drop must be >= 1 level")
-        if rule.top_k_value_at_risk is not None and rule.top_k_value_at_risk < 1:
-            raise ValueError(f"{where}: top_k_value_at_risk must be >= 1")
-        return rule
-
-
-@dataclass(frozen=True)
-class Playbook:
-    """What the CRM team does for an alert on a customer of one tier, and how soon."""
-
-    text: str
-    due_within_hours: float
-
-
-@dataclass(frozen=True)
-class AlertConfig:
-    """The `alerts:` config section."""
-
-    rules: tuple[Rule, ...]
-    playbooks: dict[str, Playbook | None] = field(default_factory=dict)  # tier -> playbook; None: no action
-    tiers: tuple[str, ...] = DEFAULT_TIERS  # best first
-    cooldown_hours: float = 72.0  # a live alert is re-notified at most this often, unless it worsens
-    renotify_margin: float = 0.25  # ... or its value at risk grew by at least this fraction since notified
-    resolve_margin: float = 0.05  # keep an alert open until churn falls below the threshold minus this
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], tiers: Sequence[str] | None = None) -> AlertConfig:
-        """Build and validate from the parsed YAML section. Tier names, best first: `tiers` (e.g. the model
-        artefact's), else the section's own `tiers`, else diamond, gold, silver, bronze."""
-        raw = dict(raw)
-        known = {"rules", "playbooks", "tiers", "cooldown_hours", "renotify_margin", "resolve_margin"}
-        unknown = set(raw) - known
-        if unknown:
-            raise ValueError(f"alerts: unknown key(s) {sorted(unknown)}; expected {sorted(known)}")
-        names = tuple(tiers if tiers is not None else raw.get("tiers") or DEFAULT_TIERS)
-        if len(set(names)) != len(names) or not names:
-            raise ValueError(f"alerts.tiers must be distinct tier names, best first; got {list(names)}")
-        rules = tuple(Rule.from_dict(r, names) for r in raw.get("rules") or [])
-        if not rules:
-            raise ValueError("alerts.rules: at least one rule is needed")
-        kinds = [r.kind for r in rules]
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"alerts.rules: kinds must be distinct, got {kinds}")
-        playbooks: dict[str, Playbook | None] = {}
-        for tier, pb in (raw.get("playbooks") or {}).items():
-            if tier not in names:
-                raise ValueError(f"alerts.playbooks: {tier!r} is not one of {list(names)}")
-            if pb is None:
-                playbooks[tier] = None
-                continue
-            if not isinstance(pb, Mapping) or set(pb) != {"text", "due_within_hours"}:
-                raise ValueError(f"alerts.playbooks.{tier}: needs exactly text and due_within_hours, or null")
-            playbooks[tier] = Playbook(str(pb["text"]), float(pb["due_within_hours"]))
-        config = cls(
-            rules=rules,
-            playbooks=playbooks,
-            tiers=names,
-            cooldown_hours=float(raw.get("cooldown_hours", 72.0)),
-            renotify_margin=float(raw.get("renotify_margin", 0.25)),
-            resolve_margin=float(raw.get("resolve_margin", 0.05)),
-        )
-        for name in ("cooldown_hours", "renotify_margin", "resolve_margin"):
-            if getattr(config, name) < 0:
-                raise ValueError(f"alerts.{name} must be >= 0")
-        return config
-
-
 # --- rules (pure) -------------------------------------------------------------------------------------------
 
 
@@ -253,9 +146,12 @@ def evaluate(
     auto-resolved but never open one. Columns: customer_id, kind, tier, churn_probability, predicted_value,
     value_at_risk, reasons, playbook, due_at (as_of + the tier's playbook hours), fires.
     """
+    if config.tiers is None:  # not bound to a model's tier names: the default names
+        config = config.for_tiers(DEFAULT_TIERS)
+    tiers = config.tiers or DEFAULT_TIERS
     when = utc_naive(as_of)
-    s = _check_scores(scores, config.tiers)
-    rank = {name: i for i, name in enumerate(config.tiers)}
+    s = _check_scores(scores, tiers)
+    rank = {name: i for i, name in enumerate(tiers)}
     level = s["tier"].map(rank).to_numpy(dtype=np.float64)
     prev = _previous_levels(s["customer_id"], previous_tiers, rank)
     p = s["churn_probability"].to_numpy(dtype=np.float64, na_value=np.nan)
@@ -759,7 +655,3 @@ def _missing(value: Any) -> bool:
     if value is None or value is pd.NaT:
         return True
     return isinstance(value, float) and math.isnan(value)
-
-
-def _opt(value: Any, cast: type) -> Any:
-    return None if value is None else cast(value)

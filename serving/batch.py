@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from features.history import History
 from serving import alerts, monitoring, outbox, scoring, store, tiers
-from serving.config import ServingConfig
+from serving.config import AlertConfig, ServingConfig
 from serving.models import Served
 
 
@@ -47,14 +47,15 @@ def score_history(
     )
     if scores.empty:
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
-    order = list(tiers.TierConfig.from_dict(config.tiers).order or art.tiers)
+    order = list(config.tiers.order or art.tiers)
+    rules = config.alert_rules(order)  # None: alerts are off
     tiers.ensure_tables(eng)
     tiered = tiers.update_tiers(
         eng,
         as_of,
         scores[["customer_id"]].assign(tier_raw=scores["tier"]),
         order,
-        tiers.TierConfig.from_dict(config.tiers).demote_after,
+        config.tiers.demote_after,
     )
     tiered = tiered.set_index("customer_id").loc[scores["customer_id"]]
     scores = scores.assign(
@@ -66,9 +67,9 @@ def score_history(
     )
     target = _write(scores, rows, served, config, eng, as_of, store.last_events(past))
     result = BatchResult(scores, target, as_of, served.version)
-    if config.alerts:
-        result.alerts = _raise_alerts(eng, scores, as_of, config, order)
-    result.drift = _watch_drift(eng, rows, scores, served, as_of, config, order, mlcfg)
+    if rules is not None:
+        result.alerts = _raise_alerts(eng, scores, as_of, config, rules)
+    result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     if config.endpoints():
         result.delivery = deliver(eng, config)
     return result
@@ -114,11 +115,10 @@ def _write(
 
 
 def _raise_alerts(
-    eng: Any, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, order: list[str]
+    eng: Any, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, rules: AlertConfig
 ) -> Any:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
-    rules = alerts.AlertConfig.from_dict(config.alerts, order)
     alerts.ensure_tables(eng)
     previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
     readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
@@ -135,17 +135,15 @@ def _watch_drift(
     served: Served,
     as_of: datetime,
     config: ServingConfig,
-    order: list[str],
+    rules: AlertConfig | None,
     mlcfg: Any,
 ) -> Any:
     """Drift of this run against the model's training population; a model-health alert goes to the outbox
     like any other (serving.monitoring)."""
-    settings = monitoring.DriftConfig.from_dict(config.drift)
-    if not settings.enabled:
+    if not config.drift.enabled:
         return None
-    rules = alerts.AlertConfig.from_dict(config.alerts, order) if config.alerts else None
     found = monitoring.watch(
-        eng, rows, scores, served.artefact, served.version, as_of, settings, rules, mlcfg
+        eng, rows, scores, served.artefact, served.version, as_of, config.drift, rules, mlcfg
     )
     if found is not None:
         _enqueue(eng, found.alerts.notify, config)

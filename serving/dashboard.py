@@ -39,7 +39,6 @@ from starlette.staticfiles import StaticFiles
 
 from core.clock import utc_now
 from serving import alerts, charts, monitoring, store, tiers, webauth
-from serving.alerts import AlertConfig
 from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
 
 MOUNT = "/ui"
@@ -375,9 +374,10 @@ def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> s
     live = own[own["status"].isin(alerts.LIVE)]
     if not live.empty and isinstance(live["playbook"].iloc[0], str):
         return str(live["playbook"].iloc[0])
-    if not now or not state.config.alerts:
+    if not now or state.config.alerts is None:
         return None
-    book = AlertConfig.from_dict(state.config.alerts, _order(state)).playbooks.get(str(now.get("tier")))
+    rules = state.config.alert_rules(_order(state))
+    book = rules.playbooks.get(str(now.get("tier"))) if rules is not None else None
     return book.text if book else None
 
 

@@ -26,10 +26,10 @@ from sqlalchemy.engine import Engine
 
 from core.clock import utc_naive, utc_now
 from serving import alerts
+from serving.config import AlertConfig, DriftConfig
 from training import drift
 
 KIND = "model-health"
-WATCHABLE = ("features", "scores")
 PLAYBOOK = "check the data feed; if the population really moved, `diamond retrain` (retrains on drift)"
 
 metadata = sa.MetaData()
@@ -57,38 +57,6 @@ runs_table = sa.Table(
     sa.Column("alert", sa.Boolean, nullable=False),
     sa.Column("reasons", sa.Text, nullable=False),  # JSON list of sentences
 )
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """The `drift:` section of serving.yaml."""
-
-    enabled: bool = True
-    psi_alert: float = 0.25  # a column at or over this PSI has drifted
-    min_features: int = 1  # alert when at least this many watched inputs drifted, or any watched score
-    watch: tuple[str, ...] = WATCHABLE  # features, scores, or both
-    top: int = 5  # drifted columns named in the alert, worst first
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> DriftConfig:
-        raw = dict(raw or {})
-        unknown = set(raw) - {"enabled", "psi_alert", "min_features", "watch", "top"}
-        if unknown:
-            raise ValueError(f"drift: unknown key(s) {sorted(unknown)}")
-        watch = raw.get("watch", list(WATCHABLE))
-        watch = [watch] if isinstance(watch, str) else list(watch or [])
-        config = cls(
-            enabled=bool(raw.get("enabled", True)),
-            psi_alert=float(raw.get("psi_alert", cls.psi_alert)),
-            min_features=int(raw.get("min_features", cls.min_features)),
-            watch=tuple(watch),
-            top=int(raw.get("top", cls.top)),
-        )
-        if not set(config.watch) <= set(WATCHABLE) or not config.watch:
-            raise ValueError(f"drift.watch: one or more of {list(WATCHABLE)}, got {list(config.watch)}")
-        if config.psi_alert <= 0 or config.min_features < 1 or config.top < 1:
-            raise ValueError("drift: psi_alert must be > 0, min_features and top >= 1")
-        return config
 
 
 @dataclass(frozen=True)
@@ -170,7 +138,7 @@ def watch(
     version: str,
     as_of: datetime,
     config: DriftConfig,
-    alert_config: alerts.AlertConfig | None = None,
+    alert_config: AlertConfig | None = None,
     mlcfg: Any = None,
 ) -> DriftResult | None:
     """Measure, store, log and alert on one batch run's drift. None when the model ships no reference (one
@@ -186,7 +154,7 @@ def watch(
 
 
 def raise_health(
-    engine: Engine, found: Assessment, as_of: datetime, alert_config: alerts.AlertConfig | None = None
+    engine: Engine, found: Assessment, as_of: datetime, alert_config: AlertConfig | None = None
 ) -> alerts.SyncResult:
     """Open, update or auto-resolve the model-health alert (cool-down and re-notification as configured for
     customer alerts; the defaults when alerts are off)."""
@@ -195,7 +163,7 @@ def raise_health(
         engine,
         as_of,
         health_candidates(found, utc_naive(as_of)),
-        alert_config or alerts.AlertConfig(rules=()),
+        alert_config or AlertConfig(),
         model=True,
     )
 

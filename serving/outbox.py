@@ -44,6 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from standardwebhooks.webhooks import Webhook
 
+from serving.config import WebhookConfig
+
 __all__ = [
     "OUTBOX",
     "DeliveryReport",
@@ -461,21 +463,21 @@ def deliver_due(
 
 
 def deliver_all(
-    engine: Engine, endpoints: Mapping[str, Endpoint], retry: Mapping[str, Any] | None = None
+    engine: Engine, endpoints: Mapping[str, Endpoint], retry: WebhookConfig | None = None
 ) -> DeliveryReport:
     """Deliver everything due now, batch after batch; what fails waits for its backoff (the next call).
-    `retry`: the webhooks config's max_attempts, base_delay_s, max_delay_s and lease_s."""
-    retry = retry or {}
+    `retry`: serving.yaml's `webhooks` (max_attempts, base_delay_s, max_delay_s, lease_s); None: defaults."""
+    retry = retry or WebhookConfig()
     ensure_tables(engine)
     total = DeliveryReport(0, 0, 0)
     while True:
         r = deliver_due(
             engine,
             endpoints,
-            max_attempts=int(retry.get("max_attempts", 8)),
-            base_delay_s=float(retry.get("base_delay_s", 2.0)),
-            max_delay_s=float(retry.get("max_delay_s", 3600.0)),
-            lease_s=float(retry.get("lease_s", 300.0)),
+            max_attempts=retry.max_attempts,
+            base_delay_s=retry.base_delay_s,
+            max_delay_s=retry.max_delay_s,
+            lease_s=retry.lease_s,
         )
         total = DeliveryReport(total.delivered + r.delivered, total.retried + r.retried, total.dead + r.dead)
         if r.delivered + r.retried + r.dead == 0:

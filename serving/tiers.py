@@ -20,10 +20,9 @@ Customer ids are stored as text, as the history contract keeps them; times are n
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
+from serving.config import DEFAULT_DEMOTE_AFTER
 
-DEFAULT_DEMOTE_AFTER = 3
 RESULT_COLUMNS = ["customer_id", "tier", "tier_raw", "runs_below", "changed", "previous_tier"]
 
 metadata = sa.MetaData()
@@ -68,30 +67,6 @@ tier_runs_table = sa.Table(
     sa.Column("tier_order", sa.Text, nullable=False),  # JSON list, best first
     sa.Column("demote_after", sa.Integer, nullable=False),
 )
-
-
-@dataclass(frozen=True)
-class TierConfig:
-    """The `tiers:` section of the serving config: hysteresis on the model's tier names."""
-
-    demote_after: int = DEFAULT_DEMOTE_AFTER
-    order: tuple[str, ...] | None = None  # best first; None: the model artefact's tier names
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> TierConfig:
-        raw = dict(raw or {})
-        unknown = set(raw) - {"demote_after", "order"}
-        if unknown:
-            raise ValueError(f"tiers: unknown key(s) {sorted(unknown)}; expected demote_after, order")
-        order = raw.get("order")
-        config = cls(
-            demote_after=int(raw.get("demote_after", DEFAULT_DEMOTE_AFTER)),
-            order=tuple(str(t) for t in order) if order is not None else None,
-        )
-        _check_demote_after(config.demote_after)
-        if config.order is not None:
-            _check_order(config.order)
-        return config
 
 
 # --- hysteresis (pure) -------------------------------------------------------------------------------------

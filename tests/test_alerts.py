@@ -18,9 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving.alerts import (
-    AlertConfig,
-    Playbook,
-    Rule,
     acknowledge,
     alert_payload,
     ensure_tables,
@@ -33,6 +30,7 @@ from serving.alerts import (
     sync_alerts,
     webhook_id,
 )
+from serving.config import DEFAULT_TIERS, AlertConfig, Playbook, Rule
 
 T0 = datetime(2024, 6, 1)
 H = timedelta(hours=1)
@@ -59,7 +57,7 @@ def _config(*rules: dict[str, Any], **settings_: Any) -> AlertConfig:
     if rules:
         raw["rules"] = list(rules)
     raw.update(settings_)
-    return AlertConfig.from_dict(raw)
+    return AlertConfig.model_validate(raw).for_tiers(DEFAULT_TIERS)
 
 
 AT_RISK = _config()
@@ -113,8 +111,8 @@ def engine(tmp_path: Path) -> Iterator[sa.Engine]:
 
 
 def test_config_from_yaml() -> None:
-    assert AT_RISK.rules == (Rule("at-risk", min_tier="gold", min_churn_probability=0.6),)
-    assert AT_RISK.playbooks["diamond"] == Playbook("account manager call", 24.0)
+    assert AT_RISK.rules == (Rule(kind="at-risk", min_tier="gold", min_churn_probability=0.6),)
+    assert AT_RISK.playbooks["diamond"] == Playbook(text="account manager call", due_within_hours=24.0)
     assert AT_RISK.playbooks["bronze"] is None
     assert (AT_RISK.cooldown_hours, AT_RISK.renotify_margin, AT_RISK.resolve_margin) == (48.0, 0.25, 0.05)
     with pytest.raises(ValueError, match="platinum"):

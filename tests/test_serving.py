@@ -252,7 +252,7 @@ def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str,
 
 
 def test_api_keys_from_a_file_of_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from features.config import ConfigError
+    from core.config import ConfigError
     from serving.config import api_key_hashes, hash_key
 
     keys = tmp_path / "keys"

@@ -11,9 +11,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from core.config import ConfigError, parse
+from serving.config import ServingConfig, TierConfig
 from serving.tiers import (
     RfmReference,
-    TierConfig,
     apply_hysteresis,
     ensure_tables,
     rfm_segment,
@@ -112,9 +113,9 @@ def test_bad_inputs_are_named() -> None:
 
 def test_tier_config_from_yaml() -> None:
     raw = yaml.safe_load("tiers:\n  demote_after: 3\n  order: [diamond, gold, silver, bronze]\n")["tiers"]
-    assert TierConfig.from_dict(raw) == TierConfig(demote_after=3, order=tuple(ORDER))
-    with pytest.raises(ValueError, match="demote_afer"):
-        TierConfig.from_dict({"demote_afer": 3})
+    assert TierConfig.model_validate(raw) == TierConfig(demote_after=3, order=tuple(ORDER))
+    with pytest.raises(ConfigError, match=r"serving\.yaml: unknown key\(s\) tiers\.demote_afer"):
+        parse(ServingConfig, {"tiers": {"demote_afer": 3}}, "serving.yaml")
 
 
 # --- storage ------------------------------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         frame,
         h,
         columns,
-        config.xgboost,
+        config.xgboost.params(),
         config.search,
         config.trials,
         config.timeout_s,
@@ -74,7 +74,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         frame,
         h,
         columns,
-        config.xgboost,
+        config.xgboost.params(),
         config.search,
         config.value_objectives,
         config.trials,
@@ -180,7 +180,7 @@ def backtest(
     """Train with data <= cutoff, predict every eligible customer over (cutoff, cutoff + H], and score
     against what happened (when the history reaches that far) beside the RFM and BG/NBD baselines."""
     t, big_h = parse_cutoff(cutoff), parse_horizon(horizon)
-    trained = fit(history, t, config.replace(horizon_days=big_h))
+    trained = fit(history, t, config.model_copy(update={"horizon_days": big_h}))
     scores = trained.artefact.score(trained.scoring_rows)
     preds = scores[["customer_id", "churn_probability", "predicted_value"]].reset_index(drop=True)
     result = Backtest(trained, big_h, preds)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from training import metrics
 from training.artefact import ScoringArtefact
+from training.config import GateConfig
 from training.tracking import MlflowConfig, load_artefact
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -51,19 +52,19 @@ def window_scores(artefact: ScoringArtefact, rows: pd.DataFrame) -> dict[str, fl
 
 
 def passes_gate(
-    challenger: dict[str, float], champion: dict[str, float], gate: dict[str, float]
+    challenger: dict[str, float], champion: dict[str, float], gate: GateConfig
 ) -> tuple[bool, str]:
     """Pure: does the challenger beat the champion by the configured margins? And why (in words)."""
     auc_gain = challenger["churn_auc"] - champion["churn_auc"]
     gini_gain = challenger["value_gini"] - champion["value_gini"]
     brier_up = challenger["churn_brier"] - champion["churn_brier"]
     failures = []
-    if auc_gain < gate.get("min_churn_auc_gain", 0.0):
-        failures.append(f"churn AUC gain {auc_gain:+.4f} < {gate.get('min_churn_auc_gain', 0.0):+.4f}")
-    if gini_gain < gate.get("min_value_gini_gain", 0.0):
-        failures.append(f"value Gini gain {gini_gain:+.4f} < {gate.get('min_value_gini_gain', 0.0):+.4f}")
-    if brier_up > gate.get("max_brier_increase", 0.0):
-        failures.append(f"churn Brier worse by {brier_up:+.4f} > {gate.get('max_brier_increase', 0.0):+.4f}")
+    if auc_gain < gate.min_churn_auc_gain:
+        failures.append(f"churn AUC gain {auc_gain:+.4f} < {gate.min_churn_auc_gain:+.4f}")
+    if gini_gain < gate.min_value_gini_gain:
+        failures.append(f"value Gini gain {gini_gain:+.4f} < {gate.min_value_gini_gain:+.4f}")
+    if brier_up > gate.max_brier_increase:
+        failures.append(f"churn Brier worse by {brier_up:+.4f} > {gate.max_brier_increase:+.4f}")
     summary = f"AUC {auc_gain:+.4f}, Gini {gini_gain:+.4f}, Brier {brier_up:+.4f}"
     if failures:
         return False, "refused: " + "; ".join(failures) + f" ({summary})"
@@ -82,7 +83,7 @@ def decide(
     mlcfg: MlflowConfig,
     version: str,
     window: Window,
-    gate: dict[str, float],
+    gate: GateConfig,
     force: bool = False,
     note: str = "",
 ) -> Decision:

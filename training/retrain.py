@@ -25,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from training.config import RetrainConfig
+
 LOCK_ENV = "DIAMOND_RETRAIN_LOCK"
 LOCK_NAME = "retrain.lock"
 
@@ -51,13 +53,13 @@ class Outcome:
     result: Any = None  # training.pipeline.TrainResult when trained
 
 
-def reasons(signals: Signals, settings: dict[str, Any], force: bool = False) -> list[tuple[str, str]]:
+def reasons(signals: Signals, settings: RetrainConfig, force: bool = False) -> list[tuple[str, str]]:
     """Pure: why to retrain now, strongest first: (kind, sentence) with kind force, drift or schedule."""
     out: list[tuple[str, str]] = []
     if force:
         out.append(("force", "forced (--force)"))
     d = signals.drift
-    if settings.get("on_drift", True) and d and d.get("alert") and d.get("model_version") == signals.champion:
+    if settings.on_drift and d and d.get("alert") and d.get("model_version") == signals.champion:
         out.append(
             (
                 "drift",
@@ -65,7 +67,7 @@ def reasons(signals: Signals, settings: dict[str, Any], force: bool = False) -> 
                 f"max PSI {d['max_psi']:.3f} ({d['worst']}), {d['over']} column(s) >= {d['psi_alert']:g}",
             )
         )
-    every = settings.get("every_days")
+    every = settings.every_days
     if signals.champion is None:
         out.append(("schedule", "no champion yet"))
     elif every is not None and signals.newest_age_days is not None and signals.newest_age_days >= every:
@@ -79,11 +81,11 @@ def reasons(signals: Signals, settings: dict[str, Any], force: bool = False) -> 
     return out
 
 
-def quiet_reason(signals: Signals, settings: dict[str, Any]) -> str:
+def quiet_reason(signals: Signals, settings: RetrainConfig) -> str:
     """Pure: why nothing needs doing, in words."""
     parts = [f"champion version {signals.champion}"]
     if signals.newest_age_days is not None:
-        every = settings.get("every_days")
+        every = settings.every_days
         schedule = f"every {every:g} days" if every is not None else "off"
         parts.append(
             f"newest version {signals.newest_version} is {signals.newest_age_days:.1f} days old "
@@ -96,7 +98,7 @@ def quiet_reason(signals: Signals, settings: dict[str, Any]) -> str:
         parts.append(f"the latest drift was measured on version {d['model_version']}, not the champion")
     else:
         state = "alert raised" if d["alert"] else "under the threshold"
-        off = "" if settings.get("on_drift", True) else ", retrain on drift is off"
+        off = "" if settings.on_drift else ", retrain on drift is off"
         parts.append(f"latest drift max PSI {d['max_psi']:.3f} ({d['worst']}), {state}{off}")
     return "no retrain needed: " + "; ".join(parts)
 

@@ -1,11 +1,12 @@
 """MLflow: where runs are tracked, what a training run logs, and how the scoring artefact is registered.
 
-Configured by `mlflow.yaml` (shared, in git); `MLFLOW_TRACKING_URI` overrides the tracking store and
-`DIAMOND_MLFLOW_CONFIG` points at another file. The embedded default is a SQLite store and an artifact
-folder under `.diamond/` in the working directory. A run logs parameters, validation metrics, the
-baselines, the feature set, a data fingerprint, the Optuna summary, report plots and the scoring artefact
-(as a pyfunc model), and registers that artefact as a new version of one registered model: churn and value
-are promoted together, because tiers and value at risk combine them. Promotion is training.registry.
+Configured by `mlflow.yaml` (shared, in git); `MLFLOW_TRACKING_URI` overrides the tracking store,
+`DIAMOND_MLFLOW_<KEY>` any other key (core.config), and `DIAMOND_MLFLOW_CONFIG` points at another file.
+The embedded default is a SQLite store and an artifact folder under `.diamond/` in the working directory.
+A run logs parameters, validation metrics, the baselines, the feature set, a data fingerprint, the Optuna
+summary, report plots and the scoring artefact (as a pyfunc model), and registers that artefact as a new
+version of one registered model: churn and value are promoted together, because tiers and value at risk
+combine them. Promotion is training.registry.
 """
 
 from __future__ import annotations
@@ -15,48 +16,51 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from features.config import read_settings
+from core.config import FileSettings, load
 from training import plots
 from training.artefact import ScoringArtefact
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mlflow.yaml"
+CONFIG_ENV, TRACKING_ENV = "DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI"
 ARTEFACT_DIR = "scoring"  # the pyfunc model's name inside a run; the artefact folder sits in it
 CONTRIB_ROWS = 2_000  # customers sampled for the contributions plot
 PINNED = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
 
 
-@dataclass(frozen=True)
-class MlflowConfig:
-    tracking_uri: str
-    artifact_root: str
+class MlflowConfig(FileSettings):
+    """mlflow.yaml; relative paths resolve against the working directory, so the printed `mlflow ui` command
+    works from anywhere."""
+
+    model_config = SettingsConfigDict(env_prefix="DIAMOND_MLFLOW_")
+
+    tracking_uri: Annotated[str, Field(validation_alias=TRACKING_ENV)] = "sqlite:///.diamond/mlflow.db"
+    artifact_root: str = ".diamond/mlartifacts"
     experiment: str = "diamond"
     registered_model: str = "diamond"
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _absolute_sqlite(cls, uri: str) -> str:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        return uri
+
+    @field_validator("artifact_root")
+    @classmethod
+    def _as_uri(cls, root: str) -> str:
+        return root if "://" in root else Path(root).resolve().as_uri()
+
     @classmethod
     def load(cls, path: str | Path | None = None) -> MlflowConfig:
-        """Read mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG); relative paths resolve against the
-        working directory, so the printed `mlflow ui` command works from anywhere."""
-        file = Path(path or os.environ.get("DIAMOND_MLFLOW_CONFIG") or DEFAULT_PATH)
-        known = ("tracking_uri", "artifact_root", "experiment", "registered_model")
-        raw = read_settings(file, bool(path), known, "MLflow config") or {}
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///.diamond/mlflow.db")
-        root = raw.get("artifact_root", ".diamond/mlartifacts")
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            db = Path(uri.removeprefix("sqlite:///")).resolve()
-            uri = f"sqlite:///{db}"
-        if "://" not in root:
-            root = Path(root).resolve().as_uri()
-        return cls(
-            uri,
-            root,
-            raw.get("experiment", cls.experiment),
-            raw.get("registered_model", cls.registered_model),
-        )
+        """mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG), the environment on top."""
+        return load(cls, path, default=DEFAULT_PATH, env=CONFIG_ENV, what="MLflow config")
 
     def client(self) -> Any:
         """An MlflowClient on this store (creating the SQLite folder on first use)."""
