@@ -581,6 +581,7 @@ def score(
     from features.build import end_of, parse_cutoff
     from features.engine import EngineConfig
     from features.history import load_history
+    from serving import store
     from serving.batch import score_history
     from serving.config import ServingConfig
     from serving.models import ModelHolder
@@ -589,6 +590,8 @@ def score(
     with _user_errors(), _progress(None, "score") as advance:
         settings = EngineConfig.load(engine=engine)
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
+        if settings.engine != "spark":  # the store is written: a store of another revision is refused first
+            store.prepare(store.engine(config.store_url))
         holder = ModelHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
