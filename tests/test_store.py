@@ -135,6 +135,7 @@ def test_db_upgrade_twice_is_a_no_op(old_store: Path) -> None:
     again = run_diamond("db", "upgrade").stdout
     assert "already at revision 0003, nothing to do" in again.replace("\n", " ")
     assert _sha(old_store) == upgraded
+    assert run_diamond("db", "current").stdout.startswith("0003 (head): store sqlite:///")
 
 
 def test_score_and_serve_refuse_an_old_store_until_it_is_upgraded(
@@ -271,3 +272,17 @@ def test_concurrent_first_uses_create_the_store_once(tmp_path: Path) -> None:
         w.join()
     assert errors == []
     assert store.revision(store.engine(url)) == store.head()
+
+
+def test_a_failed_upgrade_leaves_the_store_as_it_was(old_store: Path) -> None:
+    """One transaction, DDL included: a row 0003 cannot carry over (a run without as_of) undoes 0001-0002."""
+    con = sqlite3.connect(old_store)
+    with con:
+        con.execute("UPDATE score_runs SET as_of = NULL WHERE rowid = 1")
+    con.close()
+    before = _rows(old_store)
+    eng = store.engine(f"sqlite:///{old_store}")
+    with pytest.raises(ValueError, match=r"1 run\(s\) without as_of or created_at"):
+        store.upgrade(eng)
+    assert _rows(old_store) == before and store.revision(eng) == store.BEFORE_MIGRATIONS
+    assert "alembic_version" not in sa.inspect(eng).get_table_names()

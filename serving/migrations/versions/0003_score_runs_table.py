@@ -30,6 +30,12 @@ OLD = "_score_runs_0002"
 
 def upgrade() -> None:
     rows = _move_aside()
+    unusable = [r for r in rows if r.get("as_of") is None or r.get("created_at") is None]
+    if unusable:  # never written by `diamond score`; refused rather than guessed (the transaction rolls back)
+        raise ValueError(
+            f"score_runs: {len(unusable)} run(s) without as_of or created_at, e.g. {unusable[0]}: fill them "
+            "in or delete them, then upgrade again"
+        )
     table = op.create_table(
         "score_runs",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
