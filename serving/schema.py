@@ -21,7 +21,12 @@ A change to a table here needs a new revision in serving/migrations/versions (do
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import NameFilterParentNames, NameFilterType
 
 SNAPSHOT_TABLES = ("feature_snapshot", "score_snapshot", "recent_events")
 """The batch run's data tables (and their `<name>__new` while a run writes them), outside the schema."""
@@ -184,7 +189,7 @@ def is_snapshot_table(name: str) -> bool:
     return name.removesuffix("__new") in SNAPSHOT_TABLES
 
 
-def include_name(name: str | None, type_: str, parent_names: dict[str, str | None]) -> bool:
+def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
     """Alembic's `include_name` hook: the snapshot tables and their indexes are left out of autogenerate and
     of schema comparisons."""
     table = name if type_ == "table" else parent_names.get("table_name")

@@ -108,7 +108,8 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
             old["customers"],
             old["parquet"],
         )
-    assert store.latest_run(eng)["as_of"] == datetime(2025, 12, 24, 23, 59, 59, 999999)
+    latest = store.latest_run(eng)
+    assert latest is not None and latest["as_of"] == datetime(2025, 12, 24, 23, 59, 59, 999999)
 
     # the outbox's aware times were stored as their UTC wall time: read back naive, the same instants
     with eng.connect() as con:
