@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 import logging
@@ -44,6 +43,7 @@ from typing import Any, Literal
 import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from standardwebhooks.webhooks import Webhook
 
 from core.clock import utc_naive, utc_now
 from serving.schema import outbox_table as OUTBOX
@@ -193,15 +193,15 @@ def parse_secret(secret: str) -> bytes:
     return secret.encode("utf-8")
 
 
-def _as_bytes(body: str | bytes) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else body
+def _as_text(body: str | bytes) -> str:
+    """The body as the text Standard Webhooks signs; ``ValueError`` for bytes that are not UTF-8."""
+    return body.decode("utf-8") if isinstance(body, bytes) else body
 
 
 def sign(secret: str, webhook_id: str, timestamp: int, body: str | bytes) -> str:
     """Standard Webhooks signature header value: ``v1,`` + base64(HMAC-SHA256(key, "id.timestamp.body"))."""
-    signed = f"{webhook_id}.{int(timestamp)}.".encode() + _as_bytes(body)
-    digest = hmac.new(parse_secret(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
+    stamp = datetime.fromtimestamp(int(timestamp), UTC)
+    return Webhook(parse_secret(secret)).sign(webhook_id, stamp, _as_text(body))
 
 
 def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
@@ -227,6 +227,10 @@ def verify(
     Header names are matched case-insensitively. The timestamp must be within ``tolerance_s`` of ``now``
     (default: the clock) either way, which stops replays of old captured requests. The signature header may
     hold several space-separated signatures (secret rotation); one valid ``v1`` match suffices.
+
+    The signature itself comes from ``standardwebhooks`` (``sign``). Its ``Webhook.verify`` is not used
+    because it reads the wall clock with a fixed 5-minute window and lets a malformed signature entry
+    escape as ``ValueError``; the window and the header checks here take ``now`` and ``tolerance_s``.
     """
     lowered = {k.lower(): v for k, v in headers.items()}
     missing = [h for h in ("webhook-id", "webhook-timestamp", "webhook-signature") if not lowered.get(h)]
@@ -234,7 +238,7 @@ def verify(
         raise SignatureError(f"missing header(s): {', '.join(missing)}")
     webhook_id = lowered["webhook-id"]
     raw_ts = lowered["webhook-timestamp"].strip()
-    if not raw_ts.isdigit():
+    if not (raw_ts.isascii() and raw_ts.isdigit()):
         raise SignatureError(f"webhook-timestamp {raw_ts!r} is not unix seconds")
     timestamp = int(raw_ts)
     if now is None:
@@ -249,11 +253,13 @@ def verify(
         )
     if timestamp > current + tolerance_s:
         raise SignatureError(f"webhook-timestamp too far in the future ({timestamp - current:.0f}s)")
-    expected = sign(secret, webhook_id, timestamp, body).encode("ascii")
-    for candidate in lowered["webhook-signature"].split():
-        if candidate.startswith("v1,") and hmac.compare_digest(candidate.encode("utf-8"), expected):
-            return
-    raise SignatureError("no matching v1 signature (wrong secret or tampered body)")
+    try:
+        expected = sign(secret, webhook_id, timestamp, body).encode("ascii")
+    except UnicodeDecodeError:
+        raise SignatureError("body is not UTF-8 text (a Standard Webhooks body is)") from None
+    candidates = lowered["webhook-signature"].split()
+    if not any(hmac.compare_digest(c.encode("utf-8"), expected) for c in candidates):
+        raise SignatureError("no matching v1 signature (wrong secret or tampered body)")
 
 
 # --------------------------------------------------------------------------------------- pure delivery
