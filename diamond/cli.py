@@ -580,6 +580,7 @@ def score(
     from features.build import end_of, parse_cutoff
     from features.engine import EngineConfig
     from features.history import load_history
+    from serving import store
     from serving.batch import score_history
     from serving.config import ServingConfig
     from serving.models import ModelHolder
@@ -588,6 +589,8 @@ def score(
     with _user_errors(), _progress(None, "score") as advance:
         settings = EngineConfig.load(engine=engine)
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
+        if settings.engine != "spark":  # the store is written: a store of another revision is refused first
+            store.prepare(store.engine(config.store_url))
         holder = ModelHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
@@ -651,13 +654,11 @@ def _print_drift(found: Any) -> None:
 
 
 def _alert_store() -> tuple[Any, Any]:
-    from serving import alerts, store
+    from serving import store
     from serving.config import ServingConfig
 
     config = ServingConfig.load()
-    eng = store.engine(config.store_url)
-    alerts.ensure_tables(eng)
-    return config, eng
+    return config, store.prepare(store.engine(config.store_url))
 
 
 @alerts_app.command("list")
@@ -754,7 +755,6 @@ def alerts_dead() -> None:
 
     with _user_errors():
         _, eng = _alert_store()
-        outbox.ensure_tables(eng)
         rows = outbox.dead_letters(eng)
     for r in rows:
         out.print(f"{r['webhook_id']}  {r['destination']}  attempts {r['attempts']}  {r['last_error']}")
@@ -773,6 +773,7 @@ def serve(
     import secrets
     import sys
 
+    from serving import store
     from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
     from serving.models import ModelHolder
     from training.tracking import MlflowConfig
@@ -784,6 +785,7 @@ def serve(
         config = ServingConfig.load()
         if not api_key_hashes():
             raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
+        store.prepare(store.engine(config.store_url))  # a new store is created; another revision refused
         holder = ModelHolder(MlflowConfig.load(), config.model_alias)
         if not holder.refresh():  # refuse to start on a model that cannot serve, rather than serve 503s
             raise ValueError(f"not starting: {holder.uri} cannot be served: {holder.last_error}")
@@ -833,3 +835,48 @@ def _write_parquet(table: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+db_app = typer.Typer(help="The serving store's schema: its revision, and migrating it.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the serving store (store_url) to this release's schema, in place and in one transaction: a new
+    store is created; one written by an earlier release is migrated with its rows kept."""
+    from serving import store
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        url = ServingConfig.load().store_url
+        before, after = store.upgrade(store.engine(url))
+    if before == after:
+        out.print(f"store {url}: already at revision {after}, nothing to do")
+    elif before == store.NEW:
+        out.print(f"store {url}: created at revision {after}")
+    else:
+        out.print(f"store {url}: upgraded from {_revision_name(before)} to revision {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """The serving store's schema revision, and whether `diamond db upgrade` has work to do."""
+    from serving import store
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        url = ServingConfig.load().store_url
+        current, head = store.revision(store.engine(url)), store.head()
+    if current == head:
+        out.print(f"{current} (head): store {url}")
+    elif current == store.NEW:
+        out.print(f"none: store {url} is new; the first command creates it at revision {head}")
+    else:
+        out.print(f"{current}: {store.mismatch(store.engine(url), current)}")
+
+
+def _revision_name(rev: str) -> str:
+    from serving import store
+
+    return "the schema before migrations" if rev == store.BEFORE_MIGRATIONS else f"revision {rev}"

@@ -6,7 +6,8 @@ stored alerts in one transaction: it opens new alerts, updates live ones in plac
 People then acknowledge, snooze or resolve; each such action is logged (alert_actions: who, what, when) in
 the same transaction as the change.
 
-Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production). "At most one live
+Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production), in the tables
+`alerts` and `alert_actions` of serving.schema. "At most one live
 alert per (customer, kind)" is a partial unique index on (customer_id, kind) WHERE status != 'resolved' (both
 SQLite and PostgreSQL have them), so it holds even against a concurrent writer. Live means open, acknowledged
 or snoozed: an alert someone has taken on is still the one alert for that customer and kind.
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
 from serving.config import DEFAULT_TIERS, AlertConfig
+from serving.schema import alert_actions_table, alerts_table
 
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")
 LIVE = ("open", "acknowledged", "snoozed")
@@ -73,56 +75,6 @@ ALERT_COLUMNS = [
     "version",
 ]
 _TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
-
-metadata = sa.MetaData()
-
-_not_resolved = sa.text("status != 'resolved'")
-alerts_table = sa.Table(
-    "alerts",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("customer_id", sa.String(255), nullable=False),
-    sa.Column("kind", sa.String(64), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("tier", sa.String(64)),
-    sa.Column("churn_probability", sa.Float, nullable=False),
-    sa.Column("predicted_value", sa.Float, nullable=False),
-    sa.Column("value_at_risk", sa.Float, nullable=False),
-    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of strings
-    sa.Column("playbook", sa.Text),
-    sa.Column("due_at", sa.DateTime),
-    sa.Column("owner", sa.String(255)),
-    sa.Column("opened_at", sa.DateTime, nullable=False),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.Column("last_notified_at", sa.DateTime),
-    sa.Column("notified_value_at_risk", sa.Float),
-    sa.Column("resolved_at", sa.DateTime),
-    sa.Column("resolved_by", sa.String(255)),
-    sa.Column("snoozed_until", sa.DateTime),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.CheckConstraint("status IN ('open', 'acknowledged', 'snoozed', 'resolved')", name="ck_alerts_status"),
-    sa.Index(
-        "uq_alerts_live_customer_kind",
-        "customer_id",
-        "kind",
-        unique=True,
-        sqlite_where=_not_resolved,
-        postgresql_where=_not_resolved,
-    ),
-    sa.Index("ix_alerts_status_value_at_risk", "status", "value_at_risk"),
-    sa.Index("ix_alerts_customer_id", "customer_id"),
-)
-
-alert_actions_table = sa.Table(
-    "alert_actions",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("alert_id", sa.Integer, nullable=False, index=True),
-    sa.Column("action", sa.String(16), nullable=False),  # acknowledged | snoozed | resolved
-    sa.Column("who", sa.String(255)),
-    sa.Column("at", sa.DateTime, nullable=False),
-    sa.Column("detail", sa.Text),
-)
 
 
 # --- rules (pure) -------------------------------------------------------------------------------------------
@@ -208,11 +160,6 @@ class SyncResult:
     updated: int
     renotified: int
     resolved: int
-
-
-def ensure_tables(engine: Engine) -> None:
-    """Create the alerts table and its indexes if they are missing (never alters an existing table)."""
-    metadata.create_all(engine, checkfirst=True)
 
 
 def sync_alerts(
@@ -504,7 +451,6 @@ def _act(
         )
         if done.rowcount != 1:
             _missing_or_closed(conn, alert_id)
-        alert_actions_table.create(conn, checkfirst=True)  # stores made before the log existed
         conn.execute(
             sa.insert(alert_actions_table).values(
                 alert_id=alert_id, action=values["status"], who=who, at=when, detail=detail

@@ -39,7 +39,7 @@ def score_history(
     transaction and safe to re-run for the same as_of, so a failed run can simply be run again; the previous
     snapshot stays until the new one is complete."""
     art = served.artefact
-    eng = store.engine(config.store_url)
+    eng = store.prepare(store.engine(config.store_url))  # refuses a store of another revision, writes nothing
     past = history.until(as_of)
     rows = art.feature_rows(past, as_of)
     scores = pd.DataFrame(
@@ -49,7 +49,6 @@ def score_history(
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
     order = list(config.tiers.order or art.tiers)
     rules = config.alert_rules(order)  # None: alerts are off
-    tiers.ensure_tables(eng)
     tiered = tiers.update_tiers(
         eng,
         as_of,
@@ -119,7 +118,6 @@ def _raise_alerts(
 ) -> Any:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
-    alerts.ensure_tables(eng)
     previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
     readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
     candidates = alerts.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
@@ -155,7 +153,6 @@ def _enqueue(eng: Any, notify: list[tuple[int, int]], config: ServingConfig) -> 
     re-runs never duplicate."""
     endpoints = config.endpoints()
     if endpoints and notify:
-        outbox.ensure_tables(eng)
         for alert_id, version in notify:
             payload = alerts.alert_payload(alerts.get_alert(eng, alert_id))
             for name in endpoints:

@@ -97,9 +97,7 @@ class _State:
 def _state() -> _State:
     """Loaded on the first request, once per worker, from the same settings as the service."""
     config = ServingConfig.load()
-    engine = store.engine(config.store_url)
-    alerts.ensure_tables(engine)
-    tiers.ensure_tables(engine)
+    engine = store.prepare(store.engine(config.store_url))
     return _State(config, engine, api_key_hashes())
 
 

@@ -27,36 +27,11 @@ from sqlalchemy.engine import Engine
 from core.clock import utc_naive, utc_now
 from serving import alerts
 from serving.config import AlertConfig, DriftConfig
+from serving.schema import drift_runs_table, drift_table
 from training import drift
 
 KIND = "model-health"
 PLAYBOOK = "check the data feed; if the population really moved, `diamond retrain` (retrains on drift)"
-
-metadata = sa.MetaData()
-drift_table = sa.Table(
-    "drift",
-    metadata,
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("model_version", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(255), primary_key=True),  # a model input or a score
-    sa.Column("kind", sa.String(16), nullable=False),  # feature | score
-    sa.Column("psi", sa.Float, nullable=False),
-    sa.Column("watched", sa.Boolean, nullable=False),  # counted towards the alert (drift.watch)
-)
-runs_table = sa.Table(
-    "drift_runs",
-    metadata,
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("model_version", sa.String(64), primary_key=True),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("customers", sa.Integer, nullable=False),
-    sa.Column("max_psi", sa.Float, nullable=False),  # over the watched columns
-    sa.Column("worst", sa.String(255), nullable=False),
-    sa.Column("over", sa.Integer, nullable=False),  # watched columns at or over psi_alert
-    sa.Column("psi_alert", sa.Float, nullable=False),
-    sa.Column("alert", sa.Boolean, nullable=False),
-    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of sentences
-)
 
 
 @dataclass(frozen=True)
@@ -126,10 +101,6 @@ def health_candidates(assessment: Assessment, as_of: datetime) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=alerts.CANDIDATE_COLUMNS)
 
 
-def ensure_tables(engine: Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
-
-
 def watch(
     engine: Engine,
     rows: pd.DataFrame,
@@ -158,7 +129,6 @@ def raise_health(
 ) -> alerts.SyncResult:
     """Open, update or auto-resolve the model-health alert (cool-down and re-notification as configured for
     customer alerts; the defaults when alerts are off)."""
-    alerts.ensure_tables(engine)
     return alerts.sync_alerts(
         engine,
         as_of,
@@ -172,11 +142,10 @@ def record(
     engine: Engine, found: Assessment, version: str, as_of: datetime, customers: int, config: DriftConfig
 ) -> None:
     """Replace this (as_of, version)'s drift rows and summary, in one transaction."""
-    ensure_tables(engine)
     when = utc_naive(as_of)
     worst, top = found.worst
     with engine.begin() as conn:
-        for t in (drift_table, runs_table):
+        for t in (drift_table, drift_runs_table):
             conn.execute(sa.delete(t).where(t.c.as_of == when, t.c.model_version == version))
         conn.execute(
             sa.insert(drift_table),
@@ -193,7 +162,7 @@ def record(
             ],
         )
         conn.execute(
-            sa.insert(runs_table).values(
+            sa.insert(drift_runs_table).values(
                 as_of=when,
                 model_version=version,
                 created_at=utc_now(),
@@ -212,11 +181,11 @@ def latest_drift(engine: Engine) -> dict[str, Any] | None:
     """The most recent scoring run's drift (for the dashboard and `diamond retrain`): its summary (as_of,
     model_version, max_psi, worst, over, psi_alert, alert, reasons) and `psi`, one row per column worst
     first (name, kind, psi, watched). None before the first run with a drift reference."""
-    if not sa.inspect(engine).has_table(runs_table.name):
+    if not sa.inspect(engine).has_table(drift_runs_table.name):
         return None
     with engine.connect() as conn:
         run = (
-            conn.execute(sa.select(runs_table).order_by(runs_table.c.created_at.desc()).limit(1))
+            conn.execute(sa.select(drift_runs_table).order_by(drift_runs_table.c.created_at.desc()).limit(1))
             .mappings()
             .first()
         )

@@ -20,7 +20,8 @@ Delivery contract -- **at least once, de-duplicated by ``webhook-id``**:
 
 Signing follows https://www.standardwebhooks.com (``sign``/``verify``), so receivers can use any
 Standard Webhooks library. Storage is SQLAlchemy Core with portable SQL: SQLite file by default,
-PostgreSQL in production.
+PostgreSQL in production; the ``outbox`` table is declared in serving.schema and, like every table of the
+store, holds naive UTC times (a ``now`` given with a time zone is converted).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from standardwebhooks.webhooks import Webhook
 
+from core.clock import utc_naive, utc_now
 from serving.config import WebhookConfig
+from serving.schema import outbox_table as OUTBOX
 
 __all__ = [
     "OUTBOX",
@@ -56,7 +59,6 @@ __all__ = [
     "dead_letters",
     "deliver_due",
     "enqueue",
-    "ensure_tables",
     "http_post",
     "parse_secret",
     "pending_count",
@@ -79,37 +81,6 @@ _ID_RE = re.compile(r"[A-Za-z0-9_:\-]{1,255}")
 _MAX_ERROR_CHARS = 1000
 
 # --------------------------------------------------------------------------------------------- storage
-
-metadata = sa.MetaData()
-
-OUTBOX = sa.Table(
-    "outbox",
-    metadata,
-    sa.Column("webhook_id", sa.String(255), primary_key=True),  # idempotency key, same on every retry
-    sa.Column("destination", sa.String(255), nullable=False),  # Endpoint.name
-    sa.Column("payload", sa.Text, nullable=False),  # JSON text
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, default="pending"),
-    sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="ck_outbox_status"),
-    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-)
-"""The outbox table (SQLAlchemy Core), exposed for inspection and migrations."""
-
-
-def ensure_tables(engine: Engine) -> None:
-    """Create the outbox table and its index if they do not exist (idempotent)."""
-    metadata.create_all(engine, checkfirst=True)
-
-
-def _utc(value: datetime | None) -> datetime:
-    """An aware UTC datetime; naive values are taken as UTC (SQLite returns naive timestamps)."""
-    if value is None:
-        return datetime.now(UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _encode_payload(payload: Mapping[str, Any]) -> str:
@@ -141,7 +112,7 @@ def enqueue(
     if not destination:
         raise ValueError("destination (the endpoint name) is required")
     body = _encode_payload(payload)
-    at = _utc(now)
+    at = utc_naive(now) if now is not None else utc_now()
     row = {
         "webhook_id": webhook_id,
         "destination": destination,
@@ -184,14 +155,7 @@ def dead_letters(engine: Engine) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
-    out = []
-    for row in rows:
-        item = dict(row)
-        item["payload"] = json.loads(item["payload"])
-        for key in ("created_at", "next_attempt_at"):
-            item[key] = _utc(item[key])
-        out.append(item)
-    return out
+    return [{**row, "payload": json.loads(row["payload"])} for row in rows]
 
 
 def retry_dead(engine: Engine, webhook_id: str, *, now: datetime | None = None) -> None:
@@ -200,7 +164,9 @@ def retry_dead(engine: Engine, webhook_id: str, *, now: datetime | None = None) 
         result = conn.execute(
             OUTBOX.update()
             .where(OUTBOX.c.webhook_id == webhook_id, OUTBOX.c.status == "dead")
-            .values(status="pending", attempts=0, next_attempt_at=_utc(now))
+            .values(
+                status="pending", attempts=0, next_attempt_at=utc_naive(now) if now is not None else utc_now()
+            )
         )
     if result.rowcount != 1:
         raise LookupError(f"no dead webhook with id {webhook_id!r}")
@@ -279,7 +245,7 @@ def verify(
     if now is None:
         current = time.time()
     elif isinstance(now, datetime):
-        current = _utc(now).timestamp()
+        current = utc_naive(now).replace(tzinfo=UTC).timestamp()
     else:
         current = float(now)
     if timestamp < current - tolerance_s:
@@ -440,7 +406,7 @@ def deliver_due(
         raise ValueError("need max_attempts >= 1, limit >= 1 and non-negative delays")
     if not endpoints:
         return DeliveryReport()
-    at = _utc(now)
+    at = utc_naive(now) if now is not None else utc_now()
     started = time.monotonic()
 
     def clock() -> datetime:  # `now` plus the time this run has taken: leases and backoff count from here
@@ -468,7 +434,6 @@ def deliver_all(
     """Deliver everything due now, batch after batch; what fails waits for its backoff (the next call).
     `retry`: serving.yaml's `webhooks` (max_attempts, base_delay_s, max_delay_s, lease_s); None: defaults."""
     retry = retry or WebhookConfig()
-    ensure_tables(engine)
     total = DeliveryReport(0, 0, 0)
     while True:
         r = deliver_due(

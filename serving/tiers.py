@@ -6,7 +6,8 @@ bounce between gold and silver from one run to the next. CRM teams act on tiers 
 diamond customer), so a promotion is applied at once but a demotion only after `demote_after` consecutive
 runs below the current tier.
 
-Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production):
+Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production), in tables declared
+in serving.schema:
 
     tier_state    customer_id PK, tier, runs_below, updated_at (as_of of the run that last changed it)
     tier_history  append-only: customer_id, as_of, tier, tier_raw, previous_tier, runs_below;
@@ -31,42 +32,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
 from serving.config import DEFAULT_DEMOTE_AFTER
+from serving.schema import tier_history_table, tier_runs_table, tier_state_table
 
 RESULT_COLUMNS = ["customer_id", "tier", "tier_raw", "runs_below", "changed", "previous_tier"]
-
-metadata = sa.MetaData()
-
-tier_state_table = sa.Table(
-    "tier_state",
-    metadata,
-    sa.Column("customer_id", sa.String(255), primary_key=True),
-    sa.Column("tier", sa.String(64), nullable=False),
-    sa.Column("runs_below", sa.Integer, nullable=False),
-    sa.Column("updated_at", sa.DateTime, nullable=False),
-    sa.CheckConstraint("runs_below >= 0", name="ck_tier_state_runs_below"),
-)
-
-tier_history_table = sa.Table(
-    "tier_history",
-    metadata,
-    sa.Column("customer_id", sa.String(255), primary_key=True),
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("tier", sa.String(64), nullable=False),
-    sa.Column("tier_raw", sa.String(64), nullable=False),
-    sa.Column("previous_tier", sa.String(64)),
-    sa.Column("runs_below", sa.Integer, nullable=False),
-    sa.Index("ix_tier_history_as_of", "as_of"),
-)
-
-tier_runs_table = sa.Table(
-    "tier_runs",
-    metadata,
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("applied_at", sa.DateTime, nullable=False),
-    sa.Column("customers", sa.Integer, nullable=False),
-    sa.Column("tier_order", sa.Text, nullable=False),  # JSON list, best first
-    sa.Column("demote_after", sa.Integer, nullable=False),
-)
 
 
 # --- hysteresis (pure) -------------------------------------------------------------------------------------
@@ -122,11 +90,6 @@ def apply_hysteresis(
 
 
 # --- storage ------------------------------------------------------------------------------------------------
-
-
-def ensure_tables(engine: Engine) -> None:
-    """Create tier_state, tier_history and tier_runs if they are missing (never alters existing ones)."""
-    metadata.create_all(engine, checkfirst=True)
 
 
 def update_tiers(

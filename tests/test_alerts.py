@@ -17,10 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from serving import store
 from serving.alerts import (
     acknowledge,
     alert_payload,
-    ensure_tables,
     evaluate,
     export_alerts,
     get_alert,
@@ -101,8 +101,7 @@ def _open(engine: sa.Engine) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'alerts.db'}")
-    ensure_tables(eng)
+    eng = store.prepare(sa.create_engine(f"sqlite:///{tmp_path / 'alerts.db'}"))
     yield eng
     eng.dispose()
 
@@ -420,8 +419,7 @@ def test_never_more_than_one_live_alert_per_customer_and_kind(runs: list[Any]) -
         cooldown_hours=24,
     )
     with tempfile.TemporaryDirectory() as folder:
-        engine = sa.create_engine(f"sqlite:///{Path(folder) / 'alerts.db'}")
-        ensure_tables(engine)
+        engine = store.prepare(sa.create_engine(f"sqlite:///{Path(folder) / 'alerts.db'}"))
         at, previous = T0, None
         for rows, (action, pick), gap in runs:
             at += gap * H

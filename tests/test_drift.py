@@ -119,7 +119,7 @@ def test_model_health_alert_lifecycle_beside_customer_alerts(tmp_path: Path) -> 
             "value_at_risk": [90.0],
         }
     )
-    alerts.ensure_tables(eng)
+    store.prepare(eng)
     alerts.sync_alerts(eng, T0, alerts.evaluate(scores, config, None, T0), config)
     drifted = monitoring.assess({"amount_90d": 1.2, "predicted_value": 0.1}, DriftConfig())
     opened = monitoring.raise_health(eng, drifted, T0, config)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from serving import store
 from serving.outbox import (
     OUTBOX,
     Endpoint,
@@ -27,7 +28,6 @@ from serving.outbox import (
     dead_letters,
     deliver_due,
     enqueue,
-    ensure_tables,
     http_post,
     pending_count,
     retry_dead,
@@ -145,8 +145,8 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-    ensure_tables(eng)
-    ensure_tables(eng)  # idempotent
+    store.prepare(eng)
+    store.prepare(eng)  # idempotent
     yield eng
     eng.dispose()
 

@@ -58,6 +58,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from serving import store
 from serving.config import ServingConfig
 from serving.outbox import (
     OUTBOX,
@@ -66,7 +67,6 @@ from serving.outbox import (
     dead_letters,
     deliver_due,
     enqueue,
-    ensure_tables,
     pending_count,
     retry_dead,
     verify,
@@ -230,8 +230,7 @@ class Site:
 def filled_outbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with ENQUEUED alerts enqueued (ids ``alert-{i}-v1-crm``), written once and copied per test."""
     db = tmp_path_factory.mktemp("template") / "diamond.db"
-    eng = sa.create_engine(f"sqlite:///{db}")
-    ensure_tables(eng)
+    eng = store.prepare(sa.create_engine(f"sqlite:///{db}"))
     for i in range(ENQUEUED):
         payload = {"alert_id": i, "customer_id": f"C-{i:04d}", "tier": "gold", "value_at_risk": 100.0 + i}
         enqueue(eng, "crm", payload, f"alert-{i}-v1-crm")

@@ -12,11 +12,11 @@ import sqlalchemy as sa
 import yaml
 
 from core.config import ConfigError, parse
+from serving import store
 from serving.config import ServingConfig, TierConfig
 from serving.tiers import (
     RfmReference,
     apply_hysteresis,
-    ensure_tables,
     rfm_segment,
     rfm_segments,
     tier_history,
@@ -38,8 +38,7 @@ def _by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> sa.Engine:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'tiers.db'}")
-    ensure_tables(eng)
+    eng = store.prepare(sa.create_engine(f"sqlite:///{tmp_path / 'tiers.db'}"))
     yield eng
     eng.dispose()
 
