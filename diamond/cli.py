@@ -296,8 +296,8 @@ def demo(
 
         from features.build import end_of
         from serving.batch import score_history
+        from serving.champion import ChampionHolder
         from serving.config import ServingConfig
-        from serving.models import ModelHolder
 
         # the demo's own store and score folder: re-running the demo starts its tiers and alerts afresh
         (out_dir / "diamond.db").unlink(missing_ok=True)
@@ -306,7 +306,7 @@ def demo(
             store_url=f"sqlite:///{(out_dir / 'diamond.db').resolve()}",
             scores_dir=str((out_dir / "scores").resolve()),
         )
-        holder = ModelHolder(mlcfg, serving_config.model_alias)
+        holder = ChampionHolder(mlcfg, serving_config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no champion to score with: {holder.last_error}")
@@ -582,14 +582,14 @@ def score(
     from features.engine import EngineConfig
     from features.history import load_history
     from serving.batch import score_history
+    from serving.champion import ChampionHolder
     from serving.config import ServingConfig
-    from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
     with _user_errors(), _progress(None, "score") as advance:
         settings = EngineConfig.load(engine=engine)
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
-        holder = ModelHolder(mlcfg, config.model_alias)
+        holder = ChampionHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
@@ -774,8 +774,8 @@ def serve(
     import secrets
     import sys
 
+    from serving.champion import ChampionHolder
     from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
-    from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
     # a tracking server that is down should fail a start or a poll in seconds, not after MLflow's minutes
@@ -785,7 +785,7 @@ def serve(
         config = ServingConfig.load()
         if not api_key_hashes():
             raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
-        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        holder = ChampionHolder(MlflowConfig.load(), config.model_alias)
         if not holder.refresh():  # refuse to start on a model that cannot serve, rather than serve 503s
             raise ValueError(f"not starting: {holder.uri} cannot be served: {holder.last_error}")
     bentoml = str(Path(sys.executable).with_name("bentoml"))
