@@ -1,4 +1,4 @@
-"""The scoring service's HTTP guard as Starlette middleware; serving.service adds them, outermost first:
+"""The scoring service's HTTP guard as Starlette middleware; `guard` adds them, outermost first:
 
 - `ApiKeys`: Starlette's AuthenticationMiddleware with a bearer-key backend. Every route but the health
   probes needs `Authorization: Bearer KEY` (401 otherwise); under /ui the dashboard's session cookie admits
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from starlette.authentication import (
     AuthCredentials,
@@ -38,8 +38,20 @@ from serving import dashboard
 from serving.api import OPEN_PATHS, error_body
 from serving.config import ServingConfig, api_key_hashes, matching_hash
 
+if TYPE_CHECKING:
+    import bentoml
+
 KEY_ERROR = "missing or wrong API key (Authorization: Bearer KEY)"
 FEWER = "send fewer customers"
+
+
+def guard(service: bentoml.Service[Any], routes: Sequence[BaseRoute]) -> None:
+    """Add the middleware below to `service`, outermost first: nothing runs without a key, /score's limits
+    come before BentoML parses the body, and `routes` are answered ahead of BentoML's router."""
+    service.add_asgi_middleware(ApiKeys)
+    service.add_asgi_middleware(ScoreBody)
+    service.add_asgi_middleware(ErrorBodies)
+    service.add_asgi_middleware(Routes, routes=routes)
 
 
 class Json(JSONResponse):
@@ -57,11 +69,12 @@ class BearerKeys(AuthenticationBackend):
         self.hashes = hashes
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        path = conn.scope["path"]
+        scope = cast(dict[str, Any], conn.scope)  # the ASGI server's dict
+        path = scope["path"]
         if path in OPEN_PATHS:
             return None
         if _dashboard(path):
-            if path != dashboard.MOUNT and dashboard.admits(conn.scope, self.hashes):
+            if path != dashboard.MOUNT and dashboard.admits(scope, self.hashes):
                 return AuthCredentials(["authenticated"]), SimpleUser("dashboard session")
             if path != dashboard.MOUNT and self._key(conn):
                 return AuthCredentials(["authenticated"]), SimpleUser("api key")
@@ -79,9 +92,9 @@ class BearerKeys(AuthenticationBackend):
 
 def refuse(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     """401 JSON for the API; under /ui a 303 to /ui/ (from /ui) or to the login page, back to the page."""
-    path = conn.scope["path"]
-    if _dashboard(path):
-        where = f"{dashboard.MOUNT}/" if path == dashboard.MOUNT else dashboard.login_location(conn.scope)
+    scope = cast(dict[str, Any], conn.scope)  # the ASGI server's dict
+    if _dashboard(scope["path"]):
+        where = f"{dashboard.MOUNT}/" if scope["path"] == dashboard.MOUNT else dashboard.login_location(scope)
         return Response(status_code=303, headers={"location": where, "content-type": "text/plain"})
     return Json({"error": str(exc)}, 401, headers={"www-authenticate": "Bearer"})
 

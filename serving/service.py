@@ -50,9 +50,6 @@ class Diamond:
         while not stop.wait(self.config.poll_s):
             self.holder.refresh()
 
-    def __is_ready__(self) -> bool:
-        return self.holder.current is not None
-
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     def score(self, customers: list[Customer], as_of: str | None = None) -> ScoreResponse:
         """Score up to `max_customers` customers: by id from the latest batch snapshot, or with their recent
@@ -76,12 +73,14 @@ def _holder() -> ChampionHolder | None:
 
 
 def readyz(_: Request) -> Response:
+    """The holder's status; 503 until a version is loaded."""
     holder = _holder()
     status = holder.status() if holder else {"ready": False, "last_error": "starting"}
     return Json(status, 200 if status["ready"] else 503)
 
 
 def model(_: Request) -> Response:
+    """What the served version is (serving.champion.ChampionHolder.describe); 503 before one is loaded."""
     holder = _holder()
     described = holder.describe() if holder else None
     if described is None:
@@ -90,14 +89,12 @@ def model(_: Request) -> Response:
 
 
 def docs(_: Request) -> Response:
+    """BentoML's OpenAPI document of this service, completed (serving.openapi)."""
     return Json(openapi.document(Diamond))
 
 
-Diamond.add_asgi_middleware(middleware.ApiKeys)  # outermost: nothing below runs without a key
-Diamond.add_asgi_middleware(middleware.ScoreBody)
-Diamond.add_asgi_middleware(middleware.ErrorBodies)
-Diamond.add_asgi_middleware(
-    middleware.Routes,
+middleware.guard(
+    Diamond,
     routes=[
         Route("/readyz", middleware.GetOnly(readyz)),
         Route("/model", middleware.GetOnly(model)),
