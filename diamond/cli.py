@@ -294,8 +294,8 @@ def demo(
         # and what a retention team gets: every customer scored and tiered, alerts raised
         from features.build import end_of
         from serving.batch import score_history
+        from serving.champion import ChampionHolder
         from serving.config import ServingConfig
-        from serving.models import ModelHolder
 
         # the demo's own store and score folder: re-running the demo starts its tiers and alerts afresh
         (out_dir / "diamond.db").unlink(missing_ok=True)
@@ -305,7 +305,7 @@ def demo(
                 "scores_dir": str((out_dir / "scores").resolve()),
             }
         )
-        holder = ModelHolder(mlcfg, serving_config.model_alias)
+        holder = ChampionHolder(mlcfg, serving_config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no champion to score with: {holder.last_error}")
@@ -582,8 +582,8 @@ def score(
     from features.history import load_history
     from serving import store
     from serving.batch import score_history
+    from serving.champion import ChampionHolder
     from serving.config import ServingConfig
-    from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
     with _user_errors(), _progress(None, "score") as advance:
@@ -591,7 +591,7 @@ def score(
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
         if settings.engine != "spark":  # the store is written: a store of another revision is refused first
             store.prepare(store.engine(config.store_url))
-        holder = ModelHolder(mlcfg, config.model_alias)
+        holder = ChampionHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is None:
             raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
@@ -774,8 +774,8 @@ def serve(
     import sys
 
     from serving import store
+    from serving.champion import ChampionHolder
     from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
-    from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
     # a tracking server that is down should fail a start or a poll in seconds, not after MLflow's minutes
@@ -786,7 +786,7 @@ def serve(
         if not api_key_hashes():
             raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
         store.prepare(store.engine(config.store_url))  # a new store is created; another revision refused
-        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        holder = ChampionHolder(MlflowConfig.load(), config.model_alias)
         if not holder.refresh():  # refuse to start on a model that cannot serve, rather than serve 503s
             raise ValueError(f"not starting: {holder.uri} cannot be served: {holder.last_error}")
     bentoml = str(Path(sys.executable).with_name("bentoml"))

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from features.history import History
 from serving import alerts, monitoring, outbox, scoring, store, tiers
+from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
-from serving.models import Served
 
 
 @dataclass

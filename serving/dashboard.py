@@ -10,8 +10,8 @@ serving.charts.
 
 Auth: the login form takes a name and an API key, checked like the API's bearer keys
 (serving.config.matching_hash), and sets a signed, expiring session cookie (serving.webauth), HttpOnly and
-SameSite=Strict, never the key itself. serving.service.Guard admits /ui only with that cookie (or a bearer
-key) and sends browsers without one to the login page. Acknowledge, snooze and resolve are POST forms
+SameSite=Strict, never the key itself. serving.middleware.ApiKeys admits /ui only with that cookie (or a
+bearer key) and sends browsers without one to the login page. Acknowledge, snooze and resolve are POST forms
 carrying the session's CSRF token; the name given at login is recorded on the alert and in its action log.
 """
 
@@ -57,7 +57,7 @@ HEADERS = {
 }
 
 
-# --- the gate (called by serving.service.Guard before anything under /ui runs) --------------------------
+# --- the gate (called by serving.middleware.ApiKeys before anything under /ui runs) ---------------------
 
 
 def admits(scope: dict[str, Any], key_hashes: frozenset[str]) -> bool:

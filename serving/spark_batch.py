@@ -21,8 +21,8 @@ import pyarrow as pa
 
 from features import spark as fsp
 from serving import scoring
+from serving.champion import Served
 from serving.config import ServingConfig
-from serving.models import Served
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

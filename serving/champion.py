@@ -1,4 +1,5 @@
-"""The served model: the scoring artefact behind a registry alias, loaded once, swapped when the alias moves.
+"""The champion holder: the scoring artefact behind a registry alias (`champion` by default), loaded once and
+swapped when the alias moves. The service, `diamond score` and the demo each hold one.
 
 If a newly promoted version fails to load, the last good one keeps serving and `status()` says so.
 """
@@ -25,7 +26,9 @@ class Served:
 
 
 @dataclass
-class ModelHolder:
+class ChampionHolder:
+    """The version behind `alias` (`current`), the last load error, and what GET /readyz and /model show."""
+
     mlcfg: MlflowConfig
     alias: str = "champion"
     current: Served | None = None
@@ -57,6 +60,7 @@ class ModelHolder:
         return True
 
     def status(self) -> dict[str, Any]:
+        """GET /readyz's body: ready once a version is loaded; the last load error, if any."""
         served = self.current
         return {
             "ready": served is not None,
@@ -66,4 +70,24 @@ class ModelHolder:
             "loaded_at": served.loaded_at if served else None,
             "last_error": self.last_error,
             "serving_last_good": bool(served and self.last_error),
+        }
+
+    def describe(self) -> dict[str, Any] | None:
+        """GET /model's body: the served version, its inputs, horizons, tier thresholds and validation
+        metrics; None before a version is loaded."""
+        served = self.current
+        if served is None:
+            return None
+        art = served.artefact
+        return {
+            "version": served.version,
+            "model_uri": self.uri,
+            "feature_set": art.feature_set,
+            "columns": art.columns,
+            "cutoff": art.cutoff.isoformat(),
+            "horizon_days": art.horizon_days,
+            "label_horizon_days": art.label_horizon_days,
+            "tiers": art.tiers,
+            "value_objective": art.value.objective,
+            "metrics": art.metrics,
         }
