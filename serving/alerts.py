@@ -33,8 +33,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
-from serving.config import DEFAULT_TIERS, AlertConfig
+from serving.config import AlertConfig
 from serving.schema import alert_actions_table, alerts_table
+from training.tiers import DEFAULT_TIERS
 
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")
 LIVE = ("open", "acknowledged", "snoozed")

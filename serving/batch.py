@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alerts, monitoring, outbox, scoring, store, tiers
+from serving import alerts, monitoring, outbox, scoring, store, tier_store
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
 
@@ -49,7 +49,7 @@ def score_history(
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
     order = list(config.tiers.order or art.tiers)
     rules = config.alert_rules(order)  # None: alerts are off
-    tiered = tiers.update_tiers(
+    tiered = tier_store.update_tiers(
         eng,
         as_of,
         scores[["customer_id"]].assign(tier_raw=scores["tier"]),

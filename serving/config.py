@@ -31,7 +31,6 @@ KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
     "DIAMOND_SERVING_CONFIG",
     "DIAMOND_SESSION_SECRET",
 )
-DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")  # tier names, best first, when no model gives them
 DEFAULT_DEMOTE_AFTER = 3
 Watch = Literal["features", "scores"]
 WATCHABLE: tuple[Watch, ...] = get_args(Watch)
@@ -46,7 +45,7 @@ Listed = BeforeValidator(_listed)
 
 
 class TierConfig(Section):
-    """`tiers:` hysteresis on the model's tier names (serving.tiers)."""
+    """`tiers:` hysteresis on the model's tier names (serving.hysteresis)."""
 
     demote_after: Annotated[int, Field(ge=1)] = DEFAULT_DEMOTE_AFTER  # runs below the tier before a demotion
     order: tuple[str, ...] | None = None  # best first; None: the model artefact's tier names
@@ -91,7 +90,9 @@ class AlertConfig(Section):
 
     rules: Annotated[tuple[Rule, ...], Listed] = ()
     playbooks: Annotated[dict[str, Playbook | None], OrEmpty] = Field(default_factory=dict)  # None: no action
-    tiers: tuple[str, ...] | None = None  # best first; None: the served model's (else DEFAULT_TIERS)
+    tiers: tuple[str, ...] | None = (
+        None  # best first; None: the served model's (else training.tiers.DEFAULT_TIERS)
+    )
     cooldown_hours: Annotated[float, Field(ge=0)] = 72.0  # a live alert is re-notified at most this often...
     renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
     resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this

@@ -5,7 +5,7 @@ database; a live model-health alert as a banner above the ranking, never inside 
 and tier history, the top reasons in words, the latest events, the playbook, the customer's alerts with
 acknowledge / snooze / resolve), and an overview (tier distribution and value at risk by tier, tier
 movements of the latest run, alerts by status, and model health: the latest run's drift). Wiring only: the
-data comes from serving.alerts, serving.tiers, serving.store and serving.monitoring; the charts from
+data comes from serving.alerts, serving.tier_store, serving.store and serving.monitoring; the charts from
 serving.charts.
 
 Auth: the login form takes a name and an API key, checked like the API's bearer keys
@@ -38,8 +38,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from core.clock import utc_now
-from serving import alerts, charts, monitoring, store, tiers, webauth
+from serving import alerts, charts, monitoring, store, tier_store, webauth
 from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
+from training.tiers import DEFAULT_TIERS
 
 MOUNT = "/ui"
 PAGE = 50  # alerts per page
@@ -230,7 +231,7 @@ def customer(request: Request) -> Response:
         return RedirectResponse(HEALTH, status_code=303, headers=HEADERS)
     snap = store.read_rows(state.engine, store.SCORES, [cid])
     history = store.score_history(state.engine, cid)
-    tier_rows = tiers.tier_history(state.engine, cid)
+    tier_rows = tier_store.tier_history(state.engine, cid)
     if snap.empty and history.empty and tier_rows.empty:
         return _page(request, "message.html", 404, title="Unknown customer", message=f"No scores for {cid}.")
     now = _records(snap)[0] if not snap.empty else None
@@ -263,8 +264,8 @@ def overview(request: Request) -> Response:
     order = _order(state)
     summary = store.tier_summary(state.engine)
     names = [t for t in order if t in summary] + sorted(set(summary) - set(order))
-    run = tiers.latest_run(state.engine)
-    moves = tiers.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
+    run = tier_store.latest_run(state.engine)
+    moves = tier_store.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
     directions = moves.groupby("direction")["customers"].sum().to_dict() if not moves.empty else {}
     by_status = {s: alerts.count_alerts(state.engine, s, model=False) for s in alerts.STATUSES}
     drift = monitoring.latest_drift(state.engine)
@@ -363,8 +364,8 @@ def _refused(request: Request, form: FormData) -> Response | None:
 
 
 def _order(state: _State) -> list[str]:
-    run = tiers.latest_run(state.engine)
-    return run[1] if run else list(alerts.DEFAULT_TIERS)
+    run = tier_store.latest_run(state.engine)
+    return run[1] if run else list(DEFAULT_TIERS)
 
 
 def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> str | None:

@@ -30,7 +30,8 @@ from serving.alerts import (
     sync_alerts,
     webhook_id,
 )
-from serving.config import DEFAULT_TIERS, AlertConfig, Playbook, Rule
+from serving.config import AlertConfig, Playbook, Rule
+from training.tiers import DEFAULT_TIERS
 
 T0 = datetime(2024, 6, 1)
 H = timedelta(hours=1)

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from features.history import history_from_frames
-from serving import alerts, charts, dashboard, monitoring, store, tiers, webauth
+from serving import alerts, charts, dashboard, monitoring, store, tier_store, webauth
 from serving.config import hash_key, session_secret
 from tests.conftest import API_KEY, run_diamond, serve_champion
 
@@ -220,7 +220,7 @@ def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> N
     section = page.locator("section", has=page.get_by_role("heading", name="Score history"))
     assert section.locator("tbody tr").count() == 2 and section.locator("svg[role=img]").count() == 1
     tiers_shown = page.locator("section", has=page.get_by_role("heading", name="Tier history"))
-    assert tiers_shown.locator("tbody tr").count() == len(tiers.tier_history(engine, cid))
+    assert tiers_shown.locator("tbody tr").count() == len(tier_store.tier_history(engine, cid))
     snap = store.read_rows(engine, store.SCORES, [cid])
     words = [r["text"] for r in json.loads(snap["reasons"].iloc[0])]
     assert page.locator("ul.why li").all_inner_texts()[0].startswith(words[0])
@@ -259,7 +259,7 @@ def test_browser_overview(page: object, server: tuple[str, sa.Engine]) -> None:
     assert {r.split("\t")[0]: int(r.split("\t")[1].replace(",", "")) for r in rows} == {
         t: n for t, (n, _) in summary.items()
     }
-    moves = tiers.tier_movements(engine, tiers.latest_run(engine)[0], include_new=True)
+    moves = tier_store.tier_movements(engine, tier_store.latest_run(engine)[0], include_new=True)
     shown = page.locator("section", has=page.get_by_role("heading", name="Tier movements since the last run"))
     assert shown.locator("tbody tr").count() == len(moves) > 0
     assert page.locator("svg[role=img]").count() == 4  # tiers, value at risk, movements, drift

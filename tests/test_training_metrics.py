@@ -12,8 +12,8 @@ from scipy.special import expit, logit
 
 from features.history import history_from_frames
 from training import baselines, design, metrics
-from training.artefact import assign_tiers
 from training.models import split_latest
+from training.tiers import assign_tiers, tier_thresholds
 
 
 def test_normalized_gini_by_hand() -> None:
@@ -91,7 +91,7 @@ def test_validation_split_leaves_a_label_horizon_gap() -> None:
 
 def test_tier_thresholds_and_assignment() -> None:
     values = np.arange(1.0, 101.0)  # 1..100
-    cuts = design.tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
+    cuts = tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
     assert cuts == {"diamond": 95.05, "gold": 80.2, "silver": 50.5, "bronze": 0.0}
     tiers = assign_tiers(values, cuts)
     assert [int((tiers == t).sum()) for t in cuts] == [5, 15, 30, 50]
