@@ -16,7 +16,7 @@ from serving import store
 from serving.config import ServingConfig, TierConfig
 from serving.hysteresis import apply_hysteresis
 from serving.tier_store import tier_history, tier_movements, update_tiers
-from serving.tiers import RfmReference, rfm_segment, rfm_segments
+from training.rfm import RfmReference, rfm_segment, rfm_segments
 
 ORDER = ["diamond", "gold", "silver", "bronze"]
 T0 = datetime(2024, 6, 1)

@@ -28,8 +28,8 @@ import xgboost as xgb
 from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
-from training.baselines import RfmRank
 from training.models import ChurnModel, Encoder, ValueModel
+from training.rfm import RfmRank
 from training.tiers import assign_tiers
 
 FORMAT = 1  # bumped when scoring.json changes incompatibly

@@ -16,9 +16,9 @@ from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
 from training import baselines, design, drift, metrics, tiers, tuning
 from training.artefact import ScoringArtefact
-from training.baselines import RfmRank
 from training.config import TrainingConfig
 from training.models import fit_churn, fit_value, split_latest
+from training.rfm import RfmRank
 
 
 @dataclass
