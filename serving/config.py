@@ -85,14 +85,12 @@ class Playbook(Section):
 
 
 class AlertConfig(Section):
-    """`alerts:` retention alert rules and playbooks by tier (serving.alerts). The tier names they use are
-    checked against `tiers` when given, and against the served model's tier names by `for_tiers`."""
+    """`alerts:` retention alert rules and playbooks by tier (serving.alert_rules). The tier names they use
+    are checked against `tiers` when given, and against the served model's tier names by `for_tiers`."""
 
     rules: Annotated[tuple[Rule, ...], Listed] = ()
     playbooks: Annotated[dict[str, Playbook | None], OrEmpty] = Field(default_factory=dict)  # None: no action
-    tiers: tuple[str, ...] | None = (
-        None  # best first; None: the served model's (else training.tiers.DEFAULT_TIERS)
-    )
+    tiers: tuple[str, ...] | None = None  # best first; None: the model's (else training.tiers.DEFAULT_TIERS)
     cooldown_hours: Annotated[float, Field(ge=0)] = 72.0  # a live alert is re-notified at most this often...
     renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
     resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this
