@@ -737,11 +737,11 @@ def alerts_ack(
 @alerts_app.command("deliver")
 def alerts_deliver() -> None:
     """Deliver what is due in the outbox (safe from cron: backoff retries, dead-letters when exhausted)."""
-    from serving import outbox
+    from serving import delivery, outbox
 
     with _user_errors():
         config, eng = _alert_store()
-        report = outbox.deliver_all(eng, config.endpoints(), config.webhooks)
+        report = delivery.deliver_all(eng, config.endpoints(), config.webhooks)
     out.print(
         f"webhooks: {report.delivered:,} delivered, {report.retried:,} to retry, {report.dead:,} dead; "
         f"{outbox.pending_count(eng):,} pending"

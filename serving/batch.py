@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alert_rules, alert_store, monitoring, outbox, scoring, store, tier_store
+from serving import alert_rules, alert_store, delivery, monitoring, outbox, scoring, store, tier_store
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
 
@@ -28,7 +28,7 @@ class BatchResult:
     version: str
     alerts: Any = None  # serving.alert_store.SyncResult
     drift: Any = None  # serving.monitoring.DriftResult (None: drift watch off or no reference in the model)
-    delivery: Any = None  # serving.outbox.DeliveryReport (None: no endpoints configured)
+    delivery: Any = None  # serving.delivery.DeliveryReport (None: no endpoints configured)
 
 
 def score_history(
@@ -74,8 +74,8 @@ def score_history(
     return result
 
 
-def deliver(eng: Any, config: ServingConfig) -> outbox.DeliveryReport:
-    return outbox.deliver_all(eng, config.endpoints(), config.webhooks)
+def deliver(eng: Any, config: ServingConfig) -> delivery.DeliveryReport:
+    return delivery.deliver_all(eng, config.endpoints(), config.webhooks)
 
 
 def _write(

@@ -21,7 +21,7 @@ from core.config import ConfigError, FileSettings, OrEmpty, Section, describe, i
 from serving.api import MAX_CUSTOMERS
 
 if TYPE_CHECKING:
-    from serving.outbox import Endpoint
+    from serving.delivery import Endpoint
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
 KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
@@ -221,7 +221,7 @@ class ServingConfig(FileSettings):
 
     def endpoints(self) -> dict[str, Endpoint]:
         """The webhook endpoints, with the secrets and secret URLs read from the variables they name."""
-        from serving.outbox import Endpoint
+        from serving.delivery import Endpoint
 
         out = {}
         for i, hook in enumerate(self.webhooks.endpoints):
