@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# --- the rank ----------------------------------------------------------------------------------------------
+
 RFM_AXES = {"recency_days": 1.0, "frequency_days": -1.0, "monetary_sum": -1.0}  # +1: larger is riskier
 _FILL = {"recency_days": np.inf, "frequency_days": 0.0, "monetary_sum": 0.0}  # customers without purchases
 MAX_REFERENCE = 10_001  # reference values kept per axis (quantiles beyond this many customers)
@@ -63,7 +65,7 @@ def _risk(rows: pd.DataFrame, axis: str) -> np.ndarray:
     return np.where(np.isinf(v), np.finfo(np.float64).max, v) * RFM_AXES[axis]
 
 
-# --- segments ----------------------------------------------------------------------------------------------
+# --- the segments ------------------------------------------------------------------------------------------
 
 SEGMENTS: dict[tuple[bool, bool, bool], str] = {  # (R high, F high, M high) -> segment
     (True, True, True): "important-value",
