@@ -1,17 +1,20 @@
 """`diamond retrain`: retrain when the model has gone stale; safe to run from cron or any scheduler.
 
 Reasons to train, in order: `--force`; drift (the latest batch run raised a model-health alert on the
-current champion, serving.monitoring, when `retrain.on_drift`); the schedule (the newest registered version
-is `retrain.every_days` old or more, or there is no champion). Without a reason it does nothing and says why.
+current champion, when `retrain.on_drift`); the schedule (the newest registered version is
+`retrain.every_days` old or more, or there is no champion). Without a reason it does nothing and says why.
+The drift comes in as a value (serving.monitoring.latest_drift, read by diamond.flows.retrain): training
+never imports serving.
 
 Idempotent: a run is tagged `retrain_reason` beside its `data_sha256`; a drift or schedule retrain on data
 that already had one for the same reason is skipped (the challenger was trained and gated then; training
 again on the same data would only repeat it). `--force` always trains.
 
-One at a time: the whole run holds an exclusive, non-blocking OS lock (fcntl.flock) on a lock file next to
-the tracking store (`$DIAMOND_RETRAIN_LOCK` overrides the path); a second run while one holds it exits at
-once, cleanly, saying which process holds it since when. The OS releases the lock when the holder exits,
-even if it is killed, so a crash never leaves a stale lock.
+One at a time: the whole run (reading the drift, deciding, training: diamond.flows.retrain) holds an
+exclusive, non-blocking OS lock (fcntl.flock, `exclusive`) on a lock file next to the tracking store
+(`$DIAMOND_RETRAIN_LOCK` overrides the path); a second run while one holds it exits at once, cleanly, saying
+which process holds it since when. The OS releases the lock when the holder exits, even if it is killed, so
+a crash never leaves a stale lock.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ class Busy(RuntimeError):
 
 @dataclass(frozen=True)
 class Signals:
-    """What the decision looks at, read from the registry and the serving store."""
+    """What the decision looks at: the registry, and the latest drift (read by the caller from the serving
+    store: serving.monitoring.latest_drift)."""
 
     champion: str | None
     newest_version: str | None
@@ -134,11 +138,10 @@ def exclusive(path: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def read_signals(mlcfg: Any, store_url: str, now: datetime | None = None) -> Signals:
-    """The champion, the newest version's age (registry) and the latest drift (serving store)."""
+def read_signals(mlcfg: Any, drift: dict[str, Any] | None, now: datetime | None = None) -> Signals:
+    """The champion and the newest version's age (registry), beside the latest drift the caller passes in."""
     from mlflow.exceptions import MlflowException
 
-    from serving import monitoring, store
     from training import registry
 
     client = mlcfg.client()
@@ -155,7 +158,7 @@ def read_signals(mlcfg: Any, store_url: str, now: datetime | None = None) -> Sig
         registry.champion_version(mlcfg),
         str(newest.version) if newest is not None else None,
         age,
-        monitoring.latest_drift(store.engine(store_url)),
+        drift,
     )
 
 
@@ -174,38 +177,38 @@ def run(
     data: Path,
     config: Any,
     mlcfg: Any,
-    store_url: str,
+    drift: dict[str, Any] | None,
     force: bool = False,
     cutoff: str | None = None,
 ) -> Outcome:
-    """Decide, and train a challenger through training.pipeline.train (log, register, gate, report) when
-    there is a reason; all under the lock. Raises Busy when another run holds it."""
-    with exclusive(lock_path(mlcfg)):
-        signals = read_signals(mlcfg, store_url)
-        why = reasons(signals, config.retrain, force)
-        if not why:
-            return Outcome(False, quiet_reason(signals, config.retrain))
-        from features.build import end_of, parse_cutoff
-        from features.history import load_history
-        from training.pipeline import train
+    """Decide on the registry and `drift`, and train a challenger through training.pipeline.train (log,
+    register, gate, report) when there is a reason. Run it under `exclusive(lock_path(mlcfg))`, with the drift
+    read under the same lock (diamond.flows.retrain does both)."""
+    signals = read_signals(mlcfg, drift)
+    why = reasons(signals, config.retrain, force)
+    if not why:
+        return Outcome(False, quiet_reason(signals, config.retrain))
+    from features.build import end_of, parse_cutoff
+    from features.history import load_history
+    from training.pipeline import train
 
-        history = load_history(data)
-        t = parse_cutoff(cutoff) if cutoff else end_of(history)
-        sha = history.until(t).fingerprint()["sha256"]
-        kind, text = why[0]
-        if kind != "force" and (done := previous_run(mlcfg, sha, kind)):
-            return Outcome(
-                False,
-                f"already retrained on this data (sha256 {sha[:12]}) for {kind}: run {done}; "
-                f"nothing done ({text})",
-                why,
-            )
-        result = train(
-            history,
-            config,
-            mlcfg,
-            t,
-            run_name=f"retrain ({kind}) {t:%Y-%m-%d}",
-            tags={"retrain_reason": kind, "retrain_why": "; ".join(w for _, w in why)[:5000]},
+    history = load_history(data)
+    t = parse_cutoff(cutoff) if cutoff else end_of(history)
+    sha = history.until(t).fingerprint()["sha256"]
+    kind, text = why[0]
+    if kind != "force" and (done := previous_run(mlcfg, sha, kind)):
+        return Outcome(
+            False,
+            f"already retrained on this data (sha256 {sha[:12]}) for {kind}: run {done}; "
+            f"nothing done ({text})",
+            why,
         )
-        return Outcome(True, f"retrained: {'; '.join(w for _, w in why)}", why, result)
+    result = train(
+        history,
+        config,
+        mlcfg,
+        t,
+        run_name=f"retrain ({kind}) {t:%Y-%m-%d}",
+        tags={"retrain_reason": kind, "retrain_why": "; ".join(w for _, w in why)[:5000]},
+    )
+    return Outcome(True, f"retrained: {'; '.join(w for _, w in why)}", why, result)
