@@ -35,7 +35,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Engine
 
 from core.clock import utc_naive, utc_now
 from serving.schema import outbox_table as OUTBOX
@@ -156,7 +156,9 @@ def retry_dead(engine: Engine, webhook_id: str, *, now: datetime | None = None) 
 # -------------------------------------------------------------------------------- one delivery attempt
 
 
-def due(engine: Engine, destinations: Sequence[str], at: datetime, limit: int) -> list[Row[Any]]:
+def due(
+    engine: Engine, destinations: Sequence[str], at: datetime, limit: int
+) -> list[tuple[str, str, str, int]]:
     """Up to ``limit`` pending rows for these destinations whose next attempt is due at ``at``, soonest first:
     (webhook_id, destination, payload, attempts)."""
     query = (
@@ -170,7 +172,7 @@ def due(engine: Engine, destinations: Sequence[str], at: datetime, limit: int) -
         .limit(limit)
     )
     with engine.connect() as conn:
-        return list(conn.execute(query).all())
+        return [(r.webhook_id, r.destination, r.payload, r.attempts) for r in conn.execute(query)]
 
 
 def claim(engine: Engine, webhook_id: str, seen_attempts: int, at: datetime, lease_until: datetime) -> bool:
