@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := UV_LINK_MODE=copy $(BIN)/uv
-# Debian's chromium, driven by Playwright in tests/test_dashboard.py (never `playwright install`: no CDN here)
+# Debian's chromium, driven by Playwright in tests/e2e/test_dashboard.py (never `playwright install`: no CDN here)
 CHROMIUM := /usr/bin/chromium
 export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -69,7 +69,7 @@ bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz,
 
 bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x fuzzing and 10x delivery faults (~35 min)
 	DIAMOND_FUZZ_EXAMPLES=300 DIAMOND_FAULT_ALERTS=1200 $(BIN)/pytest -s -q -p no:cacheprovider \
-		tests/test_reliability_api.py tests/test_reliability_delivery.py tests/test_bad_input.py tests/test_serving.py
+		tests/e2e/test_reliability_api.py tests/e2e/test_reliability_delivery.py tests/e2e/test_bad_input.py tests/e2e/test_serving.py
 
 bench-spark: $(VENV)/.dev ## DuckDB vs Spark local[2] training sets at 1M customers: time, peak memory, task costs (~1 h)
 	$(BIN)/python bench/bench_spark.py --customers 1000000 --json bench/spark_results_1m.json

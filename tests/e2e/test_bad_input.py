@@ -109,8 +109,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import CUTOFF, run_diamond
-from tests.test_reliability_api import AUTH
+from tests.helpers import AUTH, CUTOFF, run_diamond
 
 TX = "customer_id,timestamp,amount\n"
 ONE_ROW = TX + "a,2024-01-02,1\n"

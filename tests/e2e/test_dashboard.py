@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from features.history import history_from_frames
 from serving import alerts, charts, dashboard, monitoring, store, tiers, webauth
 from serving.config import hash_key, session_secret
-from tests.conftest import API_KEY, run_diamond, serve_champion
+from tests.helpers import API_KEY, ROOT, run_diamond, serve_champion
 
 LATER = "1998-03-31"  # a second scoring run, so there is a score history and tier movements
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,7 +36,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTEFACTS = Path(__file__).parents[1] / "test-artifacts"
+ARTEFACTS = ROOT / "test-artifacts"
 NAME = "Alice Tester"
 
 

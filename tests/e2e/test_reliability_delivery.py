@@ -71,7 +71,7 @@ from serving.outbox import (
     retry_dead,
     verify,
 )
-from tests.conftest import DIAMOND, run_diamond
+from tests.helpers import DIAMOND, run_diamond
 
 SECRET = "whsec_" + base64.b64encode(b"diamond-reliability-test-secret!").decode()
 SECRET_ENV = "DIAMOND_TEST_RELIABILITY_SECRET"

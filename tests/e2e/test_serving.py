@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from serving.outbox import SignatureError, verify
-from tests.conftest import API_KEY as KEY
-from tests.conftest import CUTOFF, run_diamond, serve_champion
+from tests.helpers import API_KEY as KEY
+from tests.helpers import CUTOFF, ROOT, free_port, run_diamond, serve_champion
 
 SECRET = "whsec_" + base64.b64encode(b"a shared webhook secret").decode()
 
@@ -58,7 +58,7 @@ def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "url": f"http://127.0.0.1:{receiver.server_port}/hooks",
         "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET",
     }
-    webhooks = {**yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text())["webhooks"]}
+    webhooks = {**yaml.safe_load((ROOT / "serving.yaml").read_text())["webhooks"]}
     try:
         with serve_champion(
             cdnow_dir,
@@ -311,8 +311,6 @@ def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
 ) -> None:
     """A fresh start has no last good model to fall back on: the champion is now the incompatible version
     (test above), so `diamond serve` exits at once with a clear message instead of serving 503s."""
-    from tests.conftest import free_port
-
     _, work = server
     done = run_diamond("serve", "--port", str(free_port()), cwd=work, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -323,8 +321,6 @@ def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
 def test_serve_refuses_to_start_when_the_tracking_store_is_unreachable(
     server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.conftest import free_port
-
     _, work = server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     done = run_diamond("serve", "--port", str(free_port()), cwd=work, check=False)

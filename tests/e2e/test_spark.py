@@ -21,7 +21,7 @@ from features import build
 from features import spark as fsp
 from features.datasets import synthetic
 from features.history import HistoryError, load_history
-from tests.conftest import SMALL_TRAINING, run_diamond
+from tests.helpers import SMALL_TRAINING, run_diamond
 
 CUTOFFS = ["2024-06-30", "2024-12-31", "2025-06-30"]
 TOL = 1e-9

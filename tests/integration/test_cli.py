@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_diamond
+from tests.helpers import run_diamond
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from features.build import (
 )
 from features.history import history_from_frames, load_history
 from features.sets import FEATURE_SETS, FeatureSetError, _check_registry, get_feature_set
-from tests.conftest import run_diamond
+from tests.helpers import run_diamond
 
 CUTOFF = "1997-09-30"
 

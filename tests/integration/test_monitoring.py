@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from features.datasets import synthetic
-from tests.conftest import DIAMOND, SMALL_TRAINING, run_diamond
+from tests.helpers import DIAMOND, SMALL_TRAINING, run_diamond
 
 CUSTOMERS = 1500
 

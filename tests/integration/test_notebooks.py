@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import run_diamond
+from tests.helpers import ROOT, run_diamond
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+FOLDER = ROOT / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
 EXPLORATION = [p for p in NOTEBOOKS if p.name.startswith("01_")]
 REPORT = FOLDER / "02_model_report.ipynb"
