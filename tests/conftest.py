@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_diamond, serve_champion
+from tests.helpers.webhooks import WebhookReceiver
 
 TIERS = ("unit", "integration", "e2e")
 HERE = Path(__file__).parent
@@ -75,3 +76,11 @@ def http_server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     work = tmp_path_factory.mktemp("http-server")
     with serve_champion(cdnow_dir, work, restore_env_early=True) as url:
         yield url, int((work / "serve.pid").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A running webhook receiver for one test (tests/helpers/webhooks.py), stopped afterwards."""
+    rec = WebhookReceiver()
+    yield rec
+    rec.stop()

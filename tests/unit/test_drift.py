@@ -1,18 +1,18 @@
-"""PSI and reference binning on hand-built frames with hand-computed values; the drift judgement; the
-model-health alert's lifecycle in a real SQLite store beside customer alerts; the retrain decision."""
+"""PSI and reference binning on hand-built frames with hand-computed values; the drift judgement; the retrain
+decision and its lock. The model-health alert's lifecycle in a store is in tests/integration/test_drift.py."""
 
 from __future__ import annotations
 
 import math
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from serving import alerts, monitoring, store
+from serving import monitoring
 from training import drift, retrain
 
 T0 = datetime(2025, 1, 31)
@@ -100,47 +100,6 @@ def test_assess_counts_watched_columns_and_any_score() -> None:
         monitoring.DriftConfig.from_dict({"watch": ["labels"]})
     with pytest.raises(ValueError, match="unknown key"):
         monitoring.DriftConfig.from_dict({"psi": 0.2})
-
-
-def test_model_health_alert_lifecycle_beside_customer_alerts(tmp_path: Path) -> None:
-    eng = store.engine(f"sqlite:///{tmp_path / 'store.db'}")
-    config = alerts.AlertConfig.from_dict(
-        {"rules": [{"kind": "risk", "min_churn_probability": 0.5}], "cooldown_hours": 72}
-    )
-    scores = pd.DataFrame(
-        {
-            "customer_id": ["c1"],
-            "tier": ["gold"],
-            "churn_probability": [0.9],
-            "predicted_value": [100.0],
-            "value_at_risk": [90.0],
-        }
-    )
-    alerts.ensure_tables(eng)
-    alerts.sync_alerts(eng, T0, alerts.evaluate(scores, config, None, T0), config)
-    drifted = monitoring.assess({"amount_90d": 1.2, "predicted_value": 0.1}, monitoring.DriftConfig())
-    opened = monitoring.raise_health(eng, drifted, T0, config)
-    assert opened.opened == 1 and len(opened.notify) == 1
-    live = alerts.list_alerts(eng, status="live")
-    model = live[live["customer_id"] == alerts.MODEL_ID].iloc[0]
-    assert model["kind"] == "model-health" and model["reasons"] == ["feature amount_90d: PSI 1.200 >= 0.25"]
-
-    # the same drift a day later: the same alert, updated, not re-notified within the cool-down
-    again = monitoring.raise_health(eng, drifted, T0 + timedelta(days=1), config)
-    assert (again.opened, again.updated, again.notify) == (0, 1, [])
-    # customer alerts synced without candidates resolve customer alerts only
-    none = alerts.evaluate(scores.iloc[:0], config, None, T0)
-    cleared = alerts.sync_alerts(eng, T0 + timedelta(days=1), none, config)
-    assert cleared.resolved == 1
-    assert list(alerts.list_alerts(eng, status="live")["customer_id"]) == [alerts.MODEL_ID]
-    # back under the threshold: the model-health alert resolves itself
-    calm = monitoring.assess({"amount_90d": 0.05, "predicted_value": 0.01}, monitoring.DriftConfig())
-    resolved = monitoring.raise_health(eng, calm, T0 + timedelta(days=2), config)
-    assert resolved.resolved == 1 and alerts.list_alerts(eng, status="live").empty
-    row = alerts.list_alerts(eng, status="resolved").set_index("customer_id").loc[alerts.MODEL_ID]
-    assert row["resolved_by"] == "auto"
-    with pytest.raises(ValueError, match="reserved for model alerts"):
-        alerts.sync_alerts(eng, T0, monitoring.health_candidates(drifted, T0), config)
 
 
 def test_retrain_reasons() -> None:

@@ -1,54 +1,27 @@
-"""Value tiers with hysteresis, their stored state and history, and RFM segments: hand-built frames,
-hand-computed expectations, real SQLite files."""
+"""Value tiers with hysteresis and RFM segments: hand-built frames, hand-computed expectations. The stored
+tier state and history are tested in tests/integration/test_tiers.py."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from pathlib import Path
-
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 import yaml
 
 from serving.tiers import (
     RfmReference,
     TierConfig,
     apply_hysteresis,
-    ensure_tables,
     rfm_segment,
     rfm_segments,
-    tier_history,
-    tier_movements,
-    update_tiers,
 )
-
-ORDER = ["diamond", "gold", "silver", "bronze"]
-T0 = datetime(2024, 6, 1)
-
-
-def _raw(**tiers: str) -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": list(tiers), "tier_raw": list(tiers.values())})
-
-
-def _by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
-    return {r["customer_id"]: r for r in frame.to_dict("records")}
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'tiers.db'}")
-    ensure_tables(eng)
-    yield eng
-    eng.dispose()
-
+from tests.helpers.frames import TIERS, by_id, raw_tiers
 
 # --- hysteresis (pure) --------------------------------------------------------------------------------------
 
 
 def test_promotion_is_immediate_and_resets_the_counter() -> None:
     previous = pd.DataFrame({"customer_id": ["a", "b"], "tier": ["silver", "gold"], "runs_below": [0, 1]})
-    out = _by_id(apply_hysteresis(previous, _raw(a="gold", b="diamond"), ORDER, demote_after=2))
+    out = by_id(apply_hysteresis(previous, raw_tiers(a="gold", b="diamond"), TIERS, demote_after=2))
     assert out["a"] == {
         "customer_id": "a",
         "tier": "gold",
@@ -62,9 +35,9 @@ def test_promotion_is_immediate_and_resets_the_counter() -> None:
 
 def test_demotion_waits_for_k_consecutive_runs_below_then_takes_the_latest_raw_tier() -> None:
     state = pd.DataFrame({"customer_id": ["a"], "tier": ["gold"], "runs_below": [0]})
-    first = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=2)
+    first = apply_hysteresis(state, raw_tiers(a="silver"), TIERS, demote_after=2)
     assert first.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["gold", 1, False]
-    second = apply_hysteresis(first, _raw(a="bronze"), ORDER, demote_after=2)  # 2nd run below: demote
+    second = apply_hysteresis(first, raw_tiers(a="bronze"), TIERS, demote_after=2)  # 2nd run below: demote
     assert second.loc[0, ["tier", "tier_raw", "runs_below", "changed", "previous_tier"]].tolist() == [
         "bronze",
         "bronze",
@@ -72,22 +45,22 @@ def test_demotion_waits_for_k_consecutive_runs_below_then_takes_the_latest_raw_t
         True,
         "gold",
     ]
-    now = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=1)  # K = 1: demote at once
+    now = apply_hysteresis(state, raw_tiers(a="silver"), TIERS, demote_after=1)  # K = 1: demote at once
     assert now.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["silver", 0, True]
 
 
 def test_a_run_at_the_current_tier_resets_the_counter() -> None:
     state = pd.DataFrame({"customer_id": ["a"], "tier": ["gold"], "runs_below": [0]})
-    below = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=2)
-    back = apply_hysteresis(below, _raw(a="gold"), ORDER, demote_after=2)
+    below = apply_hysteresis(state, raw_tiers(a="silver"), TIERS, demote_after=2)
+    back = apply_hysteresis(below, raw_tiers(a="gold"), TIERS, demote_after=2)
     assert back.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["gold", 0, False]
-    again = apply_hysteresis(back, _raw(a="silver"), ORDER, demote_after=2)  # counting starts over
+    again = apply_hysteresis(back, raw_tiers(a="silver"), TIERS, demote_after=2)  # counting starts over
     assert again.loc[0, ["tier", "runs_below"]].tolist() == ["gold", 1]
 
 
 def test_new_customers_take_their_raw_tier_and_absent_ones_are_not_returned() -> None:
     state = pd.DataFrame({"customer_id": ["gone"], "tier": ["gold"], "runs_below": [1]})
-    out = apply_hysteresis(state, _raw(n="silver"), ORDER, demote_after=3)
+    out = apply_hysteresis(state, raw_tiers(n="silver"), TIERS, demote_after=3)
     assert out.to_dict("records") == [
         {
             "customer_id": "n",
@@ -98,123 +71,23 @@ def test_new_customers_take_their_raw_tier_and_absent_ones_are_not_returned() ->
             "previous_tier": None,
         }
     ]
-    assert apply_hysteresis(None, _raw(n="bronze"), ORDER, 3)["tier"].tolist() == ["bronze"]
+    assert apply_hysteresis(None, raw_tiers(n="bronze"), TIERS, 3)["tier"].tolist() == ["bronze"]
 
 
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="platinum"):
-        apply_hysteresis(None, _raw(a="platinum"), ORDER, 2)
+        apply_hysteresis(None, raw_tiers(a="platinum"), TIERS, 2)
     with pytest.raises(ValueError, match="repeated"):
-        apply_hysteresis(None, pd.DataFrame({"customer_id": ["a", "a"], "tier_raw": ["gold"] * 2}), ORDER, 2)
+        apply_hysteresis(None, pd.DataFrame({"customer_id": ["a", "a"], "tier_raw": ["gold"] * 2}), TIERS, 2)
     with pytest.raises(ValueError, match="demote_after"):
-        apply_hysteresis(None, _raw(a="gold"), ORDER, 0)
+        apply_hysteresis(None, raw_tiers(a="gold"), TIERS, 0)
 
 
 def test_tier_config_from_yaml() -> None:
     raw = yaml.safe_load("tiers:\n  demote_after: 3\n  order: [diamond, gold, silver, bronze]\n")["tiers"]
-    assert TierConfig.from_dict(raw) == TierConfig(demote_after=3, order=tuple(ORDER))
+    assert TierConfig.from_dict(raw) == TierConfig(demote_after=3, order=tuple(TIERS))
     with pytest.raises(ValueError, match="demote_afer"):
         TierConfig.from_dict({"demote_afer": 3})
-
-
-# --- storage ------------------------------------------------------------------------------------------------
-
-
-def test_update_tiers_stores_state_history_and_movements(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, _raw(a="gold", b="gold", c="silver"), ORDER, demote_after=2)
-    run2 = update_tiers(engine, T0 + timedelta(days=1), _raw(a="silver", b="diamond", c="silver"), ORDER, 2)
-    assert run2["tier"].tolist() == ["gold", "diamond", "silver"]
-    assert run2["runs_below"].tolist() == [1, 0, 0]
-    run3 = update_tiers(engine, T0 + timedelta(days=2), _raw(a="bronze", b="gold", d="gold"), ORDER, 2)
-    assert _by_id(run3)["a"]["tier"] == "bronze"  # second run below gold
-    assert _by_id(run3)["b"]["tier"] == "diamond"  # first run below diamond: kept
-    assert _by_id(run3)["d"]["previous_tier"] is None
-
-    history = tier_history(engine, "a")
-    assert history["as_of"].tolist() == [T0, T0 + timedelta(days=1), T0 + timedelta(days=2)]
-    assert history[["tier", "tier_raw", "runs_below"]].values.tolist() == [
-        ["gold", "gold", 0],
-        ["gold", "silver", 1],
-        ["bronze", "bronze", 0],
-    ]
-    assert history["previous_tier"].tolist() == [None, "gold", "gold"]
-
-    moves = tier_movements(engine, T0 + timedelta(days=1))
-    assert moves.to_dict("records") == [
-        {"previous_tier": "gold", "tier": "diamond", "direction": "promoted", "customers": 1}
-    ]
-    moves3 = tier_movements(engine, T0 + timedelta(days=2), include_new=True)
-    assert moves3.to_dict("records") == [
-        {"previous_tier": "gold", "tier": "bronze", "direction": "demoted", "customers": 1},
-        {"previous_tier": None, "tier": "gold", "direction": "new", "customers": 1},
-    ]
-    assert tier_movements(engine, T0).empty  # the first run has no moves, only new customers
-    with pytest.raises(KeyError):
-        tier_movements(engine, T0 + timedelta(days=9))
-    # c was not scored in run 3: its state stays as run 2 left it
-    assert tier_history(engine, "c")["as_of"].tolist() == [T0, T0 + timedelta(days=1)]
-
-
-def test_integer_ids_are_stored_as_text(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, pd.DataFrame({"customer_id": [7], "tier_raw": ["gold"]}), ORDER, 2)
-    out = update_tiers(
-        engine, T0 + timedelta(days=1), pd.DataFrame({"customer_id": [7], "tier_raw": ["silver"]}), ORDER, 2
-    )
-    assert out.loc[0, ["customer_id", "tier", "runs_below"]].tolist() == ["7", "gold", 1]
-
-
-def test_rerunning_an_as_of_returns_the_stored_result_and_counts_nothing_twice(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, _raw(a="gold", b="silver"), ORDER, demote_after=2)
-    first = update_tiers(engine, T0 + timedelta(days=1), _raw(a="silver", b="gold"), ORDER, 2)
-    again = update_tiers(engine, T0 + timedelta(days=1), _raw(b="gold", a="silver"), ORDER, 2)
-    pd.testing.assert_frame_equal(again, first.iloc[[1, 0]].reset_index(drop=True))
-    assert tier_history(engine, "a")["runs_below"].tolist() == [0, 1]  # not 2: the re-run did not count
-    nxt = update_tiers(engine, T0 + timedelta(days=2), _raw(a="gold", b="gold"), ORDER, 2)
-    assert nxt["runs_below"].tolist() == [0, 0]
-
-    with pytest.raises(ValueError, match="already applied"):  # same as_of, different raw tiers
-        update_tiers(engine, T0 + timedelta(days=1), _raw(a="bronze", b="gold"), ORDER, 2)
-    with pytest.raises(ValueError, match="older than the latest"):
-        update_tiers(engine, T0 + timedelta(hours=12), _raw(a="bronze"), ORDER, 2)
-
-
-def test_time_zones_are_normalised_to_utc(engine: sa.Engine) -> None:
-    update_tiers(engine, pd.Timestamp("2024-06-01 02:00", tz="Europe/Berlin"), _raw(a="gold"), ORDER, 2)
-    assert tier_history(engine, "a")["as_of"].tolist() == [datetime(2024, 6, 1, 0, 0)]
-    again = update_tiers(engine, "2024-06-01T00:00:00Z", _raw(a="gold"), ORDER, 2)  # same instant: a re-run
-    assert again["tier"].tolist() == ["gold"]
-    assert len(tier_history(engine, "a")) == 1
-
-
-def test_a_failure_mid_write_leaves_nothing_behind(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, _raw(a="gold", b="gold"), ORDER, demote_after=1)
-    run2 = T0 + timedelta(days=1)
-    # a stray history row for (b, run 2): the run's history insert violates the primary key after the run
-    # ledger, the state updates (a demoted) and the state insert (new customer c) were already written
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO tier_history (customer_id, as_of, tier, tier_raw, previous_tier, runs_below) "
-                "VALUES ('b', :t, 'gold', 'gold', NULL, 0)"
-            ).bindparams(sa.bindparam("t", run2, type_=sa.DateTime)),
-        )
-    with pytest.raises(sa.exc.IntegrityError):
-        update_tiers(engine, run2, _raw(a="silver", b="gold", c="bronze"), ORDER, 1)
-    with engine.connect() as conn:
-        state = conn.execute(sa.text("SELECT customer_id, tier, runs_below FROM tier_state ORDER BY 1")).all()
-        runs = conn.execute(sa.text("SELECT COUNT(*) FROM tier_runs")).scalar()
-    assert [tuple(r) for r in state] == [("a", "gold", 0), ("b", "gold", 0)]
-    assert runs == 1
-    assert tier_history(engine, "a")["as_of"].tolist() == [T0]
-    assert tier_history(engine, "c").empty
-    with pytest.raises(KeyError):
-        tier_movements(engine, run2)
-
-    with engine.begin() as conn:  # once the stray row is gone the same run applies normally
-        delete = sa.text("DELETE FROM tier_history WHERE customer_id = 'b' AND as_of = :t")
-        conn.execute(delete.bindparams(sa.bindparam("t", run2, type_=sa.DateTime)))
-    out = update_tiers(engine, run2, _raw(a="silver", b="gold", c="bronze"), ORDER, 1)
-    assert out["tier"].tolist() == ["silver", "gold", "bronze"]
 
 
 # --- RFM ----------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]  # the repository: serving.yaml, notebooks/, test-artifacts/
+ROOT = Path(__file__).resolve().parents[2]  # the repository: serving.yaml, notebooks/, test-artifacts/
 DIAMOND = str(Path(sys.executable).with_name("diamond"))
 API_KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
