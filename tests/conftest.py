@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_diamond, serve_champion
+from tests.helpers import CUTOFF, built_once, run_diamond, schedule, serve_champion, train_store
 from tests.helpers.webhooks import WebhookReceiver
 
 TIERS = ("unit", "integration", "e2e")
@@ -26,23 +26,47 @@ HERE = Path(__file__).parent
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test with the tier its folder names; a test outside the tier folders is an error."""
+    """Mark every test with the tier its folder names; a test outside the tier folders is an error, and so
+    is a test using `http_server` in a file the xdist schedule does not know to keep together."""
     for item in items:
-        tier = item.path.relative_to(HERE).parts[0]
+        path = item.path.relative_to(HERE)
+        tier = path.parts[0]
         if tier not in TIERS:
             raise pytest.UsageError(
                 f"{item.path.relative_to(HERE.parent)} is in no tier: move it to tests/unit, "
                 "tests/integration or tests/e2e (see tests/conftest.py)"
             )
         item.add_marker(getattr(pytest.mark, tier))
+        where = f"tests/{path.as_posix()}"
+        if "http_server" in item.fixturenames and where not in schedule.HTTP_SERVER_FILES:
+            raise pytest.UsageError(
+                f"{where} uses http_server: add it to HTTP_SERVER_FILES in {schedule.__file__}"
+            )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> schedule.TierScheduling | None:
+    """`pytest -n N` (make test): the tiers' schedule (tests/helpers/schedule.py), unless --dist names
+    another."""
+    return schedule.TierScheduling(config, log) if config.getvalue("dist") == "load" else None
 
 
 @pytest.fixture(scope="session")
 def cdnow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled CDNOW history, written once per test session by the CLI."""
-    out = tmp_path_factory.mktemp("cdnow") / "history"
-    run_diamond("data", "cdnow", "--out", str(out))
-    return out
+    """The bundled CDNOW history, written once per test run by the CLI (read-only: copy it to change it)."""
+    folder = built_once(
+        tmp_path_factory, "cdnow", lambda f: run_diamond("data", "cdnow", "--out", str(f / "history"))
+    )
+    return folder / "history"
+
+
+@pytest.fixture(scope="session")
+def cdnow_champion(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow store holding one small model trained on CDNOW at CUTOFF, the champion: trained once per test
+    run and shared read-only (serve_champion serves a copy of it)."""
+    return built_once(
+        tmp_path_factory, "cdnow-champion", lambda f: train_store(f, cdnow_dir, "--cutoff", CUTOFF)
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -70,11 +94,27 @@ def _private_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture(scope="session")
-def http_server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+def synthetic_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic history of 1,500 customers (seed 0, written by `diamond data synthetic`, in `history`) and
+    an MLflow store holding one small model trained on it, the champion (train.out: what training printed):
+    made once per test run and shared read-only (copy_store gives a test its own copy of the store)."""
+
+    def build(folder: Path) -> None:
+        run_diamond("data", "synthetic", "--customers", "1500", "--out", str(folder / "history"))
+        train_store(folder, folder / "history")
+
+    return built_once(tmp_path_factory, "synthetic-champion", build)
+
+
+@pytest.fixture(scope="session")
+def http_server(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, int]]:
     """One served champion shared by the modules that only send it HTTP requests (bad input, fuzzing,
-    load), and the server's process id for memory readings; it changes nothing in the test environment."""
+    load), and the server's process id for memory readings; it changes nothing in the test environment.
+    Under xdist those modules run on one worker (the `http_server` group), so it starts once."""
     work = tmp_path_factory.mktemp("http-server")
-    with serve_champion(cdnow_dir, work, restore_env_early=True) as url:
+    with serve_champion(cdnow_champion, cdnow_dir, work, restore_env_early=True) as url:
         yield url, int((work / "serve.pid").read_text(encoding="utf-8"))
 
 

@@ -38,11 +38,13 @@ NAME = "Alice Tester"
 
 
 @pytest.fixture(scope="module")
-def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, sa.Engine]]:
+def server(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, sa.Engine]]:
     """A served champion with two batch runs (CUTOFF and LATER) in its store, and that store."""
     work = tmp_path_factory.mktemp("dashboard")
     env = {"DIAMOND_SESSION_SECRET": "dashboard-test-secret"}
-    with serve_champion(cdnow_dir, work, env=env) as url:
+    with serve_champion(cdnow_champion, cdnow_dir, work, env=env) as url:
         run_diamond("score", "--data", str(cdnow_dir), "--as-of", LATER, cwd=work)
         engine = sa.create_engine(f"sqlite:///{work / 'diamond.db'}")
         yield url, engine

@@ -31,7 +31,7 @@ def crm() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(scope="module")
 def server(
-    cdnow_dir: Path, crm: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
+    cdnow_champion: Path, cdnow_dir: Path, crm: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
     """A served champion whose batch run delivered its alerts to a local webhook receiver; promotions are
     noticed within half a second."""
@@ -39,6 +39,7 @@ def server(
     hook = {"name": "crm", "url": crm.url, "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET"}
     webhooks = {**yaml.safe_load((ROOT / "serving.yaml").read_text())["webhooks"]}
     with serve_champion(
+        cdnow_champion,
         cdnow_dir,
         work,
         serving={"poll_s": 0.5, "webhooks": {**webhooks, "endpoints": [hook]}},
