@@ -146,7 +146,7 @@ def test_the_cli_exits_2_with_the_message(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_the_shipped_files_load_and_match_the_built_in_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     """The YAML files in the repository are valid, and say what the code would do without them."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     monkeypatch.chdir(root)
     training = TrainingConfig.load(root / "training.yaml")
     assert training.model_dump(exclude={"search"}) == TrainingConfig().model_dump(exclude={"search"})

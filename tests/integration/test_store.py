@@ -22,7 +22,7 @@ from alembic.runtime.migration import MigrationContext
 from serving import alert_store, outbox, schema, store
 from tests.helpers import API_KEY, free_port, run_diamond
 
-FIXTURE = Path(__file__).parent / "fixtures" / "store_59865cc.db"
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "store_59865cc.db"
 TABLES = {
     "alert_actions",
     "alerts",
