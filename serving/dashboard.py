@@ -411,7 +411,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: None if _missing(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
