@@ -542,17 +542,17 @@ def alerts_list(
     limit: Annotated[int, typer.Option(help="At most this many, highest value at risk first.")] = 50,
 ) -> None:
     """Alerts ranked by value at risk."""
-    from serving import alerts
+    from serving import alert_rules, alert_store
 
     with _user_errors():
         _, eng = _alert_store()
-        rows = alerts.list_alerts(eng, status=None if status == "all" else status, tier=tier)
+        rows = alert_store.list_alerts(eng, status=None if status == "all" else status, tier=tier)
     table = Table(
         "id", "customer", "kind", "status", "tier", "P(churn)", "value", "at risk", "due", "playbook"
     )
-    model = rows["customer_id"] == alerts.MODEL_ID  # model-health alerts first: they concern every score
+    model = rows["customer_id"] == alert_rules.MODEL_ID  # model-health alerts first: they concern every score
     for r in [*rows[model].to_dict("records"), *rows[~model].head(limit).to_dict("records")]:
-        if r["customer_id"] == alerts.MODEL_ID:
+        if r["customer_id"] == alert_rules.MODEL_ID:
             blank = [""] * 5
             table.add_row(str(r["id"]), "(the model)", r["kind"], r["status"], *blank, r["playbook"])
             table.add_row("", "", "", "", *blank, "; ".join(r["reasons"]))
@@ -581,11 +581,11 @@ def alerts_export(
     ] = "live",
 ) -> None:
     """Write alerts to CSV or JSON (by the file's extension)."""
-    from serving import alerts
+    from serving import alert_store
 
     with _user_errors():
         _, eng = _alert_store()
-        n = alerts.export_alerts(eng, path, status=None if status == "all" else status)
+        n = alert_store.export_alerts(eng, path, status=None if status == "all" else status)
     out.print(f"{n:,} alert(s) written to {path.resolve()}")
 
 
@@ -597,23 +597,23 @@ def alerts_ack(
     ] = None,
 ) -> None:
     """Acknowledge an alert: someone owns it now."""
-    from serving import alerts
+    from serving import alert_store
     from training.registry import _who
 
     with _user_errors():
         _, eng = _alert_store()
-        row = alerts.acknowledge(eng, alert_id, who or _who())
+        row = alert_store.acknowledge(eng, alert_id, who or _who())
     out.print(f"alert {alert_id} acknowledged by {row.get('owner') or who}")
 
 
 @alerts_app.command("deliver")
 def alerts_deliver() -> None:
     """Deliver what is due in the outbox (safe from cron: backoff retries, dead-letters when exhausted)."""
-    from serving import outbox
+    from serving import delivery, outbox
 
     with _user_errors():
         config, eng = _alert_store()
-        report = outbox.deliver_all(eng, config.endpoints(), config.webhooks)
+        report = delivery.deliver_all(eng, config.endpoints(), config.webhooks)
     out.print(
         f"webhooks: {report.delivered:,} delivered, {report.retried:,} to retry, {report.dead:,} dead; "
         f"{outbox.pending_count(eng):,} pending"

@@ -350,7 +350,7 @@ def demo(
     from features.build import end_of
     from features.datasets import cdnow
     from features.history import load_history
-    from serving import alerts, store
+    from serving import alert_store, store
     from serving.batch import score_history
     from serving.champion import ChampionHolder
     from training.pipeline import train as run_train
@@ -382,7 +382,7 @@ def demo(
     progress(DEMO_STEPS[6])
     top = None
     if scored.alerts is not None:
-        top = alerts.list_alerts(store.engine(serving.store_url), status="live").head(5)
+        top = alert_store.list_alerts(store.engine(serving.store_url), status="live").head(5)
     return DemoRun(history_dir, history, backtested, trained, scored, top, serving)
 
 

@@ -29,6 +29,7 @@ from core.config import parse, yaml_mapping
 from features import build
 from features.config import CONFIG_FILE, TABLE_NAMES, DatasetConfig
 from features.definitions import BTYD_FEATURES
+from features.engine import KEYS, Engine, cutoffs_table
 from features.history import CONTRACT, HistoryError, Problem
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 
@@ -230,7 +231,7 @@ def _is_dir(spark: SparkSession, path: str) -> bool:
 # --- the engine ----------------------------------------------------------------------------------
 
 
-class SparkEngine(build.Engine):
+class SparkEngine(Engine):
     """The history's DataFrames (and a spine) as temp views with names unique to this engine; runs the
     builder's expressions compiled to Spark SQL and returns lazy DataFrames."""
 
@@ -245,9 +246,9 @@ class SparkEngine(build.Engine):
         for name, df in history.tables().items():
             self._register(name, df)
         if spine is not None:
-            self._register("spine", spine.select(*build.KEYS))
+            self._register("spine", spine.select(*KEYS))
             cuts = [r[0] for r in spine.select("cutoff").distinct().collect()]
-            self._register("spine_cutoffs", self.spark.createDataFrame(build.cutoffs_table(sorted(cuts))))
+            self._register("spine_cutoffs", self.spark.createDataFrame(cutoffs_table(sorted(cuts))))
 
     def _register(self, name: str, df: DataFrame) -> None:
         from ibis.backends.pyspark.datatypes import PySparkType
@@ -258,7 +259,7 @@ class SparkEngine(build.Engine):
         self._declare(name, schema, view)
 
     def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
-        self._register("cutoffs", self.spark.createDataFrame(build.cutoffs_table(cutoffs)))
+        self._register("cutoffs", self.spark.createDataFrame(cutoffs_table(cutoffs)))
         return self.table("cutoffs")
 
     def run(self, expr: ir.Table) -> DataFrame:
@@ -289,7 +290,7 @@ def build_features(
     df, fits = engine.run(expr), dict[str, dict[str, list[float]]]()
     if with_btyd:
         df, fits = _add_btyd(df, build.parse_horizon(horizon), btyd_params)
-    return df.select(*build.KEYS, *build.resolve_columns(fs, history)), fits
+    return df.select(*KEYS, *build.resolve_columns(fs, history)), fits
 
 
 def build_labels(
@@ -317,7 +318,7 @@ def build_training_set(
     spine = build_spine(history, cutoffs).cache()
     features, fits = build_features(history, spine, feature_set, btyd_horizon or horizon)
     labels = build_labels(history, spine, horizon, churn)
-    return features.join(labels, build.KEYS, "left"), fits
+    return features.join(labels, KEYS, "left"), fits
 
 
 def build_scoring_rows(

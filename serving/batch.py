@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alerts, monitoring, outbox, scoring, store, tiers
+from serving import alert_rules, alert_store, delivery, monitoring, outbox, scoring, store, tier_store
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
 
@@ -31,9 +31,9 @@ class BatchResult:
     parquet: Path
     as_of: datetime
     version: str
-    alerts: alerts.SyncResult | None = None  # None: alerts off
+    alerts: alert_store.SyncResult | None = None  # None: alerts off
     drift: monitoring.DriftResult | None = None  # None: drift watch off or no reference in the model
-    delivery: outbox.DeliveryReport | None = None  # None: no endpoints configured
+    delivery: delivery.DeliveryReport | None = None  # None: no endpoints configured
 
 
 def score_history(
@@ -58,7 +58,7 @@ def score_history(
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
     order = list(config.tiers.order or art.tiers)
     rules = config.alert_rules(order)  # None: alerts are off
-    tiered = tiers.update_tiers(
+    tiered = tier_store.update_tiers(
         eng,
         as_of,
         scores[["customer_id"]].assign(tier_raw=scores["tier"]),
@@ -83,8 +83,8 @@ def score_history(
     return result
 
 
-def deliver(eng: sa.Engine, config: ServingConfig) -> outbox.DeliveryReport:
-    return outbox.deliver_all(eng, config.endpoints(), config.webhooks)
+def deliver(eng: sa.Engine, config: ServingConfig) -> delivery.DeliveryReport:
+    return delivery.deliver_all(eng, config.endpoints(), config.webhooks)
 
 
 def _write(
@@ -124,13 +124,13 @@ def _write(
 
 def _raise_alerts(
     eng: sa.Engine, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, rules: AlertConfig
-) -> alerts.SyncResult:
+) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
     previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
     readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
-    candidates = alerts.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
-    synced = alerts.sync_alerts(eng, as_of, candidates, rules)
+    candidates = alert_rules.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
+    synced = alert_store.sync_alerts(eng, as_of, candidates, rules)
     _enqueue(eng, synced.notify, config)
     return synced
 
@@ -163,9 +163,9 @@ def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfi
     endpoints = config.endpoints()
     if endpoints and notify:
         for alert_id, version in notify:
-            payload = alerts.alert_payload(alerts.get_alert(eng, alert_id))
+            payload = alert_rules.alert_payload(alert_store.get_alert(eng, alert_id))
             for name in endpoints:
-                outbox.enqueue(eng, name, payload, f"{alerts.webhook_id(alert_id, version)}-{name}")
+                outbox.enqueue(eng, name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}")
 
 
 def _risk_reasons(reasons: list[dict[str, Any]]) -> list[str]:

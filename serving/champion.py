@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.scoring import rfm_reference
-from serving.tiers import RfmReference
 from training.artefact import ScoringArtefact
+from training.rfm import RfmReference
 from training.tracking import MlflowConfig, load_artefact
 
 
@@ -55,7 +54,9 @@ class ChampionHolder:
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return False
         with self._lock:
-            self.current = Served(artefact, version, datetime.now(UTC).isoformat(), rfm_reference(artefact))
+            self.current = Served(
+                artefact, version, datetime.now(UTC).isoformat(), RfmReference.from_rank(artefact.churn.rfm)
+            )
             self.last_error = None
         return True
 

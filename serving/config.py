@@ -21,7 +21,7 @@ from core.config import ConfigError, FileSettings, OrEmpty, Section, describe, i
 from serving.api import MAX_CUSTOMERS
 
 if TYPE_CHECKING:
-    from serving.outbox import Endpoint
+    from serving.delivery import Endpoint
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
 KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
@@ -31,7 +31,6 @@ KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
     "DIAMOND_SERVING_CONFIG",
     "DIAMOND_SESSION_SECRET",
 )
-DEFAULT_TIERS = ("diamond", "gold", "silver", "bronze")  # tier names, best first, when no model gives them
 DEFAULT_DEMOTE_AFTER = 3
 Watch = Literal["features", "scores"]
 WATCHABLE: tuple[Watch, ...] = get_args(Watch)
@@ -46,7 +45,7 @@ Listed = BeforeValidator(_listed)
 
 
 class TierConfig(Section):
-    """`tiers:` hysteresis on the model's tier names (serving.tiers)."""
+    """`tiers:` hysteresis on the model's tier names (serving.hysteresis)."""
 
     demote_after: Annotated[int, Field(ge=1)] = DEFAULT_DEMOTE_AFTER  # runs below the tier before a demotion
     order: tuple[str, ...] | None = None  # best first; None: the model artefact's tier names
@@ -86,12 +85,12 @@ class Playbook(Section):
 
 
 class AlertConfig(Section):
-    """`alerts:` retention alert rules and playbooks by tier (serving.alerts). The tier names they use are
-    checked against `tiers` when given, and against the served model's tier names by `for_tiers`."""
+    """`alerts:` retention alert rules and playbooks by tier (serving.alert_rules). The tier names they use
+    are checked against `tiers` when given, and against the served model's tier names by `for_tiers`."""
 
     rules: Annotated[tuple[Rule, ...], Listed] = ()
     playbooks: Annotated[dict[str, Playbook | None], OrEmpty] = Field(default_factory=dict)  # None: no action
-    tiers: tuple[str, ...] | None = None  # best first; None: the served model's (else DEFAULT_TIERS)
+    tiers: tuple[str, ...] | None = None  # best first; None: the model's (else training.tiers.DEFAULT_TIERS)
     cooldown_hours: Annotated[float, Field(ge=0)] = 72.0  # a live alert is re-notified at most this often...
     renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
     resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this
@@ -222,7 +221,7 @@ class ServingConfig(FileSettings):
 
     def endpoints(self) -> dict[str, Endpoint]:
         """The webhook endpoints, with the secrets and secret URLs read from the variables they name."""
-        from serving.outbox import Endpoint
+        from serving.delivery import Endpoint
 
         out = {}
         for i, hook in enumerate(self.webhooks.endpoints):

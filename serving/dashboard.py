@@ -5,7 +5,7 @@ database; a live model-health alert as a banner above the ranking, never inside 
 and tier history, the top reasons in words, the latest events, the playbook, the customer's alerts with
 acknowledge / snooze / resolve), and an overview (tier distribution and value at risk by tier, tier
 movements of the latest run, alerts by status, and model health: the latest run's drift). Wiring only: the
-data comes from serving.alerts, serving.tiers, serving.store and serving.monitoring; the charts from
+data comes from serving.alert_store, serving.tier_store, serving.store and serving.monitoring; the charts from
 serving.charts.
 
 Auth: the login form takes a name and an API key, checked like the API's bearer keys
@@ -39,8 +39,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from core.clock import utc_now
-from serving import alerts, charts, monitoring, store, tiers, webauth
-from serving.config import DEFAULT_TIERS, ServingConfig, api_key_hashes, matching_hash, session_secret
+from serving import alert_rules, alert_store, charts, monitoring, store, tier_store, webauth
+from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
+from training.tiers import DEFAULT_TIERS
 
 MOUNT = "/ui"
 PAGE = 50  # alerts per page
@@ -187,18 +188,18 @@ def _safe_next(raw: str | None) -> str:
 def alert_list(request: Request) -> Response:
     state, q = _state(), request.query_params
     status = q.get("status") or "open"
-    if status not in (*alerts.STATUSES, "live"):
+    if status not in (*alert_store.STATUSES, "live"):
         status = "open"
     tier, owner = q.get("tier") or None, q.get("owner") or None
     try:
         page = max(int(q.get("page") or 1), 1)
     except ValueError:
         page = 1
-    total = alerts.count_alerts(state.engine, status, tier, owner, model=False)
-    rows = alerts.list_alerts(
+    total = alert_store.count_alerts(state.engine, status, tier, owner, model=False)
+    rows = alert_store.list_alerts(
         state.engine, status, tier, owner, limit=PAGE, offset=(page - 1) * PAGE, model=False
     )
-    health = _records(alerts.list_alerts(state.engine, "live", model=True))
+    health = _records(alert_store.list_alerts(state.engine, "live", model=True))
     drift = monitoring.latest_drift(state.engine) if health else None
     filters = {k: v for k, v in (("status", status), ("tier", tier), ("owner", owner)) if v}
     return _page(
@@ -215,9 +216,9 @@ def alert_list(request: Request) -> Response:
         status=status,
         tier=tier,
         owner=owner,
-        statuses=[*alerts.STATUSES, "live"],
+        statuses=[*alert_store.STATUSES, "live"],
         tiers=_order(state),
-        owners=alerts.owners(state.engine),
+        owners=alert_store.owners(state.engine),
         query=urlencode(filters),
         here=_here(request),
         snooze=SNOOZE_HOURS,
@@ -227,17 +228,17 @@ def alert_list(request: Request) -> Response:
 
 def customer(request: Request) -> Response:
     state, cid = _state(), request.path_params["customer_id"]
-    if cid == alerts.MODEL_ID:  # not a customer: the model-health alert lives on the overview
+    if cid == alert_rules.MODEL_ID:  # not a customer: the model-health alert lives on the overview
         return RedirectResponse(HEALTH, status_code=303, headers=HEADERS)
     snap = store.read_rows(state.engine, store.SCORES, [cid])
     history = store.score_history(state.engine, cid)
-    tier_rows = tiers.tier_history(state.engine, cid)
+    tier_rows = tier_store.tier_history(state.engine, cid)
     if snap.empty and history.empty and tier_rows.empty:
         return _page(request, "message.html", 404, title="Unknown customer", message=f"No scores for {cid}.")
     now = _records(snap)[0] if not snap.empty else None
     reasons = json.loads(now["reasons"]) if now and isinstance(now.get("reasons"), str) else []
-    own = alerts.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
-    log = alerts.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
+    own = alert_store.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
+    log = alert_store.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
     playbook = _playbook(state, own, now)
     points = [(f"{pd.Timestamp(r.as_of):%Y-%m-%d}", r.churn_probability) for r in history.itertuples()]
     return _page(
@@ -264,10 +265,10 @@ def overview(request: Request) -> Response:
     order = _order(state)
     summary = store.tier_summary(state.engine)
     names = [t for t in order if t in summary] + sorted(set(summary) - set(order))
-    run = tiers.latest_run(state.engine)
-    moves = tiers.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
+    run = tier_store.latest_run(state.engine)
+    moves = tier_store.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
     directions = moves.groupby("direction")["customers"].sum().to_dict() if not moves.empty else {}
-    by_status = {s: alerts.count_alerts(state.engine, s, model=False) for s in alerts.STATUSES}
+    by_status = {s: alert_store.count_alerts(state.engine, s, model=False) for s in alert_store.STATUSES}
     drift = monitoring.latest_drift(state.engine)
     columns = _top_columns(drift["psi"], DRIFT_TOP) if drift else []
     return _page(
@@ -301,7 +302,7 @@ def overview(request: Request) -> Response:
         )
         if drift and columns
         else None,
-        health=_records(alerts.list_alerts(state.engine, "live", model=True)),
+        health=_records(alert_store.list_alerts(state.engine, "live", model=True)),
         here=_here(request),
         snooze=SNOOZE_HOURS,
         done=_done(request),
@@ -325,15 +326,15 @@ def _act(request: Request, form: FormData) -> Response:
     who = session.who
     try:
         if action == "ack":
-            alerts.acknowledge(state.engine, alert_id, who)
+            alert_store.acknowledge(state.engine, alert_id, who)
         elif action == "resolve":
-            alerts.resolve(state.engine, alert_id, who)
+            alert_store.resolve(state.engine, alert_id, who)
         elif action == "snooze":
             hours = str(form.get("hours") or "")
             if hours not in SNOOZE_HOURS:
                 raise ValueError(f"snooze: choose one of {', '.join(SNOOZE_HOURS.values())}")
             until = utc_now() + timedelta(hours=int(hours))
-            alerts.snooze(state.engine, alert_id, until, who=who)
+            alert_store.snooze(state.engine, alert_id, until, who=who)
         else:
             return _page(request, "message.html", 404, title="Not found", message=f"No action {action!r}.")
     except KeyError:
@@ -371,13 +372,13 @@ def _refused(request: Request) -> Response:
 
 
 def _order(state: _State) -> list[str]:
-    run = tiers.latest_run(state.engine)
+    run = tier_store.latest_run(state.engine)
     return run[1] if run else list(DEFAULT_TIERS)
 
 
 def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> str | None:
     """The live alert's playbook, else what the config says for the customer's tier."""
-    live = own[own["status"].isin(alerts.LIVE)]
+    live = own[own["status"].isin(alert_store.LIVE)]
     if not live.empty and isinstance(live["playbook"].iloc[0], str):
         return str(live["playbook"].iloc[0])
     if not now or state.config.alerts is None:

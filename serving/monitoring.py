@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from core.clock import utc_naive, utc_now
-from serving import alerts
+from serving import alert_rules, alert_store
 from serving.config import AlertConfig, DriftConfig
 from serving.schema import drift_runs_table, drift_table
 from training import drift
@@ -57,7 +57,7 @@ class Assessment:
 @dataclass
 class DriftResult:
     assessment: Assessment
-    alerts: alerts.SyncResult
+    alerts: alert_store.SyncResult
     mlflow_run_id: str | None = None
 
 
@@ -85,12 +85,12 @@ def assess(psi: Mapping[str, float], config: DriftConfig) -> Assessment:
 
 def health_candidates(assessment: Assessment, as_of: datetime) -> pd.DataFrame:
     """Pure: the model-health alert candidate of one run (no row when it does not fire, which resolves a
-    live one), in serving.alerts' candidate shape."""
+    live one), in serving.alert_rules' candidate shape."""
     rows = []
     if assessment.alert:
         rows.append(
             {
-                "customer_id": alerts.MODEL_ID,
+                "customer_id": alert_rules.MODEL_ID,
                 "kind": KIND,
                 "tier": None,
                 "churn_probability": 0.0,
@@ -102,7 +102,7 @@ def health_candidates(assessment: Assessment, as_of: datetime) -> pd.DataFrame:
                 "fires": True,
             }
         )
-    return pd.DataFrame(rows, columns=alerts.CANDIDATE_COLUMNS)
+    return pd.DataFrame(rows, columns=alert_rules.CANDIDATE_COLUMNS)
 
 
 def watch(
@@ -130,10 +130,10 @@ def watch(
 
 def raise_health(
     engine: Engine, found: Assessment, as_of: datetime, alert_config: AlertConfig | None = None
-) -> alerts.SyncResult:
+) -> alert_store.SyncResult:
     """Open, update or auto-resolve the model-health alert (cool-down and re-notification as configured for
     customer alerts; the defaults when alerts are off)."""
-    return alerts.sync_alerts(
+    return alert_store.sync_alerts(
         engine,
         as_of,
         health_candidates(found, utc_naive(as_of)),

@@ -18,19 +18,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving import store
-from serving.alerts import (
+from serving.alert_rules import alert_payload, evaluate, should_renotify, status_at, webhook_id
+from serving.alert_store import (
     acknowledge,
-    alert_payload,
-    evaluate,
     export_alerts,
     get_alert,
     list_alerts,
     resolve,
     snooze,
     sync_alerts,
-    webhook_id,
 )
-from serving.config import DEFAULT_TIERS, AlertConfig, Playbook, Rule
+from serving.config import AlertConfig, Playbook, Rule
+from training.tiers import DEFAULT_TIERS
 
 T0 = datetime(2024, 6, 1)
 H = timedelta(hours=1)
@@ -185,6 +184,27 @@ def test_scores_with_only_raw_tiers_and_unknown_tiers() -> None:
     bad = SCORES.assign(tier=["diamond", "gold", "silver", "bronze", "platinum"])
     with pytest.raises(ValueError, match="platinum"):
         evaluate(bad, AT_RISK, None, T0)
+
+
+def test_renotify_decisions_and_snooze_expiry_by_hand() -> None:
+    """Cool-down 48 h, margin 25 %: last notified at T0 with 100 at risk."""
+
+    def again(status: str, value: float, at: datetime, last: float | None = 100.0) -> bool:
+        return should_renotify(status, value, last, T0 if last is not None else None, at, AT_RISK)
+
+    assert not again("open", 100.0, T0 + 47 * H)  # neither cooled nor worse
+    assert again("open", 100.0, T0 + 48 * H)  # cooled
+    assert again("open", 125.0, T0 + H) and not again("open", 124.0, T0 + H)  # worse by the margin, or not
+    assert again("open", 1.0, T0, last=None)  # never notified: cooled, and any value is worse than none
+    assert not again(
+        "acknowledged", 100.0, T0 + 100 * H
+    )  # someone owns it: the cool-down alone is not enough
+    assert again("acknowledged", 125.0, T0 + H)
+    assert not again("snoozed", 1000.0, T0 + 100 * H)
+    assert status_at("snoozed", T0 + H, T0) == ("snoozed", T0 + H)
+    assert status_at("snoozed", T0 + H, T0 + H) == ("open", None)  # the snooze has run out
+    assert status_at("snoozed", None, T0) == ("open", None)
+    assert status_at("acknowledged", None, T0) == ("acknowledged", None)
 
 
 # --- sync: de-duplication, notification, auto-resolve ------------------------------------------------------

@@ -16,9 +16,9 @@ from serving.api import Customer
 from serving.champion import Served
 from serving.config import ServingConfig
 from serving.online import NO_PURCHASE, NOT_IN_SNAPSHOT, RequestError, score_customers
-from serving.scoring import rfm_reference
 from training.config import TrainingConfig
 from training.pipeline import fit
+from training.rfm import RfmReference
 
 CUTOFF = "1997-09-30"
 SMALL = {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 5}
@@ -37,7 +37,7 @@ def served(transactions: pd.DataFrame) -> Served:
     history = history_from_frames(transactions, as_of=parse_cutoff(cdnow.AS_OF))
     config = TrainingConfig(trials=1, origins=2, xgboost=SMALL)
     artefact = fit(history, CUTOFF, config).artefact
-    return Served(artefact, "7", "2024-01-01T00:00:00+00:00", rfm_reference(artefact))
+    return Served(artefact, "7", "2024-01-01T00:00:00+00:00", RfmReference.from_rank(artefact.churn.rfm))
 
 
 @pytest.fixture(scope="module")

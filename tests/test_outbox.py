@@ -21,20 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from serving import store
-from serving.outbox import (
-    OUTBOX,
-    Endpoint,
-    SignatureError,
-    dead_letters,
-    deliver_due,
-    enqueue,
-    http_post,
-    pending_count,
-    retry_dead,
-    sign,
-    slack_text,
-    verify,
-)
+from serving.delivery import Endpoint, SignatureError, deliver_due, http_post, sign, slack_text, verify
+from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
 
 SECRET = "whsec_" + base64.b64encode(b"diamond-outbox-test-secret-32byt").decode()
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)

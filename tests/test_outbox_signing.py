@@ -2,8 +2,8 @@
 
 Until issue 14 the outbox signed and verified with hand-written HMAC code; receivers built from it (or
 from its docs) are in the field. That code is frozen below, verbatim but for names, as the reference:
-signatures made by ``serving.outbox`` must verify with it, signatures it makes must verify with
-``serving.outbox``, and tampering with the body, the id or the timestamp must fail on both sides.
+signatures made by ``serving.delivery`` must verify with it, signatures it makes must verify with
+``serving.delivery``, and tampering with the body, the id or the timestamp must fail on both sides.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.outbox import SignatureError, parse_secret, sign, signed_headers, verify
+from serving.delivery import SignatureError, parse_secret, sign, signed_headers, verify
 
 # --- the reference: serving/outbox.py signing as of 1e5e75a, frozen -----------------------------------------
 

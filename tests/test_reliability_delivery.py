@@ -28,7 +28,7 @@ Measured (pytest -s prints one ``RESULT`` line per scenario; numbers from a run 
 * 4: killed after the POST, before the outcome commit: 29 delivered, the 30th stays pending under its
   claim lease. A restarted `diamond alerts deliver` delivers the other 90 and leaves it (1 pending):
   the lease (``deliver_due(lease_s=300)``) cannot be set from the CLI or serving.yaml, so the step after
-  the lease is ``serving.outbox.deliver_due(..., now=now + 300 s + timeout)`` in-process, which re-sends
+  the lease is ``serving.delivery.deliver_due(..., now=now + 300 s + timeout)`` in-process, which re-sends
   it once with the same id (the one duplicate).
 * 5: the 12 ids became dead letters after 3 attempts each (`diamond alerts dead` lists exactly them);
   after the receiver was fixed only the 6 requeued with ``retry_dead`` were sent (once each), the
@@ -60,17 +60,8 @@ import yaml
 
 from serving import store
 from serving.config import ServingConfig
-from serving.outbox import (
-    OUTBOX,
-    DeliveryReport,
-    SignatureError,
-    dead_letters,
-    deliver_due,
-    enqueue,
-    pending_count,
-    retry_dead,
-    verify,
-)
+from serving.delivery import DeliveryReport, SignatureError, deliver_due, verify
+from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
 from tests.conftest import DIAMOND, run_diamond
 
 SECRET = "whsec_" + base64.b64encode(b"diamond-reliability-test-secret!").decode()

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from serving.outbox import SignatureError, verify
+from serving.delivery import SignatureError, verify
 from tests.conftest import API_KEY as KEY
 from tests.conftest import CUTOFF, run_diamond, serve_champion
 

@@ -19,7 +19,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from serving import alerts, outbox, schema, store
+from serving import alert_store, outbox, schema, store
 from tests.conftest import API_KEY, free_port, run_diamond
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_59865cc.db"
@@ -123,9 +123,9 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     assert _diff(eng) == [] and store.revision(eng) == store.head() == "0003"
 
     # the upgraded store serves today's code: the acknowledged alert, its log, the dead letters
-    acked = alerts.get_alert(eng, 3)
+    acked = alert_store.get_alert(eng, 3)
     assert (acked["status"], acked["owner"]) == ("acknowledged", "anna")
-    assert alerts.actions(eng, [3])[["action", "who"]].values.tolist() == [["acknowledged", "anna"]]
+    assert alert_store.actions(eng, [3])[["action", "who"]].values.tolist() == [["acknowledged", "anna"]]
     dead = sum(r["status"] == "dead" for r in before["outbox"])
     assert run_diamond("alerts", "dead").stdout.strip().endswith(f"{dead} dead letter(s)")
 

@@ -14,15 +14,9 @@ import yaml
 from core.config import ConfigError, parse
 from serving import store
 from serving.config import ServingConfig, TierConfig
-from serving.tiers import (
-    RfmReference,
-    apply_hysteresis,
-    rfm_segment,
-    rfm_segments,
-    tier_history,
-    tier_movements,
-    update_tiers,
-)
+from serving.hysteresis import apply_hysteresis
+from serving.tier_store import tier_history, tier_movements, update_tiers
+from training.rfm import RfmRank, RfmReference, rfm_segment, rfm_segments
 
 ORDER = ["diamond", "gold", "silver", "bronze"]
 T0 = datetime(2024, 6, 1)
@@ -258,3 +252,13 @@ def test_rfm_segment_of_one_customer(
     recency: float | None, frequency: int, monetary: float, segment: str
 ) -> None:
     assert rfm_segment(recency, frequency, monetary, RfmReference(30.0, 2.0, 100.0)) == segment
+
+
+def test_rfm_reference_from_the_rank_a_model_ships() -> None:
+    """The rank stores riskiness (frequency and spend negated, never-bought recency as the largest float):
+    its medians, turned back, are the population's own."""
+    rows = pd.DataFrame(
+        {"recency_days": [10.0, 50.0, None], "frequency_days": [3, 1, 0], "monetary_sum": [30.0, 5.0, 0.0]}
+    )
+    shipped = RfmRank.from_dict(RfmRank.fit(rows).to_dict())
+    assert RfmReference.from_rank(shipped) == RfmReference.fit(rows) == RfmReference(50.0, 1.0, 5.0)

@@ -12,9 +12,10 @@ import pytest
 from scipy.special import expit, logit
 
 from features.history import history_from_frames
-from training import baselines, design, metrics, tuning
-from training.artefact import assign_tiers
+from training import design, metrics, tuning
 from training.models import split_latest
+from training.rfm import RfmRank
+from training.tiers import assign_tiers, tier_thresholds
 
 
 def test_normalized_gini_by_hand() -> None:
@@ -71,12 +72,12 @@ def test_rfm_rank_by_hand_and_against_a_reference() -> None:
     rows = pd.DataFrame(
         {"recency_days": [10.0, 50.0, None], "frequency_days": [3, 1, 0], "monetary_sum": [30.0, 5.0, 0.0]}
     )
-    rank = baselines.RfmRank.fit(rows)
+    rank = RfmRank.fit(rows)
     # recency: 10 < 50 < never (riskiest); frequency and spend: more = safer. Mid-ranks: 1/6, 3/6, 5/6
     np.testing.assert_allclose(rank.score(rows), [1 / 6, 3 / 6, 5 / 6])
     one = pd.DataFrame({"recency_days": [50.0], "frequency_days": [1], "monetary_sum": [5.0]})
     np.testing.assert_allclose(rank.score(one), [3 / 6])  # one customer ranked against the reference
-    again = baselines.RfmRank.from_dict(rank.to_dict())
+    again = RfmRank.from_dict(rank.to_dict())
     np.testing.assert_allclose(again.score(rows), rank.score(rows))
 
 
@@ -92,7 +93,7 @@ def test_validation_split_leaves_a_label_horizon_gap() -> None:
 
 def test_tier_thresholds_and_assignment() -> None:
     values = np.arange(1.0, 101.0)  # 1..100
-    cuts = design.tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
+    cuts = tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
     assert cuts == {"diamond": 95.05, "gold": 80.2, "silver": 50.5, "bronze": 0.0}
     tiers = assign_tiers(values, cuts)
     assert [int((tiers == t).sum()) for t in cuts] == [5, 15, 30, 50]

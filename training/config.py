@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.config import FileSettings, OrEmpty, Section, invalid, load
+from training.tiers import DEFAULT_SHARES
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "training.yaml"
 AGE_FEATURES = (
@@ -97,7 +98,7 @@ class TrainingConfig(FileSettings):
     xgboost: Annotated[XGBoostStart, OrEmpty] = XGBoostStart()
     search: Annotated[dict[str, Range], OrEmpty] = Field(default_factory=dict)  # Optuna's ranges (tuning)
     tiers: dict[str, Annotated[float, Field(ge=0)] | None] = Field(
-        default_factory=lambda: {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None}
+        default_factory=lambda: dict(DEFAULT_SHARES)  # training.tiers
     )
     gate: Annotated[GateConfig, OrEmpty] = GateConfig()
     retrain: Annotated[RetrainConfig, OrEmpty] = RetrainConfig()

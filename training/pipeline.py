@@ -1,4 +1,5 @@
-"""Wiring: which step feeds which. No maths here (training.design, training.models, training.tuning)."""
+"""Wiring: which step feeds which. No maths here (training.design, training.models, training.tuning,
+training.tiers)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import pyarrow as pa
 
 from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, drift, metrics, tuning
+from training import baselines, design, drift, metrics, tiers, tuning
 from training.artefact import ScoringArtefact
-from training.baselines import RfmRank
 from training.config import TrainingConfig
 from training.models import fit_churn, fit_value, split_latest
+from training.rfm import RfmRank
 
 if TYPE_CHECKING:
     from training.registry import Decision
@@ -98,7 +99,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     value = dataclasses.replace(
         value, horizon_map=design.value_horizon_map(value.predict_label_horizon(rows), rows, short)
     )
-    tiers = design.tier_thresholds(value.predict(rows), config.tiers)
+    thresholds = tiers.tier_thresholds(value.predict(rows), config.tiers)
     late = split_latest(frame, h)[1]
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
     validation = {
@@ -107,7 +108,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         **_baseline_scores(late, h),
     }
     artefact = ScoringArtefact(
-        fs.key, columns, t, h, big_h, churn, value, tiers, validation, rows.attrs.get("btyd_params")
+        fs.key, columns, t, h, big_h, churn, value, thresholds, validation, rows.attrs.get("btyd_params")
     )
     artefact.drift_reference = drift.reference(
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories

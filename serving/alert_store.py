@@ -1,10 +1,10 @@
-"""Retention alerts: rules over a run's scores, one live alert per (customer, kind), and its lifecycle.
+"""The alert store: one live alert per (customer, kind), its lifecycle and the log of what people did.
 
-`evaluate` is pure: it turns a score table into candidate alerts. `sync_alerts` reconciles them with the
-stored alerts in one transaction: it opens new alerts, updates live ones in place, decides which to
-(re-)notify and auto-resolves the ones whose customer no longer qualifies.
-People then acknowledge, snooze or resolve; each such action is logged (alert_actions: who, what, when) in
-the same transaction as the change.
+`sync_alerts` reconciles a run's candidate alerts (serving.alert_rules) with the stored alerts in one
+transaction: it opens new alerts, updates live ones in place, re-notifies the ones the rules say to and
+auto-resolves the ones whose customer no longer qualifies. People then acknowledge, snooze or resolve; each
+such action is logged (alert_actions: who, what, when) in the same transaction as the change. The rest reads
+alerts back: listed, counted, one by one, their owners and actions, exported to CSV or JSON.
 
 Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production), in the tables
 `alerts` and `alert_actions` of serving.schema. "At most one live
@@ -22,9 +22,8 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -33,25 +32,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
-from serving.config import DEFAULT_TIERS, AlertConfig
+from serving.alert_rules import MODEL_ID, candidate_rows, should_renotify, status_at
+from serving.config import AlertConfig
 from serving.schema import alert_actions_table, alerts_table
 
 STATUSES = ("open", "acknowledged", "snoozed", "resolved")
 LIVE = ("open", "acknowledged", "snoozed")
 AUTO = "auto"  # resolved_by of alerts the sync resolved
-MODEL_ID = "__model__"  # reserved customer id of model-level alerts (kind model-health, serving.monitoring)
-CANDIDATE_COLUMNS = [
-    "customer_id",
-    "kind",
-    "tier",
-    "churn_probability",
-    "predicted_value",
-    "value_at_risk",
-    "reasons",
-    "playbook",
-    "due_at",
-    "fires",
-]
 ALERT_COLUMNS = [
     "id",
     "customer_id",
@@ -77,80 +64,6 @@ ALERT_COLUMNS = [
 _TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
 
 
-# --- rules (pure) -------------------------------------------------------------------------------------------
-
-
-def evaluate(
-    scores: pd.DataFrame,
-    config: AlertConfig,
-    previous_tiers: Mapping[str, str] | pd.Series | None,
-    as_of: datetime | pd.Timestamp | str,
-) -> pd.DataFrame:
-    """Candidate alerts of one run, ranked by value at risk (highest first; then customer_id, kind).
-
-    `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
-    `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
-    last run, for `tier_drop` rules (customers without one never count as dropped).
-
-    Rows with `fires` True are the alerts of this run. Rows with `fires` False only hold within the resolve
-    margin (churn probability at least the threshold minus `resolve_margin`, the tier not promoted since the
-    last run for `tier_drop` rules, the other conditions as they are): they keep a live alert from being
-    auto-resolved but never open one. Columns: customer_id, kind, tier, churn_probability, predicted_value,
-    value_at_risk, reasons, playbook, due_at (as_of + the tier's playbook hours), fires.
-    """
-    if config.tiers is None:  # not bound to a model's tier names: the default names
-        config = config.for_tiers(DEFAULT_TIERS)
-    tiers = config.tiers or DEFAULT_TIERS
-    when = utc_naive(as_of)
-    s = _check_scores(scores, tiers)
-    rank = {name: i for i, name in enumerate(tiers)}
-    level = s["tier"].map(rank).to_numpy(dtype=np.float64)
-    prev = _previous_levels(s["customer_id"], previous_tiers, rank)
-    p = s["churn_probability"].to_numpy(dtype=np.float64, na_value=np.nan)
-    by_risk = s.assign(_v=s["value_at_risk"].fillna(-np.inf)).sort_values(
-        ["_v", "customer_id"], ascending=[False, True], kind="stable"
-    )
-    position = np.empty(len(s), dtype=np.int64)
-    position[by_risk.index.to_numpy()] = np.arange(len(s))
-
-    parts = []
-    for rule in config.rules:
-        fires = np.ones(len(s), dtype=bool)
-        holds = np.ones(len(s), dtype=bool)
-        if rule.min_tier is not None:
-            ok = level <= rank[rule.min_tier]
-            fires &= ok
-            holds &= ok
-        if rule.min_churn_probability is not None:
-            fires &= p >= rule.min_churn_probability
-            holds &= p >= rule.min_churn_probability - config.resolve_margin
-        if rule.tier_drop is not None:
-            known = ~np.isnan(prev)
-            fires &= known & (level - prev >= rule.tier_drop)
-            holds &= ~(known & (level < prev))
-        if rule.top_k_value_at_risk is not None:
-            ok = position < rule.top_k_value_at_risk
-            fires &= ok
-            holds &= ok
-        holds |= fires
-        part = s[holds].copy()
-        part["kind"] = rule.kind
-        part["fires"] = fires[holds]
-        parts.append(part)
-    out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(kind=[], fires=[])
-    books = [config.playbooks.get(t) for t in out["tier"]]
-    out["playbook"] = [b.text if b is not None else None for b in books]
-    out["due_at"] = [when + timedelta(hours=b.due_within_hours) if b is not None else None for b in books]
-    out = out.sort_values(
-        ["value_at_risk", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
-    ).reset_index(drop=True)
-    out["fires"] = out["fires"].astype(bool)
-    return out[CANDIDATE_COLUMNS]
-
-
-# --- storage ------------------------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class SyncResult:
     """What one sync did. `notify`: (alert id, version) to enqueue, webhook id f"alert-{id}-v{version}"."""
@@ -169,17 +82,18 @@ def sync_alerts(
     config: AlertConfig,
     model: bool = False,
 ) -> SyncResult:
-    """Reconcile this run's candidates (from `evaluate`) with the stored alerts, in one transaction.
+    """Reconcile this run's candidates (from serving.alert_rules.evaluate) with the stored alerts, in one
+    transaction.
 
     `model` False reconciles the customers' alerts, True the model-level ones (customer_id MODEL_ID, from
     serving.monitoring); each leaves the other's alerts alone, and a candidate on the wrong side is refused.
 
     - a firing (customer, kind) without a live alert: insert an open alert, version 1, notify;
     - a live alert with a candidate row: update it in place (tier, scores, reasons, playbook). Notify again
-      (version + 1, new due_at) only if the row fires and, for an open alert, the cool-down has passed since
-      the last notification or value at risk worsened by at least `renotify_margin`; an acknowledged alert
-      (someone owns it) is re-notified only when it worsens. A snoozed alert stays quiet until
-      snoozed_until, then is open again;
+      (version + 1, new due_at) only if the row fires and `should_renotify` says so: for an open alert, the
+      cool-down has passed since the last notification or value at risk worsened by at least
+      `renotify_margin`; an acknowledged alert (someone owns it) is re-notified only when it worsens. A
+      snoozed alert stays quiet until snoozed_until, then is open again (`status_at`);
     - a live alert without a candidate row (not firing, not holding within the margin, or the customer was
       not scored): resolved, resolved_by 'auto'.
 
@@ -187,14 +101,13 @@ def sync_alerts(
     passed and nothing worsened), unless cooldown_hours is 0.
     """
     when = utc_naive(as_of)
-    cand = _check_candidates(candidates)
+    cand = candidate_rows(candidates)
     wrong = [r.customer_id for r in cand if (r.customer_id == MODEL_ID) != model]
     if wrong:
         raise ValueError(
             f"candidates: customer_id {wrong[0]!r} "
             + (f"is reserved for model alerts ({MODEL_ID})" if not model else f"is not {MODEL_ID}")
         )
-    cooldown = timedelta(hours=config.cooldown_hours)
     t = alerts_table
     side = t.c.customer_id == MODEL_ID if model else t.c.customer_id != MODEL_ID
     notify: list[tuple[int, int]] = []
@@ -236,9 +149,7 @@ def sync_alerts(
                 notify.append((int(new_id), 1))
                 opened += 1
                 continue
-            status, snoozed_until = current.status, current.snoozed_until
-            if status == "snoozed" and (snoozed_until is None or snoozed_until <= when):
-                status, snoozed_until = "open", None
+            status, snoozed_until = status_at(current.status, current.snoozed_until, when)
             change = {
                 **values,
                 "status": status,
@@ -248,7 +159,14 @@ def sync_alerts(
                 "notified_value_at_risk": current.notified_value_at_risk,
                 "version": current.version,
             }
-            if row.fires and _renotify(current, status, float(row.value_at_risk), when, cooldown, config):
+            if row.fires and should_renotify(
+                status,
+                float(row.value_at_risk),
+                current.notified_value_at_risk,
+                current.last_notified_at,
+                when,
+                config,
+            ):
                 change.update(
                     due_at=row.due_at,
                     last_notified_at=when,
@@ -389,50 +307,7 @@ def export_alerts(engine: Engine, path: str | Path, status: str | Iterable[str] 
     return len(records)
 
 
-def alert_payload(row: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
-    """The notification body for one stored alert (a `get_alert` dict or a `list_alerts` row), JSON-ready.
-    The caller enqueues it in its outbox with webhook id f"alert-{alert_id}-v{version}"."""
-    r = dict(row)
-    reasons = r.get("reasons")
-    if isinstance(reasons, str):
-        reasons = json.loads(reasons)
-    due = r.get("due_at")
-    return {
-        "alert_id": int(r["id"] if "id" in r else r["alert_id"]),
-        "version": int(r["version"]),
-        "customer_id": str(r["customer_id"]),
-        "kind": r["kind"],
-        "tier": None if _missing(r.get("tier")) else r["tier"],
-        "churn_probability": float(r["churn_probability"]),
-        "predicted_value": float(r["predicted_value"]),
-        "value_at_risk": float(r["value_at_risk"]),
-        "reasons": list(reasons) if reasons is not None else [],
-        "playbook": None if _missing(r.get("playbook")) else r["playbook"],
-        "due_at": None if _missing(due) else pd.Timestamp(due).isoformat(),
-    }
-
-
-def webhook_id(alert_id: int, version: int) -> str:
-    """The outbox's idempotency key for one notification of one alert version."""
-    return f"alert-{alert_id}-v{version}"
-
-
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def _renotify(
-    current: Any, status: str, value_at_risk: float, when: datetime, cooldown: timedelta, config: AlertConfig
-) -> bool:
-    if status == "snoozed":
-        return False
-    last = current.notified_value_at_risk
-    worse = value_at_risk > (last or 0.0) and (
-        not last or value_at_risk - last >= config.renotify_margin * last
-    )
-    if status == "acknowledged":
-        return worse
-    cooled = current.last_notified_at is None or when - current.last_notified_at >= cooldown
-    return cooled or worse
 
 
 def _act(
@@ -492,80 +367,6 @@ def _missing_or_closed(conn: Connection, alert_id: int) -> None:
     if status is None:
         raise KeyError(f"no alert {alert_id}")
     raise ValueError(f"alert {alert_id} is {status}; only open, acknowledged or snoozed alerts can change")
-
-
-def _check_scores(scores: pd.DataFrame, tiers: Sequence[str]) -> pd.DataFrame:
-    tier_col = "tier" if "tier" in scores.columns else "tier_raw"
-    need = {"customer_id", "churn_probability", "predicted_value", "value_at_risk", tier_col}
-    missing = need - set(scores.columns)
-    if missing:
-        raise ValueError(f"scores lack column(s) {sorted(missing)}")
-    s = pd.DataFrame(
-        {
-            "customer_id": scores["customer_id"].astype(str).to_numpy(dtype=object),
-            "tier": scores[tier_col].to_numpy(dtype=object),
-            "churn_probability": scores["churn_probability"].to_numpy(dtype=np.float64),
-            "predicted_value": scores["predicted_value"].to_numpy(dtype=np.float64),
-            "value_at_risk": scores["value_at_risk"].to_numpy(dtype=np.float64),
-            "reasons": [_reasons(r) for r in scores["reasons"]]
-            if "reasons" in scores
-            else [[]] * len(scores),
-        }
-    )
-    if scores["customer_id"].isna().any() or s["customer_id"].duplicated().any():
-        raise ValueError("scores: customer_id must be present and unique")
-    unknown = sorted({str(x) for x in s["tier"]} - set(tiers))
-    if unknown:
-        raise ValueError(f"scores: {tier_col} {unknown} not among the tiers {list(tiers)}")
-    return s
-
-
-def _previous_levels(
-    ids: pd.Series, previous: Mapping[str, str] | pd.Series | None, rank: dict[str, int]
-) -> np.ndarray:
-    if previous is None:
-        return np.full(len(ids), np.nan)
-    lookup = {str(k): v for k, v in previous.items() if not _missing(v)}
-    return np.array([rank.get(lookup.get(c), np.nan) for c in ids], dtype=np.float64)
-
-
-def _check_candidates(candidates: pd.DataFrame) -> list[SimpleNamespace]:
-    """The candidate rows as plain Python values (None, never NaN or NaT), refusing repeated keys."""
-    need = set(CANDIDATE_COLUMNS) - {"fires"}
-    missing = need - set(candidates.columns)
-    if missing:
-        raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
-    rows, seen = [], set()
-    fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
-    for record, fire in zip(candidates.to_dict("records"), fires, strict=True):
-        key = (str(record["customer_id"]), str(record["kind"]))
-        if key in seen:
-            raise ValueError(f"candidates repeat (customer_id, kind), e.g. {list(key)}")
-        seen.add(key)
-        due = record["due_at"]
-        rows.append(
-            SimpleNamespace(
-                customer_id=key[0],
-                kind=key[1],
-                tier=None if _missing(record["tier"]) else str(record["tier"]),
-                churn_probability=float(record["churn_probability"]),
-                predicted_value=float(record["predicted_value"]),
-                value_at_risk=float(record["value_at_risk"]),
-                reasons=_reasons(record["reasons"]),
-                playbook=None if _missing(record["playbook"]) else str(record["playbook"]),
-                due_at=None if _missing(due) else utc_naive(due),
-                fires=bool(fire),
-            )
-        )
-    return rows
-
-
-def _reasons(value: Any) -> list[str]:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
 
 
 def _alert_dict(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,10 +1,5 @@
-"""Value tiers that do not flap: hysteresis over the model's raw tiers, their stored state and history, and
-classic RFM segments.
-
-The model cuts tiers afresh every run (training.artefact.assign_tiers), so a customer near a cut point would
-bounce between gold and silver from one run to the next. CRM teams act on tiers (an account manager per
-diamond customer), so a promotion is applied at once but a demotion only after `demote_after` consecutive
-runs below the current tier.
+"""Stored value tiers: the state hysteresis carries from run to run, every run's tiers, and the ledger of
+applied runs. Each run applies serving.hysteresis to the model's raw tiers against the stored state.
 
 Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production), in tables declared
 in serving.schema:
@@ -22,74 +17,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
 from serving.config import DEFAULT_DEMOTE_AFTER
+from serving.hysteresis import RESULT_COLUMNS, apply_hysteresis, check_current, check_settings, result_frame
 from serving.schema import tier_history_table, tier_runs_table, tier_state_table
-
-RESULT_COLUMNS = ["customer_id", "tier", "tier_raw", "runs_below", "changed", "previous_tier"]
-
-
-# --- hysteresis (pure) -------------------------------------------------------------------------------------
-
-
-def apply_hysteresis(
-    previous: pd.DataFrame | None, current: pd.DataFrame, order: Sequence[str], demote_after: int
-) -> pd.DataFrame:
-    """Each current customer's tier after this run: a better raw tier promotes at once; a worse one only
-    demotes after `demote_after` consecutive runs below the current tier (to the latest raw tier); a run at or
-    above the current tier resets the counter. New customers take their raw tier.
-
-    `previous`: customer_id, tier, runs_below (the stored state); `current`: customer_id, tier_raw. Returns
-    customer_id, tier, tier_raw, runs_below, changed, previous_tier in `current`'s row order; `changed` is
-    False for new customers (their previous_tier is missing). Customers only in `previous` are not returned.
-    """
-    _check_order(order)
-    _check_demote_after(demote_after)
-    cur = _check_current(current, order)
-    if previous is None or previous.empty:
-        prev = pd.DataFrame(
-            {"customer_id": cur["customer_id"].iloc[:0], "previous_tier": [], "prev_runs": []}
-        )
-    else:
-        prev = _check_previous(previous, order)
-    merged = cur.merge(prev, on="customer_id", how="left", validate="one_to_one", sort=False)
-
-    rank = {name: i for i, name in enumerate(order)}
-    raw_level = merged["tier_raw"].map(rank).to_numpy(dtype=np.float64)
-    prev_level = merged["previous_tier"].map(rank).to_numpy(dtype=np.float64, na_value=np.nan)
-    prev_runs = merged["prev_runs"].to_numpy(dtype=np.float64, na_value=np.nan)
-    new = np.isnan(prev_level)
-    below = ~new & (raw_level > prev_level)
-    runs = np.where(below, np.nan_to_num(prev_runs) + 1, 0).astype(np.int64)
-    demote = below & (runs >= demote_after)
-    runs[demote] = 0
-    keep = below & ~demote
-    raw = merged["tier_raw"].to_numpy(dtype=object)
-    before = merged["previous_tier"].to_numpy(dtype=object, na_value=None)
-    tier = np.where(keep, before, raw)
-    return _result_frame(
-        pd.DataFrame(
-            {
-                "customer_id": merged["customer_id"].to_numpy(dtype=object),
-                "tier": tier,
-                "tier_raw": raw,
-                "runs_below": runs,
-                "changed": ~new & (tier != before),
-                "previous_tier": before,
-            }
-        )
-    )
-
-
-# --- storage ------------------------------------------------------------------------------------------------
 
 
 def update_tiers(
@@ -108,9 +45,8 @@ def update_tiers(
     run raises ValueError: hysteresis counts runs in time order. Returns what `apply_hysteresis` returns.
     """
     when = utc_naive(as_of)
-    _check_order(order)
-    _check_demote_after(demote_after)
-    cur = _check_current(_text_ids(current), order)
+    check_settings(order, demote_after)
+    cur = check_current(_text_ids(current), order)
     try:
         with engine.begin() as conn:
             if _applied(conn, when):
@@ -204,110 +140,7 @@ def tier_movements(
     return moves
 
 
-# --- RFM segments -------------------------------------------------------------------------------------------
-
-SEGMENTS: dict[tuple[bool, bool, bool], str] = {  # (R high, F high, M high) -> segment
-    (True, True, True): "important-value",
-    (True, False, True): "important-develop",
-    (False, True, True): "important-retain",
-    (False, False, True): "important-win-back",
-    (True, True, False): "general-value",
-    (True, False, False): "general-develop",
-    (False, True, False): "general-retain",
-    (False, False, False): "general-win-back",
-}
-
-
-@dataclass(frozen=True)
-class RfmReference:
-    """Medians of the scored population on each axis. A customer is "high" on an axis when strictly better
-    than the median: more recent (fewer recency days), more purchase days, more spend. Never-bought customers
-    (null recency) count as infinitely old."""
-
-    recency_days: float
-    frequency: float
-    monetary: float
-
-    @classmethod
-    def fit(cls, rows: pd.DataFrame) -> RfmReference:
-        r, f, m = _rfm_arrays(rows)
-        if r.size == 0:
-            raise ValueError("RFM reference: no rows to take medians of")
-        return cls(float(np.median(r)), float(np.median(f)), float(np.median(m)))
-
-
-def rfm_segment(
-    recency_days: float | None, frequency: float | None, monetary: float | None, reference: RfmReference
-) -> str:
-    """The classic RFM segment of one customer against the population medians in `reference`."""
-    row = pd.DataFrame(
-        {"recency_days": [recency_days], "frequency_days": [frequency], "monetary_sum": [monetary]}
-    )
-    return str(rfm_segments(row, reference).iloc[0])
-
-
-def rfm_segments(rows: pd.DataFrame, reference: RfmReference | None = None) -> pd.Series:
-    """The RFM segment of every row (columns recency_days, frequency_days, monetary_sum), scored against
-    `reference` or, by default, against the medians of `rows` themselves. Index follows `rows`."""
-    if rows.empty:
-        return pd.Series([], index=rows.index, dtype=object, name="rfm_segment")
-    ref = reference if reference is not None else RfmReference.fit(rows)
-    r, f, m = _rfm_arrays(rows)
-    r_high, f_high, m_high = r < ref.recency_days, f > ref.frequency, m > ref.monetary
-    names = [SEGMENTS[(bool(a), bool(b), bool(c))] for a, b, c in zip(r_high, f_high, m_high, strict=True)]
-    return pd.Series(names, index=rows.index, dtype=object, name="rfm_segment")
-
-
-# --- helpers ------------------------------------------------------------------------------------------------
-
-
-def _check_order(order: Sequence[str]) -> None:
-    if isinstance(order, str) or len(order) == 0:
-        raise ValueError(f"tier order must be a non-empty list of tier names, best first; got {order!r}")
-    if len(set(order)) != len(order):
-        raise ValueError(f"tier order repeats a name: {list(order)}")
-
-
-def _check_demote_after(demote_after: int) -> None:
-    if int(demote_after) != demote_after or demote_after < 1:
-        raise ValueError(f"demote_after must be a whole number of runs >= 1, got {demote_after!r}")
-
-
-def _check_current(current: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
-    missing = {"customer_id", "tier_raw"} - set(current.columns)
-    if missing:
-        raise ValueError(f"current scores lack column(s) {sorted(missing)}")
-    cur = current[["customer_id", "tier_raw"]].reset_index(drop=True)
-    _check_ids(cur, "current scores")
-    unknown = sorted(set(cur["tier_raw"].dropna()) - set(order)) + (
-        ["<null>"] if cur["tier_raw"].isna().any() else []
-    )
-    if unknown:
-        raise ValueError(f"current scores: tier_raw {unknown} not among the tiers {list(order)}")
-    return cur
-
-
-def _check_previous(previous: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
-    missing = {"customer_id", "tier", "runs_below"} - set(previous.columns)
-    if missing:
-        raise ValueError(f"previous tiers lack column(s) {sorted(missing)}")
-    prev = previous[["customer_id", "tier", "runs_below"]].reset_index(drop=True)
-    _check_ids(prev, "previous tiers")
-    unknown = sorted(set(prev["tier"].dropna()) - set(order))
-    if unknown:
-        raise ValueError(
-            f"previous tiers: {unknown} not among the tiers {list(order)}; renamed tiers need a reset"
-        )
-    return prev.rename(columns={"tier": "previous_tier", "runs_below": "prev_runs"})
-
-
-def _check_ids(frame: pd.DataFrame, what: str) -> None:
-    ids = frame["customer_id"]
-    if ids.isna().any():
-        raise ValueError(f"{what}: {int(ids.isna().sum())} row(s) without a customer_id")
-    dup = ids[ids.duplicated()]
-    if not dup.empty:
-        raise ValueError(f"{what}: customer_id repeated, e.g. {list(dup.unique()[:5])}")
+# --- helpers -----------------------------------------------------------------------------------------------
 
 
 def _text_ids(frame: pd.DataFrame) -> pd.DataFrame:
@@ -315,15 +148,6 @@ def _text_ids(frame: pd.DataFrame) -> pd.DataFrame:
     ids = out["customer_id"]
     out["customer_id"] = ids.where(ids.isna(), ids.astype(str))
     return out
-
-
-def _result_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame[RESULT_COLUMNS].copy()
-    for col in ("customer_id", "tier", "tier_raw", "previous_tier"):
-        out[col] = _nullable(out[col])
-    out["runs_below"] = out["runs_below"].astype(np.int64)
-    out["changed"] = out["changed"].astype(bool)
-    return out.reset_index(drop=True)
 
 
 def _nullable(column: pd.Series) -> pd.Series:
@@ -352,7 +176,7 @@ def _replay(conn: Connection, when: datetime, cur: pd.DataFrame) -> pd.DataFrame
             "it is not re-applied (score a new as_of instead)"
         )
     merged["changed"] = merged["previous_tier"].notna() & (merged["previous_tier"] != merged["tier"])
-    return _result_frame(merged)
+    return result_frame(merged)
 
 
 def _read_state(conn: Connection) -> pd.DataFrame:
@@ -423,13 +247,3 @@ def _write_history(conn: Connection, when: datetime, result: pd.DataFrame) -> No
             )
         ],
     )
-
-
-def _rfm_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    missing = {"recency_days", "frequency_days", "monetary_sum"} - set(rows.columns)
-    if missing:
-        raise ValueError(f"RFM segments need column(s) {sorted(missing)}")
-    r = pd.to_numeric(rows["recency_days"], errors="raise").astype("float64").fillna(np.inf).to_numpy()
-    f = pd.to_numeric(rows["frequency_days"], errors="raise").astype("float64").fillna(0.0).to_numpy()
-    m = pd.to_numeric(rows["monetary_sum"], errors="raise").astype("float64").fillna(0.0).to_numpy()
-    return r, f, m
