@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 UV_VERSION := 0.13.9
 UV := UV_LINK_MODE=copy $(BIN)/uv
-# Debian's chromium, driven by Playwright in tests/test_dashboard.py (never `playwright install`: no CDN here)
+# Debian's chromium, driven by Playwright in tests/e2e/test_dashboard.py (never `playwright install`: no CDN here)
 CHROMIUM := /usr/bin/chromium
 export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
+.PHONY: help install dev demo test test-fast chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ dev: $(VENV)/.dev ## Create .venv with the dev extras (pytest, hypothesis, ruff)
 demo: $(VENV)/.runtime ## Run the whole product end to end on the bundled CDNOW data
 	$(BIN)/diamond demo --out demo-output
 
-test: $(VENV)/.dev $(CHROMIUM) ## Run the test suite (installs Debian's chromium for the browser tests)
-	$(BIN)/pytest
+test: $(VENV)/.dev $(CHROMIUM) ## Run every tier (unit, integration, e2e) in parallel; installs Debian's chromium
+	$(BIN)/pytest -n auto
+
+test-fast: $(VENV)/.dev ## Run the unit tier only: pure functions, no servers or stores (about a minute)
+	$(BIN)/pytest tests/unit -n auto
 
 chromium: $(CHROMIUM) ## Install Debian's chromium for the dashboard's browser tests (needs root and apt)
 
@@ -70,7 +73,8 @@ bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz,
 
 bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x fuzzing and 10x delivery faults (~35 min)
 	DIAMOND_FUZZ_EXAMPLES=300 DIAMOND_FAULT_ALERTS=1200 $(BIN)/pytest -s -q -p no:cacheprovider \
-		tests/test_reliability_api.py tests/test_reliability_delivery.py tests/test_bad_input.py tests/test_serving.py
+		tests/e2e/test_reliability_api.py tests/e2e/test_reliability_delivery.py tests/e2e/test_bad_input.py \
+		tests/integration/test_bad_input.py tests/e2e/test_serving.py
 
 bench-spark: $(VENV)/.dev ## DuckDB vs Spark local[2] training sets at 1M customers: time, peak memory, task costs (~1 h)
 	$(BIN)/python bench/bench_spark.py --customers 1000000 --json bench/spark_results_1m.json

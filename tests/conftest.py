@@ -1,46 +1,80 @@
-"""Shared test helpers: run the real `diamond` executable as a user would; serve a real champion."""
+"""The tiers and the fixtures every tier shares.
+
+Each test file lives in one tier folder, and its folder is its marker (applied here, not on each test):
+
+- `tests/unit`: pure functions on hand-built data; no subprocess, no server, no MLflow or SQLite store,
+  no Spark (`make test-fast`, `pytest -m unit`);
+- `tests/integration`: the real CLI, MLflow and SQLite stores, local HTTP receivers, the notebooks;
+- `tests/e2e`: real `diamond serve` processes, the browser, Spark, fuzzing, load and delivery faults.
+
+Helpers the tests import (run_diamond, serve_champion, free_port, ...) are in tests/helpers.py.
+"""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
-import yaml
 
-DIAMOND = str(Path(sys.executable).with_name("diamond"))
-API_KEY = "test-key-0123456789"
-CUTOFF = "1997-09-30"
-SMALL_TRAINING = {
-    "trials": 1,
-    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
-}
+from tests.helpers import CUTOFF, built_once, run_diamond, schedule, serve_champion, train_store
+from tests.helpers.webhooks import WebhookReceiver
+
+TIERS = ("unit", "integration", "e2e")
+HERE = Path(__file__).parent
 
 
-def run_diamond(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    result = subprocess.run([DIAMOND, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"diamond {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
-        )
-    return result
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with the tier its folder names; a test outside the tier folders is an error, and so
+    is a test using `http_server` in a file the xdist schedule does not know to keep together."""
+    for item in items:
+        path = item.path.relative_to(HERE)
+        tier = path.parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(
+                f"{item.path.relative_to(HERE.parent)} is in no tier: move it to tests/unit, "
+                "tests/integration or tests/e2e (see tests/conftest.py)"
+            )
+        item.add_marker(getattr(pytest.mark, tier))
+        where = f"tests/{path.as_posix()}"
+        if "http_server" in item.fixturenames and where not in schedule.HTTP_SERVER_FILES:
+            raise pytest.UsageError(
+                f"{where} uses http_server: add it to HTTP_SERVER_FILES in {schedule.__file__}"
+            )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under `pytest -n N` each worker has a core of its own: numpy's OpenBLAS threads (one per core by
+    default) would only contend with the other workers, in the workers and in every `diamond` they start.
+    (Measured on tests/unit/test_features_properties.py: a quarter less CPU with one thread.)"""
+    if config.getoption("numprocesses", None):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # inherited by the workers as they start
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> schedule.TierScheduling | None:
+    """`pytest -n N` (make test): the tiers' schedule (tests/helpers/schedule.py), unless --dist names
+    another."""
+    return schedule.TierScheduling(config, log) if config.getvalue("dist") == "load" else None
 
 
 @pytest.fixture(scope="session")
 def cdnow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bundled CDNOW history, written once per test session by the CLI."""
-    out = tmp_path_factory.mktemp("cdnow") / "history"
-    run_diamond("data", "cdnow", "--out", str(out))
-    return out
+    """The bundled CDNOW history, written once per test run by the CLI (read-only: copy it to change it)."""
+    folder = built_once(
+        tmp_path_factory, "cdnow", lambda f: run_diamond("data", "cdnow", "--out", str(f / "history"))
+    )
+    return folder / "history"
+
+
+@pytest.fixture(scope="session")
+def cdnow_champion(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow store holding one small model trained on CDNOW at CUTOFF, the champion: trained once per test
+    run and shared read-only (serve_champion serves a copy of it)."""
+    return built_once(
+        tmp_path_factory, "cdnow-champion", lambda f: train_store(f, cdnow_dir, "--cutoff", CUTOFF)
+    )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,85 +101,34 @@ def _private_mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             os.environ[k] = v
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture(scope="session")
+def synthetic_champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic history of 1,500 customers (seed 0, written by `diamond data synthetic`, in `history`) and
+    an MLflow store holding one small model trained on it, the champion (train.out: what training printed):
+    made once per test run and shared read-only (copy_store gives a test its own copy of the store)."""
 
+    def build(folder: Path) -> None:
+        run_diamond("data", "synthetic", "--customers", "1500", "--out", str(folder / "history"))
+        train_store(folder, folder / "history")
 
-@contextmanager
-def serve_champion(
-    cdnow_dir: Path,
-    work: Path,
-    serving: dict | None = None,
-    env: dict[str, str] | None = None,
-    restore_env_early: bool = False,
-) -> Iterator[str]:
-    """Train and promote a small model at CUTOFF, batch-score CDNOW at CUTOFF (its output in score.out),
-    and serve it with API_KEY on a free 127.0.0.1 port; yields the base URL. `serving` overrides
-    serving.yaml settings (default: no webhook endpoints); `env` adds variables. Everything lives in `work`
-    and the environment is restored afterwards (`restore_env_early`: as soon as the server is up, for
-    callers that only send it HTTP requests)."""
-    saved = dict(os.environ)
-    os.environ.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
-        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
-        DIAMOND_API_KEYS=f"another-key,{API_KEY}",
-        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
-        **(env or {}),
-    )
-    config = yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text(encoding="utf-8"))
-    config["webhooks"]["endpoints"] = []
-    config.update(serving or {})
-    (work / "serving.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        training = work / "training.yaml"
-        training.write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
-        run_diamond(
-            "train", "--data", str(cdnow_dir), "--cutoff", CUTOFF, "--config", str(training), cwd=work
-        )
-        scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work).stdout
-        (work / "score.out").write_text(scored, encoding="utf-8")
-        port = free_port()
-        with (work / "serve.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [DIAMOND, "serve", "--port", str(port)],
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        (work / "serve.pid").write_text(str(proc.pid), encoding="utf-8")  # for memory readings
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError("the server exited:\n" + (work / "serve.log").read_text())
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
-        if restore_env_early:
-            os.environ.clear()
-            os.environ.update(saved)
-        yield url
-    finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        os.environ.clear()
-        os.environ.update(saved)
+    return built_once(tmp_path_factory, "synthetic-champion", build)
 
 
 @pytest.fixture(scope="session")
-def http_server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+def http_server(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, int]]:
     """One served champion shared by the modules that only send it HTTP requests (bad input, fuzzing,
-    load), and the server's process id for memory readings; it changes nothing in the test environment."""
+    load), and the server's process id for memory readings; it changes nothing in the test environment.
+    Under xdist those modules run on one worker (the `http_server` group), so it starts once."""
     work = tmp_path_factory.mktemp("http-server")
-    with serve_champion(cdnow_dir, work, restore_env_early=True) as url:
+    with serve_champion(cdnow_champion, cdnow_dir, work, restore_env_early=True) as url:
         yield url, int((work / "serve.pid").read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    """A running webhook receiver for one test (tests/helpers/webhooks.py), stopped afterwards."""
+    rec = WebhookReceiver()
+    yield rec
+    rec.stop()

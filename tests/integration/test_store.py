@@ -20,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from serving import alert_store, outbox, schema, store
-from tests.conftest import API_KEY, free_port, run_diamond
+from tests.helpers import API_KEY, free_port, run_diamond
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_59865cc.db"
 TABLES = {

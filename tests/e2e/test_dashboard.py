@@ -1,18 +1,16 @@
 """The retention dashboard (/ui) on a real `diamond serve`: its auth and CSRF over plain HTTP, and a person's
-path through it in headless Chromium (Debian's, driven by Playwright; `make test` installs it). Plus the
-pure parts it stands on: sessions, the score history and recent events in the store, the charts.
+path through it in headless Chromium (Debian's, driven by Playwright; `make test` installs it). The parts
+it stands on are tested in tests/unit/test_dashboard.py (sessions, recent events, charts) and
+tests/integration/test_dashboard.py (the score history in the store, the overview in process).
 
 Screenshots of the main pages go to test-artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -20,10 +18,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from features.history import history_from_frames
 from serving import alert_rules, alert_store, charts, dashboard, monitoring, store, tier_store, webauth
 from serving.config import hash_key, session_secret
-from tests.conftest import API_KEY, run_diamond, serve_champion
+from tests.helpers import API_KEY, ROOT, run_diamond, serve_champion
 
 LATER = "1998-03-31"  # a second scoring run, so there is a score history and tier movements
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,16 +33,18 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTEFACTS = Path(__file__).parents[1] / "test-artifacts"
+ARTEFACTS = ROOT / "test-artifacts"
 NAME = "Alice Tester"
 
 
 @pytest.fixture(scope="module")
-def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, sa.Engine]]:
+def server(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, sa.Engine]]:
     """A served champion with two batch runs (CUTOFF and LATER) in its store, and that store."""
     work = tmp_path_factory.mktemp("dashboard")
     env = {"DIAMOND_SESSION_SECRET": "dashboard-test-secret"}
-    with serve_champion(cdnow_dir, work, env=env) as url:
+    with serve_champion(cdnow_champion, cdnow_dir, work, env=env) as url:
         run_diamond("score", "--data", str(cdnow_dir), "--as-of", LATER, cwd=work)
         engine = sa.create_engine(f"sqlite:///{work / 'diamond.db'}")
         yield url, engine
@@ -329,26 +328,6 @@ def test_browser_model_health_banner_until_resolved(page: object, server: tuple[
     assert "resolved by hand" in health.inner_text() and health.get_by_role("button").count() == 0
 
 
-def test_overview_before_any_drift_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A store no batch run has measured drift in (e.g. a model without a drift reference), in process."""
-    url = f"sqlite:///{tmp_path / 'empty.db'}"
-    monkeypatch.setenv("DIAMOND_STORE_URL", url)
-
-    async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=dashboard.create_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
-            return await client.get("/overview")
-
-    dashboard._state.cache_clear()  # the per-worker state, here read from this empty store
-    try:
-        with ThreadPoolExecutor(1) as pool:  # a thread of its own: Playwright's loop runs in this one
-            reply = pool.submit(asyncio.run, get()).result()
-    finally:
-        dashboard._state.cache_clear()
-    assert monitoring.latest_drift(store.engine(url)) is None and reply.status_code == 200
-    assert "No drift measured yet" in reply.text and 'class="drift"' not in reply.text
-
-
 def test_browser_a_wrong_key_is_refused(browser: object, server: tuple[str, sa.Engine]) -> None:
     url, _ = server
     context = browser.new_context(base_url=url)
@@ -365,94 +344,3 @@ def test_browser_a_wrong_key_is_refused(browser: object, server: tuple[str, sa.E
     page.goto("/ui/")
     assert page.url.endswith("/ui/login")
     context.close()
-
-
-# --- the pure parts -----------------------------------------------------------------------------------------
-
-
-def test_sessions_round_trip_expire_and_follow_the_keys() -> None:
-    secret, key = b"k" * 32, hash_key("key-1")
-    token = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
-    assert webauth.verify(secret, token, {key}, now=1_059.0).who == "ann"
-    assert webauth.verify(secret, token, {key}, now=1_060.0) is None  # expired
-    assert webauth.verify(secret, token, {hash_key("key-2")}, now=1_001.0) is None  # key removed
-    assert webauth.verify(b"x" * 32, token, {key}, now=1_001.0) is None
-    for bad in (None, "", "a.b.c", "no-dot", token + "x", "e30." + token.split(".")[1]):
-        assert webauth.verify(secret, bad, {key}, now=1_001.0) is None
-    other = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
-    assert other != token  # a nonce: two logins are two sessions with two CSRF tokens
-    assert webauth.csrf_ok(secret, token, webauth.csrf_token(secret, token))
-    assert not webauth.csrf_ok(secret, token, webauth.csrf_token(secret, other))
-    assert not webauth.csrf_ok(secret, token, None)
-    assert webauth.clean_name("  Ann \t\n Lee\x00 ") == "Ann Lee"
-    with pytest.raises(ValueError, match="your name"):
-        webauth.clean_name(" \x07 ")
-
-
-def test_last_events_keep_each_customers_newest_n() -> None:
-    t = pd.Timestamp
-    history = history_from_frames(
-        pd.DataFrame(
-            {
-                "customer_id": ["a", "a", "a", "b"],
-                "timestamp": [t("2024-01-01"), t("2024-01-05"), t("2024-01-09"), t("2024-01-02")],
-                "amount": [10.0, 20.0, 30.0, 5.0],
-            }
-        ),
-        interactions=pd.DataFrame(
-            {"customer_id": ["a"], "timestamp": [t("2024-01-07")], "type": ["support call"]}
-        ),
-    )
-    events = store.last_events(history, n=3)
-    a = events[events["customer_id"] == "a"]
-    assert a["timestamp"].tolist() == [t("2024-01-09"), t("2024-01-07"), t("2024-01-05")]
-    assert a["kind"].tolist() == ["purchase", "interaction", "purchase"]
-    assert a["amount"].tolist()[::2] == [30.0, 20.0] and pd.isna(a["amount"].iloc[1])
-    assert a["detail"].iloc[1] == "support call"
-    assert events[events["customer_id"] == "b"]["amount"].tolist() == [5.0]
-
-
-def test_score_history_is_written_with_the_snapshot_and_a_rerun_replaces_its_rows(tmp_path: Path) -> None:
-    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 's.db'}"))
-
-    def run(as_of: str, p: list[float]) -> None:
-        scores = pd.DataFrame(
-            {
-                "customer_id": ["a", "b"][: len(p)],
-                "as_of": datetime.fromisoformat(as_of),
-                "churn_probability": p,
-                "predicted_value": 100.0,
-                "value_at_risk": [100.0 * x for x in p],
-                "tier": "gold",
-                "model_version": "3",
-                "reasons": "[]",
-            }
-        )
-        store.write_snapshot(eng, scores[["customer_id"]], scores, {"as_of": as_of})
-
-    run("2024-01-01", [0.1, 0.2])
-    run("2024-02-01", [0.3, 0.4])
-    run("2024-02-01", [0.5])  # the same as_of again: its rows replaced, b drops out of that run
-    a, b = store.score_history(eng, "a"), store.score_history(eng, "b")
-    assert a["churn_probability"].tolist() == [0.1, 0.5] and a["model_version"].tolist() == ["3", "3"]
-    assert a["as_of"].tolist() == [datetime(2024, 1, 1), datetime(2024, 2, 1)]
-    assert b["churn_probability"].tolist() == [0.2]
-    with pytest.raises(ValueError, match="tier"):  # refused before anything is written
-        only_ids = pd.DataFrame({"customer_id": ["c"]})
-        store.write_snapshot(eng, only_ids, only_ids, {})
-    assert store.read_rows(eng, store.SCORES, ["a", "c"])["customer_id"].tolist() == ["a"]
-
-
-def test_charts_say_their_numbers_and_escape_labels() -> None:
-    svg = str(charts.bars([("gold", 30), ("<b>", 10)], "Customers & tiers"))
-    assert "<title>Customers &amp; tiers</title>" in svg and "&lt;b&gt;" in svg and "<b>" not in svg
-    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', svg)]
-    assert widths[0] == pytest.approx(3 * widths[1], abs=0.2)
-    marked = str(charts.bars([("a", 0.5), ("b", 0.25), ("c", 0.1)], "PSI", fmt="{:.3f}", threshold=0.25))
-    assert marked.count(f'fill="{charts.LINE}"') == 2 and marked.count(f'fill="{charts.BAR}"') == 1
-    assert "threshold 0.250" in marked and "stroke-dasharray" in marked
-    under = str(charts.bars([("a", 0.05)], "PSI", threshold=0.25))  # the scale reaches the threshold
-    width = float(re.search(r'<rect [^>]*width="([\d.]+)"', under).group(1))
-    assert width == pytest.approx((480 - 110 - 90) * 0.05 / 0.25, abs=0.1)
-    line = str(charts.line([("Jan", 0.25), ("Feb", 0.75)], "P(churn)"))
-    assert "0.25" in line and "0.75" in line and line.count("<circle") == 2

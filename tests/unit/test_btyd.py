@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,8 +36,9 @@ from features.btyd import (
     fit_gamma_gamma,
     gamma_gamma_expected_spend,
 )
+from tests.helpers import ROOT
 
-CDNOW = Path(__file__).resolve().parents[1] / "features" / "datasets" / "cdnow_transactions.csv.gz"
+CDNOW = ROOT / "features" / "datasets" / "cdnow_transactions.csv.gz"
 CDNOW_PARAMS = BGNBDParams(r=0.2516, alpha=4.789, a=0.7234, b=2.161)
 RNG_SEED = 20050301
 

@@ -1,19 +1,16 @@
 """The webhook outbox against a real SQLite file and a real local HTTP receiver (no mocks of what we ship).
+Signing, verification and the Slack text alone are tested in tests/unit/test_outbox.py.
 
 Scheduling time is stepped with explicit ``now`` values; only the hang case waits (~0.2 s timeout).
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import random
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,113 +18,12 @@ import pytest
 import sqlalchemy as sa
 
 from serving import store
-from serving.delivery import Endpoint, SignatureError, deliver_due, http_post, sign, slack_text, verify
+from serving.delivery import Endpoint, deliver_due, http_post
 from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
+from tests.helpers.webhooks import ALERT, WebhookReceiver
+from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
 
-SECRET = "whsec_" + base64.b64encode(b"diamond-outbox-test-secret-32byt").decode()
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-ALERT = {
-    "alert_id": "a-17",
-    "customer_id": "C-0042",
-    "tier": "gold",
-    "churn_probability": 0.873,
-    "value_at_risk": 1234.5,
-    "reasons": ["no order in 90 days", "support tickets up", "discount expired", "fourth reason"],
-}
-
-
-# ------------------------------------------------------------------------------------------ receiver
-
-
-@dataclass
-class Received:
-    webhook_id: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A hung handler writing to a socket the client already closed is expected here."""
-
-
-class Receiver:
-    """A Standard Webhooks receiver: verifies signatures, records every request, processes each id once.
-
-    ``mode``: 'ok' (200), 'fail' (500) or 'hang' (no answer until released, past the sender's timeout).
-    """
-
-    def __init__(self, secret: str = SECRET, port: int = 0) -> None:
-        self.secret = secret
-        self.mode = "ok"
-        self.requests: list[Received] = []  # every authentic request, duplicates included
-        self.processed: dict[str, bytes] = {}  # de-duplicated by webhook-id: the receiver's side effects
-        self.rejected: list[str] = []
-        self.release = threading.Event()
-        self._lock = threading.Lock()
-        self.server = _QuietServer(("127.0.0.1", port), self._handler())
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hooks/retention"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
-        self._running = True
-
-    @property
-    def ids(self) -> list[str]:
-        return [r.webhook_id for r in self.requests]
-
-    def stop(self) -> None:
-        if self._running:
-            self._running = False
-            self.release.set()
-            self.server.shutdown()
-            self.server.server_close()
-            self._thread.join(timeout=5)
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int) -> None:
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = dict(self.headers.items())
-                try:
-                    verify(receiver.secret, headers, body)
-                except SignatureError as exc:
-                    receiver.rejected.append(str(exc))
-                    self._reply(401)
-                    return
-                webhook_id = self.headers["webhook-id"]
-                with receiver._lock:
-                    receiver.requests.append(Received(webhook_id, headers, body))
-                if receiver.mode == "fail":
-                    self._reply(500)
-                    return
-                if receiver.mode == "hang":
-                    receiver.release.wait(5)
-                    return
-                with receiver._lock:
-                    receiver.processed.setdefault(webhook_id, body)  # already seen: success, no side effect
-                self._reply(200)
-
-        return Handler
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.stop()
 
 
 @pytest.fixture
@@ -139,7 +35,7 @@ def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-def endpoint(rec: Receiver, fmt: str = "json", timeout_s: float = 2.0) -> dict[str, Endpoint]:
+def endpoint(rec: WebhookReceiver, fmt: str = "json", timeout_s: float = 2.0) -> dict[str, Endpoint]:
     return {"crm": Endpoint(name="crm", url=rec.url, secret=SECRET, format=fmt, timeout_s=timeout_s)}  # type: ignore[arg-type]
 
 
@@ -151,60 +47,6 @@ def row(engine: sa.Engine, webhook_id: str) -> dict[str, Any]:
         if out[key] is not None:
             out[key] = out[key].replace(tzinfo=UTC)
     return out
-
-
-# ------------------------------------------------------------------------------------------- signing
-
-
-def test_signature_matches_the_standard_webhooks_test_vector() -> None:
-    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-    body = '{"test": 2432232314}'
-    signature = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body)
-    assert signature == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-    headers = {
-        "Webhook-Id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
-        "Webhook-Timestamp": "1614265330",
-        "Webhook-Signature": f"v1,bm9wZQ== {signature}",  # rotation: any one valid signature passes
-    }
-    verify(secret, headers, body.encode(), now=1614265330 + 299)
-
-
-def test_verify_rejects_tampering_wrong_secret_replay_and_missing_headers() -> None:
-    now = int(time.time())
-    body = json.dumps(ALERT).encode()
-    headers = {
-        "webhook-id": "msg_1",
-        "webhook-timestamp": str(now),
-        "webhook-signature": sign(SECRET, "msg_1", now, body),
-    }
-    verify(SECRET, headers, body)
-    verify(
-        "raw text secret", {**headers, "webhook-signature": sign("raw text secret", "msg_1", now, body)}, body
-    )
-
-    with pytest.raises(SignatureError, match="tampered"):
-        verify(SECRET, headers, body.replace(b"C-0042", b"C-9999"))
-    with pytest.raises(SignatureError, match="wrong secret"):
-        verify("whsec_" + base64.b64encode(b"another secret").decode(), headers, body)
-    with pytest.raises(SignatureError, match="too old"):
-        verify(SECRET, headers, body, now=now + 301)  # a captured request replayed 5 minutes later
-    old = now - 3600  # re-signed with an old timestamp: still a replay
-    with pytest.raises(SignatureError, match="too old"):
-        verify(
-            SECRET,
-            {**headers, "webhook-timestamp": str(old), "webhook-signature": sign(SECRET, "msg_1", old, body)},
-            body,
-        )
-    with pytest.raises(SignatureError, match="future"):
-        verify(SECRET, headers, body, now=now - 301)
-    with pytest.raises(SignatureError, match="webhook-id"):
-        verify(SECRET, {k: v for k, v in headers.items() if k != "webhook-id"}, body)
-    with pytest.raises(SignatureError, match="missing"):
-        verify(SECRET, {**headers, "webhook-signature": ""}, body)
-    with pytest.raises(SignatureError, match="unix seconds"):
-        verify(SECRET, {**headers, "webhook-timestamp": "yesterday"}, body)
-    with pytest.raises(SignatureError, match="no matching v1 signature"):
-        verify(SECRET, {**headers, "webhook-id": "msg_2"}, body)  # a signature is bound to its id
 
 
 # ------------------------------------------------------------------------------------------- storage
@@ -233,7 +75,7 @@ def test_enqueue_is_idempotent(engine: sa.Engine) -> None:
 # ------------------------------------------------------------------------------------------ delivery
 
 
-def test_delivered_once_with_a_valid_signature(engine: sa.Engine, receiver: Receiver) -> None:
+def test_delivered_once_with_a_valid_signature(engine: sa.Engine, receiver: WebhookReceiver) -> None:
     wid = enqueue(engine, "crm", ALERT, webhook_id="alert_a-17_v1", now=T0)
     later = enqueue(engine, "crm", ALERT, now=T0 + timedelta(hours=1))  # not due yet
     enqueue(engine, "unconfigured", ALERT, now=T0)  # no endpoint: left alone, still pending
@@ -256,7 +98,9 @@ def test_delivered_once_with_a_valid_signature(engine: sa.Engine, receiver: Rece
     assert pending_count(engine) == 2
 
 
-def test_500_then_recovery_resends_the_same_id_once_processed(engine: sa.Engine, receiver: Receiver) -> None:
+def test_500_then_recovery_resends_the_same_id_once_processed(
+    engine: sa.Engine, receiver: WebhookReceiver
+) -> None:
     wid = enqueue(engine, "crm", ALERT, now=T0)
     receiver.mode = "fail"
     report = deliver_due(engine, endpoint(receiver), now=T0, rng=random.Random(1))
@@ -277,7 +121,7 @@ def test_500_then_recovery_resends_the_same_id_once_processed(engine: sa.Engine,
     assert row(engine, wid)["last_error"] is None
 
 
-def test_hanging_receiver_times_out_and_is_retried(engine: sa.Engine, receiver: Receiver) -> None:
+def test_hanging_receiver_times_out_and_is_retried(engine: sa.Engine, receiver: WebhookReceiver) -> None:
     wid = enqueue(engine, "crm", ALERT, now=T0)
     receiver.mode = "hang"
     started = time.monotonic()
@@ -295,7 +139,7 @@ def test_hanging_receiver_times_out_and_is_retried(engine: sa.Engine, receiver: 
 
 
 def test_receiver_down_backs_off_then_dead_letters_then_retry_dead(
-    engine: sa.Engine, receiver: Receiver
+    engine: sa.Engine, receiver: WebhookReceiver
 ) -> None:
     wid = enqueue(engine, "crm", ALERT, now=T0)
     endpoints = endpoint(receiver)
@@ -339,15 +183,12 @@ def test_receiver_down_backs_off_then_dead_letters_then_retry_dead(
     with pytest.raises(LookupError):
         retry_dead(engine, wid)
 
-    back = Receiver(port=port)  # the receiver comes back at the same address
-    try:
-        assert deliver_due(engine, endpoints, now=now).delivered == 1
-        assert back.ids == [wid]
-    finally:
-        back.stop()
+    receiver.start()  # the receiver comes back at the same address
+    assert deliver_due(engine, endpoints, now=now).delivered == 1
+    assert receiver.ids == [wid] and receiver.port == port
 
 
-def test_receiver_shut_down_mid_run_loses_nothing(engine: sa.Engine, receiver: Receiver) -> None:
+def test_receiver_shut_down_mid_run_loses_nothing(engine: sa.Engine, receiver: WebhookReceiver) -> None:
     ids = [
         enqueue(engine, "crm", {**ALERT, "alert_id": f"a-{i}"}, webhook_id=f"alert_{i}", now=T0)
         for i in range(3)
@@ -362,16 +203,13 @@ def test_receiver_shut_down_mid_run_loses_nothing(engine: sa.Engine, receiver: R
     assert (report.delivered, report.retried, report.dead) == (1, 2, 0)
     assert pending_count(engine) == 2
 
-    back = Receiver(port=receiver.port)
-    try:
-        report = deliver_due(engine, endpoint(back), now=T0 + timedelta(minutes=5))
-        assert report.delivered == 2
-        assert sorted([*receiver.processed, *back.processed]) == ids
-    finally:
-        back.stop()
+    receiver.start()  # back at the same address
+    report = deliver_due(engine, endpoint(receiver), now=T0 + timedelta(minutes=5))
+    assert report.delivered == 2
+    assert sorted(receiver.processed) == ids and receiver.duplicates == 0  # each id processed once
 
 
-def test_slack_format_is_a_signed_text_message(engine: sa.Engine, receiver: Receiver) -> None:
+def test_slack_format_is_a_signed_text_message(engine: sa.Engine, receiver: WebhookReceiver) -> None:
     enqueue(engine, "crm", ALERT, now=T0)
     assert deliver_due(engine, endpoint(receiver, fmt="slack"), now=T0).delivered == 1
     assert receiver.rejected == []  # still signed, and the signature covers the Slack body
@@ -383,23 +221,12 @@ def test_slack_format_is_a_signed_text_message(engine: sa.Engine, receiver: Rece
     )
 
 
-def test_slack_text_handles_missing_fields_and_escapes_mentions() -> None:
-    assert slack_text({"customer_id": "<!channel>", "churn_probability": 0.5}) == (
-        "Retention alert: customer &lt;!channel&gt; - churn probability 50%"
-    )
-    assert (
-        slack_text({"tier": "bronze", "value_at_risk": 10})
-        == "Retention alert (bronze tier) - value at risk 10.00"
-    )
-    assert slack_text({"other": 1}) == 'Retention alert: {"other":1}'
-
-
 class SimulatedKill(BaseException):
     """Like SIGKILL for the purposes of the worker: nothing after the POST runs, no commit, no cleanup."""
 
 
 def test_error_after_the_receiver_got_it_is_resent_with_the_same_id(
-    engine: sa.Engine, receiver: Receiver
+    engine: sa.Engine, receiver: WebhookReceiver
 ) -> None:
     wid = enqueue(engine, "crm", ALERT, now=T0)
 
@@ -415,7 +242,7 @@ def test_error_after_the_receiver_got_it_is_resent_with_the_same_id(
 
 
 def test_kill_between_post_and_commit_resends_after_restart(
-    tmp_path: Path, engine: sa.Engine, receiver: Receiver
+    tmp_path: Path, engine: sa.Engine, receiver: WebhookReceiver
 ) -> None:
     wid = enqueue(engine, "crm", ALERT, now=T0)
 

@@ -15,7 +15,7 @@ from core.config import ConfigError
 from features.config import DatasetConfig
 from features.engine import EngineConfig
 from serving.config import ServingConfig
-from tests.conftest import run_diamond
+from tests.helpers import run_diamond
 from training.config import TrainingConfig
 from training.tracking import MlflowConfig
 from training.tuning import SPACE

@@ -1,5 +1,6 @@
 """The notebooks run top to bottom and their asserts check the facts: the exploration notebooks (01_*) on
-the bundled CDNOW data, the model report (02) on a run the CLI trains into a private MLflow store."""
+the bundled CDNOW data, the model report (02) on a run the CLI trained (the shared `synthetic_champion`),
+in a private copy of its MLflow store."""
 
 from __future__ import annotations
 
@@ -8,23 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.conftest import run_diamond
+from tests.helpers import ROOT, copy_store
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-FOLDER = Path(__file__).resolve().parents[1] / "notebooks"
+FOLDER = ROOT / "notebooks"
 NOTEBOOKS = sorted(FOLDER.glob("[0-9][0-9]_*.ipynb"))
 EXPLORATION = [p for p in NOTEBOOKS if p.name.startswith("01_")]
 REPORT = FOLDER / "02_model_report.ipynb"
-# a small, fast model: one Optuna trial, 50 shallow trees
-SMALL = {
-    "trials": 1,
-    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
-}
 
 
 def _execute(path: Path, cwd: Path) -> Any:
@@ -74,20 +69,19 @@ def test_notebook_executes(
     _execute(path, tmp_path)
 
 
-def test_model_report_executes_on_a_trained_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Train a small model with the CLI into a private MLflow store, then report on its run. The store is this
-    test's own (not the session's): its champion must not meet the gate of another test's training run."""
+def test_model_report_executes_on_a_trained_run(
+    synthetic_champion: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Report on the run of a small model the CLI trained (the `synthetic_champion`), in this test's own copy
+    of its store: its champion must not meet the gate of another test's training run."""
     store = tmp_path / "mlflow.yaml"
     store.write_text(
         f"tracking_uri: sqlite:///{tmp_path / 'mlflow.db'}\nartifact_root: {tmp_path / 'artifacts'}\n",
         encoding="utf-8",
     )
-    monkeypatch.setenv("DIAMOND_MLFLOW_CONFIG", str(store))  # the CLI and the kernel inherit the environment
-    history = tmp_path / "history"
-    run_diamond("data", "synthetic", "--customers", "1500", "--out", str(history))
-    config = tmp_path / "small.yaml"
-    config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
-    trained = run_diamond("train", "--data", str(history), "--config", str(config), cwd=tmp_path).stdout
+    monkeypatch.setenv("DIAMOND_MLFLOW_CONFIG", str(store))  # the kernel inherits the environment
+    copy_store(synthetic_champion, tmp_path)
+    trained = (synthetic_champion / "train.out").read_text(encoding="utf-8")
     found = re.search(r"MLflow run ([0-9a-f]{32}), registered diamond version \d+", trained)
     assert found, f"no run id in the output of diamond train:\n{trained}"
     run_id = found.group(1)

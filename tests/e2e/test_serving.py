@@ -1,74 +1,51 @@
 """The scoring service as a CRM system meets it: a real `diamond serve` (BentoML) on 127.0.0.1, a model
 trained in the test and promoted in a real MLflow store, a batch snapshot written by `diamond score`, and
-real HTTP calls."""
+real HTTP calls. API keys read from a file are tested in tests/unit/test_serving.py."""
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import httpx
 import pandas as pd
 import pytest
 import yaml
 
-from serving.delivery import SignatureError, verify
-from tests.conftest import API_KEY as KEY
-from tests.conftest import CUTOFF, run_diamond, serve_champion
-
-SECRET = "whsec_" + base64.b64encode(b"a shared webhook secret").decode()
-
-
-class Receiver(BaseHTTPRequestHandler):
-    """A CRM's webhook endpoint: verifies every signature, records the webhook ids it accepted."""
-
-    received: ClassVar[list[tuple[str, dict]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        try:
-            verify(SECRET, dict(self.headers.items()), body)
-        except SignatureError:
-            self.send_response(401)
-        else:
-            Receiver.received.append((self.headers["webhook-id"], json.loads(body)))
-            self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
+from tests.helpers import API_KEY as KEY
+from tests.helpers import CUTOFF, ROOT, free_port, run_diamond, serve_champion
+from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
+from tests.helpers.webhooks import WebhookReceiver
 
 
 @pytest.fixture(scope="module")
-def server(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def crm() -> Iterator[WebhookReceiver]:
+    """The CRM's webhook endpoint, answering 204."""
+    receiver = WebhookReceiver(ok_status=204)
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    cdnow_champion: Path, cdnow_dir: Path, crm: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
     """A served champion whose batch run delivered its alerts to a local webhook receiver; promotions are
     noticed within half a second."""
     work = tmp_path_factory.mktemp("serving")
-    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=receiver.serve_forever, daemon=True).start()
-    hook = {
-        "name": "crm",
-        "url": f"http://127.0.0.1:{receiver.server_port}/hooks",
-        "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET",
-    }
-    webhooks = {**yaml.safe_load((Path(__file__).parents[1] / "serving.yaml").read_text())["webhooks"]}
-    try:
-        with serve_champion(
-            cdnow_dir,
-            work,
-            serving={"poll_s": 0.5, "webhooks": {**webhooks, "endpoints": [hook]}},
-            env={"DIAMOND_TEST_WEBHOOK_SECRET": SECRET},
-        ) as url:
-            yield url, work
-    finally:
-        receiver.shutdown()
+    hook = {"name": "crm", "url": crm.url, "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET"}
+    webhooks = {**yaml.safe_load((ROOT / "serving.yaml").read_text())["webhooks"]}
+    with serve_champion(
+        cdnow_champion,
+        cdnow_dir,
+        work,
+        serving={"poll_s": 0.5, "webhooks": {**webhooks, "endpoints": [hook]}},
+        env={"DIAMOND_TEST_WEBHOOK_SECRET": SECRET},
+    ) as url:
+        yield url, work
 
 
 def _score(url: str, body: object, key: str | None = KEY) -> httpx.Response:
@@ -76,14 +53,16 @@ def _score(url: str, body: object, key: str | None = KEY) -> httpx.Response:
     return httpx.post(f"{url}/score", json=body, headers=headers, timeout=60)
 
 
-def test_batch_scoring_raised_alerts_and_delivered_them_signed(server: tuple[str, Path]) -> None:
+def test_batch_scoring_raised_alerts_and_delivered_them_signed(
+    server: tuple[str, Path], crm: WebhookReceiver
+) -> None:
     _, work = server
     out = (work / "score.out").read_text(encoding="utf-8").replace("\n", " ")
     notified = int(re.search(r"([\d,]+) to notify", out).group(1).replace(",", ""))
     assert notified > 0 and f"webhooks: {notified:,} delivered, 0 to retry, 0 dead" in out
-    ids = [i for i, _ in Receiver.received]
-    assert len(ids) == len(set(ids)) == notified  # each alert once, every signature valid
-    payload = Receiver.received[0][1]
+    assert crm.rejected == []  # every signature valid
+    assert len(crm.ids) == len(set(crm.ids)) == notified  # each alert once
+    payload = json.loads(crm.requests[0].body)
     for field in ("customer_id", "kind", "tier", "churn_probability", "value_at_risk", "reasons", "playbook"):
         assert field in payload
     listed = run_diamond("alerts", "list", "--limit", "3", cwd=work).stdout
@@ -251,20 +230,6 @@ def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str,
     assert _score(url, {"customers": [{"customer_id": "00002"}]}).json()["model_version"] == good
 
 
-def test_api_keys_from_a_file_of_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.config import ConfigError
-    from serving.config import api_key_hashes, hash_key
-
-    keys = tmp_path / "keys"
-    keys.write_text(f"# team keys\n{hash_key('alpha')}\n\n{hash_key('beta')}  # ops\n", encoding="utf-8")
-    monkeypatch.delenv("DIAMOND_API_KEYS", raising=False)
-    monkeypatch.setenv("DIAMOND_API_KEY_FILE", str(keys))
-    assert api_key_hashes() == {hash_key("alpha"), hash_key("beta")}
-    keys.write_text("alpha\n", encoding="utf-8")  # a raw key where a hash belongs: refused, with the line
-    with pytest.raises(ConfigError, match="line 1: expected a sha256 hex digest"):
-        api_key_hashes()
-
-
 def _register_incompatible(work: Path, version: str) -> str:
     """A copy of `version` whose artefact names a feature set this code does not know, registered as a new
     version and made champion; returns the new version."""
@@ -311,8 +276,6 @@ def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
 ) -> None:
     """A fresh start has no last good model to fall back on: the champion is now the incompatible version
     (test above), so `diamond serve` exits at once with a clear message instead of serving 503s."""
-    from tests.conftest import free_port
-
     _, work = server
     done = run_diamond("serve", "--port", str(free_port()), cwd=work, check=False)
     assert done.returncode == 2, done.stdout + done.stderr
@@ -323,8 +286,6 @@ def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
 def test_serve_refuses_to_start_when_the_tracking_store_is_unreachable(
     server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.conftest import free_port
-
     _, work = server
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     done = run_diamond("serve", "--port", str(free_port()), cwd=work, check=False)

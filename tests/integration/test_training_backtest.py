@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
-from tests.conftest import run_diamond
+from tests.helpers import run_diamond
 
 CUTOFF = "1997-09-30"
 SMALL = {

@@ -1,14 +1,13 @@
-"""The bundled real data: CDNOW loads with exactly the published counts and totals."""
+"""The bundled real data: CDNOW, written by `diamond data cdnow`, loads with exactly the published counts and
+totals. Converting the original file and refusing to overwrite are in tests/unit/test_cdnow.py."""
 
 from __future__ import annotations
 
-import gzip
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
 
-from features.datasets import cdnow
 from features.history import load_history
 
 
@@ -34,32 +33,3 @@ def test_cdnow_repeated_rows_are_separate_orders(cdnow_dir: Path) -> None:
     ).fetchall()[0][0]
     assert repeats == 255  # same customer, day, CDs and dollars: real repeat purchases
     assert con.execute("SELECT count(DISTINCT order_id) FROM tx").fetchall()[0][0] == 69_659
-
-
-def test_from_master_txt_converts_the_original_format(tmp_path: Path) -> None:
-    source = tmp_path / "CDNOW_master.txt"
-    source.write_text(
-        " customer_id  date number_of_cds  dollar_value\n"
-        " 00001 19970101  1   11.77\n 00002 19970112  1   12.00\n 00002 19970112  1   12.00\n"
-    )
-    out = tmp_path / "t.csv.gz"
-    assert cdnow.from_master_txt(source, out) == 3
-    with gzip.open(out, "rt") as fh:
-        lines = fh.read().splitlines()
-    assert lines == [
-        "customer_id,timestamp,amount,quantity,order_id",
-        "00001,1997-01-01,11.77,1,L00002",
-        "00002,1997-01-12,12.00,1,L00003",
-        "00002,1997-01-12,12.00,1,L00004",
-    ]
-
-
-def test_write_refuses_a_non_empty_folder(tmp_path: Path) -> None:
-    (tmp_path / "keep.txt").write_text("mine")
-    try:
-        cdnow.write(tmp_path)
-    except FileExistsError as exc:
-        assert "not empty" in str(exc)
-    else:
-        raise AssertionError("cdnow.write overwrote a non-empty folder")
-    assert (tmp_path / "keep.txt").read_text() == "mine"

@@ -36,9 +36,9 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import APIOperation, BaseSchema, Case, GenerationMode, Response, checks
 from schemathesis.core.failures import FailureGroup
 
-from tests.conftest import API_KEY as KEY
+from tests.helpers import API_KEY as KEY
+from tests.helpers import AUTH
 
-AUTH = {"Authorization": f"Bearer {KEY}"}
 # Hypothesis examples per operation and generation mode (`make bench-reliability` sends ten times more)
 EXAMPLES = int(os.environ.get("DIAMOND_FUZZ_EXAMPLES", "30"))
 OPEN = ("GET /healthz", "GET /livez", "GET /readyz")

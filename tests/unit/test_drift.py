@@ -1,11 +1,11 @@
-"""PSI and reference binning on hand-built frames with hand-computed values; the drift judgement; the
-model-health alert's lifecycle in a real SQLite store beside customer alerts; the retrain decision."""
+"""PSI and reference binning on hand-built frames with hand-computed values; the drift judgement; the retrain
+decision and its lock. The model-health alert's lifecycle in a store is in tests/integration/test_drift.py."""
 
 from __future__ import annotations
 
 import math
 import os
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from core.config import ConfigError, parse
-from serving import alert_rules, alert_store, monitoring, store
-from serving.config import AlertConfig, DriftConfig, ServingConfig
+from serving import monitoring
+from serving.config import DriftConfig, ServingConfig
 from training import drift, retrain
 from training.config import RetrainConfig
 
@@ -103,47 +103,6 @@ def test_assess_counts_watched_columns_and_any_score() -> None:
         parse(ServingConfig, {"drift": {"watch": ["labels"]}}, "serving.yaml")
     with pytest.raises(ConfigError, match=r"serving\.yaml: unknown key\(s\) drift\.psi "):
         parse(ServingConfig, {"drift": {"psi": 0.2}}, "serving.yaml")
-
-
-def test_model_health_alert_lifecycle_beside_customer_alerts(tmp_path: Path) -> None:
-    eng = store.engine(f"sqlite:///{tmp_path / 'store.db'}")
-    config = AlertConfig.model_validate(
-        {"rules": [{"kind": "risk", "min_churn_probability": 0.5}], "cooldown_hours": 72}
-    )
-    scores = pd.DataFrame(
-        {
-            "customer_id": ["c1"],
-            "tier": ["gold"],
-            "churn_probability": [0.9],
-            "predicted_value": [100.0],
-            "value_at_risk": [90.0],
-        }
-    )
-    store.prepare(eng)
-    alert_store.sync_alerts(eng, T0, alert_rules.evaluate(scores, config, None, T0), config)
-    drifted = monitoring.assess({"amount_90d": 1.2, "predicted_value": 0.1}, DriftConfig())
-    opened = monitoring.raise_health(eng, drifted, T0, config)
-    assert opened.opened == 1 and len(opened.notify) == 1
-    live = alert_store.list_alerts(eng, status="live")
-    model = live[live["customer_id"] == alert_rules.MODEL_ID].iloc[0]
-    assert model["kind"] == "model-health" and model["reasons"] == ["feature amount_90d: PSI 1.200 >= 0.25"]
-
-    # the same drift a day later: the same alert, updated, not re-notified within the cool-down
-    again = monitoring.raise_health(eng, drifted, T0 + timedelta(days=1), config)
-    assert (again.opened, again.updated, again.notify) == (0, 1, [])
-    # customer alerts synced without candidates resolve customer alerts only
-    none = alert_rules.evaluate(scores.iloc[:0], config, None, T0)
-    cleared = alert_store.sync_alerts(eng, T0 + timedelta(days=1), none, config)
-    assert cleared.resolved == 1
-    assert list(alert_store.list_alerts(eng, status="live")["customer_id"]) == [alert_rules.MODEL_ID]
-    # back under the threshold: the model-health alert resolves itself
-    calm = monitoring.assess({"amount_90d": 0.05, "predicted_value": 0.01}, DriftConfig())
-    resolved = monitoring.raise_health(eng, calm, T0 + timedelta(days=2), config)
-    assert resolved.resolved == 1 and alert_store.list_alerts(eng, status="live").empty
-    row = alert_store.list_alerts(eng, status="resolved").set_index("customer_id").loc[alert_rules.MODEL_ID]
-    assert row["resolved_by"] == "auto"
-    with pytest.raises(ValueError, match="reserved for model alerts"):
-        alert_store.sync_alerts(eng, T0, monitoring.health_candidates(drifted, T0), config)
 
 
 def test_retrain_reasons() -> None:

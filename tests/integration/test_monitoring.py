@@ -1,7 +1,8 @@
 """The model report, the drift watch and `diamond retrain`, end to end through the real CLI on synthetic
 histories, with a real MLflow store, serving store and lock file in a temporary folder.
 
-One small model is trained once for the module; the tests then run in file order (the no-op retrain
+One small model, trained once per test run on a 1,500-customer history (the `synthetic_champion`), is the
+champion of the module's own copy of its store; the tests then run in file order (the no-op retrain
 first, before any drift exists; the drift test leaves a model-health alert the drift retrain acts on).
 """
 
@@ -22,7 +23,7 @@ import pytest
 import yaml
 
 from features.datasets import synthetic
-from tests.conftest import DIAMOND, SMALL_TRAINING, run_diamond
+from tests.helpers import DIAMOND, SMALL_TRAINING, copy_store, run_diamond
 
 CUSTOMERS = 1500
 
@@ -56,7 +57,7 @@ def _shift(source: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(synthetic_champion: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     work = tmp_path_factory.mktemp("monitoring")
     saved = dict(os.environ)
     os.environ.update(
@@ -65,17 +66,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         DIAMOND_USER="test-user",
     )
     try:
-        names = ("train", "unshifted", "shifted")
-        histories = {name: work / f"h-{name}" for name in names}
-        synthetic.write(histories["train"], CUSTOMERS, seed=0)
+        histories = {name: work / f"h-{name}" for name in ("unshifted", "shifted")}
+        histories["train"] = synthetic_champion / "history"  # seed 0, the champion's (read-only)
         synthetic.write(histories["unshifted"], CUSTOMERS, seed=1)
         _shift(histories["unshifted"], histories["shifted"])
         small, refuse = work / "small.yaml", work / "refuse.yaml"
         small.write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
         never = {**SMALL_TRAINING, "gate": {"min_churn_auc_gain": 1.0}}
         refuse.write_text(yaml.safe_dump(never), encoding="utf-8")
-        args = ("train", "--data", str(histories["train"]), "--config", str(small))
-        trained = run_diamond(*args, cwd=work).stdout
+        copy_store(synthetic_champion, work)  # the small model trained on histories["train"], version 1
+        trained = (synthetic_champion / "train.out").read_text(encoding="utf-8")
         run_id = re.search(r"MLflow run (\w+)", trained).group(1)
         yield World(work, histories, small, refuse, run_id)
     finally:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from tests.conftest import run_diamond
+from tests.helpers import SMALL_TRAINING, run_diamond
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,8 @@ def test_demo_runs_end_to_end_and_says_where_results_are(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")  # its own, empty store
     config = tmp_path / "training.yaml"
-    config.write_text("trials: 2\n", encoding="utf-8")
+    # two Optuna trials of small models: what is checked here is the sequence and what it prints
+    config.write_text(yaml.safe_dump({**SMALL_TRAINING, "trials": 2}), encoding="utf-8")
     result = run_diamond("demo", "--out", str(tmp_path / "out"), "--config", str(config), cwd=tmp_path)
     text = result.stdout.replace("\n", "")
     predictions = tmp_path / "out" / "cdnow_backtest_1997-09-30_273d.parquet"

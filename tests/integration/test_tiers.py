@@ -1,5 +1,4 @@
-"""Value tiers with hysteresis, their stored state and history, and RFM segments: hand-built frames,
-hand-computed expectations, real SQLite files."""
+"""The tier store: state, history and movements over runs, in real SQLite files."""
 
 from __future__ import annotations
 
@@ -9,14 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-import yaml
 
-from core.config import ConfigError, parse
 from serving import store
-from serving.config import ServingConfig, TierConfig
-from serving.hysteresis import apply_hysteresis
 from serving.tier_store import tier_history, tier_movements, update_tiers
-from training.rfm import RfmRank, RfmReference, rfm_segment, rfm_segments
 
 ORDER = ["diamond", "gold", "silver", "bronze"]
 T0 = datetime(2024, 6, 1)
@@ -38,80 +32,6 @@ def engine(tmp_path: Path) -> sa.Engine:
 
 
 # --- hysteresis (pure) --------------------------------------------------------------------------------------
-
-
-def test_promotion_is_immediate_and_resets_the_counter() -> None:
-    previous = pd.DataFrame({"customer_id": ["a", "b"], "tier": ["silver", "gold"], "runs_below": [0, 1]})
-    out = _by_id(apply_hysteresis(previous, _raw(a="gold", b="diamond"), ORDER, demote_after=2))
-    assert out["a"] == {
-        "customer_id": "a",
-        "tier": "gold",
-        "tier_raw": "gold",
-        "runs_below": 0,
-        "changed": True,
-        "previous_tier": "silver",
-    }
-    assert (out["b"]["tier"], out["b"]["runs_below"], out["b"]["changed"]) == ("diamond", 0, True)
-
-
-def test_demotion_waits_for_k_consecutive_runs_below_then_takes_the_latest_raw_tier() -> None:
-    state = pd.DataFrame({"customer_id": ["a"], "tier": ["gold"], "runs_below": [0]})
-    first = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=2)
-    assert first.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["gold", 1, False]
-    second = apply_hysteresis(first, _raw(a="bronze"), ORDER, demote_after=2)  # 2nd run below: demote
-    assert second.loc[0, ["tier", "tier_raw", "runs_below", "changed", "previous_tier"]].tolist() == [
-        "bronze",
-        "bronze",
-        0,
-        True,
-        "gold",
-    ]
-    now = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=1)  # K = 1: demote at once
-    assert now.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["silver", 0, True]
-
-
-def test_a_run_at_the_current_tier_resets_the_counter() -> None:
-    state = pd.DataFrame({"customer_id": ["a"], "tier": ["gold"], "runs_below": [0]})
-    below = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=2)
-    back = apply_hysteresis(below, _raw(a="gold"), ORDER, demote_after=2)
-    assert back.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["gold", 0, False]
-    again = apply_hysteresis(back, _raw(a="silver"), ORDER, demote_after=2)  # counting starts over
-    assert again.loc[0, ["tier", "runs_below"]].tolist() == ["gold", 1]
-
-
-def test_new_customers_take_their_raw_tier_and_absent_ones_are_not_returned() -> None:
-    state = pd.DataFrame({"customer_id": ["gone"], "tier": ["gold"], "runs_below": [1]})
-    out = apply_hysteresis(state, _raw(n="silver"), ORDER, demote_after=3)
-    assert out.to_dict("records") == [
-        {
-            "customer_id": "n",
-            "tier": "silver",
-            "tier_raw": "silver",
-            "runs_below": 0,
-            "changed": False,
-            "previous_tier": None,
-        }
-    ]
-    assert apply_hysteresis(None, _raw(n="bronze"), ORDER, 3)["tier"].tolist() == ["bronze"]
-
-
-def test_bad_inputs_are_named() -> None:
-    with pytest.raises(ValueError, match="platinum"):
-        apply_hysteresis(None, _raw(a="platinum"), ORDER, 2)
-    with pytest.raises(ValueError, match="repeated"):
-        apply_hysteresis(None, pd.DataFrame({"customer_id": ["a", "a"], "tier_raw": ["gold"] * 2}), ORDER, 2)
-    with pytest.raises(ValueError, match="demote_after"):
-        apply_hysteresis(None, _raw(a="gold"), ORDER, 0)
-
-
-def test_tier_config_from_yaml() -> None:
-    raw = yaml.safe_load("tiers:\n  demote_after: 3\n  order: [diamond, gold, silver, bronze]\n")["tiers"]
-    assert TierConfig.model_validate(raw) == TierConfig(demote_after=3, order=tuple(ORDER))
-    with pytest.raises(ConfigError, match=r"serving\.yaml: unknown key\(s\) tiers\.demote_afer"):
-        parse(ServingConfig, {"tiers": {"demote_afer": 3}}, "serving.yaml")
-
-
-# --- storage ------------------------------------------------------------------------------------------------
 
 
 def test_update_tiers_stores_state_history_and_movements(engine: sa.Engine) -> None:
@@ -212,53 +132,3 @@ def test_a_failure_mid_write_leaves_nothing_behind(engine: sa.Engine) -> None:
 
 
 # --- RFM ----------------------------------------------------------------------------------------------------
-
-
-def test_rfm_segments_against_the_medians_of_the_population() -> None:
-    rows = pd.DataFrame(
-        {
-            "recency_days": [
-                5.0,
-                40.0,
-                None,
-                10.0,
-            ],  # never bought = infinitely old: median (10 + 40) / 2 = 25
-            "frequency_days": [4, 1, 0, 2],  # median 1.5
-            "monetary_sum": [100.0, 300.0, 0.0, 20.0],  # median 60
-        },
-        index=[10, 11, 12, 13],
-    )
-    assert RfmReference.fit(rows) == RfmReference(25.0, 1.5, 60.0)
-    out = rfm_segments(rows)
-    assert out.index.tolist() == [10, 11, 12, 13]
-    assert out.tolist() == ["important-value", "important-win-back", "general-win-back", "general-value"]
-
-
-@pytest.mark.parametrize(
-    ("recency", "frequency", "monetary", "segment"),
-    [
-        (10, 5, 200, "important-value"),
-        (10, 1, 200, "important-develop"),
-        (60, 5, 200, "important-retain"),
-        (60, 1, 200, "important-win-back"),
-        (10, 5, 50, "general-value"),
-        (10, 1, 50, "general-develop"),
-        (60, 5, 50, "general-retain"),
-        (None, 0, 0, "general-win-back"),
-        (30, 2, 100, "general-win-back"),  # at the median is not above it
-    ],
-)
-def test_rfm_segment_of_one_customer(
-    recency: float | None, frequency: int, monetary: float, segment: str
-) -> None:
-    assert rfm_segment(recency, frequency, monetary, RfmReference(30.0, 2.0, 100.0)) == segment
-
-
-def test_rfm_reference_from_the_rank_a_model_ships() -> None:
-    """The rank stores riskiness (frequency and spend negated, never-bought recency as the largest float):
-    its medians, turned back, are the population's own."""
-    rows = pd.DataFrame(
-        {"recency_days": [10.0, 50.0, None], "frequency_days": [3, 1, 0], "monetary_sum": [30.0, 5.0, 0.0]}
-    )
-    shipped = RfmRank.from_dict(RfmRank.fit(rows).to_dict())
-    assert RfmReference.from_rank(shipped) == RfmReference.fit(rows) == RfmReference(50.0, 1.0, 5.0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_diamond
+from tests.helpers import run_diamond
 
 # a deliberately weak model: one depth-1 booster over features with almost no signal
 WEAK = {

@@ -38,19 +38,16 @@ Measured (pytest -s prints one ``RESULT`` line per scenario; numbers from a run 
 
 from __future__ import annotations
 
-import base64
 import os
 import re
 import shutil
 import signal
 import subprocess
-import threading
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,147 +57,16 @@ import yaml
 
 from serving import store
 from serving.config import ServingConfig
-from serving.delivery import DeliveryReport, SignatureError, deliver_due, verify
+from serving.delivery import DeliveryReport, deliver_due
 from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
-from tests.conftest import DIAMOND, run_diamond
+from tests.helpers import DIAMOND, run_diamond
+from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
+from tests.helpers.webhooks import WebhookReceiver
 
-SECRET = "whsec_" + base64.b64encode(b"diamond-reliability-test-secret!").decode()
 SECRET_ENV = "DIAMOND_TEST_RELIABILITY_SECRET"
 # alerts in the outbox at the start of every scenario (`make bench-reliability` enqueues 1,200)
 ENQUEUED = int(os.environ.get("DIAMOND_FAULT_ALERTS", "120"))
 LEASE_S = 300.0  # deliver_due's default lease; `diamond alerts deliver` cannot change it
-Fault = Callable[[str, int], str | None]  # (webhook id, n-th arrival of that id) -> None | "fail" | "slow"
-
-
-# ------------------------------------------------------------------------------------------ receiver
-
-
-class Ledger:
-    """What the receiver saw and did; survives the receiver being shut down and started again."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.arrivals: list[str] = []  # every authentic request, in order, duplicates and refusals included
-        self.per_id: Counter[str] = Counter()
-        self.bodies: dict[str, set[bytes]] = defaultdict(set)
-        self.accepted: dict[str, bytes] = {}  # de-duplicated by webhook-id: the receiver's side effects
-        self.duplicates = 0  # arrivals of an id already accepted (absorbed by the de-dup)
-        self.rejected: list[str] = []  # signature failures (must stay empty)
-        self.dropped = 0  # connections cut while "down" (never read, never recorded)
-        self.fault: Fault = lambda webhook_id, nth: None
-        self.slow_s = 0.6  # "slow": accept, then answer after this long (past the sender's timeout)
-        self.delay_s = 0.0  # every accepted request answers after this long
-        self.down = False
-        self.down_after: int | None = None  # go down right after the n-th accepted id
-        self.went_down = threading.Event()
-        self.hold_at: int | None = None  # hang on the n-th accepted id until `release`
-        self.held_id: str | None = None
-        self.held = threading.Event()
-        self.release = threading.Event()
-
-
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Writing to a sender that timed out or was killed is expected here."""
-
-
-def _handler(led: Ledger) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def _reply(self, status: int) -> None:
-            self.send_response(status)
-            self.send_header("content-length", "0")
-            self.end_headers()
-
-        def do_POST(self) -> None:
-            if led.down:  # the process is gone: the connection is cut, nothing is read or answered
-                with led.lock:
-                    led.dropped += 1
-                self.close_connection = True
-                return
-            body = self.rfile.read(int(self.headers.get("content-length", "0")))
-            try:
-                verify(SECRET, dict(self.headers.items()), body)
-            except SignatureError as exc:
-                with led.lock:
-                    led.rejected.append(str(exc))
-                self._reply(401)
-                return
-            webhook_id = self.headers["webhook-id"]
-            with led.lock:
-                led.arrivals.append(webhook_id)
-                led.per_id[webhook_id] += 1
-                nth = led.per_id[webhook_id]
-                led.bodies[webhook_id].add(body)
-            action = led.fault(webhook_id, nth)
-            if action == "fail":
-                self._reply(500)
-                return
-            with led.lock:
-                new = webhook_id not in led.accepted
-                if new:
-                    led.accepted[webhook_id] = body
-                else:
-                    led.duplicates += 1  # already processed: success, no second side effect
-                count = len(led.accepted)
-                going_down = new and led.down_after == count
-                if going_down:
-                    led.down = True
-                hold = new and led.hold_at == count
-            if action == "slow":
-                time.sleep(led.slow_s)
-            if led.delay_s:
-                time.sleep(led.delay_s)
-            if hold:
-                led.held_id = webhook_id
-                led.held.set()
-                led.release.wait(30)
-            self._reply(200)
-            if going_down:
-                led.went_down.set()
-
-    return Handler
-
-
-class Hook:
-    """The receiver process: a ThreadingHTTPServer on a random free port, restartable on the same port."""
-
-    def __init__(self) -> None:
-        self.ledger = Ledger()
-        self.port = 0
-        self._server: _QuietServer | None = None
-        self._thread: threading.Thread | None = None
-        self.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/retention"
-
-    def start(self) -> None:
-        self._server = _QuietServer(("127.0.0.1", self.port), _handler(self.ledger))
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(timeout=5)
-            self._server = None
-
-
-@pytest.fixture
-def hook() -> Iterator[Hook]:
-    h = Hook()
-    yield h
-    h.ledger.release.set()
-    h.stop()
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -242,12 +108,12 @@ def site(tmp_path: Path, filled_outbox: Path, monkeypatch: pytest.MonkeyPatch) -
     eng.dispose()
 
 
-def configure(site: Site, hook: Hook, *, max_attempts: int, timeout_s: float = 2.0) -> None:
+def configure(site: Site, receiver: WebhookReceiver, *, max_attempts: int, timeout_s: float = 2.0) -> None:
     webhooks = {
         "max_attempts": max_attempts,
         "base_delay_s": 0.05,
         "max_delay_s": 0.2,
-        "endpoints": [{"name": "crm", "url": hook.url, "secret_env": SECRET_ENV, "timeout_s": timeout_s}],
+        "endpoints": [{"name": "crm", "url": receiver.url, "secret_env": SECRET_ENV, "timeout_s": timeout_s}],
     }
     site.config.write_text(yaml.safe_dump({"webhooks": webhooks}), encoding="utf-8")
 
@@ -304,26 +170,25 @@ class Outcome:
     dead: int
 
 
-def outcome(scenario: str, site: Site, hook: Hook, extra_attempts: int = 0) -> Outcome:
+def outcome(scenario: str, site: Site, receiver: WebhookReceiver, extra_attempts: int = 0) -> Outcome:
     """Tally a finished scenario and check the invariants every scenario shares."""
-    led = hook.ledger
     rows = outbox(site)
     assert set(rows) == set(site.ids)
-    assert led.rejected == []  # every signature verified
-    assert all(len(bodies) == 1 for bodies in led.bodies.values())  # retries re-send the same bytes
-    assert set(led.arrivals) <= set(site.ids)
+    assert receiver.rejected == []  # every signature verified
+    assert all(len(bodies) == 1 for bodies in receiver.bodies.values())  # retries re-send the same bytes
+    assert set(receiver.ids) <= set(site.ids)
     assert all(r["status"] in ("delivered", "dead") for r in rows.values())  # nothing left pending
     dead = {w for w, r in rows.items() if r["status"] == "dead"}
     delivered = {w for w, r in rows.items() if r["status"] == "delivered"}
-    assert delivered == set(led.accepted)  # the store agrees with the receiver
-    lost = [w for w in site.ids if w not in led.accepted and w not in dead]
+    assert delivered == set(receiver.processed)  # the store agrees with the receiver
+    lost = [w for w in site.ids if w not in receiver.processed and w not in dead]
     result = Outcome(
         scenario,
         len(site.ids),
         sum(r["attempts"] for r in rows.values()) + extra_attempts,
-        len(led.arrivals),
-        led.duplicates,
-        len(led.accepted),
+        len(receiver.ids),
+        receiver.duplicates,
+        len(receiver.processed),
         len(lost),
         len(dead),
     )
@@ -339,49 +204,46 @@ def refuse_first(i: int) -> int:
     return 1 + i % 3 if i % 4 == 0 else 0
 
 
-def test_http_500_then_accept(site: Site, hook: Hook) -> None:
+def test_http_500_then_accept(site: Site, receiver: WebhookReceiver) -> None:
     refusals = {f"alert-{i}-v1-crm": refuse_first(i) for i in range(ENQUEUED)}
-    hook.ledger.fault = lambda webhook_id, nth: "fail" if nth <= refusals[webhook_id] else None
-    configure(site, hook, max_attempts=5)
+    receiver.fault = lambda webhook_id, nth: "fail" if nth <= refusals[webhook_id] else None
+    configure(site, receiver, max_attempts=5)
 
     deliver_until_done(site)
 
-    led = hook.ledger
     refused = sum(1 for n in refusals.values() if n)
-    result = outcome(f"HTTP 500 on the first 1-3 attempts of {refused} ids", site, hook)
+    result = outcome(f"HTTP 500 on the first 1-3 attempts of {refused} ids", site, receiver)
     assert result.delivered_once == ENQUEUED and result.lost == 0 and result.dead == 0
-    assert led.per_id == Counter({w: n + 1 for w, n in refusals.items()})  # each retry: the same id
+    assert receiver.per_id == Counter({w: n + 1 for w, n in refusals.items()})  # each retry: the same id
     assert result.on_wire == ENQUEUED + sum(refusals.values()) == result.attempts
     assert result.duplicates == 0
     assert dead_letters(site.engine) == []
 
 
-def test_receiver_times_out(site: Site, hook: Hook) -> None:
+def test_receiver_times_out(site: Site, receiver: WebhookReceiver) -> None:
     slow = {f"alert-{i}-v1-crm" for i in range(3, ENQUEUED, 12)}  # 10 ids: processed, answered too late
-    hook.ledger.fault = lambda webhook_id, nth: "slow" if nth == 1 and webhook_id in slow else None
-    configure(site, hook, max_attempts=3, timeout_s=0.3)
+    receiver.fault = lambda webhook_id, nth: "slow" if nth == 1 and webhook_id in slow else None
+    configure(site, receiver, max_attempts=3, timeout_s=0.3)
 
     deliver_until_done(site)
 
-    led = hook.ledger
-    result = outcome(f"timeout (0.6 s answer, 0.3 s timeout) on {len(slow)} ids", site, hook)
+    result = outcome(f"timeout (0.6 s answer, 0.3 s timeout) on {len(slow)} ids", site, receiver)
     assert result.delivered_once == ENQUEUED and result.lost == 0 and result.dead == 0
     # the sender timed out on each slow id and sent it again with the same id, which the receiver had
     # already processed: a duplicate on the wire, absorbed by the de-dup. (A request that is merely late
     # on a loaded machine would time out too: tolerated, it can only add duplicates of the same kind.)
-    assert slow <= {w for w, n in led.per_id.items() if n > 1}
+    assert slow <= {w for w, n in receiver.per_id.items() if n > 1}
     assert result.duplicates == result.on_wire - ENQUEUED >= len(slow)
 
 
-def test_receiver_goes_away_and_comes_back(site: Site, hook: Hook) -> None:
-    led = hook.ledger
-    led.down_after = 50
-    configure(site, hook, max_attempts=8)
+def test_receiver_goes_away_and_comes_back(site: Site, receiver: WebhookReceiver) -> None:
+    receiver.down_after = 50
+    configure(site, receiver, max_attempts=8)
 
     proc = popen_deliver(site)
     try:
-        assert led.went_down.wait(60)
-        hook.stop()  # the receiver is gone: connections refused on its port
+        assert receiver.went_down.wait(60)
+        receiver.stop()  # the receiver is gone: connections refused on its port
 
         def every_remaining_row_failed() -> bool:
             with site.engine.connect() as conn:
@@ -394,9 +256,9 @@ def test_receiver_goes_away_and_comes_back(site: Site, hook: Hook) -> None:
 
         wait_for(every_remaining_row_failed)  # the outage lasts until each remaining alert has failed
         failed_while_down = pending_count(site.engine)
-        led.down = False
-        led.down_after = None
-        hook.start()  # back, on the same port
+        receiver.down = False
+        receiver.down_after = None
+        receiver.start()  # back, on the same port
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
@@ -406,32 +268,31 @@ def test_receiver_goes_away_and_comes_back(site: Site, hook: Hook) -> None:
     if pending_count(site.engine):  # the run may end while the last retries wait for their backoff
         deliver_until_done(site)
 
-    result = outcome("receiver gone after 50, back on the same port", site, hook)
+    result = outcome("receiver gone after 50, back on the same port", site, receiver)
     assert failed_while_down == ENQUEUED - 50
     assert result.delivered_once == ENQUEUED and result.lost == 0 and result.dead == 0
     assert result.attempts > ENQUEUED  # refused / cut connections were retried...
     assert result.on_wire == ENQUEUED and result.duplicates == 0  # ...and nothing arrived twice
-    assert set(led.per_id.values()) == {1}
+    assert set(receiver.per_id.values()) == {1}
 
 
-def test_sigkill_mid_delivery(site: Site, hook: Hook) -> None:
-    led = hook.ledger
-    led.delay_s = 0.05  # a slow receiver
-    led.hold_at = 30  # the 30th alert is processed, then its answer waits for the kill
-    configure(site, hook, max_attempts=3)
+def test_sigkill_mid_delivery(site: Site, receiver: WebhookReceiver) -> None:
+    receiver.delay_s = 0.05  # a slow receiver
+    receiver.hold_at = 30  # the 30th alert is processed, then its answer waits for the kill
+    configure(site, receiver, max_attempts=3)
 
     proc = popen_deliver(site)
     try:
-        assert led.held.wait(60)
+        assert receiver.held.wait(60)
         proc.send_signal(signal.SIGKILL)  # killed after the POST, before the outcome is committed
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    led.release.set()
-    led.delay_s = 0.0
-    in_flight = led.held_id
+    receiver.release.set()
+    receiver.delay_s = 0.0
+    in_flight = receiver.held_id
     assert in_flight is not None
 
     rows = outbox(site)
@@ -442,7 +303,7 @@ def test_sigkill_mid_delivery(site: Site, hook: Hook) -> None:
     # restart: everything due is delivered; the killed run's row waits for its lease
     assert deliver(site) == 1
     assert pending_count(site.engine) == 1 and outbox(site)[in_flight]["status"] == "pending"
-    assert led.per_id[in_flight] == 1
+    assert receiver.per_id[in_flight] == 1
 
     # the CLI cannot shorten the lease (deliver_due's lease_s=300 is not configurable): step time past it
     config = ServingConfig.load(site.config)
@@ -452,30 +313,29 @@ def test_sigkill_mid_delivery(site: Site, hook: Hook) -> None:
     )
     assert report == DeliveryReport(delivered=1)
 
-    result = outcome("SIGKILL after the POST of the 30th alert", site, hook)
+    result = outcome("SIGKILL after the POST of the 30th alert", site, receiver)
     assert result.delivered_once == ENQUEUED and result.lost == 0 and result.dead == 0
-    assert led.per_id[in_flight] == 2 and result.duplicates == 1  # re-sent once, same id, de-duplicated
+    assert receiver.per_id[in_flight] == 2 and result.duplicates == 1  # re-sent once, same id, de-duplicated
     assert result.on_wire == ENQUEUED + 1
     assert dead_letters(site.engine) == []
 
 
-def test_always_failing_ids_become_dead_letters(site: Site, hook: Hook) -> None:
+def test_always_failing_ids_become_dead_letters(site: Site, receiver: WebhookReceiver) -> None:
     broken = {f"alert-{i}-v1-crm" for i in range(0, ENQUEUED, 10)}  # 12 ids (of 120) always refused
-    led = hook.ledger
-    led.fault = lambda webhook_id, nth: "fail" if webhook_id in broken else None
-    configure(site, hook, max_attempts=3)
+    receiver.fault = lambda webhook_id, nth: "fail" if webhook_id in broken else None
+    configure(site, receiver, max_attempts=3)
 
     deliver_until_done(site)
 
     assert {r["webhook_id"] for r in dead_letters(site.engine)} == broken
-    assert all(led.per_id[w] == 3 for w in broken)  # max_attempts, then dead
+    assert all(receiver.per_id[w] == 3 for w in broken)  # max_attempts, then dead
     listed = run_diamond("alerts", "dead", cwd=site.path).stdout.splitlines()
     assert listed[-1] == f"{len(broken)} dead letter(s)"
     assert {line.split()[0] for line in listed[:-1]} == broken
     assert all("attempts 3" in line and "HTTP 500" in line for line in listed[:-1])
 
     # the receiver is fixed; an operator requeues half of the dead letters: only those are sent again
-    led.fault = lambda webhook_id, nth: None
+    receiver.fault = lambda webhook_id, nth: None
     retried = sorted(broken)[: len(broken) // 2]
     attempts_before = sum(outbox(site)[w]["attempts"] for w in retried)  # retry_dead resets them
     for webhook_id in retried:
@@ -485,12 +345,12 @@ def test_always_failing_ids_become_dead_letters(site: Site, hook: Hook) -> None:
     result = outcome(
         f"{len(broken)} ids always refused (max_attempts 3), {len(retried)} then retried",
         site,
-        hook,
+        receiver,
         attempts_before,
     )
     assert {r["webhook_id"] for r in dead_letters(site.engine)} == broken - set(retried)
-    assert all(led.per_id[w] == 4 for w in retried)  # 3 refused + 1 accepted after retry_dead
-    assert all(led.per_id[w] == 3 for w in broken - set(retried))  # never sent to the fixed receiver
+    assert all(receiver.per_id[w] == 4 for w in retried)  # 3 refused + 1 accepted after retry_dead
+    assert all(receiver.per_id[w] == 3 for w in broken - set(retried))  # never sent to the fixed receiver
     assert result.delivered_once == ENQUEUED - len(broken) + len(retried) and result.lost == 0
     assert result.dead == len(broken) - len(retried)
     assert result.duplicates == 0

@@ -1,24 +1,23 @@
-"""Retention alerts: rules, de-duplication, notification, auto-resolve and people's actions, with hand-built
-score tables and real SQLite files."""
+"""The retention alert store: de-duplication, notification, auto-resolve and people's actions, with hand-built
+score tables and real SQLite files. The rules alone are tested in tests/unit/test_alerts.py."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from serving import store
-from serving.alert_rules import alert_payload, evaluate, should_renotify, status_at, webhook_id
+from serving.alert_rules import alert_payload, evaluate, webhook_id
 from serving.alert_store import (
     acknowledge,
     export_alerts,
@@ -28,66 +27,8 @@ from serving.alert_store import (
     snooze,
     sync_alerts,
 )
-from serving.config import AlertConfig, Playbook, Rule
-from training.tiers import DEFAULT_TIERS
-
-T0 = datetime(2024, 6, 1)
-H = timedelta(hours=1)
-
-CONFIG_YAML = """
-alerts:
-  cooldown_hours: 48          # re-notify a live alert at most every 48 h...
-  renotify_margin: 0.25       # ...unless its value at risk grew by 25 % since it was last notified
-  resolve_margin: 0.05        # stay open until churn probability < threshold - 0.05
-  rules:
-    - kind: at-risk
-      min_tier: gold
-      min_churn_probability: 0.6
-  playbooks:
-    diamond: {text: account manager call, due_within_hours: 24}
-    gold: {text: personal email with offer, due_within_hours: 72}
-    silver: {text: automated win-back campaign, due_within_hours: 168}
-    bronze: null
-"""
-
-
-def _config(*rules: dict[str, Any], **settings_: Any) -> AlertConfig:
-    raw = yaml.safe_load(CONFIG_YAML)["alerts"]
-    if rules:
-        raw["rules"] = list(rules)
-    raw.update(settings_)
-    return AlertConfig.model_validate(raw).for_tiers(DEFAULT_TIERS)
-
-
-AT_RISK = _config()
-
-
-def _scores(*rows: tuple[str, str, float, float]) -> pd.DataFrame:
-    """(customer_id, tier, churn_probability, predicted_value) -> a score table."""
-    return pd.DataFrame(
-        {
-            "customer_id": [r[0] for r in rows],
-            "tier": [r[1] for r in rows],
-            "churn_probability": [r[2] for r in rows],
-            "predicted_value": [r[3] for r in rows],
-            "value_at_risk": [r[2] * r[3] for r in rows],
-            "reasons": [[f"reason of {r[0]}"] for r in rows],
-        }
-    )
-
-
-# var: a 700, b 295, e 195, c 180, d 10
-SCORES = _scores(
-    ("a", "diamond", 0.7, 1000.0),
-    ("b", "gold", 0.59, 500.0),
-    ("c", "silver", 0.9, 200.0),
-    ("d", "bronze", 0.2, 50.0),
-    ("e", "gold", 0.65, 300.0),
-)
-
-
-def _fired(candidates: pd.DataFrame) -> list[str]:
-    return candidates.loc[candidates["fires"], "customer_id"].tolist()
+from serving.config import AlertConfig
+from tests.helpers.frames import AT_RISK, SCORES, T0, H, alert_config, score_table
 
 
 def _sync(engine: sa.Engine, at: datetime, scores: pd.DataFrame, config: AlertConfig = AT_RISK) -> Any:
@@ -105,108 +46,6 @@ def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-# --- config and rules ---------------------------------------------------------------------------------------
-
-
-def test_config_from_yaml() -> None:
-    assert AT_RISK.rules == (Rule(kind="at-risk", min_tier="gold", min_churn_probability=0.6),)
-    assert AT_RISK.playbooks["diamond"] == Playbook(text="account manager call", due_within_hours=24.0)
-    assert AT_RISK.playbooks["bronze"] is None
-    assert (AT_RISK.cooldown_hours, AT_RISK.renotify_margin, AT_RISK.resolve_margin) == (48.0, 0.25, 0.05)
-    with pytest.raises(ValueError, match="platinum"):
-        _config({"kind": "x", "min_tier": "platinum"})
-    with pytest.raises(ValueError, match="no condition"):
-        _config({"kind": "x"})
-    with pytest.raises(ValueError, match="min_churn"):
-        _config({"kind": "x", "min_churn": 0.5})
-    with pytest.raises(ValueError, match="distinct"):
-        _config({"kind": "x", "tier_drop": 1}, {"kind": "x", "tier_drop": 2})
-
-
-def test_min_tier_and_churn_fire_together_and_near_misses_only_hold() -> None:
-    out = evaluate(SCORES, AT_RISK, None, T0)
-    assert _fired(out) == ["a", "e"]  # c churns most but is silver; b is 0.01 short
-    assert out["customer_id"].tolist() == ["a", "b", "e"]  # b holds within the resolve margin (>= 0.55)
-    a = out.iloc[0].to_dict()
-    assert a == {
-        "customer_id": "a",
-        "kind": "at-risk",
-        "tier": "diamond",
-        "churn_probability": 0.7,
-        "predicted_value": 1000.0,
-        "value_at_risk": pytest.approx(700.0),
-        "reasons": ["reason of a"],
-        "playbook": "account manager call",
-        "due_at": T0 + 24 * H,
-        "fires": True,
-    }
-    assert out.iloc[2]["due_at"] == T0 + 72 * H  # gold
-
-
-def test_churn_threshold_alone() -> None:
-    out = evaluate(SCORES, _config({"kind": "churn", "min_churn_probability": 0.85}), None, T0)
-    assert out["customer_id"].tolist() == ["c"]
-    assert out.loc[0, "playbook"] == "automated win-back campaign"
-    assert out.loc[0, "due_at"] == T0 + 168 * H
-
-
-def test_tier_drop_compares_with_the_last_run() -> None:
-    config = _config({"kind": "drop", "tier_drop": 2})
-    before = {"a": "diamond", "b": "diamond", "c": "diamond", "d": "silver"}  # e has no previous tier
-    out = evaluate(SCORES, config, before, T0)
-    assert _fired(out) == ["c"]  # diamond -> silver: 2 levels; b and d dropped 1
-    promoted = evaluate(SCORES, config, {"a": "gold", "c": "diamond"}, T0)
-    assert "a" not in promoted["customer_id"].tolist()  # promoted since: a drop alert would resolve
-    assert evaluate(SCORES, config, None, T0)["fires"].sum() == 0
-
-
-def test_top_k_value_at_risk_ranks_the_whole_run() -> None:
-    out = evaluate(SCORES, _config({"kind": "top", "top_k_value_at_risk": 2}), None, T0)
-    assert out["customer_id"].tolist() == ["a", "b"]
-    both = evaluate(SCORES, _config({"kind": "top", "top_k_value_at_risk": 3, "min_tier": "gold"}), None, T0)
-    assert _fired(both) == ["a", "b", "e"]  # e is 3rd; c (4th) is silver anyway
-    tight = evaluate(
-        SCORES, _config({"kind": "top", "top_k_value_at_risk": 2, "min_tier": "silver"}), None, T0
-    )
-    assert _fired(tight) == ["a", "b"]
-
-
-def test_bronze_alerts_have_no_playbook() -> None:
-    out = evaluate(SCORES, _config({"kind": "all-churn", "min_churn_probability": 0.1}), None, T0)
-    d = out.set_index("customer_id").loc["d"]
-    assert pd.isna(d["playbook"]) and pd.isna(d["due_at"])
-    assert out["customer_id"].tolist() == ["a", "b", "e", "c", "d"]  # ranked by value at risk
-
-
-def test_scores_with_only_raw_tiers_and_unknown_tiers() -> None:
-    raw = SCORES.rename(columns={"tier": "tier_raw"})
-    assert _fired(evaluate(raw, AT_RISK, None, T0)) == ["a", "e"]
-    bad = SCORES.assign(tier=["diamond", "gold", "silver", "bronze", "platinum"])
-    with pytest.raises(ValueError, match="platinum"):
-        evaluate(bad, AT_RISK, None, T0)
-
-
-def test_renotify_decisions_and_snooze_expiry_by_hand() -> None:
-    """Cool-down 48 h, margin 25 %: last notified at T0 with 100 at risk."""
-
-    def again(status: str, value: float, at: datetime, last: float | None = 100.0) -> bool:
-        return should_renotify(status, value, last, T0 if last is not None else None, at, AT_RISK)
-
-    assert not again("open", 100.0, T0 + 47 * H)  # neither cooled nor worse
-    assert again("open", 100.0, T0 + 48 * H)  # cooled
-    assert again("open", 125.0, T0 + H) and not again("open", 124.0, T0 + H)  # worse by the margin, or not
-    assert again("open", 1.0, T0, last=None)  # never notified: cooled, and any value is worse than none
-    assert not again(
-        "acknowledged", 100.0, T0 + 100 * H
-    )  # someone owns it: the cool-down alone is not enough
-    assert again("acknowledged", 125.0, T0 + H)
-    assert not again("snoozed", 1000.0, T0 + 100 * H)
-    assert status_at("snoozed", T0 + H, T0) == ("snoozed", T0 + H)
-    assert status_at("snoozed", T0 + H, T0 + H) == ("open", None)  # the snooze has run out
-    assert status_at("snoozed", None, T0) == ("open", None)
-    assert status_at("acknowledged", None, T0) == ("acknowledged", None)
-
-
 # --- sync: de-duplication, notification, auto-resolve ------------------------------------------------------
 
 
@@ -220,7 +59,7 @@ def test_one_alert_per_customer_and_kind_updated_in_place_and_renotified_on_cool
     assert alerts["a"]["due_at"] == T0 + 24 * H
 
     # +24 h: a slightly worse (+2.9 %), e inside the margin (0.57 >= 0.55): both updated in place, no notice
-    run2 = _scores(("a", "diamond", 0.72, 1000.0), ("e", "gold", 0.57, 300.0), ("b", "gold", 0.1, 500.0))
+    run2 = score_table(("a", "diamond", 0.72, 1000.0), ("e", "gold", 0.57, 300.0), ("b", "gold", 0.1, 500.0))
     r2 = _sync(engine, T0 + 24 * H, run2)
     assert (r2.opened, r2.updated, r2.resolved, r2.notify) == (0, 2, 0, [])
     alerts = _open(engine)
@@ -230,7 +69,7 @@ def test_one_alert_per_customer_and_kind_updated_in_place_and_renotified_on_cool
     assert alerts["a"]["updated_at"] == T0 + 24 * H and alerts["a"]["opened_at"] == T0
 
     # +36 h: a worsened by 200 >= 25 % of 700: re-notified with a new due time; e fell below 0.55: resolved
-    r3 = _sync(engine, T0 + 36 * H, _scores(("a", "diamond", 0.9, 1000.0), ("e", "gold", 0.54, 300.0)))
+    r3 = _sync(engine, T0 + 36 * H, score_table(("a", "diamond", 0.9, 1000.0), ("e", "gold", 0.54, 300.0)))
     assert (r3.opened, r3.updated, r3.renotified, r3.resolved, r3.notify) == (0, 1, 1, 1, [(a_id, 2)])
     a = get_alert(engine, a_id)
     assert (a["version"], a["last_notified_at"], a["due_at"]) == (2, T0 + 36 * H, T0 + 60 * H)
@@ -238,8 +77,8 @@ def test_one_alert_per_customer_and_kind_updated_in_place_and_renotified_on_cool
     assert (e["status"], e["resolved_by"], e["resolved_at"]) == ("resolved", "auto", T0 + 36 * H)
 
     # +83 h: 47 h since the last notice, nothing worse: quiet; +84 h: cool-down passed: reminded
-    assert _sync(engine, T0 + 83 * H, _scores(("a", "diamond", 0.9, 1000.0))).notify == []
-    assert _sync(engine, T0 + 84 * H, _scores(("a", "diamond", 0.9, 1000.0))).notify == [(a_id, 3)]
+    assert _sync(engine, T0 + 83 * H, score_table(("a", "diamond", 0.9, 1000.0))).notify == []
+    assert _sync(engine, T0 + 84 * H, score_table(("a", "diamond", 0.9, 1000.0))).notify == [(a_id, 3)]
     assert len(list_alerts(engine, status=None)) == 2  # never a second row for (a, at-risk)
 
 
@@ -264,25 +103,25 @@ def test_rerunning_the_same_as_of_changes_and_notifies_nothing(engine: sa.Engine
 def test_auto_resolve_with_margin(
     engine: sa.Engine, customer: tuple[str, str, float, float], expect: str
 ) -> None:
-    _sync(engine, T0, _scores(("a", "diamond", 0.7, 1000.0)))
-    result = _sync(engine, T0 + H, _scores(customer))
+    _sync(engine, T0, score_table(("a", "diamond", 0.7, 1000.0)))
+    result = _sync(engine, T0 + H, score_table(customer))
     (a,) = list_alerts(engine, status=None).query("customer_id == 'a'").to_dict("records")
     assert a["status"] == expect
     assert result.resolved == (expect == "resolved")
 
 
 def test_top_k_alert_resolves_when_the_customer_leaves_the_top(engine: sa.Engine) -> None:
-    config = _config({"kind": "top", "top_k_value_at_risk": 1})
+    config = alert_config({"kind": "top", "top_k_value_at_risk": 1})
     _sync(engine, T0, SCORES, config)
     assert list(_open(engine)) == ["a"]
-    later = _scores(("a", "diamond", 0.7, 1000.0), ("b", "gold", 0.9, 1000.0))
+    later = score_table(("a", "diamond", 0.7, 1000.0), ("b", "gold", 0.9, 1000.0))
     result = _sync(engine, T0 + H, later, config)
     assert (result.opened, result.resolved) == (1, 1)
     assert list(_open(engine)) == ["b"]
 
 
 def test_acknowledged_alerts_are_renotified_only_when_worse(engine: sa.Engine) -> None:
-    _sync(engine, T0, _scores(("a", "diamond", 0.7, 1000.0)))
+    _sync(engine, T0, score_table(("a", "diamond", 0.7, 1000.0)))
     (a_id,) = list_alerts(engine)["id"].tolist()
     row = acknowledge(engine, a_id, "maria", at=T0 + H)
     assert (row["status"], row["owner"], row["updated_at"]) == ("acknowledged", "maria", T0 + H)
@@ -290,28 +129,30 @@ def test_acknowledged_alerts_are_renotified_only_when_worse(engine: sa.Engine) -
     assert list_alerts(engine, status="acknowledged", owner="maria")["id"].tolist() == [a_id]
     assert list_alerts(engine, status="acknowledged", owner="li").empty
 
-    quiet = _sync(engine, T0 + 100 * H, _scores(("a", "diamond", 0.7, 1000.0)))  # cool-down passed
+    quiet = _sync(engine, T0 + 100 * H, score_table(("a", "diamond", 0.7, 1000.0)))  # cool-down passed
     assert quiet.notify == []
-    worse = _sync(engine, T0 + 101 * H, _scores(("a", "diamond", 0.9, 1000.0)))
+    worse = _sync(engine, T0 + 101 * H, score_table(("a", "diamond", 0.9, 1000.0)))
     assert worse.notify == [(a_id, 2)]
     assert get_alert(engine, a_id)["status"] == "acknowledged"
 
 
 def test_snoozed_alerts_stay_quiet_until_the_snooze_ends(engine: sa.Engine) -> None:
-    _sync(engine, T0, _scores(("a", "diamond", 0.7, 1000.0)))
+    _sync(engine, T0, score_table(("a", "diamond", 0.7, 1000.0)))
     (a_id,) = list_alerts(engine)["id"].tolist()
     assert snooze(engine, a_id, T0 + 120 * H)["status"] == "snoozed"
-    during = _sync(engine, T0 + 72 * H, _scores(("a", "diamond", 0.95, 1000.0)))  # worse and cooled: quiet
+    during = _sync(
+        engine, T0 + 72 * H, score_table(("a", "diamond", 0.95, 1000.0))
+    )  # worse and cooled: quiet
     assert during.notify == []
     assert get_alert(engine, a_id)["status"] == "snoozed"
-    after = _sync(engine, T0 + 120 * H, _scores(("a", "diamond", 0.95, 1000.0)))
+    after = _sync(engine, T0 + 120 * H, score_table(("a", "diamond", 0.95, 1000.0)))
     assert after.notify == [(a_id, 2)]
     a = get_alert(engine, a_id)
     assert (a["status"], a["snoozed_until"]) == ("open", None)
 
 
 def test_resolved_by_hand_then_a_new_alert_if_it_still_fires(engine: sa.Engine) -> None:
-    _sync(engine, T0, _scores(("a", "diamond", 0.7, 1000.0)))
+    _sync(engine, T0, score_table(("a", "diamond", 0.7, 1000.0)))
     (a_id,) = list_alerts(engine)["id"].tolist()
     done = resolve(engine, a_id, "maria", at=T0 + 2 * H)
     assert (done["status"], done["resolved_by"], done["resolved_at"]) == ("resolved", "maria", T0 + 2 * H)
@@ -319,13 +160,13 @@ def test_resolved_by_hand_then_a_new_alert_if_it_still_fires(engine: sa.Engine) 
         acknowledge(engine, a_id, "li")
     with pytest.raises(KeyError):
         snooze(engine, 999, T0)
-    again = _sync(engine, T0 + 24 * H, _scores(("a", "diamond", 0.7, 1000.0)))
+    again = _sync(engine, T0 + 24 * H, score_table(("a", "diamond", 0.7, 1000.0)))
     (new_id,) = list_alerts(engine)["id"].tolist()
     assert new_id != a_id and again.notify == [(new_id, 1)]
 
 
 def test_list_alerts_ranks_by_value_at_risk_and_filters_by_tier(engine: sa.Engine) -> None:
-    config = _config({"kind": "churn", "min_churn_probability": 0.1})
+    config = alert_config({"kind": "churn", "min_churn_probability": 0.1})
     _sync(engine, T0, SCORES, config)
     listed = list_alerts(engine)
     assert listed["customer_id"].tolist() == ["a", "b", "e", "c", "d"]
@@ -344,7 +185,7 @@ def test_a_failure_mid_sync_leaves_nothing_behind(engine: sa.Engine) -> None:
             raise RuntimeError("connection lost")
 
     # run 2 opens b, updates a, then fails while resolving e
-    run2 = _scores(("a", "diamond", 0.9, 1000.0), ("b", "gold", 0.9, 500.0), ("e", "gold", 0.1, 300.0))
+    run2 = score_table(("a", "diamond", 0.9, 1000.0), ("b", "gold", 0.9, 500.0), ("e", "gold", 0.1, 300.0))
     sa.event.listen(engine, "before_cursor_execute", fail_on_auto_resolve)
     try:
         with pytest.raises(RuntimeError, match="connection lost"):
@@ -367,7 +208,7 @@ def test_duplicate_candidates_are_refused(engine: sa.Engine) -> None:
 
 
 def test_alert_payload_and_webhook_id(engine: sa.Engine) -> None:
-    result = _sync(engine, T0, _scores(("a", "diamond", 0.7, 1000.0)))
+    result = _sync(engine, T0, score_table(("a", "diamond", 0.7, 1000.0)))
     ((alert_id, version),) = result.notify
     payload = alert_payload(get_alert(engine, alert_id))
     assert payload == {
@@ -390,7 +231,7 @@ def test_alert_payload_and_webhook_id(engine: sa.Engine) -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_export_round_trip(engine: sa.Engine, tmp_path: Path, suffix: str) -> None:
-    config = _config({"kind": "churn", "min_churn_probability": 0.1})
+    config = alert_config({"kind": "churn", "min_churn_probability": 0.1})
     _sync(engine, T0, SCORES, config)
     acknowledge(engine, int(list_alerts(engine)["id"].iloc[0]), "maria", at=T0 + H)
     stored = list_alerts(engine, status=None)
@@ -432,7 +273,7 @@ _action = st.tuples(st.sampled_from(["ack", "snooze", "resolve", "none"]), st.in
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=st.lists(st.tuples(_run, _action, st.integers(0, 60)), min_size=1, max_size=6))
 def test_never_more_than_one_live_alert_per_customer_and_kind(runs: list[Any]) -> None:
-    config = _config(
+    config = alert_config(
         {"kind": "at-risk", "min_tier": "gold", "min_churn_probability": 0.5},
         {"kind": "top", "top_k_value_at_risk": 2},
         {"kind": "drop", "tier_drop": 1},
@@ -443,7 +284,7 @@ def test_never_more_than_one_live_alert_per_customer_and_kind(runs: list[Any]) -
         at, previous = T0, None
         for rows, (action, pick), gap in runs:
             at += gap * H
-            scores = _scores(*rows)
+            scores = score_table(*rows)
             result = sync_alerts(engine, at, evaluate(scores, config, previous, at), config)
             previous = dict(zip(scores["customer_id"], scores["tier"], strict=True))
             assert len({alert_id for alert_id, _ in result.notify}) == len(result.notify)

@@ -1,0 +1,168 @@
+"""What the tests of every tier share: run the real `diamond` executable as a user would, serve a real
+champion, pick a free port. Fixtures live in conftest.py; this module is plain functions and constants."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]  # the repository: serving.yaml, notebooks/, test-artifacts/
+DIAMOND = str(Path(sys.executable).with_name("diamond"))
+API_KEY = "test-key-0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+CUTOFF = "1997-09-30"
+# a small, fast model: one Optuna trial, 50 shallow trees
+SMALL_TRAINING = {
+    "trials": 1,
+    "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
+}
+
+
+def run_diamond(
+    *args: str, cwd: Path | None = None, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `diamond ARGS` in a subprocess with the test environment (plus `env`); by default a non-zero exit
+    fails the test with the command's output."""
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    result = subprocess.run([DIAMOND, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"diamond {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder `name`, made by `build(folder)` once per test run and shared read-only by every xdist worker
+    (under a file lock in the run's temporary root); each worker builds it itself only if the first attempt
+    failed. For what is expensive and the same for everyone: CDNOW written by the CLI, a trained champion."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the run's root, shared by its workers (popen-gw0, popen-gw1, ...)
+    folder = root / f"shared-{name}"
+    with (root / f"shared-{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").touch()
+    return folder
+
+
+def train_store(folder: Path, data: Path, *args: str, training: dict | None = None) -> str:
+    """`diamond train --data DATA ARGS` with `training` (default SMALL_TRAINING) into a new MLflow store in
+    `folder` (mlflow.db, its artifacts, mlflow.yaml), as the first version and champion, promoted by
+    test-user; returns what the command printed (also in folder/train.out)."""
+    config = folder / "mlflow.yaml"
+    config.write_text(
+        f"tracking_uri: sqlite:///{folder / 'mlflow.db'}\nartifact_root: {folder / 'artifacts'}\n",
+        encoding="utf-8",
+    )
+    (folder / "training.yaml").write_text(yaml.safe_dump(training or SMALL_TRAINING), encoding="utf-8")
+    env = {
+        "DIAMOND_MLFLOW_CONFIG": str(config),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "DIAMOND_STORE_URL": f"sqlite:///{folder / 'diamond.db'}",
+        "DIAMOND_USER": "test-user",  # who the promotion log names
+    }
+    args = ("train", "--data", str(data), *args, "--config", str(folder / "training.yaml"))
+    printed = run_diamond(*args, cwd=folder, env=env).stdout
+    (folder / "train.out").write_text(printed, encoding="utf-8")
+    return printed
+
+
+def copy_store(store: Path, work: Path) -> None:
+    """A private copy of the MLflow store that train_store made, in `work/mlflow.db`. Its runs' artifacts
+    stay where they are (read-only for the copy); new runs in the copy write theirs beside them, under new
+    run ids."""
+    for sidecar in ("", "-wal", "-shm"):
+        if (store / f"mlflow.db{sidecar}").exists():
+            shutil.copyfile(store / f"mlflow.db{sidecar}", work / f"mlflow.db{sidecar}")
+
+
+@contextmanager
+def serve_champion(
+    champion: Path,
+    cdnow_dir: Path,
+    work: Path,
+    serving: dict | None = None,
+    env: dict[str, str] | None = None,
+    restore_env_early: bool = False,
+) -> Iterator[str]:
+    """Serve `champion` (a store from train_store: a small model trained on CDNOW at CUTOFF) from a copy in
+    `work`: batch-score CDNOW at CUTOFF (its output in score.out), then serve it with API_KEY on a free
+    127.0.0.1 port; yields the base URL. `serving` overrides serving.yaml settings (default: no webhook
+    endpoints); `env` adds variables. Everything lives in `work` (work/training.yaml is the small training
+    config) and the environment is restored afterwards (`restore_env_early`: as soon as the server is up,
+    for callers that only send it HTTP requests)."""
+    saved = dict(os.environ)
+    os.environ.update(
+        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
+        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
+        DIAMOND_API_KEYS=f"another-key,{API_KEY}",
+        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
+        **(env or {}),
+    )
+    config = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))
+    config["webhooks"]["endpoints"] = []
+    config.update(serving or {})
+    (work / "serving.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        copy_store(champion, work)
+        (work / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
+        scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work).stdout
+        (work / "score.out").write_text(scored, encoding="utf-8")
+        port = free_port()
+        with (work / "serve.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [DIAMOND, "serve", "--port", str(port)],
+                cwd=work,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        (work / "serve.pid").write_text(str(proc.pid), encoding="utf-8")  # for memory readings
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise AssertionError("the server exited:\n" + (work / "serve.log").read_text())
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
+        if restore_env_early:
+            os.environ.clear()
+            os.environ.update(saved)
+        yield url
+    finally:
+        if proc is not None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        os.environ.clear()
+        os.environ.update(saved)

@@ -1,0 +1,83 @@
+"""Hand-built tables shared by a module's pure tests (tests/unit) and its store tests (tests/integration)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from serving.config import AlertConfig
+from training.tiers import DEFAULT_TIERS
+
+T0 = datetime(2024, 6, 1)
+H = timedelta(hours=1)
+
+# --- alerts -------------------------------------------------------------------------------------------------
+
+ALERTS_YAML = """
+alerts:
+  cooldown_hours: 48          # re-notify a live alert at most every 48 h...
+  renotify_margin: 0.25       # ...unless its value at risk grew by 25 % since it was last notified
+  resolve_margin: 0.05        # stay open until churn probability < threshold - 0.05
+  rules:
+    - kind: at-risk
+      min_tier: gold
+      min_churn_probability: 0.6
+  playbooks:
+    diamond: {text: account manager call, due_within_hours: 24}
+    gold: {text: personal email with offer, due_within_hours: 72}
+    silver: {text: automated win-back campaign, due_within_hours: 168}
+    bronze: null
+"""
+
+
+def alert_config(*rules: dict[str, Any], **settings_: Any) -> AlertConfig:
+    """ALERTS_YAML, with other rules and settings."""
+    raw = yaml.safe_load(ALERTS_YAML)["alerts"]
+    if rules:
+        raw["rules"] = list(rules)
+    raw.update(settings_)
+    return AlertConfig.model_validate(raw).for_tiers(DEFAULT_TIERS)
+
+
+AT_RISK = alert_config()
+
+
+def score_table(*rows: tuple[str, str, float, float]) -> pd.DataFrame:
+    """(customer_id, tier, churn_probability, predicted_value) -> a score table."""
+    return pd.DataFrame(
+        {
+            "customer_id": [r[0] for r in rows],
+            "tier": [r[1] for r in rows],
+            "churn_probability": [r[2] for r in rows],
+            "predicted_value": [r[3] for r in rows],
+            "value_at_risk": [r[2] * r[3] for r in rows],
+            "reasons": [[f"reason of {r[0]}"] for r in rows],
+        }
+    )
+
+
+# var: a 700, b 295, e 195, c 180, d 10
+SCORES = score_table(
+    ("a", "diamond", 0.7, 1000.0),
+    ("b", "gold", 0.59, 500.0),
+    ("c", "silver", 0.9, 200.0),
+    ("d", "bronze", 0.2, 50.0),
+    ("e", "gold", 0.65, 300.0),
+)
+
+
+# --- tiers --------------------------------------------------------------------------------------------------
+
+TIERS = ["diamond", "gold", "silver", "bronze"]
+
+
+def raw_tiers(**tiers: str) -> pd.DataFrame:
+    """customer_id=raw tier, ... -> the raw tiers of one scoring run."""
+    return pd.DataFrame({"customer_id": list(tiers), "tier_raw": list(tiers.values())})
+
+
+def by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
+    return {r["customer_id"]: r for r in frame.to_dict("records")}

@@ -1,0 +1,99 @@
+"""Retention alert rules on hand-built score tables: which customers fire, hold or are left alone, with what
+playbook and due time. The alert store (de-duplication, notification, people's actions) is tested in
+tests/integration/test_alerts.py."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from serving.alert_rules import evaluate
+from serving.config import Playbook, Rule
+from tests.helpers.frames import AT_RISK, SCORES, T0, H, alert_config
+
+
+def _fired(candidates: pd.DataFrame) -> list[str]:
+    return candidates.loc[candidates["fires"], "customer_id"].tolist()
+
+
+# --- config and rules ---------------------------------------------------------------------------------------
+
+
+def test_config_from_yaml() -> None:
+    assert AT_RISK.rules == (Rule(kind="at-risk", min_tier="gold", min_churn_probability=0.6),)
+    assert AT_RISK.playbooks["diamond"] == Playbook(text="account manager call", due_within_hours=24.0)
+    assert AT_RISK.playbooks["bronze"] is None
+    assert (AT_RISK.cooldown_hours, AT_RISK.renotify_margin, AT_RISK.resolve_margin) == (48.0, 0.25, 0.05)
+    with pytest.raises(ValueError, match="platinum"):
+        alert_config({"kind": "x", "min_tier": "platinum"})
+    with pytest.raises(ValueError, match="no condition"):
+        alert_config({"kind": "x"})
+    with pytest.raises(ValueError, match="min_churn"):
+        alert_config({"kind": "x", "min_churn": 0.5})
+    with pytest.raises(ValueError, match="distinct"):
+        alert_config({"kind": "x", "tier_drop": 1}, {"kind": "x", "tier_drop": 2})
+
+
+def test_min_tier_and_churn_fire_together_and_near_misses_only_hold() -> None:
+    out = evaluate(SCORES, AT_RISK, None, T0)
+    assert _fired(out) == ["a", "e"]  # c churns most but is silver; b is 0.01 short
+    assert out["customer_id"].tolist() == ["a", "b", "e"]  # b holds within the resolve margin (>= 0.55)
+    a = out.iloc[0].to_dict()
+    assert a == {
+        "customer_id": "a",
+        "kind": "at-risk",
+        "tier": "diamond",
+        "churn_probability": 0.7,
+        "predicted_value": 1000.0,
+        "value_at_risk": pytest.approx(700.0),
+        "reasons": ["reason of a"],
+        "playbook": "account manager call",
+        "due_at": T0 + 24 * H,
+        "fires": True,
+    }
+    assert out.iloc[2]["due_at"] == T0 + 72 * H  # gold
+
+
+def test_churn_threshold_alone() -> None:
+    out = evaluate(SCORES, alert_config({"kind": "churn", "min_churn_probability": 0.85}), None, T0)
+    assert out["customer_id"].tolist() == ["c"]
+    assert out.loc[0, "playbook"] == "automated win-back campaign"
+    assert out.loc[0, "due_at"] == T0 + 168 * H
+
+
+def test_tier_drop_compares_with_the_last_run() -> None:
+    config = alert_config({"kind": "drop", "tier_drop": 2})
+    before = {"a": "diamond", "b": "diamond", "c": "diamond", "d": "silver"}  # e has no previous tier
+    out = evaluate(SCORES, config, before, T0)
+    assert _fired(out) == ["c"]  # diamond -> silver: 2 levels; b and d dropped 1
+    promoted = evaluate(SCORES, config, {"a": "gold", "c": "diamond"}, T0)
+    assert "a" not in promoted["customer_id"].tolist()  # promoted since: a drop alert would resolve
+    assert evaluate(SCORES, config, None, T0)["fires"].sum() == 0
+
+
+def test_top_k_value_at_risk_ranks_the_whole_run() -> None:
+    out = evaluate(SCORES, alert_config({"kind": "top", "top_k_value_at_risk": 2}), None, T0)
+    assert out["customer_id"].tolist() == ["a", "b"]
+    both = evaluate(
+        SCORES, alert_config({"kind": "top", "top_k_value_at_risk": 3, "min_tier": "gold"}), None, T0
+    )
+    assert _fired(both) == ["a", "b", "e"]  # e is 3rd; c (4th) is silver anyway
+    tight = evaluate(
+        SCORES, alert_config({"kind": "top", "top_k_value_at_risk": 2, "min_tier": "silver"}), None, T0
+    )
+    assert _fired(tight) == ["a", "b"]
+
+
+def test_bronze_alerts_have_no_playbook() -> None:
+    out = evaluate(SCORES, alert_config({"kind": "all-churn", "min_churn_probability": 0.1}), None, T0)
+    d = out.set_index("customer_id").loc["d"]
+    assert pd.isna(d["playbook"]) and pd.isna(d["due_at"])
+    assert out["customer_id"].tolist() == ["a", "b", "e", "c", "d"]  # ranked by value at risk
+
+
+def test_scores_with_only_raw_tiers_and_unknown_tiers() -> None:
+    raw = SCORES.rename(columns={"tier": "tier_raw"})
+    assert _fired(evaluate(raw, AT_RISK, None, T0)) == ["a", "e"]
+    bad = SCORES.assign(tier=["diamond", "gold", "silver", "bronze", "platinum"])
+    with pytest.raises(ValueError, match="platinum"):
+        evaluate(bad, AT_RISK, None, T0)

@@ -1,0 +1,70 @@
+"""What the retention dashboard stands on, as pure functions: signed sessions and CSRF tokens, each customer's
+recent events, the SVG charts. The dashboard itself is tested in tests/e2e/test_dashboard.py."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from features.history import history_from_frames
+from serving import charts, store, webauth
+from serving.config import hash_key
+
+
+def test_sessions_round_trip_expire_and_follow_the_keys() -> None:
+    secret, key = b"k" * 32, hash_key("key-1")
+    token = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
+    assert webauth.verify(secret, token, {key}, now=1_059.0).who == "ann"
+    assert webauth.verify(secret, token, {key}, now=1_060.0) is None  # expired
+    assert webauth.verify(secret, token, {hash_key("key-2")}, now=1_001.0) is None  # key removed
+    assert webauth.verify(b"x" * 32, token, {key}, now=1_001.0) is None
+    for bad in (None, "", "a.b.c", "no-dot", token + "x", "e30." + token.split(".")[1]):
+        assert webauth.verify(secret, bad, {key}, now=1_001.0) is None
+    other = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
+    assert other != token  # a nonce: two logins are two sessions with two CSRF tokens
+    assert webauth.csrf_ok(secret, token, webauth.csrf_token(secret, token))
+    assert not webauth.csrf_ok(secret, token, webauth.csrf_token(secret, other))
+    assert not webauth.csrf_ok(secret, token, None)
+    assert webauth.clean_name("  Ann \t\n Lee\x00 ") == "Ann Lee"
+    with pytest.raises(ValueError, match="your name"):
+        webauth.clean_name(" \x07 ")
+
+
+def test_last_events_keep_each_customers_newest_n() -> None:
+    t = pd.Timestamp
+    history = history_from_frames(
+        pd.DataFrame(
+            {
+                "customer_id": ["a", "a", "a", "b"],
+                "timestamp": [t("2024-01-01"), t("2024-01-05"), t("2024-01-09"), t("2024-01-02")],
+                "amount": [10.0, 20.0, 30.0, 5.0],
+            }
+        ),
+        interactions=pd.DataFrame(
+            {"customer_id": ["a"], "timestamp": [t("2024-01-07")], "type": ["support call"]}
+        ),
+    )
+    events = store.last_events(history, n=3)
+    a = events[events["customer_id"] == "a"]
+    assert a["timestamp"].tolist() == [t("2024-01-09"), t("2024-01-07"), t("2024-01-05")]
+    assert a["kind"].tolist() == ["purchase", "interaction", "purchase"]
+    assert a["amount"].tolist()[::2] == [30.0, 20.0] and pd.isna(a["amount"].iloc[1])
+    assert a["detail"].iloc[1] == "support call"
+    assert events[events["customer_id"] == "b"]["amount"].tolist() == [5.0]
+
+
+def test_charts_say_their_numbers_and_escape_labels() -> None:
+    svg = str(charts.bars([("gold", 30), ("<b>", 10)], "Customers & tiers"))
+    assert "<title>Customers &amp; tiers</title>" in svg and "&lt;b&gt;" in svg and "<b>" not in svg
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([\d.]+)"', svg)]
+    assert widths[0] == pytest.approx(3 * widths[1], abs=0.2)
+    marked = str(charts.bars([("a", 0.5), ("b", 0.25), ("c", 0.1)], "PSI", fmt="{:.3f}", threshold=0.25))
+    assert marked.count(f'fill="{charts.LINE}"') == 2 and marked.count(f'fill="{charts.BAR}"') == 1
+    assert "threshold 0.250" in marked and "stroke-dasharray" in marked
+    under = str(charts.bars([("a", 0.05)], "PSI", threshold=0.25))  # the scale reaches the threshold
+    width = float(re.search(r'<rect [^>]*width="([\d.]+)"', under).group(1))
+    assert width == pytest.approx((480 - 110 - 90) * 0.05 / 0.25, abs=0.1)
+    line = str(charts.line([("Jan", 0.25), ("Feb", 0.75)], "P(churn)"))
+    assert "0.25" in line and "0.75" in line and line.count("<circle") == 2
