@@ -120,7 +120,7 @@ def parse(model: type[M], raw: Mapping[str, Any], source: str) -> M:
         if issubclass(model, FileSettings):
             settings = model(**{str(k): v for k, v in raw.items()})
             settings._file = source
-            return settings  # type: ignore[return-value]  # the same class, checked above
+            return settings
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(describe(exc, source, model)) from None
@@ -228,7 +228,7 @@ def _is_union(tp: Any) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 

@@ -19,8 +19,10 @@ from diamond import flows
 
 if TYPE_CHECKING:
     import pandas as pd
+    import sqlalchemy as sa
 
     from serving.batch import BatchResult
+    from serving.config import ServingConfig
     from serving.monitoring import DriftResult
     from training.pipeline import TrainResult
     from training.tracking import MlflowConfig
@@ -410,7 +412,7 @@ def retrain(
             out.print(str(busy))
             return
     out.print(outcome.message)
-    if outcome.trained:
+    if outcome.result is not None:  # trained
         _print_training(outcome.result, mlcfg)
 
 
@@ -523,7 +525,7 @@ def _print_drift(found: DriftResult | None) -> None:
         out.print(f"{line}; no model-health alert" + (" (resolved)" if found.alerts.resolved else ""))
 
 
-def _alert_store() -> tuple[Any, Any]:
+def _alert_store() -> tuple[ServingConfig, sa.Engine]:
     from serving import store
     from serving.config import ServingConfig
 

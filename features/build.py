@@ -85,7 +85,8 @@ def month_end_cutoffs(
 ) -> list[datetime]:
     """Month ends from `first` + `min_history_days` to the last whose label window ends by `end`."""
     start, last = first + timedelta(days=min_history_days), end - timedelta(days=horizon_days)
-    cutoffs, year, month = [], start.year, start.month
+    cutoffs: list[datetime] = []
+    year, month = start.year, start.month
     while True:
         nxt = datetime(year + (month == 12), month % 12 + 1, 1)
         cutoff = nxt - timedelta(microseconds=1)

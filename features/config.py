@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field
 
@@ -19,7 +19,7 @@ from core.config import ConfigError, OrEmpty, Section, parse, read_yaml
 CONFIG_FILE = "dataset.yaml"
 
 
-def parse_as_of(value: Any, what: str = "as_of") -> datetime | None:
+def parse_as_of(value: object, what: str = "as_of") -> datetime | None:
     """A naive datetime from a YAML/CLI value; a bare date means the end of that day. A bad value raises
     ConfigError naming `what` (e.g. the option)."""
     try:
@@ -28,7 +28,7 @@ def parse_as_of(value: Any, what: str = "as_of") -> datetime | None:
         raise ConfigError(f"{what}: {exc}") from None
 
 
-def _as_of(value: Any) -> datetime | None:
+def _as_of(value: object) -> datetime | None:
     if value is None or value == "":
         return None
     if isinstance(value, datetime):

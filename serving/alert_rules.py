@@ -232,7 +232,7 @@ def _previous_levels(
     if previous is None:
         return np.full(len(ids), np.nan)
     lookup = {str(k): v for k, v in previous.items() if not _missing(v)}
-    return np.array([rank.get(lookup.get(c), np.nan) for c in ids], dtype=np.float64)
+    return np.array([rank.get(lookup.get(c, ""), np.nan) for c in ids], dtype=np.float64)
 
 
 def _reasons(value: Any) -> list[str]:

@@ -133,7 +133,7 @@ def sync_alerts(
             if current is None:
                 if not row.fires:
                     continue
-                new_id = conn.execute(
+                inserted = conn.execute(
                     sa.insert(t).values(
                         customer_id=row.customer_id,
                         kind=row.kind,
@@ -145,8 +145,9 @@ def sync_alerts(
                         version=1,
                         **values,
                     )
-                ).inserted_primary_key[0]
-                notify.append((int(new_id), 1))
+                ).inserted_primary_key
+                assert inserted is not None  # an INSERT of one row always has its key
+                notify.append((int(inserted[0]), 1))
                 opened += 1
                 continue
             status, snoozed_until = status_at(current.status, current.snoozed_until, when)
@@ -369,13 +370,13 @@ def _missing_or_closed(conn: Connection, alert_id: int) -> None:
     raise ValueError(f"alert {alert_id} is {status}; only open, acknowledged or snoozed alerts can change")
 
 
-def _alert_dict(row: Mapping[str, Any]) -> dict[str, Any]:
+def _alert_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = dict(row)
     out["reasons"] = json.loads(out["reasons"]) if out.get("reasons") else []
     return out
 
 
-def _alert_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def _alert_frame(rows: Sequence[Mapping[Any, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame([_alert_dict(r) for r in rows], columns=ALERT_COLUMNS)
     for col in _TIME_COLUMNS:
         frame[col] = pd.to_datetime(frame[col])

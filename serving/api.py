@@ -144,7 +144,7 @@ def error_body(raw: bytes) -> dict[str, str]:
     return out
 
 
-def _field_error(d: Any) -> str:
+def _field_error(d: object) -> str:
     if not isinstance(d, dict):
         return str(d)
     return f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"

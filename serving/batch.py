@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -19,6 +19,11 @@ from serving import alert_rules, alert_store, delivery, monitoring, outbox, scor
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from training.tracking import MlflowConfig
+
 
 @dataclass
 class BatchResult:
@@ -26,13 +31,17 @@ class BatchResult:
     parquet: Path
     as_of: datetime
     version: str
-    alerts: Any = None  # serving.alert_store.SyncResult
-    drift: Any = None  # serving.monitoring.DriftResult (None: drift watch off or no reference in the model)
-    delivery: Any = None  # serving.delivery.DeliveryReport (None: no endpoints configured)
+    alerts: alert_store.SyncResult | None = None  # None: alerts off
+    drift: monitoring.DriftResult | None = None  # None: drift watch off or no reference in the model
+    delivery: delivery.DeliveryReport | None = None  # None: no endpoints configured
 
 
 def score_history(
-    history: History, as_of: datetime, served: Served, config: ServingConfig, mlcfg: Any = None
+    history: History,
+    as_of: datetime,
+    served: Served,
+    config: ServingConfig,
+    mlcfg: MlflowConfig | None = None,
 ) -> BatchResult:
     """Score; apply tier hysteresis; write the Parquet table and the store snapshot; raise and de-duplicate
     alerts; watch drift (logged to MLflow when `mlcfg` is given); queue and deliver alerts. Each step is one
@@ -74,7 +83,7 @@ def score_history(
     return result
 
 
-def deliver(eng: Any, config: ServingConfig) -> delivery.DeliveryReport:
+def deliver(eng: sa.Engine, config: ServingConfig) -> delivery.DeliveryReport:
     return delivery.deliver_all(eng, config.endpoints(), config.webhooks)
 
 
@@ -83,7 +92,7 @@ def _write(
     rows: pd.DataFrame,
     served: Served,
     config: ServingConfig,
-    eng: Any,
+    eng: sa.Engine,
     as_of: datetime,
     events: pd.DataFrame,
 ) -> Path:
@@ -114,8 +123,8 @@ def _write(
 
 
 def _raise_alerts(
-    eng: Any, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, rules: AlertConfig
-) -> Any:
+    eng: sa.Engine, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, rules: AlertConfig
+) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
     previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
@@ -127,15 +136,15 @@ def _raise_alerts(
 
 
 def _watch_drift(
-    eng: Any,
+    eng: sa.Engine,
     rows: pd.DataFrame,
     scores: pd.DataFrame,
     served: Served,
     as_of: datetime,
     config: ServingConfig,
     rules: AlertConfig | None,
-    mlcfg: Any,
-) -> Any:
+    mlcfg: MlflowConfig | None,
+) -> monitoring.DriftResult | None:
     """Drift of this run against the model's training population; a model-health alert goes to the outbox
     like any other (serving.monitoring)."""
     if not config.drift.enabled:
@@ -148,7 +157,7 @@ def _watch_drift(
     return found
 
 
-def _enqueue(eng: Any, notify: list[tuple[int, int]], config: ServingConfig) -> None:
+def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfig) -> None:
     """Queue each (alert id, version) for every endpoint; the webhook id carries both, so retries and
     re-runs never duplicate."""
     endpoints = config.endpoints()

@@ -36,6 +36,7 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from core.clock import utc_now
 from serving import alert_rules, alert_store, charts, monitoring, store, tier_store, webauth
@@ -61,7 +62,7 @@ HEADERS = {
 # --- the gate (called by serving.middleware.ApiKeys before anything under /ui runs) ---------------------
 
 
-def admits(scope: dict[str, Any], key_hashes: frozenset[str]) -> bool:
+def admits(scope: Scope, key_hashes: frozenset[str]) -> bool:
     """True for the login page, the stylesheet, and requests with a valid session cookie."""
     path = scope["path"]
     if path in (f"{MOUNT}/login", f"{MOUNT}/static/app.css"):
@@ -69,7 +70,7 @@ def admits(scope: dict[str, Any], key_hashes: frozenset[str]) -> bool:
     return _session(scope, key_hashes) is not None
 
 
-def login_location(scope: dict[str, Any]) -> str:
+def login_location(scope: Scope) -> str:
     """Where a browser without a session goes: the login page, back to the page it asked for (GETs)."""
     if scope["method"] != "GET" or scope["path"] in (MOUNT, f"{MOUNT}/"):
         return f"{MOUNT}/login"
@@ -78,7 +79,7 @@ def login_location(scope: dict[str, Any]) -> str:
     return f"{MOUNT}/login?{urlencode({'next': target})}"
 
 
-def _session(scope: dict[str, Any], key_hashes: frozenset[str]) -> webauth.Session | None:
+def _session(scope: Scope, key_hashes: frozenset[str]) -> webauth.Session | None:
     raw = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
     token = cookie_parser(raw).get(webauth.COOKIE) if raw else None
     return webauth.verify(session_secret(), token, key_hashes, time.time())
@@ -167,8 +168,8 @@ def _login(request: Request, form: FormData) -> Response:
 
 async def logout(request: Request) -> Response:
     form = await request.form()
-    if (denied := await run_in_threadpool(_refused, request, form)) is not None:
-        return denied
+    if await run_in_threadpool(_form_session, request, form) is None:
+        return await run_in_threadpool(_refused, request)
     response = RedirectResponse(f"{MOUNT}/login", status_code=303, headers=HEADERS)
     response.delete_cookie(webauth.COOKIE, path=MOUNT, httponly=True, samesite="strict")
     return response
@@ -299,7 +300,7 @@ def overview(request: Request) -> Response:
             label_w=200,
             threshold=drift["psi_alert"],
         )
-        if columns
+        if drift and columns
         else None,
         health=_records(alert_store.list_alerts(state.engine, "live", model=True)),
         here=_here(request),
@@ -317,11 +318,12 @@ async def act(request: Request) -> Response:
 
 
 def _act(request: Request, form: FormData) -> Response:
-    if (denied := _refused(request, form)) is not None:
-        return denied
+    session = _form_session(request, form)
+    if session is None:
+        return _refused(request)
     state, action = _state(), request.path_params["action"]
     alert_id = request.path_params["alert_id"]
-    who = _session(request.scope, state.hashes).who
+    who = session.who
     try:
         if action == "ack":
             alert_store.acknowledge(state.engine, alert_id, who)
@@ -346,18 +348,24 @@ def _act(request: Request, form: FormData) -> Response:
     )
 
 
-def _refused(request: Request, form: FormData) -> Response | None:
-    """A 403 page unless the form carries this session's CSRF token (a bearer key alone cannot act)."""
+def _form_session(request: Request, form: FormData) -> webauth.Session | None:
+    """The session, if the form carries its CSRF token (a bearer key alone cannot act); the one session
+    the action then records, so it cannot expire between the check and its use."""
     session = _session(request.scope, _state().hashes)
     if session is None or not webauth.csrf_ok(session_secret(), session.token, str(form.get("csrf") or "")):
-        return _page(
-            request,
-            "message.html",
-            403,
-            title="Refused",
-            message="This form has expired or did not come from this dashboard. Reload the page and retry.",
-        )
-    return None
+        return None
+    return session
+
+
+def _refused(request: Request) -> Response:
+    """The 403 page of a form without this session's CSRF token."""
+    return _page(
+        request,
+        "message.html",
+        403,
+        title="Refused",
+        message="This form has expired or did not come from this dashboard. Reload the page and retry.",
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -404,7 +412,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: None if _missing(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 

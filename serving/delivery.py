@@ -300,14 +300,16 @@ def deliver_due(
 
     rng = rng if rng is not None else random.Random()
     client = httpx.Client(follow_redirects=False) if post is None else None  # one connection pool per run
-    if client is not None:
 
-        def post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> int:
-            return client.post(url, content=body, headers=headers, timeout=timeout).status_code
+    def pooled(url: str, headers: dict[str, str], body: bytes, timeout: float) -> int:
+        assert client is not None
+        return client.post(url, content=body, headers=headers, timeout=timeout).status_code
+
+    send = post if post is not None else pooled
 
     try:
         return _deliver_rows(
-            engine, endpoints, at, clock, limit, max_attempts, base_delay_s, max_delay_s, rng, post, lease_s
+            engine, endpoints, at, clock, limit, max_attempts, base_delay_s, max_delay_s, rng, send, lease_s
         )
     finally:
         if client is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from starlette.authentication import (
     AuthCredentials,
@@ -69,7 +69,7 @@ class BearerKeys(AuthenticationBackend):
         self.hashes = hashes
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        scope = cast(dict[str, Any], conn.scope)  # the ASGI server's dict
+        scope = conn.scope
         path = scope["path"]
         if path in OPEN_PATHS:
             return None
@@ -92,7 +92,7 @@ class BearerKeys(AuthenticationBackend):
 
 def refuse(conn: HTTPConnection, exc: AuthenticationError) -> Response:
     """401 JSON for the API; under /ui a 303 to /ui/ (from /ui) or to the login page, back to the page."""
-    scope = cast(dict[str, Any], conn.scope)  # the ASGI server's dict
+    scope = conn.scope
     if _dashboard(scope["path"]):
         where = f"{dashboard.MOUNT}/" if scope["path"] == dashboard.MOUNT else dashboard.login_location(scope)
         return Response(status_code=303, headers={"location": where, "content-type": "text/plain"})

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -29,6 +29,10 @@ from serving import alert_rules, alert_store
 from serving.config import AlertConfig, DriftConfig
 from serving.schema import drift_runs_table, drift_table
 from training import drift
+
+if TYPE_CHECKING:
+    from training.artefact import ScoringArtefact
+    from training.tracking import MlflowConfig
 
 KIND = "model-health"
 PLAYBOOK = "check the data feed; if the population really moved, `diamond retrain` (retrains on drift)"
@@ -105,12 +109,12 @@ def watch(
     engine: Engine,
     rows: pd.DataFrame,
     scores: pd.DataFrame,
-    artefact: Any,
+    artefact: ScoringArtefact,
     version: str,
     as_of: datetime,
     config: DriftConfig,
     alert_config: AlertConfig | None = None,
-    mlcfg: Any = None,
+    mlcfg: MlflowConfig | None = None,
 ) -> DriftResult | None:
     """Measure, store, log and alert on one batch run's drift. None when the model ships no reference (one
     trained before drift references existed)."""
@@ -204,7 +208,9 @@ def latest_drift(engine: Engine) -> dict[str, Any] | None:
     return {**dict(run), "reasons": json.loads(run["reasons"]), "psi": [dict(r) for r in psi]}
 
 
-def log_to_mlflow(mlcfg: Any, found: Assessment, version: str, as_of: datetime, config: DriftConfig) -> str:
+def log_to_mlflow(
+    mlcfg: MlflowConfig, found: Assessment, version: str, as_of: datetime, config: DriftConfig
+) -> str:
     """One run in the `<experiment>-monitoring` experiment: psi_<column> metrics, max_psi and over, the
     threshold as params, tagged with the model version and as_of."""
     from mlflow.entities import Metric, Param

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
@@ -31,6 +31,11 @@ from core.clock import utc_naive, utc_now
 from features.history import History
 from serving import schema
 from serving.schema import score_history_table, score_runs_table
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
 RUNS = score_runs_table.name
@@ -167,7 +172,9 @@ def _migrating(eng: sa.Engine) -> Iterator[sa.Connection]:
     locked = sa.create_engine(eng.url, poolclass=sa.pool.NullPool)
 
     @sa.event.listens_for(locked, "connect")
-    def _driver_leaves_transactions_to_us(dbapi_con: Any, _record: Any) -> None:
+    def _driver_leaves_transactions_to_us(
+        dbapi_con: sqlite3.Connection, _record: ConnectionPoolEntry
+    ) -> None:
         dbapi_con.isolation_level = None
 
     @sa.event.listens_for(locked, "begin")

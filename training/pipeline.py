@@ -7,8 +7,9 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -19,6 +20,10 @@ from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
 from training.models import fit_churn, fit_value, split_latest
 from training.rfm import RfmRank
+
+if TYPE_CHECKING:
+    from training.registry import Decision
+    from training.tracking import Logged, MlflowConfig
 
 
 @dataclass
@@ -129,14 +134,14 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
 @dataclass
 class TrainResult:
     trained: Trained
-    logged: Any  # training.tracking.Logged: run id, registered version, model URI
-    decision: Any  # training.registry.Decision
+    logged: Logged  # run id, registered version, model URI
+    decision: Decision
 
 
 def train(
     history: History,
     config: TrainingConfig,
-    mlcfg: Any,
+    mlcfg: MlflowConfig,
     cutoff: str | datetime | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
@@ -220,7 +225,9 @@ def _baseline_scores(late: pd.DataFrame, horizon_days: int) -> dict[str, float]:
     }
 
 
-def _rank_only(y: Any, score: Any, value: Any, predicted: Any) -> dict[str, float | None]:
+def _rank_only(
+    y: np.ndarray, score: np.ndarray, value: np.ndarray, predicted: np.ndarray
+) -> dict[str, float | None]:
     """A ranking has an AUC but no probability scores."""
     out: dict[str, float | None] = {**metrics.value_metrics(value, predicted)}
     out.update(churn_auc=metrics.roc_auc(y, score), churn_brier=None, churn_logloss=None)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -24,6 +24,9 @@ from training import metrics
 from training.artefact import ScoringArtefact
 from training.config import GateConfig
 from training.tracking import MlflowConfig, load_artefact
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 Window = Callable[[ScoringArtefact], pd.DataFrame]  # rows with labels for an artefact's feature set
@@ -170,7 +173,7 @@ def versions(mlcfg: MlflowConfig) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: int(r["version"]), reverse=True)
 
 
-def _alias(client: Any, name: str, alias: str) -> str | None:
+def _alias(client: MlflowClient, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -186,7 +189,7 @@ def _who() -> str:
         return "unknown"
 
 
-def _log(mlcfg: MlflowConfig, client: Any, decision: Decision, note: str) -> None:
+def _log(mlcfg: MlflowConfig, client: MlflowClient, decision: Decision, note: str) -> None:
     run = client.create_run(
         mlcfg.experiment_id(client, f"{mlcfg.experiment}-promotions"),
         run_name=f"v{decision.challenger} {'promoted' if decision.promoted else 'refused'}",
@@ -202,6 +205,6 @@ def _log(mlcfg: MlflowConfig, client: Any, decision: Decision, note: str) -> Non
     }
     for k, v in params.items():
         client.log_param(run.info.run_id, k, v)
-    for k, v in decision.scores.items():
-        client.log_metric(run.info.run_id, k, v)
+    for k, score in decision.scores.items():
+        client.log_metric(run.info.run_id, k, score)
     client.set_terminated(run.info.run_id)

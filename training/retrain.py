@@ -26,9 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.config import RetrainConfig
+
+if TYPE_CHECKING:
+    from training.config import TrainingConfig
+    from training.pipeline import TrainResult
+    from training.tracking import MlflowConfig
 
 LOCK_ENV = "DIAMOND_RETRAIN_LOCK"
 LOCK_NAME = "retrain.lock"
@@ -54,7 +59,7 @@ class Outcome:
     trained: bool
     message: str
     reasons: list[tuple[str, str]] = field(default_factory=list)  # (kind, in words)
-    result: Any = None  # training.pipeline.TrainResult when trained
+    result: TrainResult | None = None  # when trained
 
 
 def reasons(signals: Signals, settings: RetrainConfig, force: bool = False) -> list[tuple[str, str]]:
@@ -107,7 +112,7 @@ def quiet_reason(signals: Signals, settings: RetrainConfig) -> str:
     return "no retrain needed: " + "; ".join(parts)
 
 
-def lock_path(mlcfg: Any) -> Path:
+def lock_path(mlcfg: MlflowConfig) -> Path:
     """$DIAMOND_RETRAIN_LOCK, else `retrain.lock` beside a SQLite tracking store, else in ./.diamond."""
     if env := os.environ.get(LOCK_ENV):
         return Path(env)
@@ -138,7 +143,7 @@ def exclusive(path: Path) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def read_signals(mlcfg: Any, drift: dict[str, Any] | None, now: datetime | None = None) -> Signals:
+def read_signals(mlcfg: MlflowConfig, drift: dict[str, Any] | None, now: datetime | None = None) -> Signals:
     """The champion and the newest version's age (registry), beside the latest drift the caller passes in."""
     from mlflow.exceptions import MlflowException
 
@@ -146,7 +151,7 @@ def read_signals(mlcfg: Any, drift: dict[str, Any] | None, now: datetime | None 
 
     client = mlcfg.client()
     try:
-        found = client.search_model_versions(f"name = '{mlcfg.registered_model}'")
+        found = list(client.search_model_versions(f"name = '{mlcfg.registered_model}'"))
     except MlflowException:
         found = []
     newest = max(found, key=lambda v: int(v.version), default=None)
@@ -162,7 +167,7 @@ def read_signals(mlcfg: Any, drift: dict[str, Any] | None, now: datetime | None 
     )
 
 
-def previous_run(mlcfg: Any, sha256: str, kind: str) -> str | None:
+def previous_run(mlcfg: MlflowConfig, sha256: str, kind: str) -> str | None:
     """The id of a training run on this exact data for this reason, if there is one."""
     client = mlcfg.client()
     runs = client.search_runs(
@@ -175,8 +180,8 @@ def previous_run(mlcfg: Any, sha256: str, kind: str) -> str | None:
 
 def run(
     data: Path,
-    config: Any,
-    mlcfg: Any,
+    config: TrainingConfig,
+    mlcfg: MlflowConfig,
     drift: dict[str, Any] | None,
     force: bool = False,
     cutoff: str | None = None,

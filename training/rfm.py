@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +52,7 @@ class RfmRank:
 
     def score(self, rows: pd.DataFrame) -> np.ndarray:
         """Higher = likelier to churn, in [0, 1]: the mean of the three axes."""
-        return sum(self.axes(rows).values()) / len(self.references)
+        return functools.reduce(operator.add, self.axes(rows).values()) / len(self.references)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {k: [float(x) for x in v] for k, v in self.references.items()}

@@ -10,6 +10,8 @@ of a value. Serving keeps tiers from flapping between runs (serving.hysteresis) 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from training.models import VALUE_FLOOR
@@ -18,7 +20,7 @@ DEFAULT_SHARES: dict[str, float | None] = {"diamond": 0.05, "gold": 0.15, "silve
 DEFAULT_TIERS = tuple(DEFAULT_SHARES)  # tier names, best first, when no model gives them
 
 
-def tier_thresholds(values: np.ndarray, shares: dict[str, float]) -> dict[str, float]:
+def tier_thresholds(values: np.ndarray, shares: Mapping[str, float | None]) -> dict[str, float]:
     """Cut points on predicted value: each tier (best first) takes the next `share` of customers; the
     last tier in `shares` with share None/0 takes the rest (threshold 0)."""
     out: dict[str, float] = {}

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,14 @@ from pydantic_settings import SettingsConfigDict
 from core.config import FileSettings, load
 from training import plots
 from training.artefact import ScoringArtefact
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+    from mlflow.pyfunc.model import PythonModelContext
+
+    from training.config import TrainingConfig
+    from training.pipeline import Trained
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mlflow.yaml"
 CONFIG_ENV, TRACKING_ENV = "DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI"
@@ -62,7 +70,7 @@ class MlflowConfig(FileSettings):
         """mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG), the environment on top."""
         return load(cls, path, default=DEFAULT_PATH, env=CONFIG_ENV, what="MLflow config")
 
-    def client(self) -> Any:
+    def client(self) -> MlflowClient:
         """An MlflowClient on this store (creating the SQLite folder on first use)."""
         from mlflow import MlflowClient
 
@@ -70,7 +78,7 @@ class MlflowConfig(FileSettings):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def experiment_id(self, client: Any, name: str | None = None) -> str:
+    def experiment_id(self, client: MlflowClient, name: str | None = None) -> str:
         name = name or self.experiment
         found = client.get_experiment_by_name(name)
         if found is not None:
@@ -82,14 +90,15 @@ class MlflowConfig(FileSettings):
 
 
 def _pyfunc_class() -> type:
-    import mlflow.pyfunc
+    from mlflow.pyfunc.model import PythonModel
 
-    class DiamondModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    class DiamondModel(PythonModel):
         """Feature rows (built with the artefact's feature set at its horizon) in, scores out."""
 
-        def load_context(self, context: Any) -> None:
+        def load_context(self, context: PythonModelContext) -> None:
             self.artefact = ScoringArtefact.load(context.artifacts["artefact"])
 
+        # MLflow reads predict's hints when the class is made: they must name module globals
         def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
             return self.artefact.score(model_input)
 
@@ -104,9 +113,9 @@ class Logged:
 
 
 def log_training(
-    trained: Any,
+    trained: Trained,
     fingerprint: dict[str, Any],
-    config: Any,
+    config: TrainingConfig,
     mlcfg: MlflowConfig,
     run_name: str | None = None,
     register: bool = True,
@@ -190,13 +199,13 @@ def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:
         return ScoringArtefact.load(found.parent)
 
 
-def report_figures(trained: Any) -> dict[str, Any]:
+def report_figures(trained: Trained) -> dict[str, Figure]:
     """The report plots of a training run, on the latest validation window (validation-stage models)."""
     late, pred = trained.validation_rows, trained.validation_predictions
     y, p = late["churned"].to_numpy(), pred["churn_probability"].to_numpy()
     from training import baselines
 
-    figs: dict[str, Any] = {}
+    figs: dict[str, Figure] = {}
     if 0 < y.sum() < len(y):
         rfm = {"RFM rank": baselines.rfm_churn_score(late)}
         figs.update(
@@ -209,7 +218,8 @@ def report_figures(trained: Any) -> dict[str, Any]:
         figs["value_deciles"] = plots.decile_figure(late["future_value"], pred["predicted_value"])
     art = trained.artefact
     for name, model in (("churn", art.churn), ("value", art.value)):
-        gain = model.booster.get_score(importance_type="total_gain")
+        # trees give one number a feature (a list only for gblinear multi-class)
+        gain = cast(dict[str, float], model.booster.get_score(importance_type="total_gain"))
         if gain:
             figs[f"{name}_importance"] = plots.importance_figure({k: float(v) for k, v in gain.items()})
         rows = trained.scoring_rows
@@ -221,7 +231,7 @@ def report_figures(trained: Any) -> dict[str, Any]:
     return figs
 
 
-def _params(trained: Any, config: Any) -> dict[str, Any]:
+def _params(trained: Trained, config: TrainingConfig) -> dict[str, Any]:
     art = trained.artefact
     out: dict[str, Any] = {
         "feature_set": art.feature_set,
@@ -253,4 +263,4 @@ def _quiet() -> None:
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+    return {k: float(v) for k, v in values.items() if np.isfinite(v)}

@@ -6,12 +6,13 @@ import math
 from datetime import datetime
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
 from features.history import history_from_frames
-from training import design, metrics
+from training import design, metrics, tuning
 from training.models import split_latest
 from training.rfm import RfmRank
 from training.tiers import assign_tiers, tier_thresholds
@@ -115,3 +116,17 @@ def test_training_origins_need_two_complete_label_windows() -> None:
     assert [o.date().isoformat() for o in origins] == ["2024-03-31", "2024-05-31", "2024-06-30"]
     origins = design.training_origins(history, datetime(2024, 9, 30), 91, 4, 30)
     assert [o.date().isoformat() for o in origins] == ["2024-03-31", "2024-04-30", "2024-05-31", "2024-06-30"]
+
+
+def test_tuning_survives_a_start_whose_loss_is_nan() -> None:
+    """Optuna fails a trial whose loss is NaN and searches on: the start's loss is NaN then, not a crash."""
+
+    def loss(params: dict[str, float]) -> float:
+        return math.nan if params["x"] == 0.0 else (params["x"] - 0.5) ** 2
+
+    def space(trial: optuna.Trial) -> dict[str, float]:
+        return {"x": trial.suggest_float("x", -1.0, 1.0)}
+
+    found = tuning._search(loss, space, {"x": 0.0}, trials=5, timeout_s=600, seed=0, metric="sq")
+    assert math.isnan(found.start_loss)
+    assert found.trials == 5 and math.isfinite(found.best_loss) and found.params["x"] != 0.0
