@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import CUTOFF, built_once, run_diamond, schedule, serve_champion, train_store
+from tests.helpers import (
+    build_cdnow_champion,
+    built_once,
+    run_diamond,
+    schedule,
+    serve_champion,
+    train_store,
+)
 from tests.helpers.webhooks import WebhookReceiver
 
 TIERS = ("unit", "integration", "e2e")
@@ -70,11 +77,9 @@ def cdnow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def cdnow_champion(cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow store holding one small model trained on CDNOW at CUTOFF, the champion: trained once per test
-    run and shared read-only (serve_champion serves a copy of it)."""
-    return built_once(
-        tmp_path_factory, "cdnow-champion", lambda f: train_store(f, cdnow_dir, "--cutoff", CUTOFF)
-    )
+    """A small model trained on CDNOW at CUTOFF, the champion of its MLflow store, and the same after a batch
+    run (build_cdnow_champion): made once per test run and shared read-only (serve_champion serves a copy)."""
+    return built_once(tmp_path_factory, "cdnow-champion", lambda f: build_cdnow_champion(f, cdnow_dir))
 
 
 @pytest.fixture(scope="session", autouse=True)

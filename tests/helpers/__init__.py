@@ -100,6 +100,39 @@ def copy_store(store: Path, work: Path) -> None:
             shutil.copyfile(store / f"mlflow.db{sidecar}", work / f"mlflow.db{sidecar}")
 
 
+def write_serving_config(work: Path, serving: dict | None = None) -> None:
+    """work/serving.yaml: the repository's, without webhook endpoints, with `serving` overriding settings."""
+    config = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))
+    config["webhooks"]["endpoints"] = []
+    config.update(serving or {})
+    (work / "serving.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+
+def _score_cdnow(cdnow_dir: Path, work: Path) -> None:
+    """`diamond score` CDNOW at CUTOFF with work's MLflow store, serving store and serving.yaml; its output
+    in work/score.out."""
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "DIAMOND_STORE_URL": f"sqlite:///{work / 'diamond.db'}",
+        "DIAMOND_SERVING_CONFIG": str(work / "serving.yaml"),
+    }
+    scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work, env=env).stdout
+    (work / "score.out").write_text(scored, encoding="utf-8")
+
+
+def build_cdnow_champion(folder: Path, cdnow_dir: Path) -> None:
+    """folder/trained: a store from train_store with a small model trained on CDNOW at CUTOFF (the champion);
+    folder/scored: the same after one `diamond score` of CDNOW at CUTOFF with the default serving.yaml
+    (no webhook endpoints): MLflow store, serving store, score table and score.out."""
+    trained, scored = folder / "trained", folder / "scored"
+    trained.mkdir()
+    train_store(trained, cdnow_dir, "--cutoff", CUTOFF)
+    scored.mkdir()
+    copy_store(trained, scored)
+    write_serving_config(scored)
+    _score_cdnow(cdnow_dir, scored)
+
+
 @contextmanager
 def serve_champion(
     champion: Path,
@@ -109,12 +142,13 @@ def serve_champion(
     env: dict[str, str] | None = None,
     restore_env_early: bool = False,
 ) -> Iterator[str]:
-    """Serve `champion` (a store from train_store: a small model trained on CDNOW at CUTOFF) from a copy in
-    `work`: batch-score CDNOW at CUTOFF (its output in score.out), then serve it with API_KEY on a free
-    127.0.0.1 port; yields the base URL. `serving` overrides serving.yaml settings (default: no webhook
-    endpoints); `env` adds variables. Everything lives in `work` (work/training.yaml is the small training
-    config) and the environment is restored afterwards (`restore_env_early`: as soon as the server is up,
-    for callers that only send it HTTP requests)."""
+    """Serve `champion` (from build_cdnow_champion) from a copy in `work`, with API_KEY on a free 127.0.0.1
+    port; yields the base URL. The copy has been batch-scored on CDNOW at CUTOFF (its output in score.out):
+    without `serving` overrides the copy is champion/scored, else `serving` overrides serving.yaml settings
+    (default: no webhook endpoints) and the copy of champion/trained is scored here. `env` adds variables.
+    Everything lives in `work` (work/training.yaml is the small training config) and the environment is
+    restored afterwards (`restore_env_early`: as soon as the server is up, for callers that only send it
+    HTTP requests)."""
     saved = dict(os.environ)
     os.environ.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
@@ -123,16 +157,17 @@ def serve_champion(
         DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
         **(env or {}),
     )
-    config = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))
-    config["webhooks"]["endpoints"] = []
-    config.update(serving or {})
-    (work / "serving.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    write_serving_config(work, serving)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        copy_store(champion, work)
         (work / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
-        scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work).stdout
-        (work / "score.out").write_text(scored, encoding="utf-8")
+        if serving is None:  # the same config as champion/scored: its copy
+            for name in ("mlflow.db", "diamond.db", "score.out"):
+                shutil.copyfile(champion / "scored" / name, work / name)
+            shutil.copytree(champion / "scored" / ".diamond", work / ".diamond")
+        else:
+            copy_store(champion / "trained", work)
+            _score_cdnow(cdnow_dir, work)
         port = free_port()
         with (work / "serve.log").open("wb") as log:
             proc = subprocess.Popen(
