@@ -144,6 +144,8 @@ def test_score_and_serve_refuse_an_old_store_until_it_is_upgraded(
 ) -> None:
     """Migrating is left to a person (`diamond db upgrade`): both say so and leave the store as it is."""
     monkeypatch.setenv("DIAMOND_API_KEYS", API_KEY)
+    # a registry of its own: under xdist another test of this worker may have promoted a champion
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-mlflow.db'}")
     untouched = _sha(old_store)
     refused = [
         run_diamond("score", "--data", str(tmp_path / "history"), check=False),
