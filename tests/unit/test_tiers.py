@@ -25,7 +25,6 @@ def _by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     return {r["customer_id"]: r for r in frame.to_dict("records")}
 
 
-@pytest.fixture
 def test_promotion_is_immediate_and_resets_the_counter() -> None:
     previous = pd.DataFrame({"customer_id": ["a", "b"], "tier": ["silver", "gold"], "runs_below": [0, 1]})
     out = _by_id(apply_hysteresis(previous, _raw(a="gold", b="diamond"), ORDER, demote_after=2))
