@@ -49,9 +49,10 @@ chromium: $(CHROMIUM) ## Install Debian's chromium for the dashboard's browser t
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-lint: $(VENV)/.dev ## ruff lint and format check
+lint: $(VENV)/.dev ## ruff lint and format check, then mypy over core/ features/ training/ serving/ diamond/
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.dev ## Fix lint and formatting where ruff can
 	$(BIN)/ruff check --fix .
@@ -85,4 +86,4 @@ lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 --extra dev pyproject.toml -o requirements-dev.lock
 
 clean: ## Remove .venv and generated outputs
-	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .hypothesis test-artifacts
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache .mypy_cache .hypothesis test-artifacts

@@ -1,4 +1,5 @@
-"""The `diamond` command. Wiring only: each subcommand parses options and calls a stage's library code."""
+"""The `diamond` command: each subcommand parses its options, loads the config, calls one flow (diamond.flows)
+or one library function, and prints what came back. What runs in which order lives in diamond.flows."""
 
 from __future__ import annotations
 
@@ -7,12 +8,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from diamond import flows
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from serving.batch import BatchResult
+    from serving.config import ServingConfig
+    from serving.monitoring import DriftResult
+    from training.pipeline import TrainResult
+    from training.tracking import MlflowConfig
 
 app = typer.Typer(
     help="Diamond: churn risk and customer value from CRM history.",
@@ -35,7 +48,7 @@ out = Console()
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Known bad input becomes a clear message and exit code 2, never a traceback."""
-    from features.config import ConfigError
+    from core.config import ConfigError
     from features.history import HistoryError
     from features.sets import FeatureSetError
 
@@ -174,73 +187,28 @@ def features_build(
     engine: Annotated[str | None, typer.Option(help="duckdb | spark (default: engine.yaml).")] = None,
 ) -> None:
     """Build feature rows (and labels) for every eligible customer at each cutoff; write Parquet."""
-    from features import build
+    from features.build import parse_cutoff, parse_horizon
     from features.engine import EngineConfig
-    from features.history import load_history
 
     with _user_errors():
         settings = EngineConfig.load(engine=engine)
-    if settings.engine == "spark":
-        _features_build_spark(settings, data, out_file, cutoffs, horizon, feature_set, labels, as_of)
-        return
-    steps = ["load history", "spine", "features", "labels", "write"]
-    with _user_errors(), _progress(len(steps), "features") as advance:
-        history = load_history(data, as_of=_parse_time(as_of))
-        advance(steps[0])
-        horizon_days = build.parse_horizon(horizon)
-        cuts = (
-            [build.parse_cutoff(c) for c in cutoffs.split(",") if c.strip()]
-            if cutoffs
-            else build.monthly_cutoffs(history, horizon_days)
+    on_spark = settings.engine == "spark"
+    steps = None if on_spark else len(flows.FEATURE_STEPS)  # Spark: the count is not known ahead
+    with _user_errors(), _progress(steps, "features on spark" if on_spark else "features") as advance:
+        cuts = [parse_cutoff(c) for c in cutoffs.split(",") if c.strip()] if cutoffs else None
+        built = flows.build_features(
+            settings,
+            data,
+            out_file,
+            cuts,
+            parse_horizon(horizon),
+            feature_set,
+            labels,
+            _parse_time(as_of),
+            advance,
         )
-        spine = build.build_spine(history, cuts)
-        advance(steps[1])
-        table = build.build_features(history, spine, feature_set, horizon_days)
-        advance(steps[2])
-        if labels:
-            lab = build.build_labels(history, spine, horizon_days)
-            table = table.append_column("churned", lab.column("churned")).append_column(
-                "future_value", lab.column("future_value")
-            )
-        advance(steps[3])
-        _write_parquet(table, Path(out_file))
-        advance(steps[4])
-    _print_summary(build.summarise(table), f"{feature_set} at {len(cuts)} cutoff(s) -> {out_file}")
-
-
-def _features_build_spark(
-    settings: Any,
-    data: str,
-    out_file: str,
-    cutoffs: str | None,
-    horizon: str,
-    feature_set: str,
-    labels: bool,
-    as_of: str | None,
-) -> None:
-    from features import build
-    from features import spark as fsp
-
-    with _user_errors(), _progress(None, "features on spark") as advance:
-        spark = settings.session()
-        advance("session")
-        history = fsp.load_history(spark, data, as_of=_parse_time(as_of))
-        horizon_days = build.parse_horizon(horizon)
-        cuts = (
-            [build.parse_cutoff(c) for c in cutoffs.split(",") if c.strip()]
-            if cutoffs
-            else fsp.monthly_cutoffs(history, horizon_days)
-        )
-        if labels:
-            table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set)
-        else:
-            table, fits = fsp.build_features(
-                history, fsp.build_spine(history, cuts), feature_set, horizon_days
-            )
-        fsp.write_training_set(table, out_file, fits)
-        advance("write")
-        summary = build.summarise(spark.read.parquet(out_file).drop("cutoff_date").toArrow())
-    _print_summary(summary, f"{feature_set} at {len(cuts)} cutoff(s) on Spark -> {out_file}")
+    where = " on Spark" if on_spark else ""
+    _print_summary(built.summary, f"{feature_set} at {built.cutoffs} cutoff(s){where} -> {out_file}")
 
 
 @features_app.command("list")
@@ -271,76 +239,40 @@ def demo(
     config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
 ) -> None:
     """Run the whole product end to end on the bundled CDNOW data and say where the results are."""
-    from features.datasets import cdnow
-    from features.history import load_history
+    from serving.config import ServingConfig
     from training import tracking
     from training.config import TrainingConfig
-    from training.pipeline import train as run_train
 
-    steps = ["write CDNOW history", "load and validate", "train and predict", "write predictions"]
-    steps += ["log to MLflow", "train on all data, register, gate", "score, tiers, alerts"]
-    predictions = out_dir / "cdnow_backtest_1997-09-30_273d.parquet"
-    with _user_errors(), _progress(len(steps), "demo") as advance:
-        history_dir = cdnow.write(out_dir / "cdnow", overwrite=True)
-        advance(steps[0])
-        history = load_history(history_dir)
-        advance(steps[1])
-        # the classic CDNOW protocol: everything dated <= 1997-09-30, scored on the next 39 weeks
-        result, run_id = _run_backtest(history, "1997-09-30", "273d", config, predictions, True, advance)
-        # then the model a retention team would use: trained on all the data, registered and gated
-        mlcfg = tracking.MlflowConfig.load()
-        trained = run_train(history, TrainingConfig.load(config), mlcfg)
-        advance(steps[5])
-        # and what a retention team gets: every customer scored and tiered, alerts raised
-        import dataclasses
-
-        from features.build import end_of
-        from serving.batch import score_history
-        from serving.config import ServingConfig
-        from serving.models import ModelHolder
-
-        # the demo's own store and score folder: re-running the demo starts its tiers and alerts afresh
-        (out_dir / "diamond.db").unlink(missing_ok=True)
-        serving_config = dataclasses.replace(
-            ServingConfig.load(),
-            store_url=f"sqlite:///{(out_dir / 'diamond.db').resolve()}",
-            scores_dir=str((out_dir / "scores").resolve()),
-        )
-        holder = ModelHolder(mlcfg, serving_config.model_alias)
-        holder.refresh()
-        if holder.current is None:
-            raise ValueError(f"no champion to score with: {holder.last_error}")
-        scored = score_history(history, end_of(history), holder.current, serving_config, mlcfg)
-        advance(steps[6])
-    _print_summary(history.summary(), "CDNOW history")
+    with _user_errors(), _progress(len(flows.DEMO_STEPS), "demo") as advance:
+        cfg, mlcfg = TrainingConfig.load(config), tracking.MlflowConfig.load()
+        run = flows.demo(out_dir, cfg, mlcfg, ServingConfig.load(), advance)
+    _print_summary(run.history.summary(), "CDNOW history")
     out.print("\n[bold]The classic CDNOW protocol[/] (train <= 1997-09-30, score the next 39 weeks):")
-    _print_backtest(result, predictions, run_id)
+    _print_backtest(run.backtest)
     out.print("\n[bold]Trained on all the data[/] (to 1998-06-30):")
-    _print_training(trained, mlcfg)
-    _print_alerts(scored, serving_config)
-    _print_drift(scored.drift)
+    _print_training(run.trained, mlcfg)
+    _print_alerts(run.scored, run.top_alerts)
+    _print_drift(run.scored.drift)
     out.print("\nResults:")
-    out.print(f"  history folder : {history_dir.resolve()}")
-    out.print(f"  score table    : {scored.parquet}")
-    out.print(f"  predictions    : {predictions.resolve()}")
+    out.print(f"  history folder : {run.history_dir.resolve()}")
+    out.print(f"  score table    : {run.scored.parquet}")
+    out.print(f"  predictions    : {run.backtest.predictions.resolve()}")
     out.print(f"  MLflow UI      : {mlcfg.ui_command()}  (then open http://127.0.0.1:5000)")
     out.print(
-        f"  dashboard      : DIAMOND_STORE_URL={serving_config.store_url} DIAMOND_API_KEYS=change-me "
-        f"diamond serve  (then open http://127.0.0.1:{serving_config.port}/ui/ and sign in with change-me)"
+        f"  dashboard      : DIAMOND_STORE_URL={run.serving.store_url} DIAMOND_API_KEYS=change-me "
+        f"diamond serve  (then open http://127.0.0.1:{run.serving.port}/ui/ and sign in with change-me)"
     )
 
 
-def _print_alerts(scored: Any, config: Any) -> None:
-    from serving import alerts, store
-
+def _print_alerts(scored: BatchResult, top: pd.DataFrame | None) -> None:
+    """The tier counts, then the top alerts (None: alerts off)."""
     counts = scored.scores["tier"].value_counts()
     out.print(
         f"\n[bold]Scored[/] {len(scored.scores):,} customers as of {scored.as_of:%Y-%m-%d} "
         f"(version {scored.version}): " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
     )
-    if scored.alerts is None:
+    if scored.alerts is None or top is None:
         return
-    top = alerts.list_alerts(store.engine(config.store_url), status="live").head(5)
     table = Table("customer", "tier", "P(churn)", "at risk", "why (top reason)", "playbook")
     for r in top.to_dict("records"):
         why = str(r["reasons"][0]) if r["reasons"] else ""
@@ -366,48 +298,18 @@ def backtest(
     track: Annotated[bool, typer.Option(help="Log the run (and holdout metrics) to MLflow.")] = True,
 ) -> None:
     """Train on data <= cutoff, predict every eligible customer, and score against what happened next."""
-    from features.history import load_history
+    from training import tracking
+    from training.config import TrainingConfig
 
     with _user_errors(), _progress(None, "backtest") as advance:
-        history = load_history(data)
-        advance("load history")
-        result, run_id = _run_backtest(history, cutoff, horizon, config, out_file, track, advance)
-    _print_backtest(result, out_file, run_id)
+        cfg = TrainingConfig.load(config)
+        mlcfg = tracking.MlflowConfig.load() if track else None
+        run = flows.backtest(data, cutoff, horizon, cfg, out_file, mlcfg, advance)
+    _print_backtest(run)
 
 
-def _run_backtest(
-    history: Any, cutoff: str, horizon: str, config: Path | None, out_file: Path, track: bool, advance: Any
-) -> tuple[Any, str | None]:
-    import pyarrow as pa
-
-    from training import report, tracking
-    from training.config import TrainingConfig
-    from training.pipeline import backtest as run_backtest
-
-    cfg = TrainingConfig.load(config)
-    result = run_backtest(history, cutoff, horizon, cfg)
-    advance("train and predict")
-    _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out_file)
-    advance("write predictions")
-    if not track:
-        return result, None
-    mlcfg = tracking.MlflowConfig.load()
-    t = result.trained.artefact.cutoff
-    logged = tracking.log_training(
-        result.trained,
-        history.until(t).fingerprint(),
-        cfg,
-        mlcfg,
-        run_name=f"backtest {t:%Y-%m-%d} +{result.horizon_days}d",
-        register=False,
-    )
-    tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
-    report.log_report(mlcfg, logged.run_id)  # with the holdout metrics
-    advance("log to MLflow")
-    return result, logged.run_id
-
-
-def _print_backtest(result: Any, out_file: Path, run_id: str | None) -> None:
+def _print_backtest(run: flows.BacktestRun) -> None:
+    result = run.result
     trained, art = result.trained, result.trained.artefact
     out.print(
         f"trained at {len(trained.origins)} origins "
@@ -425,9 +327,9 @@ def _print_backtest(result: Any, out_file: Path, run_id: str | None) -> None:
         out.print(table)
     else:
         out.print("the history ends before cutoff + horizon: predictions only, nothing to score")
-    out.print(f"predictions: {out_file.resolve()} ({len(result.predictions):,} customers)")
-    if run_id:
-        out.print(f"MLflow run {run_id}")
+    out.print(f"predictions: {run.predictions.resolve()} ({len(result.predictions):,} customers)")
+    if run.run_id:
+        out.print(f"MLflow run {run.run_id}")
 
 
 @app.command()
@@ -441,24 +343,19 @@ def train(
 ) -> None:
     """Features -> tune -> fit -> log to MLflow -> register a challenger -> promotion gate."""
     from features.build import parse_horizon
-    from features.history import load_history
     from training import tracking
     from training.config import TrainingConfig
-    from training.pipeline import train as run_train
 
     with _user_errors(), _progress(None, "train") as advance:
         cfg = TrainingConfig.load(config)
         if horizon:
-            cfg = cfg.replace(horizon_days=parse_horizon(horizon))
+            cfg = cfg.model_copy(update={"horizon_days": parse_horizon(horizon)})
         mlcfg = tracking.MlflowConfig.load()
-        history = load_history(data)
-        advance("load history")
-        result = run_train(history, cfg, mlcfg, cutoff)
-        advance("train, log, register, gate")
+        result = flows.train(data, cfg, mlcfg, cutoff, advance)
     _print_training(result, mlcfg)
 
 
-def _print_training(result: Any, mlcfg: Any) -> None:
+def _print_training(result: TrainResult, mlcfg: MlflowConfig) -> None:
     trained, art, d = result.trained, result.trained.artefact, result.decision
     out.print(
         f"trained at {art.cutoff:%Y-%m-%d} on {trained.training_rows:,} rows "
@@ -503,19 +400,19 @@ def retrain(
     """Retrain when drift or the schedule says so (or --force): a challenger, gated. Cron-safe: one at a
     time (a second run exits 0 saying who holds the lock), and never twice on the same data for one reason."""
     from serving.config import ServingConfig
-    from training import retrain as retraining
     from training.config import TrainingConfig
+    from training.retrain import Busy
     from training.tracking import MlflowConfig
 
     with _user_errors():
         cfg, mlcfg = TrainingConfig.load(config), MlflowConfig.load()
         try:
-            outcome = retraining.run(data, cfg, mlcfg, ServingConfig.load().store_url, force, cutoff)
-        except retraining.Busy as busy:
+            outcome = flows.retrain(data, cfg, mlcfg, ServingConfig.load().store_url, force, cutoff)
+        except Busy as busy:
             out.print(str(busy))
             return
     out.print(outcome.message)
-    if outcome.trained:
+    if outcome.result is not None:  # trained
         _print_training(outcome.result, mlcfg)
 
 
@@ -547,19 +444,14 @@ def promote(
     config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
 ) -> None:
     """Apply the promotion gate to a registered version against the champion (or force it)."""
-    from features.build import end_of, parse_cutoff
-    from features.history import load_history
-    from training import registry, tracking
+    from features.build import parse_cutoff
+    from training import tracking
     from training.config import TrainingConfig
-    from training.pipeline import validation_window
 
     with _user_errors():
         cfg, mlcfg = TrainingConfig.load(config), tracking.MlflowConfig.load()
-        history = load_history(data)
-        t = parse_cutoff(cutoff) if cutoff else end_of(history)
-        decision = registry.decide(
-            mlcfg, version, lambda a: validation_window(history, t, cfg, a), cfg.gate, force=force, note=note
-        )
+        t = parse_cutoff(cutoff) if cutoff else None
+        decision = flows.promote(data, version, cfg, mlcfg, t, force, note)
     out.print(decision.reason)
     if not decision.promoted and decision.champion != version:  # refused (already champion is fine)
         raise typer.Exit(1)
@@ -578,50 +470,32 @@ def score(
     ] = None,
 ) -> None:
     """Score every eligible customer with the champion: a Parquet score table and the service's snapshot."""
-    from features.build import end_of, parse_cutoff
+    from features.build import parse_cutoff
     from features.engine import EngineConfig
-    from features.history import load_history
-    from serving.batch import score_history
     from serving.config import ServingConfig
-    from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
     with _user_errors(), _progress(None, "score") as advance:
         settings = EngineConfig.load(engine=engine)
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
-        holder = ModelHolder(mlcfg, config.model_alias)
-        holder.refresh()
-        if holder.current is None:
-            raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
-        advance(f"load {holder.uri} (version {holder.current.version})")
-        if settings.engine == "spark":
-            from features import spark as fsp
-            from serving import spark_batch
-
-            history = fsp.load_history(settings.session(), data)
-            t = parse_cutoff(as_of) if as_of else history.end()
-            target = out_dir or str(Path(config.scores_dir) / "spark")
-            done = spark_batch.score_history(history, t, holder.current, config, target)
-            advance("score and write on spark")
-        else:
-            history = load_history(data)
-            advance("load history")
-            t = parse_cutoff(as_of) if as_of else end_of(history)
-            result = score_history(history, t, holder.current, config, mlcfg)
-            advance("score and write")
-    if settings.engine == "spark":
+        t = parse_cutoff(as_of) if as_of else None
+        run = flows.score(settings, data, t, config, mlcfg, out_dir, advance)
+    if isinstance(run, flows.SparkScoreRun):
+        done = run.result
         out.print(
-            f"scored {done.customers:,} customers as of {t:%Y-%m-%d %H:%M} with version {done.version} on "
-            "Spark; "
-            + ", ".join(f"{k} {done.tiers.get(k, 0):,}" for k in holder.current.artefact.tiers)
+            f"scored {done.customers:,} customers as of {run.as_of:%Y-%m-%d %H:%M} with version "
+            f"{done.version} on Spark; "
+            + ", ".join(f"{k} {done.tiers.get(k, 0):,}" for k in run.tiers)
             + " (raw tiers: hysteresis, alerts and the service snapshot run on the single-machine path)"
         )
-        out.print(f"score table: {done.path}/as_of_date={t:%Y-%m-%d}")
+        out.print(f"score table: {done.path}/as_of_date={run.as_of:%Y-%m-%d}")
         return
+    result = run.result
     counts = result.scores["tier"].value_counts()
     out.print(
-        f"scored {len(result.scores):,} customers as of {t:%Y-%m-%d %H:%M} with version {result.version}; "
-        + ", ".join(f"{k} {counts.get(k, 0):,}" for k in holder.current.artefact.tiers)
+        f"scored {len(result.scores):,} customers as of {run.as_of:%Y-%m-%d %H:%M} with version "
+        f"{result.version}; "
+        + ", ".join(f"{k} {counts.get(k, 0):,}" for k in run.tiers)
         + f" ({int((result.scores['tier'] != result.scores['tier_raw']).sum()):,} held by hysteresis)"
     )
     if result.alerts is not None:
@@ -638,7 +512,7 @@ def score(
     out.print(f"snapshot for the service: {config.store_url}")
 
 
-def _print_drift(found: Any) -> None:
+def _print_drift(found: DriftResult | None) -> None:
     if found is None:
         out.print("drift: not measured (watch off, or the model ships no drift reference)")
         return
@@ -651,14 +525,12 @@ def _print_drift(found: Any) -> None:
         out.print(f"{line}; no model-health alert" + (" (resolved)" if found.alerts.resolved else ""))
 
 
-def _alert_store() -> tuple[Any, Any]:
-    from serving import alerts, store
+def _alert_store() -> tuple[ServingConfig, sa.Engine]:
+    from serving import store
     from serving.config import ServingConfig
 
     config = ServingConfig.load()
-    eng = store.engine(config.store_url)
-    alerts.ensure_tables(eng)
-    return config, eng
+    return config, store.prepare(store.engine(config.store_url))
 
 
 @alerts_app.command("list")
@@ -670,17 +542,17 @@ def alerts_list(
     limit: Annotated[int, typer.Option(help="At most this many, highest value at risk first.")] = 50,
 ) -> None:
     """Alerts ranked by value at risk."""
-    from serving import alerts
+    from serving import alert_rules, alert_store
 
     with _user_errors():
         _, eng = _alert_store()
-        rows = alerts.list_alerts(eng, status=None if status == "all" else status, tier=tier)
+        rows = alert_store.list_alerts(eng, status=None if status == "all" else status, tier=tier)
     table = Table(
         "id", "customer", "kind", "status", "tier", "P(churn)", "value", "at risk", "due", "playbook"
     )
-    model = rows["customer_id"] == alerts.MODEL_ID  # model-health alerts first: they concern every score
+    model = rows["customer_id"] == alert_rules.MODEL_ID  # model-health alerts first: they concern every score
     for r in [*rows[model].to_dict("records"), *rows[~model].head(limit).to_dict("records")]:
-        if r["customer_id"] == alerts.MODEL_ID:
+        if r["customer_id"] == alert_rules.MODEL_ID:
             blank = [""] * 5
             table.add_row(str(r["id"]), "(the model)", r["kind"], r["status"], *blank, r["playbook"])
             table.add_row("", "", "", "", *blank, "; ".join(r["reasons"]))
@@ -709,11 +581,11 @@ def alerts_export(
     ] = "live",
 ) -> None:
     """Write alerts to CSV or JSON (by the file's extension)."""
-    from serving import alerts
+    from serving import alert_store
 
     with _user_errors():
         _, eng = _alert_store()
-        n = alerts.export_alerts(eng, path, status=None if status == "all" else status)
+        n = alert_store.export_alerts(eng, path, status=None if status == "all" else status)
     out.print(f"{n:,} alert(s) written to {path.resolve()}")
 
 
@@ -725,23 +597,23 @@ def alerts_ack(
     ] = None,
 ) -> None:
     """Acknowledge an alert: someone owns it now."""
-    from serving import alerts
+    from serving import alert_store
     from training.registry import _who
 
     with _user_errors():
         _, eng = _alert_store()
-        row = alerts.acknowledge(eng, alert_id, who or _who())
+        row = alert_store.acknowledge(eng, alert_id, who or _who())
     out.print(f"alert {alert_id} acknowledged by {row.get('owner') or who}")
 
 
 @alerts_app.command("deliver")
 def alerts_deliver() -> None:
     """Deliver what is due in the outbox (safe from cron: backoff retries, dead-letters when exhausted)."""
-    from serving import outbox
+    from serving import delivery, outbox
 
     with _user_errors():
         config, eng = _alert_store()
-        report = outbox.deliver_all(eng, config.endpoints(), config.webhooks)
+        report = delivery.deliver_all(eng, config.endpoints(), config.webhooks)
     out.print(
         f"webhooks: {report.delivered:,} delivered, {report.retried:,} to retry, {report.dead:,} dead; "
         f"{outbox.pending_count(eng):,} pending"
@@ -755,7 +627,6 @@ def alerts_dead() -> None:
 
     with _user_errors():
         _, eng = _alert_store()
-        outbox.ensure_tables(eng)
         rows = outbox.dead_letters(eng)
     for r in rows:
         out.print(f"{r['webhook_id']}  {r['destination']}  attempts {r['attempts']}  {r['last_error']}")
@@ -774,8 +645,9 @@ def serve(
     import secrets
     import sys
 
+    from serving import store
+    from serving.champion import ChampionHolder
     from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
-    from serving.models import ModelHolder
     from training.tracking import MlflowConfig
 
     # a tracking server that is down should fail a start or a poll in seconds, not after MLflow's minutes
@@ -785,7 +657,8 @@ def serve(
         config = ServingConfig.load()
         if not api_key_hashes():
             raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
-        holder = ModelHolder(MlflowConfig.load(), config.model_alias)
+        store.prepare(store.engine(config.store_url))  # a new store is created; another revision refused
+        holder = ChampionHolder(MlflowConfig.load(), config.model_alias)
         if not holder.refresh():  # refuse to start on a model that cannot serve, rather than serve 503s
             raise ValueError(f"not starting: {holder.uri} cannot be served: {holder.last_error}")
     bentoml = str(Path(sys.executable).with_name("bentoml"))
@@ -826,11 +699,46 @@ def models() -> None:
     out.print(log_table)
 
 
-def _write_parquet(table: Any, path: Path) -> None:
-    """Write atomically: a failed run leaves any previous file intact."""
-    import pyarrow.parquet as pq
+db_app = typer.Typer(help="The serving store's schema: its revision, and migrating it.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the serving store (store_url) to this release's schema, in place and in one transaction: a new
+    store is created; one written by an earlier release is migrated with its rows kept."""
+    from serving import store
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        url = ServingConfig.load().store_url
+        before, after = store.upgrade(store.engine(url))
+    if before == after:
+        out.print(f"store {url}: already at revision {after}, nothing to do")
+    elif before == store.NEW:
+        out.print(f"store {url}: created at revision {after}")
+    else:
+        out.print(f"store {url}: upgraded from {_revision_name(before)} to revision {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """The serving store's schema revision, and whether `diamond db upgrade` has work to do."""
+    from serving import store
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        url = ServingConfig.load().store_url
+        current, head = store.revision(store.engine(url)), store.head()
+    if current == head:
+        out.print(f"{current} (head): store {url}")
+    elif current == store.NEW:
+        out.print(f"none: store {url} is new; the first command creates it at revision {head}")
+    else:
+        out.print(f"{current}: {store.mismatch(store.engine(url), current)}")
+
+
+def _revision_name(rev: str) -> str:
+    from serving import store
+
+    return "the schema before migrations" if rev == store.BEFORE_MIGRATIONS else f"revision {rev}"

@@ -22,7 +22,9 @@ unit, r, a, b do not).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -164,7 +166,15 @@ def _dot(u: Array, v: Array) -> float:
     return float(np.multiply(u, v).sum())
 
 
-def _minimise(objective, start: Array, what: str, names: tuple[str, ...]) -> Array:
+def _weighted_counts(index: NDArray[np.intp], weights: Array, size: int) -> Array:
+    """The sum of `weights` per value of `index` (0 .. size-1), as float64."""
+    # numpy's stub types every bincount as intp; with weights it returns float64
+    return cast(Array, np.bincount(index, weights=weights, minlength=size))
+
+
+def _minimise(
+    objective: Callable[[Array], tuple[float, Array]], start: Array, what: str, names: tuple[str, ...]
+) -> Array:
     """L-BFGS-B on log-parameters with an analytic gradient; raise ValueError unless it converged inside."""
     bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(start)
     result = minimize(
@@ -246,7 +256,7 @@ class _BGNBDObjective:
         self.inv = inverse.ravel()
         self.x1, self.t_x1, self.big_t1, self.w1 = x[rep], t_x[rep], big_t[rep], w[rep]
         self.w1x1 = self.w1 * self.x1
-        self.wu = np.bincount(self.inv, weights=self.w1, minlength=self.xu.size)  # weight per distinct x
+        self.wu = _weighted_counts(self.inv, self.w1, self.xu.size)  # weight per distinct x
 
     def params(self, theta: Array) -> tuple[float, float, float, float]:
         r, alpha_rel, a, b = np.exp(theta)
@@ -283,7 +293,7 @@ class _BGNBDObjective:
         d_alpha += r * (1.0 - self.sum_w0) / alpha
         d_alpha -= _dot(wa * rx, 1.0 / (alpha + self.big_t1))
         d_alpha -= _dot(wb * rx, 1.0 / (alpha + self.t_x1))
-        sa_u = np.bincount(inv, weights=wa, minlength=xu.size)
+        sa_u = _weighted_counts(inv, wa, xu.size)
         sb_u = wu - sa_u
         psi_ab_minus_abx = digamma(a + b) * (1.0 - self.sum_w0) - _dot(wu, digamma(a + b + xu))
         d_a = psi_ab_minus_abx + float(sb_u.sum()) / a  # digamma(a + 1) - digamma(a) = 1/a

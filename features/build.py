@@ -4,39 +4,34 @@ Training sets and batch scoring call the same `build_features`; they differ only
 whether labels are attached. Features at cutoff T see only events with timestamp <= T (and recorded_at <= T
 where a table has it); labels see only (T, T + horizon]. Definitions (features.definitions) are Ibis
 expressions; `spine_expr`, `features_expr` and `labels_expr` assemble them over an `Engine`'s tables, and
-the engine compiles and runs them: DuckDB here over the history's Arrow tables, Spark in features.spark.
+the engine compiles and runs them: DuckDB over the history's Arrow tables (features.engine), Spark in
+features.spark.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-import duckdb
 import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
 
 from features import btyd
-from features.config import TABLE_NAMES, parse_as_of
+from features.config import parse_as_of
 from features.definitions import BTYD_FEATURES, REGISTRY, Feature
+from features.engine import KEYS, DuckDBEngine, Engine
 from features.history import History
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, FeatureSetError, get_feature_set
 
-KEYS = ["customer_id", "cutoff"]
 LABELS = ["churned", "future_value"]
 BTYD_UNIT_DAYS = 7.0  # BG/NBD and Gamma-Gamma are fitted in weeks, as in the literature
 # churn: mixed — customers whose attribute of this name is true churn by cancellation, the rest by silence
 CONTRACT_ATTRIBUTE = "is_subscriber"
-# One DuckDB thread by default: parallel aggregation merges partial float sums in a varying order, so the
-# last bits of a mean or std could differ between runs or between a history and its truncated copy.
-# Set DIAMOND_DUCKDB_THREADS to trade bit-for-bit reproducibility for speed.
-THREADS_ENV = "DIAMOND_DUCKDB_THREADS"
 BTYD_META = b"diamond.btyd_fits"
 BTYD_SUMMARY = ("_btyd_x", "_btyd_tx", "_btyd_T", "_btyd_m")  # the per-row inputs the BTYD step reads
 
@@ -90,7 +85,8 @@ def month_end_cutoffs(
 ) -> list[datetime]:
     """Month ends from `first` + `min_history_days` to the last whose label window ends by `end`."""
     start, last = first + timedelta(days=min_history_days), end - timedelta(days=horizon_days)
-    cutoffs, year, month = [], start.year, start.month
+    cutoffs: list[datetime] = []
+    year, month = start.year, start.month
     while True:
         nxt = datetime(year + (month == 12), month % 12 + 1, 1)
         cutoff = nxt - timedelta(microseconds=1)
@@ -319,89 +315,6 @@ def check_columns(expected: Sequence[str], rows: pa.Table, feature_set: str) -> 
 
 
 # --- internals -----------------------------------------------------------------------------------
-
-
-class Engine:
-    """Where the builder's Ibis expressions run: the history's tables (and a spine) under names the compiled
-    SQL refers to. Subclasses register tables and run SQL in one dialect; the expressions are shared."""
-
-    def __init__(self) -> None:
-        self._tables: dict[str, ir.Table] = {}
-
-    def _declare(self, name: str, schema: ibis.Schema, sql_name: str | None = None) -> None:
-        self._tables[name] = ibis.table(schema, name=sql_name or name)
-
-    def has(self, name: str) -> bool:
-        return name in self._tables
-
-    def table(self, name: str) -> ir.Table:
-        return self._tables[name]
-
-    def columns(self) -> dict[str, list[str]]:
-        """Column names of the history's contract tables present."""
-        return {n: list(t.columns) for n, t in self._tables.items() if n in TABLE_NAMES}
-
-    def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
-        """A one-column table of cutoffs the spine pairs customers with."""
-        raise NotImplementedError
-
-    def views(self) -> dict[str, ir.Table]:
-        """The point-in-time views the definitions aggregate over."""
-        s = self.table("spine_cutoffs")
-        out = {"transactions": _events(self.table("transactions"), s)}
-        tx = out["transactions"]
-        p = tx.filter(tx.amount >= 0)
-        days = p.group_by([*KEYS, p.timestamp.date().name("day")]).aggregate(
-            day_amount=p.amount.sum(), age_days=p.age_days.min()
-        )
-        w = ibis.window(group_by=[days.customer_id, days.cutoff], order_by=days.day)
-        out["purchase_days"] = days.mutate(gap_days=days.day.delta(days.day.lag().over(w), unit="day"))
-        if self.has("interactions"):
-            out["interactions"] = _events(self.table("interactions"), s)
-        return out
-
-
-class DuckDBEngine(Engine):
-    """A DuckDB connection holding the history's Arrow tables (and a spine); runs compiled expressions."""
-
-    def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
-        super().__init__()
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        if not exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
-            self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
-        for name, table in history.tables().items():
-            self._register(name, table)
-        if spine is not None:
-            self._register("spine", spine.select(KEYS))
-            self._register("spine_cutoffs", pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))}))
-
-    def _register(self, name: str, table: pa.Table) -> None:
-        self.con.register(name, table)
-        self._declare(name, ibis.Schema.from_pyarrow(table.schema))
-
-    def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
-        self._register("cutoffs", cutoffs_table(cutoffs))
-        return self.table("cutoffs")
-
-    def run(self, expr: ir.Table) -> pa.Table:
-        sql = ibis.to_sql(expr, dialect="duckdb")
-        return self.con.sql(str(sql)).arrow().read_all()
-
-
-def cutoffs_table(cutoffs: list[datetime]) -> pa.Table:
-    return pa.table({"cutoff": pa.array(cutoffs, pa.timestamp("us"))})
-
-
-def _events(table: ir.Table, cutoffs: ir.Table) -> ir.Table:
-    """Events paired with every cutoff at which they were known. Pairing with the few cutoffs, not the
-    spine's rows, keeps this a cheap filter; the spine's left join later keeps only eligible customers."""
-    j = table.cross_join(cutoffs)
-    seen = j.timestamp <= j.cutoff
-    if "recorded_at" in table.columns:
-        seen &= j.recorded_at.isnull() | (j.recorded_at <= j.cutoff)
-    j = j.filter(seen)
-    return j.mutate(age_days=j.cutoff.date().delta(j.timestamp.date(), unit="day"))
 
 
 def _known_at(table: ir.Table) -> ir.Value:

@@ -1,42 +1,160 @@
-"""Which engine runs the feature builder and batch scoring: `engine.yaml` (in git, non-secret) or
-`--engine` on the command line. DuckDB (one machine) is the default; Spark runs the same definitions on a
-cluster (features.spark, docs/scale.md)."""
+"""Where the builder's expressions run, and which engine runs them.
+
+- The engines: an `Engine` holds the history's tables (and a spine) under the names the compiled SQL refers
+  to, and runs the Ibis expressions features.build assembles; `DuckDBEngine` does it on one machine over
+  the history's Arrow tables. The Spark engine (features.spark) runs the same expressions on a cluster; it
+  lives there because pyspark is optional.
+- The choice: `engine.yaml` (in git, non-secret) or `--engine` on the command line (`EngineConfig`). DuckDB
+  is the default (docs/scale.md).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from features.config import ConfigError, read_settings
+import duckdb
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from core.config import ConfigError, FileSettings, OrEmpty, Section, load
+from features.config import TABLE_NAMES
+from features.history import History
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "engine.yaml"
 CONFIG_ENV = "DIAMOND_ENGINE_CONFIG"
-ENGINES = ("duckdb", "spark")
+EngineName = Literal["duckdb", "spark"]
+ENGINES: tuple[EngineName, ...] = get_args(EngineName)
+KEYS = ["customer_id", "cutoff"]  # a spine row: one customer at one cutoff
+# One DuckDB thread by default: parallel aggregation merges partial float sums in a varying order, so the
+# last bits of a mean or std could differ between runs or between a history and its truncated copy.
+# Set DIAMOND_DUCKDB_THREADS to trade bit-for-bit reproducibility for speed.
+THREADS_ENV = "DIAMOND_DUCKDB_THREADS"
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    engine: str = "duckdb"
-    spark: dict[str, Any] = field(default_factory=dict)  # master (None: spark-submit's), conf {key: value}
+# --- the choice ----------------------------------------------------------------------------------
+
+
+class SparkConfig(Section):
+    """`spark:` where the Spark engine runs."""
+
+    master: str | None = None  # local[N], spark://..., yarn; None: spark-submit's (or Databricks')
+    conf: dict[str, str | int | float | bool] = Field(default_factory=dict)  # any Spark setting
+
+
+class EngineConfig(FileSettings):
+    """engine.yaml; the environment overrides any key (e.g. DIAMOND_ENGINE_SPARK__MASTER)."""
+
+    model_config = SettingsConfigDict(env_prefix="DIAMOND_ENGINE_")
+
+    engine: EngineName = "duckdb"
+    spark: Annotated[SparkConfig, OrEmpty] = SparkConfig()
 
     @classmethod
     def load(cls, path: str | Path | None = None, engine: str | None = None) -> EngineConfig:
-        """engine.yaml (or `path`, or $DIAMOND_ENGINE_CONFIG); `engine` (the --engine option) wins."""
-        file = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH)
-        raw = read_settings(file, bool(path), ("engine", "spark"), "engine config") or {}
-        chosen = engine or raw.get("engine", cls.engine)
-        if chosen not in ENGINES:
-            raise ConfigError(f"engine {chosen!r}: expected one of {', '.join(ENGINES)}")
-        spark = raw.get("spark") or {}
-        if not isinstance(spark, dict) or set(spark) - {"master", "conf"}:
-            raise ConfigError(f"{file}: 'spark' takes 'master' and 'conf' only")
-        return cls(chosen, spark)
+        """engine.yaml (or `path`, or $DIAMOND_ENGINE_CONFIG), the environment on top; `engine` (the --engine
+        option) wins."""
+        config = load(cls, path, default=DEFAULT_PATH, env=CONFIG_ENV, what="engine config")
+        if engine is None:
+            return config
+        if engine not in ENGINES:
+            raise ConfigError(f"engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        return config.model_copy(update={"engine": engine})
 
     def session(self) -> Any:
         """The SparkSession these settings describe (features.spark.session)."""
         from features.spark import session
 
-        conf = {str(k): str(v) for k, v in (self.spark.get("conf") or {}).items()}
-        return session(self.spark.get("master"), conf=conf)
+        conf = {str(k): str(v) for k, v in self.spark.conf.items()}
+        return session(self.spark.master, conf=conf)
+
+
+# --- the engines ---------------------------------------------------------------------------------
+
+
+class Engine:
+    """Where the builder's Ibis expressions run: the history's tables (and a spine) under names the compiled
+    SQL refers to. Subclasses register tables and run SQL in one dialect; the expressions are shared."""
+
+    def __init__(self) -> None:
+        self._tables: dict[str, ir.Table] = {}
+
+    def _declare(self, name: str, schema: ibis.Schema, sql_name: str | None = None) -> None:
+        self._tables[name] = ibis.table(schema, name=sql_name or name)
+
+    def has(self, name: str) -> bool:
+        return name in self._tables
+
+    def table(self, name: str) -> ir.Table:
+        return self._tables[name]
+
+    def columns(self) -> dict[str, list[str]]:
+        """Column names of the history's contract tables present."""
+        return {n: list(t.columns) for n, t in self._tables.items() if n in TABLE_NAMES}
+
+    def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
+        """A one-column table of cutoffs the spine pairs customers with."""
+        raise NotImplementedError
+
+    def views(self) -> dict[str, ir.Table]:
+        """The point-in-time views the definitions aggregate over."""
+        s = self.table("spine_cutoffs")
+        out = {"transactions": _events(self.table("transactions"), s)}
+        tx = out["transactions"]
+        p = tx.filter(tx.amount >= 0)
+        days = p.group_by([*KEYS, p.timestamp.date().name("day")]).aggregate(
+            day_amount=p.amount.sum(), age_days=p.age_days.min()
+        )
+        w = ibis.window(group_by=[days.customer_id, days.cutoff], order_by=days.day)
+        out["purchase_days"] = days.mutate(gap_days=days.day.delta(days.day.lag().over(w), unit="day"))
+        if self.has("interactions"):
+            out["interactions"] = _events(self.table("interactions"), s)
+        return out
+
+
+class DuckDBEngine(Engine):
+    """A DuckDB connection holding the history's Arrow tables (and a spine); runs compiled expressions."""
+
+    def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
+        super().__init__()
+        self.con = duckdb.connect()
+        self.con.execute("SET TimeZone = 'UTC'")
+        if not exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
+            self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
+        for name, table in history.tables().items():
+            self._register(name, table)
+        if spine is not None:
+            self._register("spine", spine.select(KEYS))
+            self._register("spine_cutoffs", pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))}))
+
+    def _register(self, name: str, table: pa.Table) -> None:
+        self.con.register(name, table)
+        self._declare(name, ibis.Schema.from_pyarrow(table.schema))
+
+    def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
+        self._register("cutoffs", cutoffs_table(cutoffs))
+        return self.table("cutoffs")
+
+    def run(self, expr: ir.Table) -> pa.Table:
+        sql = ibis.to_sql(expr, dialect="duckdb")
+        return self.con.sql(str(sql)).arrow().read_all()
+
+
+def cutoffs_table(cutoffs: list[datetime]) -> pa.Table:
+    return pa.table({"cutoff": pa.array(cutoffs, pa.timestamp("us"))})
+
+
+def _events(table: ir.Table, cutoffs: ir.Table) -> ir.Table:
+    """Events paired with every cutoff at which they were known. Pairing with the few cutoffs, not the
+    spine's rows, keeps this a cheap filter; the spine's left join later keeps only eligible customers."""
+    j = table.cross_join(cutoffs)
+    seen = j.timestamp <= j.cutoff
+    if "recorded_at" in table.columns:
+        seen &= j.recorded_at.isnull() | (j.recorded_at <= j.cutoff)
+    j = j.filter(seen)
+    return j.mutate(age_days=j.cutoff.date().delta(j.timestamp.date(), unit="day"))

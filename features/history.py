@@ -15,11 +15,11 @@ import csv
 import gzip
 import hashlib
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -29,6 +29,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.config import TABLE_NAMES, DatasetConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 EXAMPLES = 5  # offending rows quoted per problem
 
@@ -252,10 +255,10 @@ def load_history(
 
 
 def history_from_frames(
-    transactions: Any,
-    customers: Any = None,
-    interactions: Any = None,
-    cancellations: Any = None,
+    transactions: pd.DataFrame | pa.Table,
+    customers: pd.DataFrame | pa.Table | None = None,
+    interactions: pd.DataFrame | pa.Table | None = None,
+    cancellations: pd.DataFrame | pa.Table | None = None,
     config: DatasetConfig | None = None,
     as_of: datetime | None = None,
 ) -> History:
@@ -572,11 +575,11 @@ def _export(con: duckdb.DuckDBPyConnection, name: str, source: pa.Table, typed: 
         select = ", ".join(f'"{c}"' for c in typed.columns)
         return con.sql(f"SELECT {select} FROM clean_{name} ORDER BY __row").arrow().read_all()
     rest = [f'"{c}"' for c in typed.columns if c not in typed.passthrough]
-    duck = con.sql(f"SELECT {', '.join(rest)} FROM typed_{name}").arrow().read_all() if rest else None
+    duck = con.sql(f"SELECT {', '.join(rest)} FROM typed_{name}").arrow().read_all() if rest else pa.table({})
     columns = []
     for c in typed.columns:
         if c not in typed.passthrough:
-            columns.append(duck.column(c))  # type: ignore[union-attr]
+            columns.append(duck.column(c))
             continue
         column = source.column(typed.passthrough[c])
         if c in typed.to_float:
@@ -782,7 +785,7 @@ def _check_duplicates(
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _examples(rows: list[tuple[Any, Any]], is_csv: bool) -> tuple[str, ...]:
+def _examples(rows: Sequence[tuple[int, object]], is_csv: bool) -> tuple[str, ...]:
     where = "line" if is_csv else "row"
     offset = 2 if is_csv else 1  # CSV: line 1 is the header
     return tuple(f"{where} {r + offset}: {_short(repr(v), 60)}" for r, v in rows)

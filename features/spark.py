@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -23,11 +24,12 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pyarrow as pa
-import yaml
 
+from core.config import parse, yaml_mapping
 from features import build
-from features.config import CONFIG_FILE, TABLE_NAMES, ConfigError, DatasetConfig
+from features.config import CONFIG_FILE, TABLE_NAMES, DatasetConfig
 from features.definitions import BTYD_FEATURES
+from features.engine import KEYS, Engine, cutoffs_table
 from features.history import CONTRACT, HistoryError, Problem
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
 
@@ -92,8 +94,8 @@ class SparkHistory:
 
         stamp = F.lit(cutoff).cast("timestamp_ntz")
 
-        def known(df: DataFrame | None, column: str) -> DataFrame | None:
-            if df is None or column not in df.columns:
+        def known(df: DataFrame, column: str) -> DataFrame:
+            if column not in df.columns:
                 return df
             keep = F.col(column) <= stamp
             if column == "signup_date":
@@ -102,12 +104,15 @@ class SparkHistory:
                 keep = keep & (F.col("recorded_at").isNull() | (F.col("recorded_at") <= stamp))
             return df.where(F.coalesce(keep, F.lit(False)))
 
+        def known_if_any(df: DataFrame | None, column: str) -> DataFrame | None:
+            return None if df is None else known(df, column)
+
         return replace(
             self,
             transactions=known(self.transactions, "timestamp"),
-            customers=known(self.customers, "signup_date"),
-            interactions=known(self.interactions, "timestamp"),
-            cancellations=known(self.cancellations, "timestamp"),
+            customers=known_if_any(self.customers, "signup_date"),
+            interactions=known_if_any(self.interactions, "timestamp"),
+            cancellations=known_if_any(self.cancellations, "timestamp"),
             as_of=cutoff,
         )
 
@@ -116,7 +121,7 @@ class SparkHistory:
         from pyspark.sql import functions as F
 
         bounds = [
-            df.agg(F.min("timestamp"), F.max("timestamp")).first()
+            df.agg(F.min("timestamp"), F.max("timestamp")).collect()[0]  # one row: a global aggregation
             for name, df in self.tables().items()
             if name != "customers"
         ]
@@ -202,15 +207,13 @@ def _read_config(spark: SparkSession, file: str) -> DatasetConfig:
     if not _exists(spark, file):
         return DatasetConfig()
     text = "\n".join(r.value for r in spark.read.text(file).collect())
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{file}: not valid YAML: {exc}") from exc
-    return DatasetConfig.from_dict(raw, file)
+    return parse(DatasetConfig, yaml_mapping(text, file), file)
 
 
 def _fs_path(spark: SparkSession, path: str) -> tuple[Any, Any]:
     jvm = spark.sparkContext._jvm
+    if jvm is None:
+        raise RuntimeError("Spark's JVM is gone: the session was stopped")
     p = jvm.org.apache.hadoop.fs.Path(path)
     return p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), p
 
@@ -228,7 +231,7 @@ def _is_dir(spark: SparkSession, path: str) -> bool:
 # --- the engine ----------------------------------------------------------------------------------
 
 
-class SparkEngine(build.Engine):
+class SparkEngine(Engine):
     """The history's DataFrames (and a spine) as temp views with names unique to this engine; runs the
     builder's expressions compiled to Spark SQL and returns lazy DataFrames."""
 
@@ -243,9 +246,9 @@ class SparkEngine(build.Engine):
         for name, df in history.tables().items():
             self._register(name, df)
         if spine is not None:
-            self._register("spine", spine.select(*build.KEYS))
+            self._register("spine", spine.select(*KEYS))
             cuts = [r[0] for r in spine.select("cutoff").distinct().collect()]
-            self._register("spine_cutoffs", self.spark.createDataFrame(build.cutoffs_table(sorted(cuts))))
+            self._register("spine_cutoffs", self.spark.createDataFrame(cutoffs_table(sorted(cuts))))
 
     def _register(self, name: str, df: DataFrame) -> None:
         from ibis.backends.pyspark.datatypes import PySparkType
@@ -256,7 +259,7 @@ class SparkEngine(build.Engine):
         self._declare(name, schema, view)
 
     def cutoffs(self, cutoffs: list[datetime]) -> ir.Table:
-        self._register("cutoffs", self.spark.createDataFrame(build.cutoffs_table(cutoffs)))
+        self._register("cutoffs", self.spark.createDataFrame(cutoffs_table(cutoffs)))
         return self.table("cutoffs")
 
     def run(self, expr: ir.Table) -> DataFrame:
@@ -266,7 +269,7 @@ class SparkEngine(build.Engine):
 # --- the builder on Spark ------------------------------------------------------------------------
 
 
-def build_spine(history: SparkHistory, cutoffs: list[str | datetime]) -> DataFrame:
+def build_spine(history: SparkHistory, cutoffs: Sequence[str | datetime]) -> DataFrame:
     """`build.build_spine` on Spark (unordered)."""
     engine = SparkEngine(history)
     return engine.run(build.spine_expr(engine, build.parse_cutoffs(cutoffs)))
@@ -284,10 +287,10 @@ def build_features(
     fs = get_feature_set(feature_set) if isinstance(feature_set, str) else feature_set
     engine = SparkEngine(history, spine)
     expr, with_btyd = build.features_expr(engine, fs)
-    df, fits = engine.run(expr), {}
+    df, fits = engine.run(expr), dict[str, dict[str, list[float]]]()
     if with_btyd:
         df, fits = _add_btyd(df, build.parse_horizon(horizon), btyd_params)
-    return df.select(*build.KEYS, *build.resolve_columns(fs, history)), fits
+    return df.select(*KEYS, *build.resolve_columns(fs, history)), fits
 
 
 def build_labels(
@@ -297,7 +300,7 @@ def build_labels(
     from pyspark.sql import functions as F
 
     horizon_days = build.parse_horizon(horizon)
-    latest = spine.agg(F.max("cutoff")).first()[0]
+    latest = spine.agg(F.max("cutoff")).collect()[0][0]  # one row: a global aggregation
     build.check_label_window(latest, horizon_days, history.end())
     engine = SparkEngine(history, spine)
     return engine.run(build.labels_expr(engine, horizon_days, churn or history.churn))
@@ -305,7 +308,7 @@ def build_labels(
 
 def build_training_set(
     history: SparkHistory,
-    cutoffs: list[str | datetime],
+    cutoffs: Sequence[str | datetime],
     horizon: str | int,
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     churn: str | None = None,
@@ -315,7 +318,7 @@ def build_training_set(
     spine = build_spine(history, cutoffs).cache()
     features, fits = build_features(history, spine, feature_set, btyd_horizon or horizon)
     labels = build_labels(history, spine, horizon, churn)
-    return features.join(labels, build.KEYS, "left"), fits
+    return features.join(labels, KEYS, "left"), fits
 
 
 def build_scoring_rows(
@@ -335,7 +338,7 @@ def monthly_cutoffs(history: SparkHistory, horizon_days: int) -> list[datetime]:
     return build.month_end_cutoffs(first, history.as_of or last, horizon_days)
 
 
-def write_training_set(df: DataFrame, path: str, fits: dict[str, Any]) -> None:
+def write_training_set(df: DataFrame, path: str, fits: dict[str, dict[str, list[float]]]) -> None:
     """Parquet partitioned by cutoff date (`cutoff_date=YYYY-MM-DD/`; one folder per cutoff, so a cutoff
     can be rebuilt or read alone); re-writing a cutoff replaces only its folder. The BTYD fits go beside
     the parts as `_btyd_fits.json` (readers skip names starting with `_`)."""
@@ -370,7 +373,7 @@ def _add_btyd(
     x, tx, big_t, m = build.BTYD_SUMMARY
     bg = df.where(F.col(x).isNotNull()).groupBy("cutoff", x, tx, big_t).count().toArrow()
     gg = df.where((F.col(x) > 0) & (F.col(m) > 0)).groupBy("cutoff", x, m).count().toArrow()
-    fits = {}
+    fits: dict[str, dict[str, list[float]]] = {}
     bg_cut, gg_cut = bg.column("cutoff").to_numpy(), gg.column("cutoff").to_numpy()
     for value in np.unique(bg_cut):
         sel, gsel = bg_cut == value, gg_cut == value
@@ -396,7 +399,7 @@ def _add_btyd(
     schema = T.StructType(fields)
     names = schema.fieldNames()
 
-    def apply(batches: Any) -> Any:
+    def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             table = build.apply_btyd(pa.Table.from_batches([batch]), fits, horizon_days)
             yield from table.select(names).to_batches()

@@ -14,6 +14,7 @@ LIMIT = 1e12
 Amount = Annotated[float, Field(allow_inf_nan=False, ge=-LIMIT, le=LIMIT, strict=True)]
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 MAX_CUSTOMERS = 1000  # the documented cap per request; serving.yaml's max_customers may only lower it
+OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})  # the health probes: the only routes without a key
 
 
 def _text_time(value: object) -> object:
@@ -143,34 +144,7 @@ def error_body(raw: bytes) -> dict[str, str]:
     return out
 
 
-def _field_error(d: Any) -> str:
+def _field_error(d: object) -> str:
     if not isinstance(d, dict):
         return str(d)
     return f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('msg', '')}"
-
-
-def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """pydantic's own JSON schema for `model`, as OpenAPI 3.0 states it: definitions inlined and optional
-    fields `nullable` (BentoML's document drops the null from optional fields, so the service accepted
-    nulls its document called invalid)."""
-    raw = model.model_json_schema()
-    defs = raw.pop("$defs", {})
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(n) for n in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            extra = {k: v for k, v in node.items() if k != "$ref"}
-            return walk({**defs[node["$ref"].rsplit("/", 1)[-1]], **extra})
-        node = {k: walk(v) for k, v in node.items()}
-        options = node.get("anyOf")
-        if isinstance(options, list) and {"type": "null"} in options:
-            rest = [o for o in options if o != {"type": "null"}]
-            del node["anyOf"]
-            node = {**rest[0], **node} if len(rest) == 1 else {**node, "anyOf": rest}
-            node["nullable"] = True
-        return node
-
-    return walk(raw)

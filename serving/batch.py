@@ -8,16 +8,21 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alerts, monitoring, outbox, scoring, store, tiers
-from serving.config import ServingConfig
-from serving.models import Served
+from serving import alert_rules, alert_store, delivery, monitoring, outbox, scoring, store, tier_store
+from serving.champion import Served
+from serving.config import AlertConfig, ServingConfig
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from training.tracking import MlflowConfig
 
 
 @dataclass
@@ -26,20 +31,24 @@ class BatchResult:
     parquet: Path
     as_of: datetime
     version: str
-    alerts: Any = None  # serving.alerts.SyncResult
-    drift: Any = None  # serving.monitoring.DriftResult (None: drift watch off or no reference in the model)
-    delivery: Any = None  # serving.outbox.DeliveryReport (None: no endpoints configured)
+    alerts: alert_store.SyncResult | None = None  # None: alerts off
+    drift: monitoring.DriftResult | None = None  # None: drift watch off or no reference in the model
+    delivery: delivery.DeliveryReport | None = None  # None: no endpoints configured
 
 
 def score_history(
-    history: History, as_of: datetime, served: Served, config: ServingConfig, mlcfg: Any = None
+    history: History,
+    as_of: datetime,
+    served: Served,
+    config: ServingConfig,
+    mlcfg: MlflowConfig | None = None,
 ) -> BatchResult:
     """Score; apply tier hysteresis; write the Parquet table and the store snapshot; raise and de-duplicate
     alerts; watch drift (logged to MLflow when `mlcfg` is given); queue and deliver alerts. Each step is one
     transaction and safe to re-run for the same as_of, so a failed run can simply be run again; the previous
     snapshot stays until the new one is complete."""
     art = served.artefact
-    eng = store.engine(config.store_url)
+    eng = store.prepare(store.engine(config.store_url))  # refuses a store of another revision, writes nothing
     past = history.until(as_of)
     rows = art.feature_rows(past, as_of)
     scores = pd.DataFrame(
@@ -47,14 +56,14 @@ def score_history(
     )
     if scores.empty:
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
-    order = list(tiers.TierConfig.from_dict(config.tiers).order or art.tiers)
-    tiers.ensure_tables(eng)
-    tiered = tiers.update_tiers(
+    order = list(config.tiers.order or art.tiers)
+    rules = config.alert_rules(order)  # None: alerts are off
+    tiered = tier_store.update_tiers(
         eng,
         as_of,
         scores[["customer_id"]].assign(tier_raw=scores["tier"]),
         order,
-        tiers.TierConfig.from_dict(config.tiers).demote_after,
+        config.tiers.demote_after,
     )
     tiered = tiered.set_index("customer_id").loc[scores["customer_id"]]
     scores = scores.assign(
@@ -66,16 +75,16 @@ def score_history(
     )
     target = _write(scores, rows, served, config, eng, as_of, store.last_events(past))
     result = BatchResult(scores, target, as_of, served.version)
-    if config.alerts:
-        result.alerts = _raise_alerts(eng, scores, as_of, config, order)
-    result.drift = _watch_drift(eng, rows, scores, served, as_of, config, order, mlcfg)
+    if rules is not None:
+        result.alerts = _raise_alerts(eng, scores, as_of, config, rules)
+    result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     if config.endpoints():
         result.delivery = deliver(eng, config)
     return result
 
 
-def deliver(eng: Any, config: ServingConfig) -> outbox.DeliveryReport:
-    return outbox.deliver_all(eng, config.endpoints(), config.webhooks)
+def deliver(eng: sa.Engine, config: ServingConfig) -> delivery.DeliveryReport:
+    return delivery.deliver_all(eng, config.endpoints(), config.webhooks)
 
 
 def _write(
@@ -83,7 +92,7 @@ def _write(
     rows: pd.DataFrame,
     served: Served,
     config: ServingConfig,
-    eng: Any,
+    eng: sa.Engine,
     as_of: datetime,
     events: pd.DataFrame,
 ) -> Path:
@@ -114,54 +123,49 @@ def _write(
 
 
 def _raise_alerts(
-    eng: Any, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, order: list[str]
-) -> Any:
+    eng: sa.Engine, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, rules: AlertConfig
+) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
-    rules = alerts.AlertConfig.from_dict(config.alerts, order)
-    alerts.ensure_tables(eng)
     previous = dict(zip(scores["customer_id"], scores["previous_tier"], strict=True))
     readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
-    candidates = alerts.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
-    synced = alerts.sync_alerts(eng, as_of, candidates, rules)
+    candidates = alert_rules.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
+    synced = alert_store.sync_alerts(eng, as_of, candidates, rules)
     _enqueue(eng, synced.notify, config)
     return synced
 
 
 def _watch_drift(
-    eng: Any,
+    eng: sa.Engine,
     rows: pd.DataFrame,
     scores: pd.DataFrame,
     served: Served,
     as_of: datetime,
     config: ServingConfig,
-    order: list[str],
-    mlcfg: Any,
-) -> Any:
+    rules: AlertConfig | None,
+    mlcfg: MlflowConfig | None,
+) -> monitoring.DriftResult | None:
     """Drift of this run against the model's training population; a model-health alert goes to the outbox
     like any other (serving.monitoring)."""
-    settings = monitoring.DriftConfig.from_dict(config.drift)
-    if not settings.enabled:
+    if not config.drift.enabled:
         return None
-    rules = alerts.AlertConfig.from_dict(config.alerts, order) if config.alerts else None
     found = monitoring.watch(
-        eng, rows, scores, served.artefact, served.version, as_of, settings, rules, mlcfg
+        eng, rows, scores, served.artefact, served.version, as_of, config.drift, rules, mlcfg
     )
     if found is not None:
         _enqueue(eng, found.alerts.notify, config)
     return found
 
 
-def _enqueue(eng: Any, notify: list[tuple[int, int]], config: ServingConfig) -> None:
+def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfig) -> None:
     """Queue each (alert id, version) for every endpoint; the webhook id carries both, so retries and
     re-runs never duplicate."""
     endpoints = config.endpoints()
     if endpoints and notify:
-        outbox.ensure_tables(eng)
         for alert_id, version in notify:
-            payload = alerts.alert_payload(alerts.get_alert(eng, alert_id))
+            payload = alert_rules.alert_payload(alert_store.get_alert(eng, alert_id))
             for name in endpoints:
-                outbox.enqueue(eng, name, payload, f"{alerts.webhook_id(alert_id, version)}-{name}")
+                outbox.enqueue(eng, name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}")
 
 
 def _risk_reasons(reasons: list[dict[str, Any]]) -> list[str]:

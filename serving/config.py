@@ -1,5 +1,8 @@
-"""Serving configuration: `serving.yaml` (shared, in git) plus the environment for secrets and per-machine
-settings. Nothing here runs at import time."""
+"""Serving configuration: `serving.yaml` (shared, in git), read once into typed sections: the service's own
+settings, tier hysteresis (`tiers`), retention alerts (`alerts`), webhook delivery (`webhooks`) and the drift
+watch (`drift`). The environment overrides any key (core.config: DIAMOND_SERVING_PORT, DIAMOND_SERVING_DRIFT__
+PSI_ALERT, ...; DIAMOND_STORE_URL for store_url) and holds every secret: API keys, webhook secrets and secret
+URLs, the dashboard session key. Nothing here runs at import time."""
 
 from __future__ import annotations
 
@@ -7,12 +10,18 @@ import hashlib
 import hmac
 import os
 import secrets
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from features.config import ConfigError, read_settings
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from core.config import ConfigError, FileSettings, OrEmpty, Section, describe, invalid, load
 from serving.api import MAX_CUSTOMERS
+
+if TYPE_CHECKING:
+    from serving.delivery import Endpoint
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
 KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
@@ -22,74 +31,213 @@ KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
     "DIAMOND_SERVING_CONFIG",
     "DIAMOND_SESSION_SECRET",
 )
+DEFAULT_DEMOTE_AFTER = 3
+Watch = Literal["features", "scores"]
+WATCHABLE: tuple[Watch, ...] = get_args(Watch)
 
 
-@dataclass(frozen=True)
-class ServingConfig:
+def _listed(value: Any) -> Any:
+    """null is an empty list; a single name is a list of one."""
+    return () if value is None else [value] if isinstance(value, str) else value
+
+
+Listed = BeforeValidator(_listed)
+
+
+class TierConfig(Section):
+    """`tiers:` hysteresis on the model's tier names (serving.hysteresis)."""
+
+    demote_after: Annotated[int, Field(ge=1)] = DEFAULT_DEMOTE_AFTER  # runs below the tier before a demotion
+    order: tuple[str, ...] | None = None  # best first; None: the model artefact's tier names
+
+    @field_validator("order")
+    @classmethod
+    def _distinct(cls, order: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if order is not None and not order:
+            raise ValueError("must be a non-empty list of tier names, best first")
+        if order is not None and len(set(order)) != len(order):
+            raise ValueError(f"repeats a tier name: {list(order)}")
+        return order
+
+
+class Rule(Section):
+    """One alert rule: it fires for a customer when every condition given (not None) holds."""
+
+    kind: Annotated[str, Field(min_length=1)]
+    min_tier: str | None = None  # tier at or above this one
+    min_churn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    tier_drop: Annotated[int, Field(ge=1)] | None = None  # dropped this many tiers since the last run
+    top_k_value_at_risk: Annotated[int, Field(ge=1)] | None = None  # among the K highest value at risk
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> Rule:
+        conditions = (self.min_tier, self.min_churn_probability, self.tier_drop, self.top_k_value_at_risk)
+        if all(c is None for c in conditions):
+            raise ValueError("no condition given; it would alert on every customer")
+        return self
+
+
+class Playbook(Section):
+    """What the CRM team does for an alert on a customer of one tier, and how soon."""
+
+    text: str
+    due_within_hours: float
+
+
+class AlertConfig(Section):
+    """`alerts:` retention alert rules and playbooks by tier (serving.alert_rules). The tier names they use
+    are checked against `tiers` when given, and against the served model's tier names by `for_tiers`."""
+
+    rules: Annotated[tuple[Rule, ...], Listed] = ()
+    playbooks: Annotated[dict[str, Playbook | None], OrEmpty] = Field(default_factory=dict)  # None: no action
+    tiers: tuple[str, ...] | None = None  # best first; None: the model's (else training.tiers.DEFAULT_TIERS)
+    cooldown_hours: Annotated[float, Field(ge=0)] = 72.0  # a live alert is re-notified at most this often...
+    renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
+    resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AlertConfig:
+        kinds = [r.kind for r in self.rules]
+        if len(set(kinds)) != len(kinds):
+            invalid(AlertConfig, [(("rules",), f"kinds must be distinct, got {kinds}", kinds)])
+        if self.tiers is not None:
+            invalid(AlertConfig, self._tier_problems(self.tiers))
+        return self
+
+    def for_tiers(self, order: Sequence[str]) -> AlertConfig:
+        """These settings on the served model's tier names, best first (rules and playbooks checked against
+        them; a ValidationError names the key)."""
+        tiers = tuple(order)
+        invalid(AlertConfig, self._tier_problems(tiers))
+        return self.model_copy(update={"tiers": tiers})
+
+    def _tier_problems(self, tiers: tuple[str, ...]) -> list[tuple[tuple[str | int, ...], str, Any]]:
+        if not tiers or len(set(tiers)) != len(tiers):
+            return [(("tiers",), "must be distinct tier names, best first", list(tiers))]
+        names = ", ".join(tiers)
+        return [
+            (("rules", i, "min_tier"), f"{r.min_tier!r} is not one of {names}", r.min_tier)
+            for i, r in enumerate(self.rules)
+            if r.min_tier is not None and r.min_tier not in tiers
+        ] + [(("playbooks", t), f"{t!r} is not one of {names}", t) for t in self.playbooks if t not in tiers]
+
+
+class EndpointConfig(Section):
+    """One webhook receiver; its secret (and a secret URL) come from the environment variables named."""
+
+    name: Annotated[str, Field(min_length=1)]
+    url: str | None = None
+    url_env: str | None = None  # the variable that holds the URL, for URLs that are secrets (e.g. Slack's)
+    secret_env: Annotated[str, Field(min_length=1)]  # the variable that holds the signing secret
+    format: Literal["json", "slack"] = "json"
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _a_url(self) -> EndpointConfig:
+        if not self.url and not self.url_env:
+            raise ValueError(f"endpoint {self.name!r} needs a url (or url_env)")
+        return self
+
+
+class WebhookConfig(Section):
+    """`webhooks:` where alerts are delivered and how failed deliveries are retried (serving.outbox)."""
+
+    max_attempts: Annotated[int, Field(ge=1)] = 8  # then the delivery goes to the dead letters
+    base_delay_s: Annotated[float, Field(ge=0)] = 2.0  # exponential backoff with full jitter...
+    max_delay_s: Annotated[float, Field(ge=0)] = 3600.0  # ...capped here
+    lease_s: Annotated[float, Field(gt=0)] = 300.0  # a claim by a process that died is retried after this
+    endpoints: Annotated[tuple[EndpointConfig, ...], Listed] = ()
+
+
+class DriftConfig(Section):
+    """`drift:` the drift watch on every batch run (serving.monitoring)."""
+
+    enabled: bool = True
+    psi_alert: Annotated[float, Field(gt=0)] = 0.25  # a column at or over this PSI has drifted
+    min_features: Annotated[int, Field(ge=1)] = 1  # alert when this many inputs drifted (or any score)
+    watch: Annotated[tuple[Watch, ...], Listed, Field(min_length=1)] = WATCHABLE  # features, scores, or both
+    top: Annotated[int, Field(ge=1)] = 5  # drifted columns named in the alert, worst first
+
+
+class ServingConfig(FileSettings):
+    """serving.yaml. Every key is documented there."""
+
+    model_config = SettingsConfigDict(env_prefix="DIAMOND_SERVING_")
+
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: Annotated[int, Field(ge=1)] = 3000
     model_alias: str = "champion"
     poll_s: float = 30.0
-    max_customers: int = 1000
-    max_body_mb: float = 16.0  # larger request bodies are refused with 413 before any parsing
-    reasons: int = 3
+    max_customers: Annotated[int, Field(ge=1)] = 1000
+    max_body_mb: Annotated[float, Field(gt=0)] = 16.0  # larger bodies: 413 before any parsing
+    reasons: Annotated[int, Field(ge=1)] = 3
     cold_start_min_purchase_days: int = 2
-    store_url: str = "sqlite:///.diamond/diamond.db"
+    store_url: Annotated[str, Field(validation_alias=STORE_ENV)] = "sqlite:///.diamond/diamond.db"
     scores_dir: str = ".diamond/scores"
-    tiers: dict[str, Any] = field(default_factory=dict)  # hysteresis (serving.tiers.TierConfig)
-    alerts: dict[str, Any] = field(default_factory=dict)  # rules and playbooks (serving.alerts.AlertConfig)
-    webhooks: dict[str, Any] = field(default_factory=dict)  # endpoints and retries (endpoints() below)
-    drift: dict[str, Any] = field(default_factory=dict)  # drift watch (serving.monitoring.DriftConfig)
+    tiers: Annotated[TierConfig, OrEmpty] = TierConfig()
+    alerts: Annotated[AlertConfig | None, BeforeValidator(lambda v: v or None)] = None  # None: no alerts
+    webhooks: Annotated[WebhookConfig, OrEmpty] = WebhookConfig()
+    drift: Annotated[DriftConfig, OrEmpty] = DriftConfig()
 
-    def endpoints(self) -> dict[str, Any]:
-        """The webhook endpoints, secrets and secret URLs read from the environment variables named here."""
-        from serving.outbox import Endpoint
+    @field_validator("max_customers")
+    @classmethod
+    def _documented_limit(cls, value: int) -> int:
+        if value > MAX_CUSTOMERS:
+            raise ValueError(f"must be at most {MAX_CUSTOMERS} (the documented limit), got {value}")
+        return value
 
-        out = {}
-        for raw in self.webhooks.get("endpoints") or []:
-            name = raw.get("name")
-            url = raw.get("url") or os.environ.get(raw.get("url_env", ""), "")
-            secret = os.environ.get(raw.get("secret_env", ""), "")
-            if not name or not url:
-                raise ConfigError(
-                    f"webhooks.endpoints: {name or '?'}: needs a name and a url (or url_env set)"
-                )
-            if not secret:
-                raise ConfigError(f"webhooks.endpoints.{name}: set the secret in ${raw.get('secret_env')}")
-            out[name] = Endpoint(
-                name, url, secret, raw.get("format", "json"), float(raw.get("timeout_s", 10))
-            )
-        return out
+    @field_validator("store_url")
+    @classmethod
+    def _absolute_sqlite(cls, url: str) -> str:
+        """A relative SQLite path resolves against the working directory."""
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
+        return url
+
+    @field_validator("scores_dir")
+    @classmethod
+    def _absolute_dir(cls, folder: str) -> str:
+        return str(Path(folder).resolve())
+
+    @model_validator(mode="after")
+    def _some_rule(self) -> ServingConfig:
+        if self.alerts is not None and not self.alerts.rules:
+            invalid(ServingConfig, [(("alerts", "rules"), "at least one rule is needed", [])])
+        return self
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ServingConfig:
-        """serving.yaml (or `path`, or $DIAMOND_SERVING_CONFIG), then $DIAMOND_STORE_URL; relative SQLite
-        paths and the scores folder resolve against the working directory."""
-        file = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_PATH)
-        raw = read_settings(file, bool(path), (f.name for f in fields(cls)), "serving config") or {}
-        raw["store_url"] = os.environ.get(STORE_ENV) or raw.get("store_url", cls.store_url)
-        url = raw["store_url"]
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            raw["store_url"] = f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
-        raw["scores_dir"] = str(Path(raw.get("scores_dir", cls.scores_dir)).resolve())
-        hooks = set(raw.get("webhooks") or {}) - {
-            "max_attempts",
-            "base_delay_s",
-            "max_delay_s",
-            "lease_s",
-            "endpoints",
-        }
-        if hooks:
-            raise ConfigError(f"{file}: unknown webhooks setting(s) {sorted(hooks)}")
-        config = cls(**raw)
-        for name in ("port", "max_customers", "reasons"):
-            if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
-                raise ConfigError(f"{file}: {name} must be a positive whole number")
-        if config.max_customers > MAX_CUSTOMERS:
-            raise ConfigError(f"{file}: max_customers must be at most {MAX_CUSTOMERS} (the documented limit)")
-        if not isinstance(config.max_body_mb, int | float) or config.max_body_mb <= 0:
-            raise ConfigError(f"{file}: max_body_mb must be a positive number of megabytes")
-        return config
+        """serving.yaml (or `path`, or $DIAMOND_SERVING_CONFIG), the environment on top."""
+        return load(cls, path, default=DEFAULT_PATH, env=CONFIG_ENV, what="serving config")
+
+    def alert_rules(self, order: Sequence[str]) -> AlertConfig | None:
+        """The alerts section on the served model's tier names, best first; None when alerts are off."""
+        if self.alerts is None:
+            return None
+        try:
+            return self.alerts.for_tiers(order)
+        except ValidationError as exc:
+            raise ConfigError(describe(exc, self.file or "serving.yaml", AlertConfig, ("alerts",))) from None
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """The webhook endpoints, with the secrets and secret URLs read from the variables they name."""
+        from serving.delivery import Endpoint
+
+        out = {}
+        for i, hook in enumerate(self.webhooks.endpoints):
+            where = f"{self.file or 'serving.yaml'}: webhooks.endpoints.{i}"
+            url = hook.url or os.environ.get(hook.url_env or "", "")
+            if not url:
+                raise ConfigError(
+                    f"{where}.url_env: set the URL of endpoint {hook.name!r} in ${hook.url_env}"
+                )
+            secret = os.environ.get(hook.secret_env, "")
+            if not secret:
+                raise ConfigError(
+                    f"{where}.secret_env: set the secret of endpoint {hook.name!r} in ${hook.secret_env}"
+                )
+            out[hook.name] = Endpoint(hook.name, url, secret, hook.format, hook.timeout_s)
+        return out
 
 
 def api_key_hashes() -> frozenset[str]:

@@ -5,13 +5,13 @@ database; a live model-health alert as a banner above the ranking, never inside 
 and tier history, the top reasons in words, the latest events, the playbook, the customer's alerts with
 acknowledge / snooze / resolve), and an overview (tier distribution and value at risk by tier, tier
 movements of the latest run, alerts by status, and model health: the latest run's drift). Wiring only: the
-data comes from serving.alerts, serving.tiers, serving.store and serving.monitoring; the charts from
+data comes from serving.alert_store, serving.tier_store, serving.store and serving.monitoring; the charts from
 serving.charts.
 
 Auth: the login form takes a name and an API key, checked like the API's bearer keys
 (serving.config.matching_hash), and sets a signed, expiring session cookie (serving.webauth), HttpOnly and
-SameSite=Strict, never the key itself. serving.service.Guard admits /ui only with that cookie (or a bearer
-key) and sends browsers without one to the login page. Acknowledge, snooze and resolve are POST forms
+SameSite=Strict, never the key itself. serving.middleware.ApiKeys admits /ui only with that cookie (or a
+bearer key) and sends browsers without one to the login page. Acknowledge, snooze and resolve are POST forms
 carrying the session's CSRF token; the name given at login is recorded on the alert and in its action log.
 """
 
@@ -36,11 +36,12 @@ from starlette.requests import Request, cookie_parser
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from core.clock import utc_now
-from serving import alerts, charts, monitoring, store, tiers, webauth
-from serving.alerts import AlertConfig
+from serving import alert_rules, alert_store, charts, monitoring, store, tier_store, webauth
 from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
+from training.tiers import DEFAULT_TIERS
 
 MOUNT = "/ui"
 PAGE = 50  # alerts per page
@@ -58,10 +59,10 @@ HEADERS = {
 }
 
 
-# --- the gate (called by serving.service.Guard before anything under /ui runs) --------------------------
+# --- the gate (called by serving.middleware.ApiKeys before anything under /ui runs) ---------------------
 
 
-def admits(scope: dict[str, Any], key_hashes: frozenset[str]) -> bool:
+def admits(scope: Scope, key_hashes: frozenset[str]) -> bool:
     """True for the login page, the stylesheet, and requests with a valid session cookie."""
     path = scope["path"]
     if path in (f"{MOUNT}/login", f"{MOUNT}/static/app.css"):
@@ -69,7 +70,7 @@ def admits(scope: dict[str, Any], key_hashes: frozenset[str]) -> bool:
     return _session(scope, key_hashes) is not None
 
 
-def login_location(scope: dict[str, Any]) -> str:
+def login_location(scope: Scope) -> str:
     """Where a browser without a session goes: the login page, back to the page it asked for (GETs)."""
     if scope["method"] != "GET" or scope["path"] in (MOUNT, f"{MOUNT}/"):
         return f"{MOUNT}/login"
@@ -78,7 +79,7 @@ def login_location(scope: dict[str, Any]) -> str:
     return f"{MOUNT}/login?{urlencode({'next': target})}"
 
 
-def _session(scope: dict[str, Any], key_hashes: frozenset[str]) -> webauth.Session | None:
+def _session(scope: Scope, key_hashes: frozenset[str]) -> webauth.Session | None:
     raw = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
     token = cookie_parser(raw).get(webauth.COOKIE) if raw else None
     return webauth.verify(session_secret(), token, key_hashes, time.time())
@@ -98,9 +99,7 @@ class _State:
 def _state() -> _State:
     """Loaded on the first request, once per worker, from the same settings as the service."""
     config = ServingConfig.load()
-    engine = store.engine(config.store_url)
-    alerts.ensure_tables(engine)
-    tiers.ensure_tables(engine)
+    engine = store.prepare(store.engine(config.store_url))
     return _State(config, engine, api_key_hashes())
 
 
@@ -169,8 +168,8 @@ def _login(request: Request, form: FormData) -> Response:
 
 async def logout(request: Request) -> Response:
     form = await request.form()
-    if (denied := await run_in_threadpool(_refused, request, form)) is not None:
-        return denied
+    if await run_in_threadpool(_form_session, request, form) is None:
+        return await run_in_threadpool(_refused, request)
     response = RedirectResponse(f"{MOUNT}/login", status_code=303, headers=HEADERS)
     response.delete_cookie(webauth.COOKIE, path=MOUNT, httponly=True, samesite="strict")
     return response
@@ -189,18 +188,18 @@ def _safe_next(raw: str | None) -> str:
 def alert_list(request: Request) -> Response:
     state, q = _state(), request.query_params
     status = q.get("status") or "open"
-    if status not in (*alerts.STATUSES, "live"):
+    if status not in (*alert_store.STATUSES, "live"):
         status = "open"
     tier, owner = q.get("tier") or None, q.get("owner") or None
     try:
         page = max(int(q.get("page") or 1), 1)
     except ValueError:
         page = 1
-    total = alerts.count_alerts(state.engine, status, tier, owner, model=False)
-    rows = alerts.list_alerts(
+    total = alert_store.count_alerts(state.engine, status, tier, owner, model=False)
+    rows = alert_store.list_alerts(
         state.engine, status, tier, owner, limit=PAGE, offset=(page - 1) * PAGE, model=False
     )
-    health = _records(alerts.list_alerts(state.engine, "live", model=True))
+    health = _records(alert_store.list_alerts(state.engine, "live", model=True))
     drift = monitoring.latest_drift(state.engine) if health else None
     filters = {k: v for k, v in (("status", status), ("tier", tier), ("owner", owner)) if v}
     return _page(
@@ -217,9 +216,9 @@ def alert_list(request: Request) -> Response:
         status=status,
         tier=tier,
         owner=owner,
-        statuses=[*alerts.STATUSES, "live"],
+        statuses=[*alert_store.STATUSES, "live"],
         tiers=_order(state),
-        owners=alerts.owners(state.engine),
+        owners=alert_store.owners(state.engine),
         query=urlencode(filters),
         here=_here(request),
         snooze=SNOOZE_HOURS,
@@ -229,17 +228,17 @@ def alert_list(request: Request) -> Response:
 
 def customer(request: Request) -> Response:
     state, cid = _state(), request.path_params["customer_id"]
-    if cid == alerts.MODEL_ID:  # not a customer: the model-health alert lives on the overview
+    if cid == alert_rules.MODEL_ID:  # not a customer: the model-health alert lives on the overview
         return RedirectResponse(HEALTH, status_code=303, headers=HEADERS)
     snap = store.read_rows(state.engine, store.SCORES, [cid])
     history = store.score_history(state.engine, cid)
-    tier_rows = tiers.tier_history(state.engine, cid)
+    tier_rows = tier_store.tier_history(state.engine, cid)
     if snap.empty and history.empty and tier_rows.empty:
         return _page(request, "message.html", 404, title="Unknown customer", message=f"No scores for {cid}.")
     now = _records(snap)[0] if not snap.empty else None
     reasons = json.loads(now["reasons"]) if now and isinstance(now.get("reasons"), str) else []
-    own = alerts.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
-    log = alerts.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
+    own = alert_store.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
+    log = alert_store.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
     playbook = _playbook(state, own, now)
     points = [(f"{pd.Timestamp(r.as_of):%Y-%m-%d}", r.churn_probability) for r in history.itertuples()]
     return _page(
@@ -266,10 +265,10 @@ def overview(request: Request) -> Response:
     order = _order(state)
     summary = store.tier_summary(state.engine)
     names = [t for t in order if t in summary] + sorted(set(summary) - set(order))
-    run = tiers.latest_run(state.engine)
-    moves = tiers.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
+    run = tier_store.latest_run(state.engine)
+    moves = tier_store.tier_movements(state.engine, run[0], include_new=True) if run else pd.DataFrame()
     directions = moves.groupby("direction")["customers"].sum().to_dict() if not moves.empty else {}
-    by_status = {s: alerts.count_alerts(state.engine, s, model=False) for s in alerts.STATUSES}
+    by_status = {s: alert_store.count_alerts(state.engine, s, model=False) for s in alert_store.STATUSES}
     drift = monitoring.latest_drift(state.engine)
     columns = _top_columns(drift["psi"], DRIFT_TOP) if drift else []
     return _page(
@@ -301,9 +300,9 @@ def overview(request: Request) -> Response:
             label_w=200,
             threshold=drift["psi_alert"],
         )
-        if columns
+        if drift and columns
         else None,
-        health=_records(alerts.list_alerts(state.engine, "live", model=True)),
+        health=_records(alert_store.list_alerts(state.engine, "live", model=True)),
         here=_here(request),
         snooze=SNOOZE_HOURS,
         done=_done(request),
@@ -319,22 +318,23 @@ async def act(request: Request) -> Response:
 
 
 def _act(request: Request, form: FormData) -> Response:
-    if (denied := _refused(request, form)) is not None:
-        return denied
+    session = _form_session(request, form)
+    if session is None:
+        return _refused(request)
     state, action = _state(), request.path_params["action"]
     alert_id = request.path_params["alert_id"]
-    who = _session(request.scope, state.hashes).who
+    who = session.who
     try:
         if action == "ack":
-            alerts.acknowledge(state.engine, alert_id, who)
+            alert_store.acknowledge(state.engine, alert_id, who)
         elif action == "resolve":
-            alerts.resolve(state.engine, alert_id, who)
+            alert_store.resolve(state.engine, alert_id, who)
         elif action == "snooze":
             hours = str(form.get("hours") or "")
             if hours not in SNOOZE_HOURS:
                 raise ValueError(f"snooze: choose one of {', '.join(SNOOZE_HOURS.values())}")
             until = utc_now() + timedelta(hours=int(hours))
-            alerts.snooze(state.engine, alert_id, until, who=who)
+            alert_store.snooze(state.engine, alert_id, until, who=who)
         else:
             return _page(request, "message.html", 404, title="Not found", message=f"No action {action!r}.")
     except KeyError:
@@ -348,36 +348,43 @@ def _act(request: Request, form: FormData) -> Response:
     )
 
 
-def _refused(request: Request, form: FormData) -> Response | None:
-    """A 403 page unless the form carries this session's CSRF token (a bearer key alone cannot act)."""
+def _form_session(request: Request, form: FormData) -> webauth.Session | None:
+    """The session, if the form carries its CSRF token (a bearer key alone cannot act); the one session
+    the action then records, so it cannot expire between the check and its use."""
     session = _session(request.scope, _state().hashes)
     if session is None or not webauth.csrf_ok(session_secret(), session.token, str(form.get("csrf") or "")):
-        return _page(
-            request,
-            "message.html",
-            403,
-            title="Refused",
-            message="This form has expired or did not come from this dashboard. Reload the page and retry.",
-        )
-    return None
+        return None
+    return session
+
+
+def _refused(request: Request) -> Response:
+    """The 403 page of a form without this session's CSRF token."""
+    return _page(
+        request,
+        "message.html",
+        403,
+        title="Refused",
+        message="This form has expired or did not come from this dashboard. Reload the page and retry.",
+    )
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
 
 def _order(state: _State) -> list[str]:
-    run = tiers.latest_run(state.engine)
-    return run[1] if run else list(alerts.DEFAULT_TIERS)
+    run = tier_store.latest_run(state.engine)
+    return run[1] if run else list(DEFAULT_TIERS)
 
 
 def _playbook(state: _State, own: pd.DataFrame, now: dict[str, Any] | None) -> str | None:
     """The live alert's playbook, else what the config says for the customer's tier."""
-    live = own[own["status"].isin(alerts.LIVE)]
+    live = own[own["status"].isin(alert_store.LIVE)]
     if not live.empty and isinstance(live["playbook"].iloc[0], str):
         return str(live["playbook"].iloc[0])
-    if not now or not state.config.alerts:
+    if not now or state.config.alerts is None:
         return None
-    book = AlertConfig.from_dict(state.config.alerts, _order(state)).playbooks.get(str(now.get("tier")))
+    rules = state.config.alert_rules(_order(state))
+    book = rules.playbooks.get(str(now.get("tier"))) if rules is not None else None
     return book.text if book else None
 
 
@@ -405,7 +412,7 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{k: None if _missing(v) else v for k, v in r.items()} for r in frame.to_dict("records")]
 
 
-def _missing(value: Any) -> bool:
+def _missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 

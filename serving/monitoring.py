@@ -18,77 +18,24 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from core.clock import utc_naive, utc_now
-from serving import alerts
+from serving import alert_rules, alert_store
+from serving.config import AlertConfig, DriftConfig
+from serving.schema import drift_runs_table, drift_table
 from training import drift
 
+if TYPE_CHECKING:
+    from training.artefact import ScoringArtefact
+    from training.tracking import MlflowConfig
+
 KIND = "model-health"
-WATCHABLE = ("features", "scores")
 PLAYBOOK = "check the data feed; if the population really moved, `diamond retrain` (retrains on drift)"
-
-metadata = sa.MetaData()
-drift_table = sa.Table(
-    "drift",
-    metadata,
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("model_version", sa.String(64), primary_key=True),
-    sa.Column("name", sa.String(255), primary_key=True),  # a model input or a score
-    sa.Column("kind", sa.String(16), nullable=False),  # feature | score
-    sa.Column("psi", sa.Float, nullable=False),
-    sa.Column("watched", sa.Boolean, nullable=False),  # counted towards the alert (drift.watch)
-)
-runs_table = sa.Table(
-    "drift_runs",
-    metadata,
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("model_version", sa.String(64), primary_key=True),
-    sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("customers", sa.Integer, nullable=False),
-    sa.Column("max_psi", sa.Float, nullable=False),  # over the watched columns
-    sa.Column("worst", sa.String(255), nullable=False),
-    sa.Column("over", sa.Integer, nullable=False),  # watched columns at or over psi_alert
-    sa.Column("psi_alert", sa.Float, nullable=False),
-    sa.Column("alert", sa.Boolean, nullable=False),
-    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of sentences
-)
-
-
-@dataclass(frozen=True)
-class DriftConfig:
-    """The `drift:` section of serving.yaml."""
-
-    enabled: bool = True
-    psi_alert: float = 0.25  # a column at or over this PSI has drifted
-    min_features: int = 1  # alert when at least this many watched inputs drifted, or any watched score
-    watch: tuple[str, ...] = WATCHABLE  # features, scores, or both
-    top: int = 5  # drifted columns named in the alert, worst first
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> DriftConfig:
-        raw = dict(raw or {})
-        unknown = set(raw) - {"enabled", "psi_alert", "min_features", "watch", "top"}
-        if unknown:
-            raise ValueError(f"drift: unknown key(s) {sorted(unknown)}")
-        watch = raw.get("watch", list(WATCHABLE))
-        watch = [watch] if isinstance(watch, str) else list(watch or [])
-        config = cls(
-            enabled=bool(raw.get("enabled", True)),
-            psi_alert=float(raw.get("psi_alert", cls.psi_alert)),
-            min_features=int(raw.get("min_features", cls.min_features)),
-            watch=tuple(watch),
-            top=int(raw.get("top", cls.top)),
-        )
-        if not set(config.watch) <= set(WATCHABLE) or not config.watch:
-            raise ValueError(f"drift.watch: one or more of {list(WATCHABLE)}, got {list(config.watch)}")
-        if config.psi_alert <= 0 or config.min_features < 1 or config.top < 1:
-            raise ValueError("drift: psi_alert must be > 0, min_features and top >= 1")
-        return config
 
 
 @dataclass(frozen=True)
@@ -110,7 +57,7 @@ class Assessment:
 @dataclass
 class DriftResult:
     assessment: Assessment
-    alerts: alerts.SyncResult
+    alerts: alert_store.SyncResult
     mlflow_run_id: str | None = None
 
 
@@ -138,12 +85,12 @@ def assess(psi: Mapping[str, float], config: DriftConfig) -> Assessment:
 
 def health_candidates(assessment: Assessment, as_of: datetime) -> pd.DataFrame:
     """Pure: the model-health alert candidate of one run (no row when it does not fire, which resolves a
-    live one), in serving.alerts' candidate shape."""
+    live one), in serving.alert_rules' candidate shape."""
     rows = []
     if assessment.alert:
         rows.append(
             {
-                "customer_id": alerts.MODEL_ID,
+                "customer_id": alert_rules.MODEL_ID,
                 "kind": KIND,
                 "tier": None,
                 "churn_probability": 0.0,
@@ -155,23 +102,19 @@ def health_candidates(assessment: Assessment, as_of: datetime) -> pd.DataFrame:
                 "fires": True,
             }
         )
-    return pd.DataFrame(rows, columns=alerts.CANDIDATE_COLUMNS)
-
-
-def ensure_tables(engine: Engine) -> None:
-    metadata.create_all(engine, checkfirst=True)
+    return pd.DataFrame(rows, columns=alert_rules.CANDIDATE_COLUMNS)
 
 
 def watch(
     engine: Engine,
     rows: pd.DataFrame,
     scores: pd.DataFrame,
-    artefact: Any,
+    artefact: ScoringArtefact,
     version: str,
     as_of: datetime,
     config: DriftConfig,
-    alert_config: alerts.AlertConfig | None = None,
-    mlcfg: Any = None,
+    alert_config: AlertConfig | None = None,
+    mlcfg: MlflowConfig | None = None,
 ) -> DriftResult | None:
     """Measure, store, log and alert on one batch run's drift. None when the model ships no reference (one
     trained before drift references existed)."""
@@ -186,16 +129,15 @@ def watch(
 
 
 def raise_health(
-    engine: Engine, found: Assessment, as_of: datetime, alert_config: alerts.AlertConfig | None = None
-) -> alerts.SyncResult:
+    engine: Engine, found: Assessment, as_of: datetime, alert_config: AlertConfig | None = None
+) -> alert_store.SyncResult:
     """Open, update or auto-resolve the model-health alert (cool-down and re-notification as configured for
     customer alerts; the defaults when alerts are off)."""
-    alerts.ensure_tables(engine)
-    return alerts.sync_alerts(
+    return alert_store.sync_alerts(
         engine,
         as_of,
         health_candidates(found, utc_naive(as_of)),
-        alert_config or alerts.AlertConfig(rules=()),
+        alert_config or AlertConfig(),
         model=True,
     )
 
@@ -204,11 +146,10 @@ def record(
     engine: Engine, found: Assessment, version: str, as_of: datetime, customers: int, config: DriftConfig
 ) -> None:
     """Replace this (as_of, version)'s drift rows and summary, in one transaction."""
-    ensure_tables(engine)
     when = utc_naive(as_of)
     worst, top = found.worst
     with engine.begin() as conn:
-        for t in (drift_table, runs_table):
+        for t in (drift_table, drift_runs_table):
             conn.execute(sa.delete(t).where(t.c.as_of == when, t.c.model_version == version))
         conn.execute(
             sa.insert(drift_table),
@@ -225,7 +166,7 @@ def record(
             ],
         )
         conn.execute(
-            sa.insert(runs_table).values(
+            sa.insert(drift_runs_table).values(
                 as_of=when,
                 model_version=version,
                 created_at=utc_now(),
@@ -244,11 +185,11 @@ def latest_drift(engine: Engine) -> dict[str, Any] | None:
     """The most recent scoring run's drift (for the dashboard and `diamond retrain`): its summary (as_of,
     model_version, max_psi, worst, over, psi_alert, alert, reasons) and `psi`, one row per column worst
     first (name, kind, psi, watched). None before the first run with a drift reference."""
-    if not sa.inspect(engine).has_table(runs_table.name):
+    if not sa.inspect(engine).has_table(drift_runs_table.name):
         return None
     with engine.connect() as conn:
         run = (
-            conn.execute(sa.select(runs_table).order_by(runs_table.c.created_at.desc()).limit(1))
+            conn.execute(sa.select(drift_runs_table).order_by(drift_runs_table.c.created_at.desc()).limit(1))
             .mappings()
             .first()
         )
@@ -267,7 +208,9 @@ def latest_drift(engine: Engine) -> dict[str, Any] | None:
     return {**dict(run), "reasons": json.loads(run["reasons"]), "psi": [dict(r) for r in psi]}
 
 
-def log_to_mlflow(mlcfg: Any, found: Assessment, version: str, as_of: datetime, config: DriftConfig) -> str:
+def log_to_mlflow(
+    mlcfg: MlflowConfig, found: Assessment, version: str, as_of: datetime, config: DriftConfig
+) -> str:
     """One run in the `<experiment>-monitoring` experiment: psi_<column> metrics, max_psi and over, the
     threshold as params, tagged with the model version and as_of."""
     from mlflow.entities import Metric, Param

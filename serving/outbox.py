@@ -1,116 +1,70 @@
-"""Durable outbox for retention-alert webhooks: alerts are stored first, then delivered, never lost.
+"""Durable outbox for retention-alert webhooks, the storage side: alerts are stored first, then delivered
+(serving.delivery), never lost.
 
 Why an outbox: an alert must survive a receiver that is down, slow or erroring, and a process that is
-killed mid-run. So an alert is first written to the ``outbox`` table (``enqueue``) and only then sent
-(``deliver_due``), from a worker that can be re-run at any time.
+killed mid-run. So an alert is first written to the ``outbox`` table (``enqueue``) and only then sent, by
+serving.delivery from a worker that can be re-run at any time.
 
 Delivery contract -- **at least once, de-duplicated by ``webhook-id``**:
 
 * Every row has a ``webhook_id``, the idempotency key. It is sent as the ``webhook-id`` header and is the
   same on every attempt; the timestamp and signature are fresh per attempt (Standard Webhooks).
-* Each row is handled as: claim (commit) -> HTTP POST -> record the outcome (commit). A process killed
-  after the POST but before the outcome commit leaves the row pending; once its claim lease has expired it
-  is sent again with the SAME ``webhook-id``. Receivers must therefore treat a ``webhook-id`` they have
-  already processed as a success and do nothing (store the ids they have seen, e.g. for a few days).
+* Each row is handled as: claim (``claim``, commit) -> HTTP POST -> record the outcome (``mark_delivered`` or
+  ``mark_failed``, commit). A process killed after the POST but before the outcome commit leaves the row
+  pending; once its claim lease has expired it is sent again with the SAME ``webhook-id``. Receivers must
+  therefore treat a ``webhook-id`` they have already processed as a success and do nothing (store the ids
+  they have seen, e.g. for a few days).
 * Nothing is dropped: a row ends ``delivered`` (2xx) or, after ``max_attempts`` failures, ``dead`` -- the
   dead-letter list (``dead_letters``), from which an operator can requeue it (``retry_dead``).
-* Failed attempts are retried with exponential backoff and full jitter (``backoff_delay``).
 * Concurrent workers are safe without ``SELECT ... FOR UPDATE``: a row is claimed with a conditional
   UPDATE (compare-and-set on ``attempts``), so only one worker sends a given attempt.
 
-Signing follows https://www.standardwebhooks.com (``sign``/``verify``), so receivers can use any
-Standard Webhooks library. Storage is SQLAlchemy Core with portable SQL: SQLite file by default,
-PostgreSQL in production.
+Storage is SQLAlchemy Core with portable SQL: SQLite file by default, PostgreSQL in production; the
+``outbox`` table is declared in serving.schema and, like every table of the store, holds naive UTC times
+(a ``now`` given with a time zone is converted).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import logging
-import random
 import re
-import time
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Literal
 
-import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from core.clock import utc_naive, utc_now
+from serving.schema import outbox_table as OUTBOX
+
 __all__ = [
     "OUTBOX",
-    "DeliveryReport",
-    "Endpoint",
-    "PostFn",
-    "SignatureError",
-    "backoff_delay",
+    "Status",
+    "claim",
     "dead_letters",
-    "deliver_due",
+    "due",
+    "encode_payload",
     "enqueue",
-    "ensure_tables",
-    "http_post",
-    "parse_secret",
+    "mark_delivered",
+    "mark_failed",
     "pending_count",
-    "render_body",
     "retry_dead",
-    "sign",
-    "signed_headers",
-    "slack_text",
-    "verify",
 ]
 
 log = logging.getLogger(__name__)
 
 Status = Literal["pending", "delivered", "dead"]
-Format = Literal["json", "slack"]
-PostFn = Callable[[str, dict[str, str], bytes, float], int]
-"""``(url, headers, body, timeout_s) -> HTTP status``; raises on timeout / connection errors."""
 
 _ID_RE = re.compile(r"[A-Za-z0-9_:\-]{1,255}")
-_MAX_ERROR_CHARS = 1000
+
 
 # --------------------------------------------------------------------------------------------- storage
 
-metadata = sa.MetaData()
 
-OUTBOX = sa.Table(
-    "outbox",
-    metadata,
-    sa.Column("webhook_id", sa.String(255), primary_key=True),  # idempotency key, same on every retry
-    sa.Column("destination", sa.String(255), nullable=False),  # Endpoint.name
-    sa.Column("payload", sa.Text, nullable=False),  # JSON text
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("attempts", sa.Integer, nullable=False, default=0),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, default="pending"),
-    sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="ck_outbox_status"),
-    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
-)
-"""The outbox table (SQLAlchemy Core), exposed for inspection and migrations."""
-
-
-def ensure_tables(engine: Engine) -> None:
-    """Create the outbox table and its index if they do not exist (idempotent)."""
-    metadata.create_all(engine, checkfirst=True)
-
-
-def _utc(value: datetime | None) -> datetime:
-    """An aware UTC datetime; naive values are taken as UTC (SQLite returns naive timestamps)."""
-    if value is None:
-        return datetime.now(UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _encode_payload(payload: Mapping[str, Any]) -> str:
+def encode_payload(payload: Mapping[str, Any]) -> str:
     """Canonical JSON text: stable bytes across retries; NaN/Infinity rejected (not valid JSON)."""
     if not isinstance(payload, Mapping):
         raise TypeError(f"payload must be a dict, got {type(payload).__name__}")
@@ -138,8 +92,8 @@ def enqueue(
         raise ValueError(f"invalid webhook_id {webhook_id!r}: use 1-255 characters of A-Z a-z 0-9 _ - :")
     if not destination:
         raise ValueError("destination (the endpoint name) is required")
-    body = _encode_payload(payload)
-    at = _utc(now)
+    body = encode_payload(payload)
+    at = utc_naive(now) if now is not None else utc_now()
     row = {
         "webhook_id": webhook_id,
         "destination": destination,
@@ -182,14 +136,7 @@ def dead_letters(engine: Engine) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
-    out = []
-    for row in rows:
-        item = dict(row)
-        item["payload"] = json.loads(item["payload"])
-        for key in ("created_at", "next_attempt_at"):
-            item[key] = _utc(item[key])
-        out.append(item)
-    return out
+    return [{**row, "payload": json.loads(row["payload"])} for row in rows]
 
 
 def retry_dead(engine: Engine, webhook_id: str, *, now: datetime | None = None) -> None:
@@ -198,385 +145,75 @@ def retry_dead(engine: Engine, webhook_id: str, *, now: datetime | None = None) 
         result = conn.execute(
             OUTBOX.update()
             .where(OUTBOX.c.webhook_id == webhook_id, OUTBOX.c.status == "dead")
-            .values(status="pending", attempts=0, next_attempt_at=_utc(now))
+            .values(
+                status="pending", attempts=0, next_attempt_at=utc_naive(now) if now is not None else utc_now()
+            )
         )
     if result.rowcount != 1:
         raise LookupError(f"no dead webhook with id {webhook_id!r}")
 
 
-# --------------------------------------------------------------------------------------------- signing
+# -------------------------------------------------------------------------------- one delivery attempt
 
 
-class SignatureError(ValueError):
-    """A webhook failed verification: missing header, bad signature or timestamp out of tolerance."""
-
-
-def parse_secret(secret: str) -> bytes:
-    """Key bytes of a secret: ``whsec_<base64>`` is base64-decoded, anything else is raw UTF-8 text."""
-    if not secret:
-        raise ValueError("webhook secret is empty")
-    if secret.startswith("whsec_"):
-        try:
-            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-        except binascii.Error as exc:
-            raise ValueError("webhook secret 'whsec_...' is not valid base64") from exc
-        if not key:
-            raise ValueError("webhook secret 'whsec_' has an empty key")
-        return key
-    return secret.encode("utf-8")
-
-
-def _as_bytes(body: str | bytes) -> bytes:
-    return body.encode("utf-8") if isinstance(body, str) else body
-
-
-def sign(secret: str, webhook_id: str, timestamp: int, body: str | bytes) -> str:
-    """Standard Webhooks signature header value: ``v1,`` + base64(HMAC-SHA256(key, "id.timestamp.body"))."""
-    signed = f"{webhook_id}.{int(timestamp)}.".encode() + _as_bytes(body)
-    digest = hmac.new(parse_secret(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode("ascii")
-
-
-def signed_headers(secret: str, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The headers of one delivery attempt: id, timestamp, signature and JSON content type."""
-    return {
-        "webhook-id": webhook_id,
-        "webhook-timestamp": str(int(timestamp)),
-        "webhook-signature": sign(secret, webhook_id, timestamp, body),
-        "content-type": "application/json",
-        "user-agent": "diamond-outbox/1",
-    }
-
-
-def verify(
-    secret: str,
-    headers: Mapping[str, str],
-    body: str | bytes,
-    tolerance_s: float = 300,
-    now: datetime | float | None = None,
-) -> None:
-    """Check a received webhook (for receivers and tests); raise ``SignatureError`` if it is not authentic.
-
-    Header names are matched case-insensitively. The timestamp must be within ``tolerance_s`` of ``now``
-    (default: the clock) either way, which stops replays of old captured requests. The signature header may
-    hold several space-separated signatures (secret rotation); one valid ``v1`` match suffices.
-    """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    missing = [h for h in ("webhook-id", "webhook-timestamp", "webhook-signature") if not lowered.get(h)]
-    if missing:
-        raise SignatureError(f"missing header(s): {', '.join(missing)}")
-    webhook_id = lowered["webhook-id"]
-    raw_ts = lowered["webhook-timestamp"].strip()
-    if not raw_ts.isdigit():
-        raise SignatureError(f"webhook-timestamp {raw_ts!r} is not unix seconds")
-    timestamp = int(raw_ts)
-    if now is None:
-        current = time.time()
-    elif isinstance(now, datetime):
-        current = _utc(now).timestamp()
-    else:
-        current = float(now)
-    if timestamp < current - tolerance_s:
-        raise SignatureError(
-            f"webhook-timestamp too old ({current - timestamp:.0f}s > {tolerance_s}s): replay?"
-        )
-    if timestamp > current + tolerance_s:
-        raise SignatureError(f"webhook-timestamp too far in the future ({timestamp - current:.0f}s)")
-    expected = sign(secret, webhook_id, timestamp, body).encode("ascii")
-    for candidate in lowered["webhook-signature"].split():
-        if candidate.startswith("v1,") and hmac.compare_digest(candidate.encode("utf-8"), expected):
-            return
-    raise SignatureError("no matching v1 signature (wrong secret or tampered body)")
-
-
-# --------------------------------------------------------------------------------------- pure delivery
-
-
-def backoff_delay(failures: int, base_delay_s: float, max_delay_s: float, rng: random.Random) -> float:
-    """Seconds to wait after the ``failures``-th failed attempt: exponential backoff with full jitter.
-
-    ``uniform(0, min(max_delay_s, base_delay_s * 2 ** (failures - 1)))``: the ceiling is ``base_delay_s``
-    after the first failure and doubles each time; full jitter spreads retries of many rows apart.
-    """
-    if failures < 1:
-        raise ValueError("failures must be >= 1")
-    ceiling = min(max_delay_s, base_delay_s * 2.0 ** min(failures - 1, 64))
-    return rng.uniform(0.0, ceiling)
-
-
-def _after_failure(
-    attempts: int,
-    now: datetime,
-    *,
-    max_attempts: int,
-    base_delay_s: float,
-    max_delay_s: float,
-    rng: random.Random,
-) -> tuple[Status, datetime]:
-    """Next (status, next_attempt_at) of a row whose ``attempts``-th attempt just failed."""
-    if attempts >= max_attempts:
-        return "dead", now
-    return "pending", now + timedelta(seconds=backoff_delay(attempts, base_delay_s, max_delay_s, rng))
-
-
-def _escape_slack(text: str) -> str:
-    """Slack mrkdwn control characters; unescaped ``<!channel>`` in a field would ping a whole channel."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_text(payload: Mapping[str, Any]) -> str:
-    """One human line for a Slack channel: customer, tier, churn probability, value at risk, top reasons."""
-    customer = payload.get("customer_id")
-    tier = payload.get("tier")
-    prob = payload.get("churn_probability")
-    value = payload.get("value_at_risk")
-    reasons = payload.get("reasons")
-
-    head = "Retention alert"
-    if customer is not None:
-        head += f": customer {customer}"
-    if tier is not None:
-        head += f" ({tier} tier)"
-    facts = []
-    if prob is not None:
-        facts.append(
-            f"churn probability {prob:.0%}" if isinstance(prob, int | float) else f"churn probability {prob}"
-        )
-    if value is not None:
-        facts.append(
-            f"value at risk {value:,.2f}" if isinstance(value, int | float) else f"value at risk {value}"
-        )
-    text = head + (" - " + ", ".join(facts) if facts else "")
-    if isinstance(reasons, list) and reasons:
-        text += ". Top reasons: " + "; ".join(str(r) for r in reasons[:3])
-    if customer is None and not facts:
-        text += ": " + _encode_payload(payload)[:500]
-    return _escape_slack(text)
-
-
-def render_body(payload_json: str, fmt: Format) -> bytes:
-    """The HTTP body for a stored payload: the JSON itself, or ``{"text": ...}`` for Slack webhooks."""
-    if fmt == "json":
-        return payload_json.encode("utf-8")
-    if fmt == "slack":
-        return json.dumps({"text": slack_text(json.loads(payload_json))}, ensure_ascii=False).encode("utf-8")
-    raise ValueError(f"unknown webhook format {fmt!r}")
-
-
-# ----------------------------------------------------------------------------------------- delivery I/O
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One webhook receiver. ``name`` is the ``destination`` rows are enqueued for."""
-
-    name: str
-    url: str
-    secret: str = field(repr=False)
-    format: Format = "json"
-    timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if self.format not in ("json", "slack"):
-            raise ValueError(f"endpoint {self.name!r}: format must be 'json' or 'slack', got {self.format!r}")
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint {self.name!r}: url must be http(s)://, got {self.url!r}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"endpoint {self.name!r}: timeout_s must be > 0")
-        parse_secret(self.secret)
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    """What one ``deliver_due`` run did: rows delivered, scheduled for retry, and moved to dead letters."""
-
-    delivered: int = 0
-    retried: int = 0
-    dead: int = 0
-
-
-def http_post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> int:
-    """POST with httpx (no redirects followed) and return the status; raises on timeout/connection error."""
-    return httpx.post(url, content=body, headers=headers, timeout=timeout, follow_redirects=False).status_code
-
-
-def _short_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
-
-
-def deliver_due(
-    engine: Engine,
-    endpoints: Mapping[str, Endpoint],
-    now: datetime | None = None,
-    limit: int = 100,
-    max_attempts: int = 8,
-    base_delay_s: float = 2.0,
-    max_delay_s: float = 3600.0,
-    rng: random.Random | None = None,
-    post: PostFn | None = None,
-    *,
-    lease_s: float = 300.0,
-) -> DeliveryReport:
-    """Send up to ``limit`` due pending rows whose destination is in ``endpoints``; commit each outcome.
-
-    A row is due when pending and ``next_attempt_at <= now``. Each one is claimed (attempts + 1 and
-    ``next_attempt_at`` pushed ``lease_s + timeout_s`` ahead, committed), POSTed with fresh Standard Webhooks
-    headers, then marked delivered (2xx) or failed (any other status or exception): retried after
-    ``backoff_delay`` or, at ``max_attempts``, dead. A crash between POST and outcome commit leaves the
-    claim, so the row is re-sent with the same webhook-id after the lease: at-least-once delivery.
-
-    ``now`` drives scheduling only; signatures use the real clock since receivers check them against
-    theirs. Rows for destinations not in ``endpoints`` are left untouched (still counted as pending).
-    """
-    if max_attempts < 1 or base_delay_s < 0 or max_delay_s < 0 or limit < 1:
-        raise ValueError("need max_attempts >= 1, limit >= 1 and non-negative delays")
-    if not endpoints:
-        return DeliveryReport()
-    at = _utc(now)
-    started = time.monotonic()
-
-    def clock() -> datetime:  # `now` plus the time this run has taken: leases and backoff count from here
-        return at + timedelta(seconds=time.monotonic() - started)
-
-    rng = rng if rng is not None else random.Random()
-    client = httpx.Client(follow_redirects=False) if post is None else None  # one connection pool per run
-    if client is not None:
-
-        def post(url: str, headers: dict[str, str], body: bytes, timeout: float) -> int:
-            return client.post(url, content=body, headers=headers, timeout=timeout).status_code
-
-    try:
-        return _deliver_rows(
-            engine, endpoints, at, clock, limit, max_attempts, base_delay_s, max_delay_s, rng, post, lease_s
-        )
-    finally:
-        if client is not None:
-            client.close()
-
-
-def deliver_all(
-    engine: Engine, endpoints: Mapping[str, Endpoint], retry: Mapping[str, Any] | None = None
-) -> DeliveryReport:
-    """Deliver everything due now, batch after batch; what fails waits for its backoff (the next call).
-    `retry`: the webhooks config's max_attempts, base_delay_s, max_delay_s and lease_s."""
-    retry = retry or {}
-    ensure_tables(engine)
-    total = DeliveryReport(0, 0, 0)
-    while True:
-        r = deliver_due(
-            engine,
-            endpoints,
-            max_attempts=int(retry.get("max_attempts", 8)),
-            base_delay_s=float(retry.get("base_delay_s", 2.0)),
-            max_delay_s=float(retry.get("max_delay_s", 3600.0)),
-            lease_s=float(retry.get("lease_s", 300.0)),
-        )
-        total = DeliveryReport(total.delivered + r.delivered, total.retried + r.retried, total.dead + r.dead)
-        if r.delivered + r.retried + r.dead == 0:
-            return total
-
-
-def _deliver_rows(
-    engine: Engine,
-    endpoints: Mapping[str, Endpoint],
-    at: datetime,
-    clock: Callable[[], datetime],
-    limit: int,
-    max_attempts: int,
-    base_delay_s: float,
-    max_delay_s: float,
-    rng: random.Random,
-    post: PostFn,
-    lease_s: float,
-) -> DeliveryReport:
-
-    due = (
+def due(
+    engine: Engine, destinations: Sequence[str], at: datetime, limit: int
+) -> list[tuple[str, str, str, int]]:
+    """Up to ``limit`` pending rows for these destinations whose next attempt is due at ``at``, soonest first:
+    (webhook_id, destination, payload, attempts)."""
+    query = (
         sa.select(OUTBOX.c.webhook_id, OUTBOX.c.destination, OUTBOX.c.payload, OUTBOX.c.attempts)
         .where(
             OUTBOX.c.status == "pending",
             OUTBOX.c.next_attempt_at <= at,
-            OUTBOX.c.destination.in_(list(endpoints)),
+            OUTBOX.c.destination.in_(list(destinations)),
         )
         .order_by(OUTBOX.c.next_attempt_at, OUTBOX.c.webhook_id)
         .limit(limit)
     )
     with engine.connect() as conn:
-        rows = conn.execute(due).all()
+        return [(r.webhook_id, r.destination, r.payload, r.attempts) for r in conn.execute(query)]
 
-    delivered = retried = dead = 0
-    for webhook_id, destination, payload_json, seen_attempts in rows:
-        endpoint = endpoints[destination]
-        attempts = seen_attempts + 1
-        claim_at = clock()
-        # Claim: compare-and-set on attempts so a concurrent worker cannot send the same attempt twice.
-        with engine.begin() as conn:
-            claimed = conn.execute(
-                OUTBOX.update()
-                .where(
-                    OUTBOX.c.webhook_id == webhook_id,
-                    OUTBOX.c.status == "pending",
-                    OUTBOX.c.attempts == seen_attempts,
-                    OUTBOX.c.next_attempt_at <= claim_at,
-                )
-                .values(
-                    attempts=attempts,
-                    next_attempt_at=claim_at + timedelta(seconds=lease_s + endpoint.timeout_s),
-                )
-            ).rowcount
-        if claimed != 1:
-            continue  # another worker got it first
 
-        error: str | None
-        try:
-            body = render_body(payload_json, endpoint.format)
-            headers = signed_headers(endpoint.secret, webhook_id, int(time.time()), body)
-            status = post(endpoint.url, headers, body, endpoint.timeout_s)
-            error = None if 200 <= status < 300 else f"HTTP {status}"
-        except Exception as exc:  # timeout, refused connection, bad payload...: all retryable
-            error = _short_error(exc)
+def claim(engine: Engine, webhook_id: str, seen_attempts: int, at: datetime, lease_until: datetime) -> bool:
+    """Take a due row for one attempt (attempts + 1, next attempt pushed to ``lease_until``), committed. A
+    compare-and-set on attempts: False when another worker claimed it since it was read."""
+    with engine.begin() as conn:
+        claimed = conn.execute(
+            OUTBOX.update()
+            .where(
+                OUTBOX.c.webhook_id == webhook_id,
+                OUTBOX.c.status == "pending",
+                OUTBOX.c.attempts == seen_attempts,
+                OUTBOX.c.next_attempt_at <= at,
+            )
+            .values(attempts=seen_attempts + 1, next_attempt_at=lease_until)
+        ).rowcount
+    return bool(claimed == 1)
 
-        if error is None:
-            with engine.begin() as conn:
-                conn.execute(
-                    OUTBOX.update()
-                    .where(OUTBOX.c.webhook_id == webhook_id, OUTBOX.c.status != "delivered")
-                    .values(status="delivered", delivered_at=clock(), last_error=None)
-                )
-            delivered += 1
-            continue
 
-        new_status, next_at = _after_failure(
-            attempts,
-            clock(),
-            max_attempts=max_attempts,
-            base_delay_s=base_delay_s,
-            max_delay_s=max_delay_s,
-            rng=rng,
+def mark_delivered(engine: Engine, webhook_id: str, at: datetime) -> None:
+    """Record a delivery (a 2xx answer) at ``at``."""
+    with engine.begin() as conn:
+        conn.execute(
+            OUTBOX.update()
+            .where(OUTBOX.c.webhook_id == webhook_id, OUTBOX.c.status != "delivered")
+            .values(status="delivered", delivered_at=at, last_error=None)
         )
-        with engine.begin() as conn:
-            # Only while the claim is still ours: never turn a row another worker delivered into a failure.
-            conn.execute(
-                OUTBOX.update()
-                .where(
-                    OUTBOX.c.webhook_id == webhook_id,
-                    OUTBOX.c.status == "pending",
-                    OUTBOX.c.attempts == attempts,
-                )
-                .values(status=new_status, next_attempt_at=next_at, last_error=error)
+
+
+def mark_failed(
+    engine: Engine, webhook_id: str, attempts: int, status: Status, next_attempt_at: datetime, error: str
+) -> None:
+    """Record a failed attempt: pending again from ``next_attempt_at``, or dead. Only while the claim of that
+    attempt is still ours: never turn a row another worker delivered into a failure."""
+    with engine.begin() as conn:
+        conn.execute(
+            OUTBOX.update()
+            .where(
+                OUTBOX.c.webhook_id == webhook_id,
+                OUTBOX.c.status == "pending",
+                OUTBOX.c.attempts == attempts,
             )
-        if new_status == "dead":
-            dead += 1
-            log.warning(
-                "webhook %s to %s dead after %d attempts: %s", webhook_id, destination, attempts, error
-            )
-        else:
-            retried += 1
-            log.info(
-                "webhook %s to %s attempt %d failed (%s); retry at %s",
-                webhook_id,
-                destination,
-                attempts,
-                error,
-                next_at.isoformat(),
-            )
-    return DeliveryReport(delivered=delivered, retried=retried, dead=dead)
+            .values(status=status, next_attempt_at=next_attempt_at, last_error=error)
+        )

@@ -12,8 +12,8 @@ import pandas as pd
 import xgboost as xgb
 
 from features.definitions import REGISTRY
-from serving.tiers import RfmReference, rfm_segments
 from training.artefact import ScoringArtefact
+from training.rfm import RfmReference, rfm_segments
 
 RFM_REASON = "rfm_rank"
 
@@ -73,14 +73,15 @@ def score_records(
     cold_start_min_purchase_days: int,
     reference: RfmReference | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per row: the full answer for a customer. `reference` is `rfm_reference(artefact)`, which a
-    service computes once per model rather than per request."""
+    """One dict per row: the full answer for a customer. `reference` is the RFM segments' reference of the
+    model (`RfmReference.from_rank(artefact.churn.rfm)`), which a service computes once per model rather than
+    per request."""
     if rows.empty:
         return []
     dm = artefact.matrix(rows)
     scored = artefact.score(rows, dm)
     why = reasons(artefact, rows, top, dm)
-    segments = rfm_segments(rows, reference or rfm_reference(artefact)).to_numpy()
+    segments = rfm_segments(rows, reference or RfmReference.from_rank(artefact.churn.rfm)).to_numpy()
     days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
     repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
     bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
@@ -100,17 +101,6 @@ def score_records(
             }
         )
     return records
-
-
-def rfm_reference(artefact: ScoringArtefact) -> RfmReference:
-    """The medians of recency, purchase days and spend of the customers the model was fitted at, from the
-    RFM reference it ships (stored as riskiness: frequency and spend negated): batch and online agree."""
-    refs = artefact.churn.rfm.references
-    return RfmReference(
-        float(np.median(refs["recency_days"])),
-        -float(np.median(refs["frequency_days"])),
-        -float(np.median(refs["monetary_sum"])),
-    )
 
 
 def _value(v: Any) -> float | str | None:

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
 
 from features import spark as fsp
 from serving import scoring
+from serving.champion import Served
 from serving.config import ServingConfig
-from serving.models import Served
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -62,7 +63,7 @@ def score_rows(rows: DataFrame, served: Served, config: ServingConfig, as_of: da
     art, version = served.artefact, served.version
     top, cold = config.reasons, config.cold_start_min_purchase_days
 
-    def score(batches: Any) -> Any:
+    def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             frame = pa.Table.from_batches([batch]).to_pandas()
             if frame.empty:

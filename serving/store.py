@@ -5,23 +5,40 @@ a compact score history (one row per customer per run, for the dashboard's chart
 A batch run writes its tables under new names and swaps them in with one transaction, so readers see
 either the previous snapshot or the new one, never half of one; a failed run leaves the previous intact.
 The score history rows of the run are written in the same transaction (re-running an as_of replaces them).
+
+The store's fixed tables are declared in serving.schema and migrated with Alembic (serving/migrations).
+`prepare` is every command's way in: it creates a new store at the head revision and refuses one at another
+revision, which `upgrade` (`diamond db upgrade`) migrates in place, in one transaction.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from core.clock import utc_naive
+from core.clock import utc_naive, utc_now
 from features.history import History
+from serving import schema
+from serving.schema import score_history_table, score_runs_table
 
-FEATURES, SCORES, RUNS, EVENTS = "feature_snapshot", "score_snapshot", "score_runs", "recent_events"
+if TYPE_CHECKING:
+    import sqlite3
+
+    from sqlalchemy.pool import ConnectionPoolEntry
+
+FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
+RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
 HISTORY_COLUMNS = [
     "customer_id",
@@ -32,20 +49,16 @@ HISTORY_COLUMNS = [
     "tier",
     "model_version",
 ]
+RUN_COLUMNS = ("as_of", "model_version", "customers", "parquet")
+NEW, BEFORE_MIGRATIONS = "new", "before migrations"
+"""`revision` of an empty store, and of a store written by a release before migrations (tables, no
+alembic_version)."""
+MIGRATIONS = Path(__file__).with_name("migrations")
 
-metadata = sa.MetaData()
-score_history_table = sa.Table(
-    "score_history",
-    metadata,
-    sa.Column("customer_id", sa.String(255), primary_key=True),
-    sa.Column("as_of", sa.DateTime, primary_key=True),
-    sa.Column("churn_probability", sa.Float, nullable=False),
-    sa.Column("predicted_value", sa.Float, nullable=False),
-    sa.Column("value_at_risk", sa.Float, nullable=False),
-    sa.Column("tier", sa.String(64)),
-    sa.Column("model_version", sa.String(64)),
-    sa.Index("ix_score_history_as_of", "as_of"),
-)
+
+class StoreRevisionError(ValueError):
+    """The store is at another schema revision than this release's (a ValueError: commands report it as bad
+    input, exit code 2)."""
 
 
 def engine(url: str) -> sa.Engine:
@@ -53,6 +66,129 @@ def engine(url: str) -> sa.Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return sa.create_engine(url, future=True)
+
+
+# --- schema revisions ---------------------------------------------------------------------------------------
+
+
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """Alembic's configuration for the store, in code: the migrations that ship in the package, run on
+    `connection` (see serving/migrations/env.py)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+@cache
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The schema revision this release writes."""
+    found = _script().get_current_head()
+    assert found is not None
+    return found
+
+
+def revision(eng: sa.Engine) -> str:
+    """The store's schema revision: an Alembic revision id, NEW (no table yet) or BEFORE_MIGRATIONS."""
+    with eng.connect() as con:
+        return _revision(con)
+
+
+def prepare(eng: sa.Engine) -> sa.Engine:
+    """Every reader's and writer's way into the store: a new store is created at the head revision; a store
+    at head passes; any other raises StoreRevisionError, which for an older store says to run
+    `diamond db upgrade` (migrating is left to a person: it may take a while and deserves a backup).
+    Returns `eng`."""
+    current = revision(eng)
+    if current == NEW:
+        upgrade(eng)  # under the write lock: a concurrent creator's store is found and kept
+    elif current != head():
+        raise StoreRevisionError(mismatch(eng, current))
+    return eng
+
+
+def upgrade(eng: sa.Engine) -> tuple[str, str]:
+    """Bring the store to the head revision in one transaction and return (revision before, after): a new
+    store is created from serving.schema and stamped; one written before migrations is adopted by revision
+    0001 (which creates whatever tables it lacks) and migrated; an older one is migrated. A store at a
+    revision this release does not know (a newer Diamond's) raises StoreRevisionError, untouched."""
+    with _migrating(eng) as con:
+        before = _revision(con)
+        config = alembic_config(con)
+        if before == NEW:
+            schema.metadata.create_all(con)
+            command.stamp(config, "head")
+        elif before == BEFORE_MIGRATIONS or _known(before):
+            command.upgrade(config, "head")
+        else:
+            raise StoreRevisionError(mismatch(eng, before))
+    return before, head()
+
+
+def _revision(con: sa.Connection) -> str:
+    current = MigrationContext.configure(con).get_current_revision()
+    if current is not None:
+        return current
+    ours = [
+        t
+        for t in sa.inspect(con).get_table_names()
+        if t in schema.metadata.tables or schema.is_snapshot_table(t)
+    ]
+    return BEFORE_MIGRATIONS if ours else NEW
+
+
+def _known(rev: str) -> bool:
+    return rev in {s.revision for s in _script().walk_revisions()}
+
+
+def mismatch(eng: sa.Engine, current: str) -> str:
+    """What is wrong with a store at revision `current` (not head, not NEW), and what to do about it."""
+    where = f"the store {eng.url.render_as_string(hide_password=True)}"
+    if current == BEFORE_MIGRATIONS:
+        was = f"{where} was written by a release before schema migrations"
+    elif _known(current):
+        was = f"{where} is at schema revision {current}"
+    else:
+        return (
+            f"{where} is at schema revision {current}, which this release does not know (its newest is "
+            f"{head()}): it was written by a newer Diamond"
+        )
+    return f"{was}; this release needs revision {head()}: back it up and run `diamond db upgrade`"
+
+
+@contextmanager
+def _migrating(eng: sa.Engine) -> Iterator[sa.Connection]:
+    """One connection in one transaction for a whole migration. On a SQLite file the transaction is taken
+    with BEGIN IMMEDIATE on a connection of its own: pysqlite would otherwise commit each DDL statement by
+    itself, and the write lock makes a concurrent upgrader wait and then find the store at head."""
+    if eng.dialect.name != "sqlite" or eng.url.database in (None, "", ":memory:"):
+        with eng.begin() as con:
+            yield con
+        return
+    locked = sa.create_engine(eng.url, poolclass=sa.pool.NullPool)
+
+    @sa.event.listens_for(locked, "connect")
+    def _driver_leaves_transactions_to_us(
+        dbapi_con: sqlite3.Connection, _record: ConnectionPoolEntry
+    ) -> None:
+        dbapi_con.isolation_level = None
+
+    @sa.event.listens_for(locked, "begin")
+    def _begin_immediate(con: sa.Connection) -> None:
+        con.exec_driver_sql("BEGIN IMMEDIATE")
+
+    try:
+        with locked.begin() as con:
+            yield con
+    finally:
+        locked.dispose()
+
+
+# --- snapshots ----------------------------------------------------------------------------------------------
 
 
 def write_snapshot(
@@ -63,11 +199,17 @@ def write_snapshot(
     events: pd.DataFrame | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
-    history (`scores` with HISTORY_COLUMNS) and log the run, all in one transaction."""
+    history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
+    customers, parquet), all in one transaction. The store must be prepared (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
-    run = {**run, "created_at": datetime.now(UTC).isoformat()}
+    unknown = set(run) - set(RUN_COLUMNS)
+    if unknown or "as_of" not in run:
+        raise ValueError(
+            f"a run is logged with as_of and optionally {list(RUN_COLUMNS[1:])}; got {sorted(run)}"
+        )
+    logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
     tables = [(FEATURES, features, True), (SCORES, scores, True)]
     if events is not None:
         tables.append((EVENTS, events, False))
@@ -79,13 +221,10 @@ def write_snapshot(
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
         _append_history(con, scores)
-        pd.DataFrame(
-            [{k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in run.items()}]
-        ).to_sql(RUNS, con, if_exists="append", index=False)
+        con.execute(sa.insert(score_runs_table).values(**logged))
 
 
 def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
-    metadata.create_all(con, checkfirst=True)
     t = score_history_table
     rows = scores[HISTORY_COLUMNS].astype({"customer_id": str, "model_version": str})
     runs = {utc_naive(a) for a in rows["as_of"].unique()}
@@ -148,11 +287,16 @@ def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFra
 
 
 def latest_run(eng: sa.Engine) -> dict[str, Any] | None:
+    """The latest logged batch run (score_runs: id, as_of, model_version, customers, parquet, created_at);
+    None before the first."""
     if not sa.inspect(eng).has_table(RUNS):
         return None
+    t = score_runs_table
     with eng.connect() as con:
         row = (
-            con.execute(sa.text(f"SELECT * FROM {RUNS} ORDER BY created_at DESC LIMIT 1")).mappings().first()
+            con.execute(sa.select(t).order_by(t.c.created_at.desc(), t.c.id.desc()).limit(1))
+            .mappings()
+            .first()
         )
     return dict(row) if row else None
 

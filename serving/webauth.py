@@ -1,22 +1,26 @@
 """Dashboard sessions: what the login form hands a browser instead of the API key, and the CSRF token of
 each session. Pure functions of a secret, the accepted key digests and the time.
 
-A session token is `payload.signature`: the payload (base64url JSON) names who logged in, which key they
-used (an id derived from the key's digest, so removing the key from the service ends its sessions) and when
-the session expires; the signature is HMAC-SHA256 under the session secret (serving.config.session_secret).
-The raw key never leaves the login request. The CSRF token is a second HMAC of the session token: one per
-session, nothing stored on the server.
+A session token is an itsdangerous `URLSafeSerializer` token (`payload.signature`, HMAC-SHA256 under the
+session secret, serving.config.session_secret, with a salt of its own). The payload names who logged in,
+which key they used (an id derived from the key's digest, so removing the key from the service ends its
+sessions), when the session expires and a nonce. The raw key never leaves the login request. The CSRF token
+is the itsdangerous signature of the session token under another salt (hex): one per session, nothing
+stored on the server.
+
+The expiry is a signed claim checked against the `now` given, rather than `URLSafeTimedSerializer`'s
+`max_age`, which reads the wall clock, knows no per-token lifetime and adds a third part to the token.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from itsdangerous import BadData, Signer, URLSafeSerializer, base64_decode
 
 COOKIE = "diamond_session"
 SESSION_S = 8 * 3600  # a working day
@@ -38,21 +42,17 @@ def key_id(key_hash: str) -> str:
 def issue(secret: bytes, who: str, key_hash: str, now: float, ttl_s: int = SESSION_S) -> str:
     """A signed session token for `who`, logged in with the key whose digest is `key_hash`."""
     body = {"w": who, "k": key_id(key_hash), "e": int(now) + ttl_s, "n": secrets.token_hex(8)}
-    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
-    return f"{payload}.{_sign(secret, payload)}"
+    return _sessions(secret).dumps(body)
 
 
 def verify(secret: bytes, token: str | None, key_hashes: Iterable[str], now: float) -> Session | None:
     """The session in `token` if its signature is ours, it has not expired and its key is still accepted."""
-    if not token or token.count(".") != 1:
-        return None
-    payload, signature = token.split(".")
-    if not hmac.compare_digest(signature, _sign(secret, payload)):
+    if not token:
         return None
     try:
-        body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        body = _sessions(secret).loads(token)
         who, kid, expires = str(body["w"]), str(body["k"]), int(body["e"])
-    except (ValueError, KeyError, TypeError):
+    except (BadData, ValueError, KeyError, TypeError):
         return None
     if expires <= now or kid not in {key_id(h) for h in key_hashes}:
         return None
@@ -60,12 +60,15 @@ def verify(secret: bytes, token: str | None, key_hashes: Iterable[str], now: flo
 
 
 def csrf_token(secret: bytes, session_token: str) -> str:
-    """The token every state-changing form of this session must carry."""
-    return hmac.new(secret, f"csrf:{session_token}".encode(), hashlib.sha256).hexdigest()
+    """The token every state-changing form of this session must carry: the session token's signature under
+    the CSRF salt, in hex (the format the forms have always carried)."""
+    return base64_decode(_csrf(secret).get_signature(session_token)).hex()
 
 
 def csrf_ok(secret: bytes, session_token: str, sent: str | None) -> bool:
-    return bool(sent) and hmac.compare_digest(str(sent), csrf_token(secret, session_token))
+    """True if `sent` is this session's CSRF token (compared in constant time)."""
+    expected = csrf_token(secret, session_token)
+    return bool(sent) and hmac.compare_digest(str(sent).encode(), expected.encode())
 
 
 def clean_name(raw: str | None) -> str:
@@ -77,9 +80,9 @@ def clean_name(raw: str | None) -> str:
     return name
 
 
-def _sign(secret: bytes, payload: str) -> str:
-    return _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
+def _sessions(secret: bytes) -> URLSafeSerializer:
+    return URLSafeSerializer(secret, salt="diamond.session", signer_kwargs={"digest_method": hashlib.sha256})
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def _csrf(secret: bytes) -> Signer:
+    return Signer(secret, salt="diamond.csrf", digest_method=hashlib.sha256)

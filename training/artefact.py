@@ -22,15 +22,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
-from training.baselines import RfmRank
 from training.models import ChurnModel, Encoder, ValueModel
+from training.rfm import RfmRank
+from training.tiers import assign_tiers
 
 FORMAT = 1  # bumped when scoring.json changes incompatibly
 
@@ -165,12 +165,3 @@ class ScoringArtefact:
             "btyd_params": self.btyd_params,
             "drift_reference": self.drift_reference,
         }
-
-
-def assign_tiers(values: np.ndarray, thresholds: dict[str, float]) -> np.ndarray:
-    """The first (best) tier whose threshold the value reaches; the last tier catches the rest."""
-    names = list(thresholds)
-    out = np.full(len(values), names[-1], dtype=object)
-    for name in reversed(names[:-1]):
-        out[np.asarray(values) >= thresholds[name]] = name
-    return out

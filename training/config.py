@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from features.config import ConfigError, read_settings
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from core.config import FileSettings, OrEmpty, Section, invalid, load
+from training.tiers import DEFAULT_SHARES
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "training.yaml"
 AGE_FEATURES = (
@@ -26,85 +28,110 @@ AGE_FEATURES = (
 )
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
-    """How models are trained and validated. Every field is documented in training.yaml."""
+def _tuple(value: Any) -> Any:
+    """null is an empty list."""
+    return () if value is None else value
+
+
+Names = Annotated[tuple[str, ...], BeforeValidator(_tuple)]
+Range = tuple[float, float]
+
+
+class XGBoostStart(Section):
+    """`xgboost:` the starting parameters, Optuna's first trial (training.tuning); it searches around them."""
+
+    n_estimators: Annotated[int, Field(ge=1)] = 300
+    learning_rate: Annotated[float, Field(gt=0)] = 0.05
+    max_depth: Annotated[int, Field(ge=1)] = 2
+    min_child_weight: Annotated[float, Field(ge=0)] = 20.0
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] | None = None  # None: 1.0 (training.tuning)
+    reg_lambda: Annotated[float, Field(ge=0)] | None = None  # None: 1.0 (training.tuning)
+
+    def params(self) -> dict[str, Any]:
+        """The parameters set, by XGBoost's names."""
+        return self.model_dump(exclude_none=True)
+
+
+class GateConfig(Section):
+    """`gate:` what a challenger must gain over the champion to be promoted (training.registry)."""
+
+    min_churn_auc_gain: float = 0.0
+    min_value_gini_gain: float = 0.0
+    max_brier_increase: float = 0.0
+
+
+class RetrainConfig(Section):
+    """`retrain:` when `diamond retrain` trains (training.retrain)."""
+
+    every_days: Annotated[float, Field(gt=0)] | None = 30.0  # the newest version's age; None: no schedule
+    on_drift: bool = True  # the latest batch run raised a model-health alert on the champion
+
+    @field_validator("every_days", mode="before")
+    @classmethod
+    def _not_a_flag(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be a positive number of days or null")
+        return value
+
+
+class TrainingConfig(FileSettings):
+    """How models are trained and validated. Every key is documented in training.yaml."""
+
+    model_config = SettingsConfigDict(env_prefix="DIAMOND_TRAINING_")
 
     feature_set: str = "auto"  # auto: core_v1 if the history has more than transactions, else rfm_v1
-    horizon_days: int = 273  # H: predictions answer for (T, T + H]
-    label_horizon_days: int = 91  # h: the horizon models are trained on; H > h is bridged (docs)
-    origins: int = 4  # training cutoffs: this many month ends whose labels end by the cutoff
+    horizon_days: Annotated[int, Field(ge=1)] = 273  # H: predictions answer for (T, T + H]
+    label_horizon_days: Annotated[int, Field(ge=1)] = 91  # h: the horizon models are trained on (docs)
+    origins: Annotated[int, Field(ge=1)] = 4  # training cutoffs: month ends whose labels end by the cutoff
     min_history_days: int = 60  # the first origin has at least this much history behind it
-    exclude_features: tuple[str, ...] = AGE_FEATURES  # values that grow with customer age
+    exclude_features: Names = AGE_FEATURES  # values that grow with customer age
     seed: int = 0
     n_jobs: int = 1  # XGBoost threads: 1 is deterministic and never stalls on a busy machine
-    trials: int = 20  # Optuna trials per model
+    trials: Annotated[int, Field(ge=1)] = 20  # Optuna trials per model
     timeout_s: float = 600.0  # Optuna time budget per model
-    value_objectives: tuple[str, ...] = ("count:poisson", "reg:tweedie", "reg:squarederror")
-    xgboost: dict[str, Any] = field(
-        default_factory=lambda: {
-            "n_estimators": 300,
-            "learning_rate": 0.05,
-            "max_depth": 2,
-            "min_child_weight": 20,
-            "subsample": 0.8,
-        }
+    value_objectives: Annotated[Names, Field(min_length=1)] = (
+        "count:poisson",
+        "reg:tweedie",
+        "reg:squarederror",
     )
-    search: dict[str, tuple[float, float]] = field(default_factory=dict)  # Optuna ranges (training.tuning)
-    tiers: dict[str, float | None] = field(
-        default_factory=lambda: {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None}
+    xgboost: Annotated[XGBoostStart, OrEmpty] = XGBoostStart()
+    search: Annotated[dict[str, Range], OrEmpty] = Field(default_factory=dict)  # Optuna's ranges (tuning)
+    tiers: dict[str, Annotated[float, Field(ge=0)] | None] = Field(
+        default_factory=lambda: dict(DEFAULT_SHARES)  # training.tiers
     )
-    gate: dict[str, float] = field(
-        default_factory=lambda: {
-            "min_churn_auc_gain": 0.0,
-            "min_value_gini_gain": 0.0,
-            "max_brier_increase": 0.0,
-        }
-    )
+    gate: Annotated[GateConfig, OrEmpty] = GateConfig()
+    retrain: Annotated[RetrainConfig, OrEmpty] = RetrainConfig()
 
-    retrain: dict[str, Any] = field(
-        default_factory=lambda: {"every_days": 30, "on_drift": True}
-    )  # when `diamond retrain` trains (training.retrain)
+    @field_validator("tiers")
+    @classmethod
+    def _shares(cls, tiers: dict[str, float | None]) -> dict[str, float | None]:
+        if len(tiers) < 2 or sum(s or 0.0 for s in tiers.values()) >= 1:
+            raise ValueError("need two or more names and shares (best first) that sum below 1")
+        return tiers
 
-    def replace(self, **changes: Any) -> TrainingConfig:
-        return dataclasses.replace(self, **changes)
+    @field_validator("search")
+    @classmethod
+    def _in_space(cls, search: dict[str, Range]) -> dict[str, Range]:
+        from training.tuning import SPACE  # Optuna's search space, with its default ranges
+
+        invalid(
+            TrainingConfig,
+            [
+                ((name,), f"not one of the searched parameters {', '.join(SPACE)}", name)
+                for name in search
+                if name not in SPACE
+            ]
+            + [
+                ((name,), f"must be [low, high] with low <= high, got {list(r)}", list(r))
+                for name, r in search.items()
+                if r[0] > r[1]
+            ],
+        )
+        return search
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> TrainingConfig:
-        """Read `path` (default: the project's training.yaml; built-in defaults if it is absent)."""
-        file = Path(path) if path else DEFAULT_PATH
-        raw = read_settings(file, bool(path), (f.name for f in fields(cls)), "training config")
-        if raw is None:
-            return cls()
-        for name in ("value_objectives", "exclude_features"):
-            if name in raw:
-                raw[name] = tuple(raw[name] or ())
-        config = cls(**raw)
-        for name in ("horizon_days", "label_horizon_days", "origins", "trials"):
-            if not isinstance(getattr(config, name), int) or getattr(config, name) < 1:
-                raise ConfigError(f"{file}: {name} must be a positive whole number")
-        shares = [s for s in config.tiers.values() if s]
-        if len(config.tiers) < 2 or sum(shares) >= 1 or any(s < 0 for s in shares):
-            raise ConfigError(
-                f"{file}: tiers need two or more names and shares (best first) that sum below 1"
-            )
-        from training.tuning import SPACE
-
-        bad = sorted(k for k, v in config.search.items() if k not in SPACE or len(v) != 2 or v[0] > v[1])
-        if bad:
-            raise ConfigError(f"{file}: search ranges {bad} must be [low, high] for one of {sorted(SPACE)}")
-        unknown_gate = sorted(set(config.gate) - set(TrainingConfig().gate))
-        if unknown_gate:
-            raise ConfigError(f"{file}: unknown gate setting(s) {unknown_gate}")
-        retrain = {**TrainingConfig().retrain, **(config.retrain or {})}
-        unknown_retrain = sorted(set(retrain) - set(TrainingConfig().retrain))
-        if unknown_retrain:
-            raise ConfigError(f"{file}: unknown retrain setting(s) {unknown_retrain}")
-        every = retrain["every_days"]
-        number = isinstance(every, int | float) and not isinstance(every, bool)
-        if every is not None and (not number or every <= 0):
-            raise ConfigError(f"{file}: retrain.every_days must be a positive number of days or null")
-        if not isinstance(retrain["on_drift"], bool):
-            raise ConfigError(f"{file}: retrain.on_drift must be true or false")
-        config = config.replace(retrain=retrain)
-        return config
+        """Read `path` (default: the project's training.yaml; built-in defaults if it is absent), the
+        environment on top."""
+        return load(cls, path, default=DEFAULT_PATH, what="training config")

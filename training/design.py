@@ -128,18 +128,6 @@ def value_horizon_map(
     return _line(x, x + np.log(more[keep]))
 
 
-def tier_thresholds(values: np.ndarray, shares: dict[str, float]) -> dict[str, float]:
-    """Cut points on predicted value: each tier (best first) takes the next `share` of customers; the
-    last tier in `shares` with share None/0 takes the rest (threshold 0)."""
-    out: dict[str, float] = {}
-    top = 0.0
-    v = np.asarray(values, dtype=np.float64)
-    for name, share in shares.items():
-        top += share or 0.0
-        out[name] = max(float(np.quantile(v, 1.0 - top)), VALUE_FLOOR) if share and v.size else 0.0
-    return out
-
-
 def _line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     if x.size < 2 or np.ptp(x) == 0:
         return float(np.mean(y - x)) if x.size else 0.0, 1.0

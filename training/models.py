@@ -24,7 +24,7 @@ from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 
 from training import metrics
-from training.baselines import RfmRank
+from training.rfm import RfmRank
 
 P_EPS = 1e-6  # probabilities are kept in [eps, 1 - eps] before taking logits
 VALUE_FLOOR = 0.01  # smallest value (currency units) the log-scale horizon map is applied to

@@ -1,4 +1,5 @@
-"""Wiring: which step feeds which. No maths here (training.design, training.models, training.tuning)."""
+"""Wiring: which step feeds which. No maths here (training.design, training.models, training.tuning,
+training.tiers)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, drift, metrics, tuning
+from training import baselines, design, drift, metrics, tiers, tuning
 from training.artefact import ScoringArtefact
-from training.baselines import RfmRank
 from training.config import TrainingConfig
 from training.models import fit_churn, fit_value, split_latest
+from training.rfm import RfmRank
+
+if TYPE_CHECKING:
+    from training.registry import Decision
+    from training.tracking import Logged, MlflowConfig
 
 
 @dataclass
@@ -63,7 +69,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         frame,
         h,
         columns,
-        config.xgboost,
+        config.xgboost.params(),
         config.search,
         config.trials,
         config.timeout_s,
@@ -74,7 +80,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         frame,
         h,
         columns,
-        config.xgboost,
+        config.xgboost.params(),
         config.search,
         config.value_objectives,
         config.trials,
@@ -93,7 +99,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     value = dataclasses.replace(
         value, horizon_map=design.value_horizon_map(value.predict_label_horizon(rows), rows, short)
     )
-    tiers = design.tier_thresholds(value.predict(rows), config.tiers)
+    thresholds = tiers.tier_thresholds(value.predict(rows), config.tiers)
     late = split_latest(frame, h)[1]
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
     validation = {
@@ -102,7 +108,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         **_baseline_scores(late, h),
     }
     artefact = ScoringArtefact(
-        fs.key, columns, t, h, big_h, churn, value, tiers, validation, rows.attrs.get("btyd_params")
+        fs.key, columns, t, h, big_h, churn, value, thresholds, validation, rows.attrs.get("btyd_params")
     )
     artefact.drift_reference = drift.reference(
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
@@ -128,14 +134,14 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
 @dataclass
 class TrainResult:
     trained: Trained
-    logged: Any  # training.tracking.Logged: run id, registered version, model URI
-    decision: Any  # training.registry.Decision
+    logged: Logged  # run id, registered version, model URI
+    decision: Decision
 
 
 def train(
     history: History,
     config: TrainingConfig,
-    mlcfg: Any,
+    mlcfg: MlflowConfig,
     cutoff: str | datetime | None = None,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
@@ -180,7 +186,7 @@ def backtest(
     """Train with data <= cutoff, predict every eligible customer over (cutoff, cutoff + H], and score
     against what happened (when the history reaches that far) beside the RFM and BG/NBD baselines."""
     t, big_h = parse_cutoff(cutoff), parse_horizon(horizon)
-    trained = fit(history, t, config.replace(horizon_days=big_h))
+    trained = fit(history, t, config.model_copy(update={"horizon_days": big_h}))
     scores = trained.artefact.score(trained.scoring_rows)
     preds = scores[["customer_id", "churn_probability", "predicted_value"]].reset_index(drop=True)
     result = Backtest(trained, big_h, preds)
@@ -219,7 +225,9 @@ def _baseline_scores(late: pd.DataFrame, horizon_days: int) -> dict[str, float]:
     }
 
 
-def _rank_only(y: Any, score: Any, value: Any, predicted: Any) -> dict[str, float | None]:
+def _rank_only(
+    y: np.ndarray, score: np.ndarray, value: np.ndarray, predicted: np.ndarray
+) -> dict[str, float | None]:
     """A ranking has an AUC but no probability scores."""
     out: dict[str, float | None] = {**metrics.value_metrics(value, predicted)}
     out.update(churn_auc=metrics.roc_auc(y, score), churn_brier=None, churn_logloss=None)

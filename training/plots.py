@@ -7,6 +7,8 @@ or log with `mlflow.log_figure(fig, "roc.png")`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
@@ -47,7 +49,7 @@ def _bins(bins: int, n: int) -> None:
 
 
 def roc_figure(
-    y: npt.ArrayLike, p: npt.ArrayLike, baselines: dict[str, npt.ArrayLike] | None = None
+    y: npt.ArrayLike, p: npt.ArrayLike, baselines: Mapping[str, npt.ArrayLike] | None = None
 ) -> Figure:
     """ROC curve of churn probability `p` against labels `y`, with the AUC in the legend, so the model can be
     compared with baseline scores (higher score = more likely to churn) and the random diagonal."""
@@ -66,7 +68,7 @@ def roc_figure(
 
 
 def pr_figure(
-    y: npt.ArrayLike, p: npt.ArrayLike, baselines: dict[str, npt.ArrayLike] | None = None
+    y: npt.ArrayLike, p: npt.ArrayLike, baselines: Mapping[str, npt.ArrayLike] | None = None
 ) -> Figure:
     """Precision-recall curve with average precision (AP) in the legend and the base rate as the no-skill
     line: more telling than ROC when churners are rare."""

@@ -16,13 +16,17 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from training import metrics
 from training.artefact import ScoringArtefact
+from training.config import GateConfig
 from training.tracking import MlflowConfig, load_artefact
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 Window = Callable[[ScoringArtefact], pd.DataFrame]  # rows with labels for an artefact's feature set
@@ -51,19 +55,19 @@ def window_scores(artefact: ScoringArtefact, rows: pd.DataFrame) -> dict[str, fl
 
 
 def passes_gate(
-    challenger: dict[str, float], champion: dict[str, float], gate: dict[str, float]
+    challenger: dict[str, float], champion: dict[str, float], gate: GateConfig
 ) -> tuple[bool, str]:
     """Pure: does the challenger beat the champion by the configured margins? And why (in words)."""
     auc_gain = challenger["churn_auc"] - champion["churn_auc"]
     gini_gain = challenger["value_gini"] - champion["value_gini"]
     brier_up = challenger["churn_brier"] - champion["churn_brier"]
     failures = []
-    if auc_gain < gate.get("min_churn_auc_gain", 0.0):
-        failures.append(f"churn AUC gain {auc_gain:+.4f} < {gate.get('min_churn_auc_gain', 0.0):+.4f}")
-    if gini_gain < gate.get("min_value_gini_gain", 0.0):
-        failures.append(f"value Gini gain {gini_gain:+.4f} < {gate.get('min_value_gini_gain', 0.0):+.4f}")
-    if brier_up > gate.get("max_brier_increase", 0.0):
-        failures.append(f"churn Brier worse by {brier_up:+.4f} > {gate.get('max_brier_increase', 0.0):+.4f}")
+    if auc_gain < gate.min_churn_auc_gain:
+        failures.append(f"churn AUC gain {auc_gain:+.4f} < {gate.min_churn_auc_gain:+.4f}")
+    if gini_gain < gate.min_value_gini_gain:
+        failures.append(f"value Gini gain {gini_gain:+.4f} < {gate.min_value_gini_gain:+.4f}")
+    if brier_up > gate.max_brier_increase:
+        failures.append(f"churn Brier worse by {brier_up:+.4f} > {gate.max_brier_increase:+.4f}")
     summary = f"AUC {auc_gain:+.4f}, Gini {gini_gain:+.4f}, Brier {brier_up:+.4f}"
     if failures:
         return False, "refused: " + "; ".join(failures) + f" ({summary})"
@@ -82,7 +86,7 @@ def decide(
     mlcfg: MlflowConfig,
     version: str,
     window: Window,
-    gate: dict[str, float],
+    gate: GateConfig,
     force: bool = False,
     note: str = "",
 ) -> Decision:
@@ -169,7 +173,7 @@ def versions(mlcfg: MlflowConfig) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: int(r["version"]), reverse=True)
 
 
-def _alias(client: Any, name: str, alias: str) -> str | None:
+def _alias(client: MlflowClient, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -185,7 +189,7 @@ def _who() -> str:
         return "unknown"
 
 
-def _log(mlcfg: MlflowConfig, client: Any, decision: Decision, note: str) -> None:
+def _log(mlcfg: MlflowConfig, client: MlflowClient, decision: Decision, note: str) -> None:
     run = client.create_run(
         mlcfg.experiment_id(client, f"{mlcfg.experiment}-promotions"),
         run_name=f"v{decision.challenger} {'promoted' if decision.promoted else 'refused'}",
@@ -201,6 +205,6 @@ def _log(mlcfg: MlflowConfig, client: Any, decision: Decision, note: str) -> Non
     }
     for k, v in params.items():
         client.log_param(run.info.run_id, k, v)
-    for k, v in decision.scores.items():
-        client.log_metric(run.info.run_id, k, v)
+    for k, score in decision.scores.items():
+        client.log_metric(run.info.run_id, k, score)
     client.set_terminated(run.info.run_id)

@@ -4,19 +4,22 @@ Everything comes from the tracking store, so a report can be rebuilt at any time
 metrics (model and baselines), tags, the data fingerprint, the columns and tier thresholds, the logged plots
 (embedded as base64 PNG) and the promotion decisions on the run's registered version. No CDN, no script, no
 external link: the file opens offline and can be mailed. `diamond train` logs it as `report.html` on the
-run; `diamond report RUN_ID` writes it again. `gather` reads, `render` is pure.
+run; `diamond report RUN_ID` writes it again. `gather` reads; `render` is pure and lays the page out with
+the Jinja template `training/templates/report.html`.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
+
+import jinja2
 
 from training.tracking import MlflowConfig
 
@@ -137,195 +140,133 @@ def write(mlcfg: MlflowConfig, run_id: str, out: str | Path) -> Path:
 
 
 def render(d: ReportData) -> str:
-    """The report as one HTML document: inline CSS, plots as data: URIs, nothing fetched."""
+    """The report as one HTML document (templates/report.html): inline CSS, plots as data: URIs, nothing
+    fetched. Python shapes the values; the template lays them out and escapes every one of them."""
     p, t = d.params, d.tags
-    kind = t.get("kind", "train")
-    sections = [
-        _section(
-            "summary",
-            "Run",
-            _kv(
-                {
-                    "MLflow run": f"{d.run_id} ({d.run_name})",
-                    "kind": kind,
-                    "started (UTC)": f"{d.started:%Y-%m-%d %H:%M:%S}",
-                    "feature set": t.get("feature_set", ""),
-                    "model columns": p.get("n_columns", len(d.columns)),
-                    "value objective": t.get("value_objective", ""),
-                    "registered version": d.version or "not registered (backtest)",
-                    "aliases now": ", ".join(d.aliases) or "none",
-                }
-            ),
-        ),
-        _section("data", "Data summary", _data(d)),
-        _section("design", "Validation design", _design(d)),
-        _section("metrics", "Metrics beside the baselines", _metrics(d)),
-        _section(
-            "calibration",
-            "Calibration",
-            "<p>Predicted churn probability against the observed rate, in equal-count bins of the latest "
-            "validation window (label horizon).</p>" + _plots(d, "calibration"),
-        ),
-        _section(
-            "gain",
-            "Gain and lift",
-            "<p>Share of churners found when contacting customers by descending churn probability, the "
-            "lift per decile, and the ROC and precision-recall curves beside the RFM rank.</p>"
-            + _plots(d, "gain"),
-        ),
-        _section(
-            "deciles",
-            "Value by decile",
-            "<p>Mean predicted and actual spend over the label horizon per bin of predicted value.</p>"
-            + _plots(d, "deciles"),
-        ),
-        _section(
-            "drivers",
-            "Drivers",
-            "<p>XGBoost total-gain importance and per-customer contributions (SHAP values, "
-            "<code>pred_contribs</code>) of both models on a sample of the customers at T.</p>"
-            + _plots(d, "drivers"),
-        ),
-        _section("tiers", "Tier thresholds", _tiers(d)),
-        _section("promotion", "Promotion decision", _promotion(d)),
-    ]
-    title = f"Diamond model report: {t.get('feature_set', '')} at {t.get('cutoff', '')[:10]}"
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body>"
-        f"<h1>{_e(title)}</h1><p class='muted'>{_e(kind)} run {_e(d.run_id)}; built "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC from the MLflow tracking store</p>"
-        + "".join(sections)
-        + "</body></html>\n"
+        _templates()
+        .get_template("report.html")
+        .render(
+            title=f"Diamond model report: {t.get('feature_set', '')} at {t.get('cutoff', '')[:10]}",
+            kind=t.get("kind", "train"),
+            run_id=d.run_id,
+            built=f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+            summary={
+                "MLflow run": f"{d.run_id} ({d.run_name})",
+                "kind": t.get("kind", "train"),
+                "started (UTC)": f"{d.started:%Y-%m-%d %H:%M:%S}",
+                "feature set": t.get("feature_set", ""),
+                "model columns": p.get("n_columns", len(d.columns)),
+                "value objective": t.get("value_objective", ""),
+                "registered version": d.version or "not registered (backtest)",
+                "aliases now": ", ".join(d.aliases) or "none",
+            },
+            data=_data(d),
+            design=_design(d),
+            metrics=_metric_table(d.metrics, WHO),
+            holdout=_metric_table(d.metrics, HOLDOUT)
+            if any(k.startswith("holdout_") for k in d.metrics)
+            else None,
+            plots={section: _plots(d, section) for section in PLOTS},
+            tiers=[[name, f"{value:,.2f}"] for name, value in d.tiers.items()],
+            version=d.version,
+            promotion=_promotion(d),
+        )
+        + "\n"
     )
 
 
-def _data(d: ReportData) -> str:
+@cache
+def _templates() -> jinja2.Environment:
+    """The report's templates, autoescaped: a run name, tag or note is text, never markup."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _data(d: ReportData) -> dict[str, Any]:
     f = d.fingerprint
     rows = {f"rows: {k}": f"{v:,}" for k, v in (f.get("rows") or {}).items()}
-    return _kv(
-        {
-            **rows,
-            "first event": f.get("first_event", ""),
-            "last event": f.get("last_event", ""),
-            "history as of (cutoff T)": f.get("as_of", ""),
-            "training rows (customer x origin)": _int(d.params.get("training_rows")),
-            "data sha256": f.get("sha256", ""),
-        }
-    )
+    return {
+        **rows,
+        "first event": f.get("first_event", ""),
+        "last event": f.get("last_event", ""),
+        "history as of (cutoff T)": f.get("as_of", ""),
+        "training rows (customer x origin)": _int(d.params.get("training_rows")),
+        "data sha256": f.get("sha256", ""),
+    }
 
 
-def _design(d: ReportData) -> str:
+def _design(d: ReportData) -> dict[str, Any]:
     p = d.params
     origins = [o for o in p.get("origins", "").split(",") if o]
-    text = (
-        f"<p>The models learn {p.get('label_horizon_days', '?')}-day labels at {len(origins)} month-end "
-        "origins whose labels end by the cutoff T. The latest origin validates, with models fitted only on "
-        "origins whose labels end by it (a gap of one label horizon, as between the final model's newest "
-        "origin and T); Optuna tunes on that validation. The final models are refit on every origin and "
-        f"mapped to the {p.get('horizon_days', '?')}-day horizon with BG/NBD (docs/training.md).</p>"
-    )
-    return text + _kv(
-        {
-            "cutoff T": d.tags.get("cutoff", p.get("cutoff", "")),
-            "horizon H (days)": p.get("horizon_days", ""),
-            "label horizon h (days)": p.get("label_horizon_days", ""),
-            "training origins": ", ".join(origins[:-1]),
-            "validation origin": origins[-1] if origins else "",
-            "Optuna trials per model (configured)": p.get("trials", ""),
-            "trials run (churn / value)": f"{_int(d.metrics.get('churn_tuning_trials'))} / "
-            f"{_int(d.metrics.get('value_tuning_trials'))}",
-            "seed": p.get("seed", ""),
-            "churn stacker (w_margin, w_rfm, b)": p.get("churn_stack", ""),
-            "churn horizon map": p.get("churn_horizon_map", ""),
-            "value horizon map": p.get("value_horizon_map", ""),
-        }
-    )
+    table = {
+        "cutoff T": d.tags.get("cutoff", p.get("cutoff", "")),
+        "horizon H (days)": p.get("horizon_days", ""),
+        "label horizon h (days)": p.get("label_horizon_days", ""),
+        "training origins": ", ".join(origins[:-1]),
+        "validation origin": origins[-1] if origins else "",
+        "Optuna trials per model (configured)": p.get("trials", ""),
+        "trials run (churn / value)": f"{_int(d.metrics.get('churn_tuning_trials'))} / "
+        f"{_int(d.metrics.get('value_tuning_trials'))}",
+        "seed": p.get("seed", ""),
+        "churn stacker (w_margin, w_rfm, b)": p.get("churn_stack", ""),
+        "churn horizon map": p.get("churn_horizon_map", ""),
+        "value horizon map": p.get("value_horizon_map", ""),
+    }
+    return {
+        "label_horizon": p.get("label_horizon_days", "?"),
+        "horizon": p.get("horizon_days", "?"),
+        "n_origins": len(origins),
+        "table": table,
+    }
 
 
-def _metrics(d: ReportData) -> str:
-    out = (
-        "<p>On the latest validation origin at the label horizon, model and baselines on the same customers. "
-        "The baselines log ranking metrics only.</p>" + _metric_table(d.metrics, WHO)
-    )
-    if any(k.startswith("holdout_") for k in d.metrics):
-        out += "<h3>Holdout (what happened after T)</h3>" + _metric_table(d.metrics, HOLDOUT)
-    return out
-
-
-def _metric_table(m: dict[str, float], who: dict[str, str]) -> str:
+def _metric_table(m: dict[str, float], who: dict[str, str]) -> dict[str, list[Any]]:
+    """Header and rows of one metrics table: a row per metric anyone logged, "—" where one did not."""
     rows = []
     for key, label in METRICS.items():
         cells = [m.get(f"{prefix}{key}") for prefix in who.values()]
         if all(c is None for c in cells):
             continue
         rows.append([label, *("—" if c is None else f"{c:.4f}" for c in cells)])
-    return _table(["metric", *who], rows)
+    return {"header": ["metric", *who], "rows": rows}
 
 
-def _tiers(d: ReportData) -> str:
-    h = d.params.get("horizon_days", "?")
-    rows = [[name, f"{value:,.2f}"] for name, value in d.tiers.items()]
-    return (
-        f"<p>A customer gets the first tier whose lowest predicted value over {_e(h)} days they reach; "
-        "cut points are learned on the customers at T and ship with the model.</p>"
-        + _table(["tier", "lowest predicted value"], rows)
-    )
-
-
-def _promotion(d: ReportData) -> str:
-    if d.version is None:
-        return "<p>A backtest: never registered, never promoted.</p>"
-    if not d.decisions:
-        return f"<p>Version {_e(d.version)}: the gate has not decided on it yet.</p>"
+def _promotion(d: ReportData) -> dict[str, Any] | None:
+    """The latest gate decision on the run's version and the whole log of them (None: none yet)."""
+    if d.version is None or not d.decisions:
+        return None
     latest = d.decisions[0]
-    verdict = "promoted to champion" if latest.get("decision") == "promoted" else "refused"
-    head = (
-        f"<p class='decision {_e(latest.get('decision', ''))}'>Version {_e(d.version)}: <b>{verdict}</b>. "
-        f"{_e(latest.get('reason', ''))}</p>"
-    )
-    rows = [
-        [
-            str(x.get("when", ""))[:19],
-            x.get("who", ""),
-            x.get("decision", ""),
-            x.get("champion_before", "") or "none",
-            x.get("reason", ""),
-        ]
-        for x in d.decisions
-    ]
     scores = {k: v for k, v in latest.items() if k.startswith(("challenger_", "champion_"))}
     scores.pop("champion_before", None)
-    table = _table(["when (UTC)", "who", "decision", "champion before", "why"], rows)
-    return head + table + (_kv({k: f"{v:.4f}" for k, v in scores.items()}) if scores else "")
+    return {
+        "decision": latest.get("decision", ""),
+        "verdict": "promoted to champion" if latest.get("decision") == "promoted" else "refused",
+        "reason": latest.get("reason", ""),
+        "rows": [
+            [
+                str(x.get("when", ""))[:19],
+                x.get("who", ""),
+                x.get("decision", ""),
+                x.get("champion_before", "") or "none",
+                x.get("reason", ""),
+            ]
+            for x in d.decisions
+        ],
+        "scores": {k: f"{v:.4f}" for k, v in scores.items()},
+    }
 
 
-def _plots(d: ReportData, section: str) -> str:
-    parts = []
-    for name in PLOTS[section]:
-        png = d.plots.get(name)
-        if png is None:
-            continue
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(
-            f"<figure><img alt='{_e(name)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{_e(name.replace('_', ' '))}</figcaption></figure>"
-        )
-    return "".join(parts) or "<p class='muted'>no plot logged (the window lacked both classes or rows)</p>"
-
-
-def _section(anchor: str, title: str, body: str) -> str:
-    return f"<section id='{anchor}'><h2>{_e(title)}</h2>{body}</section>"
-
-
-def _kv(values: dict[str, Any]) -> str:
-    return _table(None, [[k, v] for k, v in values.items()])
-
-
-def _table(header: list[str] | None, rows: list[list[Any]]) -> str:
-    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f"<table>{head}{body}</table>"
+def _plots(d: ReportData, section: str) -> list[tuple[str, str]]:
+    """(name, base64 PNG) of the section's logged plots, in order; the template embeds them as data: URIs."""
+    return [
+        (name, base64.b64encode(d.plots[name]).decode("ascii")) for name in PLOTS[section] if name in d.plots
+    ]
 
 
 def _int(value: Any) -> str:
@@ -333,20 +274,3 @@ def _int(value: Any) -> str:
         return f"{int(float(value)):,}"
     except (TypeError, ValueError):
         return "—"
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;
-margin:2em auto;padding:0 1em;color:#1d2430;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:2px solid #d8dee8;padding-bottom:.2em;margin-top:1.8em}
-table{border-collapse:collapse;margin:.6em 0}
-td,th{border:1px solid #d8dee8;padding:.25em .7em;text-align:left;vertical-align:top}
-th{background:#f1f4f8}td:not(:first-child){font-variant-numeric:tabular-nums}
-figure{display:inline-block;margin:.5em 1em .5em 0}img{max-width:520px;border:1px solid #e3e7ee}
-figcaption{font-size:.85em;color:#5a6473}.muted{color:#5a6473}
-.decision{padding:.6em 1em;border-radius:6px}.promoted{background:#e5f5e8}.refused{background:#fbeaea}
-""".strip()

@@ -38,6 +38,7 @@ def train_booster_spark(
     xgb_params = booster_params(objective, params, seed, 1)
     rounds = int(params.get("n_estimators", 300))
     xgb_params.pop("nthread")
+    estimator_cls: type[SparkXGBClassifier | SparkXGBRegressor]
     if objective == "binary:logistic":  # the classifier sets its own (binary) objective
         estimator_cls = SparkXGBClassifier
         xgb_params.pop("objective")

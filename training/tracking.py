@@ -1,11 +1,12 @@
 """MLflow: where runs are tracked, what a training run logs, and how the scoring artefact is registered.
 
-Configured by `mlflow.yaml` (shared, in git); `MLFLOW_TRACKING_URI` overrides the tracking store and
-`DIAMOND_MLFLOW_CONFIG` points at another file. The embedded default is a SQLite store and an artifact
-folder under `.diamond/` in the working directory. A run logs parameters, validation metrics, the
-baselines, the feature set, a data fingerprint, the Optuna summary, report plots and the scoring artefact
-(as a pyfunc model), and registers that artefact as a new version of one registered model: churn and value
-are promoted together, because tiers and value at risk combine them. Promotion is training.registry.
+Configured by `mlflow.yaml` (shared, in git); `MLFLOW_TRACKING_URI` overrides the tracking store,
+`DIAMOND_MLFLOW_<KEY>` any other key (core.config), and `DIAMOND_MLFLOW_CONFIG` points at another file.
+The embedded default is a SQLite store and an artifact folder under `.diamond/` in the working directory.
+A run logs parameters, validation metrics, the baselines, the feature set, a data fingerprint, the Optuna
+summary, report plots and the scoring artefact (as a pyfunc model), and registers that artefact as a new
+version of one registered model: churn and value are promoted together, because tiers and value at risk
+combine them. Promotion is training.registry.
 """
 
 from __future__ import annotations
@@ -15,50 +16,61 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from features.config import read_settings
+from core.config import FileSettings, load
 from training import plots
 from training.artefact import ScoringArtefact
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from mlflow import MlflowClient
+    from mlflow.pyfunc.model import PythonModelContext
+
+    from training.config import TrainingConfig
+    from training.pipeline import Trained
+
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mlflow.yaml"
+CONFIG_ENV, TRACKING_ENV = "DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI"
 ARTEFACT_DIR = "scoring"  # the pyfunc model's name inside a run; the artefact folder sits in it
 CONTRIB_ROWS = 2_000  # customers sampled for the contributions plot
 PINNED = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
 
 
-@dataclass(frozen=True)
-class MlflowConfig:
-    tracking_uri: str
-    artifact_root: str
+class MlflowConfig(FileSettings):
+    """mlflow.yaml; relative paths resolve against the working directory, so the printed `mlflow ui` command
+    works from anywhere."""
+
+    model_config = SettingsConfigDict(env_prefix="DIAMOND_MLFLOW_")
+
+    tracking_uri: Annotated[str, Field(validation_alias=TRACKING_ENV)] = "sqlite:///.diamond/mlflow.db"
+    artifact_root: str = ".diamond/mlartifacts"
     experiment: str = "diamond"
     registered_model: str = "diamond"
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _absolute_sqlite(cls, uri: str) -> str:
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+        return uri
+
+    @field_validator("artifact_root")
+    @classmethod
+    def _as_uri(cls, root: str) -> str:
+        return root if "://" in root else Path(root).resolve().as_uri()
+
     @classmethod
     def load(cls, path: str | Path | None = None) -> MlflowConfig:
-        """Read mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG); relative paths resolve against the
-        working directory, so the printed `mlflow ui` command works from anywhere."""
-        file = Path(path or os.environ.get("DIAMOND_MLFLOW_CONFIG") or DEFAULT_PATH)
-        known = ("tracking_uri", "artifact_root", "experiment", "registered_model")
-        raw = read_settings(file, bool(path), known, "MLflow config") or {}
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or raw.get("tracking_uri", "sqlite:///.diamond/mlflow.db")
-        root = raw.get("artifact_root", ".diamond/mlartifacts")
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            db = Path(uri.removeprefix("sqlite:///")).resolve()
-            uri = f"sqlite:///{db}"
-        if "://" not in root:
-            root = Path(root).resolve().as_uri()
-        return cls(
-            uri,
-            root,
-            raw.get("experiment", cls.experiment),
-            raw.get("registered_model", cls.registered_model),
-        )
+        """mlflow.yaml (or `path`, or $DIAMOND_MLFLOW_CONFIG), the environment on top."""
+        return load(cls, path, default=DEFAULT_PATH, env=CONFIG_ENV, what="MLflow config")
 
-    def client(self) -> Any:
+    def client(self) -> MlflowClient:
         """An MlflowClient on this store (creating the SQLite folder on first use)."""
         from mlflow import MlflowClient
 
@@ -66,7 +78,7 @@ class MlflowConfig:
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def experiment_id(self, client: Any, name: str | None = None) -> str:
+    def experiment_id(self, client: MlflowClient, name: str | None = None) -> str:
         name = name or self.experiment
         found = client.get_experiment_by_name(name)
         if found is not None:
@@ -78,14 +90,15 @@ class MlflowConfig:
 
 
 def _pyfunc_class() -> type:
-    import mlflow.pyfunc
+    from mlflow.pyfunc.model import PythonModel
 
-    class DiamondModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    class DiamondModel(PythonModel):
         """Feature rows (built with the artefact's feature set at its horizon) in, scores out."""
 
-        def load_context(self, context: Any) -> None:
+        def load_context(self, context: PythonModelContext) -> None:
             self.artefact = ScoringArtefact.load(context.artifacts["artefact"])
 
+        # MLflow reads predict's hints when the class is made: they must name module globals
         def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
             return self.artefact.score(model_input)
 
@@ -100,9 +113,9 @@ class Logged:
 
 
 def log_training(
-    trained: Any,
+    trained: Trained,
     fingerprint: dict[str, Any],
-    config: Any,
+    config: TrainingConfig,
     mlcfg: MlflowConfig,
     run_name: str | None = None,
     register: bool = True,
@@ -186,13 +199,13 @@ def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:
         return ScoringArtefact.load(found.parent)
 
 
-def report_figures(trained: Any) -> dict[str, Any]:
+def report_figures(trained: Trained) -> dict[str, Figure]:
     """The report plots of a training run, on the latest validation window (validation-stage models)."""
     late, pred = trained.validation_rows, trained.validation_predictions
     y, p = late["churned"].to_numpy(), pred["churn_probability"].to_numpy()
     from training import baselines
 
-    figs: dict[str, Any] = {}
+    figs: dict[str, Figure] = {}
     if 0 < y.sum() < len(y):
         rfm = {"RFM rank": baselines.rfm_churn_score(late)}
         figs.update(
@@ -205,7 +218,8 @@ def report_figures(trained: Any) -> dict[str, Any]:
         figs["value_deciles"] = plots.decile_figure(late["future_value"], pred["predicted_value"])
     art = trained.artefact
     for name, model in (("churn", art.churn), ("value", art.value)):
-        gain = model.booster.get_score(importance_type="total_gain")
+        # trees give one number a feature (a list only for gblinear multi-class)
+        gain = cast(dict[str, float], model.booster.get_score(importance_type="total_gain"))
         if gain:
             figs[f"{name}_importance"] = plots.importance_figure({k: float(v) for k, v in gain.items()})
         rows = trained.scoring_rows
@@ -217,7 +231,7 @@ def report_figures(trained: Any) -> dict[str, Any]:
     return figs
 
 
-def _params(trained: Any, config: Any) -> dict[str, Any]:
+def _params(trained: Trained, config: TrainingConfig) -> dict[str, Any]:
     art = trained.artefact
     out: dict[str, Any] = {
         "feature_set": art.feature_set,
@@ -249,4 +263,4 @@ def _quiet() -> None:
 
 
 def _finite(values: dict[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+    return {k: float(v) for k, v in values.items() if np.isfinite(v)}

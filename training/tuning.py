@@ -24,7 +24,7 @@ class Tuned:
 
     params: dict[str, Any]
     best_loss: float
-    start_loss: float  # the configured starting parameters' loss (trial 0)
+    start_loss: float  # the configured starting parameters' loss (trial 0; NaN if it had none)
     trials: int
     metric: str
 
@@ -79,7 +79,9 @@ def _search(
     study.enqueue_trial(start, skip_if_exists=True)
     study.optimize(lambda t: loss(space(t)), n_trials=trials, timeout=timeout_s, n_jobs=1)
     best = {**study.best_trial.params}
-    return Tuned(best, float(study.best_value), float(study.trials[0].value), len(study.trials), metric)
+    first = study.trials[0].value  # None when the start's loss was NaN (Optuna fails that trial)
+    start_loss = float("nan") if first is None else float(first)
+    return Tuned(best, float(study.best_value), start_loss, len(study.trials), metric)
 
 
 def tune_churn(

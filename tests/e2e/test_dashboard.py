@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from serving import alerts, charts, dashboard, monitoring, store, tiers, webauth
+from serving import alert_rules, alert_store, charts, dashboard, monitoring, store, tier_store, webauth
 from serving.config import hash_key, session_secret
 from tests.helpers import API_KEY, ROOT, run_diamond, serve_champion
 
@@ -124,21 +124,21 @@ def test_forged_expired_and_revoked_sessions_are_refused(server: tuple[str, sa.E
 def test_actions_need_this_sessions_csrf_token_and_record_who(server: tuple[str, sa.Engine]) -> None:
     url, engine = server
     alice, bob = _login(url, name="alice"), _login(url, name="bob")
-    target = int(alerts.list_alerts(engine, "open", limit=1)["id"].iloc[0])
+    target = int(alert_store.list_alerts(engine, "open", limit=1)["id"].iloc[0])
     path = f"/ui/alerts/{target}/resolve"
     assert alice.post(path, data={"next": "/ui/"}).status_code == 403
     assert alice.post(path, data={"csrf": _csrf(bob), "next": "/ui/"}).status_code == 403
     assert httpx.post(f"{url}{path}", data={"csrf": _csrf(alice)}).status_code == 303  # no cookie: login
-    assert alerts.get_alert(engine, target)["status"] == "open"
+    assert alert_store.get_alert(engine, target)["status"] == "open"
     done = alice.post(path, data={"csrf": _csrf(alice), "next": "https://evil.example/"})
     assert done.status_code == 303 and done.headers["location"] == f"/ui/?done=resolve&alert={target}"
-    row = alerts.get_alert(engine, target)
+    row = alert_store.get_alert(engine, target)
     assert row["status"] == "resolved" and row["resolved_by"] == "alice"
-    log = alerts.actions(engine, [target])
+    log = alert_store.actions(engine, [target])
     assert log[["action", "who"]].values.tolist() == [["resolved", "alice"]]
     again = alice.post(path, data={"csrf": _csrf(alice), "next": "/ui/"})
     assert again.status_code == 409 and "resolved" in again.text
-    snooze = f"/ui/alerts/{int(alerts.list_alerts(engine, 'open', limit=1)['id'].iloc[0])}/snooze"
+    snooze = f"/ui/alerts/{int(alert_store.list_alerts(engine, 'open', limit=1)['id'].iloc[0])}/snooze"
     odd = bob.post(snooze, data={"csrf": _csrf(bob), "hours": "5"})  # not one of the offered choices
     assert odd.status_code == 409 and "choose one of" in odd.text
     out = alice.post("/ui/logout", data={"csrf": _csrf(alice)})
@@ -191,7 +191,7 @@ def _shown_ids(page: object) -> list[int]:
 
 def test_browser_alert_list_is_ranked_by_value_at_risk(page: object, server: tuple[str, sa.Engine]) -> None:
     _, engine = server
-    stored = alerts.list_alerts(engine, "open", limit=50, model=False)  # customers only
+    stored = alert_store.list_alerts(engine, "open", limit=50, model=False)  # customers only
     assert len(stored) > 10
     assert _shown_ids(page) == stored["id"].tolist()
     shown = page.locator("table.alerts tbody tr").evaluate_all("rs => rs.map(r => +r.dataset.valueAtRisk)")
@@ -203,7 +203,7 @@ def test_browser_alert_list_is_ranked_by_value_at_risk(page: object, server: tup
     page.get_by_label("Tier").select_option(tier)
     page.get_by_role("button", name="Filter").click()
     page.wait_for_url(re.compile(rf".*tier={tier}.*"))
-    in_tier = alerts.list_alerts(engine, "open", tier=tier, limit=50, model=False)
+    in_tier = alert_store.list_alerts(engine, "open", tier=tier, limit=50, model=False)
     assert _shown_ids(page) == in_tier["id"].tolist()
 
 
@@ -219,7 +219,7 @@ def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> N
     section = page.locator("section", has=page.get_by_role("heading", name="Score history"))
     assert section.locator("tbody tr").count() == 2 and section.locator("svg[role=img]").count() == 1
     tiers_shown = page.locator("section", has=page.get_by_role("heading", name="Tier history"))
-    assert tiers_shown.locator("tbody tr").count() == len(tiers.tier_history(engine, cid))
+    assert tiers_shown.locator("tbody tr").count() == len(tier_store.tier_history(engine, cid))
     snap = store.read_rows(engine, store.SCORES, [cid])
     words = [r["text"] for r in json.loads(snap["reasons"].iloc[0])]
     assert page.locator("ul.why li").all_inner_texts()[0].startswith(words[0])
@@ -228,7 +228,9 @@ def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> N
     shown = page.locator("section", has=page.get_by_role("heading", name="Recent events")).locator("tbody tr")
     assert shown.count() == len(events)
     playbook = page.locator("section", has=page.get_by_role("heading", name="Playbook")).locator("p")
-    assert playbook.inner_text() == alerts.list_alerts(engine, "open", customer_id=cid)["playbook"].iloc[0]
+    assert (
+        playbook.inner_text() == alert_store.list_alerts(engine, "open", customer_id=cid)["playbook"].iloc[0]
+    )
     page.screenshot(path=str(ARTEFACTS / "customer.png"), full_page=True)
 
 
@@ -240,7 +242,7 @@ def test_browser_acknowledged_alert_leaves_the_open_list(page: object, server: t
     assert page.get_by_role("status").inner_text() == f"Alert {target} acknowledged."
     page.reload()
     assert target not in _shown_ids(page)
-    row = alerts.get_alert(engine, target)
+    row = alert_store.get_alert(engine, target)
     assert row["status"] == "acknowledged" and row["owner"] == NAME
     page.get_by_label("Status").select_option("acknowledged")
     page.get_by_role("button", name="Filter").click()
@@ -258,7 +260,7 @@ def test_browser_overview(page: object, server: tuple[str, sa.Engine]) -> None:
     assert {r.split("\t")[0]: int(r.split("\t")[1].replace(",", "")) for r in rows} == {
         t: n for t, (n, _) in summary.items()
     }
-    moves = tiers.tier_movements(engine, tiers.latest_run(engine)[0], include_new=True)
+    moves = tier_store.tier_movements(engine, tier_store.latest_run(engine)[0], include_new=True)
     shown = page.locator("section", has=page.get_by_role("heading", name="Tier movements since the last run"))
     assert shown.locator("tbody tr").count() == len(moves) > 0
     assert page.locator("svg[role=img]").count() == 4  # tiers, value at risk, movements, drift
@@ -294,7 +296,7 @@ def test_browser_model_health_is_the_stored_drift(page: object, server: tuple[st
 
 def test_browser_model_health_banner_until_resolved(page: object, server: tuple[str, sa.Engine]) -> None:
     url, engine = server
-    live = alerts.list_alerts(engine, "live", model=True)
+    live = alert_store.list_alerts(engine, "live", model=True)
     assert len(live) == 1  # raised by the LATER run's drift
     alert_id, opened = int(live["id"].iloc[0]), pd.Timestamp(live["opened_at"].iloc[0])
     over = monitoring.latest_drift(engine)["over"]
@@ -302,8 +304,10 @@ def test_browser_model_health_banner_until_resolved(page: object, server: tuple[
     says = f"Model health: drift over threshold on {over} columns since {opened:%Y-%m-%d}"
     assert banner.inner_text().startswith(says)
     customers = page.locator("table.alerts tbody tr").evaluate_all("rs => rs.map(r => r.dataset.customer)")
-    assert alerts.MODEL_ID not in customers and len(customers) == dashboard.PAGE
-    assert alerts.count_alerts(engine, "open", model=False) + 1 == alerts.count_alerts(engine, "open")
+    assert alert_rules.MODEL_ID not in customers and len(customers) == dashboard.PAGE
+    assert alert_store.count_alerts(engine, "open", model=False) + 1 == alert_store.count_alerts(
+        engine, "open"
+    )
     # acknowledge and resolve it from the banner, through the same CSRF-protected forms as customer alerts
     banner.get_by_role("button", name=f"Acknowledge alert {alert_id}").click()
     page.wait_for_url(re.compile(r".*done=ack.*"))
@@ -312,13 +316,13 @@ def test_browser_model_health_banner_until_resolved(page: object, server: tuple[
     page.wait_for_url(re.compile(r".*done=resolve.*"))
     assert page.get_by_role("status").inner_text() == f"Alert {alert_id} resolved."
     assert banner.count() == 0
-    row = alerts.get_alert(engine, alert_id)
+    row = alert_store.get_alert(engine, alert_id)
     assert row["status"] == "resolved" and row["resolved_by"] == NAME
-    assert alerts.actions(engine, [alert_id])["action"].tolist() == ["acknowledged", "resolved"]
+    assert alert_store.actions(engine, [alert_id])["action"].tolist() == ["acknowledged", "resolved"]
     # the model is not a customer: its old page is the overview's model-health section
-    moved = _login(url).get(f"/ui/customers/{alerts.MODEL_ID}")
+    moved = _login(url).get(f"/ui/customers/{alert_rules.MODEL_ID}")
     assert moved.status_code == 303 and moved.headers["location"] == "/ui/overview#model-health"
-    page.goto(f"/ui/customers/{alerts.MODEL_ID}")
+    page.goto(f"/ui/customers/{alert_rules.MODEL_ID}")
     assert page.url.endswith("/ui/overview#model-health")
     health = page.locator("section", has=page.get_by_role("heading", name="Model health"))
     assert "resolved by hand" in health.inner_text() and health.get_by_role("button").count() == 0

@@ -28,7 +28,7 @@ Measured (pytest -s prints one ``RESULT`` line per scenario; numbers from a run 
 * 4: killed after the POST, before the outcome commit: 29 delivered, the 30th stays pending under its
   claim lease. A restarted `diamond alerts deliver` delivers the other 90 and leaves it (1 pending):
   the lease (``deliver_due(lease_s=300)``) cannot be set from the CLI or serving.yaml, so the step after
-  the lease is ``serving.outbox.deliver_due(..., now=now + 300 s + timeout)`` in-process, which re-sends
+  the lease is ``serving.delivery.deliver_due(..., now=now + 300 s + timeout)`` in-process, which re-sends
   it once with the same id (the one duplicate).
 * 5: the 12 ids became dead letters after 3 attempts each (`diamond alerts dead` lists exactly them);
   after the receiver was fixed only the 6 requeued with ``retry_dead`` were sent (once each), the
@@ -55,17 +55,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from serving import store
 from serving.config import ServingConfig
-from serving.outbox import (
-    OUTBOX,
-    DeliveryReport,
-    dead_letters,
-    deliver_due,
-    enqueue,
-    ensure_tables,
-    pending_count,
-    retry_dead,
-)
+from serving.delivery import DeliveryReport, deliver_due
+from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
 from tests.helpers import DIAMOND, run_diamond
 from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
 from tests.helpers.webhooks import WebhookReceiver
@@ -94,8 +87,7 @@ class Site:
 def filled_outbox(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with ENQUEUED alerts enqueued (ids ``alert-{i}-v1-crm``), written once and copied per test."""
     db = tmp_path_factory.mktemp("template") / "diamond.db"
-    eng = sa.create_engine(f"sqlite:///{db}")
-    ensure_tables(eng)
+    eng = store.prepare(sa.create_engine(f"sqlite:///{db}"))
     for i in range(ENQUEUED):
         payload = {"alert_id": i, "customer_id": f"C-{i:04d}", "tier": "gold", "value_at_risk": 100.0 + i}
         enqueue(eng, "crm", payload, f"alert-{i}-v1-crm")

@@ -204,14 +204,14 @@ def test_structural_errors_name_the_file_and_column(spark, tmp_path: Path) -> No
 @pytest.fixture(scope="module")
 def champion(synth: Path, tmp_path_factory: pytest.TempPathFactory):
     """A small model trained and promoted by the real CLI on the synthetic history."""
-    from serving.models import ModelHolder
+    from serving.champion import ChampionHolder
     from training.tracking import MlflowConfig
 
     work = tmp_path_factory.mktemp("champion")
     config = work / "training.yaml"
     config.write_text(yaml.safe_dump({**SMALL_TRAINING, "origins": 2}), encoding="utf-8")
     run_diamond("train", "--data", str(synth), "--config", str(config), cwd=work)
-    holder = ModelHolder(MlflowConfig.load(), "champion")
+    holder = ChampionHolder(MlflowConfig.load(), "champion")
     holder.refresh()
     assert holder.current is not None, holder.last_error
     return holder.current

@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from serving.alerts import AlertConfig
+from serving.config import AlertConfig
+from training.tiers import DEFAULT_TIERS
 
 T0 = datetime(2024, 6, 1)
 H = timedelta(hours=1)
@@ -38,7 +39,7 @@ def alert_config(*rules: dict[str, Any], **settings_: Any) -> AlertConfig:
     if rules:
         raw["rules"] = list(rules)
     raw.update(settings_)
-    return AlertConfig.from_dict(raw)
+    return AlertConfig.model_validate(raw).for_tiers(DEFAULT_TIERS)
 
 
 AT_RISK = alert_config()

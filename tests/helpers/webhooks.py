@@ -19,7 +19,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from serving.outbox import SignatureError, verify
+from serving.delivery import SignatureError, verify
 
 # an alert as the outbox sends it
 ALERT = {

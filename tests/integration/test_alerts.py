@@ -16,20 +16,18 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.alerts import (
-    AlertConfig,
+from serving import store
+from serving.alert_rules import alert_payload, evaluate, webhook_id
+from serving.alert_store import (
     acknowledge,
-    alert_payload,
-    ensure_tables,
-    evaluate,
     export_alerts,
     get_alert,
     list_alerts,
     resolve,
     snooze,
     sync_alerts,
-    webhook_id,
 )
+from serving.config import AlertConfig
 from tests.helpers.frames import AT_RISK, SCORES, T0, H, alert_config, score_table
 
 
@@ -43,8 +41,7 @@ def _open(engine: sa.Engine) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'alerts.db'}")
-    ensure_tables(eng)
+    eng = store.prepare(sa.create_engine(f"sqlite:///{tmp_path / 'alerts.db'}"))
     yield eng
     eng.dispose()
 
@@ -283,8 +280,7 @@ def test_never_more_than_one_live_alert_per_customer_and_kind(runs: list[Any]) -
         cooldown_hours=24,
     )
     with tempfile.TemporaryDirectory() as folder:
-        engine = sa.create_engine(f"sqlite:///{Path(folder) / 'alerts.db'}")
-        ensure_tables(engine)
+        engine = store.prepare(sa.create_engine(f"sqlite:///{Path(folder) / 'alerts.db'}"))
         at, previous = T0, None
         for rows, (action, pick), gap in runs:
             at += gap * H

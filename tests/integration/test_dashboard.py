@@ -17,7 +17,7 @@ from serving import dashboard, monitoring, store
 
 
 def test_score_history_is_written_with_the_snapshot_and_a_rerun_replaces_its_rows(tmp_path: Path) -> None:
-    eng = store.engine(f"sqlite:///{tmp_path / 's.db'}")
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 's.db'}"))
 
     def run(as_of: str, p: list[float]) -> None:
         scores = pd.DataFrame(

@@ -119,7 +119,7 @@ def test_retrain_without_drift_or_schedule_does_nothing(world: World) -> None:
 
 
 def test_shifted_history_raises_the_model_health_alert_and_retrain_acts_once(world: World) -> None:
-    from serving import alerts, monitoring, store
+    from serving import alert_rules, alert_store, monitoring, store
 
     eng = store.engine(os.environ["DIAMOND_STORE_URL"])
     # a history from the same generator (another seed), a week before the end: no alert
@@ -129,7 +129,7 @@ def test_shifted_history_raises_the_model_health_alert_and_retrain_acts_once(wor
     assert "no model-health alert" in calm
     first = monitoring.latest_drift(eng)
     assert first["model_version"] == "1" and not first["alert"] and first["max_psi"] < 0.25
-    assert alerts.MODEL_ID not in set(alerts.list_alerts(eng, status="live")["customer_id"])
+    assert alert_rules.MODEL_ID not in set(alert_store.list_alerts(eng, status="live")["customer_id"])
 
     # amounts x3 and half the purchases: the alert, naming the worst features
     shifted = run_diamond("score", "--data", str(world.histories["shifted"]), cwd=world.work).stdout

@@ -17,17 +17,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from serving.outbox import (
-    OUTBOX,
-    Endpoint,
-    dead_letters,
-    deliver_due,
-    enqueue,
-    ensure_tables,
-    http_post,
-    pending_count,
-    retry_dead,
-)
+from serving import store
+from serving.delivery import Endpoint, deliver_due, http_post
+from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
 from tests.helpers.webhooks import ALERT, WebhookReceiver
 from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
 
@@ -37,8 +29,8 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     eng = sa.create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
-    ensure_tables(eng)
-    ensure_tables(eng)  # idempotent
+    store.prepare(eng)
+    store.prepare(eng)  # idempotent
     yield eng
     eng.dispose()
 

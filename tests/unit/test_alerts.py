@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from serving.alerts import Playbook, Rule, evaluate
+from serving.alert_rules import evaluate
+from serving.config import Playbook, Rule
 from tests.helpers.frames import AT_RISK, SCORES, T0, H, alert_config
 
 
@@ -19,8 +20,8 @@ def _fired(candidates: pd.DataFrame) -> list[str]:
 
 
 def test_config_from_yaml() -> None:
-    assert AT_RISK.rules == (Rule("at-risk", min_tier="gold", min_churn_probability=0.6),)
-    assert AT_RISK.playbooks["diamond"] == Playbook("account manager call", 24.0)
+    assert AT_RISK.rules == (Rule(kind="at-risk", min_tier="gold", min_churn_probability=0.6),)
+    assert AT_RISK.playbooks["diamond"] == Playbook(text="account manager call", due_within_hours=24.0)
     assert AT_RISK.playbooks["bronze"] is None
     assert (AT_RISK.cooldown_hours, AT_RISK.renotify_margin, AT_RISK.resolve_margin) == (48.0, 0.25, 0.05)
     with pytest.raises(ValueError, match="platinum"):

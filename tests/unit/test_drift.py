@@ -12,8 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config import ConfigError, parse
 from serving import monitoring
+from serving.config import DriftConfig, ServingConfig
 from training import drift, retrain
+from training.config import RetrainConfig
 
 T0 = datetime(2025, 1, 31)
 
@@ -84,7 +87,7 @@ def test_reference_bins_numeric_categorical_constant_and_nulls() -> None:
 
 
 def test_assess_counts_watched_columns_and_any_score() -> None:
-    config = monitoring.DriftConfig(psi_alert=0.25, min_features=2)
+    config = DriftConfig(psi_alert=0.25, min_features=2)
     psi = {"amount_90d": 0.9, "recency_days": 0.1, "predicted_value": 0.05, "churn_probability": 0.02}
     one = monitoring.assess(psi, config)
     assert one.over == ["amount_90d"] and not one.alert  # one input over, two needed
@@ -93,17 +96,17 @@ def test_assess_counts_watched_columns_and_any_score() -> None:
     assert two.reasons[0] == "feature amount_90d: PSI 0.900 >= 0.25"
     score = monitoring.assess({**psi, "predicted_value": 0.4}, config)
     assert score.alert and "score predicted_value: PSI 0.400 >= 0.25" in score.reasons
-    features_only = monitoring.DriftConfig(psi_alert=0.25, watch=("features",))
+    features_only = DriftConfig(psi_alert=0.25, watch=("features",))
     quiet = monitoring.assess({"amount_90d": 0.1, "predicted_value": 3.0}, features_only)
     assert not quiet.alert and quiet.worst == ("amount_90d", 0.1)
-    with pytest.raises(ValueError, match=r"drift\.watch"):
-        monitoring.DriftConfig.from_dict({"watch": ["labels"]})
-    with pytest.raises(ValueError, match="unknown key"):
-        monitoring.DriftConfig.from_dict({"psi": 0.2})
+    with pytest.raises(ConfigError, match=r"serving\.yaml: 'drift\.watch\.0' is 'labels'; expected one of"):
+        parse(ServingConfig, {"drift": {"watch": ["labels"]}}, "serving.yaml")
+    with pytest.raises(ConfigError, match=r"serving\.yaml: unknown key\(s\) drift\.psi "):
+        parse(ServingConfig, {"drift": {"psi": 0.2}}, "serving.yaml")
 
 
 def test_retrain_reasons() -> None:
-    settings = {"every_days": 30, "on_drift": True}
+    settings = RetrainConfig(every_days=30, on_drift=True)
     drifted = {
         "alert": True,
         "model_version": "3",
@@ -120,13 +123,13 @@ def test_retrain_reasons() -> None:
     on_champion = retrain.Signals("3", "4", 2.0, drifted)
     ((kind, text),) = retrain.reasons(on_champion, settings)
     assert kind == "drift" and "max PSI 1.200 (amount_90d)" in text
-    assert retrain.reasons(on_champion, {**settings, "on_drift": False}) == []
+    assert retrain.reasons(on_champion, settings.model_copy(update={"on_drift": False})) == []
     old_drift = retrain.Signals("4", "4", 2.0, drifted)  # measured on version 3; 4 is the champion now
     assert retrain.reasons(old_drift, settings) == []
     assert "not the champion" in retrain.quiet_reason(old_drift, settings)
     stale = retrain.Signals("3", "4", 30.5, None)
     assert [k for k, _ in retrain.reasons(stale, settings)] == ["schedule"]
-    assert retrain.reasons(stale, {**settings, "every_days": None}) == []
+    assert retrain.reasons(stale, settings.model_copy(update={"every_days": None})) == []
     empty = retrain.Signals(None, None, None, None)
     assert retrain.reasons(empty, settings) == [("schedule", "no champion yet")]
 

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.config import ConfigError, DatasetConfig
+from core.config import ConfigError, parse
+from features.config import DatasetConfig
 from features.history import HistoryError, history_from_frames, load_history
 
 TX = "customer_id,timestamp,amount\n"
@@ -164,7 +165,7 @@ def test_missing_required_column(tmp_path: Path) -> None:
 
 def test_mapping_names_a_missing_source_column(tmp_path: Path) -> None:
     write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\n")
-    config = DatasetConfig.from_dict({"tables": {"transactions": {"columns": {"amount": "dollars"}}}})
+    config = DatasetConfig.model_validate({"tables": {"transactions": {"columns": {"amount": "dollars"}}}})
     assert "missing required column 'amount' (mapped from 'dollars')" in error_of(tmp_path, config=config)
 
 
@@ -348,12 +349,16 @@ def test_config_rejects_unknown_keys_naming_the_file(tmp_path: Path) -> None:
 
 
 def test_config_rejects_bad_choices_and_dates(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'on_invalid' is 'skip'; expected one of error, drop"):
-        DatasetConfig.from_dict({"on_invalid": "skip"})
-    with pytest.raises(ConfigError, match="'as_of': 'soon' is not an ISO date"):
-        DatasetConfig.from_dict({"as_of": "soon"})
-    with pytest.raises(ConfigError, match=r"unknown table 'tables\.orders'"):
-        DatasetConfig.from_dict({"tables": {"orders": {}}})
+    with pytest.raises(
+        ConfigError, match=r"dataset\.yaml: 'on_invalid' is 'skip'; expected one of error, drop"
+    ):
+        parse(DatasetConfig, {"on_invalid": "skip"}, "dataset.yaml")
+    with pytest.raises(ConfigError, match=r"dataset\.yaml: as_of: 'soon' is not an ISO date"):
+        parse(DatasetConfig, {"as_of": "soon"}, "dataset.yaml")
+    with pytest.raises(
+        ConfigError, match=r"dataset.yaml: unknown key\(s\) tables\.orders \(known: cancellations"
+    ):
+        parse(DatasetConfig, {"tables": {"orders": {}}}, "dataset.yaml")
 
 
 def test_config_round_trips() -> None:
@@ -367,6 +372,6 @@ def test_config_round_trips() -> None:
             "transactions": {"file": "o.csv", "columns": {"amount": "total"}, "timestamp_format": "%d/%m/%Y"}
         },
     }
-    config = DatasetConfig.from_dict(raw)
-    assert DatasetConfig.from_dict(config.to_dict()) == config
+    config = parse(DatasetConfig, raw, "dataset.yaml")
+    assert parse(DatasetConfig, config.model_dump(mode="json"), "dataset.yaml") == config
     assert config.as_of == datetime(2024, 6, 30, 23, 59, 59)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from serving.outbox import SignatureError, sign, slack_text, verify
+from serving.delivery import SignatureError, sign, slack_text, verify
 from tests.helpers.webhooks import ALERT
 from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
 

@@ -9,7 +9,7 @@ import pytest
 
 
 def test_api_keys_from_a_file_of_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from features.config import ConfigError
+    from core.config import ConfigError
     from serving.config import api_key_hashes, hash_key
 
     keys = tmp_path / "keys"

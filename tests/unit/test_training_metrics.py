@@ -6,14 +6,16 @@ import math
 from datetime import datetime
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
 from features.history import history_from_frames
-from training import baselines, design, metrics
-from training.artefact import assign_tiers
+from training import design, metrics, tuning
 from training.models import split_latest
+from training.rfm import RfmRank
+from training.tiers import assign_tiers, tier_thresholds
 
 
 def test_normalized_gini_by_hand() -> None:
@@ -70,12 +72,12 @@ def test_rfm_rank_by_hand_and_against_a_reference() -> None:
     rows = pd.DataFrame(
         {"recency_days": [10.0, 50.0, None], "frequency_days": [3, 1, 0], "monetary_sum": [30.0, 5.0, 0.0]}
     )
-    rank = baselines.RfmRank.fit(rows)
+    rank = RfmRank.fit(rows)
     # recency: 10 < 50 < never (riskiest); frequency and spend: more = safer. Mid-ranks: 1/6, 3/6, 5/6
     np.testing.assert_allclose(rank.score(rows), [1 / 6, 3 / 6, 5 / 6])
     one = pd.DataFrame({"recency_days": [50.0], "frequency_days": [1], "monetary_sum": [5.0]})
     np.testing.assert_allclose(rank.score(one), [3 / 6])  # one customer ranked against the reference
-    again = baselines.RfmRank.from_dict(rank.to_dict())
+    again = RfmRank.from_dict(rank.to_dict())
     np.testing.assert_allclose(again.score(rows), rank.score(rows))
 
 
@@ -91,7 +93,7 @@ def test_validation_split_leaves_a_label_horizon_gap() -> None:
 
 def test_tier_thresholds_and_assignment() -> None:
     values = np.arange(1.0, 101.0)  # 1..100
-    cuts = design.tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
+    cuts = tier_thresholds(values, {"diamond": 0.05, "gold": 0.15, "silver": 0.30, "bronze": None})
     assert cuts == {"diamond": 95.05, "gold": 80.2, "silver": 50.5, "bronze": 0.0}
     tiers = assign_tiers(values, cuts)
     assert [int((tiers == t).sum()) for t in cuts] == [5, 15, 30, 50]
@@ -114,3 +116,17 @@ def test_training_origins_need_two_complete_label_windows() -> None:
     assert [o.date().isoformat() for o in origins] == ["2024-03-31", "2024-05-31", "2024-06-30"]
     origins = design.training_origins(history, datetime(2024, 9, 30), 91, 4, 30)
     assert [o.date().isoformat() for o in origins] == ["2024-03-31", "2024-04-30", "2024-05-31", "2024-06-30"]
+
+
+def test_tuning_survives_a_start_whose_loss_is_nan() -> None:
+    """Optuna fails a trial whose loss is NaN and searches on: the start's loss is NaN then, not a crash."""
+
+    def loss(params: dict[str, float]) -> float:
+        return math.nan if params["x"] == 0.0 else (params["x"] - 0.5) ** 2
+
+    def space(trial: optuna.Trial) -> dict[str, float]:
+        return {"x": trial.suggest_float("x", -1.0, 1.0)}
+
+    found = tuning._search(loss, space, {"x": 0.0}, trials=5, timeout_s=600, seed=0, metric="sq")
+    assert math.isnan(found.start_loss)
+    assert found.trials == 5 and math.isfinite(found.best_loss) and found.params["x"] != 0.0

@@ -1,4 +1,5 @@
-"""The served model: the scoring artefact behind a registry alias, loaded once, swapped when the alias moves.
+"""The champion holder: the scoring artefact behind a registry alias (`champion` by default), loaded once and
+swapped when the alias moves. The service, `diamond score` and the demo each hold one.
 
 If a newly promoted version fails to load, the last good one keeps serving and `status()` says so.
 """
@@ -10,9 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from serving.scoring import rfm_reference
-from serving.tiers import RfmReference
 from training.artefact import ScoringArtefact
+from training.rfm import RfmReference
 from training.tracking import MlflowConfig, load_artefact
 
 
@@ -25,7 +25,9 @@ class Served:
 
 
 @dataclass
-class ModelHolder:
+class ChampionHolder:
+    """The version behind `alias` (`current`), the last load error, and what GET /readyz and /model show."""
+
     mlcfg: MlflowConfig
     alias: str = "champion"
     current: Served | None = None
@@ -52,11 +54,14 @@ class ModelHolder:
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return False
         with self._lock:
-            self.current = Served(artefact, version, datetime.now(UTC).isoformat(), rfm_reference(artefact))
+            self.current = Served(
+                artefact, version, datetime.now(UTC).isoformat(), RfmReference.from_rank(artefact.churn.rfm)
+            )
             self.last_error = None
         return True
 
     def status(self) -> dict[str, Any]:
+        """GET /readyz's body: ready once a version is loaded; the last load error, if any."""
         served = self.current
         return {
             "ready": served is not None,
@@ -66,4 +71,24 @@ class ModelHolder:
             "loaded_at": served.loaded_at if served else None,
             "last_error": self.last_error,
             "serving_last_good": bool(served and self.last_error),
+        }
+
+    def describe(self) -> dict[str, Any] | None:
+        """GET /model's body: the served version, its inputs, horizons, tier thresholds and validation
+        metrics; None before a version is loaded."""
+        served = self.current
+        if served is None:
+            return None
+        art = served.artefact
+        return {
+            "version": served.version,
+            "model_uri": self.uri,
+            "feature_set": art.feature_set,
+            "columns": art.columns,
+            "cutoff": art.cutoff.isoformat(),
+            "horizon_days": art.horizon_days,
+            "label_horizon_days": art.label_horizon_days,
+            "tiers": art.tiers,
+            "value_objective": art.value.objective,
+            "metrics": art.metrics,
         }

@@ -1,0 +1,396 @@
+"""The flows behind the `diamond` command: which stage feeds which, in one place.
+
+Each flow is a plain function that takes parsed options and loaded config, runs the stages in order
+(features -> training -> serving) and returns what it made; none prints. A flow reports its steps through
+`progress(step_name)` when the caller passes one. The maths and the rules live in the stages' modules; the
+flows only sequence them, so this is the one module (with the command itself) that may import every stage.
+Stage modules are imported inside the flows, as in the command, so `diamond --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from features.engine import EngineConfig
+    from features.history import History
+    from serving.batch import BatchResult
+    from serving.config import ServingConfig
+    from serving.spark_batch import SparkBatchResult
+    from training.config import TrainingConfig
+    from training.pipeline import Backtest, TrainResult
+    from training.registry import Decision
+    from training.retrain import Outcome
+    from training.tracking import MlflowConfig
+
+Progress = Callable[[str], None]
+"""Called with a step's name when the step is done."""
+
+FEATURE_STEPS = ("load history", "spine", "features", "labels", "write")
+"""The steps of `build_features` on DuckDB (on Spark the count is not known ahead)."""
+
+BACKTEST_STEPS = ("train and predict", "write predictions", "log to MLflow")
+"""The steps of `backtest_history` (the last one only when tracked)."""
+
+DEMO_STEPS = (
+    "write CDNOW history",
+    "load and validate",
+    *BACKTEST_STEPS,
+    "train on all data, register, gate",
+    "score, tiers, alerts",
+)
+"""The steps of `demo`, in order."""
+
+DEMO_CUTOFF, DEMO_HORIZON = "1997-09-30", "273d"  # the classic CDNOW protocol
+
+
+def _silent(step: str) -> None:
+    """The progress callback when nobody watches."""
+
+
+@dataclass(frozen=True)
+class FeatureBuild:
+    """What `build_features` wrote: the summary of its rows (features.build.summarise), and at how many
+    cutoffs."""
+
+    engine: str
+    cutoffs: int
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BacktestRun:
+    """A backtest, the Parquet file its predictions went to, and its MLflow run (None: not tracked)."""
+
+    result: Backtest
+    predictions: Path
+    run_id: str | None
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    """A batch-scoring run on one machine (DuckDB): scores, tiers, alerts, drift, webhooks, snapshot."""
+
+    as_of: datetime
+    tiers: tuple[str, ...]  # the champion's tiers, highest first
+    result: BatchResult
+
+
+@dataclass(frozen=True)
+class SparkScoreRun:
+    """A batch-scoring run on Spark: the raw score table only."""
+
+    as_of: datetime
+    tiers: tuple[str, ...]  # the champion's tiers, highest first
+    result: SparkBatchResult
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """Everything `demo` made, and where it is."""
+
+    history_dir: Path
+    history: History
+    backtest: BacktestRun  # the classic CDNOW protocol
+    trained: TrainResult  # on all the data, registered and gated
+    scored: BatchResult  # every customer scored with the champion, tiered, alerts raised
+    top_alerts: pd.DataFrame | None  # the five live alerts with the most value at risk (None: alerts off)
+    serving: ServingConfig  # the demo's own store and score folder
+
+
+def build_features(
+    settings: EngineConfig,
+    data: str,
+    out: str,
+    cutoffs: list[datetime] | None,
+    horizon_days: int,
+    feature_set: str,
+    labels: bool,
+    as_of: datetime | None,
+    progress: Progress = _silent,
+) -> FeatureBuild:
+    """Feature rows (and labels, for training sets) of every eligible customer at each cutoff (None: monthly),
+    written as Parquet to `out`, on the engine `settings` names (on Spark, `out` is a folder)."""
+    if settings.engine == "spark":
+        return _build_features_spark(
+            settings, data, out, cutoffs, horizon_days, feature_set, labels, as_of, progress
+        )
+    from features import build
+    from features.history import load_history
+
+    history = load_history(data, as_of=as_of)
+    progress(FEATURE_STEPS[0])
+    cuts = cutoffs if cutoffs is not None else build.monthly_cutoffs(history, horizon_days)
+    spine = build.build_spine(history, cuts)
+    progress(FEATURE_STEPS[1])
+    table = build.build_features(history, spine, feature_set, horizon_days)
+    progress(FEATURE_STEPS[2])
+    if labels:
+        lab = build.build_labels(history, spine, horizon_days)
+        table = table.append_column("churned", lab.column("churned")).append_column(
+            "future_value", lab.column("future_value")
+        )
+    progress(FEATURE_STEPS[3])
+    _write_parquet(table, Path(out))
+    progress(FEATURE_STEPS[4])
+    return FeatureBuild(settings.engine, len(cuts), build.summarise(table))
+
+
+def _build_features_spark(
+    settings: EngineConfig,
+    data: str,
+    out: str,
+    cutoffs: list[datetime] | None,
+    horizon_days: int,
+    feature_set: str,
+    labels: bool,
+    as_of: datetime | None,
+    progress: Progress,
+) -> FeatureBuild:
+    from features import build
+    from features import spark as fsp
+
+    spark = settings.session()
+    progress("session")
+    history = fsp.load_history(spark, data, as_of=as_of)
+    cuts = cutoffs if cutoffs is not None else fsp.monthly_cutoffs(history, horizon_days)
+    if labels:
+        table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set)
+    else:
+        table, fits = fsp.build_features(history, fsp.build_spine(history, cuts), feature_set, horizon_days)
+    fsp.write_training_set(table, out, fits)
+    progress("write")
+    summary = build.summarise(spark.read.parquet(out).drop("cutoff_date").toArrow())
+    return FeatureBuild(settings.engine, len(cuts), summary)
+
+
+def backtest(
+    data: Path,
+    cutoff: str,
+    horizon: str,
+    config: TrainingConfig,
+    out: Path,
+    mlcfg: MlflowConfig | None,
+    progress: Progress = _silent,
+) -> BacktestRun:
+    """Load the history, then `backtest_history`."""
+    from features.history import load_history
+
+    history = load_history(data)
+    progress("load history")
+    return backtest_history(history, cutoff, horizon, config, out, mlcfg, progress)
+
+
+def backtest_history(
+    history: History,
+    cutoff: str,
+    horizon: str,
+    config: TrainingConfig,
+    out: Path,
+    mlcfg: MlflowConfig | None,
+    progress: Progress = _silent,
+) -> BacktestRun:
+    """Train on data <= cutoff, predict every eligible customer over the horizon, write the predictions to
+    `out`, and (with `mlcfg`) log the run, its holdout metrics and its model report to MLflow."""
+    import pyarrow as pa
+
+    from training import report, tracking
+    from training.pipeline import backtest as run_backtest
+
+    result = run_backtest(history, cutoff, horizon, config)
+    progress(BACKTEST_STEPS[0])
+    _write_parquet(pa.Table.from_pandas(result.predictions, preserve_index=False), out)
+    progress(BACKTEST_STEPS[1])
+    if mlcfg is None:
+        return BacktestRun(result, out, None)
+    t = result.trained.artefact.cutoff
+    logged = tracking.log_training(
+        result.trained,
+        history.until(t).fingerprint(),
+        config,
+        mlcfg,
+        run_name=f"backtest {t:%Y-%m-%d} +{result.horizon_days}d",
+        register=False,
+    )
+    tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
+    report.log_report(mlcfg, logged.run_id)  # with the holdout metrics
+    progress(BACKTEST_STEPS[2])
+    return BacktestRun(result, out, logged.run_id)
+
+
+def train(
+    data: Path,
+    config: TrainingConfig,
+    mlcfg: MlflowConfig,
+    cutoff: str | None,
+    progress: Progress = _silent,
+) -> TrainResult:
+    """Features -> tune -> fit -> log to MLflow -> register a challenger -> promotion gate
+    (training.pipeline.train), on data at or before `cutoff` (None: the history's end)."""
+    from features.history import load_history
+    from training.pipeline import train as run_train
+
+    history = load_history(data)
+    progress("load history")
+    result = run_train(history, config, mlcfg, cutoff)
+    progress("train, log, register, gate")
+    return result
+
+
+def promote(
+    data: Path,
+    version: str,
+    config: TrainingConfig,
+    mlcfg: MlflowConfig,
+    cutoff: datetime | None,
+    force: bool,
+    note: str,
+) -> Decision:
+    """Apply the promotion gate to a registered version against the champion on the validation window as of
+    `cutoff` (None: the history's end), or force it; the decision is logged (training.registry.decide)."""
+    from features.build import end_of
+    from features.history import load_history
+    from training import registry
+    from training.pipeline import validation_window
+
+    history = load_history(data)
+    t = cutoff if cutoff is not None else end_of(history)
+    return registry.decide(
+        mlcfg,
+        version,
+        lambda a: validation_window(history, t, config, a),
+        config.gate,
+        force=force,
+        note=note,
+    )
+
+
+def score(
+    settings: EngineConfig,
+    data: str,
+    as_of: datetime | None,
+    config: ServingConfig,
+    mlcfg: MlflowConfig,
+    out: str | None,
+    progress: Progress = _silent,
+) -> ScoreRun | SparkScoreRun:
+    """Score every eligible customer as of `as_of` (None: the history's end) with the champion, on the engine
+    `settings` names. DuckDB: the score table, tier hysteresis, alerts, drift, webhooks and the service's
+    snapshot (serving.batch). Spark: the raw score table only, in `out` (None: <scores_dir>/spark)."""
+    from features.build import end_of
+    from serving import store
+    from serving.champion import ChampionHolder
+
+    if settings.engine != "spark":  # the store is written: a store of another revision is refused first
+        store.prepare(store.engine(config.store_url))
+    holder = ChampionHolder(mlcfg, config.model_alias)
+    holder.refresh()
+    if holder.current is None:
+        raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
+    served = holder.current
+    progress(f"load {holder.uri} (version {served.version})")
+    tiers = tuple(served.artefact.tiers)
+    if settings.engine == "spark":
+        from features import spark as fsp
+        from serving import spark_batch
+
+        spark_history = fsp.load_history(settings.session(), data)
+        t = as_of if as_of is not None else spark_history.end()
+        target = out or str(Path(config.scores_dir) / "spark")
+        done = spark_batch.score_history(spark_history, t, served, config, target)
+        progress("score and write on spark")
+        return SparkScoreRun(t, tiers, done)
+    from features.history import load_history
+    from serving.batch import score_history
+
+    history = load_history(data)
+    progress("load history")
+    t = as_of if as_of is not None else end_of(history)
+    result = score_history(history, t, served, config, mlcfg)
+    progress("score and write")
+    return ScoreRun(t, tiers, result)
+
+
+def retrain(
+    data: Path,
+    config: TrainingConfig,
+    mlcfg: MlflowConfig,
+    store_url: str,
+    force: bool,
+    cutoff: str | None,
+) -> Outcome:
+    """Retrain when drift or the schedule says so (or `force`): under the retrain lock, read the latest drift
+    from the serving store and hand it to training.retrain, which decides and trains a gated challenger.
+    Raises training.retrain.Busy at once when another retrain holds the lock."""
+    from serving import monitoring, store
+    from training import retrain as retraining
+
+    with retraining.exclusive(retraining.lock_path(mlcfg)):
+        drift = monitoring.latest_drift(store.engine(store_url))
+        return retraining.run(data, config, mlcfg, drift, force, cutoff)
+
+
+def demo(
+    out_dir: Path,
+    config: TrainingConfig,
+    mlcfg: MlflowConfig,
+    serving: ServingConfig,
+    progress: Progress = _silent,
+) -> DemoRun:
+    """The whole product on the bundled CDNOW data, in `out_dir`: the classic backtest, a model trained on
+    all the data (registered and gated), and every customer scored with the champion into the demo's own
+    store (started afresh on each run), tiers and alerts included."""
+    from features.build import end_of
+    from features.datasets import cdnow
+    from features.history import load_history
+    from serving import alert_store, store
+    from serving.batch import score_history
+    from serving.champion import ChampionHolder
+    from training.pipeline import train as run_train
+
+    history_dir = cdnow.write(out_dir / "cdnow", overwrite=True)
+    progress(DEMO_STEPS[0])
+    history = load_history(history_dir)
+    progress(DEMO_STEPS[1])
+    # the classic CDNOW protocol: everything dated <= 1997-09-30, scored on the next 39 weeks
+    predictions = out_dir / f"cdnow_backtest_{DEMO_CUTOFF}_{DEMO_HORIZON}.parquet"
+    backtested = backtest_history(history, DEMO_CUTOFF, DEMO_HORIZON, config, predictions, mlcfg, progress)
+    # then the model a retention team would use: trained on all the data, registered and gated
+    trained = run_train(history, config, mlcfg)
+    progress(DEMO_STEPS[5])
+    # and what a retention team gets: every customer scored and tiered, alerts raised, in the demo's own
+    # store and score folder: re-running the demo starts its tiers and alerts afresh
+    (out_dir / "diamond.db").unlink(missing_ok=True)
+    serving = serving.model_copy(
+        update={
+            "store_url": f"sqlite:///{(out_dir / 'diamond.db').resolve()}",
+            "scores_dir": str((out_dir / "scores").resolve()),
+        }
+    )
+    holder = ChampionHolder(mlcfg, serving.model_alias)
+    holder.refresh()
+    if holder.current is None:
+        raise ValueError(f"no champion to score with: {holder.last_error}")
+    scored = score_history(history, end_of(history), holder.current, serving, mlcfg)
+    progress(DEMO_STEPS[6])
+    top = None
+    if scored.alerts is not None:
+        top = alert_store.list_alerts(store.engine(serving.store_url), status="live").head(5)
+    return DemoRun(history_dir, history, backtested, trained, scored, top, serving)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """Write atomically: a failed run leaves any previous file intact."""
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)

@@ -1,0 +1,249 @@
+"""Retention alert rules: which customers a run alerts on, when a live alert is notified again, and what a
+notification says. Pure functions of scores, settings and times; serving.alert_store keeps the alerts.
+
+`evaluate` turns a run's score table into candidate alerts: the rows that fire, and the rows that only hold
+within the resolve margin (they keep a live alert from being auto-resolved but never open one). For a live
+alert that fires again, `should_renotify` decides whether it is notified again (the cool-down, the
+worsening margin, acknowledged and snoozed alerts), and `status_at` reopens an alert whose snooze has run
+out. `alert_payload` is a notification's body; `webhook_id` its idempotency key in the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.clock import utc_naive
+from serving.config import AlertConfig
+from training.tiers import DEFAULT_TIERS
+
+MODEL_ID = "__model__"  # reserved customer id of model-level alerts (kind model-health, serving.monitoring)
+CANDIDATE_COLUMNS = [
+    "customer_id",
+    "kind",
+    "tier",
+    "churn_probability",
+    "predicted_value",
+    "value_at_risk",
+    "reasons",
+    "playbook",
+    "due_at",
+    "fires",
+]
+
+
+def evaluate(
+    scores: pd.DataFrame,
+    config: AlertConfig,
+    previous_tiers: Mapping[str, str] | pd.Series | None,
+    as_of: datetime | pd.Timestamp | str,
+) -> pd.DataFrame:
+    """Candidate alerts of one run, ranked by value at risk (highest first; then customer_id, kind).
+
+    `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
+    `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
+    last run, for `tier_drop` rules (customers without one never count as dropped).
+
+    Rows with `fires` True are the alerts of this run. Rows with `fires` False only hold within the resolve
+    margin (churn probability at least the threshold minus `resolve_margin`, the tier not promoted since the
+    last run for `tier_drop` rules, the other conditions as they are): they keep a live alert from being
+    auto-resolved but never open one. Columns: customer_id, kind, tier, churn_probability, predicted_value,
+    value_at_risk, reasons, playbook, due_at (as_of + the tier's playbook hours), fires.
+    """
+    if config.tiers is None:  # not bound to a model's tier names: the default names
+        config = config.for_tiers(DEFAULT_TIERS)
+    tiers = config.tiers or DEFAULT_TIERS
+    when = utc_naive(as_of)
+    s = _check_scores(scores, tiers)
+    rank = {name: i for i, name in enumerate(tiers)}
+    level = s["tier"].map(rank).to_numpy(dtype=np.float64)
+    prev = _previous_levels(s["customer_id"], previous_tiers, rank)
+    p = s["churn_probability"].to_numpy(dtype=np.float64, na_value=np.nan)
+    by_risk = s.assign(_v=s["value_at_risk"].fillna(-np.inf)).sort_values(
+        ["_v", "customer_id"], ascending=[False, True], kind="stable"
+    )
+    position = np.empty(len(s), dtype=np.int64)
+    position[by_risk.index.to_numpy()] = np.arange(len(s))
+
+    parts = []
+    for rule in config.rules:
+        fires = np.ones(len(s), dtype=bool)
+        holds = np.ones(len(s), dtype=bool)
+        if rule.min_tier is not None:
+            ok = level <= rank[rule.min_tier]
+            fires &= ok
+            holds &= ok
+        if rule.min_churn_probability is not None:
+            fires &= p >= rule.min_churn_probability
+            holds &= p >= rule.min_churn_probability - config.resolve_margin
+        if rule.tier_drop is not None:
+            known = ~np.isnan(prev)
+            fires &= known & (level - prev >= rule.tier_drop)
+            holds &= ~(known & (level < prev))
+        if rule.top_k_value_at_risk is not None:
+            ok = position < rule.top_k_value_at_risk
+            fires &= ok
+            holds &= ok
+        holds |= fires
+        part = s[holds].copy()
+        part["kind"] = rule.kind
+        part["fires"] = fires[holds]
+        parts.append(part)
+    out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(kind=[], fires=[])
+    books = [config.playbooks.get(t) for t in out["tier"]]
+    out["playbook"] = [b.text if b is not None else None for b in books]
+    out["due_at"] = [when + timedelta(hours=b.due_within_hours) if b is not None else None for b in books]
+    out = out.sort_values(
+        ["value_at_risk", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
+    ).reset_index(drop=True)
+    out["fires"] = out["fires"].astype(bool)
+    return out[CANDIDATE_COLUMNS]
+
+
+def should_renotify(
+    status: str,
+    value_at_risk: float,
+    notified_value_at_risk: float | None,
+    last_notified_at: datetime | None,
+    when: datetime,
+    config: AlertConfig,
+) -> bool:
+    """Whether a live alert that fires again at `when` is notified again (a new version). Snoozed: never. An
+    acknowledged alert (someone owns it): only when value at risk worsened by at least `renotify_margin` since
+    the last notification. An open one: that, or once `cooldown_hours` have passed since it."""
+    if status == "snoozed":
+        return False
+    last = notified_value_at_risk
+    worse = value_at_risk > (last or 0.0) and (
+        not last or value_at_risk - last >= config.renotify_margin * last
+    )
+    if status == "acknowledged":
+        return worse
+    cooled = last_notified_at is None or when - last_notified_at >= timedelta(hours=config.cooldown_hours)
+    return cooled or worse
+
+
+def status_at(status: str, snoozed_until: datetime | None, when: datetime) -> tuple[str, datetime | None]:
+    """A live alert's (status, snoozed_until) at `when`: a snooze that has run out leaves it open again."""
+    if status == "snoozed" and (snoozed_until is None or snoozed_until <= when):
+        return "open", None
+    return status, snoozed_until
+
+
+def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
+    """The candidate rows (from `evaluate`, or serving.monitoring's model-health ones) as plain Python values
+    (None, never NaN or NaT), refusing missing columns and repeated (customer_id, kind)."""
+    need = set(CANDIDATE_COLUMNS) - {"fires"}
+    missing = need - set(candidates.columns)
+    if missing:
+        raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
+    rows, seen = [], set()
+    fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
+    for record, fire in zip(candidates.to_dict("records"), fires, strict=True):
+        key = (str(record["customer_id"]), str(record["kind"]))
+        if key in seen:
+            raise ValueError(f"candidates repeat (customer_id, kind), e.g. {list(key)}")
+        seen.add(key)
+        due = record["due_at"]
+        rows.append(
+            SimpleNamespace(
+                customer_id=key[0],
+                kind=key[1],
+                tier=None if _missing(record["tier"]) else str(record["tier"]),
+                churn_probability=float(record["churn_probability"]),
+                predicted_value=float(record["predicted_value"]),
+                value_at_risk=float(record["value_at_risk"]),
+                reasons=_reasons(record["reasons"]),
+                playbook=None if _missing(record["playbook"]) else str(record["playbook"]),
+                due_at=None if _missing(due) else utc_naive(due),
+                fires=bool(fire),
+            )
+        )
+    return rows
+
+
+def alert_payload(row: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
+    """The notification body for one stored alert (a `get_alert` dict or a `list_alerts` row), JSON-ready.
+    The caller enqueues it in its outbox with webhook id f"alert-{alert_id}-v{version}"."""
+    r = dict(row)
+    reasons = r.get("reasons")
+    if isinstance(reasons, str):
+        reasons = json.loads(reasons)
+    due = r.get("due_at")
+    return {
+        "alert_id": int(r["id"] if "id" in r else r["alert_id"]),
+        "version": int(r["version"]),
+        "customer_id": str(r["customer_id"]),
+        "kind": r["kind"],
+        "tier": None if _missing(r.get("tier")) else r["tier"],
+        "churn_probability": float(r["churn_probability"]),
+        "predicted_value": float(r["predicted_value"]),
+        "value_at_risk": float(r["value_at_risk"]),
+        "reasons": list(reasons) if reasons is not None else [],
+        "playbook": None if _missing(r.get("playbook")) else r["playbook"],
+        "due_at": None if _missing(due) else pd.Timestamp(due).isoformat(),
+    }
+
+
+def webhook_id(alert_id: int, version: int) -> str:
+    """The outbox's idempotency key for one notification of one alert version."""
+    return f"alert-{alert_id}-v{version}"
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _check_scores(scores: pd.DataFrame, tiers: Sequence[str]) -> pd.DataFrame:
+    tier_col = "tier" if "tier" in scores.columns else "tier_raw"
+    need = {"customer_id", "churn_probability", "predicted_value", "value_at_risk", tier_col}
+    missing = need - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores lack column(s) {sorted(missing)}")
+    s = pd.DataFrame(
+        {
+            "customer_id": scores["customer_id"].astype(str).to_numpy(dtype=object),
+            "tier": scores[tier_col].to_numpy(dtype=object),
+            "churn_probability": scores["churn_probability"].to_numpy(dtype=np.float64),
+            "predicted_value": scores["predicted_value"].to_numpy(dtype=np.float64),
+            "value_at_risk": scores["value_at_risk"].to_numpy(dtype=np.float64),
+            "reasons": [_reasons(r) for r in scores["reasons"]]
+            if "reasons" in scores
+            else [[]] * len(scores),
+        }
+    )
+    if scores["customer_id"].isna().any() or s["customer_id"].duplicated().any():
+        raise ValueError("scores: customer_id must be present and unique")
+    unknown = sorted({str(x) for x in s["tier"]} - set(tiers))
+    if unknown:
+        raise ValueError(f"scores: {tier_col} {unknown} not among the tiers {list(tiers)}")
+    return s
+
+
+def _previous_levels(
+    ids: pd.Series, previous: Mapping[str, str] | pd.Series | None, rank: dict[str, int]
+) -> np.ndarray:
+    if previous is None:
+        return np.full(len(ids), np.nan)
+    lookup = {str(k): v for k, v in previous.items() if not _missing(v)}
+    return np.array([rank.get(lookup.get(c, ""), np.nan) for c in ids], dtype=np.float64)
+
+
+def _reasons(value: Any) -> list[str]:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)

@@ -1,0 +1,405 @@
+"""The alert store: one live alert per (customer, kind), its lifecycle and the log of what people did.
+
+`sync_alerts` reconciles a run's candidate alerts (serving.alert_rules) with the stored alerts in one
+transaction: it opens new alerts, updates live ones in place, re-notifies the ones the rules say to and
+auto-resolves the ones whose customer no longer qualifies. People then acknowledge, snooze or resolve; each
+such action is logged (alert_actions: who, what, when) in the same transaction as the change. The rest reads
+alerts back: listed, counted, one by one, their owners and actions, exported to CSV or JSON.
+
+Storage is SQLAlchemy Core with portable SQL (SQLite by default, PostgreSQL in production), in the tables
+`alerts` and `alert_actions` of serving.schema. "At most one live
+alert per (customer, kind)" is a partial unique index on (customer_id, kind) WHERE status != 'resolved' (both
+SQLite and PostgreSQL have them), so it holds even against a concurrent writer. Live means open, acknowledged
+or snoozed: an alert someone has taken on is still the one alert for that customer and kind.
+
+Run-driven times (opened_at, updated_at, due_at, last_notified_at, auto resolved_at) are the run's as_of;
+people's actions default to the wall clock. All times are naive UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from core.clock import utc_naive, utc_now
+from serving.alert_rules import MODEL_ID, candidate_rows, should_renotify, status_at
+from serving.config import AlertConfig
+from serving.schema import alert_actions_table, alerts_table
+
+STATUSES = ("open", "acknowledged", "snoozed", "resolved")
+LIVE = ("open", "acknowledged", "snoozed")
+AUTO = "auto"  # resolved_by of alerts the sync resolved
+ALERT_COLUMNS = [
+    "id",
+    "customer_id",
+    "kind",
+    "status",
+    "tier",
+    "churn_probability",
+    "predicted_value",
+    "value_at_risk",
+    "reasons",
+    "playbook",
+    "due_at",
+    "owner",
+    "opened_at",
+    "updated_at",
+    "last_notified_at",
+    "notified_value_at_risk",
+    "resolved_at",
+    "resolved_by",
+    "snoozed_until",
+    "version",
+]
+_TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync did. `notify`: (alert id, version) to enqueue, webhook id f"alert-{id}-v{version}"."""
+
+    notify: list[tuple[int, int]]
+    opened: int
+    updated: int
+    renotified: int
+    resolved: int
+
+
+def sync_alerts(
+    engine: Engine,
+    as_of: datetime | pd.Timestamp | str,
+    candidates: pd.DataFrame,
+    config: AlertConfig,
+    model: bool = False,
+) -> SyncResult:
+    """Reconcile this run's candidates (from serving.alert_rules.evaluate) with the stored alerts, in one
+    transaction.
+
+    `model` False reconciles the customers' alerts, True the model-level ones (customer_id MODEL_ID, from
+    serving.monitoring); each leaves the other's alerts alone, and a candidate on the wrong side is refused.
+
+    - a firing (customer, kind) without a live alert: insert an open alert, version 1, notify;
+    - a live alert with a candidate row: update it in place (tier, scores, reasons, playbook). Notify again
+      (version + 1, new due_at) only if the row fires and `should_renotify` says so: for an open alert, the
+      cool-down has passed since the last notification or value at risk worsened by at least
+      `renotify_margin`; an acknowledged alert (someone owns it) is re-notified only when it worsens. A
+      snoozed alert stays quiet until snoozed_until, then is open again (`status_at`);
+    - a live alert without a candidate row (not firing, not holding within the margin, or the customer was
+      not scored): resolved, resolved_by 'auto'.
+
+    Running the same as_of twice changes nothing more and notifies nothing more (the cool-down has not
+    passed and nothing worsened), unless cooldown_hours is 0.
+    """
+    when = utc_naive(as_of)
+    cand = candidate_rows(candidates)
+    wrong = [r.customer_id for r in cand if (r.customer_id == MODEL_ID) != model]
+    if wrong:
+        raise ValueError(
+            f"candidates: customer_id {wrong[0]!r} "
+            + (f"is reserved for model alerts ({MODEL_ID})" if not model else f"is not {MODEL_ID}")
+        )
+    t = alerts_table
+    side = t.c.customer_id == MODEL_ID if model else t.c.customer_id != MODEL_ID
+    notify: list[tuple[int, int]] = []
+    opened = updated = renotified = resolved = 0
+    with engine.begin() as conn:
+        live = {
+            (r.customer_id, r.kind): r
+            for r in conn.execute(sa.select(t).where(t.c.status.in_(LIVE), side).order_by(t.c.id)).all()
+        }
+        updates: list[dict[str, Any]] = []
+        for row in cand:
+            key = (row.customer_id, row.kind)
+            values = {
+                "tier": row.tier,
+                "churn_probability": float(row.churn_probability),
+                "predicted_value": float(row.predicted_value),
+                "value_at_risk": float(row.value_at_risk),
+                "reasons": json.dumps(list(row.reasons)),
+                "playbook": row.playbook,
+                "updated_at": when,
+            }
+            current = live.pop(key, None)
+            if current is None:
+                if not row.fires:
+                    continue
+                inserted = conn.execute(
+                    sa.insert(t).values(
+                        customer_id=row.customer_id,
+                        kind=row.kind,
+                        status="open",
+                        due_at=row.due_at,
+                        opened_at=when,
+                        last_notified_at=when,
+                        notified_value_at_risk=float(row.value_at_risk),
+                        version=1,
+                        **values,
+                    )
+                ).inserted_primary_key
+                assert inserted is not None  # an INSERT of one row always has its key
+                notify.append((int(inserted[0]), 1))
+                opened += 1
+                continue
+            status, snoozed_until = status_at(current.status, current.snoozed_until, when)
+            change = {
+                **values,
+                "status": status,
+                "snoozed_until": snoozed_until,
+                "due_at": current.due_at,
+                "last_notified_at": current.last_notified_at,
+                "notified_value_at_risk": current.notified_value_at_risk,
+                "version": current.version,
+            }
+            if row.fires and should_renotify(
+                status,
+                float(row.value_at_risk),
+                current.notified_value_at_risk,
+                current.last_notified_at,
+                when,
+                config,
+            ):
+                change.update(
+                    due_at=row.due_at,
+                    last_notified_at=when,
+                    notified_value_at_risk=float(row.value_at_risk),
+                    version=current.version + 1,
+                )
+                notify.append((int(current.id), current.version + 1))
+                renotified += 1
+            updates.append({"b_id": current.id, **change})
+            updated += 1
+        if updates:
+            cols = [k for k in updates[0] if k != "b_id"]
+            stmt = (
+                sa.update(t)
+                .where(t.c.id == sa.bindparam("b_id"))
+                .values({c: sa.bindparam(f"v_{c}") for c in cols})
+            )
+            conn.execute(stmt, [{"b_id": u["b_id"], **{f"v_{c}": u[c] for c in cols}} for u in updates])
+        if live:
+            stmt = (
+                sa.update(t)
+                .where(t.c.id == sa.bindparam("b_id"))
+                .values(
+                    status="resolved", resolved_at=when, resolved_by=AUTO, updated_at=when, snoozed_until=None
+                )
+            )
+            conn.execute(stmt, [{"b_id": r.id} for r in live.values()])
+            resolved = len(live)
+    return SyncResult(notify=notify, opened=opened, updated=updated, renotified=renotified, resolved=resolved)
+
+
+def list_alerts(
+    engine: Engine,
+    status: str | Iterable[str] | None = "open",
+    tier: str | None = None,
+    owner: str | None = None,
+    customer_id: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    model: bool | None = None,
+) -> pd.DataFrame:
+    """Stored alerts, highest value at risk first (then oldest first). `status`: one status, several, or
+    None for all; 'live' means open, acknowledged or snoozed. `model` True keeps only the model-level
+    alerts (MODEL_ID), False only the customers', None both. `limit`/`offset` page through them in the
+    database. `reasons` come back as lists."""
+    t = alerts_table
+    query = _filtered(sa.select(t), status, tier, owner, customer_id, model)
+    query = query.order_by(t.c.value_at_risk.desc(), t.c.id).limit(limit).offset(offset or None)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return _alert_frame(rows)
+
+
+def count_alerts(
+    engine: Engine,
+    status: str | Iterable[str] | None = "open",
+    tier: str | None = None,
+    owner: str | None = None,
+    customer_id: str | None = None,
+    model: bool | None = None,
+) -> int:
+    """How many alerts `list_alerts` would return without a limit."""
+    query = sa.select(sa.func.count()).select_from(alerts_table)
+    query = _filtered(query, status, tier, owner, customer_id, model)
+    with engine.connect() as conn:
+        return int(conn.execute(query).scalar() or 0)
+
+
+def owners(engine: Engine) -> list[str]:
+    """Everyone who owns a live alert, sorted."""
+    t = alerts_table
+    query = sa.select(t.c.owner).where(t.c.status.in_(LIVE), t.c.owner.is_not(None)).distinct()
+    with engine.connect() as conn:
+        return sorted(str(o) for o in conn.execute(query).scalars())
+
+
+def actions(engine: Engine, alert_ids: Iterable[int]) -> pd.DataFrame:
+    """The logged actions on these alerts, oldest first: alert_id, action, who, at, detail."""
+    t = alert_actions_table
+    ids = [int(i) for i in alert_ids]
+    query = sa.select(t.c.alert_id, t.c.action, t.c.who, t.c.at, t.c.detail).where(t.c.alert_id.in_(ids))
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(t.c.at, t.c.id)).all()
+    return pd.DataFrame(rows, columns=["alert_id", "action", "who", "at", "detail"])
+
+
+def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
+    """One stored alert as a dict (reasons as a list); KeyError when there is none with this id."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(alerts_table).where(alerts_table.c.id == alert_id)).mappings().first()
+    if row is None:
+        raise KeyError(f"no alert {alert_id}")
+    return _alert_dict(row)
+
+
+def acknowledge(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
+    """`who` takes the alert on: status acknowledged, owner who. Only a live alert can be acknowledged."""
+    return _act(engine, alert_id, at, {"status": "acknowledged", "owner": who, "snoozed_until": None}, who)
+
+
+def snooze(
+    engine: Engine,
+    alert_id: int,
+    until: datetime | pd.Timestamp | str,
+    at: datetime | None = None,
+    who: str | None = None,
+) -> dict[str, Any]:
+    """Quiet a live alert until `until`: no notifications; the first sync at or after it reopens it."""
+    end = utc_naive(until)
+    return _act(
+        engine, alert_id, at, {"status": "snoozed", "snoozed_until": end}, who, f"until {end:%Y-%m-%d %H:%M}"
+    )
+
+
+def resolve(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
+    """Close a live alert by hand. A later run that still fires for the customer opens a new alert."""
+    when = utc_naive(at) if at is not None else utc_now()
+    return _act(engine, alert_id, when, {"status": "resolved", "resolved_at": when, "resolved_by": who}, who)
+
+
+def export_alerts(engine: Engine, path: str | Path, status: str | Iterable[str] | None = None) -> int:
+    """Write the alerts (all statuses by default) ranked by value at risk to .csv or .json, by extension.
+    CSV keeps reasons as JSON text; both write times as ISO 8601. Returns the number of alerts written."""
+    target = Path(path)
+    suffix = target.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise ValueError(f"{target}: export to .csv or .json")
+    frame = list_alerts(engine, status=status)
+    records = [_jsonable(r) for r in frame.to_dict("records")]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".json":
+        target.write_text(json.dumps(records, indent=1), encoding="utf-8")
+    else:
+        flat = pd.DataFrame(
+            [{**r, "reasons": json.dumps(r["reasons"])} for r in records], columns=ALERT_COLUMNS
+        )
+        flat.to_csv(target, index=False)
+    return len(records)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _act(
+    engine: Engine,
+    alert_id: int,
+    at: datetime | None,
+    values: dict[str, Any],
+    who: str | None,
+    detail: str | None = None,
+) -> dict[str, Any]:
+    when = utc_naive(at) if at is not None else utc_now()
+    t = alerts_table
+    with engine.begin() as conn:
+        done = conn.execute(
+            sa.update(t).where(t.c.id == alert_id, t.c.status.in_(LIVE)).values(updated_at=when, **values)
+        )
+        if done.rowcount != 1:
+            _missing_or_closed(conn, alert_id)
+        conn.execute(
+            sa.insert(alert_actions_table).values(
+                alert_id=alert_id, action=values["status"], who=who, at=when, detail=detail
+            )
+        )
+        row = conn.execute(sa.select(t).where(t.c.id == alert_id)).mappings().one()
+    return _alert_dict(row)
+
+
+def _filtered(
+    query: Any,
+    status: str | Iterable[str] | None,
+    tier: str | None,
+    owner: str | None,
+    customer_id: str | None,
+    model: bool | None = None,
+) -> Any:
+    t = alerts_table
+    if status is not None:
+        wanted = [status] if isinstance(status, str) else list(status)
+        wanted = [s for w in wanted for s in (LIVE if w == "live" else (w,))]
+        bad = set(wanted) - set(STATUSES)
+        if bad:
+            raise ValueError(f"unknown status {sorted(bad)}; one of {list(STATUSES)} or 'live'")
+        query = query.where(t.c.status.in_(wanted))
+    if tier is not None:
+        query = query.where(t.c.tier == tier)
+    if owner is not None:
+        query = query.where(t.c.owner == owner)
+    if customer_id is not None:
+        query = query.where(t.c.customer_id == str(customer_id))
+    if model is not None:
+        query = query.where(t.c.customer_id == MODEL_ID if model else t.c.customer_id != MODEL_ID)
+    return query
+
+
+def _missing_or_closed(conn: Connection, alert_id: int) -> None:
+    status = conn.execute(sa.select(alerts_table.c.status).where(alerts_table.c.id == alert_id)).scalar()
+    if status is None:
+        raise KeyError(f"no alert {alert_id}")
+    raise ValueError(f"alert {alert_id} is {status}; only open, acknowledged or snoozed alerts can change")
+
+
+def _alert_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["reasons"] = json.loads(out["reasons"]) if out.get("reasons") else []
+    return out
+
+
+def _alert_frame(rows: Sequence[Mapping[Any, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame([_alert_dict(r) for r in rows], columns=ALERT_COLUMNS)
+    for col in _TIME_COLUMNS:
+        frame[col] = pd.to_datetime(frame[col])
+    return frame
+
+
+def _jsonable(record: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if _missing(value):
+            out[key] = None
+        elif isinstance(value, pd.Timestamp | datetime):
+            out[key] = pd.Timestamp(value).isoformat()
+        elif isinstance(value, np.integer):
+            out[key] = int(value)
+        elif isinstance(value, np.floating):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _missing(value: Any) -> bool:
+    if value is None or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)

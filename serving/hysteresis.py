@@ -1,0 +1,140 @@
+"""Value tiers that do not flap: the hysteresis rule over the model's raw tiers, run after run. Pure.
+
+The model cuts tiers afresh every run (training.tiers.assign_tiers), so a customer near a cut point would
+bounce between gold and silver from one run to the next. CRM teams act on tiers (an account manager per
+diamond customer), so a promotion is applied at once but a demotion only after `demote_after` consecutive
+runs below the current tier. serving.tier_store keeps the state between runs and applies this rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+RESULT_COLUMNS = ["customer_id", "tier", "tier_raw", "runs_below", "changed", "previous_tier"]
+
+
+def apply_hysteresis(
+    previous: pd.DataFrame | None, current: pd.DataFrame, order: Sequence[str], demote_after: int
+) -> pd.DataFrame:
+    """Each current customer's tier after this run: a better raw tier promotes at once; a worse one only
+    demotes after `demote_after` consecutive runs below the current tier (to the latest raw tier); a run at or
+    above the current tier resets the counter. New customers take their raw tier.
+
+    `previous`: customer_id, tier, runs_below (the stored state); `current`: customer_id, tier_raw. Returns
+    customer_id, tier, tier_raw, runs_below, changed, previous_tier in `current`'s row order; `changed` is
+    False for new customers (their previous_tier is missing). Customers only in `previous` are not returned.
+    """
+    check_settings(order, demote_after)
+    cur = check_current(current, order)
+    if previous is None or previous.empty:
+        prev = pd.DataFrame(
+            {"customer_id": cur["customer_id"].iloc[:0], "previous_tier": [], "prev_runs": []}
+        )
+    else:
+        prev = _check_previous(previous, order)
+    merged = cur.merge(prev, on="customer_id", how="left", validate="one_to_one", sort=False)
+
+    rank = {name: i for i, name in enumerate(order)}
+    raw_level = merged["tier_raw"].map(rank).to_numpy(dtype=np.float64)
+    prev_level = merged["previous_tier"].map(rank).to_numpy(dtype=np.float64, na_value=np.nan)
+    prev_runs = merged["prev_runs"].to_numpy(dtype=np.float64, na_value=np.nan)
+    new = np.isnan(prev_level)
+    below = ~new & (raw_level > prev_level)
+    runs = np.where(below, np.nan_to_num(prev_runs) + 1, 0).astype(np.int64)
+    demote = below & (runs >= demote_after)
+    runs[demote] = 0
+    keep = below & ~demote
+    raw = merged["tier_raw"].to_numpy(dtype=object)
+    before = merged["previous_tier"].to_numpy(dtype=object, na_value=None)
+    tier = np.where(keep, before, raw)
+    return result_frame(
+        pd.DataFrame(
+            {
+                "customer_id": merged["customer_id"].to_numpy(dtype=object),
+                "tier": tier,
+                "tier_raw": raw,
+                "runs_below": runs,
+                "changed": ~new & (tier != before),
+                "previous_tier": before,
+            }
+        )
+    )
+
+
+def check_settings(order: Sequence[str], demote_after: int) -> None:
+    """Refuse a tier order that is empty or repeats a name, or a demote_after below one whole run."""
+    _check_order(order)
+    _check_demote_after(demote_after)
+
+
+def check_current(current: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """This run's raw tiers, checked: customer_id and tier_raw, one row per customer, every tier_raw in
+    `order`, a fresh index. ValueError says what is wrong."""
+    missing = {"customer_id", "tier_raw"} - set(current.columns)
+    if missing:
+        raise ValueError(f"current scores lack column(s) {sorted(missing)}")
+    cur = current[["customer_id", "tier_raw"]].reset_index(drop=True)
+    _check_ids(cur, "current scores")
+    unknown = sorted(set(cur["tier_raw"].dropna()) - set(order)) + (
+        ["<null>"] if cur["tier_raw"].isna().any() else []
+    )
+    if unknown:
+        raise ValueError(f"current scores: tier_raw {unknown} not among the tiers {list(order)}")
+    return cur
+
+
+def result_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` as `apply_hysteresis` returns it: RESULT_COLUMNS in order, text columns with None for missing,
+    runs_below whole numbers, changed booleans, a fresh index."""
+    out = frame[RESULT_COLUMNS].copy()
+    for col in ("customer_id", "tier", "tier_raw", "previous_tier"):
+        out[col] = _nullable(out[col])
+    out["runs_below"] = out["runs_below"].astype(np.int64)
+    out["changed"] = out["changed"].astype(bool)
+    return out.reset_index(drop=True)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+
+def _check_previous(previous: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    missing = {"customer_id", "tier", "runs_below"} - set(previous.columns)
+    if missing:
+        raise ValueError(f"previous tiers lack column(s) {sorted(missing)}")
+    prev = previous[["customer_id", "tier", "runs_below"]].reset_index(drop=True)
+    _check_ids(prev, "previous tiers")
+    unknown = sorted(set(prev["tier"].dropna()) - set(order))
+    if unknown:
+        raise ValueError(
+            f"previous tiers: {unknown} not among the tiers {list(order)}; renamed tiers need a reset"
+        )
+    return prev.rename(columns={"tier": "previous_tier", "runs_below": "prev_runs"})
+
+
+def _check_ids(frame: pd.DataFrame, what: str) -> None:
+    ids = frame["customer_id"]
+    if ids.isna().any():
+        raise ValueError(f"{what}: {int(ids.isna().sum())} row(s) without a customer_id")
+    dup = ids[ids.duplicated()]
+    if not dup.empty:
+        raise ValueError(f"{what}: customer_id repeated, e.g. {list(dup.unique()[:5])}")
+
+
+def _check_order(order: Sequence[str]) -> None:
+    if isinstance(order, str) or len(order) == 0:
+        raise ValueError(f"tier order must be a non-empty list of tier names, best first; got {order!r}")
+    if len(set(order)) != len(order):
+        raise ValueError(f"tier order repeats a name: {list(order)}")
+
+
+def _check_demote_after(demote_after: int) -> None:
+    if int(demote_after) != demote_after or demote_after < 1:
+        raise ValueError(f"demote_after must be a whole number of runs >= 1, got {demote_after!r}")
+
+
+def _nullable(column: pd.Series) -> pd.Series:
+    """Text with None for missing (pandas 3 would infer its str dtype, whose missing value is NaN)."""
+    return column.astype(object).where(column.notna(), None)

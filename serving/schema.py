@@ -1,0 +1,196 @@
+"""The serving store's schema: every fixed table of the store in one `MetaData`, the head of the Alembic
+migrations in `serving/migrations` (`diamond db upgrade`; `store.prepare` and `store.upgrade` apply them).
+
+Fixed tables (their columns never depend on the model):
+
+    score_history   one row per customer per batch run (the dashboard's charts); PK (customer_id, as_of)
+    score_runs      the log of batch runs
+    tier_state      each customer's tier after hysteresis; tier_history, append-only; tier_runs, the ledger
+    alerts          retention and model-health alerts (one live alert per customer and kind); alert_actions,
+                    who did what to an alert and when
+    outbox          webhook deliveries (serving.outbox)
+    drift           PSI per column per run; drift_runs, one summary per run
+
+The per-run snapshot tables are not here: `feature_snapshot`, `score_snapshot` and `recent_events` take their
+columns from the model's feature set and are rewritten whole and swapped in by every batch run
+(`store.write_snapshot`), so they are data, not schema: migrations neither create nor alter them.
+
+One time convention in every table: naive datetimes in UTC (`core.clock`). Customer ids are text.
+A change to a table here needs a new revision in serving/migrations/versions (docs/serving.md says how).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import NameFilterParentNames, NameFilterType
+
+SNAPSHOT_TABLES = ("feature_snapshot", "score_snapshot", "recent_events")
+"""The batch run's data tables (and their `<name>__new` while a run writes them), outside the schema."""
+
+metadata = sa.MetaData()
+
+score_history_table = sa.Table(
+    "score_history",
+    metadata,
+    sa.Column("customer_id", sa.String(255), primary_key=True),
+    sa.Column("as_of", sa.DateTime, primary_key=True),
+    sa.Column("churn_probability", sa.Float, nullable=False),
+    sa.Column("predicted_value", sa.Float, nullable=False),
+    sa.Column("value_at_risk", sa.Float, nullable=False),
+    sa.Column("tier", sa.String(64)),
+    sa.Column("model_version", sa.String(64)),
+    sa.Index("ix_score_history_as_of", "as_of"),
+)
+
+score_runs_table = sa.Table(
+    "score_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("as_of", sa.DateTime, nullable=False),
+    sa.Column("model_version", sa.String(64)),
+    sa.Column("customers", sa.Integer),
+    sa.Column("parquet", sa.Text),  # the run's Parquet score table
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Index("ix_score_runs_created_at", "created_at"),
+)
+
+tier_state_table = sa.Table(
+    "tier_state",
+    metadata,
+    sa.Column("customer_id", sa.String(255), primary_key=True),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("runs_below", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),  # as_of of the run that last changed it
+    sa.CheckConstraint("runs_below >= 0", name="ck_tier_state_runs_below"),
+)
+
+tier_history_table = sa.Table(
+    "tier_history",
+    metadata,
+    sa.Column("customer_id", sa.String(255), primary_key=True),
+    sa.Column("as_of", sa.DateTime, primary_key=True),
+    sa.Column("tier", sa.String(64), nullable=False),
+    sa.Column("tier_raw", sa.String(64), nullable=False),
+    sa.Column("previous_tier", sa.String(64)),
+    sa.Column("runs_below", sa.Integer, nullable=False),
+    sa.Index("ix_tier_history_as_of", "as_of"),
+)
+
+tier_runs_table = sa.Table(
+    "tier_runs",
+    metadata,
+    sa.Column("as_of", sa.DateTime, primary_key=True),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+    sa.Column("customers", sa.Integer, nullable=False),
+    sa.Column("tier_order", sa.Text, nullable=False),  # JSON list, best first
+    sa.Column("demote_after", sa.Integer, nullable=False),
+)
+
+_not_resolved = sa.text("status != 'resolved'")
+alerts_table = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("tier", sa.String(64)),
+    sa.Column("churn_probability", sa.Float, nullable=False),
+    sa.Column("predicted_value", sa.Float, nullable=False),
+    sa.Column("value_at_risk", sa.Float, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of strings
+    sa.Column("playbook", sa.Text),
+    sa.Column("due_at", sa.DateTime),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("opened_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("last_notified_at", sa.DateTime),
+    sa.Column("notified_value_at_risk", sa.Float),
+    sa.Column("resolved_at", sa.DateTime),
+    sa.Column("resolved_by", sa.String(255)),
+    sa.Column("snoozed_until", sa.DateTime),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.CheckConstraint("status IN ('open', 'acknowledged', 'snoozed', 'resolved')", name="ck_alerts_status"),
+    # at most one live alert per (customer, kind), even against a concurrent writer (a partial unique index)
+    sa.Index(
+        "uq_alerts_live_customer_kind",
+        "customer_id",
+        "kind",
+        unique=True,
+        sqlite_where=_not_resolved,
+        postgresql_where=_not_resolved,
+    ),
+    sa.Index("ix_alerts_status_value_at_risk", "status", "value_at_risk"),
+    sa.Index("ix_alerts_customer_id", "customer_id"),
+)
+
+alert_actions_table = sa.Table(
+    "alert_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),  # acknowledged | snoozed | resolved
+    sa.Column("who", sa.String(255)),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_alert_actions_alert_id", "alert_id"),
+)
+
+outbox_table = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("webhook_id", sa.String(255), primary_key=True),  # idempotency key, same on every retry
+    sa.Column("destination", sa.String(255), nullable=False),  # Endpoint.name
+    sa.Column("payload", sa.Text, nullable=False),  # JSON text
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("next_attempt_at", sa.DateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, default="pending"),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", sa.DateTime, nullable=True),
+    sa.CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="ck_outbox_status"),
+    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+drift_table = sa.Table(
+    "drift",
+    metadata,
+    sa.Column("as_of", sa.DateTime, primary_key=True),
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),  # a model input or a score
+    sa.Column("kind", sa.String(16), nullable=False),  # feature | score
+    sa.Column("psi", sa.Float, nullable=False),
+    sa.Column("watched", sa.Boolean, nullable=False),  # counted towards the alert (drift.watch)
+)
+
+drift_runs_table = sa.Table(
+    "drift_runs",
+    metadata,
+    sa.Column("as_of", sa.DateTime, primary_key=True),
+    sa.Column("model_version", sa.String(64), primary_key=True),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("customers", sa.Integer, nullable=False),
+    sa.Column("max_psi", sa.Float, nullable=False),  # over the watched columns
+    sa.Column("worst", sa.String(255), nullable=False),
+    sa.Column("over", sa.Integer, nullable=False),  # watched columns at or over psi_alert
+    sa.Column("psi_alert", sa.Float, nullable=False),
+    sa.Column("alert", sa.Boolean, nullable=False),
+    sa.Column("reasons", sa.Text, nullable=False),  # JSON list of sentences
+)
+
+
+def is_snapshot_table(name: str) -> bool:
+    """True for a batch run's data tables (and the `__new` copies a run swaps in), which the schema and its
+    migrations leave alone."""
+    return name.removesuffix("__new") in SNAPSHOT_TABLES
+
+
+def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:
+    """Alembic's `include_name` hook: the snapshot tables and their indexes are left out of autogenerate and
+    of schema comparisons."""
+    table = name if type_ == "table" else parent_names.get("table_name")
+    return table is None or not is_snapshot_table(table)

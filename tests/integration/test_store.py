@@ -1,0 +1,289 @@
+"""The store's schema and its migrations: a store written by the release before migrations (59865cc, the
+checked-in fixture) upgraded in place by the real `diamond db upgrade` with nothing lost; `diamond score` and
+`diamond serve` refusing it until then; a new store created at head; the migrations ending exactly at
+serving.schema."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from serving import alert_store, outbox, schema, store
+from tests.helpers import API_KEY, free_port, run_diamond
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "store_59865cc.db"
+TABLES = {
+    "alert_actions",
+    "alerts",
+    "drift",
+    "drift_runs",
+    "feature_snapshot",
+    "outbox",
+    "recent_events",
+    "score_history",
+    "score_runs",
+    "score_snapshot",
+    "tier_history",
+    "tier_runs",
+    "tier_state",
+}
+
+
+@pytest.fixture
+def old_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the 59865cc store, the store of every command the test runs."""
+    path = tmp_path / "diamond.db"
+    shutil.copyfile(FIXTURE, path)
+    monkeypatch.setenv("DIAMOND_STORE_URL", f"sqlite:///{path}")
+    return path
+
+
+def _rows(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every table's rows as stored (SQLite's own values, no SQLAlchemy types), in a stable order."""
+    con = sqlite3.connect(path)
+    con.row_factory = sqlite3.Row
+    try:
+        names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {
+            n: sorted((dict(r) for r in con.execute(f'SELECT * FROM "{n}"')), key=repr)
+            for n in names
+            if n != "alembic_version"
+        }
+    finally:
+        con.close()
+
+
+def _diff(eng: sa.Engine) -> list[Any]:
+    with eng.connect() as con:
+        context = MigrationContext.configure(
+            con, opts={"include_name": schema.include_name, "compare_type": True}
+        )
+        return list(compare_metadata(context, schema.metadata))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lost(old_store: Path) -> None:
+    before = _rows(old_store)
+    assert set(before) == TABLES and all(before.values())  # the fixture has rows in every table
+    assert {r["status"] for r in before["outbox"]} == {"pending", "delivered", "dead"}
+
+    current = run_diamond("db", "current").stdout
+    assert current.startswith("before migrations:") and "`diamond db upgrade`" in current.replace("\n", "")
+    done = run_diamond("db", "upgrade").stdout
+    assert "upgraded from the schema before migrations to revision 0003" in done.replace("\n", " ")
+
+    after = _rows(old_store)
+    assert set(after) == TABLES
+    assert {n: len(r) for n, r in after.items()} == {n: len(r) for n, r in before.items()}
+    for name in TABLES - {"score_runs"}:  # untouched on SQLite, value for value
+        assert after[name] == before[name], name
+
+    # score_runs: ISO text (created_at with an offset) became naive UTC datetimes, in SQLAlchemy's format
+    eng = store.engine(f"sqlite:///{old_store}")
+    with eng.connect() as con:
+        runs = con.execute(sa.select(schema.score_runs_table).order_by(schema.score_runs_table.c.id)).all()
+    old_runs = sorted(before["score_runs"], key=lambda r: r["created_at"])
+    assert [r.id for r in runs] == [1, 2]
+    for new, old in zip(runs, old_runs, strict=True):
+        assert new.as_of == datetime.fromisoformat(old["as_of"])
+        logged = datetime.fromisoformat(old["created_at"])
+        assert new.created_at == logged.astimezone(UTC).replace(tzinfo=None)
+        assert old["created_at"].endswith("+00:00") and new.created_at.tzinfo is None
+        assert (new.model_version, new.customers, new.parquet) == (
+            old["model_version"],
+            old["customers"],
+            old["parquet"],
+        )
+    latest = store.latest_run(eng)
+    assert latest is not None and latest["as_of"] == datetime(2025, 12, 24, 23, 59, 59, 999999)
+
+    # the outbox's aware times were stored as their UTC wall time: read back naive, the same instants
+    with eng.connect() as con:
+        typed = {r.webhook_id: r for r in con.execute(sa.select(outbox.OUTBOX))}
+    for old in before["outbox"]:
+        new = typed[old["webhook_id"]]
+        for column in ("created_at", "next_attempt_at", "delivered_at"):
+            expected = None if old[column] is None else datetime.fromisoformat(old[column])
+            assert getattr(new, column) == expected and (expected is None or expected.tzinfo is None)
+
+    assert _diff(eng) == [] and store.revision(eng) == store.head() == "0003"
+
+    # the upgraded store serves today's code: the acknowledged alert, its log, the dead letters
+    acked = alert_store.get_alert(eng, 3)
+    assert (acked["status"], acked["owner"]) == ("acknowledged", "anna")
+    assert alert_store.actions(eng, [3])[["action", "who"]].values.tolist() == [["acknowledged", "anna"]]
+    dead = sum(r["status"] == "dead" for r in before["outbox"])
+    assert run_diamond("alerts", "dead").stdout.strip().endswith(f"{dead} dead letter(s)")
+
+
+def test_db_upgrade_twice_is_a_no_op(old_store: Path) -> None:
+    store.upgrade(store.engine(f"sqlite:///{old_store}"))
+    upgraded = _sha(old_store)
+    again = run_diamond("db", "upgrade").stdout
+    assert "already at revision 0003, nothing to do" in again.replace("\n", " ")
+    assert _sha(old_store) == upgraded
+    assert run_diamond("db", "current").stdout.startswith("0003 (head): store sqlite:///")
+
+
+def test_score_and_serve_refuse_an_old_store_until_it_is_upgraded(
+    old_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrating is left to a person (`diamond db upgrade`): both say so and leave the store as it is."""
+    monkeypatch.setenv("DIAMOND_API_KEYS", API_KEY)
+    untouched = _sha(old_store)
+    refused = [
+        run_diamond("score", "--data", str(tmp_path / "history"), check=False),
+        run_diamond("serve", "--port", str(free_port()), check=False),
+    ]
+    for done in refused:
+        message = " ".join(done.stderr.split())
+        assert done.returncode == 2, done.stderr
+        assert "was written by a release before schema migrations" in message
+        assert "run `diamond db upgrade`" in message
+    assert _sha(old_store) == untouched
+
+    store.upgrade(store.engine(f"sqlite:///{old_store}"))
+    served = run_diamond("serve", "--port", str(free_port()), check=False)  # now the model is what is missing
+    assert served.returncode == 2 and "not starting" in served.stderr and "db upgrade" not in served.stderr
+
+
+def test_a_new_store_is_created_at_head_without_asking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "new" / "diamond.db"
+    monkeypatch.setenv("DIAMOND_STORE_URL", f"sqlite:///{path}")
+    assert run_diamond("db", "current").stdout.startswith("none:")
+    assert run_diamond("alerts", "list").stdout.strip().endswith("0 live alert(s)")  # a reader creates it
+    eng = store.engine(f"sqlite:///{path}")
+    assert store.revision(eng) == store.head() == "0003"
+    assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | {"alembic_version"}
+    assert _diff(eng) == []
+
+    other = tmp_path / "other.db"
+    monkeypatch.setenv("DIAMOND_STORE_URL", f"sqlite:///{other}")
+    assert "created at revision 0003" in run_diamond("db", "upgrade").stdout.replace("\n", " ")
+    assert store.revision(store.engine(f"sqlite:///{other}")) == store.head() == "0003"
+
+
+def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_release(tmp_path: Path) -> None:
+    """From an empty database, revision by revision: 0001 is 59865cc's DDL to the character, head is
+    serving.schema (and the comparison does see a difference, one revision short)."""
+    eng = store.engine(f"sqlite:///{tmp_path / 'migrated.db'}")
+    with eng.begin() as con:
+        command.upgrade(store.alembic_config(con), "0001")
+    assert _ddl(tmp_path / "migrated.db") == _ddl(FIXTURE)
+    with eng.begin() as con:
+        command.upgrade(store.alembic_config(con), "0002")
+    ops = [d if isinstance(d, tuple) else d[0] for d in _diff(eng)]  # modify_* come in lists per column
+    assert {(op[0], op[2] if op[0] != "add_index" else op[1].name) for op in ops} == {
+        ("add_column", "score_runs"),  # its id
+        ("modify_type", "score_runs"),  # text times, before 0003
+        ("add_index", "ix_score_runs_created_at"),
+    }
+    with eng.begin() as con:
+        command.upgrade(store.alembic_config(con), "head")
+    assert _diff(eng) == []
+
+
+def _ddl(path: Path) -> dict[str, str]:
+    """The CREATE statements of the fixed tables and their indexes, whitespace normalised."""
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+    finally:
+        con.close()
+    return {
+        name: " ".join(sql.split())
+        for name, table, sql in rows
+        if table in schema.metadata.tables and table != "alembic_version"
+    }
+
+
+def test_downgrade_to_0001_gives_back_the_previous_release_rows(old_store: Path) -> None:
+    eng = store.engine(f"sqlite:///{old_store}")
+    before = _rows(old_store)
+    store.upgrade(eng)
+    with eng.begin() as con:
+        command.downgrade(store.alembic_config(con), "0001")
+    assert _rows(old_store) == before  # score_runs' text times come back character for character
+    assert store.upgrade(eng) == ("0001", "0003") and _diff(eng) == []
+
+
+def test_outbox_times_stored_with_an_offset_become_naive_utc(old_store: Path) -> None:
+    """SQLAlchemy never wrote an offset into SQLite, but another writer may have: 0002 converts those."""
+    con = sqlite3.connect(old_store)
+    with con:
+        wid = con.execute("SELECT webhook_id FROM outbox WHERE status = 'delivered' LIMIT 1").fetchone()[0]
+        con.execute(
+            "UPDATE outbox SET created_at = ?, next_attempt_at = ?, delivered_at = ? WHERE webhook_id = ?",
+            ("2026-03-01 10:00:00.250000+01:00", "2026-03-01T09:30:00Z", "2026-02-28T23:00:00-05:00", wid),
+        )
+    con.close()
+    store.upgrade(store.engine(f"sqlite:///{old_store}"))
+    con = sqlite3.connect(old_store)
+    raw = con.execute(
+        "SELECT created_at, next_attempt_at, delivered_at FROM outbox WHERE webhook_id = ?", (wid,)
+    ).fetchone()
+    con.close()
+    assert raw == ("2026-03-01 09:00:00.250000", "2026-03-01 09:30:00.000000", "2026-03-01 04:00:00.000000")
+
+
+def test_a_store_of_a_newer_release_is_refused_untouched(old_store: Path) -> None:
+    eng = store.engine(f"sqlite:///{old_store}")
+    store.upgrade(eng)
+    with eng.begin() as con:
+        con.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+    untouched = _sha(old_store)
+    with pytest.raises(store.StoreRevisionError, match="written by a newer Diamond"):
+        store.prepare(eng)
+    done = run_diamond("db", "upgrade", check=False)
+    assert done.returncode == 2 and "revision 9999, which this release does not know" in done.stderr
+    assert _sha(old_store) == untouched
+
+
+def test_concurrent_first_uses_create_the_store_once(tmp_path: Path) -> None:
+    """Several workers meeting a new store at once: one creates it, the others wait and find it at head."""
+    url = f"sqlite:///{tmp_path / 'diamond.db'}"
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        try:
+            store.prepare(store.engine(url))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=first_use) for _ in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    assert store.revision(store.engine(url)) == store.head()
+
+
+def test_a_failed_upgrade_leaves_the_store_as_it_was(old_store: Path) -> None:
+    """One transaction, DDL included: a row 0003 cannot carry over (a run without as_of) undoes 0001-0002."""
+    con = sqlite3.connect(old_store)
+    with con:
+        con.execute("UPDATE score_runs SET as_of = NULL WHERE rowid = 1")
+    con.close()
+    before = _rows(old_store)
+    eng = store.engine(f"sqlite:///{old_store}")
+    with pytest.raises(ValueError, match=r"1 run\(s\) without as_of or created_at"):
+        store.upgrade(eng)
+    assert _rows(old_store) == before and store.revision(eng) == store.BEFORE_MIGRATIONS
+    assert "alembic_version" not in sa.inspect(eng).get_table_names()
