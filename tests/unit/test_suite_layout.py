@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import pytest
 
 from tests.helpers import ROOT, schedule
@@ -13,6 +15,19 @@ def test_every_test_file_is_in_a_tier() -> None:
     files = {p.relative_to(TESTS).parts[0] for p in TESTS.rglob("test_*.py") if "helpers" not in p.parts}
     assert files == {"unit", "integration", "e2e"}
     assert all((TESTS / tier / "__init__.py").exists() for tier in files)  # same names in two tiers
+
+
+def test_no_test_is_hidden_as_a_fixture() -> None:
+    """A `test_*` function under @pytest.fixture is silently never run (a merge once left one so)."""
+    hidden = [
+        f"{path.relative_to(ROOT)}::{node.name}"
+        for path in TESTS.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef)
+        and node.name.startswith("test_")
+        and any("fixture" in ast.unparse(d) for d in node.decorator_list)
+    ]
+    assert hidden == []
 
 
 def test_the_tiers_are_registered_markers(pytestconfig: pytest.Config) -> None:
