@@ -41,7 +41,7 @@ demo: $(VENV)/.runtime ## Run the whole product end to end on the bundled CDNOW 
 test: $(VENV)/.dev $(CHROMIUM) ## Run every tier (unit, integration, e2e) in parallel; installs Debian's chromium
 	$(BIN)/pytest -n auto
 
-test-fast: $(VENV)/.dev ## Run the unit tier only: pure functions, no servers or stores (about a minute)
+test-fast: $(VENV)/.dev ## Run the unit tier only: pure functions, no servers or stores (about 30 s on two cores)
 	$(BIN)/pytest tests/unit -n auto
 
 chromium: $(CHROMIUM) ## Install Debian's chromium for the dashboard's browser tests (needs root and apt)

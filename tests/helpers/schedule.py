@@ -5,6 +5,8 @@
   SparkSession, a trained store) are built once; the files that send requests to the session's
   `http_server` run together on one worker, so it starts once. (`--dist loadgroup` would say this with
   `xdist_group` marks, but pytest-xdist 3.8 cannot add the group to a node id under pytest 9.2.)
+- The longest file starts first, on its own worker (Spark, which needs none of the shared builds), while the
+  other worker builds what the rest share (CDNOW, the champion) instead of waiting for it.
 - Heavy work is not queued behind heavy work: a worker only ever sees its next test before it may start the
   current one, so while it runs a file the next thing it is promised is a single unit test, and it takes
   the next file from the queue (in collection order: e2e, integration, then unit) once it is done.
@@ -17,6 +19,7 @@ from xdist.workermanage import WorkerController
 
 # the files whose tests use the session's `http_server` (tests/conftest.py checks the list)
 HTTP_SERVER_FILES = ("tests/e2e/test_bad_input.py", "tests/e2e/test_reliability_api.py")
+LONGEST_FIRST = ("tests/e2e/test_spark.py",)
 
 
 def scope(nodeid: str) -> str:
@@ -45,7 +48,9 @@ class TierScheduling(LoadScopeScheduling):
         running = self.assigned_work.get(node, {})
         busy = any(not _is_single(name) and not all(tests.values()) for name, tests in running.items())
         if busy:  # promise a cheap single test, not the next file
-            single = next((name for name in self.workqueue if _is_single(name)), None)
-            if single is not None:
-                self.workqueue.move_to_end(single, last=False)
+            first = next((name for name in self.workqueue if _is_single(name)), None)
+        else:
+            first = next((name for name in LONGEST_FIRST if name in self.workqueue), None)
+        if first is not None:
+            self.workqueue.move_to_end(first, last=False)
         super()._assign_work_unit(node)

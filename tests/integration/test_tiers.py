@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -11,38 +12,27 @@ import sqlalchemy as sa
 
 from serving import store
 from serving.tier_store import tier_history, tier_movements, update_tiers
-
-ORDER = ["diamond", "gold", "silver", "bronze"]
-T0 = datetime(2024, 6, 1)
-
-
-def _raw(**tiers: str) -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": list(tiers), "tier_raw": list(tiers.values())})
-
-
-def _by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
-    return {r["customer_id"]: r for r in frame.to_dict("records")}
+from tests.helpers.frames import T0, TIERS, by_id, raw_tiers
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> sa.Engine:
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
     eng = store.prepare(sa.create_engine(f"sqlite:///{tmp_path / 'tiers.db'}"))
     yield eng
     eng.dispose()
 
 
-# --- hysteresis (pure) --------------------------------------------------------------------------------------
-
-
 def test_update_tiers_stores_state_history_and_movements(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, _raw(a="gold", b="gold", c="silver"), ORDER, demote_after=2)
-    run2 = update_tiers(engine, T0 + timedelta(days=1), _raw(a="silver", b="diamond", c="silver"), ORDER, 2)
+    update_tiers(engine, T0, raw_tiers(a="gold", b="gold", c="silver"), TIERS, demote_after=2)
+    run2 = update_tiers(
+        engine, T0 + timedelta(days=1), raw_tiers(a="silver", b="diamond", c="silver"), TIERS, 2
+    )
     assert run2["tier"].tolist() == ["gold", "diamond", "silver"]
     assert run2["runs_below"].tolist() == [1, 0, 0]
-    run3 = update_tiers(engine, T0 + timedelta(days=2), _raw(a="bronze", b="gold", d="gold"), ORDER, 2)
-    assert _by_id(run3)["a"]["tier"] == "bronze"  # second run below gold
-    assert _by_id(run3)["b"]["tier"] == "diamond"  # first run below diamond: kept
-    assert _by_id(run3)["d"]["previous_tier"] is None
+    run3 = update_tiers(engine, T0 + timedelta(days=2), raw_tiers(a="bronze", b="gold", d="gold"), TIERS, 2)
+    assert by_id(run3)["a"]["tier"] == "bronze"  # second run below gold
+    assert by_id(run3)["b"]["tier"] == "diamond"  # first run below diamond: kept
+    assert by_id(run3)["d"]["previous_tier"] is None
 
     history = tier_history(engine, "a")
     assert history["as_of"].tolist() == [T0, T0 + timedelta(days=1), T0 + timedelta(days=2)]
@@ -70,38 +60,40 @@ def test_update_tiers_stores_state_history_and_movements(engine: sa.Engine) -> N
 
 
 def test_integer_ids_are_stored_as_text(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, pd.DataFrame({"customer_id": [7], "tier_raw": ["gold"]}), ORDER, 2)
+    update_tiers(engine, T0, pd.DataFrame({"customer_id": [7], "tier_raw": ["gold"]}), TIERS, 2)
     out = update_tiers(
-        engine, T0 + timedelta(days=1), pd.DataFrame({"customer_id": [7], "tier_raw": ["silver"]}), ORDER, 2
+        engine, T0 + timedelta(days=1), pd.DataFrame({"customer_id": [7], "tier_raw": ["silver"]}), TIERS, 2
     )
     assert out.loc[0, ["customer_id", "tier", "runs_below"]].tolist() == ["7", "gold", 1]
 
 
 def test_rerunning_an_as_of_returns_the_stored_result_and_counts_nothing_twice(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, _raw(a="gold", b="silver"), ORDER, demote_after=2)
-    first = update_tiers(engine, T0 + timedelta(days=1), _raw(a="silver", b="gold"), ORDER, 2)
-    again = update_tiers(engine, T0 + timedelta(days=1), _raw(b="gold", a="silver"), ORDER, 2)
+    update_tiers(engine, T0, raw_tiers(a="gold", b="silver"), TIERS, demote_after=2)
+    first = update_tiers(engine, T0 + timedelta(days=1), raw_tiers(a="silver", b="gold"), TIERS, 2)
+    again = update_tiers(engine, T0 + timedelta(days=1), raw_tiers(b="gold", a="silver"), TIERS, 2)
     pd.testing.assert_frame_equal(again, first.iloc[[1, 0]].reset_index(drop=True))
     assert tier_history(engine, "a")["runs_below"].tolist() == [0, 1]  # not 2: the re-run did not count
-    nxt = update_tiers(engine, T0 + timedelta(days=2), _raw(a="gold", b="gold"), ORDER, 2)
+    nxt = update_tiers(engine, T0 + timedelta(days=2), raw_tiers(a="gold", b="gold"), TIERS, 2)
     assert nxt["runs_below"].tolist() == [0, 0]
 
     with pytest.raises(ValueError, match="already applied"):  # same as_of, different raw tiers
-        update_tiers(engine, T0 + timedelta(days=1), _raw(a="bronze", b="gold"), ORDER, 2)
+        update_tiers(engine, T0 + timedelta(days=1), raw_tiers(a="bronze", b="gold"), TIERS, 2)
     with pytest.raises(ValueError, match="older than the latest"):
-        update_tiers(engine, T0 + timedelta(hours=12), _raw(a="bronze"), ORDER, 2)
+        update_tiers(engine, T0 + timedelta(hours=12), raw_tiers(a="bronze"), TIERS, 2)
 
 
 def test_time_zones_are_normalised_to_utc(engine: sa.Engine) -> None:
-    update_tiers(engine, pd.Timestamp("2024-06-01 02:00", tz="Europe/Berlin"), _raw(a="gold"), ORDER, 2)
+    update_tiers(engine, pd.Timestamp("2024-06-01 02:00", tz="Europe/Berlin"), raw_tiers(a="gold"), TIERS, 2)
     assert tier_history(engine, "a")["as_of"].tolist() == [datetime(2024, 6, 1, 0, 0)]
-    again = update_tiers(engine, "2024-06-01T00:00:00Z", _raw(a="gold"), ORDER, 2)  # same instant: a re-run
+    again = update_tiers(
+        engine, "2024-06-01T00:00:00Z", raw_tiers(a="gold"), TIERS, 2
+    )  # same instant: a re-run
     assert again["tier"].tolist() == ["gold"]
     assert len(tier_history(engine, "a")) == 1
 
 
 def test_a_failure_mid_write_leaves_nothing_behind(engine: sa.Engine) -> None:
-    update_tiers(engine, T0, _raw(a="gold", b="gold"), ORDER, demote_after=1)
+    update_tiers(engine, T0, raw_tiers(a="gold", b="gold"), TIERS, demote_after=1)
     run2 = T0 + timedelta(days=1)
     # a stray history row for (b, run 2): the run's history insert violates the primary key after the run
     # ledger, the state updates (a demoted) and the state insert (new customer c) were already written
@@ -113,7 +105,7 @@ def test_a_failure_mid_write_leaves_nothing_behind(engine: sa.Engine) -> None:
             ).bindparams(sa.bindparam("t", run2, type_=sa.DateTime)),
         )
     with pytest.raises(sa.exc.IntegrityError):
-        update_tiers(engine, run2, _raw(a="silver", b="gold", c="bronze"), ORDER, 1)
+        update_tiers(engine, run2, raw_tiers(a="silver", b="gold", c="bronze"), TIERS, 1)
     with engine.connect() as conn:
         state = conn.execute(sa.text("SELECT customer_id, tier, runs_below FROM tier_state ORDER BY 1")).all()
         runs = conn.execute(sa.text("SELECT COUNT(*) FROM tier_runs")).scalar()
@@ -127,8 +119,5 @@ def test_a_failure_mid_write_leaves_nothing_behind(engine: sa.Engine) -> None:
     with engine.begin() as conn:  # once the stray row is gone the same run applies normally
         delete = sa.text("DELETE FROM tier_history WHERE customer_id = 'b' AND as_of = :t")
         conn.execute(delete.bindparams(sa.bindparam("t", run2, type_=sa.DateTime)))
-    out = update_tiers(engine, run2, _raw(a="silver", b="gold", c="bronze"), ORDER, 1)
+    out = update_tiers(engine, run2, raw_tiers(a="silver", b="gold", c="bronze"), TIERS, 1)
     assert out["tier"].tolist() == ["silver", "gold", "bronze"]
-
-
-# --- RFM ----------------------------------------------------------------------------------------------------

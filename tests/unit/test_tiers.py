@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pandas as pd
 import pytest
 import yaml
@@ -11,23 +9,15 @@ import yaml
 from core.config import ConfigError, parse
 from serving.config import ServingConfig, TierConfig
 from serving.hysteresis import apply_hysteresis
+from tests.helpers.frames import TIERS, by_id, raw_tiers
 from training.rfm import RfmRank, RfmReference, rfm_segment, rfm_segments
 
-ORDER = ["diamond", "gold", "silver", "bronze"]
-T0 = datetime(2024, 6, 1)
-
-
-def _raw(**tiers: str) -> pd.DataFrame:
-    return pd.DataFrame({"customer_id": list(tiers), "tier_raw": list(tiers.values())})
-
-
-def _by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
-    return {r["customer_id"]: r for r in frame.to_dict("records")}
+# --- hysteresis -------------------------------------------------------------------------------------------
 
 
 def test_promotion_is_immediate_and_resets_the_counter() -> None:
     previous = pd.DataFrame({"customer_id": ["a", "b"], "tier": ["silver", "gold"], "runs_below": [0, 1]})
-    out = _by_id(apply_hysteresis(previous, _raw(a="gold", b="diamond"), ORDER, demote_after=2))
+    out = by_id(apply_hysteresis(previous, raw_tiers(a="gold", b="diamond"), TIERS, demote_after=2))
     assert out["a"] == {
         "customer_id": "a",
         "tier": "gold",
@@ -41,9 +31,9 @@ def test_promotion_is_immediate_and_resets_the_counter() -> None:
 
 def test_demotion_waits_for_k_consecutive_runs_below_then_takes_the_latest_raw_tier() -> None:
     state = pd.DataFrame({"customer_id": ["a"], "tier": ["gold"], "runs_below": [0]})
-    first = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=2)
+    first = apply_hysteresis(state, raw_tiers(a="silver"), TIERS, demote_after=2)
     assert first.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["gold", 1, False]
-    second = apply_hysteresis(first, _raw(a="bronze"), ORDER, demote_after=2)  # 2nd run below: demote
+    second = apply_hysteresis(first, raw_tiers(a="bronze"), TIERS, demote_after=2)  # 2nd run below: demote
     assert second.loc[0, ["tier", "tier_raw", "runs_below", "changed", "previous_tier"]].tolist() == [
         "bronze",
         "bronze",
@@ -51,22 +41,22 @@ def test_demotion_waits_for_k_consecutive_runs_below_then_takes_the_latest_raw_t
         True,
         "gold",
     ]
-    now = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=1)  # K = 1: demote at once
+    now = apply_hysteresis(state, raw_tiers(a="silver"), TIERS, demote_after=1)  # K = 1: demote at once
     assert now.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["silver", 0, True]
 
 
 def test_a_run_at_the_current_tier_resets_the_counter() -> None:
     state = pd.DataFrame({"customer_id": ["a"], "tier": ["gold"], "runs_below": [0]})
-    below = apply_hysteresis(state, _raw(a="silver"), ORDER, demote_after=2)
-    back = apply_hysteresis(below, _raw(a="gold"), ORDER, demote_after=2)
+    below = apply_hysteresis(state, raw_tiers(a="silver"), TIERS, demote_after=2)
+    back = apply_hysteresis(below, raw_tiers(a="gold"), TIERS, demote_after=2)
     assert back.loc[0, ["tier", "runs_below", "changed"]].tolist() == ["gold", 0, False]
-    again = apply_hysteresis(back, _raw(a="silver"), ORDER, demote_after=2)  # counting starts over
+    again = apply_hysteresis(back, raw_tiers(a="silver"), TIERS, demote_after=2)  # counting starts over
     assert again.loc[0, ["tier", "runs_below"]].tolist() == ["gold", 1]
 
 
 def test_new_customers_take_their_raw_tier_and_absent_ones_are_not_returned() -> None:
     state = pd.DataFrame({"customer_id": ["gone"], "tier": ["gold"], "runs_below": [1]})
-    out = apply_hysteresis(state, _raw(n="silver"), ORDER, demote_after=3)
+    out = apply_hysteresis(state, raw_tiers(n="silver"), TIERS, demote_after=3)
     assert out.to_dict("records") == [
         {
             "customer_id": "n",
@@ -77,26 +67,26 @@ def test_new_customers_take_their_raw_tier_and_absent_ones_are_not_returned() ->
             "previous_tier": None,
         }
     ]
-    assert apply_hysteresis(None, _raw(n="bronze"), ORDER, 3)["tier"].tolist() == ["bronze"]
+    assert apply_hysteresis(None, raw_tiers(n="bronze"), TIERS, 3)["tier"].tolist() == ["bronze"]
 
 
 def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="platinum"):
-        apply_hysteresis(None, _raw(a="platinum"), ORDER, 2)
+        apply_hysteresis(None, raw_tiers(a="platinum"), TIERS, 2)
     with pytest.raises(ValueError, match="repeated"):
-        apply_hysteresis(None, pd.DataFrame({"customer_id": ["a", "a"], "tier_raw": ["gold"] * 2}), ORDER, 2)
+        apply_hysteresis(None, pd.DataFrame({"customer_id": ["a", "a"], "tier_raw": ["gold"] * 2}), TIERS, 2)
     with pytest.raises(ValueError, match="demote_after"):
-        apply_hysteresis(None, _raw(a="gold"), ORDER, 0)
+        apply_hysteresis(None, raw_tiers(a="gold"), TIERS, 0)
 
 
 def test_tier_config_from_yaml() -> None:
     raw = yaml.safe_load("tiers:\n  demote_after: 3\n  order: [diamond, gold, silver, bronze]\n")["tiers"]
-    assert TierConfig.model_validate(raw) == TierConfig(demote_after=3, order=tuple(ORDER))
+    assert TierConfig.model_validate(raw) == TierConfig(demote_after=3, order=tuple(TIERS))
     with pytest.raises(ConfigError, match=r"serving\.yaml: unknown key\(s\) tiers\.demote_afer"):
         parse(ServingConfig, {"tiers": {"demote_afer": 3}}, "serving.yaml")
 
 
-# --- storage ------------------------------------------------------------------------------------------------
+# --- RFM ----------------------------------------------------------------------------------------------------
 
 
 def test_rfm_segments_against_the_medians_of_the_population() -> None:
