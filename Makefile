@@ -7,11 +7,13 @@ UV_VERSION := 0.13.9
 UV := UV_LINK_MODE=copy $(BIN)/uv
 # Debian's chromium, driven by Playwright in tests/e2e/test_dashboard.py (never `playwright install`: no CDN here)
 CHROMIUM := /usr/bin/chromium
+# Debian's PostgreSQL 15 server binaries: the tests start a throwaway cluster with them (tests/helpers/postgres.py)
+PG_CTL := /usr/lib/postgresql/15/bin/pg_ctl
 export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast chromium lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
+.PHONY: help install dev demo test test-fast chromium postgresql bento lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -38,7 +40,7 @@ dev: $(VENV)/.dev ## Create .venv with the dev extras (pytest, hypothesis, ruff)
 demo: $(VENV)/.runtime ## Run the whole product end to end on the bundled CDNOW data
 	$(BIN)/diamond demo --out demo-output
 
-test: $(VENV)/.dev $(CHROMIUM) ## Run every tier (unit, integration, e2e) in parallel; installs Debian's chromium
+test: $(VENV)/.dev $(CHROMIUM) $(PG_CTL) ## Run every tier (unit, integration, e2e) in parallel; installs Debian's chromium and postgresql
 	$(BIN)/pytest -n auto
 
 test-fast: $(VENV)/.dev ## Run the unit tier only: pure functions, no servers or stores (about 30 s on two cores)
@@ -48,6 +50,14 @@ chromium: $(CHROMIUM) ## Install Debian's chromium for the dashboard's browser t
 
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+postgresql: $(PG_CTL) ## Install Debian's PostgreSQL server for the store tests (needs root and apt; no cluster is started)
+
+$(PG_CTL):
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
+
+bento: $(VENV)/.runtime ## Build the service as a Bento (bentofile.yaml): then `bentoml serve diamond:latest` or `bentoml containerize diamond:latest`
+	$(BIN)/bentoml build
 
 lint: $(VENV)/.dev ## ruff lint and format check, then mypy over core/ features/ training/ serving/ diamond/
 	$(BIN)/ruff check .

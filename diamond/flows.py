@@ -283,13 +283,29 @@ def score(
 ) -> ScoreRun | SparkScoreRun:
     """Score every eligible customer as of `as_of` (None: the history's end) with the champion, on the engine
     `settings` names. DuckDB: the score table, tier hysteresis, alerts, drift, webhooks and the service's
-    snapshot (serving.batch). Spark: the raw score table only, in `out` (None: <scores_dir>/spark)."""
-    from features.build import end_of
+    snapshot (serving.batch), one run at a time per store (a second raises serving.store.StoreBusy naming
+    the first). Spark: the raw score table only, in `out` (None: <scores_dir>/spark)."""
     from serving import store
+
+    if settings.engine == "spark":
+        return _score(settings, data, as_of, config, mlcfg, out, progress)
+    # the store is written: a store of another revision is refused first, then a concurrent run
+    with store.score_lock(store.prepare(store.engine(config.store_url))):
+        return _score(settings, data, as_of, config, mlcfg, out, progress)
+
+
+def _score(
+    settings: EngineConfig,
+    data: str,
+    as_of: datetime | None,
+    config: ServingConfig,
+    mlcfg: MlflowConfig,
+    out: str | None,
+    progress: Progress,
+) -> ScoreRun | SparkScoreRun:
+    from features.build import end_of
     from serving.champion import ChampionHolder
 
-    if settings.engine != "spark":  # the store is written: a store of another revision is refused first
-        store.prepare(store.engine(config.store_url))
     holder = ChampionHolder(mlcfg, config.model_alias)
     holder.refresh()
     if holder.current is None:

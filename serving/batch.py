@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,9 +101,9 @@ def _write(
     folder = Path(config.scores_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
     try:
+        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
@@ -115,7 +116,7 @@ def _write(
             },
             events,
         )
-    except Exception:
+    except BaseException:  # nothing half-written is left behind, even on Ctrl-C
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, target)

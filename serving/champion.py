@@ -42,7 +42,7 @@ class ChampionHolder:
         """Load the alias's version if it differs from the one served. True when a new version loaded."""
         try:
             version = str(
-                self.mlcfg.client()
+                self.mlcfg.reader()  # a missing or empty tracking store is an error, never created
                 .get_model_version_by_alias(self.mlcfg.registered_model, self.alias)
                 .version
             )

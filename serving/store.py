@@ -9,12 +9,21 @@ The score history rows of the run are written in the same transaction (re-runnin
 The store's fixed tables are declared in serving.schema and migrated with Alembic (serving/migrations).
 `prepare` is every command's way in: it creates a new store at the head revision and refuses one at another
 revision, which `upgrade` (`diamond db upgrade`) migrates in place, in one transaction.
+
+Two stores are supported and tested alike: a SQLite file (the default; in WAL mode, so readers never wait
+for a writer, and writers wait for one another up to a busy timeout) and PostgreSQL (`postgresql+psycopg://…`).
+One batch run at a time per store: `score_lock` (a file lock beside a SQLite file, an advisory lock on
+PostgreSQL).
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,16 +65,114 @@ alembic_version)."""
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
+SQLITE_BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite writer waits for another writer before it fails ("database is locked"); readers never
+wait (WAL). `?timeout=SECONDS` in the store URL overrides it."""
+SCORE_LOCK_KEY = 0x4449414D  # "DIAM": the PostgreSQL advisory lock a batch run holds on its store
+MIGRATION_LOCK_KEY = 0x4449414E  # the one a migration holds for its transaction
+
+
 class StoreRevisionError(ValueError):
     """The store is at another schema revision than this release's (a ValueError: commands report it as bad
     input, exit code 2)."""
 
 
+class StoreBusy(ValueError):
+    """Another batch run holds the store's score lock (a ValueError: `diamond score` exits 2 saying who)."""
+
+
 def engine(url: str) -> sa.Engine:
-    """An engine on `url`, creating a SQLite file's folder on first use."""
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url, future=True)
+    """An engine on the store at `url`. SQLite: the file's folder is created on first use, and writers wait
+    SQLITE_BUSY_TIMEOUT_S for one another (`prepare` puts the file in WAL mode, so readers never wait).
+    PostgreSQL: pooled connections are checked before use, so a restarted server costs no failed request."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(parsed, connect_args=_sqlite_connect_args(parsed))
+
+
+def _sqlite_connect_args(url: sa.URL) -> dict[str, Any]:
+    return {} if "timeout" in url.query else {"timeout": SQLITE_BUSY_TIMEOUT_S}
+
+
+def _use_wal(eng: sa.Engine) -> None:
+    """Put a SQLite file in WAL mode (the file keeps it): readers see the last committed snapshot while a
+    writer writes the next, instead of waiting for it. Only ever done to a store at this release's revision:
+    a store `prepare` refuses is left exactly as it is."""
+    database = eng.url.database
+    if not is_sqlite(eng) or not database or database == ":memory:":
+        return
+    with eng.connect() as con:
+        if con.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+            con.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def is_sqlite(eng: sa.Engine) -> bool:
+    return eng.dialect.name == "sqlite"
+
+
+# --- one batch run at a time --------------------------------------------------------------------------------
+
+
+@contextmanager
+def score_lock(eng: sa.Engine) -> Iterator[None]:
+    """Hold the store's score lock for the block, or raise StoreBusy at once naming the holder. SQLite: an
+    flock on `<store>.score.lock` beside the file (the holder's pid, host and start in it); PostgreSQL: a
+    session advisory lock on a connection of its own (the holder is read from pg_stat_activity); another
+    store (in memory): no lock."""
+    me = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    if eng.dialect.name == "postgresql":
+        with _advisory_lock(eng, me):
+            yield
+        return
+    database = eng.url.database
+    if not is_sqlite(eng) or not database or database == ":memory:":
+        yield
+        return
+    fd = os.open(f"{database}.score.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
+            raise StoreBusy(_busy(eng, holder)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{me}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def _advisory_lock(eng: sa.Engine, me: str) -> Iterator[None]:
+    with eng.connect().execution_options(isolation_level="AUTOCOMMIT") as con:
+        named = sa.text("SELECT set_config('application_name', :me, false)")
+        con.execute(named, {"me": f"diamond score {me}"})
+        if not con.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": SCORE_LOCK_KEY}).scalar():
+            holder = con.execute(
+                sa.text(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = :k "
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ),
+                {"k": SCORE_LOCK_KEY},
+            ).scalar()
+            raise StoreBusy(_busy(eng, str(holder or "holder unknown").removeprefix("diamond score ")))
+        try:
+            yield
+        finally:
+            con.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": SCORE_LOCK_KEY})
+            con.execute(sa.text("SELECT set_config('application_name', '', false)"))
+
+
+def _busy(eng: sa.Engine, holder: str) -> str:
+    where = eng.url.render_as_string(hide_password=True)
+    return f"another `diamond score` is writing the store {where} ({holder}); nothing done: run again later"
 
 
 # --- schema revisions ---------------------------------------------------------------------------------------
@@ -108,6 +215,8 @@ def prepare(eng: sa.Engine) -> sa.Engine:
         upgrade(eng)  # under the write lock: a concurrent creator's store is found and kept
     elif current != head():
         raise StoreRevisionError(mismatch(eng, current))
+    else:
+        _use_wal(eng)  # a store made before WAL
     return eng
 
 
@@ -126,6 +235,7 @@ def upgrade(eng: sa.Engine) -> tuple[str, str]:
             command.upgrade(config, "head")
         else:
             raise StoreRevisionError(mismatch(eng, before))
+    _use_wal(eng)
     return before, head()
 
 
@@ -162,14 +272,17 @@ def mismatch(eng: sa.Engine, current: str) -> str:
 
 @contextmanager
 def _migrating(eng: sa.Engine) -> Iterator[sa.Connection]:
-    """One connection in one transaction for a whole migration. On a SQLite file the transaction is taken
-    with BEGIN IMMEDIATE on a connection of its own: pysqlite would otherwise commit each DDL statement by
-    itself, and the write lock makes a concurrent upgrader wait and then find the store at head."""
+    """One connection in one transaction for a whole migration; a concurrent upgrader waits, then finds the
+    store at head. On PostgreSQL the transaction holds an advisory lock. On a SQLite file it is taken with
+    BEGIN IMMEDIATE on a connection of its own: pysqlite would otherwise commit each DDL statement by
+    itself."""
     if eng.dialect.name != "sqlite" or eng.url.database in (None, "", ":memory:"):
         with eng.begin() as con:
+            if eng.dialect.name == "postgresql":  # concurrent first users wait here, then find it at head
+                con.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             yield con
         return
-    locked = sa.create_engine(eng.url, poolclass=sa.pool.NullPool)
+    locked = sa.create_engine(eng.url, poolclass=sa.pool.NullPool, connect_args=_sqlite_connect_args(eng.url))
 
     @sa.event.listens_for(locked, "connect")
     def _driver_leaves_transactions_to_us(
@@ -214,14 +327,16 @@ def write_snapshot(
     if events is not None:
         tables.append((EVENTS, events, False))
     with eng.begin() as con:
-        for name, frame, unique in tables:
+        for name, frame, _ in tables:
             frame.to_sql(f"{name}__new", con, if_exists="replace", index=False, chunksize=5_000)
+        _append_history(con, scores)
+        con.execute(sa.insert(score_runs_table).values(**logged))
+        # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
+        for name, _, unique in tables:
             con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
             kind = "UNIQUE INDEX" if unique else "INDEX"
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
-        _append_history(con, scores)
-        con.execute(sa.insert(score_runs_table).values(**logged))
 
 
 def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
@@ -280,7 +395,7 @@ def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFra
         with eng.connect() as con:
             result = con.execute(query, {"ids": list(customer_ids)})
             return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    except sa.exc.OperationalError as exc:  # no snapshot yet
+    except (sa.exc.OperationalError, sa.exc.ProgrammingError) as exc:  # no snapshot yet
         if "no such table" in str(exc) or "does not exist" in str(exc):
             return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
         raise

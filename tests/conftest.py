@@ -12,20 +12,24 @@ Helpers the tests import (run_diamond, serve_champion, free_port, ...) are in te
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import (
+    STORES,
     build_cdnow_champion,
     built_once,
+    free_port,
     run_diamond,
     schedule,
     serve_champion,
     train_store,
 )
+from tests.helpers import postgres as pg
 from tests.helpers.webhooks import WebhookReceiver
 
 TIERS = ("unit", "integration", "e2e")
@@ -129,6 +133,31 @@ def http_server(
     work = tmp_path_factory.mktemp("http-server")
     with serve_champion(cdnow_champion, cdnow_dir, work, restore_env_early=True) as url:
         yield url, int((work / "serve.pid").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[pg.PostgresCluster]:
+    """A throwaway PostgreSQL cluster for this pytest process (tests/helpers/postgres.py), started by the
+    first test that needs it: a worker that runs no PostgreSQL test never starts one."""
+    with pg.cluster(free_port()) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=STORES)
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], str]:
+    """Makes new, empty serving stores and returns their URLs, once on each store Diamond supports: SQLite
+    files in the test's folder, and new schemas on the session's PostgreSQL cluster."""
+    if request.param == "sqlite":
+        names = itertools.count()
+        return lambda: f"sqlite:///{tmp_path / f'diamond-{next(names)}.db'}"
+    cluster: pg.PostgresCluster = request.getfixturevalue("postgres")
+    return cluster.new_schema
+
+
+@pytest.fixture
+def store_url(new_store: Callable[[], str]) -> str:
+    """The URL of a new, empty serving store: a SQLite file, then a PostgreSQL schema (`new_store`)."""
+    return new_store()
 
 
 @pytest.fixture

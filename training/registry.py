@@ -129,7 +129,7 @@ def decide(
 
 def promotion_log(mlcfg: MlflowConfig) -> list[dict[str, Any]]:
     """Every gate decision, newest first."""
-    client = mlcfg.client()
+    client = mlcfg.reader()
     found = client.get_experiment_by_name(f"{mlcfg.experiment}-promotions")
     if found is None:
         return []
@@ -141,7 +141,7 @@ def promotion_log(mlcfg: MlflowConfig) -> list[dict[str, Any]]:
 
 def versions(mlcfg: MlflowConfig) -> list[dict[str, Any]]:
     """Registered versions, newest first, with their aliases and validation metrics."""
-    client = mlcfg.client()
+    client = mlcfg.reader()
     name = mlcfg.registered_model
     from mlflow.exceptions import MlflowException
 

@@ -71,11 +71,20 @@ class MlflowConfig(FileSettings):
         return load(cls, path, default=DEFAULT_PATH, env=CONFIG_ENV, what="MLflow config")
 
     def client(self) -> MlflowClient:
-        """An MlflowClient on this store (creating the SQLite folder on first use)."""
+        """An MlflowClient on this store, for writing: a SQLite folder and file, and MLflow's tables in an
+        empty database, are created on first use (training does that). Readers use `reader`."""
         from mlflow import MlflowClient
 
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+
+    def reader(self) -> MlflowClient:
+        """An MlflowClient on a store that exists: reading never creates one. A missing SQLite file, or a
+        database without MLflow's tables, raises TrackingStoreMissing saying so (serve, score, models)."""
+        from mlflow import MlflowClient
+
+        _check_store(self.tracking_uri)
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self, client: MlflowClient, name: str | None = None) -> str:
@@ -87,6 +96,36 @@ class MlflowConfig(FileSettings):
 
     def ui_command(self) -> str:
         return f"mlflow ui --backend-store-uri {self.tracking_uri} --port 5000"
+
+
+class TrackingStoreMissing(FileNotFoundError):
+    """The MLflow tracking store to read from does not exist, or is empty (a FileNotFoundError: commands
+    report it as bad input, exit code 2)."""
+
+
+_found: set[str] = set()  # database stores found with MLflow's tables (checked once per process)
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")  # MLflow's database stores (else a server, files)
+
+
+def _check_store(uri: str) -> None:
+    """Raise TrackingStoreMissing unless the database store `uri` exists and holds MLflow's tables, without
+    creating anything (a tracking server or a file store answers for itself)."""
+    if uri in _found or uri.split(":", 1)[0].split("+", 1)[0] not in SQL_SCHEMES:
+        return
+    import sqlalchemy as sa
+
+    shown = sa.make_url(uri).render_as_string(hide_password=True)
+    hint = "train a model first (`diamond train`), or set MLFLOW_TRACKING_URI / mlflow.yaml to your store"
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise TrackingStoreMissing(f"the MLflow tracking store {shown} does not exist: {hint}")
+    engine = sa.create_engine(uri, poolclass=sa.pool.NullPool)
+    try:
+        tables = set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+    if "registered_models" not in tables:
+        raise TrackingStoreMissing(f"the MLflow tracking store {shown} is empty (no MLflow tables): {hint}")
+    _found.add(uri)
 
 
 def _pyfunc_class() -> type:
@@ -184,7 +223,7 @@ def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:
     import mlflow
 
     _quiet()
-    client = mlcfg.client()
+    client = mlcfg.reader()
     name, sep, ref = uri.removeprefix("models:/").partition("@")
     if sep:
         version = str(client.get_model_version_by_alias(name, ref).version)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.helpers import API_KEY as KEY
-from tests.helpers import CUTOFF, ROOT, free_port, run_diamond, serve_champion
+from tests.helpers import CUTOFF, ROOT, STORES, free_port, run_diamond, serve_champion
 from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
 from tests.helpers.webhooks import WebhookReceiver
 
@@ -29,13 +29,20 @@ def crm() -> Iterator[WebhookReceiver]:
     receiver.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=STORES)
 def server(
-    cdnow_champion: Path, cdnow_dir: Path, crm: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    cdnow_champion: Path,
+    cdnow_dir: Path,
+    crm: WebhookReceiver,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[str, Path]]:
     """A served champion whose batch run delivered its alerts to a local webhook receiver; promotions are
-    noticed within half a second."""
+    noticed within half a second. Its serving store is a SQLite file, then a PostgreSQL database; the tests
+    of the registry rather than the store run on SQLite only (`registry_only`)."""
     work = tmp_path_factory.mktemp("serving")
+    url = None if request.param == "sqlite" else request.getfixturevalue("postgres").new_schema()
+    crm.reset()
     hook = {"name": "crm", "url": crm.url, "secret_env": "DIAMOND_TEST_WEBHOOK_SECRET"}
     webhooks = {**yaml.safe_load((ROOT / "serving.yaml").read_text())["webhooks"]}
     with serve_champion(
@@ -44,8 +51,13 @@ def server(
         work,
         serving={"poll_s": 0.5, "webhooks": {**webhooks, "endpoints": [hook]}},
         env={"DIAMOND_TEST_WEBHOOK_SECRET": SECRET},
-    ) as url:
-        yield url, work
+        store_url=url,
+    ) as base:
+        yield base, work
+
+
+registry_only = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+"""For tests of the model registry and the process, not the serving store: one store is enough."""
 
 
 def _score(url: str, body: object, key: str | None = KEY) -> httpx.Response:
@@ -69,6 +81,7 @@ def test_batch_scoring_raised_alerts_and_delivered_them_signed(
     assert f"{notified:,} live alert(s)" in listed
 
 
+@registry_only
 def test_health_is_open_everything_else_needs_a_key(server: tuple[str, Path]) -> None:
     url, _ = server
     assert httpx.get(f"{url}/healthz").status_code == 200
@@ -115,6 +128,7 @@ def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Pat
     assert snap["model_version"] == "1" and snap["cold_start"] is False
 
 
+@registry_only
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
@@ -151,6 +165,7 @@ def test_bad_payloads_get_4xx_naming_the_field(server: tuple[str, Path], body: o
     assert expected in response.text
 
 
+@registry_only
 def test_not_json_is_a_4xx(server: tuple[str, Path]) -> None:
     url, _ = server
     response = httpx.post(
@@ -159,6 +174,7 @@ def test_not_json_is_a_4xx(server: tuple[str, Path]) -> None:
     assert 400 <= response.status_code < 500
 
 
+@registry_only
 def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cdnow_dir: Path) -> None:
     url, work = server
     assert httpx.get(f"{url}/readyz").json()["version"] == "1"
@@ -185,6 +201,7 @@ def _wait_for(url: str, done: object, what: str) -> dict:
     return ready
 
 
+@registry_only
 def test_a_tracking_store_outage_keeps_the_model_serving(server: tuple[str, Path]) -> None:
     """The tracking store turns to garbage under the running service (a disk or server failure): every
     poll fails, the loaded model keeps serving and /readyz says why; once the store is back the error
@@ -203,6 +220,7 @@ def test_a_tracking_store_outage_keeps_the_model_serving(server: tuple[str, Path
     assert ready["serving_last_good"] is False
 
 
+@registry_only
 def test_a_broken_champion_leaves_the_last_good_model_serving(server: tuple[str, Path]) -> None:
     """The alias moves to a version with no scoring artefact: the last good one keeps serving, and says so."""
     from mlflow import MlflowClient
@@ -255,6 +273,7 @@ def _register_incompatible(work: Path, version: str) -> str:
     return str(new.version)
 
 
+@registry_only
 def test_an_incompatible_champion_leaves_the_last_good_model_serving(server: tuple[str, Path]) -> None:
     """The alias moves to a model trained on a feature set this code does not know (a newer Diamond's, say):
     it is refused, the last good one keeps serving, and /readyz says why."""
@@ -271,6 +290,7 @@ def test_an_incompatible_champion_leaves_the_last_good_model_serving(server: tup
     assert _score(url, {"customers": [{"customer_id": "00002"}]}).json()["model_version"] == good
 
 
+@registry_only
 def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
     server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -283,6 +303,7 @@ def test_serve_refuses_to_start_on_a_champion_it_cannot_serve(
     assert "incompatible model" in done.stderr and "core_v99" in done.stderr
 
 
+@registry_only
 def test_serve_refuses_to_start_when_the_tracking_store_is_unreachable(
     server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +315,7 @@ def test_serve_refuses_to_start_when_the_tracking_store_is_unreachable(
     assert "127.0.0.1" in done.stderr and "Traceback" not in done.stderr
 
 
+@registry_only
 def test_secrets_never_reach_the_logs(server: tuple[str, Path]) -> None:
     """After every request above (good keys, wrong keys, webhooks delivered), neither an API key nor the
     webhook secret appears in the server's log or the batch run's output."""

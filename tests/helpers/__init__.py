@@ -24,6 +24,7 @@ DIAMOND = str(Path(sys.executable).with_name("diamond"))
 API_KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CUTOFF = "1997-09-30"
+STORES = ("sqlite", "postgresql")  # the serving stores the store-backed tests run on (fixture `store_url`)
 # a small, fast model: one Optuna trial, 50 shallow trees
 SMALL_TRAINING = {
     "trials": 1,
@@ -108,12 +109,12 @@ def write_serving_config(work: Path, serving: dict | None = None) -> None:
     (work / "serving.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
-def _score_cdnow(cdnow_dir: Path, work: Path) -> None:
-    """`diamond score` CDNOW at CUTOFF with work's MLflow store, serving store and serving.yaml; its output
-    in work/score.out."""
+def _score_cdnow(cdnow_dir: Path, work: Path, store_url: str | None = None) -> None:
+    """`diamond score` CDNOW at CUTOFF with work's MLflow store, serving store (or `store_url`) and
+    serving.yaml; its output in work/score.out."""
     env = {
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-        "DIAMOND_STORE_URL": f"sqlite:///{work / 'diamond.db'}",
+        "DIAMOND_STORE_URL": store_url or f"sqlite:///{work / 'diamond.db'}",
         "DIAMOND_SERVING_CONFIG": str(work / "serving.yaml"),
     }
     scored = run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=work, env=env).stdout
@@ -141,33 +142,38 @@ def serve_champion(
     serving: dict | None = None,
     env: dict[str, str] | None = None,
     restore_env_early: bool = False,
+    store_url: str | None = None,
 ) -> Iterator[str]:
     """Serve `champion` (from build_cdnow_champion) from a copy in `work`, with API_KEY on a free 127.0.0.1
     port; yields the base URL. The copy has been batch-scored on CDNOW at CUTOFF (its output in score.out):
     without `serving` overrides the copy is champion/scored, else `serving` overrides serving.yaml settings
     (default: no webhook endpoints) and the copy of champion/trained is scored here. `env` adds variables.
+    `store_url` (e.g. a PostgreSQL database) replaces the serving store work/diamond.db, and is scored here.
     Everything lives in `work` (work/training.yaml is the small training config) and the environment is
     restored afterwards (`restore_env_early`: as soon as the server is up, for callers that only send it
     HTTP requests)."""
     saved = dict(os.environ)
     os.environ.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
-        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
-        DIAMOND_API_KEYS=f"another-key,{API_KEY}",
-        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
-        **(env or {}),
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "DIAMOND_STORE_URL": store_url or f"sqlite:///{work / 'diamond.db'}",
+            "DIAMOND_API_KEYS": f"another-key,{API_KEY}",
+            "DIAMOND_SERVING_CONFIG": str(work / "serving.yaml"),
+            **(env or {}),  # e.g. the same store with options in its URL
+        }
     )
     write_serving_config(work, serving)
     proc: subprocess.Popen[bytes] | None = None
     try:
         (work / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
-        if serving is None:  # the same config as champion/scored: its copy
-            for name in ("mlflow.db", "diamond.db", "score.out"):
-                shutil.copyfile(champion / "scored" / name, work / name)
+        if serving is None and store_url is None:  # the same config as champion/scored: its copy
+            for name in ("mlflow.db", "diamond.db", "diamond.db-wal", "score.out"):
+                if (champion / "scored" / name).exists():  # the store's write-ahead log, if any, with it
+                    shutil.copyfile(champion / "scored" / name, work / name)
             shutil.copytree(champion / "scored" / ".diamond", work / ".diamond")
         else:
             copy_store(champion / "trained", work)
-            _score_cdnow(cdnow_dir, work)
+            _score_cdnow(cdnow_dir, work, store_url)
         port = free_port()
         with (work / "serve.log").open("wb") as log:
             proc = subprocess.Popen(

@@ -85,6 +85,16 @@ class WebhookReceiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hooks/retention"
 
+    def reset(self) -> None:
+        """Forget everything received so far (a module fixture serving a second store starts afresh)."""
+        with self.lock:
+            self.requests.clear()
+            self.per_id.clear()
+            self.bodies.clear()
+            self.processed.clear()
+            self.rejected.clear()
+            self.duplicates = 0
+
     @property
     def ids(self) -> list[str]:
         """The webhook-id of every authentic request, in order of arrival."""

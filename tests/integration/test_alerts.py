@@ -1,5 +1,6 @@
 """The retention alert store: de-duplication, notification, auto-resolve and people's actions, with hand-built
-score tables and real SQLite files. The rules alone are tested in tests/unit/test_alerts.py."""
+score tables and real stores (a SQLite file and a PostgreSQL database). The rules alone are tested in
+tests/unit/test_alerts.py."""
 
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def _open(engine: sa.Engine) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = store.prepare(sa.create_engine(f"sqlite:///{tmp_path / 'alerts.db'}"))
+def engine(store_url: str) -> Iterator[sa.Engine]:
+    """A new store, on SQLite and on PostgreSQL (conftest's `store_url`)."""
+    eng = store.prepare(store.engine(store_url))
     yield eng
     eng.dispose()
 

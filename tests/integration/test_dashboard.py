@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import pandas as pd
@@ -16,8 +15,8 @@ import pytest
 from serving import dashboard, monitoring, store
 
 
-def test_score_history_is_written_with_the_snapshot_and_a_rerun_replaces_its_rows(tmp_path: Path) -> None:
-    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 's.db'}"))
+def test_score_history_is_written_with_the_snapshot_and_a_rerun_replaces_its_rows(store_url: str) -> None:
+    eng = store.prepare(store.engine(store_url))
 
     def run(as_of: str, p: list[float]) -> None:
         scores = pd.DataFrame(
@@ -47,9 +46,9 @@ def test_score_history_is_written_with_the_snapshot_and_a_rerun_replaces_its_row
     assert store.read_rows(eng, store.SCORES, ["a", "c"])["customer_id"].tolist() == ["a"]
 
 
-def test_overview_before_any_drift_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overview_before_any_drift_says_so(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A store no batch run has measured drift in (e.g. a model without a drift reference), in process."""
-    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    url = store_url
     monkeypatch.setenv("DIAMOND_STORE_URL", url)
 
     async def get() -> httpx.Response:

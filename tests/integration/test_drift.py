@@ -1,10 +1,10 @@
-"""The model-health alert's lifecycle in a real SQLite store, beside customer alerts: opened by drift, updated
-without a second notice, left alone when customer alerts resolve, resolved when the drift is gone."""
+"""The model-health alert's lifecycle in a real store (SQLite, PostgreSQL), beside customer alerts: opened by
+drift, updated without a second notice, left alone when customer alerts resolve, resolved when the drift is
+gone."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,8 +15,8 @@ from serving.config import AlertConfig, DriftConfig
 T0 = datetime(2025, 1, 31)
 
 
-def test_model_health_alert_lifecycle_beside_customer_alerts(tmp_path: Path) -> None:
-    eng = store.engine(f"sqlite:///{tmp_path / 'store.db'}")
+def test_model_health_alert_lifecycle_beside_customer_alerts(store_url: str) -> None:
+    eng = store.engine(store_url)
     config = AlertConfig.model_validate(
         {"rules": [{"kind": "risk", "min_churn_probability": 0.5}], "cooldown_hours": 72}
     )

@@ -1,5 +1,6 @@
-"""The webhook outbox against a real SQLite file and a real local HTTP receiver (no mocks of what we ship).
-Signing, verification and the Slack text alone are tested in tests/unit/test_outbox.py.
+"""The webhook outbox against real stores (a SQLite file, a PostgreSQL database) and a real local HTTP
+receiver (no mocks of what we ship). Signing, verification and the Slack text alone are tested in
+tests/unit/test_outbox.py.
 
 Scheduling time is stepped with explicit ``now`` values; only the hang case waits (~0.2 s timeout).
 """
@@ -11,7 +12,6 @@ import random
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +27,9 @@ T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = sa.create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")
+def engine(store_url: str) -> Iterator[sa.Engine]:
+    """A new store, on SQLite and on PostgreSQL (conftest's `store_url`)."""
+    eng = store.engine(store_url)
     store.prepare(eng)
     store.prepare(eng)  # idempotent
     yield eng
@@ -242,7 +243,7 @@ def test_error_after_the_receiver_got_it_is_resent_with_the_same_id(
 
 
 def test_kill_between_post_and_commit_resends_after_restart(
-    tmp_path: Path, engine: sa.Engine, receiver: WebhookReceiver
+    store_url: str, engine: sa.Engine, receiver: WebhookReceiver
 ) -> None:
     wid = enqueue(engine, "crm", ALERT, now=T0)
 
@@ -255,7 +256,7 @@ def test_kill_between_post_and_commit_resends_after_restart(
     engine.dispose()
     assert receiver.ids == [wid] and list(receiver.processed) == [wid]
 
-    restarted = sa.create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")  # a new process, same file
+    restarted = store.engine(store_url)  # a new process, same store
     try:
         assert pending_count(restarted) == 1  # the delivery was not recorded: nothing is lost
         assert deliver_due(restarted, endpoint(receiver), now=T0 + timedelta(seconds=30)).delivered == 0

@@ -9,6 +9,7 @@ import hashlib
 import shutil
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from alembic.runtime.migration import MigrationContext
 
 from serving import alert_store, outbox, schema, store
 from tests.helpers import API_KEY, free_port, run_diamond
+from tests.helpers.postgres import PostgresCluster
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "store_59865cc.db"
 TABLES = {
@@ -73,6 +75,12 @@ def _diff(eng: sa.Engine) -> list[Any]:
 
 
 def _sha(path: Path) -> str:
+    """The store file's hash once whatever its write-ahead log holds is in it (a no-op outside WAL mode)."""
+    con = sqlite3.connect(path)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -164,21 +172,24 @@ def test_score_and_serve_refuse_an_old_store_until_it_is_upgraded(
 
 
 def test_a_new_store_is_created_at_head_without_asking(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    new_store: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "new" / "diamond.db"
-    monkeypatch.setenv("DIAMOND_STORE_URL", f"sqlite:///{path}")
+    url = new_store()
+    monkeypatch.setenv("DIAMOND_STORE_URL", url)
     assert run_diamond("db", "current").stdout.startswith("none:")
     assert run_diamond("alerts", "list").stdout.strip().endswith("0 live alert(s)")  # a reader creates it
-    eng = store.engine(f"sqlite:///{path}")
+    eng = store.engine(url)
     assert store.revision(eng) == store.head() == "0003"
     assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | {"alembic_version"}
     assert _diff(eng) == []
+    if store.is_sqlite(eng):  # readers never wait for a writer
+        with eng.connect() as con:
+            assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
-    other = tmp_path / "other.db"
-    monkeypatch.setenv("DIAMOND_STORE_URL", f"sqlite:///{other}")
+    other = new_store()
+    monkeypatch.setenv("DIAMOND_STORE_URL", other)
     assert "created at revision 0003" in run_diamond("db", "upgrade").stdout.replace("\n", " ")
-    assert store.revision(store.engine(f"sqlite:///{other}")) == store.head() == "0003"
+    assert store.revision(store.engine(other)) == store.head() == "0003"
 
 
 def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_release(tmp_path: Path) -> None:
@@ -199,6 +210,30 @@ def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_rel
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "head")
     assert _diff(eng) == []
+
+
+def test_the_migrations_build_the_declared_schema_on_postgresql(postgres: PostgresCluster) -> None:
+    """The same revisions on PostgreSQL, from an empty database: 0002 turns the outbox's aware times into
+    naive UTC (a row written at 0001 keeps its instant), head is serving.schema, and down and up again."""
+    eng = store.engine(postgres.new_schema())
+    with eng.begin() as con:
+        command.upgrade(store.alembic_config(con), "0001")
+        con.execute(
+            sa.text(
+                "INSERT INTO outbox (webhook_id, destination, payload, created_at, attempts, "
+                "next_attempt_at, status) VALUES ('w1', 'crm', '{}', '2026-03-01 10:00:00.25+01:00', 0, "
+                "'2026-03-01T09:30:00Z', 'pending')"
+            )
+        )
+    assert store.upgrade(eng) == ("0001", "0003") and _diff(eng) == []
+    with eng.connect() as con:
+        row = con.execute(sa.select(outbox.OUTBOX)).mappings().one()
+    assert row["created_at"] == datetime(2026, 3, 1, 9, 0, 0, 250000)
+    assert row["next_attempt_at"] == datetime(2026, 3, 1, 9, 30)
+    with eng.begin() as con:
+        command.downgrade(store.alembic_config(con), "base")
+    assert set(sa.inspect(eng).get_table_names()) == {"alembic_version"}
+    assert store.upgrade(eng) == (store.NEW, "0003") and _diff(eng) == []
 
 
 def _ddl(path: Path) -> dict[str, str]:
@@ -257,9 +292,9 @@ def test_a_store_of_a_newer_release_is_refused_untouched(old_store: Path) -> Non
     assert _sha(old_store) == untouched
 
 
-def test_concurrent_first_uses_create_the_store_once(tmp_path: Path) -> None:
+def test_concurrent_first_uses_create_the_store_once(store_url: str) -> None:
     """Several workers meeting a new store at once: one creates it, the others wait and find it at head."""
-    url = f"sqlite:///{tmp_path / 'diamond.db'}"
+    url = store_url
     errors: list[BaseException] = []
 
     def first_use() -> None:

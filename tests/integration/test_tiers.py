@@ -1,10 +1,10 @@
-"""The tier store: state, history and movements over runs, in real SQLite files."""
+"""The tier store: state, history and movements over runs, in real stores (a SQLite file and a PostgreSQL
+database)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,8 +16,9 @@ from tests.helpers.frames import T0, TIERS, by_id, raw_tiers
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = store.prepare(sa.create_engine(f"sqlite:///{tmp_path / 'tiers.db'}"))
+def engine(store_url: str) -> Iterator[sa.Engine]:
+    """A new store, on SQLite and on PostgreSQL (conftest's `store_url`)."""
+    eng = store.prepare(store.engine(store_url))
     yield eng
     eng.dispose()
 
