@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL cluster for the tests: Debian's `postgresql` server binaries (`make test` installs
 the package with apt), `initdb` into a temporary folder and `pg_ctl start` on a free 127.0.0.1 port, one
-cluster per pytest process (xdist worker), started on the first test that asks for it; one new schema (or database)
-per test.
+cluster per pytest process (xdist worker), started on the first test that asks for it; a new schema (or
+database) per test.
 
 PostgreSQL refuses to run as root: when the tests run as root (CI, containers) the server runs as Debian's
 `postgres` user through `runuser`, in a folder it owns. Durability is off (fsync, synchronous_commit,
