@@ -513,7 +513,9 @@ def run_seed(args: argparse.Namespace, seed: int) -> SeedRun:
             flush=True,
         )
         run = measure(cmd)
-        frame = pd.read_parquet(result)
+        frame = pd.read_parquet(result).rename(
+            columns={"churn_probability": "model_churn_probability", "predicted_value": "model_predicted_value"}
+        )
     info = run.result
     t = (datetime.fromisoformat(info["cutoff"]) - S.START) / timedelta(days=1)
     print(f"seed {seed}: child done in {run.wall_s:.0f} s; perfect models ...", flush=True)
@@ -571,7 +573,7 @@ def main() -> None:
         print(f"seed {r.seed}:\n{table(r.rows)}")
     print(summary_table(runs))
     Path(args.out).write_text(report(args, runs))
-    print(f"written {Path(args.out).relative_to(ROOT)}")
+    print(f"written {args.out}")
 
 
 def _mean_se(values: list[float | None]) -> tuple[float, float] | None:

@@ -94,3 +94,18 @@ def _check_mlflow(parent_id: str, worst_error: float, worst_at: str, tmp: Path) 
     page = Path(client.download_artifacts(child.info.run_id, "report.html", str(tmp))).read_text()
     assert "<h3>On what happened after T (holdout), 91-day window</h3>" in page
     assert "<h4>tier</h4>" in page and "<section id='parity'>" in page
+
+
+def test_a_single_backtest_needs_one_cutoff_and_one_horizon(cdnow_dir: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "p.parquet")
+    cases = (
+        [],
+        ["--cutoff", "1997-09-30"],
+        ["--cutoff", "1997-09-30", "--cutoff", "1997-12-31", "--horizon", "91d"],
+    )
+    for extra in cases:
+        args = ["backtest", "--data", str(cdnow_dir), "--out", out, *extra]
+        result = run_diamond(*args, check=False)
+        assert result.returncode == 2, result.stdout
+        assert "backtest needs one --cutoff and one --horizon (or --rolling for several)" in result.stderr
+    assert not (tmp_path / "p.parquet").exists()
