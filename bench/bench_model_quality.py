@@ -513,9 +513,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> SeedRun:
             flush=True,
         )
         run = measure(cmd)
-        frame = pd.read_parquet(result).rename(
-            columns={"churn_probability": "model_churn_probability", "predicted_value": "model_predicted_value"}
-        )
+        names = {"churn_probability": "model_churn_probability", "predicted_value": "model_predicted_value"}
+        frame = pd.read_parquet(result).rename(columns=names)
     info = run.result
     t = (datetime.fromisoformat(info["cutoff"]) - S.START) / timedelta(days=1)
     print(f"seed {seed}: child done in {run.wall_s:.0f} s; perfect models ...", flush=True)

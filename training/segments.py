@@ -15,7 +15,8 @@ error (predicted total over realised total, minus one; None when nothing was spe
 `parity.min_customers` is flagged when its AUC is more than `max_auc_drop` below the window's, its calibration
 gap exceeds `max_calibration_gap`, or its value error exceeds `max_value_error` (training.yaml `parity:`).
 A segment's AUC is usually below the whole window's (its customers are more alike), so `max_auc_drop` is a
-margin, not zero.
+margin, not zero; tiers are cut on the predicted value itself, which ranks churn too, so their AUC is not
+judged at all (on CDNOW every tier's AUC is 0.07 to 0.27 below the window's), only their levels.
 """
 
 from __future__ import annotations
@@ -83,16 +84,20 @@ def segment_quality(
         for name in ranked:
             keep = labels == name
             q = _quality(y[keep], p[keep], a[keep], v[keep])
-            out.append({"by": by, "segment": name, **q, "flags": flags(q, whole, parity)})
+            out.append({"by": by, "segment": name, **q, "flags": flags(q, whole, parity, by != "tier")})
     return out
 
 
-def flags(q: Mapping[str, Any], whole: Mapping[str, Any], parity: ParityConfig) -> list[str]:
-    """Why a segment falls outside the parity margins (empty: it does not, or it is too small to say)."""
+def flags(
+    q: Mapping[str, Any], whole: Mapping[str, Any], parity: ParityConfig, judge_auc: bool = True
+) -> list[str]:
+    """Why a segment falls outside the parity margins (empty: it does not, or it is too small to say).
+    `judge_auc` False: the segments are cut on the model's own predictions (tiers), so their customers'
+    scores span a narrow range and their AUC is low by construction; only their levels are judged."""
     if q["customers"] < parity.min_customers:
         return []
     out = []
-    if q["churn_auc"] is not None and whole["churn_auc"] is not None:
+    if judge_auc and q["churn_auc"] is not None and whole["churn_auc"] is not None:
         drop = whole["churn_auc"] - q["churn_auc"]
         if drop > parity.max_auc_drop:
             out.append(

@@ -117,3 +117,13 @@ def test_mlflow_metric_names_are_safe_and_count_the_flags() -> None:
     assert got["holdout_segment/plan_type/basic/value_error"] == pytest.approx(-0.5)
     assert got["holdout_segment/plan_type/basic/customers"] == 4.0
     assert not any("all" in k.split("/") for k in got)  # the whole window is logged as the usual metrics
+
+
+def test_tiers_are_judged_on_their_levels_not_their_auc() -> None:
+    # the same split as the regions: n (rows 0-3) and s (rows 4-7), whose AUC is 0.0625 below the window's
+    split = ROWS["attr_region"].to_numpy()
+    as_tiers = _by(segment_quality({"tier": split}, Y, P, ACTUAL, PREDICTED, LOOSE), "tier")
+    as_region = _by(segment_quality({"region": split}, Y, P, ACTUAL, PREDICTED, LOOSE), "region")
+    assert as_tiers["s"]["churn_auc"] == as_region["s"]["churn_auc"] == pytest.approx(0.75)
+    assert as_tiers["s"]["flags"] == ["predicted value -50.0% off the realised total"]
+    assert as_region["s"]["flags"][0].startswith("churn AUC 0.750")
