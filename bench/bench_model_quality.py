@@ -875,8 +875,8 @@ value errors are within the sampling noise (the levels tables above), so the der
   which alone would give about {1 / ratio - 1:+.0%}. Subscribers are under-predicted because the BG/NBD
   horizon map is a purchase-silence model, not a contract model (issue 16 item 1, open).
 - **The peer's levels.** The plain peer is off by {g["peer_agg"][0]:+.1%} ± {g["peer_agg"][1]:.1%} in
-  aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It learns the H-day
-  answer itself, cancellations included, from label windows whose seasonal factor averages
+  aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It
+  learns the H-day answer itself, cancellations included, from label windows whose seasonal factor averages
   {first.facts["season_peer"]:.2f} (they hold a November–December) against the model's
   {first.facts["season_train"]:.2f}: no bridge from h to H, and no purchase-silence map applied to
   subscribers.
