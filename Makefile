@@ -75,8 +75,8 @@ bench-features: $(VENV)/.dev ## Benchmark feature building vs hand-written SQL a
 	$(BIN)/python bench/bench_features.py --customers 100000 1000000 3000000
 	$(BIN)/python bench/bench_features.py --customers 1000000 --threads 2
 
-bench-model-quality: $(VENV)/.dev ## Model vs baselines vs a perfect model on a synthetic history (~2 min)
-	$(BIN)/python bench/bench_model_quality.py --customers 20000
+bench-model-quality: $(VENV)/.dev ## Model vs a plain peer, baselines and a perfect model, two synthetic seeds (~30 min)
+	$(BIN)/python bench/bench_model_quality.py --customers 50000 --seeds 0 1
 
 bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
 	$(BIN)/python bench/bench_load.py --duration 300

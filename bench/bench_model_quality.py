@@ -1,8 +1,12 @@
-"""Model quality against a perfect model on a synthetic history whose generator knows the truth.
+"""Model quality against a plain peer and a perfect model, on synthetic histories whose generator knows the
+truth, at two seeds.
 
-Runs ``training.pipeline.backtest`` on a cached synthetic history (in a measured subprocess: wall time and
-peak RSS), then scores two perfect models built from the ``truth`` table and the generator's own equations
-(``features.datasets.synthetic``) on the same customers and labels:
+For each seed, runs ``training.pipeline.backtest`` on a cached synthetic history and, in the same measured
+subprocess (wall time and peak RSS), a **plain peer**: untuned XGBoost (library defaults) on the model's own
+columns minus the BTYD ones, trained on H-day labels at the latest month-end origins whose H-day labels end by
+T, with no BTYD input, no bridge and no stacker (``plain_peer``). It then scores two perfect models built from
+the ``truth`` table and the generator's own equations (``features.datasets.synthetic``) on the same customers
+and labels:
 
 * **oracle**: knows every latent (rates, spend, hazard, frailty, favourite category) and whether the
   customer had already dropped out at the cutoff, but not the future: the dropout time after the cutoff is
@@ -13,9 +17,11 @@ peak RSS), then scores two perfect models built from the ``truth`` table and the
   of purchases and spend is left. An upper bound no model can reach.
 
 Both predict P(churned) and E[future value] over (T, T + H] exactly as ``features.build.build_labels``
-defines them. Prints a table and writes ``bench/model_quality.md``.
+defines them. Standard errors: across seeds, and within a seed by bootstrapping the customers (paired for
+model - peer). Prints the tables and writes ``bench/model_quality.md``, with the issue's goals met or not.
 
-Usage: ``python bench/bench_model_quality.py [--customers 20000] [--seed 0] [--horizon 182] [--cutoff DATE]``
+Usage: ``python bench/bench_model_quality.py [--customers 50000] [--seeds 0 1] [--horizon 182]
+[--cutoff DATE]``
 """
 
 from __future__ import annotations
@@ -40,7 +46,6 @@ LOG_CAP = float(np.log(S._MAX_HAZARD_MULT))
 CONVERT = S._OPEN_P[1] * S._CLICK_P[1] * S._CLICK_PURCHASE_P  # campaign sent -> purchase, while active
 CAMPAIGNS = np.arange(10, S._N_DAYS, S._CAMPAIGN_EVERY_DAYS) + 9 / 24  # send times, days since START
 FLAT = np.ones(S._N_DAYS)
-ROWS = ("model", "bgnbd", "rfm", "oracle", "clairvoyant")
 
 
 # --- the backtest, in a measured child -------------------------------------------------------------------
@@ -60,6 +65,7 @@ def backtest_child(data: str, cutoff: str | None, horizon: int, out: str) -> Non
 
     from features.build import monthly_cutoffs
     from features.history import load_history
+    from training import baselines
     from training.config import TrainingConfig
     from training.pipeline import backtest
 
@@ -70,7 +76,21 @@ def backtest_child(data: str, cutoff: str | None, horizon: int, out: str) -> Non
     bt = backtest(history, t, f"{horizon}d", config)
     seconds = time.perf_counter() - start
     assert bt.truth is not None, "the history ends before the cutoff + horizon"
-    bt.predictions.merge(bt.truth, on="customer_id", validate="1:1").to_parquet(out)
+    start = time.perf_counter()
+    peer_p, peer_v, peer = plain_peer(
+        history, bt.trained.artefact.cutoff, horizon, config, bt.trained.scoring_rows
+    )
+    peer["seconds"] = time.perf_counter() - start
+    rows = bt.trained.scoring_rows
+    frame = bt.predictions.assign(
+        peer_churn_probability=peer_p,
+        peer_predicted_value=peer_v,
+        bgnbd_churn_probability=baselines.btyd_churn(rows),
+        bgnbd_predicted_value=baselines.btyd_value(rows),
+        rfm_churn_probability=baselines.rfm_churn_score(rows),  # a rank, not a probability
+        rfm_predicted_value=baselines.rfm_value(rows, horizon),
+    )
+    frame.merge(bt.truth, on="customer_id", validate="1:1").to_parquet(out)
     config_summary = {k: getattr(config, k) for k in ("label_horizon_days", "origins", "trials")}
     print(
         json.dumps(
@@ -83,10 +103,47 @@ def backtest_child(data: str, cutoff: str | None, horizon: int, out: str) -> Non
                 "origins": [o.isoformat() for o in bt.trained.origins],
                 "feature_set": bt.trained.artefact.feature_set,
                 "config": config_summary,
+                "peer": peer,
             },
             default=str,
         )
     )
+
+
+PEER_ROUNDS = 100  # XGBoost's own defaults (XGBClassifier / XGBRegressor): 100 trees, eta 0.3, depth 6
+PEER_PARAMS = {"eta": 0.3, "max_depth": 6, "tree_method": "hist", "nthread": 1}
+
+
+def plain_peer(
+    history: Any, t: datetime, horizon: int, config: Any, scoring_rows: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """The plain peer: XGBoost with its default parameters (no tuning), on the model's own columns minus the
+    BTYD ones, trained on H-day labels stacked over the latest `origins` month ends whose H-day labels end by
+    T (the model's origin rule, at H instead of h: no bridge, no stacker, no horizon map), then applied to
+    the customers at T. Returns P(churn over H), value over H and what it was trained on."""
+    import xgboost as xgb
+
+    from features.build import monthly_cutoffs
+    from features.definitions import BTYD_FEATURES
+    from training import design
+    from training.models import Encoder
+
+    fs = design.choose_feature_set(history, config.feature_set)
+    known = history.until(t)
+    columns = [c for c in design.model_columns(fs, known, config.exclude_features) if c not in BTYD_FEATURES]
+    origins = monthly_cutoffs(known, horizon, config.min_history_days)[-config.origins :]
+    frame = design.training_frame(history, t, origins, horizon, horizon, fs)
+    encoder = Encoder.fit(frame, columns)
+    train, rows = encoder.matrix(frame), encoder.matrix(scoring_rows)
+    seed = {"seed": config.seed}
+    train.set_label(frame["churned"].to_numpy(np.float64))
+    churn = xgb.train({**PEER_PARAMS, **seed, "objective": "binary:logistic"}, train, PEER_ROUNDS)
+    p = churn.predict(rows)
+    train.set_label(np.clip(frame["future_value"].to_numpy(np.float64), 0.0, None))
+    value = xgb.train({**PEER_PARAMS, **seed, "objective": "reg:tweedie"}, train, PEER_ROUNDS)
+    v = value.predict(rows)
+    info = {"origins": [o.isoformat() for o in origins], "rows": len(frame), "columns": len(columns)}
+    return p.astype(np.float64), v.astype(np.float64), info
 
 
 # --- latents the truth table does not carry ---------------------------------------------------------------
@@ -388,6 +445,10 @@ def season(start: float, days: int) -> float:
 
 # --- report ---------------------------------------------------------------------------------------------
 
+PREDICTORS = ("model", "peer", "bgnbd", "rfm")  # columns <name>_churn_probability / _predicted_value
+ROWS = (*PREDICTORS, "oracle", "clairvoyant")
+BOOT = ("churn_auc", "churn_brier", "value_gini", "value_aggregate_error")
+
 
 def score(churned: np.ndarray, value: np.ndarray, p: np.ndarray, v: np.ndarray) -> dict[str, float | None]:
     from training import metrics
@@ -395,12 +456,256 @@ def score(churned: np.ndarray, value: np.ndarray, p: np.ndarray, v: np.ndarray) 
     return {**metrics.churn_metrics(churned, p), **metrics.value_metrics(value, v)}
 
 
+def _quick(y: np.ndarray, value: np.ndarray, p: np.ndarray, v: np.ndarray) -> dict[str, float]:
+    from training import metrics
+
+    return {
+        "churn_auc": metrics.roc_auc(y, p),
+        "churn_brier": metrics.brier(y, p),
+        "value_gini": metrics.normalized_gini(value, v),
+        "value_aggregate_error": metrics.aggregate_error(value, v),
+    }
+
+
+def bootstrap(
+    y: np.ndarray, value: np.ndarray, preds: dict[str, tuple[np.ndarray, np.ndarray]], n: int, seed: int
+) -> dict[str, dict[str, float]]:
+    """Standard errors over customers resampled with replacement (`n` resamples): of each predictor's
+    metrics, and of the paired differences model - peer (`model-peer`) and oracle - peer (`oracle-peer`)."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, dict[str, list[float]]] = {k: {m: [] for m in BOOT} for k in [*preds, "model-peer"]}
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        got = {k: _quick(y[i], value[i], p[i], v[i]) for k, (p, v) in preds.items()}
+        for k, m in got.items():
+            for name, x in m.items():
+                draws[k][name].append(x)
+        for name in BOOT:
+            draws["model-peer"][name].append(got["model"][name] - got["peer"][name])
+    return {k: {m: float(np.std(x, ddof=1)) for m, x in ms.items()} for k, ms in draws.items()}
+
+
+@dataclass
+class SeedRun:
+    """One seed's history, backtest, peer, perfect models and their scores."""
+
+    seed: int
+    folder: Path
+    info: dict[str, Any]
+    wall_s: float
+    peak_rss_mib: float
+    frame: pd.DataFrame
+    cust: Customers
+    rows: dict[str, dict[str, Any]]
+    se: dict[str, dict[str, float]]
+    facts: dict[str, Any]
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> SeedRun:
+    folder = ensure_history(Path(args.data_dir), args.customers, seed)
+    with tempfile.TemporaryDirectory(prefix="bench-model-quality-") as tmp:
+        result = Path(tmp) / "backtest.parquet"
+        cmd = [sys.executable, __file__, "--child", "backtest", "--data", str(folder)]
+        cmd += ["--horizon", str(args.horizon), "--result", str(result)]
+        cmd += ["--cutoff", args.cutoff] if args.cutoff else []
+        print(
+            f"seed {seed}: backtest and plain peer, {args.customers:,} customers, H = {args.horizon} d",
+            flush=True,
+        )
+        run = measure(cmd)
+        names = {"churn_probability": "model_churn_probability", "predicted_value": "model_predicted_value"}
+        frame = pd.read_parquet(result).rename(columns=names)
+    info = run.result
+    t = (datetime.fromisoformat(info["cutoff"]) - S.START) / timedelta(days=1)
+    print(f"seed {seed}: child done in {run.wall_s:.0f} s; perfect models ...", flush=True)
+    truth = pd.read_parquet(folder / "truth.parquet")
+    hidden = hidden_latents(args.customers, seed, truth)
+    cust, events = customers_at(folder, frame["customer_id"], t, args.horizon, hidden)
+    perfect = perfect_models(cust, events, t, args.horizon, args.draws, seed)
+    y, value = frame["churned"].to_numpy(), frame["future_value"].to_numpy()
+    preds = {
+        k: (frame[f"{k}_churn_probability"].to_numpy(), frame[f"{k}_predicted_value"].to_numpy())
+        for k in PREDICTORS
+    }
+    preds.update(perfect)
+    rows: dict[str, dict[str, Any]] = {k: score(y, value, p, v) for k, (p, v) in preds.items()}
+    rows["rfm"].update(churn_brier=None, churn_logloss=None)  # a rank: no probability to score
+    print(f"seed {seed}: bootstrap ...", flush=True)
+    se = bootstrap(y, value, preds, args.boot, seed)
+    se["rfm"]["churn_brier"] = float("nan")
+    sd_abs = value_sd(cust, t, args.horizon)
+    origins = [(datetime.fromisoformat(o) - S.START) / timedelta(days=1) for o in info["origins"]]
+    h = info["config"]["label_horizon_days"]
+    sub = cust.sub
+    facts = {
+        "sd": sd_abs / value.sum(),
+        "season_train": float(np.mean([season(o, h) for o in origins])),
+        "season_window": season(t, args.horizon),
+        "season_peer": float(
+            np.mean(
+                [
+                    season((datetime.fromisoformat(o) - S.START) / timedelta(days=1), args.horizon)
+                    for o in info["peer"]["origins"]
+                ]
+            )
+        ),
+        "sub_rate": float(y[sub].mean()),
+        "sub_p": {k: float(p[sub].mean()) for k, (p, _) in preds.items() if k != "rfm"},
+        "levels": levels(
+            y, value, {k: preds[k] for k in ("model", "peer", "oracle", "clairvoyant")}, sub, sd_abs
+        ),
+    }
+    return SeedRun(seed, folder, info, run.wall_s, run.peak_rss_mib, frame, cust, rows, se, facts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--horizon", type=int, default=182, help="H, days")
+    parser.add_argument("--cutoff", default=None, help="default: the last month end with H days after it")
+    parser.add_argument("--draws", type=int, default=256, help="oracle: dropout draws per customer")
+    parser.add_argument("--boot", type=int, default=100, help="bootstrap resamples for standard errors")
+    parser.add_argument("--data-dir", default=str(ROOT / "bench" / ".data"), help="cached histories")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "model_quality.md"))
+    parser.add_argument("--child", choices=["backtest"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "backtest":
+        backtest_child(args.data, args.cutoff, args.horizon, args.result)
+        return
+    runs = [run_seed(args, seed) for seed in args.seeds]
+    for r in runs:
+        print(f"seed {r.seed}:\n{table(r.rows)}")
+    print(summary_table(runs))
+    Path(args.out).write_text(report(args, runs))
+    print(f"written {args.out}")
+
+
+def _mean_se(values: list[float | None]) -> tuple[float, float] | None:
+    """Mean over seeds and its standard error (sd / sqrt(n); for two seeds |a - b| / 2)."""
+    if any(v is None for v in values):
+        return None
+    x = np.asarray(values, dtype=np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def _pm(ms: tuple[float, float] | None, spec: str) -> str:
+    if ms is None:
+        return "–"
+    return f"{format(ms[0], spec)} ± {format(ms[1], spec.lstrip('+'))}"
+
+
+def _share(m: float, peer: float, perfect: float) -> float:
+    """The part of the gap from the peer to a perfect model that `m` closes."""
+    return (m - peer) / (perfect - peer)
+
+
+def summary_table(runs: list[SeedRun]) -> str:
+    """Each row's metrics, the mean over seeds ± its standard error across seeds."""
+    cols = (
+        ("churn_auc", ".4f"),
+        ("churn_brier", ".4f"),
+        ("value_gini", ".4f"),
+        ("value_aggregate_error", "+.1%"),
+        ("value_decile_mape", ".1%"),
+    )
+    out = [
+        "| predictor | churn AUC | Brier | value Gini | aggregate error | decile MAPE "
+        "| subscribers: mean P(churn) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in ROWS:
+        cells = [_pm(_mean_se([r.rows[name][k] for r in runs]), spec) for k, spec in cols]
+        sub = _mean_se([r.facts["sub_p"].get(name) for r in runs]) if name != "rfm" else None
+        out.append(f"| {name} | {' | '.join(cells)} | {_pm(sub, '.3f')} |")
+    rate = _mean_se([r.facts["sub_rate"] for r in runs])
+    out.append(f"| realised | | | | | | {_pm(rate, '.3f')} (cancellation rate) |")
+    return "\n".join(out)
+
+
+def seed_table(r: SeedRun) -> str:
+    """One seed: each row's metrics ± bootstrap standard errors (customers resampled)."""
+    out = [
+        "| predictor | churn AUC | Brier | value Gini | aggregate error |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in ROWS:
+        m, e = r.rows[name], r.se[name]
+        cells = [
+            "–" if m[k] is None else f"{format(m[k], spec)} ± {format(e[k], spec.lstrip('+'))}"
+            for k, spec in (
+                ("churn_auc", ".4f"),
+                ("churn_brier", ".4f"),
+                ("value_gini", ".4f"),
+                ("value_aggregate_error", "+.1%"),
+            )
+        ]
+        out.append(f"| {name} | {' | '.join(cells)} |")
+    d = r.se["model-peer"]
+    auc = r.rows["model"]["churn_auc"] - r.rows["peer"]["churn_auc"]
+    gini = r.rows["model"]["value_gini"] - r.rows["peer"]["value_gini"]
+    out.append(
+        f"| model − peer (paired) | {auc:+.4f} ± {d['churn_auc']:.4f} | "
+        f"| {gini:+.4f} ± {d['value_gini']:.4f} | |"
+    )
+    return "\n".join(out)
+
+
+def goals(runs: list[SeedRun]) -> tuple[str, dict[str, Any]]:
+    """The issue's goals, each measured as the mean over seeds, and whether it is met."""
+
+    def mean(f: Any) -> tuple[float, float]:
+        got = _mean_se([f(r) for r in runs])
+        assert got is not None
+        return got
+
+    d_auc = mean(lambda r: r.rows["model"]["churn_auc"] - r.rows["peer"]["churn_auc"])
+    d_gini = mean(lambda r: r.rows["model"]["value_gini"] - r.rows["peer"]["value_gini"])
+    closed = {
+        (k, perfect): mean(
+            lambda r, k=k, perfect=perfect: _share(r.rows["model"][k], r.rows["peer"][k], r.rows[perfect][k])
+        )
+        for k in ("churn_auc", "value_gini")
+        for perfect in ("clairvoyant", "oracle")
+    }
+    sub = mean(lambda r: r.facts["sub_p"]["model"] / r.facts["sub_rate"] - 1)
+    agg = mean(lambda r: r.rows["model"]["value_aggregate_error"])
+    peer_sub = mean(lambda r: r.facts["sub_p"]["peer"] / r.facts["sub_rate"] - 1)
+    peer_agg = mean(lambda r: r.rows["peer"]["value_aggregate_error"])
+
+    def yes(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    lines = [
+        "| goal | measured (mean over seeds ± se) | verdict |",
+        "|---|---:|---|",
+        f"| churn AUC ≥ plain peer + 0.005 | {d_auc[0]:+.4f} ± {d_auc[1]:.4f} | {yes(d_auc[0] >= 0.005)} |",
+        f"| spend Gini ≥ plain peer + 0.005 | {d_gini[0]:+.4f} ± {d_gini[1]:.4f} "
+        f"| {yes(d_gini[0] >= 0.005)} |",
+    ]
+    for (k, perfect), (m, e) in closed.items():
+        name = "churn AUC" if k == "churn_auc" else "spend Gini"
+        lines.append(
+            f"| ≥ 30 % of the gap from the peer to the {perfect} closed ({name}) | {m:+.1%} ± {e:.1%} "
+            f"| {yes(m >= 0.30)} |"
+        )
+    lines += [
+        f"| subscribers' mean predicted cancellation within ±10 % of realised | {sub[0]:+.1%} ± {sub[1]:.1%} "
+        f"| {yes(abs(sub[0]) <= 0.10)} |",
+        f"| aggregate value within ±10 % | {agg[0]:+.1%} ± {agg[1]:.1%} | {yes(abs(agg[0]) <= 0.10)} |",
+    ]
+    found = {"d_auc": d_auc, "d_gini": d_gini, "closed": closed, "sub": sub, "agg": agg}
+    return "\n".join(lines), {**found, "peer_sub": peer_sub, "peer_agg": peer_agg}
+
+
 def table(rows: dict[str, dict[str, Any]]) -> str:
     def f(x: Any, spec: str = ".3f") -> str:
         return "–" if x is None else format(x, spec)
 
     out = [
-        "| model | churn AUC | Brier | value Gini | aggregate error | decile MAPE | AUC share vs oracle "
+        "| predictor | churn AUC | Brier | value Gini | aggregate error | decile MAPE | AUC share vs oracle "
         "| Gini share vs oracle | AUC share vs clairvoyant | Gini share vs clairvoyant |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -417,65 +722,6 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
             f"| {' | '.join(shares)} |"
         )
     return "\n".join(out)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--horizon", type=int, default=182, help="H, days")
-    parser.add_argument("--cutoff", default=None, help="default: the last month end with H days after it")
-    parser.add_argument("--draws", type=int, default=256, help="oracle: dropout draws per customer")
-    parser.add_argument("--data-dir", default=str(ROOT / "bench" / ".data"), help="cached histories")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "model_quality.md"))
-    parser.add_argument("--child", choices=["backtest"], help=argparse.SUPPRESS)
-    parser.add_argument("--data", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.child == "backtest":
-        backtest_child(args.data, args.cutoff, args.horizon, args.result)
-        return
-
-    folder = ensure_history(Path(args.data_dir), args.customers, args.seed)
-    with tempfile.TemporaryDirectory(prefix="bench-model-quality-") as tmp:
-        result = Path(tmp) / "backtest.parquet"
-        cmd = [sys.executable, __file__, "--child", "backtest", "--data", str(folder)]
-        cmd += ["--horizon", str(args.horizon), "--result", str(result)]
-        cmd += ["--cutoff", args.cutoff] if args.cutoff else []
-        print(f"backtest: {args.customers:,} customers, H = {args.horizon} days ...", flush=True)
-        run = measure(cmd)
-        frame = pd.read_parquet(result)
-    info = run.result
-    cutoff = datetime.fromisoformat(info["cutoff"])
-    t = (cutoff - S.START) / timedelta(days=1)
-    print(f"backtest done in {run.wall_s:.0f} s; perfect models ...", flush=True)
-
-    truth = pd.read_parquet(folder / "truth.parquet")
-    hidden = hidden_latents(args.customers, args.seed, truth)
-    cust, events = customers_at(folder, frame["customer_id"], t, args.horizon, hidden)
-    perfect = perfect_models(cust, events, t, args.horizon, args.draws, args.seed)
-    y, value = frame["churned"].to_numpy(), frame["future_value"].to_numpy()
-    rows: dict[str, dict[str, Any]] = {k: info["metrics"][k] for k in ("model", "bgnbd", "rfm")}
-    rows.update({k: score(y, value, p, v) for k, (p, v) in perfect.items()})
-    text = table(rows)
-    print(text)
-
-    sd_abs = value_sd(cust, t, args.horizon)
-    sd = sd_abs / value.sum()
-    model = (frame["churn_probability"].to_numpy(), frame["predicted_value"].to_numpy())
-    origins = [(datetime.fromisoformat(o) - S.START) / timedelta(days=1) for o in info["origins"]]
-    h = info["config"]["label_horizon_days"]
-    facts = {
-        "sd": sd,
-        "season_train": float(np.mean([season(o, h) for o in origins])),
-        "season_window": season(t, args.horizon),
-        "sub_p": float(model[0][cust.sub].mean()),
-        "sub_rate": float(y[cust.sub].mean()),
-        "levels": levels(y, value, {"model": model, **perfect}, cust.sub, sd_abs),
-    }
-    print(f"sampling sd of the total value: {sd:.1%}")
-    Path(args.out).write_text(report(args, info, run, frame, cust, text, rows, facts))
-    print(f"written {Path(args.out).relative_to(ROOT)}")
 
 
 def levels(
@@ -504,63 +750,83 @@ def levels(
     return "\n".join(out)
 
 
-def report(
-    args: argparse.Namespace,
-    info: dict[str, Any],
-    run: Any,
-    frame: pd.DataFrame,
-    cust: Customers,
-    text: str,
-    rows: dict[str, dict[str, Any]],
-    facts: dict[str, Any],
-) -> str:
-    steps = ", ".join(f"{k.removesuffix('_s')} {v:.0f} s" for k, v in info["steps_s"].items())
-    m, o, c, bg = rows["model"], rows["oracle"], rows["clairvoyant"], rows["bgnbd"]
-    cfg, sd = info["config"], facts["sd"]
+SETUP_HEADER = (
+    "| seed | T | customers at T | subscribers | churn rate | actual value | model rows | peer rows "
+    "| backtest | peer | child wall | child peak RSS | value sampling sd |\n"
+    "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+)
 
-    def share(r: dict[str, Any], key: str) -> str:
-        gain = (r[key] - 0.5) / (o[key] - 0.5) if key == "churn_auc" else r[key] / o[key]
-        return f"{gain:.0%}"
 
-    err = m["value_aggregate_error"]
-    ratio = facts["season_window"] / facts["season_train"]
-    far = " — far outside the noise" if abs(err) > 3 * sd else ""
+def report(args: argparse.Namespace, runs: list[SeedRun]) -> str:
+    first = runs[0]
+    info, cfg = first.info, first.info["config"]
+    seeds = " ".join(str(r.seed) for r in runs)
+    goal_table, g = goals(runs)
+    setup = "\n".join(
+        f"| {r.seed} | {r.info['cutoff'][:10]} | {len(r.frame):,} | {r.cust.sub.mean():.1%} "
+        f"| {r.frame['churned'].mean():.1%} | {r.frame['future_value'].sum():,.0f} "
+        f"| {r.info['training_rows']:,} "
+        f"| {r.info['peer']['rows']:,} | {r.info['backtest_s']:.0f} s | {r.info['peer']['seconds']:.0f} s "
+        f"| {r.wall_s:.0f} s | {r.peak_rss_mib:,.0f} MiB | {r.facts['sd']:.1%} |"
+        for r in runs
+    )
+    per_seed = "\n\n".join(
+        f"### Seed {r.seed}\n\n{seed_table(r)}\n\nShares of the perfect models' gains:\n\n{table(r.rows)}\n\n"
+        f"Levels by group (churn rates, then value errors; z in sampling sds):\n\n{r.facts['levels']}"
+        for r in runs
+    )
     cutoff_flag = f" --cutoff {args.cutoff}" if args.cutoff else ""
-    return f"""# Model quality against a perfect model
+    ratio = first.facts["season_window"] / first.facts["season_train"]
+    peer = info["peer"]
+    return f"""# Model quality against a plain peer and a perfect model
 
-Generated by `bench/bench_model_quality.py` on {date.today().isoformat()} ({machine()}):
+Generated by `bench/bench_model_quality.py` on {date.today().isoformat()} ({machine()}), one run:
 
 ```bash
-.venv/bin/python bench/bench_model_quality.py --customers {args.customers} --seed {args.seed} \\
+.venv/bin/python bench/bench_model_quality.py --customers {args.customers} --seeds {seeds} \\
     --horizon {args.horizon}{cutoff_flag}
 ```
 
 ## Setup
 
-- History: `diamond data synthetic --customers {args.customers} --seed {args.seed}` (cached in
-  `bench/.data/`), declared end {S.AS_OF:%Y-%m-%d}.
-- Cutoff T = {info["cutoff"]}, horizon H = {args.horizon} days: predictions and labels over (T, T + H]
-  (labels as `features.build.build_labels`: subscribers churn by cancelling, everybody else by not
-  buying; value = net amount, refunds negative, subscription fees included).
-- {len(frame):,} customers eligible at T ({cust.sub.mean():.1%} subscribers), churn rate
-  {frame["churned"].mean():.1%}, actual value {frame["future_value"].sum():,.0f}.
-- Diamond: `backtest(history, T, "{args.horizon}d", config)` with
-  `config = TrainingConfig.load().model_copy(update={{"horizon_days": {args.horizon}}})` from the
-  project's `training.yaml`: feature set `{info["feature_set"]}`, {len(info["origins"])} training
-  origins ({", ".join(x[:10] for x in info["origins"])}), label horizon h = {cfg["label_horizon_days"]} days
-  (bridged to H), {cfg["trials"]} Optuna trials per model, {info["training_rows"]:,} training rows.
-- Backtest time: **{info["backtest_s"]:.0f} s** inside the child ({steps}); the child process took
-  {run.wall_s:.0f} s wall with imports and data loading, peak RSS {run.peak_rss_mib:,.0f} MiB.
+- Histories: `diamond data synthetic --customers {args.customers} --seed S` for S in {seeds} (cached in
+  `bench/.data/`), all four tables, declared end {S.AS_OF:%Y-%m-%d}.
+- Cutoff T (the last month end with H days after it), horizon H = {args.horizon} days: predictions and labels
+  over (T, T + H] (labels as `features.build.build_labels`: subscribers churn by cancelling, everybody else by
+  not buying; value = net amount, refunds negative, subscription fees included).
+- **model** (Diamond): `backtest(history, T, "{args.horizon}d", config)` with the project's `training.yaml`
+  (H = {args.horizon}): feature set `{info["feature_set"]}`, {len(info["origins"])} origins
+  ({", ".join(x[:10] for x in info["origins"])}), label horizon h = {cfg["label_horizon_days"]} days
+  bridged to H by BG/NBD, BTYD inputs, {cfg["trials"]} Optuna trials per model, the RFM stacker.
+- **peer** (the plain peer): XGBoost with its library defaults (100 trees, eta 0.3, depth 6, no tuning;
+  `binary:logistic` for churn, `reg:tweedie` for spend) on the model's own {peer["columns"]} columns minus
+  the four BTYD ones, trained on **H-day** labels stacked over the latest {len(peer["origins"])} month ends
+  whose H-day labels end by T ({", ".join(x[:10] for x in peer["origins"])}): the model's origin rule at H,
+  since the model's own origins cannot carry H-day labels without looking past T. No BTYD input, no bridge, no
+  stacker, no horizon map: it answers for H directly.
+- **bgnbd** and **rfm**: the baselines on the same customers (BG/NBD + Gamma-Gamma over H; the RFM rank and
+  run rate). **oracle** and **clairvoyant**: the generator's truth (below).
+- Standard errors: across seeds, sd / √n (for two seeds, |a − b| / 2); within a seed, {args.boot} bootstrap
+  resamples of the customers (paired for model − peer).
 
-## Results
+{SETUP_HEADER}
+{setup}
 
-{text}
+## Results: mean over seeds ± standard error across seeds
 
-Shares are the part of the achievable gain over a coin flip (AUC) or over a random order (Gini) that a row
-reaches: (AUC − 0.5) / (perfect AUC − 0.5) and Gini / perfect Gini. RFM is a rank, so it has no Brier
-score and its value levels are not calibrated. Given every latent and the true dropout times, the window's
-total value still has a sampling sd of about {sd:.1%} (compound Poisson), so aggregate errors within
-±{2 * sd:.1%} are noise.
+{summary_table(runs)}
+
+## The issue's goals (issue 16)
+
+{goal_table}
+
+The gap closed is (model − peer) / (perfect − peer) for churn AUC and spend Gini: the clairvoyant is the
+brief's perfect model (it knows the true dropout times), the oracle the best achievable without seeing future
+randomness.
+
+## Per seed, with bootstrap standard errors
+
+{per_seed}
 
 ## The two perfect models
 
@@ -589,46 +855,31 @@ The favourite category and the ticket frailty are not in the truth table: the sc
 generator's own chunks with the same random streams and keeps those two draws (checking that the re-run
 reproduces `truth.parquet`), discarding the simulated events.
 
-Approximations, all small: refunds are taken as 4 % of the window's purchase value (refunds of purchases
-just before T landing in the window and of window purchases landing after it roughly cancel; customers
-already gone get value 0 although a refund of an earlier purchase can still land in the window); the
-0.50 floor and cent rounding of amounts are ignored; the oracle treats campaign-driven purchases (about
-0.2 % of purchases) as decaying ones in its likelihood; the campaign delay distribution is a
-400,000-sample empirical CDF; the oracle's {args.draws} draws add Monte-Carlo noise of at most about
-{0.5 / args.draws**0.5:.3f} to a probability.
+Approximations, all small: refunds are taken as 4 % of the window's purchase value; the 0.50 floor and cent
+rounding of amounts are ignored; the oracle treats campaign-driven purchases (about 0.2 % of purchases) as
+decaying ones in its likelihood; the campaign delay distribution is a 400,000-sample empirical CDF; the
+oracle's {args.draws} draws add Monte-Carlo noise of at most about {0.5 / args.draws**0.5:.3f} to a
+probability. The perfect models' mean probabilities match the realised churn rate in each group and their
+value errors are within the sampling noise (the levels tables above), so the derivation matches the generator.
 
-### Levels by group, and a check of the perfect models
+## What the numbers say
 
-The first three number columns are churn rates (mean predicted probabilities), the next three are the
-total value (predicted over actual, minus one); z is the total's error in sampling sds (|z| up to about 2
-is noise).
-
-{facts["levels"]}
-
-The perfect models' mean probabilities match the realised churn rate in each group and their value errors
-are within the sampling noise, so the derivation matches the generator.
-
-## What the gap means
-
-- **Churn ranking.** The model's AUC {m["churn_auc"]:.3f} is {share(m, "churn_auc")} of the oracle's
-  achievable gain over chance (BG/NBD {share(bg, "churn_auc")}, RFM {share(rows["rfm"], "churn_auc")}).
-  The oracle–clairvoyant gap ({o["churn_auc"]:.3f} → {c["churn_auc"]:.3f}) is the randomness of future
-  dropout times: no model can close it.
-- **Churn calibration.** Brier {m["churn_brier"]:.3f} against the oracle's {o["churn_brier"]:.3f} and BG/NBD's
-  {bg["churn_brier"]:.3f}: the model's mean probability is {m["churn_mean_probability"]:.3f} for a churn rate
-  of {m["churn_rate"]:.3f}, and {facts["sub_p"]:.3f} for the subscribers' cancellation rate of
-  {facts["sub_rate"]:.3f}.
-- **Value ranking.** Normalized Gini {m["value_gini"]:.3f} is {share(m, "value_gini")} of the oracle's
-  {o["value_gini"]:.3f}; even the oracle's Gini is below 1 because purchase counts and amounts stay random
-  given all latents.
-- **Value level.** The model's aggregate error is {err:+.1%} (BG/NBD {bg["value_aggregate_error"]:+.1%},
-  oracle {o["value_aggregate_error"]:+.1%}, noise sd {sd:.1%}){far}.
-  The generator's seasonal purchase factor averages {facts["season_train"]:.2f} over the training label
-  windows (origin, origin + {cfg["label_horizon_days"]} d] and {facts["season_window"]:.2f} over the scored
-  window (ratio {ratio:.2f}); no feature is a calendar input, so levels learned on the origins cannot
-  follow the November–December peak, which alone would give about {1 / ratio - 1:+.0%}. Rankings are
-  unaffected by a common factor, which is why the Gini share stays high while the level is off; the
-  table above shows where the level goes wrong.
+- **Against the plain peer.** Diamond's churn AUC is {g["d_auc"][0]:+.4f} ± {g["d_auc"][1]:.4f} from the
+  peer's and its spend Gini {g["d_gini"][0]:+.4f} ± {g["d_gini"][1]:.4f} (mean over seeds ± se across seeds;
+  the paired bootstrap se within each seed is in the per-seed tables).
+- **Levels.** Diamond's aggregate value error is {g["agg"][0]:+.1%} ± {g["agg"][1]:.1%} and its subscribers'
+  mean predicted cancellation is {g["sub"][0]:+.1%} ± {g["sub"][1]:.1%} off the realised rate. The generator's
+  seasonal purchase factor averages {first.facts["season_train"]:.2f} over the model's training label windows
+  and {first.facts["season_window"]:.2f} over the scored window (ratio {ratio:.2f}, seed {first.seed}); no
+  feature is a calendar input, so levels learned at the origins cannot follow the November–December peak,
+  which alone would give about {1 / ratio - 1:+.0%}. Subscribers are under-predicted because the BG/NBD
+  horizon map is a purchase-silence model, not a contract model (issue 16 item 1, open).
+- **The peer's levels.** The plain peer is off by {g["peer_agg"][0]:+.1%} ± {g["peer_agg"][1]:.1%} in
+  aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It
+  learns the H-day answer itself, cancellations included, from label windows whose seasonal factor averages
+  {first.facts["season_peer"]:.2f} (they hold a November–December) against the model's
+  {first.facts["season_train"]:.2f}: no bridge from h to H, and no purchase-silence map applied to
+  subscribers.
 """
 
 

@@ -291,9 +291,29 @@ def _print_alerts(scored: BatchResult, top: pd.DataFrame | None) -> None:
 @app.command()
 def backtest(
     data: Annotated[Path, typer.Option("--data", help="History folder.")],
-    cutoff: Annotated[str, typer.Option(help="Train with data at or before this time; predict from it.")],
-    horizon: Annotated[str, typer.Option(help="Prediction horizon, e.g. 273d or 39w.")],
-    out_file: Annotated[Path, typer.Option("--out", help="Parquet file for the predictions.")],
+    out_file: Annotated[
+        Path, typer.Option("--out", help="Parquet file for the predictions (with --rolling: all of them).")
+    ],
+    cutoff: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Train with data at or before this time; predict from it. With --rolling: repeat for "
+            "several (default: every quarter end with complete labels)."
+        ),
+    ] = None,
+    horizon: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Prediction horizon, e.g. 273d or 39w. With --rolling: repeat for several "
+            "(default: rolling.horizons_days in training.yaml)."
+        ),
+    ] = None,
+    rolling: Annotated[
+        bool,
+        typer.Option(
+            "--rolling", help="Backtest at several cutoffs and horizons; report each and the worst."
+        ),
+    ] = False,
     config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
     track: Annotated[bool, typer.Option(help="Log the run (and holdout metrics) to MLflow.")] = True,
 ) -> None:
@@ -301,11 +321,61 @@ def backtest(
     from training import tracking
     from training.config import TrainingConfig
 
-    with _user_errors(), _progress(None, "backtest") as advance:
+    with _user_errors():
+        if not rolling and (len(cutoff or []) != 1 or len(horizon or []) != 1):
+            raise ValueError("backtest needs one --cutoff and one --horizon (or --rolling for several)")
+    with _user_errors(), _progress(None, "rolling backtest" if rolling else "backtest") as advance:
         cfg = TrainingConfig.load(config)
         mlcfg = tracking.MlflowConfig.load() if track else None
-        run = flows.backtest(data, cutoff, horizon, cfg, out_file, mlcfg, advance)
-    _print_backtest(run)
+        run: flows.RollingRun | flows.BacktestRun
+        if rolling:
+            run = flows.rolling_backtest(data, cutoff, horizon, cfg, out_file, mlcfg, advance)
+        else:
+            assert cutoff and horizon
+            run = flows.backtest(data, cutoff[0], horizon[0], cfg, out_file, mlcfg, advance)
+    if isinstance(run, flows.RollingRun):
+        _print_rolling(run)
+    else:
+        _print_backtest(run)
+
+
+ROLLING_COLUMNS = {  # summary column -> (heading, format)
+    "churn_auc": ("AUC", ".4f"),
+    "churn_brier": ("Brier", ".4f"),
+    "churn_rate": ("churn rate", ".3f"),
+    "churn_mean_probability": ("mean P", ".3f"),
+    "value_gini": ("Gini", ".4f"),
+    "value_aggregate_error": ("aggregate", "+.1%"),
+    "value_decile_mape": ("decile MAPE", ".3f"),
+}
+
+
+def _print_rolling(run: flows.RollingRun) -> None:
+    """One row per (horizon, cutoff), then the worst value of each metric and where it happened."""
+    import math
+
+    table = Table("horizon", "cutoff", "customers", *(h for h, _ in ROLLING_COLUMNS.values()), "parity flags")
+    for r in run.summary.to_dict("records"):
+        cells = [
+            "not yet known" if not r["scored"] or math.isnan(r[k]) else format(r[k], spec)
+            for k, (_, spec) in ROLLING_COLUMNS.items()
+        ]
+        flags = "—" if r["parity_flags"] is None or not r["scored"] else str(int(r["parity_flags"]))
+        table.add_row(
+            f"{r['horizon_days']}d", f"{r['cutoff']:%Y-%m-%d}", f"{r['customers']:,}", *cells, flags
+        )
+    out.print(table)
+    if run.worst:
+        out.print("worst over the scored backtests:")
+        for metric, w in run.worst.items():
+            heading, spec = ROLLING_COLUMNS[metric]
+            where = f"{w['horizon_days']}d at {w['cutoff']:%Y-%m-%d}"
+            out.print(f"  {heading:<12} {format(w['value'], spec):>8}  ({where})")
+    else:
+        out.print("no backtest could be scored: the history ends before every cutoff + horizon")
+    out.print(f"predictions: {run.predictions.resolve()} ({len(run.summary)} backtests)")
+    if run.run_id:
+        out.print(f"MLflow run {run.run_id} (each backtest a nested run under it)")
 
 
 def _print_backtest(run: flows.BacktestRun) -> None:

@@ -75,6 +75,17 @@ class BacktestRun:
 
 
 @dataclass(frozen=True)
+class RollingRun:
+    """A rolling backtest: one summary row per (horizon, cutoff) (training.rolling), the worst value of each
+    metric, the Parquet file of every prediction, and the parent MLflow run (None: not tracked)."""
+
+    summary: pd.DataFrame
+    worst: dict[str, dict[str, Any]]
+    predictions: Path
+    run_id: str | None
+
+
+@dataclass(frozen=True)
 class ScoreRun:
     """A batch-scoring run on one machine (DuckDB): scores, tiers, alerts, drift, webhooks, snapshot."""
 
@@ -201,7 +212,6 @@ def backtest_history(
     `out`, and (with `mlcfg`) log the run, its holdout metrics and its model report to MLflow."""
     import pyarrow as pa
 
-    from training import report, tracking
     from training.pipeline import backtest as run_backtest
 
     result = run_backtest(history, cutoff, horizon, config)
@@ -210,6 +220,22 @@ def backtest_history(
     progress(BACKTEST_STEPS[1])
     if mlcfg is None:
         return BacktestRun(result, out, None)
+    run_id = _log_backtest(history, result, config, mlcfg)
+    progress(BACKTEST_STEPS[2])
+    return BacktestRun(result, out, run_id)
+
+
+def _log_backtest(
+    history: History,
+    result: Backtest,
+    config: TrainingConfig,
+    mlcfg: MlflowConfig,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """One backtest as an MLflow run: the training run (never registered), its holdout metrics and quality
+    by segment, and its model report (with both); returns the run id."""
+    from training import report, tracking
+
     t = result.trained.artefact.cutoff
     logged = tracking.log_training(
         result.trained,
@@ -218,11 +244,85 @@ def backtest_history(
         mlcfg,
         run_name=f"backtest {t:%Y-%m-%d} +{result.horizon_days}d",
         register=False,
+        tags=tags,
     )
     tracking.log_backtest_metrics(logged.run_id, result.metrics, mlcfg)
+    if result.segments:
+        tracking.log_segments(logged.run_id, result.segments, result.horizon_days, config, mlcfg)
     report.log_report(mlcfg, logged.run_id)  # with the holdout metrics
-    progress(BACKTEST_STEPS[2])
-    return BacktestRun(result, out, logged.run_id)
+    return logged.run_id
+
+
+def rolling_backtest(
+    data: Path,
+    cutoffs: list[str] | None,
+    horizons: list[str] | None,
+    config: TrainingConfig,
+    out: Path,
+    mlcfg: MlflowConfig | None,
+    progress: Progress = _silent,
+) -> RollingRun:
+    """Load the history, then `rolling_backtest_history`."""
+    from features.history import load_history
+
+    history = load_history(data)
+    progress("load history")
+    return rolling_backtest_history(history, cutoffs, horizons, config, out, mlcfg, progress)
+
+
+def rolling_backtest_history(
+    history: History,
+    cutoffs: list[str] | None,
+    horizons: list[str] | None,
+    config: TrainingConfig,
+    out: Path,
+    mlcfg: MlflowConfig | None,
+    progress: Progress = _silent,
+) -> RollingRun:
+    """A backtest at each cutoff (None: training.rolling's default ones) and horizon (None: training.yaml's
+    `rolling.horizons_days`), each scored when its labels are complete; every prediction to `out` (one Parquet
+    file, with cutoff, horizon and, where known, the labels). With `mlcfg`, one parent MLflow run holds the
+    summary and the worst values, and each backtest is a nested run with its model, metrics and report."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from features.build import parse_horizon
+    from training import rolling, segments, tracking
+    from training.pipeline import backtest as run_backtest
+
+    hs = [parse_horizon(h) for h in horizons] if horizons else None
+    pairs = rolling.plan(history, cutoffs, hs, config)
+    progress(f"plan: {len(pairs)} backtests")
+    parent = tracking.start_rolling(mlcfg, history.fingerprint(), pairs) if mlcfg else None
+    rows, parts = [], []
+    try:
+        for h, t in pairs:
+            result = run_backtest(history, t, h, config)
+            run_id = None
+            if mlcfg is not None and parent is not None:
+                run_id = _log_backtest(history, result, config, mlcfg, {"mlflow.parentRunId": parent})
+            part = result.predictions.assign(cutoff=t, horizon_days=h)
+            if result.truth is not None:
+                part = part.merge(result.truth, on="customer_id", how="left", validate="1:1")
+            parts.append(part)
+            model = result.metrics.get("model") if result.metrics else None
+            flagged = len(segments.flagged(result.segments)) if result.truth is not None else None
+            rows.append(rolling.summary_row(h, t, len(part), model, flagged, run_id))
+            progress(f"{h}d at {t:%Y-%m-%d}")
+        summary = rolling.summarise(rows)
+        worst = rolling.worst(summary)
+        columns = ["customer_id", "cutoff", "horizon_days", "churn_probability", "predicted_value"]
+        frame = pd.concat(parts, ignore_index=True).reindex(columns=[*columns, "churned", "future_value"])
+        _write_parquet(pa.Table.from_pandas(frame, preserve_index=False), out)
+        progress("write predictions")
+        if mlcfg is not None and parent is not None:
+            tracking.finish_rolling(parent, summary, worst, mlcfg)
+            progress("log to MLflow")
+    except BaseException:
+        if mlcfg is not None and parent is not None:
+            mlcfg.client().set_terminated(parent, "FAILED")
+        raise
+    return RollingRun(summary, worst, out, parent)
 
 
 def train(

@@ -75,6 +75,24 @@ class RetrainConfig(Section):
         return value
 
 
+class RollingConfig(Section):
+    """`rolling:` what `diamond backtest --rolling` runs when no --cutoff / --horizon is given
+    (training.rolling)."""
+
+    horizons_days: Annotated[tuple[Annotated[int, Field(ge=1)], ...], Field(min_length=1)] = (91, 182, 273)
+    every_months: Annotated[int, Field(ge=1, le=12)] = 3  # month ends whose month is a multiple of this
+
+
+class ParityConfig(Section):
+    """`parity:` when the model report flags a segment (training.segments)."""
+
+    min_customers: Annotated[int, Field(ge=1)] = 200  # smaller segments are shown, never flagged
+    max_auc_drop: Annotated[float, Field(ge=0)] = 0.05  # churn ROC-AUC below the window's by more than this
+    max_calibration_gap: Annotated[float, Field(ge=0)] = 0.05  # |mean P(churn) - churn rate| above this
+    max_value_error: Annotated[float, Field(ge=0)] = 0.25  # |predicted total / realised total - 1| above
+    max_levels: Annotated[int, Field(ge=1)] = 20  # per attribute: the largest levels; the rest is "other"
+
+
 class TrainingConfig(FileSettings):
     """How models are trained and validated. Every key is documented in training.yaml."""
 
@@ -102,6 +120,8 @@ class TrainingConfig(FileSettings):
     )
     gate: Annotated[GateConfig, OrEmpty] = GateConfig()
     retrain: Annotated[RetrainConfig, OrEmpty] = RetrainConfig()
+    rolling: Annotated[RollingConfig, OrEmpty] = RollingConfig()
+    parity: Annotated[ParityConfig, OrEmpty] = ParityConfig()
 
     @field_validator("tiers")
     @classmethod

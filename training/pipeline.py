@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, drift, metrics, tiers, tuning
+from training import baselines, design, drift, metrics, segments, tiers, tuning
 from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
 from training.models import fit_churn, fit_value, split_latest
@@ -41,6 +41,7 @@ class Trained:
     bridge_rows: pd.DataFrame | None  # the same customers with BTYD over h (None when H <= h)
     training_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
+    segments: list[dict[str, Any]] = field(default_factory=list)  # quality by segment, validation window
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Backtest:
     predictions: pd.DataFrame  # customer_id, churn_probability, predicted_value
     truth: pd.DataFrame | None = None  # customer_id, churned, future_value over (T, T + H]
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)  # model/baseline -> metrics
+    segments: list[dict[str, Any]] = field(default_factory=list)  # quality by segment over (T, T + H]
 
 
 def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Trained:
@@ -114,6 +116,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
     )
     clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
+    by_segment = quality_by_segment(history, late, y, churn_validated, actual, value_validated, config)
     return Trained(
         artefact,
         origins,
@@ -128,6 +131,25 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         short,
         len(frame),
         clock,
+        by_segment,
+    )
+
+
+def quality_by_segment(
+    history: History,
+    rows: pd.DataFrame,
+    churned: object,
+    probability: object,
+    actual: object,
+    predicted: object,
+    config: TrainingConfig,
+) -> list[dict[str, Any]]:
+    """training.segments on one window: tiers from the window's predicted values, contract type, each
+    categorical attribute; parity margins from training.yaml."""
+    value = np.asarray(predicted, dtype=np.float64)
+    labels = segments.segment_labels(rows, value, config.tiers, history.churn, config.parity.max_levels)
+    return segments.segment_quality(
+        labels, churned, probability, actual, value, config.parity, {"tier": list(config.tiers)}
     )
 
 
@@ -197,8 +219,13 @@ def backtest(
     )
     truth = build_labels(history, spine, big_h).to_pandas()
     result.truth = truth[["customer_id", "churned", "future_value"]]
+    if not np.array_equal(truth["customer_id"].to_numpy(), preds["customer_id"].to_numpy()):
+        raise RuntimeError("labels and predictions are not in the same customer order")
     y, value = truth["churned"].to_numpy(), truth["future_value"].to_numpy()
     rows = trained.scoring_rows
+    result.segments = quality_by_segment(
+        history, rows, y, preds["churn_probability"], value, preds["predicted_value"], config
+    )
     result.metrics = {
         "model": {
             **metrics.churn_metrics(y, preds["churn_probability"]),

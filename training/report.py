@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from training.tracking import MlflowConfig
+from training.tracking import SEGMENTS, MlflowConfig
 
 ARTIFACT = "report.html"
 PLOTS = {  # section -> logged plots (plots/NAME.png), in order
@@ -61,6 +61,7 @@ class ReportData:
     version: str | None  # the registered version (None: a backtest, never registered)
     aliases: list[str] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)  # promotion log entries, newest first
+    segments: list[dict[str, Any]] = field(default_factory=list)  # quality by segment per window (tracking)
 
 
 def gather(mlcfg: MlflowConfig, run_id: str) -> ReportData:
@@ -90,6 +91,12 @@ def gather(mlcfg: MlflowConfig, run_id: str) -> ReportData:
         fingerprint = json.loads(artifact("data/fingerprint.json").read_text(encoding="utf-8"))
         model = json.loads(artifact("model/columns_and_tiers.json").read_text(encoding="utf-8"))
         plots = {p.stem: p.read_bytes() for p in sorted(artifact("plots").glob("*.png"))}
+        logged = {Path(f.path).name for f in client.list_artifacts(run_id, "quality")}
+        windows = [
+            json.loads(artifact(SEGMENTS.format(window=w)).read_text(encoding="utf-8"))
+            for w in ("validation", "holdout")
+            if Path(SEGMENTS.format(window=w)).name in logged
+        ]
     found = client.search_model_versions(f"run_id = '{run_id}'")
     version = str(found[0].version) if found else None
     aliases = []
@@ -111,6 +118,7 @@ def gather(mlcfg: MlflowConfig, run_id: str) -> ReportData:
         version,
         aliases,
         decisions,
+        windows,
     )
 
 
@@ -171,6 +179,7 @@ def render(d: ReportData) -> str:
             tiers=[[name, f"{value:,.2f}"] for name, value in d.tiers.items()],
             version=d.version,
             promotion=_promotion(d),
+            segments=[_segment_window(w) for w in d.segments],
         )
         + "\n"
     )
@@ -259,6 +268,67 @@ def _promotion(d: ReportData) -> dict[str, Any] | None:
             for x in d.decisions
         ],
         "scores": {k: f"{v:.4f}" for k, v in scores.items()},
+    }
+
+
+SEGMENT_HEADER = [
+    "segment",
+    "customers",
+    "churn rate",
+    "mean P(churn)",
+    "gap",
+    "churn AUC",
+    "Brier",
+    "value / customer",
+    "predicted / customer",
+    "value error",
+]
+WINDOW_TITLES = {
+    "validation": "the latest validation origin",
+    "holdout": "what happened after T (holdout)",
+}
+
+
+def _segment_window(w: dict[str, Any]) -> dict[str, Any]:
+    """One window's segment tables (one per segmentation) and its parity verdict, as text cells."""
+
+    def num(x: Any, spec: str) -> str:
+        return "—" if x is None else format(x, spec)
+
+    groups: dict[str, list[list[str]]] = {}
+    for r in w["rows"]:
+        groups.setdefault(r["by"], []).append(
+            [
+                r["segment"],
+                f"{r['customers']:,}",
+                num(r["churn_rate"], ".3f"),
+                num(r["mean_probability"], ".3f"),
+                num(r["calibration_gap"], "+.3f"),
+                num(r["churn_auc"], ".3f"),
+                num(r["churn_brier"], ".3f"),
+                num(r["actual_value"], ",.2f"),
+                num(r["predicted_value"], ",.2f"),
+                num(r["value_error"], "+.1%"),
+            ]
+            + (["; ".join(r["flags"]) or "—"] if r["by"] != "all" else [""])
+        )
+    par = w["parity"]
+    return {
+        "title": WINDOW_TITLES.get(w["window"], w["window"]),
+        "horizon": w["horizon_days"],
+        "header": [*SEGMENT_HEADER, "parity flags"],
+        "groups": groups,
+        "flagged": [
+            [r["by"], r["segment"], f"{r['customers']:,}", "; ".join(r["flags"])]
+            for r in w["rows"]
+            if r["flags"]
+        ],
+        "margins": {
+            "smallest segment judged (customers)": f"{par['min_customers']:,}",
+            "churn AUC below the window's by more than": f"{par['max_auc_drop']:.3f}",
+            "|mean P(churn) - churn rate| above": f"{par['max_calibration_gap']:.3f}",
+            "|predicted / realised value - 1| above": f"{par['max_value_error']:.0%}",
+        },
     }
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from dataclasses import dataclass
+from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -24,7 +26,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.config import FileSettings, load
-from training import plots
+from training import plots, segments
 from training.artefact import ScoringArtefact
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ DEFAULT_PATH = Path(__file__).resolve().parents[1] / "mlflow.yaml"
 CONFIG_ENV, TRACKING_ENV = "DIAMOND_MLFLOW_CONFIG", "MLFLOW_TRACKING_URI"
 ARTEFACT_DIR = "scoring"  # the pyfunc model's name inside a run; the artefact folder sits in it
 CONTRIB_ROWS = 2_000  # customers sampled for the contributions plot
+ROLLING_METRICS = ("churn_auc", "churn_brier", "value_gini", "value_aggregate_error", "value_decile_mape")
+SEGMENTS = "quality/segments_{window}.json"  # quality by segment of a window (training.segments)
 PINNED = ("mlflow", "xgboost", "pandas", "numpy", "scipy", "scikit-learn", "pyarrow")
 
 
@@ -184,6 +188,12 @@ def log_training(
         )
         mlflow.log_params(_params(trained, config))
         mlflow.log_metrics({**_finite(trained.validation), **trained.tuning, **trained.seconds})
+        if trained.segments:
+            mlflow.log_dict(
+                segments_payload(trained.segments, "validation", art.label_horizon_days, config),
+                SEGMENTS.format(window="validation"),
+            )
+            mlflow.log_metrics(segments.mlflow_metrics(trained.segments, ""))
         mlflow.log_dict(fingerprint, "data/fingerprint.json")
         mlflow.log_dict({"columns": art.columns, "tiers": art.tiers}, "model/columns_and_tiers.json")
         for name, fig in report_figures(trained).items():
@@ -215,6 +225,96 @@ def log_backtest_metrics(
         for k, v in values.items():
             if v is not None and np.isfinite(v):
                 client.log_metric(run_id, f"holdout_{who}_{k}", float(v))
+
+
+def log_segments(
+    run_id: str, table: list[dict[str, Any]], horizon_days: int, config: TrainingConfig, mlcfg: MlflowConfig
+) -> None:
+    """A backtest's quality by segment over (T, T + H]: `quality/segments_holdout.json` (the model report
+    reads it) and `holdout_segment/...` metrics."""
+    from mlflow.entities import Metric
+
+    client = mlcfg.client()
+    payload = segments_payload(table, "holdout", horizon_days, config)
+    client.log_dict(run_id, payload, SEGMENTS.format(window="holdout"))
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, 0) for k, v in segments.mlflow_metrics(table, "holdout_").items()]
+    client.log_batch(run_id, metrics=items)  # MLflow splits a long batch itself
+
+
+def start_rolling(mlcfg: MlflowConfig, fingerprint: dict[str, Any], pairs: list[tuple[int, datetime]]) -> str:
+    """The parent run of a rolling backtest (each backtest is a nested run under it); returns its id.
+
+    A parent with nested runs, not one run: every backtest trains its own model, with its own parameters,
+    plots, artefact and report, so each stays a whole run (and `diamond report` works on it), while the
+    parent holds what only the set has: the summary table and the worst values."""
+    _quiet()
+    client = mlcfg.client()
+    horizons = sorted({h for h, _ in pairs})
+    cutoffs = sorted({t for _, t in pairs})
+    run = client.create_run(
+        mlcfg.experiment_id(client),
+        run_name=f"rolling backtest {cutoffs[0]:%Y-%m-%d}..{cutoffs[-1]:%Y-%m-%d} "
+        + "+".join(f"{h}d" for h in horizons),
+        tags={"kind": "rolling", "data_sha256": fingerprint["sha256"]},
+    )
+    run_id = str(run.info.run_id)
+    client.log_param(run_id, "cutoffs", ",".join(f"{t:%Y-%m-%d}" for t in cutoffs))
+    client.log_param(run_id, "horizons_days", ",".join(str(h) for h in horizons))
+    client.log_param(run_id, "backtests", len(pairs))
+    client.log_dict(run_id, fingerprint, "data/fingerprint.json")
+    return run_id
+
+
+def finish_rolling(
+    run_id: str, summary: pd.DataFrame, worst: dict[str, dict[str, Any]], mlcfg: MlflowConfig
+) -> None:
+    """The parent's metrics and artefact, then it is closed: per horizon, each holdout metric as a series
+    `h<H>d/<metric>` whose step is the cutoff as YYYYMMDD; `worst/<metric>` over every scored backtest; and
+    the whole table as `rolling/summary.json`."""
+    from mlflow.entities import Metric
+
+    client = mlcfg.client()
+    now = int(time.time() * 1000)
+    out = []
+    for row in summary[summary["scored"]].to_dict("records"):
+        step = int(f"{row['cutoff']:%Y%m%d}")
+        for m in ROLLING_METRICS:
+            if np.isfinite(row[m]):
+                out.append(Metric(f"h{row['horizon_days']}d/{m}", float(row[m]), now, step))
+    out += [Metric(f"worst/{m}", float(w["value"]), now, 0) for m, w in worst.items()]
+    client.log_batch(run_id, metrics=out)  # MLflow splits a long batch itself
+    records = summary.assign(cutoff=summary["cutoff"].map(lambda t: f"{t:%Y-%m-%d}")).to_dict("records")
+    worst_out = {m: {**w, "cutoff": f"{w['cutoff']:%Y-%m-%d}"} for m, w in worst.items()}
+    client.log_dict(run_id, {"rows": _json_safe(records), "worst": worst_out}, "rolling/summary.json")
+    client.set_terminated(run_id, "FINISHED")
+
+
+def _json_safe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """NaN and numpy scalars as JSON: NaN becomes null."""
+    out = []
+    for r in records:
+        clean: dict[str, Any] = {}
+        for k, v in r.items():
+            if isinstance(v, np.generic):
+                v = v.item()
+            if isinstance(v, float) and not np.isfinite(v):
+                v = None
+            clean[k] = v
+        out.append(clean)
+    return out
+
+
+def segments_payload(
+    table: list[dict[str, Any]], window: str, horizon_days: int, config: TrainingConfig
+) -> dict[str, Any]:
+    """What the report's segment and parity sections need: the window, its horizon, the margins, the rows."""
+    return {
+        "window": window,
+        "horizon_days": horizon_days,
+        "parity": config.parity.model_dump(),
+        "rows": table,
+    }
 
 
 def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:

@@ -80,7 +80,8 @@ def _tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
 def test_the_page_has_every_section_in_order_and_the_run_values() -> None:
     page = render(_run())
     sections = [a["id"] for t, a in _tags(page) if t == "section"]
-    order = ["summary", "data", "design", "metrics", "calibration", "gain", "deciles", "drivers", "tiers"]
+    order = ["summary", "data", "design", "metrics", "calibration", "gain", "deciles", "segments", "parity"]
+    order += ["drivers", "tiers"]
     assert sections == [*order, "promotion"]
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
     assert "<title>Diamond model report: core_v1 at 2025-12-31</title>" in page
@@ -148,3 +149,63 @@ def test_hostile_values_are_text_not_markup() -> None:
         a["class"] for t, a in _tags(page) if t == "p" and "decision" in (a.get("class") or "")
     )
     assert decision_class == "decision " + EVIL  # an attribute value, quoted: no new attribute or tag
+
+
+def _window(window: str, rows: list[dict[str, object]]) -> dict[str, object]:
+    parity = {
+        "min_customers": 200,
+        "max_auc_drop": 0.05,
+        "max_calibration_gap": 0.05,
+        "max_value_error": 0.25,
+    }
+    return {"window": window, "horizon_days": 91, "parity": {**parity, "max_levels": 20}, "rows": rows}
+
+
+def _segment(by: str, name: str, flags: list[str], auc: float | None = 0.8) -> dict[str, object]:
+    return {
+        "by": by,
+        "segment": name,
+        "customers": 1234,
+        "churn_rate": 0.5,
+        "mean_probability": 0.45,
+        "calibration_gap": -0.05,
+        "churn_auc": auc,
+        "churn_brier": 0.2,
+        "actual_value": 10.0,
+        "predicted_value": 9.0,
+        "value_error": -0.1,
+        "flags": flags,
+    }
+
+
+def test_segments_and_parity_show_each_window_and_the_flagged_segments() -> None:
+    rows = [
+        _segment("all", "all", []),
+        _segment("tier", "gold", []),
+        _segment("contract", "contractual", ["mean P(churn) 0.085 against a churn rate of 0.262"], None),
+    ]
+    page = render(_run(segments=[_window("validation", rows), _window("holdout", rows[:2])]))
+    assert "<h3>On the latest validation origin, 91-day window</h3>" in page
+    assert "<h3>On what happened after T (holdout), 91-day window</h3>" in page
+    assert "<h4>tier</h4>" in page and "<h4>contract</h4>" in page
+    assert (
+        "<tr><td>gold</td><td>1,234</td><td>0.500</td><td>0.450</td><td>-0.050</td><td>0.800</td>"
+        "<td>0.200</td><td>10.00</td><td>9.00</td><td>-10.0%</td><td>—</td></tr>"
+    ) in page
+    assert "<td>contractual</td><td>1,234</td><td>0.500</td><td>0.450</td><td>-0.050</td><td>—</td>" in page
+    assert "<p class='decision flagged'>1 segment(s) outside the margins:</p>" in page
+    assert (
+        "<tr><td>contract</td><td>contractual</td><td>1,234</td>"
+        "<td>mean P(churn) 0.085 against a churn rate of 0.262</td></tr>"
+    ) in page
+    assert "<p class='decision ok'>No segment outside the margins.</p>" in page  # the holdout
+    assert "<tr><td>smallest segment judged (customers)</td><td>200</td></tr>" in page
+    old = render(_run())
+    assert "not logged for this run (runs before quality by segment existed)" in old
+
+
+def test_hostile_segment_names_are_text() -> None:
+    rows = [_segment("all", "all", []), _segment(EVIL, EVIL, [EVIL])]
+    page = render(_run(segments=[_window("holdout", rows)]))
+    assert "<script" not in page.lower()
+    assert page.count("&lt;script&gt;") >= 5
