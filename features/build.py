@@ -34,6 +34,10 @@ BTYD_UNIT_DAYS = 7.0  # BG/NBD and Gamma-Gamma are fitted in weeks, as in the li
 CONTRACT_ATTRIBUTE = "is_subscriber"
 BTYD_META = b"diamond.btyd_fits"
 BTYD_SUMMARY = ("_btyd_x", "_btyd_tx", "_btyd_T", "_btyd_m")  # the per-row inputs the BTYD step reads
+# the views whose features are aggregates per (customer, cutoff), joined to the spine in this order
+AGGREGATED_SOURCES = (
+    "transactions", "purchase_days", "category_spend", "interactions", "interaction_days", "click_days"
+)  # fmt: skip
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ def features_expr(engine: Engine, fs: FeatureSet) -> tuple[ir.Table, bool]:
     s = engine.table("spine")
     row = s
     views = engine.views()
-    for source in ("transactions", "purchase_days", "category_spend", "interactions", "interaction_days", "click_days"):
+    for source in AGGREGATED_SOURCES:
         wanted = by_source.get(source, [])
         needs_btyd = source == "purchase_days" and bool(by_source.get("btyd"))
         if source not in views or not (wanted or needs_btyd):

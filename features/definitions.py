@@ -71,7 +71,6 @@ SOURCE_TABLES = {
 }
 
 
-
 @dataclass(frozen=True)
 class Feature:
     """One feature column: where it comes from, how it is computed, what a customer with no rows gets."""

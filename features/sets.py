@@ -1,4 +1,5 @@
-"""Named, versioned feature sets. A set never changes once a model has used it: add `core_v2` instead.
+"""Named, versioned feature sets. A set never changes once a model has used it: a new list is a new version
+(core_v2 = core_v1 + the families in CORE_V2_FAMILIES; core_v1 stays as it was and is still served).
 
 Every model records the set's key and the columns it resolved to on its training history; scoring builds
 the same set and refuses a mismatch (`features.build.check_columns`).

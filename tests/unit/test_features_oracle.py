@@ -345,7 +345,9 @@ def oracle_features(cid: str, cutoff: datetime) -> dict[str, Any]:
     return out
 
 
-def oracle_v2(cid: str, cutoff: datetime, purchases: list[Any], days: list[Any], v1: dict[str, Any]) -> dict[str, Any]:
+def oracle_v2(
+    cid: str, cutoff: datetime, purchases: list[Any], days: list[Any], v1: dict[str, Any]
+) -> dict[str, Any]:
     """core_v2's new families, restated with loops over the seen rows."""
     out: dict[str, Any] = {}
     inter = [(r[1], r[2], r[4]) for r in INTERACTIONS if r[0] == cid and seen(r[1], r[3], cutoff)]
@@ -517,7 +519,9 @@ def test_features_match_oracle(features: pa.Table, features_v2: pa.Table, spine:
     assert compared > (500 if key == "core_v1" else 800)
 
 
-def test_core_v2_is_core_v1_plus_new_families(history: History, features: pa.Table, features_v2: pa.Table) -> None:
+def test_core_v2_is_core_v1_plus_new_families(
+    history: History, features: pa.Table, features_v2: pa.Table
+) -> None:
     """core_v1 is frozen: the same columns, and core_v2's copy of them holds the same values."""
     v1, v2 = FEATURE_SETS["core_v1"].features, FEATURE_SETS["core_v2"].features
     assert v2 == (*v1, *V2_NEW) and len(set(V2_NEW)) == len(V2_NEW) == 22
@@ -611,8 +615,8 @@ def test_selected_edge_values(
         ("b", C1, "campaign_conversion_rate", 1.0),  # click Jan 26, purchase Feb 1
         ("c", C1, "campaign_click_rate", None),
         ("c", C1, "campaign_conversions_365d", 0),
-        # engagement (opens, clicks, logins, visits) at C2: Apr 8 x2, May 1, Jun 22, Jun 30 in the last 90 days;
-        # Mar 31 x2 in the 90 before (Dec 21's two are older than 180 days)
+        # engagement (opens, clicks, logins, visits) at C2: Apr 8 x2, May 1, Jun 22, Jun 30 in the last 90
+        # days; Mar 31 x2 in the 90 before (Dec 21's two are older than 180 days)
         ("p", C2_T, "engagement_90d", 5),
         ("p", C2_T, "engagement_trend_90d", 3),
         ("p", C2_T, "engagement_recent_share_180d", 5 / 7),
@@ -777,7 +781,8 @@ def test_core_v2_families_need_their_columns() -> None:
     columns = resolve_columns("core_v2", bare)
     dropped = {*CORE_V2_FAMILIES["interaction_value"], *CORE_V2_FAMILIES["category_preferences"]}
     assert [c for c in FEATURE_SETS["core_v2"].features if c not in columns] == [
-        "n_categories", *(c for c in V2_NEW if c in dropped)
+        "n_categories",
+        *(c for c in V2_NEW if c in dropped),
     ]
     out = build_features(bare, build_spine(bare, [C2]), "core_v2")
     assert out.column_names == ["customer_id", "cutoff", *columns]

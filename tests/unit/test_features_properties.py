@@ -35,7 +35,8 @@ FEATURE_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_chec
 SHUFFLE_SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=_HEALTH)
 LABEL_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=_HEALTH)
 
-Tx = tuple[str, datetime, float, datetime | None, str | None]  # customer_id, timestamp, amount, recorded_at, category
+# customer_id, timestamp, amount, recorded_at, category
+Tx = tuple[str, datetime, float, datetime | None, str | None]
 Ix = tuple[str, datetime, str, float | None]  # customer_id, timestamp, type, value
 
 AMOUNTS = st.sampled_from([0.0, 1.0, 2.5, 10.0, 19.99, 100.0, -1.0, -5.5, -20.0])
@@ -129,7 +130,11 @@ def future_changes(draw: st.DrawFn) -> tuple[tuple[list[Tx], list[Ix] | None, da
     for k, r in enumerate(new_tx):
         if r[1] > cutoff and draw(st.booleans()):
             new_tx[k] = (
-                r[0], r[1] + timedelta(days=draw(st.integers(0, 30))), draw(AMOUNTS), r[3], draw(CATEGORIES)
+                r[0],
+                r[1] + timedelta(days=draw(st.integers(0, 30))),
+                draw(AMOUNTS),
+                r[3],
+                draw(CATEGORIES),
             )
     # add purchases and refunds after the cutoff, and events before it only recorded after it
     for _ in range(draw(st.integers(1, 6))):
@@ -157,7 +162,7 @@ def future_changes(draw: st.DrawFn) -> tuple[tuple[list[Tx], list[Ix] | None, da
             new_tx.append((r[0], cutoff + timedelta(microseconds=1), 5.0, None, "books"))
     for r in interactions or []:
         if r[1] > cutoff:
-            new_ix.append((r[0], r[1], draw(TYPES), draw(VALUES)))  # the type and value of a later one changed
+            new_ix.append((r[0], r[1], draw(TYPES), draw(VALUES)))  # a later one's type and value changed
         else:
             new_ix.append(r)
     return (tx, interactions, cutoff), new_tx, new_ix
