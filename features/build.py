@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from features import btyd
 from features.config import parse_as_of
-from features.definitions import BTYD_FEATURES, REGISTRY, Feature
+from features.definitions import BTYD_FEATURES, REGISTRY, SOURCE_TABLES, Feature
 from features.engine import KEYS, DuckDBEngine, Engine
 from features.history import History
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, FeatureSetError, get_feature_set
@@ -34,6 +34,10 @@ BTYD_UNIT_DAYS = 7.0  # BG/NBD and Gamma-Gamma are fitted in weeks, as in the li
 CONTRACT_ATTRIBUTE = "is_subscriber"
 BTYD_META = b"diamond.btyd_fits"
 BTYD_SUMMARY = ("_btyd_x", "_btyd_tx", "_btyd_T", "_btyd_m")  # the per-row inputs the BTYD step reads
+# the views whose features are aggregates per (customer, cutoff), joined to the spine in this order
+AGGREGATED_SOURCES = (
+    "transactions", "purchase_days", "category_spend", "interactions", "interaction_days", "click_days"
+)  # fmt: skip
 
 
 # --- parsing -------------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ def features_expr(engine: Engine, fs: FeatureSet) -> tuple[ir.Table, bool]:
     s = engine.table("spine")
     row = s
     views = engine.views()
-    for source in ("transactions", "purchase_days", "interactions"):
+    for source in AGGREGATED_SOURCES:
         wanted = by_source.get(source, [])
         needs_btyd = source == "purchase_days" and bool(by_source.get("btyd"))
         if source not in views or not (wanted or needs_btyd):
@@ -329,16 +333,18 @@ def _event_tables(history: History) -> dict[str, pa.Table]:
 
 
 def _available(fs: FeatureSet, columns: dict[str, list[str]]) -> list[Feature]:
-    out = []
+    out: list[Feature] = []
     for name in fs.features:
         if name not in REGISTRY:
             raise FeatureSetError(f"feature set {fs.key} names unregistered feature {name!r}")
         f = REGISTRY[name]
-        table_name = {"purchase_days": "transactions", "derived": "transactions", "btyd": "transactions"}.get(
-            f.source, f.source
-        )
-        present = columns.get(table_name)
-        if present is None or any(c not in present for c in f.requires):
+        present = columns.get(SOURCE_TABLES.get(f.source, f.source))
+        if present is None:
+            continue
+        if f.source == "derived":  # reads other features of the set, listed before it
+            if any(r not in {g.name for g in out} for r in f.requires):
+                continue
+        elif any(c not in present for c in f.requires):
             continue
         out.append(f)
     return out

@@ -8,7 +8,14 @@ The views are:
 - `purchase_days`: customer_id, cutoff, day, age_days, day_amount, gap_days — one row per day with a purchase
   (amount >= 0); day_amount is that day's purchases summed, gap_days the days since the previous purchase day
 - `interactions`: customer_id, cutoff, timestamp, type, age_days [, value]
-- `derived`: the assembled row of other features
+- `interaction_days`: customer_id, cutoff, type, day, age_days, n, gap_days [, value_mean] — one row per day
+  with an interaction of that type; value_mean is the mean of that day's non-null values, gap_days the days
+  since the previous day with the same type
+- `click_days`: customer_id, cutoff, day, age_days, converted — one row per day with a campaign click;
+  converted when a purchase day falls on it or within CONVERSION_DAYS after it (purchases seen at the cutoff)
+- `category_spend`: customer_id, cutoff, category, spend, first_age_days — one row per category bought
+  (purchases with a category): its purchase amount and the age of its first purchase
+- `derived`: the assembled row of other features; `requires` names the features a derived one reads
 
 `age_days` is whole calendar days from the event's date to the cutoff's date (0 = the cutoff's own day), so a
 window of w days is `age_days < w`. Definitions are Ibis expressions, compiled to SQL for DuckDB and for
@@ -21,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import ibis
 import ibis.expr.types as ir
 
 WINDOWS = (30, 90, 180, 365)
@@ -34,7 +42,33 @@ INTERACTION_TYPES = (
     "login",
     "visit",
 )
-SOURCES = ("transactions", "purchase_days", "interactions", "derived", "customers", "btyd")
+# core_v2: types whose `value` is a score or a measure (severity, satisfaction, pages viewed). Campaign rows
+# are left out: their value identifies the campaign in the synthetic history and in many CRMs.
+VALUE_TYPES = ("support_ticket", "complaint", "login", "visit")
+# customer-initiated engagement (not service contacts, not what we send)
+ENGAGEMENT_TYPES = ("email_open", "campaign_click", "login", "visit")
+CONVERSION_DAYS = 7  # a campaign click converts when a purchase follows on its day or in the 7 days after
+REPEAT_CONTACT_DAYS = 7  # a ticket within 7 days of the previous one: the first contact did not resolve it
+SOURCES = (
+    "transactions",
+    "purchase_days",
+    "category_spend",
+    "interactions",
+    "interaction_days",
+    "click_days",
+    "derived",
+    "customers",
+    "btyd",
+)
+# the contract table each source is computed from (its `requires` columns are looked up there)
+SOURCE_TABLES = {
+    "purchase_days": "transactions",
+    "category_spend": "transactions",
+    "interaction_days": "interactions",
+    "click_days": "interactions",
+    "derived": "transactions",
+    "btyd": "transactions",
+}
 
 
 @dataclass(frozen=True)
@@ -46,7 +80,7 @@ class Feature:
     family: str
     fn: Callable[[ir.Table], ir.Value] | None
     fill: float | None = None  # value for an eligible customer with no rows in the source (counts, sums)
-    requires: tuple[str, ...] = ()  # optional contract columns it needs
+    requires: tuple[str, ...] = ()  # optional contract columns it needs (derived: the features it reads)
     description: str = ""
 
 
@@ -265,6 +299,147 @@ for _kind in INTERACTION_TYPES:
     for _w in INTERACTION_WINDOWS:
         feature("interactions", "interactions", fill=0)(_interaction_count(_kind, _w))
     feature("interactions", "interactions")(_interaction_recency(_kind))
+
+
+# --- core_v2: interaction values --------------------------------------------------------------------
+
+
+def _value_mean(kind: str) -> Callable[[ir.Table], ir.Value]:
+    def fn(t: ir.Table) -> ir.Value:
+        return t.value.mean(where=t.type == kind)
+
+    fn.__name__ = f"{kind}_value_mean"
+    fn.__doc__ = f"Mean `value` (score) of {kind.replace('_', ' ')} interactions, all time (null if none)."
+    return fn
+
+
+def _value_last(kind: str) -> Callable[[ir.Table], ir.Value]:
+    def fn(d: ir.Table) -> ir.Value:
+        return d.value_mean.argmax(d.day, where=(d.type == kind) & d.value_mean.notnull())
+
+    fn.__name__ = f"{kind}_value_last"
+    fn.__doc__ = (
+        f"Latest `value` of {kind.replace('_', ' ')} interactions: the mean value on the last day that "
+        "carried one (null if none)."
+    )
+    return fn
+
+
+for _kind in VALUE_TYPES:
+    feature("interactions", "interaction_value", requires=("value",))(_value_mean(_kind))
+    feature("interaction_days", "interaction_value", requires=("value",))(_value_last(_kind))
+
+
+# --- core_v2: support tickets (the contract has no ticket id or close time: see docs/features.md) -------
+
+
+def _ticket_day(d: ir.Table) -> ir.BooleanValue:
+    return d.type == "support_ticket"
+
+
+@feature("interaction_days", "tickets", fill=0)
+def support_ticket_repeat_365d(d: ir.Table) -> ir.Value:
+    """Ticket days in the last 365 days within 7 days of the previous ticket day (repeat contacts)."""
+    return d.count(where=_ticket_day(d) & (d.gap_days <= REPEAT_CONTACT_DAYS) & (d.age_days < 365))
+
+
+@feature("interaction_days", "tickets")
+def support_ticket_gap_last_days(d: ir.Table) -> ir.Value:
+    """Days between the last two ticket days (null below two)."""
+    return d.gap_days.argmax(d.day, where=_ticket_day(d))
+
+
+@feature("interaction_days", "tickets")
+def support_ticket_first_days(d: ir.Table) -> ir.Value:
+    """Days since the first support ticket (how long the customer has needed support; null if never)."""
+    return d.age_days.max(where=_ticket_day(d))
+
+
+# --- core_v2: complaints against purchases -------------------------------------------------------------
+
+
+@feature("derived", "complaints", requires=("days_since_complaint", "recency_days"))
+def complaint_after_last_purchase(r: ir.Table) -> ir.Value:
+    """1 when the last complaint came on or after the last purchase day (or there is no purchase), else 0."""
+    after = ibis.ifelse(r.recency_days.isnull(), True, r.days_since_complaint <= r.recency_days)
+    return ibis.ifelse(r.days_since_complaint.isnull(), False, after).cast("int64")
+
+
+# --- core_v2: campaign response ------------------------------------------------------------------------
+
+
+@feature("interactions", "campaign_response")
+def campaign_click_rate(t: ir.Table) -> ir.Value:
+    """Campaign clicks per campaign sent, all time (null if none sent)."""
+    sent = t.count(where=t.type == "campaign_sent")
+    return t.count(where=t.type == "campaign_click") / sent.nullif(0)
+
+
+@feature("interactions", "campaign_response")
+def campaign_open_rate(t: ir.Table) -> ir.Value:
+    """E-mail opens per campaign sent, all time (null if none sent)."""
+    sent = t.count(where=t.type == "campaign_sent")
+    return t.count(where=t.type == "email_open") / sent.nullif(0)
+
+
+@feature("click_days", "campaign_response", fill=0)
+def campaign_conversions_365d(c: ir.Table) -> ir.Value:
+    """Click days in the last 365 days followed by a purchase on that day or in the 7 days after."""
+    return c.count(where=c.converted & (c.age_days < 365))
+
+
+@feature("click_days", "campaign_response")
+def campaign_conversion_rate(c: ir.Table) -> ir.Value:
+    """Share of click days followed by a purchase within 7 days, all time (null without clicks)."""
+    return c.converted.cast("float64").mean()
+
+
+# --- core_v2: engagement trend -------------------------------------------------------------------------
+
+
+def _engaged(t: ir.Table, lo: int, hi: int) -> ir.Value:
+    return t.count(where=t.type.isin(ENGAGEMENT_TYPES) & (t.age_days >= lo) & (t.age_days < hi))
+
+
+@feature("interactions", "engagement_trend", fill=0)
+def engagement_90d(t: ir.Table) -> ir.Value:
+    """Engagement events (e-mail opens, campaign clicks, logins, visits) in the last 90 days."""
+    return _engaged(t, 0, 90)
+
+
+@feature("interactions", "engagement_trend", fill=0)
+def engagement_trend_90d(t: ir.Table) -> ir.Value:
+    """Engagement events in the last 90 days minus those in the 90 days before."""
+    return _engaged(t, 0, 90) - _engaged(t, 90, 180)
+
+
+@feature("interactions", "engagement_trend")
+def engagement_recent_share_180d(t: ir.Table) -> ir.Value:
+    """Share of the last 180 days' engagement events that fell in the last 90 (null if none)."""
+    return _engaged(t, 0, 90) / _engaged(t, 0, 180).nullif(0)
+
+
+# --- core_v2: category preferences (no vocabulary: nothing fitted, nothing to ship) ----------------------
+
+
+@feature("category_spend", "category_preferences", requires=("category",))
+def top_category_share(c: ir.Table) -> ir.Value:
+    """Share of purchase spend in the customer's top category (null without positive spend)."""
+    return c.spend.max() / c.spend.sum().nullif(0)
+
+
+@feature("category_spend", "category_preferences", requires=("category",))
+def category_entropy(c: ir.Table) -> ir.Value:
+    """Shannon entropy (nats) of the spend shares over categories: 0 = one category (null without spend)."""
+    total = c.spend.sum().nullif(0)
+    s_log_s = ibis.ifelse(c.spend > 0, c.spend * c.spend.ln(), 0.0).sum()
+    return total.ln() - s_log_s / total
+
+
+@feature("category_spend", "category_preferences", fill=0, requires=("category",))
+def new_categories_90d(c: ir.Table) -> ir.Value:
+    """Categories first bought in the last 90 days."""
+    return c.count(where=c.first_age_days < 90)
 
 
 # --- computed by the builder: static attributes and BTYD --------------------------------------------

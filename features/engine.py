@@ -24,6 +24,7 @@ from pydantic_settings import SettingsConfigDict
 
 from core.config import ConfigError, FileSettings, OrEmpty, Section, load
 from features.config import TABLE_NAMES
+from features.definitions import CONVERSION_DAYS
 from features.history import History
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "engine.yaml"
@@ -112,8 +113,21 @@ class Engine:
         )
         w = ibis.window(group_by=[days.customer_id, days.cutoff], order_by=days.day)
         out["purchase_days"] = days.mutate(gap_days=days.day.delta(days.day.lag().over(w), unit="day"))
+        if "category" in tx.columns:
+            c = p.filter(p.category.notnull())
+            out["category_spend"] = c.group_by([*KEYS, "category"]).aggregate(
+                spend=c.amount.sum(), first_age_days=c.age_days.max()
+            )
         if self.has("interactions"):
-            out["interactions"] = _events(self.table("interactions"), s)
+            out["interactions"] = i = _events(self.table("interactions"), s)
+            per_day = {"age_days": i.age_days.min(), "n": i.count()}
+            if "value" in i.columns:
+                per_day["value_mean"] = i.value.mean()
+            idays = i.group_by([*KEYS, "type", i.timestamp.date().name("day")]).aggregate(**per_day)
+            w = ibis.window(group_by=[idays.customer_id, idays.cutoff, idays.type], order_by=idays.day)
+            idays = idays.mutate(gap_days=idays.day.delta(idays.day.lag().over(w), unit="day"))
+            out["interaction_days"] = idays
+            out["click_days"] = _click_days(idays, out["purchase_days"])
         return out
 
 
@@ -147,6 +161,25 @@ class DuckDBEngine(Engine):
 
 def cutoffs_table(cutoffs: list[datetime]) -> pa.Table:
     return pa.table({"cutoff": pa.array(cutoffs, pa.timestamp("us"))})
+
+
+def _click_days(idays: ir.Table, pdays: ir.Table) -> ir.Table:
+    """One row per day with a campaign click: `converted` when a purchase day (seen at the cutoff) falls on
+    the click's day or within the CONVERSION_DAYS after it."""
+    clicks = idays.filter(idays.type == "campaign_click").select(*KEYS, "day", "age_days")
+    buys = pdays.select(*KEYS, buy_day=pdays.day)
+    j = clicks.left_join(
+        buys,
+        [
+            clicks.customer_id == buys.customer_id,
+            clicks.cutoff == buys.cutoff,
+            buys.buy_day >= clicks.day,
+            buys.buy_day <= clicks.day + ibis.interval(days=CONVERSION_DAYS),
+        ],
+    )
+    return j.group_by([j.customer_id, j.cutoff, j.day]).aggregate(
+        age_days=j.age_days.min(), converted=j.buy_day.count() > 0
+    )
 
 
 def _events(table: ir.Table, cutoffs: ir.Table) -> ir.Table:

@@ -1,4 +1,5 @@
-"""Named, versioned feature sets. A set never changes once a model has used it: add `core_v2` instead.
+"""Named, versioned feature sets. A set never changes once a model has used it: a new list is a new version
+(core_v2 = core_v1 + the families in CORE_V2_FAMILIES; core_v1 stays as it was and is still served).
 
 Every model records the set's key and the columns it resolved to on its training history; scoring builds
 the same set and refuses a mismatch (`features.build.check_columns`).
@@ -46,16 +47,40 @@ _INTERACTIONS = tuple(f"{kind}_{w}" for kind in _TYPES_V1 for w in ("30d", "90d"
     f"days_since_{kind}" for kind in _TYPES_V1
 )
 
+_CORE_V1 = (*_RFM, "n_categories", "n_channels", *_INTERACTIONS, "signup_tenure_days", *_BTYD)
+# core_v2 = core_v1 + these families, each frozen here by name (docs/features.md, bench/ablation.md)
+_VALUE_TYPES_V2 = ("support_ticket", "complaint", "login", "visit")
+CORE_V2_FAMILIES: dict[str, tuple[str, ...]] = {
+    "interaction_value": tuple(
+        f"{kind}_value_{stat}" for kind in _VALUE_TYPES_V2 for stat in ("mean", "last")
+    ),
+    "tickets": ("support_ticket_repeat_365d", "support_ticket_gap_last_days", "support_ticket_first_days"),
+    "complaints": ("complaint_after_last_purchase",),
+    "campaign_response": (
+        "campaign_click_rate", "campaign_open_rate", "campaign_conversions_365d", "campaign_conversion_rate",
+    ),
+    "engagement_trend": ("engagement_90d", "engagement_trend_90d", "engagement_recent_share_180d"),
+    "category_preferences": ("top_category_share", "category_entropy", "new_categories_90d"),
+}  # fmt: skip
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     s.key: s
     for s in (
         FeatureSet(
             "core",
             1,
-            (*_RFM, "n_categories", "n_channels", *_INTERACTIONS, "signup_tenure_days", *_BTYD),
+            _CORE_V1,
             attributes=True,
             description="Every family: RFM, windows, trend, refunds, diversity, inter-purchase time, "
             "interactions per type, customer attributes, BTYD.",
+        ),
+        FeatureSet(
+            "core",
+            2,
+            (*_CORE_V1, *(name for family in CORE_V2_FAMILIES.values() for name in family)),
+            attributes=True,
+            description="core_v1 plus interaction values, support tickets, complaints against purchases, "
+            "campaign response, engagement trend and category preferences.",
         ),
         FeatureSet("rfm", 1, (*_RFM, *_BTYD), description="Transactions only: RFM, windows, trend, BTYD."),
     )

@@ -118,6 +118,18 @@ def test_training_set_equals_duckdb_row_for_row(spark_training_set, synth: Path,
     assert len(fits) == len(CUTOFFS)
 
 
+def test_core_v2_features_equal_duckdb_row_for_row(spark, synth: Path) -> None:
+    """core_v2's new views (interaction days, click conversions, category spend) compile to Spark SQL and
+    give DuckDB's numbers."""
+    history = load_history(synth)
+    expected = build.build_features(history, build.build_spine(history, CUTOFFS), "core_v2")
+    shistory = fsp.load_history(spark, str(synth))
+    got, _ = fsp.build_features(shistory, fsp.build_spine(shistory, CUTOFFS), "core_v2")
+    assert_same_rows(expected, got.toArrow())
+    for name in ("support_ticket_value_last", "campaign_conversion_rate", "category_entropy"):
+        assert expected.column(name).null_count < expected.num_rows  # the synthetic history feeds them
+
+
 @pytest.fixture(scope="module")
 def hand_built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Late-recorded events, refunds, same-day purchases, a cancellation and contractual churn."""

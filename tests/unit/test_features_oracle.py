@@ -10,6 +10,7 @@ label window.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from datetime import datetime, timedelta
@@ -20,9 +21,16 @@ import pytest
 
 from features.build import build_features, build_labels, build_spine, build_training_set, resolve_columns
 from features.config import DatasetConfig
-from features.definitions import INTERACTION_TYPES, INTERACTION_WINDOWS, REGISTRY, WINDOWS
+from features.definitions import (
+    ENGAGEMENT_TYPES,
+    INTERACTION_TYPES,
+    INTERACTION_WINDOWS,
+    REGISTRY,
+    VALUE_TYPES,
+    WINDOWS,
+)
 from features.history import History, history_from_frames
-from features.sets import FEATURE_SETS
+from features.sets import CORE_V2_FAMILIES, FEATURE_SETS
 
 US = timedelta(microseconds=1)
 HORIZON = 90
@@ -102,10 +110,18 @@ TRANSACTIONS: list[tuple[str, datetime, float, str | None, str | None, datetime 
     ("k", d("2023-04-05 10:00:00"), 16.0, "music", "app", None),
     # n: cancels exactly at C1 (not eligible at C1: cancellation at or before T).
     ("n", d("2023-01-03 10:00:00"), 9.0, "books", "web", None),
+    # p: categories with a zero-amount one, a null category, a new category just before C2, a refund.
+    ("p", d("2023-01-10 10:00:00"), 50.0, "books", "web", None),
+    ("p", d("2023-02-03 10:00:00"), 20.0, "music", "web", None),
+    ("p", d("2023-02-03 15:00:00"), 0.0, "toys", "web", None),
+    ("p", d("2023-04-02 09:00:00"), 30.0, "books", "app", None),
+    ("p", d("2023-06-20 10:00:00"), 10.0, None, "app", None),
+    ("p", d("2023-06-29 10:00:00"), 25.0, "games", "app", None),
+    ("p", d("2023-07-15 10:00:00"), -5.0, "games", "app", None),
 ]
 
-# interactions: (customer_id, timestamp, type, recorded_at)
-INTERACTIONS: list[tuple[str, datetime, str, datetime | None]] = [
+# interactions: (customer_id, timestamp, type, recorded_at); value None (core_v1's rows), see INTERACTIONS
+_INTERACTIONS_V1: list[tuple[str, datetime, str, datetime | None]] = [
     ("a", d("2022-06-01 10:00:00"), "email_open", None),
     ("a", d("2023-02-20 10:00:00"), "email_open", None),
     ("a", d("2023-03-14 10:00:00"), "login", None),
@@ -131,6 +147,37 @@ INTERACTIONS: list[tuple[str, datetime, str, datetime | None]] = [
     ("i", d("2023-03-02 10:00:00"), "login", None),
     ("k", d("2023-02-01 10:00:00"), "email_open", d("2023-02-01 10:00:00")),
 ]
+# p: every core_v2 family — scored tickets with repeats (4 and exactly 7 days apart) and a same-day null
+# value, clicks converting within 2 days and exactly 7 days and one not converting (20 days), a click
+# without a send, visits scored twice on one day, complaints before and after the last purchase, a login
+# recorded late. (customer_id, timestamp, type, recorded_at, value)
+_INTERACTIONS_V2: list[tuple[str, datetime, str, datetime | None, float | None]] = [
+    ("p", d("2022-12-20 10:00:00"), "campaign_sent", None, 1.0),
+    ("p", d("2022-12-21 10:00:00"), "email_open", None, 1.0),
+    ("p", d("2022-12-21 10:05:00"), "campaign_click", None, 1.0),
+    ("p", d("2023-01-05 10:00:00"), "support_ticket", None, 3.0),
+    ("p", d("2023-01-09 10:00:00"), "support_ticket", None, 4.0),
+    ("p", d("2023-01-09 16:00:00"), "support_ticket", None, None),
+    ("p", d("2023-02-20 10:00:00"), "support_ticket", None, 2.0),
+    ("p", d("2023-02-27 10:00:00"), "support_ticket", None, None),
+    ("p", d("2023-03-31 09:00:00"), "campaign_sent", None, 2.0),
+    ("p", d("2023-03-31 11:00:00"), "campaign_click", None, 2.0),
+    ("p", d("2023-03-31 12:00:00"), "campaign_click", None, 2.0),
+    ("p", d("2023-04-08 10:00:00"), "visit", None, 5.0),
+    ("p", d("2023-04-08 18:00:00"), "visit", None, 2.0),
+    ("p", d("2023-05-01 10:00:00"), "visit", None, None),
+    ("p", d("2023-05-10 10:00:00"), "complaint", None, 1.0),
+    ("p", d("2023-06-22 10:00:00"), "campaign_sent", None, 3.0),
+    ("p", d("2023-06-22 12:00:00"), "campaign_click", None, 3.0),
+    ("p", d("2023-06-30 20:00:00"), "login", None, 8.0),
+    ("p", d("2023-07-20 10:00:00"), "complaint", None, None),
+    ("p", d("2023-08-01 10:00:00"), "login", d("2023-10-05 00:00:00"), 6.0),
+    ("p", d("2023-09-29 10:00:00"), "campaign_click", None, 4.0),
+    ("d", d("2023-06-20 10:00:00"), "support_ticket", None, 1.5),  # 5 days after d's first ticket
+    ("g", d("2023-06-21 10:00:00"), "complaint", None, 2.0),
+    ("h", d("2022-09-01 18:00:00"), "support_ticket", None, 0.0),  # same day as h's unscored ticket
+]
+INTERACTIONS = [(*r, None) for r in _INTERACTIONS_V1] + _INTERACTIONS_V2
 
 CANCELLATIONS: list[tuple[str, datetime]] = [
     ("f", d("2022-12-31 10:00:00")),
@@ -154,6 +201,7 @@ CUSTOMERS: list[tuple[str, datetime | None, bool | None, str | None, float | Non
     ("l", d("2023-03-01 00:00:00"), True, "gold", 0.95),  # signed up, nothing else
     ("m", d("2023-07-15 00:00:00"), False, "silver", 0.35),  # signs up after C2, never buys
     ("n", d("2023-01-01 00:00:00"), True, "bronze", 0.15),
+    ("p", d("2022-12-01 00:00:00"), False, "gold", 0.65),
 ]
 ATTRIBUTES = ("is_subscriber", "segment", "score")
 
@@ -184,6 +232,7 @@ def make_history(churn: str = "non_contractual") -> History:
             "timestamp": pa.array([r[1] for r in INTERACTIONS], pa.timestamp("us")),
             "type": [r[2] for r in INTERACTIONS],
             "recorded_at": pa.array([r[3] for r in INTERACTIONS], pa.timestamp("us")),
+            "value": pa.array([r[4] for r in INTERACTIONS], pa.float64()),
         }
     )
     cancellations = pa.table(
@@ -285,12 +334,79 @@ def oracle_features(cid: str, cutoff: datetime) -> dict[str, Any]:
             out[f"{kind}_{w}d"] = len([a for a in ages if a < w])
         out[f"days_since_{kind}"] = min(ages) if ages else None
 
+    out.update(oracle_v2(cid, cutoff, purchases, days, out))
+
     (cust,) = [r for r in CUSTOMERS if r[0] == cid]
     signup = cust[1]
     tenure = age_days(cutoff, signup) if signup is not None else None
     out["signup_tenure_days"] = tenure if tenure is not None and tenure >= 0 else None
     for name, value in zip(ATTRIBUTES, cust[2:], strict=True):
         out[f"attr_{name}"] = value
+    return out
+
+
+def oracle_v2(
+    cid: str, cutoff: datetime, purchases: list[Any], days: list[Any], v1: dict[str, Any]
+) -> dict[str, Any]:
+    """core_v2's new families, restated with loops over the seen rows."""
+    out: dict[str, Any] = {}
+    inter = [(r[1], r[2], r[4]) for r in INTERACTIONS if r[0] == cid and seen(r[1], r[3], cutoff)]
+
+    def type_days(kind: str) -> list[Any]:
+        return sorted({ts.date() for ts, t, _ in inter if t == kind})
+
+    for kind in VALUE_TYPES:
+        values = [(ts, v) for ts, t, v in inter if t == kind and v is not None]
+        out[f"{kind}_value_mean"] = statistics.mean(v for _, v in values) if values else None
+        last_day = max((ts.date() for ts, _ in values), default=None)
+        on_last = [v for ts, v in values if ts.date() == last_day]
+        out[f"{kind}_value_last"] = statistics.mean(on_last) if on_last else None
+
+    tdays = type_days("support_ticket")
+    tgaps = [(tdays[k] - tdays[k - 1]).days for k in range(1, len(tdays))]
+    out["support_ticket_repeat_365d"] = sum(
+        1 for k in range(1, len(tdays)) if tgaps[k - 1] <= 7 and (cutoff.date() - tdays[k]).days < 365
+    )
+    out["support_ticket_gap_last_days"] = tgaps[-1] if tgaps else None
+    out["support_ticket_first_days"] = (cutoff.date() - tdays[0]).days if tdays else None
+
+    complaint, recency = v1["days_since_complaint"], v1["recency_days"]
+    if complaint is None:
+        out["complaint_after_last_purchase"] = 0
+    else:
+        out["complaint_after_last_purchase"] = 1 if recency is None or complaint <= recency else 0
+
+    def n_of(kind: str) -> int:
+        return sum(1 for _, t, _ in inter if t == kind)
+
+    sent = n_of("campaign_sent")
+    out["campaign_click_rate"] = n_of("campaign_click") / sent if sent else None
+    out["campaign_open_rate"] = n_of("email_open") / sent if sent else None
+    clicks = type_days("campaign_click")
+    converted = [any(0 <= (p - c).days <= 7 for p in days) for c in clicks]
+    out["campaign_conversions_365d"] = sum(
+        1 for c, ok in zip(clicks, converted, strict=True) if ok and (cutoff.date() - c).days < 365
+    )
+    out["campaign_conversion_rate"] = sum(converted) / len(converted) if converted else None
+
+    def engaged(lo: int, hi: int) -> int:
+        return sum(1 for ts, t, _ in inter if t in ENGAGEMENT_TYPES and lo <= age_days(cutoff, ts) < hi)
+
+    out["engagement_90d"] = engaged(0, 90)
+    out["engagement_trend_90d"] = engaged(0, 90) - engaged(90, 180)
+    out["engagement_recent_share_180d"] = engaged(0, 90) / engaged(0, 180) if engaged(0, 180) else None
+
+    spend: dict[str, float] = {}
+    first: dict[str, int] = {}
+    for ts, amount, category, _ in purchases:
+        if category is not None:
+            spend[category] = spend.get(category, 0.0) + amount
+            first[category] = max(first.get(category, 0), age_days(cutoff, ts))
+    total = sum(spend.values())
+    out["top_category_share"] = max(spend.values()) / total if total else None
+    shares = [s / total for s in spend.values() if s > 0] if total else []
+    out["category_entropy"] = -sum(q * math.log(q) for q in shares) if total else None
+    out["new_categories_90d"] = sum(1 for a in first.values() if a < 90)
     return out
 
 
@@ -341,6 +457,14 @@ def features(history: History, spine: pa.Table) -> pa.Table:
     return build_features(history, spine, "core_v1", horizon=f"{HORIZON}d")
 
 
+@pytest.fixture(scope="module")
+def features_v2(history: History, spine: pa.Table) -> pa.Table:
+    return build_features(history, spine, "core_v2", horizon=f"{HORIZON}d")
+
+
+V2_NEW = [name for family in CORE_V2_FAMILIES.values() for name in family]
+
+
 # --- tests -----------------------------------------------------------------------------------------
 
 
@@ -377,24 +501,40 @@ def test_feature_columns(history: History, features: pa.Table) -> None:
     assert columns == expected  # every family is fed by this history
 
 
-def test_features_match_oracle(features: pa.Table, spine: pa.Table) -> None:
-    rows = features.to_pylist()
+@pytest.mark.parametrize("key", ["core_v1", "core_v2"])
+def test_features_match_oracle(features: pa.Table, features_v2: pa.Table, spine: pa.Table, key: str) -> None:
+    rows = (features if key == "core_v1" else features_v2).to_pylist()
     assert [(r["customer_id"], r["cutoff"]) for r in rows] == list(
         zip(spine.column("customer_id").to_pylist(), spine.column("cutoff").to_pylist(), strict=True)
     )
     compared = 0
     for row in rows:
         want = oracle_features(row["customer_id"], row["cutoff"])
+        if key == "core_v1":
+            want = {k: v for k, v in want.items() if k not in V2_NEW}
         assert set(want) == {c for c in row if c not in ("customer_id", "cutoff", *BTYD)}
         for name, value in want.items():
-            assert_same(row[name], value, f"{name} for {row['customer_id']} at {row['cutoff']}")
+            assert_same(row[name], value, f"{key} {name} for {row['customer_id']} at {row['cutoff']}")
             compared += 1
-    assert compared > 500
+    assert compared > (500 if key == "core_v1" else 800)
 
 
-def test_oracle_covers_every_non_btyd_core_feature() -> None:
+def test_core_v2_is_core_v1_plus_new_families(
+    history: History, features: pa.Table, features_v2: pa.Table
+) -> None:
+    """core_v1 is frozen: the same columns, and core_v2's copy of them holds the same values."""
+    v1, v2 = FEATURE_SETS["core_v1"].features, FEATURE_SETS["core_v2"].features
+    assert v2 == (*v1, *V2_NEW) and len(set(V2_NEW)) == len(V2_NEW) == 22
+    assert resolve_columns("core_v2", history) == [*v1, *V2_NEW, *(f"attr_{a}" for a in ATTRIBUTES)]
+    assert features_v2.select(features.column_names).equals(features)
+    for name in V2_NEW:
+        assert REGISTRY[name].family in CORE_V2_FAMILIES and name in CORE_V2_FAMILIES[REGISTRY[name].family]
+
+
+@pytest.mark.parametrize("key", ["core_v1", "core_v2"])
+def test_oracle_covers_every_non_btyd_core_feature(key: str) -> None:
     names = oracle_features("a", C1)
-    for name in FEATURE_SETS["core_v1"].features:
+    for name in FEATURE_SETS[key].features:
         assert (name in names) != (REGISTRY[name].source == "btyd"), name
 
 
@@ -428,6 +568,77 @@ def test_selected_edge_values(
 ) -> None:
     """A few values worked out by hand, so the oracle itself is checked too."""
     rows = [r for r in features.to_pylist() if r["customer_id"] == cid and r["cutoff"] == cutoff]
+    assert len(rows) == 1
+    assert_same(rows[0][column], value, f"{column} for {cid} at {cutoff}")
+    assert_same(oracle_features(cid, cutoff)[column], value, f"oracle {column} for {cid} at {cutoff}")
+
+
+@pytest.mark.parametrize(
+    ("cid", "cutoff", "column", "value"),
+    [
+        # values: tickets 3.0 (Jan 5), 4.0 and null (Jan 9), 2.0 (Feb 20), null (Feb 27)
+        ("p", C1, "support_ticket_value_mean", 3.0),
+        ("p", C1, "support_ticket_value_last", 2.0),  # Feb 27 carries no value: Feb 20's
+        ("p", C1, "visit_value_mean", None),
+        ("p", C2_T, "visit_value_mean", 3.5),  # 5 and 2 on Apr 8 (May 1's null ignored)
+        ("p", C2_T, "visit_value_last", 3.5),
+        ("p", C2_T, "login_value_last", 8.0),
+        ("p", C3_T, "login_value_mean", 8.0),  # Aug 1's login was recorded after C3
+        ("p", C3_T, "complaint_value_last", 1.0),  # Jul 20's complaint has no value
+        ("h", C1, "support_ticket_value_last", 0.0),  # a zero score is a score
+        ("a", C2_T, "support_ticket_value_mean", None),  # tickets without values
+        # tickets: days Jan 5, Jan 9 (4 days: repeat), Feb 20 (42), Feb 27 (7: repeat)
+        ("p", C1, "support_ticket_repeat_365d", 2),
+        ("p", C1, "support_ticket_gap_last_days", 7),
+        ("p", C1, "support_ticket_first_days", 69),  # Jan 5 to Mar 15
+        ("p", d("2024-01-08"), "support_ticket_repeat_365d", 2),  # Jan 9, 2023 is 364 days old...
+        ("p", d("2024-01-09"), "support_ticket_repeat_365d", 1),  # ...and now 365: out of the window
+        ("d", C2_T, "support_ticket_repeat_365d", 1),
+        ("d", C1, "support_ticket_gap_last_days", None),
+        ("b", C1, "support_ticket_first_days", None),
+        # complaints against the last purchase (May 10 complaint, purchases to Jun 29, Jul 20 complaint)
+        ("p", C2_T, "complaint_after_last_purchase", 0),
+        ("p", C3_T, "complaint_after_last_purchase", 1),  # the Jul 15 refund is not a purchase
+        ("g", C2_T, "complaint_after_last_purchase", 1),  # complaints Jun 20/21; last purchase seen: Apr 1
+        ("a", C2_T, "complaint_after_last_purchase", 0),  # complaint Jun 2, purchase on C2's day
+        ("d", C2_T, "complaint_after_last_purchase", 0),  # no complaint
+        # campaigns: sent Dec 20, Mar 31, Jun 22; clicks Dec 21 (no purchase within 7 days), Mar 31 x2
+        # (purchase Apr 2), Jun 22 (purchase Jun 29: exactly 7 days), Sep 30 (no send, no purchase)
+        ("p", C1, "campaign_click_rate", 1.0),
+        ("p", C1, "campaign_open_rate", 1.0),
+        ("p", C1, "campaign_conversion_rate", 0.0),
+        ("p", C2_T, "campaign_click_rate", 4 / 3),
+        ("p", C2_T, "campaign_conversions_365d", 2),
+        ("p", C2_T, "campaign_conversion_rate", 2 / 3),
+        ("p", C3_T, "campaign_conversion_rate", 2 / 4),
+        ("p", C3_T, "campaign_click_rate", 5 / 3),
+        ("b", C1, "campaign_conversion_rate", 1.0),  # click Jan 26, purchase Feb 1
+        ("c", C1, "campaign_click_rate", None),
+        ("c", C1, "campaign_conversions_365d", 0),
+        # engagement (opens, clicks, logins, visits) at C2: Apr 8 x2, May 1, Jun 22, Jun 30 in the last 90
+        # days; Mar 31 x2 in the 90 before (Dec 21's two are older than 180 days)
+        ("p", C2_T, "engagement_90d", 5),
+        ("p", C2_T, "engagement_trend_90d", 3),
+        ("p", C2_T, "engagement_recent_share_180d", 5 / 7),
+        ("c", C2_T, "engagement_recent_share_180d", None),
+        # categories at C2: books 80, music 20, toys 0, games 25 (the null category is left out)
+        ("p", C2_T, "top_category_share", 80 / 125),
+        ("p", C2_T, "category_entropy", -sum(q * math.log(q) for q in (80 / 125, 20 / 125, 25 / 125))),
+        ("p", C2_T, "new_categories_90d", 1),  # games (Jun 29); books, music, toys are older than 90 days
+        ("p", C1, "new_categories_90d", 3),  # books, music, toys within 90 days of Mar 15
+        ("b", C1, "category_entropy", 0.0),
+        ("d", C1, "top_category_share", None),
+    ],
+)
+def test_selected_core_v2_values(
+    history: History, features_v2: pa.Table, cid: str, cutoff: datetime, column: str, value: Any
+) -> None:
+    """core_v2's new features worked out by hand, checked against the pipeline and the oracle."""
+    table = features_v2
+    if cutoff not in CUTOFF_TS:
+        table = build_features(history, build_spine(history, [cutoff]), "core_v2", horizon=f"{HORIZON}d")
+        cutoff = table.column("cutoff")[0].as_py()
+    rows = [r for r in table.to_pylist() if r["customer_id"] == cid and r["cutoff"] == cutoff]
     assert len(rows) == 1
     assert_same(rows[0][column], value, f"{column} for {cid} at {cutoff}")
     assert_same(oracle_features(cid, cutoff)[column], value, f"oracle {column} for {cid} at {cutoff}")
@@ -556,3 +767,26 @@ def test_absent_families_are_left_out() -> None:
     assert not [c for c in columns if c.startswith("attr_")]
     out = build_features(history, build_spine(history, [C1]), "core_v1")
     assert out.column_names == ["customer_id", "cutoff", *columns]
+
+
+def test_core_v2_families_need_their_columns() -> None:
+    """Without interactions' value or transactions' category those families are absent; the rest stay."""
+    history = make_history()
+    bare = history_from_frames(
+        transactions=history.transactions.drop(["category"]),
+        customers=history.customers,
+        interactions=history.interactions.drop(["value"]),
+        as_of=AS_OF,
+    )
+    columns = resolve_columns("core_v2", bare)
+    dropped = {*CORE_V2_FAMILIES["interaction_value"], *CORE_V2_FAMILIES["category_preferences"]}
+    assert [c for c in FEATURE_SETS["core_v2"].features if c not in columns] == [
+        "n_categories",
+        *(c for c in V2_NEW if c in dropped),
+    ]
+    out = build_features(bare, build_spine(bare, [C2]), "core_v2")
+    assert out.column_names == ["customer_id", "cutoff", *columns]
+    # without interactions, nothing of theirs (complaint_after_last_purchase reads days_since_complaint)
+    no_ix = history_from_frames(transactions=history.transactions, as_of=AS_OF)
+    columns = resolve_columns("core_v2", no_ix)
+    assert [c for c in columns if c in V2_NEW] == list(CORE_V2_FAMILIES["category_preferences"])

@@ -3,6 +3,9 @@
 1. Events after the cutoff never change a feature (BTYD included: it is fitted on data <= T only).
 2. The row order of the input tables never changes features or labels.
 3. Events at or before the cutoff never change a label.
+
+Features are core_v2's (core_v1's plus interaction values, tickets, complaints, campaign response,
+engagement trend and category preferences): transactions carry a category and interactions a value.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ FEATURE_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_chec
 SHUFFLE_SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=_HEALTH)
 LABEL_SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=_HEALTH)
 
-Tx = tuple[str, datetime, float, datetime | None]  # customer_id, timestamp, amount, recorded_at
-Ix = tuple[str, datetime, str]  # customer_id, timestamp, type
+# customer_id, timestamp, amount, recorded_at, category
+Tx = tuple[str, datetime, float, datetime | None, str | None]
+Ix = tuple[str, datetime, str, float | None]  # customer_id, timestamp, type, value
 
 AMOUNTS = st.sampled_from([0.0, 1.0, 2.5, 10.0, 19.99, 100.0, -1.0, -5.5, -20.0])
 TYPES = st.sampled_from([*INTERACTION_TYPES, "other"])
+CATEGORIES = st.sampled_from([None, "books", "music", "toys"])
+VALUES = st.sampled_from([None, None, 0.0, 1.0, 3.5, 10.0, -2.0])
 
 
 @st.composite
@@ -55,11 +61,11 @@ def histories(draw: st.DrawFn) -> tuple[list[Tx], list[Ix] | None, datetime]:
             ts = draw(timestamps())
             late = draw(st.sampled_from([None, None, None, 0, 5, 40]))
             recorded = None if late is None else ts + timedelta(days=late)
-            tx.append((f"c{i}", ts, draw(AMOUNTS), recorded))
+            tx.append((f"c{i}", ts, draw(AMOUNTS), recorded, draw(CATEGORIES)))
     interactions: list[Ix] | None = None
     if draw(st.booleans()):
         interactions = [
-            (f"c{draw(st.integers(0, n - 1))}", draw(timestamps()), draw(TYPES))
+            (f"c{draw(st.integers(0, n - 1))}", draw(timestamps()), draw(TYPES), draw(VALUES))
             for _ in range(draw(st.integers(1, 12)))
         ]
     # a bare date (end of day) or an exact timestamp, leaving room for a 90-day window before AS_OF
@@ -77,6 +83,7 @@ def make_history(tx: list[Tx], interactions: list[Ix] | None) -> History:
             "timestamp": pa.array([r[1] for r in tx], pa.timestamp("us")),
             "amount": pa.array([r[2] for r in tx], pa.float64()),
             "recorded_at": pa.array([r[3] for r in tx], pa.timestamp("us")),
+            "category": pa.array([r[4] for r in tx], pa.string()),
         }
     )
     i = None
@@ -86,6 +93,7 @@ def make_history(tx: list[Tx], interactions: list[Ix] | None) -> History:
                 "customer_id": [r[0] for r in interactions],
                 "timestamp": pa.array([r[1] for r in interactions], pa.timestamp("us")),
                 "type": [r[2] for r in interactions],
+                "value": pa.array([r[3] for r in interactions], pa.float64()),
             }
         )
     return history_from_frames(transactions=t, interactions=i, config=CONFIG, as_of=AS_OF)
@@ -106,7 +114,7 @@ def assert_tables_equal(got: pa.Table, want: pa.Table, rel: float = 1e-9) -> Non
 
 
 def features(history: History, spine: pa.Table) -> pa.Table:
-    return build_features(history, spine, "core_v1", horizon=HORIZON)
+    return build_features(history, spine, "core_v2", horizon=HORIZON)
 
 
 # --- 1. the future never leaks into features ---------------------------------------------------------
@@ -121,24 +129,40 @@ def future_changes(draw: st.DrawFn) -> tuple[tuple[list[Tx], list[Ix] | None, da
     # alter existing events after the cutoff (amounts, timestamps moved later)
     for k, r in enumerate(new_tx):
         if r[1] > cutoff and draw(st.booleans()):
-            new_tx[k] = (r[0], r[1] + timedelta(days=draw(st.integers(0, 30))), draw(AMOUNTS), r[3])
+            new_tx[k] = (
+                r[0],
+                r[1] + timedelta(days=draw(st.integers(0, 30))),
+                draw(AMOUNTS),
+                r[3],
+                draw(CATEGORIES),
+            )
     # add purchases and refunds after the cutoff, and events before it only recorded after it
     for _ in range(draw(st.integers(1, 6))):
         ts = draw(timestamps(after, 460))
         if ts <= cutoff:
             ts = cutoff + timedelta(microseconds=1)
-        new_tx.append((draw(st.sampled_from(ids)), ts, draw(AMOUNTS), None))
+        new_tx.append((draw(st.sampled_from(ids)), ts, draw(AMOUNTS), None, draw(CATEGORIES)))
     for _ in range(draw(st.integers(0, 3))):
         ts = draw(timestamps(0, after))
         if ts <= cutoff:
-            new_tx.append((draw(st.sampled_from(ids)), ts, draw(AMOUNTS), cutoff + timedelta(microseconds=1)))
+            late = cutoff + timedelta(microseconds=1)
+            new_tx.append((draw(st.sampled_from(ids)), ts, draw(AMOUNTS), late, draw(CATEGORIES)))
     new_ix = [
-        (draw(st.sampled_from(ids)), cutoff + timedelta(microseconds=1, days=draw(st.integers(0, 60))), t)
+        (
+            draw(st.sampled_from(ids)),
+            cutoff + timedelta(microseconds=1, days=draw(st.integers(0, 60))),
+            t,
+            draw(VALUES),
+        )
         for t in draw(st.lists(TYPES, min_size=0, max_size=4))
     ]
+    # clicks just after the cutoff, and purchases just after it: a click's conversion must not see them
+    for r in interactions or []:
+        if r[1] <= cutoff and r[2] == "campaign_click" and draw(st.booleans()):
+            new_tx.append((r[0], cutoff + timedelta(microseconds=1), 5.0, None, "books"))
     for r in interactions or []:
         if r[1] > cutoff:
-            new_ix.append((r[0], r[1], draw(TYPES)))  # the type of a later interaction changed
+            new_ix.append((r[0], r[1], draw(TYPES), draw(VALUES)))  # a later one's type and value changed
         else:
             new_ix.append(r)
     return (tx, interactions, cutoff), new_tx, new_ix
@@ -193,15 +217,16 @@ def past_changes(draw: st.DrawFn) -> tuple[tuple[list[Tx], list[Ix] | None, date
     new_tx = []
     for r in tx:
         if r[1] <= cutoff and draw(st.booleans()):
-            r = (r[0], r[1], draw(AMOUNTS), r[3])  # a purchase becomes a refund, or another amount
+            r = (r[0], r[1], draw(AMOUNTS), r[3], r[4])  # a purchase becomes a refund, or another amount
         new_tx.append(r)
     if eligible:
         for _ in range(draw(st.integers(0, 5))):
             ts = draw(timestamps(0, (cutoff - BASE).days))
             if ts <= cutoff:
-                new_tx.append((draw(st.sampled_from(eligible)), ts, draw(AMOUNTS), None))
+                new_tx.append((draw(st.sampled_from(eligible)), ts, draw(AMOUNTS), None, draw(CATEGORIES)))
         new_ix = list(interactions or []) + [
-            (draw(st.sampled_from(eligible)), cutoff, draw(TYPES)) for _ in range(draw(st.integers(0, 3)))
+            (draw(st.sampled_from(eligible)), cutoff, draw(TYPES), draw(VALUES))
+            for _ in range(draw(st.integers(0, 3)))
         ]
     else:
         new_ix = list(interactions or [])
@@ -231,9 +256,8 @@ def seeded_transactions(seed: int = 11, n: int = 150) -> list[Tx]:
         dropout = rnd.betavariate(1, 5)
         mean_spend = rnd.lognormvariate(3, 0.6)
         while day < 500:
-            rows.append(
-                (f"s{i:03d}", BASE + timedelta(days=day), round(rnd.gammavariate(6, mean_spend / 6), 2), None)
-            )
+            amount = round(rnd.gammavariate(6, mean_spend / 6), 2)
+            rows.append((f"s{i:03d}", BASE + timedelta(days=day), amount, None, rnd.choice(["a", "b", None])))
             if rnd.random() < dropout:
                 break
             day += rnd.expovariate(rate)
@@ -246,13 +270,13 @@ def test_events_after_the_cutoff_never_change_fitted_btyd_features() -> None:
     before = make_history(tx, None)
     spine = build_spine(before, [cutoff])
     rnd = random.Random(3)
-    later = [(r[0], r[1], r[2] * 3 + 1, r[3]) if r[1] > cutoff else r for r in tx]
+    later = [(r[0], r[1], r[2] * 3 + 1, r[3], "c") if r[1] > cutoff else r for r in tx]
     later += [
-        (f"s{rnd.randrange(150):03d}", cutoff + timedelta(days=rnd.uniform(0, 150)), 50.0, None)
+        (f"s{rnd.randrange(150):03d}", cutoff + timedelta(days=rnd.uniform(0, 150)), 50.0, None, "c")
         for _ in range(200)
     ]
     later += [
-        (f"s{rnd.randrange(150):03d}", cutoff - timedelta(days=5), 75.0, cutoff + timedelta(days=1))
+        (f"s{rnd.randrange(150):03d}", cutoff - timedelta(days=5), 75.0, cutoff + timedelta(days=1), "a")
         for _ in range(20)
     ]
     want = features(before, spine)
