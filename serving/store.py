@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -29,7 +31,7 @@ from alembic.script import ScriptDirectory
 
 from core.clock import utc_naive, utc_now
 from features.history import History
-from serving import schema
+from serving import bulk, schema
 from serving.schema import score_history_table, score_runs_table
 
 if TYPE_CHECKING:
@@ -215,58 +217,109 @@ def write_snapshot(
         tables.append((EVENTS, events, False))
     with eng.begin() as con:
         for name, frame, unique in tables:
-            frame.to_sql(f"{name}__new", con, if_exists="replace", index=False, chunksize=5_000)
+            new = f"{name}__new"
+            # the table as pandas would create it (column types from the whole frame), filled in bulk
+            frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
+            bulk.insert_frame(con, bulk.table_of(con, new), frame)
             con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
             kind = "UNIQUE INDEX" if unique else "INDEX"
-            con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
-            con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
+            con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {new} (customer_id)"))
+            con.execute(sa.text(f"ALTER TABLE {new} RENAME TO {name}"))
         _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
+
+
+def _sql_types(frame: pd.DataFrame) -> dict[str, Any]:
+    """The SQL type `to_sql` would give each object column from all its values (an empty frame leaves it
+    nothing to infer from, and every such column would become TEXT). Typed columns keep their dtype when
+    emptied, so pandas infers them the same either way."""
+    found = {}
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            kind = pd.api.types.infer_dtype(frame[col], skipna=True)
+            sql = _INFERRED.get(kind)
+            if sql is not None:
+                found[str(col)] = sql
+    return found
+
+
+_INFERRED: dict[str, Any] = {
+    "floating": sa.Float(precision=53),
+    "integer": sa.BigInteger(),
+    "boolean": sa.Boolean(),
+    "datetime": sa.DateTime(),
+    "datetime64": sa.DateTime(),
+    "date": sa.Date(),
+}
+"""pandas' own choices (pandas.io.sql) for object columns that hold numbers, booleans or times."""
 
 
 def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
     t = score_history_table
     rows = scores[HISTORY_COLUMNS].astype({"customer_id": str, "model_version": str})
-    runs = {utc_naive(a) for a in rows["as_of"].unique()}
-    con.execute(sa.delete(t).where(t.c.as_of.in_(runs)))  # a re-run of an as_of replaces its rows
-    records = rows.assign(as_of=[utc_naive(a) for a in rows["as_of"]]).to_dict("records")
-    for start in range(0, len(records), 5_000):
-        con.execute(sa.insert(t), records[start : start + 5_000])
+    naive = {a: utc_naive(a) for a in rows["as_of"].unique()}
+    con.execute(
+        sa.delete(t).where(t.c.as_of.in_(set(naive.values())))
+    )  # a re-run of an as_of replaces its rows
+    bulk.insert_frame(con, t, rows.assign(as_of=rows["as_of"].map(naive)))
 
 
 def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
     """Each customer's `n` latest events of the history (purchases, interactions, cancellations), newest
-    first: customer_id, timestamp, kind, amount (purchases and valued interactions), detail."""
+    first (events at the same time: by kind, then in the order of their table): customer_id, timestamp,
+    kind, amount (purchases and valued interactions), detail. Events are ranked on their keys alone and
+    the detail text is written for the kept ones only (a million customers have some 18M events)."""
     parts, con = [], duckdb.connect()
+    raw = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
     try:
-        for name, kind, amount, detail in (
-            ("transactions", "'purchase'", "amount", ("category", "channel")),
-            ("interactions", "'interaction'", "value", ("type",)),
-            ("cancellations", "'cancellation'", None, ()),
+        for source, (name, kind, amount, shown) in enumerate(
+            (
+                ("transactions", "purchase", "amount", raw[:4]),
+                ("interactions", "interaction", "value", raw[4:]),
+                ("cancellations", "cancellation", None, ()),
+            )
         ):
             table = getattr(history, name)
             if table is None:
                 continue
-            con.register(name, table)
-            cols = [f"CAST({c} AS VARCHAR)" for c in detail if c in table.column_names]
-            if name == "transactions" and "order_id" in table.column_names:
-                cols.append("'order ' || CAST(order_id AS VARCHAR)")
-            if name == "transactions" and "quantity" in table.column_names:
-                cols.append("'quantity ' || regexp_replace(CAST(quantity AS VARCHAR), '\\.0+$', '')")
-            text = f"concat_ws(', ', {', '.join(cols)})" if cols else "''"
+            seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            con.register(name, table.select(["customer_id", "timestamp"]).append_column("seq", seq))
+            con.register(f"{name}_detail", table.append_column("seq", seq))
             value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
+            extra = [
+                f"CAST({c} AS VARCHAR) AS {c}" if c in shown and c in table.column_names else f"NULL AS {c}"
+                for c in raw
+            ]
             parts.append(
-                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {kind} AS kind, "
-                f"{value} AS amount, {text} AS detail FROM {name}"
+                (
+                    f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, '{kind}' AS kind, "
+                    f"{source} AS source, seq FROM {name}",
+                    f"SELECT {source} AS source, seq, {value} AS amount, {', '.join(extra)} FROM {name}_detail",
+                )
             )
-        query = (
-            f"SELECT * FROM ({' UNION ALL '.join(parts)}) QUALIFY row_number() OVER "
-            f"(PARTITION BY customer_id ORDER BY timestamp DESC, kind) <= {int(n)} "
-            "ORDER BY customer_id, timestamp DESC, kind"
+        ranked = (
+            f"SELECT * FROM ({' UNION ALL '.join(p[0] for p in parts)}) QUALIFY row_number() OVER "
+            f"(PARTITION BY customer_id ORDER BY timestamp DESC, kind, seq) <= {int(n)}"
         )
-        return con.execute(query).df()
+        quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
+        detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
+        query = (
+            f"SELECT r.customer_id, r.timestamp, r.kind, d.amount, {detail} AS detail "
+            f"FROM ({ranked}) r JOIN ({' UNION ALL '.join(p[1] for p in parts)}) d USING (source, seq) "
+            "ORDER BY r.customer_id, r.timestamp DESC, r.kind, r.seq"
+        )
+        found = con.execute(query).fetchnumpy()
     finally:
         con.close()
+    return pd.DataFrame(
+        {
+            "customer_id": pd.Series(found["customer_id"], dtype=object),
+            "timestamp": pd.Series(found["timestamp"]),
+            "kind": pd.Series(found["kind"], dtype=object),
+            "amount": pd.Series(found["amount"], dtype=np.float64),
+            "detail": pd.Series(found["detail"], dtype=object),
+        }
+    )
 
 
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:

@@ -152,8 +152,10 @@ def differences(
     """What differs between a saved frame and a new one: columns, row count, then values (numbers to
     TOLERANCE, relative or absolute; JSON text compared parsed). Rows of recent events in `tied`
     (`tied_events`) are compared on customer_id, timestamp and kind."""
-    got = {"columns": list(actual.columns), "rows": [{k: _plain(v) for k, v in r.items()} for r in
-                                                      actual.to_dict("records")]}
+    got = {
+        "columns": list(actual.columns),
+        "rows": [{k: _plain(v) for k, v in r.items()} for r in actual.to_dict("records")],
+    }
     if got["columns"] != expected["columns"]:
         return [f"{where}: columns {got['columns']} != {expected['columns']}"]
     if len(got["rows"]) != len(expected["rows"]):

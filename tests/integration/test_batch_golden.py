@@ -23,7 +23,9 @@ def _history(case: golden.Case, cdnow_dir: Path, tmp_path: Path) -> History:
 
 
 @pytest.mark.parametrize("case", [golden.CDNOW, golden.SYNTHETIC], ids=lambda c: c.name)
-def test_batch_runs_store_what_the_reference_stored(case: golden.Case, cdnow_dir: Path, tmp_path: Path) -> None:
+def test_batch_runs_store_what_the_reference_stored(
+    case: golden.Case, cdnow_dir: Path, tmp_path: Path
+) -> None:
     expected = golden.load(golden.GOLDEN / case.name)
     (tmp_path / "run").mkdir()
     history = _history(case, cdnow_dir, tmp_path)
@@ -47,3 +49,21 @@ def test_the_reference_exercises_what_it_guards() -> None:
         assert len(saved["table_score_history"]["rows"]) > len(rows)
     tiers = golden.load(golden.GOLDEN / "cdnow")["table_tier_history"]["rows"]
     assert any(r["tier"] != r["tier_raw"] for r in tiers)  # hysteresis held someone
+
+
+def test_scoring_at_the_end_reads_the_history_as_until_does(tmp_path: Path) -> None:
+    """Batch scoring skips `History.until`'s copy when no row is dated after as_of: the same tables."""
+    from datetime import timedelta
+
+    from features.build import end_of
+    from serving.batch import _known_at
+
+    synthetic.write(tmp_path / "h", 200, seed=1)
+    history = load_history(tmp_path / "h")
+    end = end_of(history)
+    for t in (end, end + timedelta(days=1), end - timedelta(days=40)):
+        fast, slow = _known_at(history, t), history.until(t)
+        assert fast.as_of == slow.as_of == t
+        for name, table in slow.tables().items():
+            assert fast.tables()[name].equals(table), (t, name)
+    assert _known_at(history, end).transactions is history.transactions  # nothing copied
