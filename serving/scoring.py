@@ -187,9 +187,9 @@ def cold_start(rows: pd.DataFrame, min_purchase_days: int) -> np.ndarray:
     """Too little history to trust the scores: no purchase at all, or fewer distinct purchase days than
     `min_purchase_days`."""
     days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
-    repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
+    purchase_days = days.fillna(0).to_numpy()  # frequency_days counts distinct purchase days, the first too
     bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
-    return np.asarray(~bought | (repeat < min_purchase_days), dtype=bool)
+    return np.asarray(~bought | (purchase_days < min_purchase_days), dtype=bool)
 
 
 def score_records(
