@@ -1,15 +1,19 @@
 """Batch scoring at CRM scale: what `diamond score --data DIR` runs, against a hand-written reference for the
 same customers, measured in the same run (bench/README.md, "Batch scoring").
 
-| side | what it does |
-| --- | --- |
-| `diamond` | `diamond.flows.score`, the function `diamond score --data DIR` calls: load and validate the history, feature rows, scores, reasons, tiers with hysteresis, alerts, drift, the Parquet score table and the store's snapshot (SQLite), with the CDNOW demo champion |
-| `reference` | one hand-written DuckDB query over the Parquet files for the model's inputs (spine, RFM, windows, trend, inter-purchase times, the BTYD summaries; the BTYD closed forms from `features.btyd`), the two boosters' `inplace_predict` on a float32 array, the stacker and horizon maps, a Parquet file of customer_id and the three scores |
+- `diamond`: `diamond.flows.score`, the function `diamond score --data DIR` calls: load and validate the
+  history, feature rows, scores and reasons, tiers with hysteresis, the Parquet score table and the store's
+  snapshot (SQLite), alerts, drift, with the CDNOW demo champion.
+- `reference`: one hand-written DuckDB query over the Parquet files for the model's inputs (spine, RFM,
+  windows, trend, inter-purchase times, the BTYD summaries; the BTYD closed forms from `features.btyd`), both
+  boosters' `inplace_predict` on a float32 array, the stacker and horizon maps, and a Parquet file of
+  customer_id and the three scores.
 
-Each side runs in its own subprocess (wall time around it, that child's peak RSS); both use one DuckDB and
-one XGBoost thread, Diamond's defaults. The reference's scores must equal Diamond's for the same customers
-(1e-6) or the script fails. The champion is trained once on CDNOW with the repository's training.yaml (what
-`diamond demo` trains on all the data) and kept in bench/.data with the synthetic histories.
+Each side runs in its own subprocess (wall time around it, that child's peak RSS, imports and the model's
+load from MLflow included on both sides); both use one DuckDB thread. The reference's scores must equal
+Diamond's for the same customers (1e-6) or the script fails. The champion is trained once on CDNOW with the
+repository's training.yaml (what `diamond demo` trains on all the data) and kept in bench/.data with the
+synthetic histories.
 
     .venv/bin/python bench/bench_batch.py --customers 100000 1000000
 
@@ -26,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +60,7 @@ def store_env(champion: Path) -> dict[str, str]:
 
 
 def ensure_champion() -> Path:
-    """The CDNOW demo champion: `diamond train` on all of CDNOW with training.yaml, in its own MLflow store."""
+    """The CDNOW demo champion: `diamond train` on all of CDNOW with training.yaml, in its own store."""
     if (CHAMPION / ".built").exists():
         return CHAMPION
     shutil.rmtree(CHAMPION, ignore_errors=True)
@@ -74,9 +78,9 @@ def ensure_champion() -> Path:
     return CHAMPION
 
 
-def ensure_history(customers: int, seed: int) -> Path:
-    """`diamond data synthetic` for `customers` (written once into bench/.data, shared with bench_features)."""
-    folder = DATA / f"synthetic-{customers}-seed{seed}"
+def ensure_history(customers: int, seed: int, data_dir: Path = DATA) -> Path:
+    """The synthetic history of `customers` (written once into bench/.data, shared with bench_features)."""
+    folder = data_dir / f"synthetic-{customers}-seed{seed}"
     if not (folder / "dataset.yaml").exists():
         from features.datasets import synthetic
 
@@ -85,7 +89,7 @@ def ensure_history(customers: int, seed: int) -> Path:
     return folder
 
 
-# --- children: each does its work and prints {"seconds": ..., "split": ..., ...} on its last line ---------------
+# --- children: each does its work and prints {"seconds": ..., "split": ...} on its last line ----------------
 
 
 def child_diamond(data: Path, work: Path) -> dict[str, Any]:
@@ -148,7 +152,8 @@ def reference_sql(source: dict[str, str], t: str) -> str:
         WHERE f.first_seen <= {ts} AND (c.cancelled_at IS NULL OR c.cancelled_at > {ts})
     ),
     tx AS (
-        SELECT customer_id, amount, CAST(timestamp AS DATE) AS day, date_diff('day', CAST(timestamp AS DATE), {d}) AS age
+        SELECT customer_id, amount, CAST(timestamp AS DATE) AS day,
+            date_diff('day', CAST(timestamp AS DATE), {d}) AS age
         FROM {source["transactions"]} WHERE timestamp <= {ts}
     ),
     ta AS (
@@ -172,19 +177,22 @@ def reference_sql(source: dict[str, str], t: str) -> str:
         FROM tx WHERE amount >= 0 GROUP BY customer_id, day
     ),
     da AS (
-        SELECT customer_id, count(*) AS frequency_days, avg(gap) AS ipt_mean_days, stddev_samp(gap) AS ipt_std_days,
+        SELECT customer_id, count(*) AS frequency_days, avg(gap) AS ipt_mean_days,
+            stddev_samp(gap) AS ipt_std_days,
             arg_max(gap, day) AS ipt_last_days, arg_min(day_amount, day) AS monetary_first,
             arg_max(day_amount, day) AS monetary_last, count(*) - 1 AS btyd_x,
             max(age) - min(age) AS btyd_tx, max(age) AS btyd_t, sum(day_amount) AS day_total
         FROM days GROUP BY 1
     )
-    SELECT s.customer_id, recency_days, coalesce(monetary_sum, 0) AS monetary_sum, monetary_mean, monetary_max,
+    SELECT s.customer_id, recency_days, coalesce(monetary_sum, 0) AS monetary_sum, monetary_mean,
+        monetary_max,
         monetary_std, monetary_first, monetary_last,
         coalesce(purchases_30d, 0) AS purchases_30d, coalesce(amount_30d, 0) AS amount_30d,
         coalesce(purchases_90d, 0) AS purchases_90d, coalesce(amount_90d, 0) AS amount_90d,
         coalesce(purchases_90d, 0) - coalesce(purchases_prev_90d, 0) AS trend_purchases_90d,
         coalesce(amount_90d, 0) - coalesce(amount_prev_90d, 0) AS trend_amount_90d,
-        ipt_mean_days, ipt_std_days, ipt_last_days, recency_days / nullif(ipt_mean_days, 0) AS recency_over_ipt,
+        ipt_mean_days, ipt_std_days, ipt_last_days,
+        recency_days / nullif(ipt_mean_days, 0) AS recency_over_ipt,
         coalesce(frequency_days, 0) AS frequency_days, btyd_x, btyd_tx, btyd_t,
         (day_total - monetary_first) / nullif(btyd_x, 0) AS btyd_m
     FROM spine s LEFT JOIN ta USING (customer_id) LEFT JOIN da USING (customer_id)
@@ -198,6 +206,7 @@ def child_reference(data: Path, work: Path) -> dict[str, Any]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import yaml
     from scipy.special import expit, logit
 
     from features import btyd
@@ -217,8 +226,12 @@ def child_reference(data: Path, work: Path) -> dict[str, Any]:
         for n in ("transactions", "interactions", "customers", "cancellations")
         if (data / f"{n}.parquet").exists()
     }
-    events = [n for n in ("transactions", "interactions", "cancellations") if n in source]
-    t = max(con.sql(f"SELECT max(timestamp) FROM {source[n]}").fetchone()[0] for n in events)  # type: ignore[index]
+    declared = yaml.safe_load((data / "dataset.yaml").read_text()) if (data / "dataset.yaml").exists() else {}
+    if (declared or {}).get("as_of"):
+        t = datetime.fromisoformat(str(declared["as_of"]))
+    else:  # the latest event, as Diamond takes it
+        events = [n for n in ("transactions", "interactions", "cancellations") if n in source]
+        t = max(con.execute(f"SELECT max(timestamp) FROM {source[n]}").fetchall()[0][0] for n in events)
     rows = con.sql(reference_sql(source, t.isoformat(sep=" "))).arrow().read_all()
     split["query"] = round(time.perf_counter() - t1, 2)
     t2 = time.perf_counter()
@@ -290,7 +303,7 @@ def run_child(side: str, data: Path, work: Path) -> None:
     print(json.dumps(result))
 
 
-# --- the parent ------------------------------------------------------------------------------------------------
+# --- the parent -----------------------------------------------------------------------------------------
 
 
 def same_scores(diamond: Path, reference: Path) -> float:
@@ -320,6 +333,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sides", nargs="+", default=["reference", "diamond"])
+    parser.add_argument("--data-dir", type=Path, default=DATA, help="where histories are kept")
+    parser.add_argument("--tmp", type=Path, default=None, help="where each run's store and files go")
     parser.add_argument("--child", choices=["diamond", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -330,8 +345,8 @@ def main() -> None:
     ensure_champion()
     results: dict[tuple[int, str], Any] = {}
     for n in args.customers:
-        data = ensure_history(n, args.seed)
-        with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        data = ensure_history(n, args.seed, args.data_dir)
+        with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=args.tmp) as tmp:
             parquet = {}
             for side in args.sides:
                 work = Path(tmp) / side
@@ -362,7 +377,8 @@ def report(results: dict[tuple[int, str], Any], customers: list[int]) -> None:
         speed = f"{ref.wall_s / got.wall_s:.2f}" if ref else "—"
         split = ", ".join(f"{k} {v:.1f}" for k, v in got.result["split"].items())
         row = (
-            f"| {today} | {n:,} | {side} | {got.result['scored']:,} | {got.wall_s:.1f} | {got.peak_rss_mib:,.0f} "
+            f"| {today} | {n:,} | {side} | {got.result['scored']:,} | {got.wall_s:.1f} "
+            f"| {got.peak_rss_mib:,.0f} "
             f"| {got.result['scored'] / got.wall_s:,.0f} | {speed} | {split} | {machine()} |"
         )
         record_row(START, END, HEADER, row, 3)

@@ -134,7 +134,7 @@ def sync_alerts(
         cand = candidate_rows(kept)
         updates: list[dict[str, Any]] = []
         inserts: list[dict[str, Any]] = []
-        pending: list[tuple[str, str] | tuple[int, int]] = []  # notifications in candidate order
+        pending: list[tuple[str, str] | tuple[int, int]] = []  # new keys, (id, version): in candidate order
         for row in cand:
             key = (row.customer_id, row.kind)
             values = {
@@ -163,7 +163,7 @@ def sync_alerts(
                         **values,
                     }
                 )
-                pending.append(("new", *key))  # type: ignore[arg-type]
+                pending.append(key)
                 opened += 1
                 continue
             status, snoozed_until = status_at(current.status, current.snoozed_until, when)
@@ -199,8 +199,9 @@ def sync_alerts(
             bulk.insert_frame(conn, t, pd.DataFrame(inserts))
             query = sa.select(t.c.id, t.c.customer_id, t.c.kind).where(t.c.status == "open", side)
             new_ids = {(c, k): int(i) for i, c, k in conn.execute(query.where(t.c.opened_at == when))}
-        for slot in pending:
-            notify.append((new_ids[(slot[1], slot[2])], 1) if slot[0] == "new" else slot)  # type: ignore[misc]
+        for a, b in pending:
+            new = isinstance(a, str) and isinstance(b, str)
+            notify.append((new_ids[(str(a), str(b))], 1) if new else (int(a), int(b)))
         if updates:
             cols = [k for k in updates[0] if k != "b_id"]
             stmt = (
