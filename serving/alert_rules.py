@@ -101,9 +101,11 @@ def evaluate(
     out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(_row=[], kind=[], fires=[])
     rows = out["_row"].to_numpy(dtype=np.int64)
     out["reasons"] = [_reasons(given[i]) for i in rows] if given is not None else [[] for _ in rows]
-    books = [config.playbooks.get(t) for t in out["tier"]]
-    out["playbook"] = [b.text if b is not None else None for b in books]
-    out["due_at"] = [when + timedelta(hours=b.due_within_hours) if b is not None else None for b in books]
+    books = {t: b for t in tiers if (b := config.playbooks.get(t)) is not None}  # per tier, not per row
+    tier = out["tier"].astype(object)
+    out["playbook"] = tier.map({t: b.text for t, b in books.items()}).astype(object)
+    due = {t: when + timedelta(hours=b.due_within_hours) for t, b in books.items()}
+    out["due_at"] = tier.map(due).astype(object).where(tier.isin(list(due)), None)
     out = out.sort_values(
         ["value_at_risk", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
     ).reset_index(drop=True)

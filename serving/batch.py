@@ -3,8 +3,9 @@ as a Parquet score table and as the store's snapshot the service answers from. W
 
 from __future__ import annotations
 
+import gc
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -51,7 +52,18 @@ def score_history(
     alerts; watch drift (logged to MLflow when `mlcfg` is given); queue and deliver alerts. Each step is one
     transaction and safe to re-run for the same as_of, so a failed run can simply be run again; the previous
     snapshot stays until the new one is complete."""
-    step = progress or _silent
+    with _no_gc_pauses():
+        return _score_history(history, as_of, served, config, mlcfg, progress or _silent)
+
+
+def _score_history(
+    history: History,
+    as_of: datetime,
+    served: Served,
+    config: ServingConfig,
+    mlcfg: MlflowConfig | None,
+    step: Callable[[str], None],
+) -> BatchResult:
     art = served.artefact
     eng = store.prepare(store.engine(config.store_url))  # refuses a store of another revision, writes nothing
     past = _known_at(history, as_of)
@@ -82,11 +94,9 @@ def score_history(
         model_version=served.version,
     )
     step("tiers")
-    events = store.last_events(past)
-    step("recent events")
+    events = store.last_event_batches(past)  # ranked and written frame by frame in the snapshot transaction
     target = _write(scores, rows, served, config, eng, as_of, events)
-    del events
-    step("score table and snapshot")
+    step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
         result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules)
@@ -103,13 +113,26 @@ def _known_at(history: History, as_of: datetime) -> History:
     """`history.until(as_of)`, without copying the tables when no row is dated after as_of (scoring at the
     history's end, the usual run: a million customers' events would otherwise be held twice)."""
     stamp = pa.scalar(as_of, pa.timestamp("us"))
-    for name, table in history.tables().items():
+    for table in history.tables().values():
         for column in ("timestamp", "recorded_at", "signup_date"):
             if column in table.column_names:
                 latest = pc.max(table.column(column))
                 if latest.is_valid and pc.greater(pc.cast(latest, pa.timestamp("us")), stamp).as_py():
                     return history.until(as_of)
     return replace(history, as_of=as_of)
+
+
+@contextmanager
+def _no_gc_pauses() -> Iterator[None]:
+    """No cyclic garbage collection inside a run: a million customers' rows are millions of live objects,
+    and every collection walked them all again, many times a second (the run makes no cycles to collect)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextmanager
@@ -141,7 +164,7 @@ def _write(
     config: ServingConfig,
     eng: sa.Engine,
     as_of: datetime,
-    events: pd.DataFrame,
+    events: Iterable[pd.DataFrame],
 ) -> Path:
     table = scores  # reasons are JSON text already (scoring.score_frame)
     folder = Path(config.scores_dir)

@@ -13,7 +13,7 @@ revision, which `upgrade` (`diamond db upgrade`) migrates in place, in one trans
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
 RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
+EVENT_BATCH_ROWS = 250_000  # recent events converted and written at a time
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
@@ -198,11 +199,12 @@ def write_snapshot(
     features: pd.DataFrame,
     scores: pd.DataFrame,
     run: dict[str, Any],
-    events: pd.DataFrame | None = None,
+    events: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
-    customers, parquet), all in one transaction. The store must be prepared (`prepare`)."""
+    customers, parquet), all in one transaction. `events` may come in frames (`last_event_batches`: the
+    first one gives the table its column types). The store must be prepared (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -212,15 +214,20 @@ def write_snapshot(
             f"a run is logged with as_of and optionally {list(RUN_COLUMNS[1:])}; got {sorted(run)}"
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
-    tables = [(FEATURES, features, True), (SCORES, scores, True)]
+    tables: list[tuple[str, Iterable[pd.DataFrame], bool]] = [
+        (FEATURES, [features], True),
+        (SCORES, [scores], True),
+    ]
     if events is not None:
-        tables.append((EVENTS, events, False))
+        tables.append((EVENTS, [events] if isinstance(events, pd.DataFrame) else events, False))
     with eng.begin() as con:
-        for name, frame, unique in tables:
+        for name, frames, unique in tables:
             new = f"{name}__new"
-            # the table as pandas would create it (column types from the whole frame), filled in bulk
-            frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
-            bulk.insert_frame(con, bulk.table_of(con, new), frame)
+            for i, frame in enumerate(frames):
+                if i == 0:  # the table as pandas would create it (column types from the whole frame)
+                    frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
+                    table = bulk.table_of(con, new)
+                bulk.insert_frame(con, table, frame)
             con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
             kind = "UNIQUE INDEX" if unique else "INDEX"
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {new} (customer_id)"))
@@ -267,8 +274,17 @@ def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
 def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
     """Each customer's `n` latest events of the history (purchases, interactions, cancellations), newest
     first (events at the same time: by kind, then in the order of their table): customer_id, timestamp,
-    kind, amount (purchases and valued interactions), detail. Events are ranked on their keys alone and
-    the detail text is written for the kept ones only (a million customers have some 18M events)."""
+    kind, amount (purchases and valued interactions), detail."""
+    parts = list(last_event_batches(history, n))
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def last_event_batches(
+    history: History, n: int = RECENT_EVENTS, rows: int = EVENT_BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """`last_events` in frames of at most `rows` rows (at least one frame, maybe empty), so that a batch
+    run writes a million customers' events without holding them all as Python objects. Events are ranked
+    on their keys alone and the detail text is written for the kept ones only."""
     parts, con = [], duckdb.connect()
     raw = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
     try:
@@ -294,7 +310,8 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
                 (
                     f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, '{kind}' AS kind, "
                     f"{source} AS source, seq FROM {name}",
-                    f"SELECT {source} AS source, seq, {value} AS amount, {', '.join(extra)} FROM {name}_detail",
+                    f"SELECT {source} AS source, seq, {value} AS amount, {', '.join(extra)} "
+                    f"FROM {name}_detail",
                 )
             )
         ranked = (
@@ -308,16 +325,29 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
             f"FROM ({ranked}) r JOIN ({' UNION ALL '.join(p[1] for p in parts)}) d USING (source, seq) "
             "ORDER BY r.customer_id, r.timestamp DESC, r.kind, r.seq"
         )
-        found = con.execute(query).fetchnumpy()
+        empty = True
+        reader = con.sql(query).to_arrow_reader(rows)
+        for batch in reader:
+            empty = False
+            yield _event_frame(batch)
+        if empty:
+            yield _event_frame(reader.schema.empty_table())
     finally:
         con.close()
+
+
+def _event_frame(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+    """Recent events as plain Python text (not Arrow-backed strings) and float amounts."""
+    text = {
+        c: pd.Series(batch.column(c).to_pylist(), dtype=object) for c in ("customer_id", "kind", "detail")
+    }
     return pd.DataFrame(
         {
-            "customer_id": pd.Series(found["customer_id"], dtype=object),
-            "timestamp": pd.Series(found["timestamp"]),
-            "kind": pd.Series(found["kind"], dtype=object),
-            "amount": pd.Series(found["amount"], dtype=np.float64),
-            "detail": pd.Series(found["detail"], dtype=object),
+            "customer_id": text["customer_id"],
+            "timestamp": pd.Series(batch.column("timestamp").to_numpy(zero_copy_only=False)),
+            "kind": text["kind"],
+            "amount": pd.Series(batch.column("amount").to_numpy(zero_copy_only=False), dtype=np.float64),
+            "detail": text["detail"],
         }
     )
 
