@@ -223,8 +223,9 @@ def write_snapshot(
     with eng.begin() as con:
         for name, frames, unique in tables:
             new = f"{name}__new"
-            for i, frame in enumerate(frames):
-                if i == 0:  # the table as pandas would create it (column types from the whole frame)
+            table: sa.Table | None = None
+            for frame in frames:
+                if table is None:  # the table as pandas would create it (column types from the whole frame)
                     frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
                     table = bulk.table_of(con, new)
                 bulk.insert_frame(con, table, frame)
