@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast chromium postgresql bento lint format bench bench-synthetic bench-features bench-model-quality bench-load bench-reliability bench-spark lock clean
+.PHONY: help install dev demo test test-fast chromium postgresql bento lint format bench bench-synthetic bench-features bench-batch bench-model-quality bench-load bench-reliability bench-spark lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ bench-features: $(VENV)/.dev ## Benchmark feature building vs hand-written SQL a
 	$(BIN)/python bench/bench_features.py --customers 100000 1000000 3000000
 	$(BIN)/python bench/bench_features.py --customers 1000000 --threads 2
 
+bench-batch: $(VENV)/.dev ## diamond score vs a hand-written DuckDB + inplace_predict reference, 100k and 1M customers
+	$(BIN)/python bench/bench_batch.py --customers 100000 1000000
+
 bench-model-quality: $(VENV)/.dev ## Model vs a plain peer, baselines and a perfect model, two synthetic seeds (~30 min)
 	$(BIN)/python bench/bench_model_quality.py --customers 50000 --seeds 0 1
 
@@ -89,7 +92,7 @@ bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x
 bench-spark: $(VENV)/.dev ## DuckDB vs Spark local[2] training sets at 1M customers: time, peak memory, task costs (~1 h)
 	$(BIN)/python bench/bench_spark.py --customers 1000000 --json bench/spark_results_1m.json
 
-bench: bench-synthetic bench-features bench-model-quality bench-reliability bench-spark ## Run every benchmark under bench/
+bench: bench-synthetic bench-features bench-batch bench-model-quality bench-reliability bench-spark ## Run every benchmark under bench/
 
 lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock

@@ -429,8 +429,7 @@ def _score(
     history = load_history(data)
     progress("load history")
     t = as_of if as_of is not None else end_of(history)
-    result = score_history(history, t, served, config, mlcfg)
-    progress("score and write")
+    result = score_history(history, t, served, config, mlcfg, progress)
     return ScoreRun(t, tiers, result)
 
 

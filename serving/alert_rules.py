@@ -62,6 +62,7 @@ def evaluate(
     tiers = config.tiers or DEFAULT_TIERS
     when = utc_naive(as_of)
     s = _check_scores(scores, tiers)
+    given = scores["reasons"].to_numpy(dtype=object) if "reasons" in scores else None
     rank = {name: i for i, name in enumerate(tiers)}
     level = s["tier"].map(rank).to_numpy(dtype=np.float64)
     prev = _previous_levels(s["customer_id"], previous_tiers, rank)
@@ -93,13 +94,18 @@ def evaluate(
             holds &= ok
         holds |= fires
         part = s[holds].copy()
+        part["_row"] = np.flatnonzero(holds)
         part["kind"] = rule.kind
         part["fires"] = fires[holds]
         parts.append(part)
-    out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(kind=[], fires=[])
-    books = [config.playbooks.get(t) for t in out["tier"]]
-    out["playbook"] = [b.text if b is not None else None for b in books]
-    out["due_at"] = [when + timedelta(hours=b.due_within_hours) if b is not None else None for b in books]
+    out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(_row=[], kind=[], fires=[])
+    rows = out["_row"].to_numpy(dtype=np.int64)
+    out["reasons"] = [_reasons(given[i]) for i in rows] if given is not None else [[] for _ in rows]
+    books = {t: b for t in tiers if (b := config.playbooks.get(t)) is not None}  # per tier, not per row
+    tier = out["tier"].astype(object)
+    out["playbook"] = tier.map({t: b.text for t, b in books.items()}).astype(object)
+    due = {t: when + timedelta(hours=b.due_within_hours) for t, b in books.items()}
+    out["due_at"] = tier.map(due).astype(object).where(tier.isin(list(due)), None)
     out = out.sort_values(
         ["value_at_risk", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
     ).reset_index(drop=True)
@@ -137,13 +143,24 @@ def status_at(status: str, snoozed_until: datetime | None, when: datetime) -> tu
     return status, snoozed_until
 
 
-def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
-    """The candidate rows (from `evaluate`, or serving.monitoring's model-health ones) as plain Python values
-    (None, never NaN or NaT), refusing missing columns and repeated (customer_id, kind)."""
+def check_candidates(candidates: pd.DataFrame) -> None:
+    """Refuse candidates with missing columns or a repeated (customer_id, kind), checked as columns."""
     need = set(CANDIDATE_COLUMNS) - {"fires"}
     missing = need - set(candidates.columns)
     if missing:
         raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
+    keys = pd.DataFrame(
+        {"customer_id": candidates["customer_id"].astype(str), "kind": candidates["kind"].astype(str)}
+    )
+    repeated = keys[keys.duplicated()]
+    if not repeated.empty:
+        raise ValueError(f"candidates repeat (customer_id, kind), e.g. {list(repeated.iloc[0])}")
+
+
+def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
+    """The candidate rows (from `evaluate`, or serving.monitoring's model-health ones) as plain Python values
+    (None, never NaN or NaT), refusing missing columns and repeated (customer_id, kind)."""
+    check_candidates(candidates)
     rows, seen = [], set()
     fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
     for record, fire in zip(candidates.to_dict("records"), fires, strict=True):
@@ -213,9 +230,6 @@ def _check_scores(scores: pd.DataFrame, tiers: Sequence[str]) -> pd.DataFrame:
             "churn_probability": scores["churn_probability"].to_numpy(dtype=np.float64),
             "predicted_value": scores["predicted_value"].to_numpy(dtype=np.float64),
             "value_at_risk": scores["value_at_risk"].to_numpy(dtype=np.float64),
-            "reasons": [_reasons(r) for r in scores["reasons"]]
-            if "reasons" in scores
-            else [[]] * len(scores),
         }
     )
     if scores["customer_id"].isna().any() or s["customer_id"].duplicated().any():
@@ -231,8 +245,12 @@ def _previous_levels(
 ) -> np.ndarray:
     if previous is None:
         return np.full(len(ids), np.nan)
-    lookup = {str(k): v for k, v in previous.items() if not _missing(v)}
-    return np.array([rank.get(lookup.get(c, ""), np.nan) for c in ids], dtype=np.float64)
+    prev = previous if isinstance(previous, pd.Series) else pd.Series(dict(previous), dtype=object)
+    prev = prev.astype(object)
+    prev.index = prev.index.map(str)
+    prev = prev[~prev.index.duplicated(keep="last")]  # a mapping's last word
+    levels = prev.map(rank)  # missing or unknown tiers: NaN
+    return levels.reindex(ids.to_numpy(dtype=object)).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _reasons(value: Any) -> list[str]:

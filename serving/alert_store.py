@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +32,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
-from serving.alert_rules import MODEL_ID, candidate_rows, should_renotify, status_at
+from serving import bulk
+from serving.alert_rules import MODEL_ID, candidate_rows, check_candidates, should_renotify, status_at
 from serving.config import AlertConfig
 from serving.schema import alert_actions_table, alerts_table
 
@@ -81,6 +82,7 @@ def sync_alerts(
     candidates: pd.DataFrame,
     config: AlertConfig,
     model: bool = False,
+    reasons: Callable[[np.ndarray], list[list[str]]] | None = None,
 ) -> SyncResult:
     """Reconcile this run's candidates (from serving.alert_rules.evaluate) with the stored alerts, in one
     transaction.
@@ -99,13 +101,18 @@ def sync_alerts(
 
     Running the same as_of twice changes nothing more and notifies nothing more (the cool-down has not
     passed and nothing worsened), unless cooldown_hours is 0.
+
+    `reasons`, when given, returns the reasons of the candidates at the given positions and stands in for
+    their `reasons` column: it is asked only for the rows that fire or keep a live alert (a batch run's
+    candidates hold nearly every customer within the margin of a tier-drop rule; few of them matter).
     """
     when = utc_naive(as_of)
-    cand = candidate_rows(candidates)
-    wrong = [r.customer_id for r in cand if (r.customer_id == MODEL_ID) != model]
-    if wrong:
+    check_candidates(candidates)
+    ids = candidates["customer_id"].astype(str)
+    wrong = ids[(ids == MODEL_ID) != model]
+    if not wrong.empty:
         raise ValueError(
-            f"candidates: customer_id {wrong[0]!r} "
+            f"candidates: customer_id {wrong.iloc[0]!r} "
             + (f"is reserved for model alerts ({MODEL_ID})" if not model else f"is not {MODEL_ID}")
         )
     t = alerts_table
@@ -117,7 +124,17 @@ def sync_alerts(
             (r.customer_id, r.kind): r
             for r in conn.execute(sa.select(t).where(t.c.status.in_(LIVE), side).order_by(t.c.id)).all()
         }
+        # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
+        fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
+        keys = pd.MultiIndex.from_arrays([ids, candidates["kind"].astype(str)])
+        wanted = fires.to_numpy(dtype=bool) | keys.isin(list(live)) if live else fires.to_numpy(dtype=bool)
+        kept = candidates[wanted]
+        if reasons is not None:
+            kept = kept.assign(reasons=reasons(np.flatnonzero(wanted)))
+        cand = candidate_rows(kept)
         updates: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        pending: list[tuple[str, str] | tuple[int, int]] = []  # new keys, (id, version): in candidate order
         for row in cand:
             key = (row.customer_id, row.kind)
             values = {
@@ -133,21 +150,20 @@ def sync_alerts(
             if current is None:
                 if not row.fires:
                     continue
-                inserted = conn.execute(
-                    sa.insert(t).values(
-                        customer_id=row.customer_id,
-                        kind=row.kind,
-                        status="open",
-                        due_at=row.due_at,
-                        opened_at=when,
-                        last_notified_at=when,
-                        notified_value_at_risk=float(row.value_at_risk),
-                        version=1,
+                inserts.append(
+                    {
+                        "customer_id": row.customer_id,
+                        "kind": row.kind,
+                        "status": "open",
+                        "due_at": row.due_at,
+                        "opened_at": when,
+                        "last_notified_at": when,
+                        "notified_value_at_risk": float(row.value_at_risk),
+                        "version": 1,
                         **values,
-                    )
-                ).inserted_primary_key
-                assert inserted is not None  # an INSERT of one row always has its key
-                notify.append((int(inserted[0]), 1))
+                    }
+                )
+                pending.append(key)
                 opened += 1
                 continue
             status, snoozed_until = status_at(current.status, current.snoozed_until, when)
@@ -174,10 +190,18 @@ def sync_alerts(
                     notified_value_at_risk=float(row.value_at_risk),
                     version=current.version + 1,
                 )
-                notify.append((int(current.id), current.version + 1))
+                pending.append((int(current.id), current.version + 1))
                 renotified += 1
             updates.append({"b_id": current.id, **change})
             updated += 1
+        new_ids: dict[tuple[str, str], int] = {}
+        if inserts:  # in candidate order, so ids rise with value at risk as one by one did
+            bulk.insert_frame(conn, t, pd.DataFrame(inserts))
+            query = sa.select(t.c.id, t.c.customer_id, t.c.kind).where(t.c.status == "open", side)
+            new_ids = {(c, k): int(i) for i, c, k in conn.execute(query.where(t.c.opened_at == when))}
+        for a, b in pending:
+            new = isinstance(a, str) and isinstance(b, str)
+            notify.append((new_ids[(str(a), str(b))], 1) if new else (int(a), int(b)))
         if updates:
             cols = [k for k in updates[0] if k != "b_id"]
             stmt = (

@@ -1,10 +1,17 @@
 """From feature rows to what a CRM system and a retention agent read: probability, value, value at risk,
 tier, RFM segment, the top reasons in words, a cold-start flag. Pure functions of a scoring artefact and
-rows; the encodings, thresholds and maps all come from the artefact (training.artefact)."""
+rows; the encodings, thresholds and maps all come from the artefact (training.artefact).
+
+Everything is computed as columns over all rows at once (`score_frame`): batch scoring runs it on a million
+customers, the service on the few of one request (`score_records`). The top reasons of every row come from
+one stable argsort of XGBoost's pred_contribs; each sentence is formatted once per distinct value, and each
+row's reasons are written as JSON text column by column, exactly as `json.dumps` writes the list of dicts."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,40 +23,114 @@ from training.artefact import ScoringArtefact
 from training.rfm import RfmReference, rfm_segments
 
 RFM_REASON = "rfm_rank"
+SCORE_COLUMNS = [
+    "customer_id",
+    "churn_probability",
+    "predicted_value",
+    "horizon_days",
+    "value_at_risk",
+    "tier",
+    "rfm_segment",
+    "reasons",
+    "cold_start",
+]
+"""The score table's columns (`score_frame`); `reasons` is the JSON text of the list of reason dicts."""
 
 
-def reasons(
+@dataclass(frozen=True)
+class Reasons:
+    """The top reasons of every row as (rows, top) arrays, largest |effect| first. A slot whose effect is
+    0 is empty (`filled` False, text and item ''). `item` is each reason dict as `json.dumps` writes it."""
+
+    filled: np.ndarray  # bool
+    contribution: np.ndarray  # float64: the signed effect rounded to 6 places (> 0: raises churn risk)
+    text: np.ndarray  # object: the sentence
+    item: np.ndarray  # object: the reason's JSON object text
+
+    def json(self) -> np.ndarray:
+        """Each row's reasons as one JSON text: `json.dumps(list of reason dicts)`."""
+        n, top = self.filled.shape
+        out = np.full(n, "[", dtype=object)
+        first = np.ones(n, dtype=bool)
+        for k in range(top):
+            f = self.filled[:, k]
+            out[f] = out[f] + np.where(first[f], "", ", ").astype(object) + self.item[f, k]
+            first &= ~f
+        return out + "]"
+
+    def risk_texts(self, rows: np.ndarray | None = None) -> list[list[str]]:
+        """The sentences an agent acts on, for every row or the positions `rows`: the reasons that raise
+        the customer's risk, else whatever matters most."""
+        idx = np.arange(len(self.filled)) if rows is None else np.asarray(rows, dtype=np.int64)
+        filled = self.filled[idx].tolist()
+        raising = (self.filled[idx] & (self.contribution[idx] > 0)).tolist()
+        out = []
+        for f, r, t in zip(filled, raising, self.text[idx].tolist(), strict=True):
+            picked = [x for x, keep in zip(t, r, strict=True) if keep]
+            out.append(picked or [x for x, keep in zip(t, f, strict=True) if keep])
+        return out
+
+
+def top_reasons(
     artefact: ScoringArtefact, rows: pd.DataFrame, top: int, dm: xgb.DMatrix | None = None
-) -> list[list[dict[str, Any]]]:
+) -> Reasons:
     """Per customer, the `top` inputs that move churn risk most, from XGBoost's pred_contribs on the
-    booster margin scaled by the stacker's weight, plus the RFM rank's own term. Largest |effect| first."""
-    if rows.empty:
-        return []
+    booster margin scaled by the stacker's weight, plus the RFM rank's own term. Largest |effect| first
+    (equal ones: the earlier column first); zero effects are left out."""
     contribs = artefact.churn.contributions(rows, dm)[:, :-1] * artefact.churn.stack[0]
     rank = artefact.churn.rfm.score(rows)
     rfm_effect = artefact.churn.stack[1] * (rank - 0.5)  # relative to a middling customer
     names = [*artefact.columns, RFM_REASON]
     effects = np.c_[contribs, rfm_effect]
-    out = []
-    for i in range(len(rows)):
-        order = np.argsort(-np.abs(effects[i]), kind="stable")[:top]
-        items = []
-        for j in order:
-            if effects[i, j] == 0:
-                continue
-            name = names[j]
-            value = float(rank[i]) if name == RFM_REASON else _value(rows.iloc[i][name])
-            items.append(
-                {
-                    "feature": name,
-                    "value": value,
-                    "direction": "raises churn risk" if effects[i, j] > 0 else "lowers churn risk",
-                    "contribution": round(float(effects[i, j]), 6),
-                    "text": _words(name, value, effects[i, j] > 0),
-                }
-            )
-        out.append(items)
-    return out
+    del contribs
+    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top]
+    chosen = np.take_along_axis(effects, order, axis=1)
+    del effects
+    filled = chosen != 0
+    text = np.full(order.shape, "", dtype=object)
+    item = np.full(order.shape, "", dtype=object)
+    rounded = np.zeros(order.shape, dtype=np.float64)
+    for j in np.unique(order[filled]).tolist():
+        r, c = np.nonzero((order == j) & filled)
+        name = names[j]
+        raw = rank[r] if name == RFM_REASON else _column(rows[name], r)
+        codes, uniques = _factorize(raw)
+        prefix, suffix = _sentence(name)
+        shown = [_shown(name, v) for v in uniques]
+        up = chosen[r, c] > 0
+        ends = np.where(up, suffix[True], suffix[False]).astype(object)
+        text[r, c] = prefix + np.array(shown, dtype=object)[codes] + ends
+        escaped = np.array([_escape(s) for s in shown], dtype=object)[codes]
+        value = np.array([_json_value(v) for v in uniques], dtype=object)[codes]
+        direction = np.where(up, _RAISES_ITEM, _LOWERS_ITEM).astype(object)
+        exact = [round(x, 6) for x in chosen[r, c].tolist()]  # Python's rounding, as json.dumps saw it
+        rounded[r, c] = exact
+        contribution = np.array([repr(x) for x in exact], dtype=object)
+        ends_escaped = np.where(up, _escape(suffix[True]), _escape(suffix[False])).astype(object)
+        item[r, c] = (
+            f'{{"feature": {json.dumps(name)}, "value": '
+            + value
+            + direction
+            + contribution
+            + f', "text": "{_escape(prefix)}'
+            + escaped
+            + ends_escaped
+            + '"}'
+        )
+    return Reasons(filled, rounded, text, item)
+
+
+_RAISES_ITEM = ', "direction": "raises churn risk", "contribution": '
+_LOWERS_ITEM = ', "direction": "lowers churn risk", "contribution": '
+
+
+def reasons(
+    artefact: ScoringArtefact, rows: pd.DataFrame, top: int, dm: xgb.DMatrix | None = None
+) -> list[list[dict[str, Any]]]:
+    """`top_reasons` as one list of reason dicts per row (feature, value, direction, contribution, text)."""
+    if rows.empty:
+        return []
+    return [json.loads(t) for t in top_reasons(artefact, rows, top, dm).json().tolist()]
 
 
 def complete_rows(artefact: ScoringArtefact, rows: pd.DataFrame) -> pd.DataFrame:
@@ -66,6 +147,51 @@ def complete_rows(artefact: ScoringArtefact, rows: pd.DataFrame) -> pd.DataFrame
     return rows.assign(**fills)
 
 
+def score_frame(
+    artefact: ScoringArtefact,
+    rows: pd.DataFrame,
+    top: int,
+    cold_start_min_purchase_days: int,
+    reference: RfmReference | None = None,
+) -> tuple[pd.DataFrame, Reasons]:
+    """The score table of `rows` (SCORE_COLUMNS, one row per input row, in order, a fresh index) and the
+    reasons behind it as arrays. `reference` is the RFM segments' reference of the model
+    (`RfmReference.from_rank(artefact.churn.rfm)`), which a service computes once per model."""
+    if rows.empty:
+        empty = np.zeros((0, top), dtype=bool)
+        none = Reasons(empty, empty.astype(np.float64), empty.astype(object), empty.astype(object))
+        return pd.DataFrame({c: [] for c in SCORE_COLUMNS}), none
+    dm = artefact.matrix(rows)
+    scored = artefact.score(rows, dm)
+    why = top_reasons(artefact, rows, top, dm)
+    del dm
+    segments = rfm_segments(rows, reference or RfmReference.from_rank(artefact.churn.rfm)).to_numpy()
+    n = len(rows)
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Series(rows["customer_id"].astype(str).to_numpy(dtype=object), dtype=object),
+            "churn_probability": scored["churn_probability"].to_numpy(dtype=np.float64),
+            "predicted_value": scored["predicted_value"].to_numpy(dtype=np.float64),
+            "horizon_days": np.full(n, artefact.horizon_days, dtype=np.int64),
+            "value_at_risk": scored["value_at_risk"].to_numpy(dtype=np.float64),
+            "tier": pd.Series(scored["tier"].astype(str).to_numpy(dtype=object), dtype=object),
+            "rfm_segment": pd.Series(segments, dtype=object),
+            "reasons": pd.Series(why.json(), dtype=object),  # plain objects: no copy into Arrow strings
+            "cold_start": cold_start(rows, cold_start_min_purchase_days),
+        }
+    )
+    return frame, why
+
+
+def cold_start(rows: pd.DataFrame, min_purchase_days: int) -> np.ndarray:
+    """Too little history to trust the scores: no purchase at all, or fewer distinct purchase days than
+    `min_purchase_days`."""
+    days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
+    purchase_days = days.fillna(0).to_numpy()  # frequency_days counts distinct purchase days, the first too
+    bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
+    return np.asarray(~bought | (purchase_days < min_purchase_days), dtype=bool)
+
+
 def score_records(
     artefact: ScoringArtefact,
     rows: pd.DataFrame,
@@ -73,34 +199,38 @@ def score_records(
     cold_start_min_purchase_days: int,
     reference: RfmReference | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per row: the full answer for a customer. `reference` is the RFM segments' reference of the
-    model (`RfmReference.from_rank(artefact.churn.rfm)`), which a service computes once per model rather than
-    per request."""
+    """One dict per row: the full answer for a customer (`score_frame`'s columns, reasons as a list of
+    dicts)."""
     if rows.empty:
         return []
-    dm = artefact.matrix(rows)
-    scored = artefact.score(rows, dm)
-    why = reasons(artefact, rows, top, dm)
-    segments = rfm_segments(rows, reference or RfmReference.from_rank(artefact.churn.rfm)).to_numpy()
-    days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
-    repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
-    bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
-    records = []
-    for i, (_, s) in enumerate(scored.iterrows()):
-        records.append(
-            {
-                "customer_id": str(s["customer_id"]),
-                "churn_probability": float(s["churn_probability"]),
-                "predicted_value": float(s["predicted_value"]),
-                "horizon_days": artefact.horizon_days,
-                "value_at_risk": float(s["value_at_risk"]),
-                "tier": str(s["tier"]),
-                "rfm_segment": str(segments[i]),
-                "reasons": why[i],
-                "cold_start": bool(not bought[i] or repeat[i] < cold_start_min_purchase_days),
-            }
-        )
-    return records
+    frame, _ = score_frame(artefact, rows, top, cold_start_min_purchase_days, reference)
+    columns = {c: frame[c].tolist() for c in SCORE_COLUMNS}
+    columns["reasons"] = [json.loads(t) for t in columns["reasons"]]
+    return [dict(zip(SCORE_COLUMNS, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+# --- reasons in words ---------------------------------------------------------------------------------------
+
+
+def _column(column: pd.Series, positions: np.ndarray) -> np.ndarray:
+    """The values at `positions` as a row read gives them to `_value`: float64 for numbers (NaN missing),
+    else objects; a row read gives numpy booleans, which `_value` writes as text ('True', 'False')."""
+    if pd.api.types.is_bool_dtype(column.dtype):
+        values = column.to_numpy(dtype=object, na_value=None)[positions]
+        return np.array([None if v is None else str(bool(v)) for v in values], dtype=object)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)[positions]
+    return column.to_numpy(dtype=object)[positions]
+
+
+def _factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+    """Codes into the distinct values (as `_value` reads them: float, str or None). Floats are told apart
+    by their bits, so -0.0 and 0.0 stay distinct as they print."""
+    if values.dtype == np.float64:
+        codes, bits = pd.factorize(values.view(np.int64))
+        return codes, [_value(float(v)) for v in np.asarray(bits).view(np.float64).tolist()]
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=False)
+    return codes, [_value(v) for v in uniques]
 
 
 def _value(v: Any) -> float | str | None:
@@ -111,15 +241,37 @@ def _value(v: Any) -> float | str | None:
     return str(v)
 
 
-def _words(name: str, value: Any, raises: bool) -> str:
-    effect = "raises" if raises else "lowers"
+def _sentence(name: str) -> tuple[str, dict[bool, str]]:
+    """The words before and after a reason's value, by whether it raises risk."""
     if name == RFM_REASON:
-        return f"Recency, frequency and spend rank at {value:.0%} of customers by risk: {effect} churn risk."
+        prefix = "Recency, frequency and spend rank at "
+        return prefix, {up: f" of customers by risk: {_effect(up)} churn risk." for up in (True, False)}
     feature = REGISTRY.get(name.removeprefix("attr_"))
     what = feature.description.rstrip(".") if feature and feature.description else name.replace("_", " ")
-    shown = (
-        "none"
-        if value is None
-        else (f"{value:,.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else value)
-    )
-    return f"{what}: {shown} — {effect} churn risk."
+    return f"{what}: ", {up: f" — {_effect(up)} churn risk." for up in (True, False)}
+
+
+def _effect(raises: bool) -> str:
+    return "raises" if raises else "lowers"
+
+
+def _shown(name: str, value: Any) -> str:
+    if name == RFM_REASON:
+        return f"{value:.0%}"
+    if value is None:
+        return "none"
+    return f"{value:,.2f}".rstrip("0").rstrip(".") if isinstance(value, float) else str(value)
+
+
+def _escape(text: str) -> str:
+    """`text` as it appears inside a JSON string written by json.dumps (ASCII, escapes)."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text  # numbers and most words: nothing to escape
+    return json.dumps(text)[1:-1]
+
+
+def _json_value(value: float | str | None) -> str:
+    """A reason's value as json.dumps writes it (a finite float is its repr)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    return json.dumps(value)

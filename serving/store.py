@@ -21,7 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -38,7 +40,7 @@ from alembic.script import ScriptDirectory
 
 from core.clock import utc_naive, utc_now
 from features.history import History
-from serving import schema
+from serving import bulk, schema
 from serving.schema import score_history_table, score_runs_table
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
 FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
 RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
+EVENT_BATCH_ROWS = 250_000  # recent events converted and written at a time
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
@@ -309,11 +312,12 @@ def write_snapshot(
     features: pd.DataFrame,
     scores: pd.DataFrame,
     run: dict[str, Any],
-    events: pd.DataFrame | None = None,
+    events: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
-    customers, parquet), all in one transaction. The store must be prepared (`prepare`)."""
+    customers, parquet), all in one transaction. `events` may come in frames (`last_event_batches`: the
+    first one gives the table its column types). The store must be prepared (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -323,12 +327,21 @@ def write_snapshot(
             f"a run is logged with as_of and optionally {list(RUN_COLUMNS[1:])}; got {sorted(run)}"
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
-    tables = [(FEATURES, features, True), (SCORES, scores, True)]
+    tables: list[tuple[str, Iterable[pd.DataFrame], bool]] = [
+        (FEATURES, [features], True),
+        (SCORES, [scores], True),
+    ]
     if events is not None:
-        tables.append((EVENTS, events, False))
+        tables.append((EVENTS, [events] if isinstance(events, pd.DataFrame) else events, False))
     with eng.begin() as con:
-        for name, frame, _ in tables:
-            frame.to_sql(f"{name}__new", con, if_exists="replace", index=False, chunksize=5_000)
+        for name, frames, _ in tables:
+            new = f"{name}__new"
+            table: sa.Table | None = None
+            for frame in frames:
+                if table is None:  # the table as pandas would create it (column types from the whole frame)
+                    frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
+                    table = bulk.table_of(con, new)
+                bulk.insert_frame(con, table, frame)
         _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
@@ -339,49 +352,120 @@ def write_snapshot(
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
 
 
+def _sql_types(frame: pd.DataFrame) -> dict[str, Any]:
+    """The SQL type `to_sql` would give each object column from all its values (an empty frame leaves it
+    nothing to infer from, and every such column would become TEXT). Typed columns keep their dtype when
+    emptied, so pandas infers them the same either way."""
+    found = {}
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            kind = pd.api.types.infer_dtype(frame[col], skipna=True)
+            sql = _INFERRED.get(kind)
+            if sql is not None:
+                found[str(col)] = sql
+    return found
+
+
+_INFERRED: dict[str, Any] = {
+    "floating": sa.Float(precision=53),
+    "integer": sa.BigInteger(),
+    "boolean": sa.Boolean(),
+    "datetime": sa.DateTime(),
+    "datetime64": sa.DateTime(),
+    "date": sa.Date(),
+}
+"""pandas' own choices (pandas.io.sql) for object columns that hold numbers, booleans or times."""
+
+
 def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
     t = score_history_table
     rows = scores[HISTORY_COLUMNS].astype({"customer_id": str, "model_version": str})
-    runs = {utc_naive(a) for a in rows["as_of"].unique()}
-    con.execute(sa.delete(t).where(t.c.as_of.in_(runs)))  # a re-run of an as_of replaces its rows
-    records = rows.assign(as_of=[utc_naive(a) for a in rows["as_of"]]).to_dict("records")
-    for start in range(0, len(records), 5_000):
-        con.execute(sa.insert(t), records[start : start + 5_000])
+    naive = {a: utc_naive(a) for a in rows["as_of"].unique()}
+    con.execute(
+        sa.delete(t).where(t.c.as_of.in_(set(naive.values())))
+    )  # a re-run of an as_of replaces its rows
+    bulk.insert_frame(con, t, rows.assign(as_of=rows["as_of"].map(naive)))
 
 
 def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
     """Each customer's `n` latest events of the history (purchases, interactions, cancellations), newest
-    first: customer_id, timestamp, kind, amount (purchases and valued interactions), detail."""
+    first (events at the same time: by kind, then in the order of their table): customer_id, timestamp,
+    kind, amount (purchases and valued interactions), detail."""
+    parts = list(last_event_batches(history, n))
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def last_event_batches(
+    history: History, n: int = RECENT_EVENTS, rows: int = EVENT_BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """`last_events` in frames of at most `rows` rows (at least one frame, maybe empty), so that a batch
+    run writes a million customers' events without holding them all as Python objects. Events are ranked
+    on their keys alone and the detail text is written for the kept ones only."""
     parts, con = [], duckdb.connect()
+    raw = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
     try:
-        for name, kind, amount, detail in (
-            ("transactions", "'purchase'", "amount", ("category", "channel")),
-            ("interactions", "'interaction'", "value", ("type",)),
-            ("cancellations", "'cancellation'", None, ()),
+        for source, (name, kind, amount, shown) in enumerate(
+            (
+                ("transactions", "purchase", "amount", raw[:4]),
+                ("interactions", "interaction", "value", raw[4:]),
+                ("cancellations", "cancellation", None, ()),
+            )
         ):
             table = getattr(history, name)
             if table is None:
                 continue
-            con.register(name, table)
-            cols = [f"CAST({c} AS VARCHAR)" for c in detail if c in table.column_names]
-            if name == "transactions" and "order_id" in table.column_names:
-                cols.append("'order ' || CAST(order_id AS VARCHAR)")
-            if name == "transactions" and "quantity" in table.column_names:
-                cols.append("'quantity ' || regexp_replace(CAST(quantity AS VARCHAR), '\\.0+$', '')")
-            text = f"concat_ws(', ', {', '.join(cols)})" if cols else "''"
+            seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            con.register(name, table.select(["customer_id", "timestamp"]).append_column("seq", seq))
+            con.register(f"{name}_detail", table.append_column("seq", seq))
             value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
+            extra = [
+                f"CAST({c} AS VARCHAR) AS {c}" if c in shown and c in table.column_names else f"NULL AS {c}"
+                for c in raw
+            ]
             parts.append(
-                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {kind} AS kind, "
-                f"{value} AS amount, {text} AS detail FROM {name}"
+                (
+                    f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, '{kind}' AS kind, "
+                    f"{source} AS source, seq FROM {name}",
+                    f"SELECT {source} AS source, seq, {value} AS amount, {', '.join(extra)} "
+                    f"FROM {name}_detail",
+                )
             )
-        query = (
-            f"SELECT * FROM ({' UNION ALL '.join(parts)}) QUALIFY row_number() OVER "
-            f"(PARTITION BY customer_id ORDER BY timestamp DESC, kind) <= {int(n)} "
-            "ORDER BY customer_id, timestamp DESC, kind"
+        ranked = (
+            f"SELECT * FROM ({' UNION ALL '.join(p[0] for p in parts)}) QUALIFY row_number() OVER "
+            f"(PARTITION BY customer_id ORDER BY timestamp DESC, kind, seq) <= {int(n)}"
         )
-        return con.execute(query).df()
+        quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
+        detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
+        query = (
+            f"SELECT r.customer_id, r.timestamp, r.kind, d.amount, {detail} AS detail "
+            f"FROM ({ranked}) r JOIN ({' UNION ALL '.join(p[1] for p in parts)}) d USING (source, seq) "
+            "ORDER BY r.customer_id, r.timestamp DESC, r.kind, r.seq"
+        )
+        empty = True
+        reader = con.sql(query).to_arrow_reader(rows)
+        for batch in reader:
+            empty = False
+            yield _event_frame(batch)
+        if empty:
+            yield _event_frame(reader.schema.empty_table())
     finally:
         con.close()
+
+
+def _event_frame(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+    """Recent events as plain Python text (not Arrow-backed strings) and float amounts."""
+    text = {
+        c: pd.Series(batch.column(c).to_pylist(), dtype=object) for c in ("customer_id", "kind", "detail")
+    }
+    return pd.DataFrame(
+        {
+            "customer_id": text["customer_id"],
+            "timestamp": pd.Series(batch.column("timestamp").to_numpy(zero_copy_only=False)),
+            "kind": text["kind"],
+            "amount": pd.Series(batch.column("amount").to_numpy(zero_copy_only=False), dtype=np.float64),
+            "detail": text["detail"],
+        }
+    )
 
 
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
+from serving import bulk
 from serving.config import DEFAULT_DEMOTE_AFTER
 from serving.hysteresis import RESULT_COLUMNS, apply_hysteresis, check_current, check_settings, result_frame
 from serving.schema import tier_history_table, tier_runs_table, tier_state_table
@@ -192,13 +193,8 @@ def _write_state(conn: Connection, when: datetime, previous: pd.DataFrame, resul
     known = result["customer_id"].isin(before.index)
     fresh = result[~known]
     if not fresh.empty:
-        conn.execute(
-            sa.insert(t),
-            [
-                {"customer_id": c, "tier": tier, "runs_below": int(n), "updated_at": when}
-                for c, tier, n in zip(fresh["customer_id"], fresh["tier"], fresh["runs_below"], strict=True)
-            ],
-        )
+        rows = fresh[["customer_id", "tier", "runs_below"]].assign(updated_at=when)
+        bulk.insert_frame(conn, t, rows)
     old = result[known]
     if old.empty:
         return
@@ -226,24 +222,5 @@ def _write_state(conn: Connection, when: datetime, previous: pd.DataFrame, resul
 def _write_history(conn: Connection, when: datetime, result: pd.DataFrame) -> None:
     if result.empty:
         return
-    conn.execute(
-        sa.insert(tier_history_table),
-        [
-            {
-                "customer_id": c,
-                "as_of": when,
-                "tier": tier,
-                "tier_raw": raw,
-                "previous_tier": prev,
-                "runs_below": int(n),
-            }
-            for c, tier, raw, prev, n in zip(
-                result["customer_id"],
-                result["tier"],
-                result["tier_raw"],
-                result["previous_tier"],
-                result["runs_below"],
-                strict=True,
-            )
-        ],
-    )
+    columns = ["customer_id", "tier", "tier_raw", "previous_tier", "runs_below"]
+    bulk.insert_frame(conn, tier_history_table, result[columns].assign(as_of=when))

@@ -129,8 +129,13 @@ def rfm_segments(rows: pd.DataFrame, reference: RfmReference | None = None) -> p
     ref = reference if reference is not None else RfmReference.fit(rows)
     r, f, m = _rfm_arrays(rows)
     r_high, f_high, m_high = r < ref.recency_days, f > ref.frequency, m > ref.monetary
-    names = [SEGMENTS[(bool(a), bool(b), bool(c))] for a, b, c in zip(r_high, f_high, m_high, strict=True)]
+    names = _SEGMENT_BY_CODE[r_high * 4 + f_high * 2 + m_high.astype(np.int64)]  # one lookup per row
     return pd.Series(names, index=rows.index, dtype=object, name="rfm_segment")
+
+
+_SEGMENT_BY_CODE = np.array(
+    [SEGMENTS[(bool(c & 4), bool(c & 2), bool(c & 1))] for c in range(8)], dtype=object
+)
 
 
 def _rfm_arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
