@@ -1,29 +1,52 @@
 """One POST /score request answered: customers given by id are scored from the latest batch snapshot,
 customers sent with their history inline are featurised by the same `features/` code as of `as_of`, and the
-results come back in request order. Plain Python over the served champion and a snapshot reader, so it is
-tested without a server; serving.service only turns `RequestError` into a 400."""
+results come back in request order. Plain Python over the served champion and a snapshot, so it is tested
+without a server; serving.service only turns `RequestError` into a 400.
+
+By id, nothing is rebuilt per request: the snapshot's model inputs are held in memory per served model
+(serving.champion.ModelInputs), the boosters predict on the rows' float matrix (`inplace_predict`), the
+reasons are sorted for all rows at once, and the answer is plain dicts the service writes as JSON without
+validating what it built itself. The numbers are those of serving.scoring (the batch path), to the bit:
+tests/integration/test_online.py compares the two.
+
+Inline histories are bounded before any work (serving.yaml `inline:` caps on attributes and events), their
+timestamps go to the history contract as the text that was sent, so the rules for files apply to them too
+(mixed time zones refused), and `as_of` (or, without one, the latest event) may not lie in the future.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
+import xgboost as xgb
 
+from core.clock import utc_now
 from features.build import parse_cutoff
 from features.history import History, HistoryError, history_from_frames
 from serving import scoring
-from serving.api import Customer, Score, ScoreResponse
-from serving.champion import Served
+from serving.api import Customer
+from serving.champion import ModelInputs, Served
 from serving.config import ServingConfig
+from training.tiers import assign_tiers
 
-Snapshot = Callable[[list[str]], pd.DataFrame]  # customer ids -> their snapshot rows (absent ids left out)
 NOT_IN_SNAPSHOT = "not in the latest batch snapshot: send its history inline"
 NO_PURCHASE = "no purchase at or before as_of: nothing to score"
+AHEAD = timedelta(hours=14)  # the furthest any time zone is ahead of UTC: later than now + this is the future
+RAISES, LOWERS = "raises churn risk", "lowers churn risk"
 
 
 class RequestError(ValueError):
     """A request that cannot be scored as sent; the message names the field (a 400 in the service)."""
+
+
+class Snapshot(Protocol):
+    """Where by-id customers come from: the snapshot's rows as the served model's inputs, held in memory
+    (serving.champion.StoreSnapshot in the service)."""
+
+    def inputs(self, served: Served) -> ModelInputs: ...
 
 
 def score_customers(
@@ -32,83 +55,226 @@ def score_customers(
     as_of: str | None,
     snapshot: Snapshot,
     config: ServingConfig,
-) -> ScoreResponse:
-    """Every customer scored with `served`: by id from `snapshot`, or inline as of `as_of` (default: the
-    latest inline event). Unknown ids and inline customers with no purchase by `as_of` come back
-    `found: false` with the reason. Raises RequestError for too many customers, a bad `as_of` or an
-    invalid inline history."""
-    _check(customers, config.max_customers)
-    if as_of is not None:
-        try:
-            parse_cutoff(as_of)
-        except ValueError as exc:
-            raise RequestError(f"as_of: {exc}") from None
-    art, top, cold = served.artefact, config.reasons, config.cold_start_min_purchase_days
-    results: dict[str, Score] = {}
+) -> dict[str, Any]:
+    """The answer to one request, shaped as serving.api.ScoreResponse: every customer scored with
+    `served`, by id from `snapshot`, or inline as of `as_of` (default: the latest inline event). Unknown
+    ids and inline customers with no purchase by `as_of` come back `found: false` with the reason. Raises
+    RequestError for too many customers, attributes or events, a bad or future `as_of`, or an invalid
+    inline history, before any scoring work."""
+    check_limits(customers, config)
+    t = _as_of(as_of) if as_of is not None else None
+    art = served.artefact
+    results: dict[str, dict[str, Any]] = {}
     ids = [c.customer_id for c in customers if not c.inline]
-    rows = snapshot(ids)
-    records = scoring.score_records(art, rows, top, cold, served.rfm)
-    for record, row in zip(records, rows.itertuples(), strict=True):
-        results[record["customer_id"]] = Score(
-            found=True, source="snapshot", as_of=str(row.as_of), model_version=served.version, **record
-        )
-    for cid in ids:
-        results.setdefault(cid, Score(customer_id=cid, found=False, error=NOT_IN_SNAPSHOT))
+    if ids:
+        results.update(by_id(served, snapshot.inputs(served), ids, config))
     inline = [c for c in customers if c.inline]
     if inline:
-        history, t = _inline_history(inline, as_of)
-        rows = scoring.complete_rows(art, art.feature_rows(history, t))
-        for record in scoring.score_records(art, rows, top, cold, served.rfm):
-            results[record["customer_id"]] = Score(
-                found=True, source="inline", as_of=t.isoformat(), model_version=served.version, **record
+        history, when = _inline_history(inline, t)
+        rows = scoring.complete_rows(art, art.feature_rows(history, when))
+        stamp = when.isoformat()
+        for record in scoring.score_records(
+            art, rows, config.reasons, config.cold_start_min_purchase_days, served.rfm
+        ):
+            results[record["customer_id"]] = _found(record, "inline", stamp, served.version)
+        for c in inline:
+            results.setdefault(c.customer_id, _missing(c.customer_id, NO_PURCHASE))
+    return {
+        "model_version": served.version,
+        "feature_set": art.feature_set,
+        "horizon_days": art.horizon_days,
+        "scores": [results[c.customer_id] for c in customers],
+    }
+
+
+def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingConfig) -> dict[str, dict[str, Any]]:
+    """The answers for customers by id, from the snapshot rows in memory; absent ids `found: false`."""
+    index = inputs.index
+    found = [cid for cid in ids if cid in index]
+    out: dict[str, dict[str, Any]] = {}
+    if found:
+        rows = np.fromiter((index[cid] for cid in found), dtype=np.intp, count=len(found))
+        if inputs.rows is not None:  # text inputs: the frame path
+            records = scoring.score_records(
+                served.artefact,
+                inputs.rows.iloc[rows],
+                config.reasons,
+                config.cold_start_min_purchase_days,
+                served.rfm,
             )
-        for cid in (c.customer_id for c in inline):
-            results.setdefault(cid, Score(customer_id=cid, found=False, error=NO_PURCHASE))
-    return ScoreResponse(
-        model_version=served.version,
-        feature_set=art.feature_set,
-        horizon_days=art.horizon_days,
-        scores=[results[c.customer_id] for c in customers],
-    )
+        else:
+            records = _records(served, inputs, rows, config.reasons)
+        for record, row in zip(records, rows.tolist(), strict=True):
+            out[record["customer_id"]] = _found(record, "snapshot", inputs.as_of[row], served.version)
+    for cid in ids:
+        if cid not in out:
+            out[cid] = _missing(cid, NOT_IN_SNAPSHOT)
+    return out
 
 
-def _check(customers: list[Customer], limit: int) -> None:
-    """The configured cap, when serving.yaml sets one below the documented limit (ScoreRequest checks the
-    rest: at least one customer, each id once)."""
-    if len(customers) > limit:
-        raise RequestError(f"customers: {len(customers)} given, at most {limit} per request")
+def _records(served: Served, inputs: ModelInputs, rows: np.ndarray, top: int) -> list[dict[str, Any]]:
+    """serving.scoring.score_records on snapshot rows held as arrays: the same arithmetic on the same float
+    inputs, without a frame."""
+    art = served.artefact
+    churn, value = art.churn, art.value
+    x = inputs.x[rows]
+    rank = inputs.rank[rows]
+    p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
+    v = value.from_raw(value.booster.inplace_predict(x))
+    tiers = assign_tiers(v, art.tiers)
+    contribs = churn.booster.predict(xgb.DMatrix(x, feature_names=art.columns, nthread=1), pred_contribs=True)
+    effects = np.c_[contribs[:, :-1] * churn.stack[0], churn.stack[1] * (rank - 0.5)]
+    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top]
+    names = [*art.columns, scoring.RFM_REASON]
+    rfm_column = len(art.columns)
+    records = []
+    for i, row in enumerate(rows.tolist()):
+        why = []
+        for j in order[i].tolist():
+            effect = float(effects[i, j])
+            if effect == 0:
+                continue
+            raw = float(rank[i]) if j == rfm_column else float(x[i, j])
+            shown = None if raw != raw else raw  # NaN: a missing input
+            why.append(
+                {
+                    "feature": names[j],
+                    "value": shown,
+                    "direction": RAISES if effect > 0 else LOWERS,
+                    "contribution": round(effect, 6),
+                    "text": scoring._words(names[j], shown, effect > 0),
+                }
+            )
+        records.append(
+            {
+                "customer_id": inputs.ids[row],
+                "churn_probability": float(p[i]),
+                "predicted_value": float(v[i]),
+                "horizon_days": art.horizon_days,
+                "value_at_risk": float(p[i] * v[i]),
+                "tier": str(tiers[i]),
+                "rfm_segment": str(inputs.segment[row]),
+                "reasons": why,
+                "cold_start": bool(inputs.cold[row]),
+            }
+        )
+    return records
 
 
-def _inline_history(customers: list[Customer], as_of: str | None) -> tuple[History, datetime]:
-    """The inline events as a history, validated like files; as_of defaults to the latest event."""
+def _found(record: dict[str, Any], source: str, as_of: str, version: str) -> dict[str, Any]:
+    """A found customer's answer, with every field of serving.api.Score in its order."""
+    return {
+        "customer_id": record["customer_id"],
+        "found": True,
+        "error": None,
+        "churn_probability": record["churn_probability"],
+        "predicted_value": record["predicted_value"],
+        "horizon_days": record["horizon_days"],
+        "value_at_risk": record["value_at_risk"],
+        "tier": record["tier"],
+        "rfm_segment": record["rfm_segment"],
+        "reasons": record["reasons"],
+        "cold_start": record["cold_start"],
+        "source": source,
+        "as_of": as_of,
+        "model_version": version,
+    }
+
+
+def _missing(cid: str, error: str) -> dict[str, Any]:
+    return {
+        "customer_id": cid,
+        "found": False,
+        "error": error,
+        "churn_probability": None,
+        "predicted_value": None,
+        "horizon_days": None,
+        "value_at_risk": None,
+        "tier": None,
+        "rfm_segment": None,
+        "reasons": [],
+        "cold_start": None,
+        "source": None,
+        "as_of": None,
+        "model_version": None,
+    }
+
+
+def check_limits(customers: list[Customer], config: ServingConfig) -> None:
+    """The configured caps, checked before any work: customers per request (serving.yaml may lower the
+    documented limit; ScoreRequest checks the rest), and for inline customers attributes per customer,
+    events per customer and events per request (serving.yaml `inline:`)."""
+    if len(customers) > config.max_customers:
+        raise RequestError(f"customers: {len(customers)} given, at most {config.max_customers} per request")
+    caps = config.inline
+    total = 0
+    for i, c in enumerate(customers):
+        if not c.inline:
+            continue
+        if c.attributes and len(c.attributes) > caps.max_attributes:
+            raise RequestError(
+                f"customers[{i}].attributes: {len(c.attributes):,} given, at most {caps.max_attributes:,} "
+                "per customer (serving.yaml inline.max_attributes)"
+            )
+        events = len(c.transactions or ()) + len(c.interactions or ()) + len(c.cancellations or ())
+        if events > caps.max_events_per_customer:
+            raise RequestError(
+                f"customers[{i}]: {events:,} events given, at most {caps.max_events_per_customer:,} per "
+                "customer (serving.yaml inline.max_events_per_customer)"
+            )
+        total += events
+    if total > caps.max_events:
+        raise RequestError(
+            f"customers: {total:,} inline events given, at most {caps.max_events:,} per request "
+            "(serving.yaml inline.max_events): send fewer customers per request"
+        )
+
+
+def _as_of(text: str) -> datetime:
+    try:
+        t = parse_cutoff(text)
+    except ValueError as exc:
+        raise RequestError(f"as_of: {exc}") from None
+    _not_future(t, "as_of")
+    return t
+
+
+def _not_future(t: datetime, what: str) -> None:
+    """Nothing is scored as of a time no clock has reached yet (a history file's events may not lie in the
+    future either, features.history)."""
+    if t > utc_now() + AHEAD:
+        raise RequestError(
+            f"{what}: {t:%Y-%m-%d %H:%M:%S} is in the future; inline histories are scored as of a time "
+            "that has passed"
+        )
+
+
+def _inline_history(customers: list[Customer], as_of: datetime | None) -> tuple[History, datetime]:
+    """The inline events as a history, validated like files (timestamps as the text sent); as_of defaults
+    to the latest event."""
     tx = [{"customer_id": c.customer_id, **t.model_dump()} for c in customers for t in c.transactions or []]
     it = [{"customer_id": c.customer_id, **i.model_dump()} for c in customers for i in c.interactions or []]
     cn = [{"customer_id": c.customer_id, "timestamp": t} for c in customers for t in c.cancellations or []]
-    attrs = [{"customer_id": c.customer_id, **(c.attributes or {})} for c in customers if c.attributes]
-    frames = {
-        "transactions": pd.DataFrame(tx).dropna(axis=1, how="all"),
-        "interactions": pd.DataFrame(it).dropna(axis=1, how="all") if it else None,
-        "cancellations": pd.DataFrame(cn) if cn else None,
-        "customers": pd.DataFrame(attrs) if attrs else None,
-    }
-    for name in ("transactions", "interactions", "cancellations"):
-        frame = frames[name]
-        if frame is not None:
-            frames[name] = frame.assign(
-                timestamp=pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
-            )
-    try:
-        t = parse_cutoff(as_of) if as_of else frames["transactions"]["timestamp"].max().to_pydatetime()
-    except ValueError as exc:
-        raise RequestError(f"as_of: {exc}") from None
+    # every inline customer is listed once any has attributes (the contract refuses events of customers
+    # missing from a customers table)
+    attrs = [{**(c.attributes or {}), "customer_id": c.customer_id} for c in customers]
+    attrs = attrs if any(c.attributes for c in customers) else []
+    transactions = pd.DataFrame(tx).dropna(axis=1, how="all")
+    if as_of is None:
+        try:
+            latest = pd.to_datetime(transactions["timestamp"], utc=True, format="ISO8601").max()
+        except ValueError as exc:
+            raise RequestError(f"customers[].transactions[].timestamp: {exc}") from None
+        as_of = latest.tz_localize(None).to_pydatetime()
+        _not_future(as_of, "customers[].transactions[].timestamp (the latest, scored as of it)")
     try:
         history = history_from_frames(
-            frames["transactions"],
-            frames["customers"],
-            frames["interactions"],
-            frames["cancellations"],
-            as_of=t,
+            transactions,
+            pd.DataFrame(attrs) if attrs else None,
+            pd.DataFrame(it).dropna(axis=1, how="all") if it else None,
+            pd.DataFrame(cn) if cn else None,
+            as_of=as_of,
         )
     except HistoryError as exc:
         raise RequestError(f"customers[] inline history: {exc}") from None
-    return history, t
+    return history, as_of

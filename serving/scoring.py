@@ -82,9 +82,7 @@ def score_records(
     scored = artefact.score(rows, dm)
     why = reasons(artefact, rows, top, dm)
     segments = rfm_segments(rows, reference or RfmReference.from_rank(artefact.churn.rfm)).to_numpy()
-    days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
-    repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
-    bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
+    cold = cold_start(rows, cold_start_min_purchase_days)
     records = []
     for i, (_, s) in enumerate(scored.iterrows()):
         records.append(
@@ -97,10 +95,18 @@ def score_records(
                 "tier": str(s["tier"]),
                 "rfm_segment": str(segments[i]),
                 "reasons": why[i],
-                "cold_start": bool(not bought[i] or repeat[i] < cold_start_min_purchase_days),
+                "cold_start": bool(cold[i]),
             }
         )
     return records
+
+
+def cold_start(rows: pd.DataFrame, min_purchase_days: int) -> np.ndarray:
+    """Each row's cold-start flag: no purchase yet, or fewer purchase days than `min_purchase_days`."""
+    days = rows["frequency_days"] if "frequency_days" in rows else pd.Series(0, index=rows.index)
+    repeat = days.fillna(0).to_numpy() + 1  # purchase days = repeat days + the first
+    bought = rows["recency_days"].notna().to_numpy() if "recency_days" in rows else np.zeros(len(rows), bool)
+    return np.asarray(~bought | (repeat < min_purchase_days), dtype=bool)
 
 
 def _value(v: Any) -> float | str | None:
