@@ -16,6 +16,7 @@ import gc
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+import xgboost as xgb
 
 from serving import scoring, store
 from serving.schema import score_runs_table
 from training.artefact import ScoringArtefact
 from training.rfm import rfm_segments
 from training.rfm import RfmReference
+from training.tiers import assign_tiers
 from training.tracking import MlflowConfig, load_artefact
 
 
@@ -48,6 +51,7 @@ class ChampionHolder:
     alias: str = "champion"
     current: Served | None = None
     last_error: str | None = None
+    prepare: Callable[[Served], object] | None = None  # run on a new version before it serves (its snapshot)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -66,13 +70,16 @@ class ChampionHolder:
                 self.last_error = None  # the store answered again: an earlier outage is over
                 return False
             artefact = load_artefact(f"models:/{self.mlcfg.registered_model}/{version}", self.mlcfg)
+            served = Served(
+                artefact, version, datetime.now(UTC).isoformat(), RfmReference.from_rank(artefact.churn.rfm)
+            )
+            if self.prepare is not None:
+                self.prepare(served)
         except Exception as exc:  # any failure: keep serving what we have, and say why
             self.last_error = f"{type(exc).__name__}: {exc}"[:500]
             return False
         with self._lock:
-            self.current = Served(
-                artefact, version, datetime.now(UTC).isoformat(), RfmReference.from_rank(artefact.churn.rfm)
-            )
+            self.current = served
             self.last_error = None
         return True
 
@@ -110,58 +117,103 @@ class ChampionHolder:
         }
 
 
+CHUNK = 50_000  # rows scored at a time while a snapshot loads (bounds the contributions matrix)
+
+
 @dataclass(frozen=True)
 class ModelInputs:
-    """The snapshot rows of one model, in memory. `x` holds the model inputs (the artefact's columns, in
-    order, as float64: the values a reason shows too); `rows` keeps the frame only for models whose inputs
-    are not all numbers (text attributes), which are scored through the frame path (serving.scoring)."""
+    """The snapshot scored by one model, in memory: per row the model inputs (`x`, the artefact's columns in
+    order as float64, which reasons show), and everything serving.scoring.score_records derives from a row
+    and the model alone, computed for all rows at once when the snapshot or the model changes: churn
+    probability, value, value at risk, tier, RFM rank and segment, cold start, and the reasons' columns and
+    effects (XGBoost's pred_contribs, the costly part: ~0.1 ms a row for 300 trees, so never per request).
+    `rows` keeps the frame instead for models whose inputs are not all numbers (text attributes), which
+    are scored per request through serving.scoring."""
 
     served: Served
     run: object  # the store's run marker this was built at (StoreSnapshot)
     ids: list[str]  # row -> customer id
     index: dict[str, int]  # customer id -> row
+    as_of: list[str]  # each row's snapshot as-of, as the store gives it
     x: np.ndarray
-    rank: np.ndarray  # the churn model's RFM rank of each row
+    rank: np.ndarray  # the churn model's RFM rank
+    churn: np.ndarray
+    value: np.ndarray
+    at_risk: np.ndarray
+    tier: np.ndarray  # tier names
     segment: np.ndarray  # RFM segment names
     cold: np.ndarray  # cold-start flags
-    as_of: list[str]  # each row's snapshot as-of, as the store gives it
+    top: np.ndarray  # (rows, reasons) column of each reason, largest |effect| first; -1: none (effect 0)
+    effect: np.ndarray  # (rows, reasons) the effects on churn risk of those columns
     rows: pd.DataFrame | None = None
 
     @classmethod
-    def build(cls, served: Served, rows: pd.DataFrame, run: object, cold_start_min_purchase_days: int) -> ModelInputs:
-        """Everything per row that does not need the boosters, computed once for the whole snapshot."""
+    def build(
+        cls, served: Served, rows: pd.DataFrame, run: object, cold_start_min_purchase_days: int, reasons: int
+    ) -> ModelInputs:
+        """Score every snapshot row once, with the arithmetic of serving.scoring (tested equal)."""
         art = served.artefact
         rows = rows.reset_index(drop=True)
-        ids = rows["customer_id"].astype(str).tolist()
+        n, k = len(rows), len(art.columns)
+        ids = rows["customer_id"].astype(str).tolist() if n else []
         numeric = not art.churn.encoder.categories and set(art.columns) <= set(rows.columns)
-        if rows.empty:
-            empty = np.zeros(0)
-            return cls(served, run, [], {}, np.zeros((0, len(art.columns))), empty, empty, empty, [])
-        x = rows[art.columns].to_numpy(dtype=np.float64, na_value=np.nan) if numeric else np.zeros((0, 0))
+        x = rows[art.columns].to_numpy(dtype=np.float64, na_value=np.nan) if n and numeric else np.zeros((0, k))
+        rank = art.churn.rfm.score(rows) if n else np.zeros(0)
+        churn, value = np.zeros(len(x)), np.zeros(len(x))
+        top, effect = np.full((len(x), reasons), -1, dtype=np.int16), np.zeros((len(x), reasons))
+        for lo in range(0, len(x), CHUNK):
+            part = slice(lo, lo + CHUNK)
+            churn[part], value[part], top[part], effect[part] = _score_rows(art, x[part], rank[part], reasons)
         return cls(
             served=served,
             run=run,
             ids=ids,
             index={cid: i for i, cid in enumerate(ids)},
+            as_of=[str(v) for v in rows["as_of"]] if "as_of" in rows else [""] * n,
             x=np.ascontiguousarray(x),
-            rank=art.churn.rfm.score(rows),
-            segment=rfm_segments(rows, served.rfm).to_numpy(),
-            cold=scoring.cold_start(rows, cold_start_min_purchase_days),
-            as_of=[str(v) for v in rows["as_of"]] if "as_of" in rows else [""] * len(rows),
+            rank=rank,
+            churn=churn,
+            value=value,
+            at_risk=churn * value,
+            tier=assign_tiers(value, art.tiers),
+            segment=rfm_segments(rows, served.rfm).to_numpy() if n else np.zeros(0, dtype=object),
+            cold=scoring.cold_start(rows, cold_start_min_purchase_days) if n else np.zeros(0, dtype=bool),
+            top=top,
+            effect=effect,
             rows=None if numeric else rows,
         )
 
 
-class StoreSnapshot:
-    """The store's feature snapshot as `ModelInputs` of the served model, rebuilt when the model changes or
-    a batch run is logged (a new snapshot, or one put back). On a SQLite file the run log is read again only
-    when the file (or its write-ahead log) changed, and at least every `recheck_s`; on other stores, at
-    every request (one small query). The request that finds a new snapshot waits for it to load; requests
-    never see half of one."""
+def _score_rows(
+    art: ScoringArtefact, x: np.ndarray, rank: np.ndarray, reasons: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Churn probability, value, and the top reasons (columns, effects) of rows given as a float matrix:
+    ScoringArtefact.score and serving.scoring.reasons without a frame (`inplace_predict` on the array)."""
+    churn, value = art.churn, art.value
+    p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
+    v = value.from_raw(value.booster.inplace_predict(x))
+    contribs = churn.booster.predict(xgb.DMatrix(x, feature_names=art.columns, nthread=1), pred_contribs=True)
+    effects = np.c_[contribs[:, :-1] * churn.stack[0], churn.stack[1] * (rank - 0.5)]
+    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :reasons]
+    chosen = np.take_along_axis(effects, order, axis=1)
+    return p, v, np.where(chosen == 0, -1, order).astype(np.int16), chosen
 
-    def __init__(self, eng: sa.Engine, cold_start_min_purchase_days: int, recheck_s: float = 2.0) -> None:
+
+class StoreSnapshot:
+    """The store's feature snapshot as `ModelInputs` of the served model. A model it holds nothing for is
+    loaded before answering (the champion holder calls `prepare` before it swaps a new version in, so
+    requests do not wait for that); a newer batch run logged in the store is loaded in the background
+    while the previous snapshot keeps answering (its `as_of` says which), then swapped in whole.
+
+    On a SQLite file the run log is read again only when the file (or its write-ahead log) changed, and at
+    least every `recheck_s`; on other stores at every request (one small query)."""
+
+    def __init__(
+        self, eng: sa.Engine, cold_start_min_purchase_days: int, reasons: int, recheck_s: float = 2.0
+    ) -> None:
         self.eng = eng
         self.cold_days = cold_start_min_purchase_days
+        self.reasons = reasons
         self.recheck_s = recheck_s
         database = eng.url.database if eng.dialect.name == "sqlite" else None
         self._files = [database, f"{database}-wal"] if database and database != ":memory:" else []
@@ -170,25 +222,40 @@ class StoreSnapshot:
         self._run: object = None
         self._current: ModelInputs | None = None
         self._lock = threading.Lock()
+        self._loading: threading.Thread | None = None
 
     def current(self, served: Served) -> bool:
-        """True when `inputs(served)` would answer from memory, without loading anything."""
+        """True when `inputs(served)` answers from memory without waiting."""
         held = self._current
-        return held is not None and held.served is served and held.run == self._latest_run()
+        return held is not None and held.served is served
 
     def inputs(self, served: Served) -> ModelInputs:
+        """The held snapshot of `served` (loaded now if there is none); a newer run starts loading."""
+        held = self._current
+        if held is None or held.served is not served:
+            return self.prepare(served)
         run = self._latest_run()
-        current = self._current
-        if current is not None and current.served is served and current.run == run:
-            return current
+        if held.run != run and (self._loading is None or not self._loading.is_alive()):
+            self._loading = threading.Thread(target=self.prepare, args=(served,), daemon=True)
+            self._loading.start()
+        return held
+
+    def wait(self) -> None:
+        """Until a snapshot loading in the background is swapped in."""
+        loading = self._loading
+        if loading is not None:
+            loading.join()
+
+    def prepare(self, served: Served) -> ModelInputs:
+        """Load the store's latest snapshot for `served` now, unless it is held already."""
         with self._lock:
-            current = self._current
-            if current is None or current.served is not served or current.run != run:
-                rows = read_snapshot(self.eng)
-                current = ModelInputs.build(served, rows, run, self.cold_days)
-                self._current = current
-                gc.freeze()  # the rows held for long: kept out of full collections (a latency tail)
-        return current
+            run = self._latest_run()
+            held = self._current
+            if held is None or held.served is not served or held.run != run:
+                held = ModelInputs.build(served, read_snapshot(self.eng), run, self.cold_days, self.reasons)
+                self._current = held
+                gc.freeze()  # held for long: kept out of full collections (the latency tail, facts.md)
+        return held
 
     def _latest_run(self) -> object:
         if self._files:

@@ -3,11 +3,11 @@ customers sent with their history inline are featurised by the same `features/` 
 results come back in request order. Plain Python over the served champion and a snapshot, so it is tested
 without a server; serving.service only turns `RequestError` into a 400.
 
-By id, nothing is rebuilt per request: the snapshot's model inputs are held in memory per served model
-(serving.champion.ModelInputs), the boosters predict on the rows' float matrix (`inplace_predict`), the
-reasons are sorted for all rows at once, and the answer is plain dicts the service writes as JSON without
-validating what it built itself. The numbers are those of serving.scoring (the batch path), to the bit:
-tests/integration/test_online.py compares the two.
+By id, nothing is computed per request: the snapshot is scored once per served model when it loads, as
+arrays (serving.champion.ModelInputs: probabilities, values, tiers, segments, reasons' columns and effects),
+and a request looks its customers up and writes their JSON straight from those arrays, without building
+models to validate what it built itself. The numbers are those of serving.scoring (the batch path): the
+tests compare the two to 1e-9 (tests/integration/test_online.py).
 
 Inline histories are bounded before any work (serving.yaml `inline:` caps on attributes and events), their
 timestamps go to the history contract as the text that was sent, so the rules for files apply to them too
@@ -16,12 +16,11 @@ timestamps go to the history contract as the text that was sent, so the rules fo
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import numpy as np
 import pandas as pd
-import xgboost as xgb
 
 from core.clock import utc_now
 from features.build import parse_cutoff
@@ -30,7 +29,6 @@ from serving import scoring
 from serving.api import Customer
 from serving.champion import ModelInputs, Served
 from serving.config import ServingConfig
-from training.tiers import assign_tiers
 
 NOT_IN_SNAPSHOT = "not in the latest batch snapshot: send its history inline"
 NO_PURCHASE = "no purchase at or before as_of: nothing to score"
@@ -55,8 +53,8 @@ def score_customers(
     as_of: str | None,
     snapshot: Snapshot,
     config: ServingConfig,
-) -> dict[str, Any]:
-    """The answer to one request, shaped as serving.api.ScoreResponse: every customer scored with
+) -> bytes:
+    """The answer to one request as the JSON of serving.api.ScoreResponse: every customer scored with
     `served`, by id from `snapshot`, or inline as of `as_of` (default: the latest inline event). Unknown
     ids and inline customers with no purchase by `as_of` come back `found: false` with the reason. Raises
     RequestError for too many customers, attributes or events, a bad or future `as_of`, or an invalid
@@ -64,7 +62,7 @@ def score_customers(
     check_limits(customers, config)
     t = _as_of(as_of) if as_of is not None else None
     art = served.artefact
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, str] = {}
     ids = [c.customer_id for c in customers if not c.inline]
     if ids:
         results.update(by_id(served, snapshot.inputs(served), ids, config))
@@ -76,89 +74,78 @@ def score_customers(
         for record in scoring.score_records(
             art, rows, config.reasons, config.cold_start_min_purchase_days, served.rfm
         ):
-            results[record["customer_id"]] = _found(record, "inline", stamp, served.version)
+            results[record["customer_id"]] = json.dumps(_found(record, "inline", stamp, served.version))
         for c in inline:
-            results.setdefault(c.customer_id, _missing(c.customer_id, NO_PURCHASE))
-    return {
-        "model_version": served.version,
-        "feature_set": art.feature_set,
-        "horizon_days": art.horizon_days,
-        "scores": [results[c.customer_id] for c in customers],
-    }
+            if c.customer_id not in results:
+                results[c.customer_id] = json.dumps(_missing(c.customer_id, NO_PURCHASE))
+    head = json.dumps(
+        {"model_version": served.version, "feature_set": art.feature_set, "horizon_days": art.horizon_days}
+    )
+    scores = ", ".join(results[c.customer_id] for c in customers)
+    return f'{head[:-1]}, "scores": [{scores}]}}'.encode()
 
 
-def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingConfig) -> dict[str, dict[str, Any]]:
-    """The answers for customers by id, from the snapshot rows in memory; absent ids `found: false`."""
+def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingConfig) -> dict[str, str]:
+    """The answers (JSON objects) for customers by id from the snapshot scored in memory; absent ids
+    `found: false`."""
     index = inputs.index
     found = [cid for cid in ids if cid in index]
-    out: dict[str, dict[str, Any]] = {}
-    if found:
-        rows = np.fromiter((index[cid] for cid in found), dtype=np.intp, count=len(found))
-        if inputs.rows is not None:  # text inputs: the frame path
-            records = scoring.score_records(
-                served.artefact,
-                inputs.rows.iloc[rows],
-                config.reasons,
-                config.cold_start_min_purchase_days,
-                served.rfm,
-            )
-        else:
-            records = _records(served, inputs, rows, config.reasons)
-        for record, row in zip(records, rows.tolist(), strict=True):
-            out[record["customer_id"]] = _found(record, "snapshot", inputs.as_of[row], served.version)
+    out: dict[str, str] = {}
+    if found and inputs.rows is not None:  # text inputs: the frame path, per request
+        rows = [index[cid] for cid in found]
+        records = scoring.score_records(
+            served.artefact,
+            inputs.rows.iloc[rows],
+            config.reasons,
+            config.cold_start_min_purchase_days,
+            served.rfm,
+        )
+        for record, row in zip(records, rows, strict=True):
+            out[record["customer_id"]] = json.dumps(_found(record, "snapshot", inputs.as_of[row], served.version))
+    elif found:
+        render = _Render(served, inputs, config.reasons)
+        for cid in found:
+            out[cid] = render(index[cid])
     for cid in ids:
         if cid not in out:
-            out[cid] = _missing(cid, NOT_IN_SNAPSHOT)
+            out[cid] = json.dumps(_missing(cid, NOT_IN_SNAPSHOT))
     return out
 
 
-def _records(served: Served, inputs: ModelInputs, rows: np.ndarray, top: int) -> list[dict[str, Any]]:
-    """serving.scoring.score_records on snapshot rows held as arrays: the same arithmetic on the same float
-    inputs, without a frame."""
-    art = served.artefact
-    churn, value = art.churn, art.value
-    x = inputs.x[rows]
-    rank = inputs.rank[rows]
-    p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
-    v = value.from_raw(value.booster.inplace_predict(x))
-    tiers = assign_tiers(v, art.tiers)
-    contribs = churn.booster.predict(xgb.DMatrix(x, feature_names=art.columns, nthread=1), pred_contribs=True)
-    effects = np.c_[contribs[:, :-1] * churn.stack[0], churn.stack[1] * (rank - 0.5)]
-    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top]
-    names = [*art.columns, scoring.RFM_REASON]
-    rfm_column = len(art.columns)
-    records = []
-    for i, row in enumerate(rows.tolist()):
+class _Render:
+    """One snapshot row's answer as JSON text, written straight from the arrays (the fields of
+    serving.api.Score in order; numbers as Python's repr, which json.dumps writes too)."""
+
+    def __init__(self, served: Served, inputs: ModelInputs, top: int) -> None:
+        art = served.artefact
+        self.inputs, self.top, self.rfm = inputs, top, len(art.columns)
+        self.names = [*art.columns, scoring.RFM_REASON]
+        self.quoted = [json.dumps(n) for n in self.names]
+        self.tail = f', "source": "snapshot", "as_of": %s, "model_version": {json.dumps(served.version)}}}'
+        self.horizon = int(art.horizon_days)
+
+    def __call__(self, row: int) -> str:
+        d = self.inputs
         why = []
-        for j in order[i].tolist():
-            effect = float(effects[i, j])
-            if effect == 0:
+        for j, effect in zip(d.top[row, : self.top].tolist(), d.effect[row, : self.top].tolist(), strict=True):
+            if j < 0:
                 continue
-            raw = float(rank[i]) if j == rfm_column else float(x[i, j])
+            raw = float(d.rank[row]) if j == self.rfm else float(d.x[row, j])
             shown = None if raw != raw else raw  # NaN: a missing input
+            text = scoring._words(self.names[j], shown, effect > 0)
             why.append(
-                {
-                    "feature": names[j],
-                    "value": shown,
-                    "direction": RAISES if effect > 0 else LOWERS,
-                    "contribution": round(effect, 6),
-                    "text": scoring._words(names[j], shown, effect > 0),
-                }
+                f'{{"feature": {self.quoted[j]}, "value": {"null" if shown is None else repr(shown)}, '
+                f'"direction": "{RAISES if effect > 0 else LOWERS}", "contribution": {round(effect, 6)!r}, '
+                f'"text": {json.dumps(text)}}}'
             )
-        records.append(
-            {
-                "customer_id": inputs.ids[row],
-                "churn_probability": float(p[i]),
-                "predicted_value": float(v[i]),
-                "horizon_days": art.horizon_days,
-                "value_at_risk": float(p[i] * v[i]),
-                "tier": str(tiers[i]),
-                "rfm_segment": str(inputs.segment[row]),
-                "reasons": why,
-                "cold_start": bool(inputs.cold[row]),
-            }
+        return (
+            f'{{"customer_id": {json.dumps(d.ids[row])}, "found": true, "error": null, '
+            f'"churn_probability": {float(d.churn[row])!r}, "predicted_value": {float(d.value[row])!r}, '
+            f'"horizon_days": {self.horizon}, "value_at_risk": {float(d.at_risk[row])!r}, '
+            f'"tier": {json.dumps(str(d.tier[row]))}, "rfm_segment": {json.dumps(str(d.segment[row]))}, '
+            f'"reasons": [{", ".join(why)}], "cold_start": {"true" if d.cold[row] else "false"}'
+            + self.tail % json.dumps(d.as_of[row])
         )
-    return records
 
 
 def _found(record: dict[str, Any], source: str, as_of: str, version: str) -> dict[str, Any]:

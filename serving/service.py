@@ -17,7 +17,6 @@ written as JSON straight from what serving.online built, not validated again fie
 from __future__ import annotations
 
 import gc
-import json
 import threading
 from functools import partial
 
@@ -49,12 +48,11 @@ class Diamond:
     def __init__(self) -> None:
         self.config = ServingConfig.load()
         self.snapshot = StoreSnapshot(
-            store.engine(self.config.store_url), self.config.cold_start_min_purchase_days
+            store.engine(self.config.store_url), self.config.cold_start_min_purchase_days, self.config.reasons
         )
-        self.holder = ChampionHolder(MlflowConfig.load(), self.config.model_alias)
+        # each version is scored on the snapshot before it serves: requests never wait for that
+        self.holder = ChampionHolder(MlflowConfig.load(), self.config.model_alias, prepare=self.snapshot.prepare)
         self.holder.refresh()
-        if self.holder.current is not None:
-            self.snapshot.inputs(self.holder.current)  # the first request finds the snapshot loaded
         self.slow = anyio.CapacityLimiter(SLOW_THREADS)
         threading.Thread(target=self._poll, name="diamond-model-poll", daemon=True).start()
         gc.collect()
@@ -80,7 +78,7 @@ class Diamond:
                 body = answer()
         except online.RequestError as exc:
             raise InvalidArgument(str(exc)) from None
-        return Response(json.dumps(body).encode(), media_type="application/json")
+        return Response(body, media_type="application/json")
 
 
 def _holder() -> ChampionHolder | None:

@@ -4,6 +4,7 @@ a real SQLite store), and requests written out in the test."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,13 @@ class Frame:
 
     def inputs(self, served: Served) -> ModelInputs:
         self.calls += 1
-        return ModelInputs.build(served, self.rows, None, ServingConfig().cold_start_min_purchase_days)
+        config = ServingConfig()
+        return ModelInputs.build(served, self.rows, None, config.cold_start_min_purchase_days, config.reasons)
 
 
 def score(served: Served, customers: list[Customer], as_of: str | None, snap: Any, **config: Any) -> ScoreResponse:
     """score_customers' answer, checked against the documented response model."""
-    return ScoreResponse.model_validate(score_customers(served, customers, as_of, snap, ServingConfig(**config)))
+    return ScoreResponse.model_validate_json(score_customers(served, customers, as_of, snap, ServingConfig(**config)))
 
 
 def _busiest(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -102,6 +104,19 @@ def _before(eng: Any, served: Served, ids: list[str]) -> dict[str, dict[str, Any
     return {r["customer_id"]: {**r, "as_of": str(a)} for r, a in zip(records, rows["as_of"], strict=True)}
 
 
+def _held(eng: Any) -> StoreSnapshot:
+    config = ServingConfig()
+    return StoreSnapshot(eng, config.cold_start_min_purchase_days, config.reasons)
+
+
+def _by_id(served: Served, ids: list[str], snap: Any) -> list[dict[str, Any]]:
+    """The scores of customers by id, as the service sends them (JSON, checked against the response model)."""
+    answer = score_customers(served, [Customer(customer_id=c) for c in ids], None, snap, ServingConfig())
+    ScoreResponse.model_validate_json(answer)
+    scores: list[dict[str, Any]] = json.loads(answer)["scores"]
+    return scores
+
+
 def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
     for field in ("churn_probability", "predicted_value", "value_at_risk"):
         assert new[field] == pytest.approx(old[field], rel=1e-9, abs=1e-12), field
@@ -128,12 +143,12 @@ def test_by_id_scores_and_reasons_equal_todays(served: Served, snapshot: pd.Data
     ids = snapshot["customer_id"].tolist()
     before = _before(eng, served, ids)
     assert len(before) == len(ids) > 100
-    held = StoreSnapshot(eng, ServingConfig().cold_start_min_purchase_days)
-    at_once = score_customers(served, [Customer(customer_id=c) for c in ids], None, held, ServingConfig())
-    for answer in at_once["scores"]:
+    held = _held(eng)
+    at_once = _by_id(served, ids, held)
+    for answer in at_once:
         _same(answer, before[answer["customer_id"]])
     for cid in ids[:40]:
-        (answer,) = score_customers(served, [Customer(customer_id=cid)], None, held, ServingConfig())["scores"]
+        (answer,) = _by_id(served, [cid], held)
         _same(answer, before[cid])
         assert answer["source"] == "snapshot" and answer["model_version"] == "7" and answer["found"]
 
@@ -144,20 +159,25 @@ def test_a_new_snapshot_or_model_is_picked_up_by_the_next_request(
     """The rows in memory follow the store: a batch run logged after the first request is what the next
     request scores; another served model gets inputs of its own."""
     eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'diamond.db'}"))
-    held = StoreSnapshot(eng, ServingConfig().cold_start_min_purchase_days)
+    held = _held(eng)
     cid = snapshot["customer_id"].iloc[0]
-    (nothing,) = score_customers(served, [Customer(customer_id=cid)], None, held, ServingConfig())["scores"]
+    (nothing,) = _by_id(served, [cid], held)
     assert not nothing["found"] and nothing["error"] == NOT_IN_SNAPSHOT  # no batch run yet
     _write(eng, served, snapshot)
-    (first,) = score_customers(served, [Customer(customer_id=cid)], None, held, ServingConfig())["scores"]
+    _by_id(served, [cid], held)  # notices the run and loads it in the background
+    held.wait()
+    (first,) = _by_id(served, [cid], held)
     later = _snapshot_at(served, transactions, "1998-03-31")
     _write(eng, served, later)
-    (second,) = score_customers(served, [Customer(customer_id=cid)], None, held, ServingConfig())["scores"]
+    (meanwhile,) = _by_id(served, [cid], held)  # the previous snapshot answers while the new one loads
+    held.wait()
+    (second,) = _by_id(served, [cid], held)
     assert first["as_of"].startswith("1997-09-30") and second["as_of"].startswith("1998-03-31")
+    assert meanwhile["as_of"] in (first["as_of"], second["as_of"])
     _same(second, _before(eng, served, [cid])[cid])
     assert second["churn_probability"] != first["churn_probability"]
     other = Served(served.artefact, "8", served.loaded_at, served.rfm)
-    (third,) = score_customers(other, [Customer(customer_id=cid)], None, held, ServingConfig())["scores"]
+    (third,) = _by_id(other, [cid], held)  # a model with nothing held: loaded before it answers
     assert third["model_version"] == "8" and held.inputs(other).served is other
 
 
