@@ -145,7 +145,9 @@ class ModelInputs:
     cold: np.ndarray  # cold-start flags
     top: np.ndarray  # (rows, reasons) column of each reason, largest |effect| first; -1: none (effect 0)
     effect: np.ndarray  # (rows, reasons) the effects on churn risk of those columns
+    contribution: np.ndarray  # the effects as answers show them: round(effect, 6)
     rows: pd.DataFrame | None = None
+    cache: dict[Any, Any] = field(default_factory=dict)  # serving.online's rendered reasons of this snapshot
 
     @classmethod
     def build(
@@ -180,6 +182,7 @@ class ModelInputs:
             cold=scoring.cold_start(rows, cold_start_min_purchase_days) if n else np.zeros(0, dtype=bool),
             top=top,
             effect=effect,
+            contribution=np.array([[round(e, 6) for e in row] for row in effect.tolist()]).reshape(effect.shape),
             rows=None if numeric else rows,
         )
 

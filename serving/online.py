@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
 from core.clock import utc_now
@@ -34,6 +36,7 @@ NOT_IN_SNAPSHOT = "not in the latest batch snapshot: send its history inline"
 NO_PURCHASE = "no purchase at or before as_of: nothing to score"
 AHEAD = timedelta(hours=14)  # the furthest any time zone is ahead of UTC: later than now + this is the future
 RAISES, LOWERS = "raises churn risk", "lowers churn risk"
+KEPT_REASONS = 200_000  # rendered reasons kept per model and snapshot (a few MB); beyond, rendered each time
 
 
 class RequestError(ValueError):
@@ -103,9 +106,8 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
         for record, row in zip(records, rows, strict=True):
             out[record["customer_id"]] = json.dumps(_found(record, "snapshot", inputs.as_of[row], served.version))
     elif found:
-        render = _Render(served, inputs, config.reasons)
-        for cid in found:
-            out[cid] = render(index[cid])
+        rendered = _Render(served, inputs, config.reasons)([index[cid] for cid in found])
+        out.update(zip(found, rendered, strict=True))
     for cid in ids:
         if cid not in out:
             out[cid] = json.dumps(_missing(cid, NOT_IN_SNAPSHOT))
@@ -113,39 +115,74 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
 
 
 class _Render:
-    """One snapshot row's answer as JSON text, written straight from the arrays (the fields of
-    serving.api.Score in order; numbers as Python's repr, which json.dumps writes too)."""
+    """Snapshot rows' answers as JSON text, written straight from the arrays (the fields of
+    serving.api.Score in order; numbers as Python's repr, as json.dumps writes them). A reason's text and
+    JSON around its contribution depend on the column, the value shown and the direction only: they are
+    kept per model and snapshot, so the many customers who share them cost a dictionary lookup."""
 
     def __init__(self, served: Served, inputs: ModelInputs, top: int) -> None:
         art = served.artefact
         self.inputs, self.top, self.rfm = inputs, top, len(art.columns)
         self.names = [*art.columns, scoring.RFM_REASON]
-        self.quoted = [json.dumps(n) for n in self.names]
-        self.tail = f', "source": "snapshot", "as_of": %s, "model_version": {json.dumps(served.version)}}}'
+        self.tail = f', "source": "snapshot", "as_of": %s, "model_version": {_quote(served.version)}}}'
         self.horizon = int(art.horizon_days)
+        self.reasons = inputs.cache
 
-    def __call__(self, row: int) -> str:
-        d = self.inputs
-        why = []
-        for j, effect in zip(d.top[row, : self.top].tolist(), d.effect[row, : self.top].tolist(), strict=True):
-            if j < 0:
-                continue
-            raw = float(d.rank[row]) if j == self.rfm else float(d.x[row, j])
-            shown = None if raw != raw else raw  # NaN: a missing input
-            text = scoring._words(self.names[j], shown, effect > 0)
-            why.append(
-                f'{{"feature": {self.quoted[j]}, "value": {"null" if shown is None else repr(shown)}, '
-                f'"direction": "{RAISES if effect > 0 else LOWERS}", "contribution": {round(effect, 6)!r}, '
-                f'"text": {json.dumps(text)}}}'
-            )
-        return (
-            f'{{"customer_id": {json.dumps(d.ids[row])}, "found": true, "error": null, '
-            f'"churn_probability": {float(d.churn[row])!r}, "predicted_value": {float(d.value[row])!r}, '
-            f'"horizon_days": {self.horizon}, "value_at_risk": {float(d.at_risk[row])!r}, '
-            f'"tier": {json.dumps(str(d.tier[row]))}, "rfm_segment": {json.dumps(str(d.segment[row]))}, '
-            f'"reasons": [{", ".join(why)}], "cold_start": {"true" if d.cold[row] else "false"}'
-            + self.tail % json.dumps(d.as_of[row])
+    def _reason(self, j: int, shown: float | None, raises: bool) -> tuple[str, str]:
+        name = self.names[j]
+        value = "null" if shown is None else repr(shown)
+        head = (
+            f'{{"feature": {_quote(name)}, "value": {value}, '
+            f'"direction": "{RAISES if raises else LOWERS}", "contribution": '
         )
+        tail = f', "text": {_quote(scoring._words(name, shown, raises))}}}'
+        if len(self.reasons) < KEPT_REASONS:
+            self.reasons[(j, shown, raises)] = head, tail
+        return head, tail
+
+    def __call__(self, rows: list[int]) -> list[str]:
+        d, r, k = self.inputs, np.asarray(rows, dtype=np.intp), self.top
+        columns = zip(
+            rows,
+            d.churn[r].tolist(),
+            d.value[r].tolist(),
+            d.at_risk[r].tolist(),
+            d.tier[r].tolist(),
+            d.segment[r].tolist(),
+            d.cold[r].tolist(),
+            d.top[r, :k].tolist(),
+            d.effect[r, :k].tolist(),
+            d.contribution[r, :k].tolist(),
+            d.x[r].tolist(),
+            d.rank[r].tolist(),
+            strict=True,
+        )
+        out, known, rfm, quote, last = [], self.reasons, self.rfm, encode_basestring_ascii, self.tail
+        names = {n: quote(n) for n in {*d.tier[r].tolist(), *d.segment[r].tolist()}}
+        for row, churn, value, risk, tier, segment, cold, top, effects, contributions, x, rank in columns:
+            why = []
+            for j, effect, contribution in zip(top, effects, contributions, strict=True):
+                if j < 0:
+                    continue
+                raw = rank if j == rfm else x[j]
+                key = (j, None if raw != raw else raw, effect > 0)  # NaN: a missing input, shown as null
+                head, tail = known.get(key) or self._reason(*key)
+                why.append(f"{head}{contribution!r}{tail}")
+            out.append(
+                f'{{"customer_id": {quote(d.ids[row])}, "found": true, "error": null, '
+                f'"churn_probability": {churn!r}, "predicted_value": {value!r}, '
+                f'"horizon_days": {self.horizon}, "value_at_risk": {risk!r}, '
+                f'"tier": {names[tier]}, "rfm_segment": {names[segment]}, '
+                f'"reasons": [{", ".join(why)}], "cold_start": {"true" if cold else "false"}'
+                + last % quote(d.as_of[row])
+            )
+        return out
+
+
+def _quote(text: str) -> str:
+    """A JSON string, as json.dumps writes it (ASCII, escaped)."""
+    quoted: str = encode_basestring_ascii(text)
+    return quoted
 
 
 def _found(record: dict[str, Any], source: str, as_of: str, version: str) -> dict[str, Any]:
