@@ -104,9 +104,21 @@ def start(name: str, work: Path, env: dict[str, str], workers: int) -> tuple[sub
     folder = work / name
     folder.mkdir(exist_ok=True)
     (folder / "serving.yaml").write_text(f"workers: {workers}\npoll_s: 30\n", encoding="utf-8")
-    env = {**env, "DIAMOND_SERVING_CONFIG": str(folder / "serving.yaml"), "BENCH_BARE_DIR": str(work / "bare")}
+    env = {
+        **env,
+        "DIAMOND_SERVING_CONFIG": str(folder / "serving.yaml"),
+        "BENCH_BARE_DIR": str(work / "bare"),
+    }
     if name == "bare":
-        cmd = [str(BIN / "bentoml"), "serve", "bench.bare_service:Bare", "--host", "127.0.0.1", "--port", str(port)]
+        cmd = [
+            str(BIN / "bentoml"),
+            "serve",
+            "bench.bare_service:Bare",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         cwd = ROOT
     else:
         cmd, cwd = [str(BIN / "diamond"), "serve", "--port", str(port)], work
@@ -163,7 +175,11 @@ async def closed_loop(
 def summary(runs: list[dict[str, Any]], customers: int) -> dict[str, Any]:
     latencies = [x for r in runs for x in r["latencies"]]
     seconds = sum(r["seconds"] for r in runs)
-    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 1 else [float("nan")] * 99
+    q = (
+        statistics.quantiles(latencies, n=100, method="inclusive")
+        if len(latencies) > 1
+        else [float("nan")] * 99
+    )
     return {
         "requests_per_s": len(latencies) / seconds,
         "customers_per_s": len(latencies) * customers / seconds,
@@ -284,8 +300,8 @@ def report(results: dict[Cell, dict[str, Any]], quick: bool) -> None:
         if not quick:
             row = (
                 f"| {date} | {side} | {workers} | {customers:,} | {c} | {s['requests_per_s']:,.1f} "
-                f"| {s['customers_per_s']:,.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {shown} | {s['errors']:,} "
-                f"| {machine()} |"
+                f"| {s['customers_per_s']:,.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {shown} "
+                f"| {s['errors']:,} | {machine()} |"
             )
             record_row(START, END, HEADER, row + "\n", key_columns=5)
     print()

@@ -29,8 +29,7 @@ import xgboost as xgb
 from serving import scoring, store
 from serving.schema import score_runs_table
 from training.artefact import ScoringArtefact
-from training.rfm import rfm_segments
-from training.rfm import RfmReference
+from training.rfm import RfmReference, rfm_segments
 from training.tiers import assign_tiers
 from training.tracking import MlflowConfig, load_artefact
 
@@ -159,7 +158,11 @@ class ModelInputs:
         n, k = len(rows), len(art.columns)
         ids = rows["customer_id"].astype(str).tolist() if n else []
         numeric = not art.churn.encoder.categories and set(art.columns) <= set(rows.columns)
-        x = rows[art.columns].to_numpy(dtype=np.float64, na_value=np.nan) if n and numeric else np.zeros((0, k))
+        x = (
+            rows[art.columns].to_numpy(dtype=np.float64, na_value=np.nan)
+            if n and numeric
+            else np.zeros((0, k))
+        )
         rank = art.churn.rfm.score(rows) if n else np.zeros(0)
         churn, value = np.zeros(len(x)), np.zeros(len(x))
         top, effect = np.full((len(x), reasons), -1, dtype=np.int16), np.zeros((len(x), reasons))
@@ -182,7 +185,9 @@ class ModelInputs:
             cold=scoring.cold_start(rows, cold_start_min_purchase_days) if n else np.zeros(0, dtype=bool),
             top=top,
             effect=effect,
-            contribution=np.array([[round(e, 6) for e in row] for row in effect.tolist()]).reshape(effect.shape),
+            contribution=np.array([[round(e, 6) for e in row] for row in effect.tolist()]).reshape(
+                effect.shape
+            ),
             rows=None if numeric else rows,
         )
 

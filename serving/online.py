@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
 import numpy as np
@@ -104,7 +104,9 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
             served.rfm,
         )
         for record, row in zip(records, rows, strict=True):
-            out[record["customer_id"]] = json.dumps(_found(record, "snapshot", inputs.as_of[row], served.version))
+            out[record["customer_id"]] = json.dumps(
+                _found(record, "snapshot", inputs.as_of[row], served.version)
+            )
     elif found:
         rendered = _Render(served, inputs, config.reasons)([index[cid] for cid in found])
         out.update(zip(found, rendered, strict=True))
@@ -174,7 +176,8 @@ class _Render:
                 f'"horizon_days": {self.horizon}, "value_at_risk": {risk!r}, '
                 f'"tier": {names[tier]}, "rfm_segment": {names[segment]}, '
                 f'"reasons": [{", ".join(why)}], "cold_start": {"true" if cold else "false"}'
-                + last % quote(d.as_of[row])
+                + last
+                % quote(d.as_of[row])
             )
         return out
 

@@ -51,7 +51,9 @@ class Diamond:
             store.engine(self.config.store_url), self.config.cold_start_min_purchase_days, self.config.reasons
         )
         # each version is scored on the snapshot before it serves: requests never wait for that
-        self.holder = ChampionHolder(MlflowConfig.load(), self.config.model_alias, prepare=self.snapshot.prepare)
+        self.holder = ChampionHolder(
+            MlflowConfig.load(), self.config.model_alias, prepare=self.snapshot.prepare
+        )
         self.holder.refresh()
         self.slow = anyio.CapacityLimiter(SLOW_THREADS)
         threading.Thread(target=self._poll, name="diamond-model-poll", daemon=True).start()

@@ -166,8 +166,13 @@ def test_a_slow_inline_request_does_not_hold_up_requests_by_id(server: tuple[str
     worker's thread pool; by-id requests sent while it runs are answered before it is (with BentoML's
     default of one thread, they waited for it)."""
     url, _ = server
-    events = [{"timestamp": f"1997-{m:02d}-{d:02d}", "amount": 10.0 + d} for m in range(1, 10) for d in range(1, 11)]
-    slow = {"customers": [{"customer_id": f"x{i}", "transactions": events} for i in range(1000)], "as_of": CUTOFF}
+    events = [
+        {"timestamp": f"1997-{m:02d}-{d:02d}", "amount": 10.0 + d} for m in range(1, 10) for d in range(1, 11)
+    ]
+    slow = {
+        "customers": [{"customer_id": f"x{i}", "transactions": events} for i in range(1000)],
+        "as_of": CUTOFF,
+    }
     done: dict[str, float] = {}
     answers: dict[str, httpx.Response] = {}
 
@@ -195,14 +200,25 @@ def test_a_slow_inline_request_does_not_hold_up_requests_by_id(server: tuple[str
         ({"attributes": {"customer_id": "00003"}}, "attribute name 'customer_id' is reserved"),
         ({"attributes": {f"a{i}": 1.0 for i in range(101)}}, "101 given, at most 100 per customer"),
         (
-            {"transactions": [{"timestamp": "1997-01-05T10:00:00+05:00", "amount": 3.0}, {"timestamp": "1997-01-06", "amount": 1.0}]},
+            {
+                "transactions": [
+                    {"timestamp": "1997-01-05T10:00:00+05:00", "amount": 3.0},
+                    {"timestamp": "1997-01-06", "amount": 1.0},
+                ]
+            },
             "mixes time zones",
         ),
     ],
 )
-def test_inline_limits_and_reserved_names_are_400s(server: tuple[str, Path], customer: dict, expected: str) -> None:
+def test_inline_limits_and_reserved_names_are_400s(
+    server: tuple[str, Path], customer: dict, expected: str
+) -> None:
     url, _ = server
-    body = {"customers": [{"customer_id": "00002", "transactions": [{"timestamp": "1997-01-05", "amount": 3.0}], **customer}]}
+    body = {
+        "customers": [
+            {"customer_id": "00002", "transactions": [{"timestamp": "1997-01-05", "amount": 3.0}], **customer}
+        ]
+    }
     response = _score(url, body)
     assert response.status_code == 400 and expected in response.text
     future = _score(url, {"customers": [{"customer_id": "00002"}], "as_of": "9999-12-31"})
@@ -214,7 +230,9 @@ def test_two_workers_serve_side_by_side(
 ) -> None:
     """serving.yaml `workers: 2`: two service processes, each answering by id from its own snapshot."""
     work = tmp_path_factory.mktemp("workers")
-    with serve_champion(cdnow_champion, cdnow_dir, work, serving={"workers": 2}, restore_env_early=True) as url:
+    with serve_champion(
+        cdnow_champion, cdnow_dir, work, serving={"workers": 2}, restore_env_early=True
+    ) as url:
         tree = psutil.Process(int((work / "serve.pid").read_text())).children(recursive=True)
         workers = [p for p in tree if "worker" in " ".join(p.cmdline())]
         assert len(workers) == 2, [p.cmdline() for p in tree]

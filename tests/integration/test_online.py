@@ -70,9 +70,13 @@ class Frame:
         return ModelInputs.build(served, self.rows, None, config.cold_start_min_purchase_days, config.reasons)
 
 
-def score(served: Served, customers: list[Customer], as_of: str | None, snap: Any, **config: Any) -> ScoreResponse:
+def score(
+    served: Served, customers: list[Customer], as_of: str | None, snap: Any, **config: Any
+) -> ScoreResponse:
     """score_customers' answer, checked against the documented response model."""
-    return ScoreResponse.model_validate_json(score_customers(served, customers, as_of, snap, ServingConfig(**config)))
+    return ScoreResponse.model_validate_json(
+        score_customers(served, customers, as_of, snap, ServingConfig(**config))
+    )
 
 
 def _busiest(transactions: pd.DataFrame) -> pd.DataFrame:
@@ -134,7 +138,9 @@ def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
             assert mine["value"] == pytest.approx(theirs["value"], rel=1e-9, abs=1e-12)
 
 
-def test_by_id_scores_and_reasons_equal_todays(served: Served, snapshot: pd.DataFrame, tmp_path: Path) -> None:
+def test_by_id_scores_and_reasons_equal_todays(
+    served: Served, snapshot: pd.DataFrame, tmp_path: Path
+) -> None:
     """The numbers do not change: every snapshot customer by id, one request each and all in one request,
     from the rows held in memory, equals the rows read from a real store and scored by serving.scoring, to
     1e-9 (scores, reasons and their values) and exactly (tiers, segments, texts, flags)."""
@@ -269,7 +275,9 @@ def test_inline_limits_are_checked_before_any_work(served: Served, transactions:
     frame = Frame(pd.DataFrame({"customer_id": []}))
     caps = InlineLimits(max_attributes=2, max_events_per_customer=4, max_events=5)
     many = _inline("a", mine, attributes={"x": 1.0, "y": 2.0, "z": 3.0})
-    with pytest.raises(RequestError, match=r"^customers\[1\]\.attributes: 3 given, at most 2 .*max_attributes"):
+    with pytest.raises(
+        RequestError, match=r"^customers\[1\]\.attributes: 3 given, at most 2 .*max_attributes"
+    ):
         score_customers(served, [Customer(customer_id="b"), many], None, frame, ServingConfig(inline=caps))
     first = mine["timestamp"].min()
     visits = [{"timestamp": (first + timedelta(hours=h)).isoformat(), "type": "visit"} for h in (1, 2)]
@@ -306,7 +314,9 @@ def test_inline_time_is_read_as_files_read_it(served: Served, transactions: pd.D
     with pytest.raises(RequestError, match=r"^as_of: .* is in the future"):
         score_customers(served, [Customer(customer_id="a")], "9999-12-31", frame, ServingConfig())
     future = mine.assign(timestamp=[datetime(9999, 1, 1), datetime(9999, 1, 2)])
-    with pytest.raises(RequestError, match=r"latest, scored as of it\): 9999-01-02 00:00:00 is in the future"):
+    with pytest.raises(
+        RequestError, match=r"latest, scored as of it\): 9999-01-02 00:00:00 is in the future"
+    ):
         score_customers(served, [_inline("a", future)], None, frame, ServingConfig())
     today = (utc_now() - timedelta(hours=1)).date().isoformat()
     (now,) = score(served, [_inline("a", mine)], today, frame).scores
