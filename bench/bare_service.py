@@ -1,7 +1,8 @@
 """The reference for bench_serving.py: a bare BentoML 1.4 service that loads the same churn booster Diamond
 serves and answers each request with one `inplace_predict` over the requested customers' rows (the snapshot's
 model inputs, read once into memory at start, as float32). It is set up as lean as Diamond's service (access
-log and metrics off, `gc.freeze()` after loading: shared/facts.md), so the ratio measures Diamond's own work.
+log and metrics off, `gc.freeze()` after loading: shared/facts.md; an async endpoint, so no thread hand-off,
+as Diamond answers by id), so the ratio measures Diamond's own work.
 
     BENCH_BARE_DIR=folder bentoml serve bench.bare_service:Bare --port 3001
 
@@ -32,7 +33,7 @@ class Bare:
         gc.freeze()
 
     @bentoml.api(route="/predict")
-    def predict(self, customer_ids: list[str]) -> list[float]:
+    async def predict(self, customer_ids: list[str]) -> list[float]:
         """The booster's churn probability of each customer, by id, from one inplace_predict."""
         rows = [self.index[c] for c in customer_ids]
         return self.booster.inplace_predict(self.x[rows]).tolist()  # type: ignore[no-any-return]

@@ -147,6 +147,7 @@ class ModelInputs:
     contribution: np.ndarray  # the effects as answers show them: round(effect, 6)
     rows: pd.DataFrame | None = None
     cache: dict[Any, Any] = field(default_factory=dict)  # serving.online's rendered reasons of this snapshot
+    answers: list[str] = field(default_factory=list)  # serving.online's rendered answers, when all are kept
 
     @classmethod
     def build(
@@ -217,9 +218,15 @@ class StoreSnapshot:
     least every `recheck_s`; on other stores at every request (one small query)."""
 
     def __init__(
-        self, eng: sa.Engine, cold_start_min_purchase_days: int, reasons: int, recheck_s: float = 2.0
+        self,
+        eng: sa.Engine,
+        cold_start_min_purchase_days: int,
+        reasons: int,
+        finish: Callable[[ModelInputs], None] | None = None,
+        recheck_s: float = 2.0,
     ) -> None:
         self.eng = eng
+        self.finish = finish  # run on each snapshot before it answers (serving.online.prerender)
         self.cold_days = cold_start_min_purchase_days
         self.reasons = reasons
         self.recheck_s = recheck_s
@@ -261,6 +268,8 @@ class StoreSnapshot:
             held = self._current
             if held is None or held.served is not served or held.run != run:
                 held = ModelInputs.build(served, read_snapshot(self.eng), run, self.cold_days, self.reasons)
+                if self.finish is not None:
+                    self.finish(held)
                 self._current = held
                 gc.freeze()  # held for long: kept out of full collections (the latency tail, facts.md)
         return held

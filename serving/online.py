@@ -36,6 +36,7 @@ NOT_IN_SNAPSHOT = "not in the latest batch snapshot: send its history inline"
 NO_PURCHASE = "no purchase at or before as_of: nothing to score"
 AHEAD = timedelta(hours=14)  # the furthest any time zone is ahead of UTC: later than now + this is the future
 RAISES, LOWERS = "raises churn risk", "lowers churn risk"
+PRERENDERED = 250_000  # snapshot rows whose answers are written once at load (~170 MB); beyond, per request
 KEPT_REASONS = 200_000  # rendered reasons kept per model and snapshot (a few MB); beyond, rendered each time
 
 
@@ -107,6 +108,9 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
             out[record["customer_id"]] = json.dumps(
                 _found(record, "snapshot", inputs.as_of[row], served.version)
             )
+    elif found and inputs.answers and config.reasons == inputs.top.shape[1]:
+        answers = inputs.answers
+        out.update((cid, answers[index[cid]]) for cid in found)
     elif found:
         rendered = _Render(served, inputs, config.reasons)([index[cid] for cid in found])
         out.update(zip(found, rendered, strict=True))
@@ -114,6 +118,15 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
         if cid not in out:
             out[cid] = json.dumps(_missing(cid, NOT_IN_SNAPSHOT))
     return out
+
+
+def prerender(inputs: ModelInputs) -> None:
+    """Write every snapshot row's answer once, when the snapshot loads, if they fit in PRERENDERED rows
+    (~0.7 KB each); a by-id request then only joins them. Larger snapshots are written per request."""
+    if inputs.rows is None and 0 < len(inputs.ids) <= PRERENDERED:
+        inputs.answers.extend(
+            _Render(inputs.served, inputs, inputs.top.shape[1])(list(range(len(inputs.ids))))
+        )
 
 
 class _Render:

@@ -48,7 +48,10 @@ class Diamond:
     def __init__(self) -> None:
         self.config = ServingConfig.load()
         self.snapshot = StoreSnapshot(
-            store.engine(self.config.store_url), self.config.cold_start_min_purchase_days, self.config.reasons
+            store.engine(self.config.store_url),
+            self.config.cold_start_min_purchase_days,
+            self.config.reasons,
+            finish=online.prerender,
         )
         # each version is scored on the snapshot before it serves: requests never wait for that
         self.holder = ChampionHolder(

@@ -20,7 +20,7 @@ from serving import scoring, store
 from serving.api import Customer, ScoreResponse
 from serving.champion import ModelInputs, Served, StoreSnapshot
 from serving.config import InlineLimits, ServingConfig
-from serving.online import NO_PURCHASE, NOT_IN_SNAPSHOT, RequestError, score_customers
+from serving.online import NO_PURCHASE, NOT_IN_SNAPSHOT, RequestError, prerender, score_customers
 from training.config import TrainingConfig
 from training.pipeline import fit
 from training.rfm import RfmReference
@@ -108,9 +108,9 @@ def _before(eng: Any, served: Served, ids: list[str]) -> dict[str, dict[str, Any
     return {r["customer_id"]: {**r, "as_of": str(a)} for r, a in zip(records, rows["as_of"], strict=True)}
 
 
-def _held(eng: Any) -> StoreSnapshot:
+def _held(eng: Any, finish: Any = None) -> StoreSnapshot:
     config = ServingConfig()
-    return StoreSnapshot(eng, config.cold_start_min_purchase_days, config.reasons)
+    return StoreSnapshot(eng, config.cold_start_min_purchase_days, config.reasons, finish)
 
 
 def _by_id(served: Served, ids: list[str], snap: Any) -> list[dict[str, Any]]:
@@ -138,8 +138,9 @@ def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
             assert mine["value"] == pytest.approx(theirs["value"], rel=1e-9, abs=1e-12)
 
 
+@pytest.mark.parametrize("written", ["per request", "at load"])
 def test_by_id_scores_and_reasons_equal_todays(
-    served: Served, snapshot: pd.DataFrame, tmp_path: Path
+    served: Served, snapshot: pd.DataFrame, tmp_path: Path, written: str
 ) -> None:
     """The numbers do not change: every snapshot customer by id, one request each and all in one request,
     from the rows held in memory, equals the rows read from a real store and scored by serving.scoring, to
@@ -149,7 +150,8 @@ def test_by_id_scores_and_reasons_equal_todays(
     ids = snapshot["customer_id"].tolist()
     before = _before(eng, served, ids)
     assert len(before) == len(ids) > 100
-    held = _held(eng)
+    held = _held(eng, prerender if written == "at load" else None)
+    assert bool(held.inputs(served).answers) == (written == "at load")
     at_once = _by_id(served, ids, held)
     for answer in at_once:
         _same(answer, before[answer["customer_id"]])
