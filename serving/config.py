@@ -164,9 +164,7 @@ class InlineLimits(Section):
     request of 40,000 attributes once took 46 s."""
 
     max_attributes: Annotated[int, Field(ge=1)] = 100  # attributes per customer
-    max_events_per_customer: Annotated[int, Field(ge=1)] = (
-        10_000  # transactions + interactions + cancellations
-    )
+    max_events_per_customer: Annotated[int, Field(ge=1)] = 100_000  # purchases + interactions + cancellations
     max_events: Annotated[int, Field(ge=1)] = 100_000  # inline events per request, all customers
 
 
