@@ -236,6 +236,7 @@ class StoreSnapshot:
         self._checked = 0.0
         self._run: object = None
         self._current: ModelInputs | None = None
+        self._previous: ModelInputs | None = None
         self._lock = threading.Lock()
         self._loading: threading.Thread | None = None
 
@@ -248,7 +249,9 @@ class StoreSnapshot:
         """The held snapshot of `served` (loaded now if there is none); a newer run starts loading."""
         held = self._current
         if held is None or held.served is not served:
-            return self.prepare(served)
+            previous = self._previous  # a request that took the version before a swap
+            return previous if previous is not None and previous.served is served else self.prepare(served)
+        self._previous = None  # the new version answers: the old one's rows can go
         run = self._latest_run()
         if held.run != run and (self._loading is None or not self._loading.is_alive()):
             self._loading = threading.Thread(target=self.prepare, args=(served,), daemon=True)
@@ -270,6 +273,8 @@ class StoreSnapshot:
                 held = ModelInputs.build(served, read_snapshot(self.eng), run, self.cold_days, self.reasons)
                 if self.finish is not None:
                     self.finish(held)
+                if self._current is not None and self._current.served is not served:
+                    self._previous = self._current
                 self._current = held
                 gc.freeze()  # held for long: kept out of full collections (the latency tail, facts.md)
         return held
