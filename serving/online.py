@@ -17,7 +17,7 @@ timestamps go to the history contract as the text that was sent, so the rules fo
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, Protocol
 
@@ -281,8 +281,10 @@ def _as_of(text: str) -> datetime:
 
 def _not_future(t: datetime, what: str) -> None:
     """Nothing is scored as of a time no clock has reached yet (a history file's events may not lie in the
-    future either, features.history)."""
-    if t > utc_now() + AHEAD:
+    future either, features.history). A bare date (the end of that day) counts from the day's start: today
+    is not the future."""
+    day_end = t.time() == time(23, 59, 59, 999999)
+    if (t.replace(hour=0, minute=0, second=0, microsecond=0) if day_end else t) > utc_now() + AHEAD:
         raise RequestError(
             f"{what}: {t:%Y-%m-%d %H:%M:%S} is in the future; inline histories are scored as of a time "
             "that has passed"
