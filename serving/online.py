@@ -78,15 +78,15 @@ def score_customers(
         for record in scoring.score_records(
             art, rows, config.reasons, config.cold_start_min_purchase_days, served.rfm
         ):
-            results[record["customer_id"]] = json.dumps(_found(record, "inline", stamp, served.version))
+            results[record["customer_id"]] = _json(_found(record, "inline", stamp, served.version))
         for c in inline:
             if c.customer_id not in results:
-                results[c.customer_id] = json.dumps(_missing(c.customer_id, NO_PURCHASE))
-    head = json.dumps(
+                results[c.customer_id] = _json(_missing(c.customer_id, NO_PURCHASE))
+    head = _json(
         {"model_version": served.version, "feature_set": art.feature_set, "horizon_days": art.horizon_days}
     )
-    scores = ", ".join(results[c.customer_id] for c in customers)
-    return f'{head[:-1]}, "scores": [{scores}]}}'.encode()
+    scores = ",".join(results[c.customer_id] for c in customers)
+    return f'{head[:-1]},"scores":[{scores}]}}'.encode()
 
 
 def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingConfig) -> dict[str, str]:
@@ -105,9 +105,7 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
             served.rfm,
         )
         for record, row in zip(records, rows, strict=True):
-            out[record["customer_id"]] = json.dumps(
-                _found(record, "snapshot", inputs.as_of[row], served.version)
-            )
+            out[record["customer_id"]] = _json(_found(record, "snapshot", inputs.as_of[row], served.version))
     elif found and inputs.answers and config.reasons == inputs.top.shape[1]:
         answers = inputs.answers
         out.update((cid, answers[index[cid]]) for cid in found)
@@ -116,7 +114,7 @@ def by_id(served: Served, inputs: ModelInputs, ids: list[str], config: ServingCo
         out.update(zip(found, rendered, strict=True))
     for cid in ids:
         if cid not in out:
-            out[cid] = json.dumps(_missing(cid, NOT_IN_SNAPSHOT))
+            out[cid] = _json(_missing(cid, NOT_IN_SNAPSHOT))
     return out
 
 
@@ -139,7 +137,7 @@ class _Render:
         art = served.artefact
         self.inputs, self.top, self.rfm = inputs, top, len(art.columns)
         self.names = [*art.columns, scoring.RFM_REASON]
-        self.tail = f', "source": "snapshot", "as_of": %s, "model_version": {_quote(served.version)}}}'
+        self.tail = f',"source":"snapshot","as_of":%s,"model_version":{_quote(served.version)}}}'
         self.horizon = int(art.horizon_days)
         self.reasons = inputs.cache
 
@@ -147,10 +145,10 @@ class _Render:
         name = self.names[j]
         value = "null" if shown is None else repr(shown)
         head = (
-            f'{{"feature": {_quote(name)}, "value": {value}, '
-            f'"direction": "{RAISES if raises else LOWERS}", "contribution": '
+            f'{{"feature":{_quote(name)},"value":{value},'
+            f'"direction":"{RAISES if raises else LOWERS}","contribution":'
         )
-        tail = f', "text": {_quote(scoring._words(name, shown, raises))}}}'
+        tail = f',"text":{_quote(scoring._words(name, shown, raises))}}}'
         if len(self.reasons) < KEPT_REASONS:
             self.reasons[(j, shown, raises)] = head, tail
         return head, tail
@@ -184,15 +182,20 @@ class _Render:
                 head, tail = known.get(key) or self._reason(*key)
                 why.append(f"{head}{contribution!r}{tail}")
             out.append(
-                f'{{"customer_id": {quote(d.ids[row])}, "found": true, "error": null, '
-                f'"churn_probability": {churn!r}, "predicted_value": {value!r}, '
-                f'"horizon_days": {self.horizon}, "value_at_risk": {risk!r}, '
-                f'"tier": {names[tier]}, "rfm_segment": {names[segment]}, '
-                f'"reasons": [{", ".join(why)}], "cold_start": {"true" if cold else "false"}'
+                f'{{"customer_id":{quote(d.ids[row])},"found":true,"error":null,'
+                f'"churn_probability":{churn!r},"predicted_value":{value!r},'
+                f'"horizon_days":{self.horizon},"value_at_risk":{risk!r},'
+                f'"tier":{names[tier]},"rfm_segment":{names[segment]},'
+                f'"reasons":[{",".join(why)}],"cold_start":{"true" if cold else "false"}'
                 + last
                 % quote(d.as_of[row])
             )
         return out
+
+
+def _json(value: object) -> str:
+    """Compact JSON (no spaces), as the service has always written its answers."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _quote(text: str) -> str:
