@@ -303,12 +303,12 @@ def report(results: dict[Cell, dict[str, Any]], quick: bool) -> None:
                 f"| {s['customers_per_s']:,.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {shown} "
                 f"| {s['errors']:,} | {machine()} |"
             )
-            record_row(START, END, HEADER, row + "\n", key_columns=5)
+            record_row(START, END, HEADER, row, key_columns=5)
     print()
     for goal, measured, ok in goals(results):
         print(f"{'PASS' if ok else 'FAIL'}  {goal}: {measured}")
         if not quick:
-            row = f"| {date} | {goal} | {measured} | {'PASS' if ok else 'FAIL'} |\n"
+            row = f"| {date} | {goal} | {measured} | {'PASS' if ok else 'FAIL'} |"
             record_row(GOALS_START, GOALS_END, GOALS_HEADER, row, key_columns=2)
 
 
