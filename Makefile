@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK := True
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
-.PHONY: help install dev demo test test-fast chromium postgresql bento lint format bench bench-synthetic bench-features bench-batch bench-model-quality bench-load bench-reliability bench-spark lock clean
+.PHONY: help install dev demo test test-fast chromium postgresql bento lint format bench bench-synthetic bench-features bench-batch bench-model-quality bench-load bench-serving bench-reliability bench-spark lock clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench-model-quality: $(VENV)/.dev ## Model vs a plain peer, baselines and a perf
 bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
 	$(BIN)/python bench/bench_load.py --duration 300
 
+bench-serving: $(VENV)/.dev ## /score by id vs a bare BentoML service on the same booster, closed loop (~10 min)
+	$(BIN)/python bench/bench_serving.py --duration 10 --rounds 2
+
 bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x fuzzing and 10x delivery faults (~35 min)
 	DIAMOND_FUZZ_EXAMPLES=300 DIAMOND_FAULT_ALERTS=1200 $(BIN)/pytest -s -q -p no:cacheprovider \
 		tests/e2e/test_reliability_api.py tests/e2e/test_reliability_delivery.py tests/e2e/test_bad_input.py \
@@ -92,7 +95,7 @@ bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x
 bench-spark: $(VENV)/.dev ## DuckDB vs Spark local[2] training sets at 1M customers: time, peak memory, task costs (~1 h)
 	$(BIN)/python bench/bench_spark.py --customers 1000000 --json bench/spark_results_1m.json
 
-bench: bench-synthetic bench-features bench-batch bench-model-quality bench-reliability bench-spark ## Run every benchmark under bench/
+bench: bench-synthetic bench-features bench-batch bench-model-quality bench-serving bench-reliability bench-spark ## Run every benchmark under bench/
 
 lock: | $(BIN)/uv ## Re-resolve the lock files from pyproject.toml
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.lock

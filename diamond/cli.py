@@ -736,6 +736,10 @@ def serve(
     args += ["--port", str(port or config.port)]
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
     os.environ.setdefault(SESSION_ENV, secrets.token_hex(32))  # one dashboard session key for all workers
+    # serving.yaml `workers`: BentoML reads a service's settings from this variable as well as the decorator
+    overrides = json.loads(os.environ.get("BENTOML_CONFIG_OVERRIDES") or "{}")
+    overrides.setdefault("services", {}).setdefault("diamond", {})["workers"] = config.workers
+    os.environ["BENTOML_CONFIG_OVERRIDES"] = json.dumps(overrides)
     os.execv(bentoml, args)
 
 

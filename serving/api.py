@@ -4,10 +4,21 @@ field path before any scoring code runs."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 
 # Money and counts a CRM can really send; beyond this a float32 model input would overflow to inf.
 LIMIT = 1e12
@@ -17,14 +28,30 @@ MAX_CUSTOMERS = 1000  # the documented cap per request; serving.yaml's max_custo
 OPEN_PATHS = frozenset({"/healthz", "/livez", "/readyz"})  # the health probes: the only routes without a key
 
 
-def _text_time(value: object) -> object:
-    """Timestamps are ISO 8601 text (a bare date is midnight), as in history files; never epoch numbers."""
-    if not isinstance(value, str | datetime):
+_TIME = TypeAdapter(datetime)
+RESERVED = frozenset({"customer_id"})  # attribute names that would overwrite a column of the customer
+
+
+def _text_time(value: object) -> str:
+    """Timestamps are ISO 8601 text (a bare date is midnight), as in history files; never epoch numbers.
+    The text is kept as sent: the history contract reads it as it reads a file (features.history), so the
+    same rules hold, e.g. no mix of values with and without a UTC offset."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if not isinstance(value, str) or value.strip().lstrip("+-").replace(".", "", 1).isdigit():
         raise ValueError("a timestamp must be ISO 8601 text, e.g. 2024-06-30 or 2024-06-30T14:05:00Z")
+    try:
+        _TIME.validate_python(value.strip())
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
     return value
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_text_time)]
+Timestamp = Annotated[
+    str,
+    BeforeValidator(_text_time),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2024-06-30T14:05:00Z"]}),
+]
 
 
 class Transaction(BaseModel):
@@ -53,6 +80,19 @@ class Customer(BaseModel):
     interactions: list[Interaction] | None = None
     cancellations: list[Timestamp] | None = None
     attributes: dict[str, Amount | str | None] | None = None
+
+    @field_validator("attributes")
+    @classmethod
+    def _names(cls, v: dict[str, float | str | None] | None) -> dict[str, float | str | None] | None:
+        """Names that would take the place of the customer's own columns refused: `customer_id` (it once
+        overwrote the id) and names starting with `__` (the history contract's working columns)."""
+        for name in v or {}:
+            if name.strip() in RESERVED or name.strip().startswith("__"):
+                raise ValueError(
+                    f"attribute name {name[:60]!r} is reserved: use a name other than {sorted(RESERVED)} "
+                    "that does not start with __"
+                )
+        return v
 
     @property
     def inline(self) -> bool:
@@ -92,8 +132,7 @@ class ScoreResponse(BaseModel):
 
 
 def unique_ids(customers: list[Customer]) -> list[Customer]:
-    ids = [c.customer_id for c in customers]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = sorted(i for i, n in Counter(c.customer_id for c in customers).items() if n > 1)
     if dupes:
         raise ValueError(f"customers: duplicate customer_id {dupes[:5]}")
     return customers

@@ -159,6 +159,15 @@ class DriftConfig(Section):
     top: Annotated[int, Field(ge=1)] = 5  # drifted columns named in the alert, worst first
 
 
+class InlineLimits(Section):
+    """`inline:` caps on customers sent with their history, checked before any work (serving.online): one
+    request of 40,000 attributes once took 46 s."""
+
+    max_attributes: Annotated[int, Field(ge=1)] = 100  # attributes per customer
+    max_events_per_customer: Annotated[int, Field(ge=1)] = 100_000  # purchases + interactions + cancellations
+    max_events: Annotated[int, Field(ge=1)] = 100_000  # inline events per request, all customers
+
+
 class ServingConfig(FileSettings):
     """serving.yaml. Every key is documented there."""
 
@@ -171,6 +180,8 @@ class ServingConfig(FileSettings):
     max_customers: Annotated[int, Field(ge=1)] = 1000
     max_body_mb: Annotated[float, Field(gt=0)] = 16.0  # larger bodies: 413 before any parsing
     reasons: Annotated[int, Field(ge=1)] = 3
+    workers: Annotated[int, Field(ge=1, le=64)] = 1  # service processes (`diamond serve`); one per core
+    inline: Annotated[InlineLimits, OrEmpty] = InlineLimits()
     cold_start_min_purchase_days: int = 2
     store_url: Annotated[str, Field(validation_alias=STORE_ENV)] = "sqlite:///.diamond/diamond.db"
     scores_dir: str = ".diamond/scores"

@@ -251,6 +251,12 @@ def _sentence(name: str) -> tuple[str, dict[bool, str]]:
     return f"{what}: ", {up: f" — {_effect(up)} churn risk." for up in (True, False)}
 
 
+def words(name: str, value: Any, raises: bool) -> str:
+    """One reason in words, as the batch reasons write it (online answers render theirs one by one)."""
+    prefix, suffix = _sentence(name)
+    return prefix + _shown(name, value) + suffix[raises]
+
+
 def _effect(raises: bool) -> str:
     return "raises" if raises else "lowers"
 

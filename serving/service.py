@@ -5,7 +5,13 @@ Routes: POST /score (serving.online); GET /healthz and /livez (BentoML's livenes
 loaded version, last load error; 503 until a model is loaded); GET /model (feature set, metrics, tier
 thresholds); GET /docs.json (serving.openapi). The retention dashboard (serving.dashboard) is mounted at
 /ui. Every route but the health probes needs `Authorization: Bearer KEY` (under /ui the dashboard's session
-cookie will do); that and the request limits are serving.middleware. Run with `diamond serve`.
+cookie will do); that and the request limits are serving.middleware. Run with `diamond serve`; serving.yaml
+`workers` processes answer side by side.
+
+POST /score by id runs on the worker's event loop (a dictionary lookup and array operations over the
+snapshot held in memory, serving.champion.StoreSnapshot); inline histories, and a snapshot to (re)load, go
+to a small thread pool, so a slow inline request never holds up the by-id requests behind it. The answer is
+written as JSON straight from what serving.online built, not validated again field by field.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import gc
 import threading
 from functools import partial
 
+import anyio
 import bentoml
 from bentoml.exceptions import BentoMLException, InvalidArgument, ServiceUnavailable
 from starlette.requests import Request
@@ -22,10 +29,12 @@ from starlette.routing import Route
 
 from serving import dashboard, middleware, online, openapi, store
 from serving.api import Customer, ScoreRequest, ScoreResponse
-from serving.champion import ChampionHolder
+from serving.champion import ChampionHolder, StoreSnapshot
 from serving.config import ServingConfig
 from serving.middleware import Json
 from training.tracking import MlflowConfig
+
+SLOW_THREADS = 4  # inline histories and snapshot loads at once per worker; by-id requests need none
 
 
 @bentoml.asgi_app(dashboard.create_app(), path=dashboard.MOUNT)
@@ -38,9 +47,18 @@ from training.tracking import MlflowConfig
 class Diamond:
     def __init__(self) -> None:
         self.config = ServingConfig.load()
-        self.snapshot = partial(store.read_rows, store.engine(self.config.store_url), store.FEATURES)
-        self.holder = ChampionHolder(MlflowConfig.load(), self.config.model_alias)
+        self.snapshot = StoreSnapshot(
+            store.engine(self.config.store_url),
+            self.config.cold_start_min_purchase_days,
+            self.config.reasons,
+            finish=online.prerender,
+        )
+        # each version is scored on the snapshot before it serves: requests never wait for that
+        self.holder = ChampionHolder(
+            MlflowConfig.load(), self.config.model_alias, prepare=self.snapshot.prepare
+        )
         self.holder.refresh()
+        self.slow = anyio.CapacityLimiter(SLOW_THREADS)
         threading.Thread(target=self._poll, name="diamond-model-poll", daemon=True).start()
         gc.collect()
         gc.freeze()  # full collections over the loaded model's heap caused the latency tail
@@ -50,17 +68,22 @@ class Diamond:
         while not stop.wait(self.config.poll_s):
             self.holder.refresh()
 
-    @bentoml.api(route="/score", input_spec=ScoreRequest)
-    def score(self, customers: list[Customer], as_of: str | None = None) -> ScoreResponse:
+    @bentoml.api(route="/score", input_spec=ScoreRequest, output_spec=ScoreResponse)
+    async def score(self, customers: list[Customer], as_of: str | None = None) -> Response:
         """Score up to `max_customers` customers: by id from the latest batch snapshot, or with their recent
         history inline (scored as of `as_of`, default their latest event). Results keep the request order."""
         served = self.holder.current
         if served is None:
             raise ServiceUnavailable("no model loaded yet: see GET /readyz")
+        answer = partial(online.score_customers, served, customers, as_of, self.snapshot, self.config)
         try:
-            return online.score_customers(served, customers, as_of, self.snapshot, self.config)
+            if any(c.inline for c in customers) or not self.snapshot.current(served):
+                body = await anyio.to_thread.run_sync(answer, limiter=self.slow)
+            else:
+                body = answer()
         except online.RequestError as exc:
             raise InvalidArgument(str(exc)) from None
+        return Response(body, media_type="application/json")
 
 
 def _holder() -> ChampionHolder | None:

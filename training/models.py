@@ -84,12 +84,22 @@ class ChurnModel:
 
     def predict_label_horizon(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
         margin = self.booster.predict(dm or self.encoder.matrix(frame), output_margin=True)
-        w_margin, w_rfm, b = self.stack
-        return expit(w_margin * margin + w_rfm * self.rfm.score(frame) + b)
+        return self.stacked(margin, self.rfm.score(frame))
 
     def predict(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
+        margin = self.booster.predict(dm or self.encoder.matrix(frame), output_margin=True)
+        return self.from_parts(margin, self.rfm.score(frame))
+
+    def stacked(self, margin: np.ndarray, rfm_rank: np.ndarray) -> np.ndarray:
+        """P(churn) over the label horizon from the booster margin and the RFM rank of the same rows."""
+        w_margin, w_rfm, b = self.stack
+        return expit(w_margin * margin + w_rfm * rfm_rank + b)
+
+    def from_parts(self, margin: np.ndarray, rfm_rank: np.ndarray) -> np.ndarray:
+        """`predict` from its parts, for callers that hold the margin and the rank already (the online path
+        keeps each snapshot row's rank in memory)."""
         a, b = self.horizon_map
-        return expit(a + b * logit(np.clip(self.predict_label_horizon(frame, dm), P_EPS, 1 - P_EPS)))
+        return expit(a + b * logit(np.clip(self.stacked(margin, rfm_rank), P_EPS, 1 - P_EPS)))
 
     def contributions(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
         """Per-feature contributions to the booster's margin (last column: bias), XGBoost's pred_contribs."""
@@ -109,8 +119,12 @@ class ValueModel:
         return np.maximum(self.booster.predict(dm or self.encoder.matrix(frame)), 0.0)
 
     def predict(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
+        return self.from_raw(self.booster.predict(dm or self.encoder.matrix(frame)))
+
+    def from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """`predict` from the booster's own prediction of the same rows (e.g. from `inplace_predict`)."""
         a, b = self.horizon_map
-        v = self.predict_label_horizon(frame, dm)
+        v = np.maximum(raw, 0.0)
         return np.where(v > 0, np.exp(a) * np.maximum(v, VALUE_FLOOR) ** b, 0.0)
 
     def contributions(self, frame: pd.DataFrame) -> np.ndarray:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pandas as pd
+import psutil
 import pytest
 import yaml
 
@@ -175,6 +177,87 @@ def test_not_json_is_a_4xx(server: tuple[str, Path]) -> None:
 
 
 @registry_only
+def test_a_slow_inline_request_does_not_hold_up_requests_by_id(server: tuple[str, Path]) -> None:
+    """A large inline request (within the caps: 1,000 customers, 90,000 purchases) is featurised in the
+    worker's thread pool; by-id requests sent while it runs are answered before it is (with BentoML's
+    default of one thread, they waited for it)."""
+    url, _ = server
+    events = [
+        {"timestamp": f"1997-{m:02d}-{d:02d}", "amount": 10.0 + d} for m in range(1, 10) for d in range(1, 11)
+    ]
+    slow = {
+        "customers": [{"customer_id": f"x{i}", "transactions": events} for i in range(1000)],
+        "as_of": CUTOFF,
+    }
+    done: dict[str, float] = {}
+    answers: dict[str, httpx.Response] = {}
+
+    def send_slow() -> None:
+        answers["slow"] = _score(url, slow)
+        done["slow"] = time.monotonic()
+
+    worker = threading.Thread(target=send_slow)
+    worker.start()
+    time.sleep(0.5)  # the slow body is sent and being scored
+    for i in range(3):
+        answers[f"by id {i}"] = _score(url, {"customers": [{"customer_id": "00002"}]})
+        done[f"by id {i}"] = time.monotonic()
+    worker.join()
+    assert answers["slow"].status_code == 200, answers["slow"].text[:500]
+    assert all(s["found"] for s in answers["slow"].json()["scores"])
+    for i in range(3):
+        assert answers[f"by id {i}"].status_code == 200 and answers[f"by id {i}"].json()["scores"][0]["found"]
+    assert done["by id 2"] < done["slow"], "the by-id requests waited for the slow inline one"
+
+
+@registry_only
+@pytest.mark.parametrize(
+    ("customer", "expected"),
+    [
+        ({"attributes": {"customer_id": "00003"}}, "attribute name 'customer_id' is reserved"),
+        ({"attributes": {f"a{i}": 1.0 for i in range(101)}}, "101 given, at most 100 per customer"),
+        (
+            {
+                "transactions": [
+                    {"timestamp": "1997-01-05T10:00:00+05:00", "amount": 3.0},
+                    {"timestamp": "1997-01-06", "amount": 1.0},
+                ]
+            },
+            "mixes time zones",
+        ),
+    ],
+)
+def test_inline_limits_and_reserved_names_are_400s(
+    server: tuple[str, Path], customer: dict, expected: str
+) -> None:
+    url, _ = server
+    body = {
+        "customers": [
+            {"customer_id": "00002", "transactions": [{"timestamp": "1997-01-05", "amount": 3.0}], **customer}
+        ]
+    }
+    response = _score(url, body)
+    assert response.status_code == 400 and expected in response.text
+    future = _score(url, {"customers": [{"customer_id": "00002"}], "as_of": "9999-12-31"})
+    assert future.status_code == 400 and "is in the future" in future.json()["error"]
+
+
+def test_two_workers_serve_side_by_side(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """serving.yaml `workers: 2`: two service processes, each answering by id from its own snapshot."""
+    work = tmp_path_factory.mktemp("workers")
+    with serve_champion(
+        cdnow_champion, cdnow_dir, work, serving={"workers": 2}, restore_env_early=True
+    ) as url:
+        tree = psutil.Process(int((work / "serve.pid").read_text())).children(recursive=True)
+        workers = [p for p in tree if "worker" in " ".join(p.cmdline())]
+        assert len(workers) == 2, [p.cmdline() for p in tree]
+        for _ in range(10):
+            answer = _score(url, {"customers": [{"customer_id": "00002"}]})
+            assert answer.status_code == 200 and answer.json()["scores"][0]["found"]
+
+
 def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cdnow_dir: Path) -> None:
     url, work = server
     assert httpx.get(f"{url}/readyz").json()["version"] == "1"

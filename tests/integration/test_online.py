@@ -1,21 +1,26 @@
 """serving.online: one POST /score request answered without a server, on hand-built inputs: a small model
-fitted here on 300 CDNOW customers, a snapshot frame built from the same history, and requests written out
-in the test."""
+fitted here on 300 CDNOW customers, a snapshot frame built from the same history (in memory, and written to
+a real SQLite store), and requests written out in the test."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
+from core.clock import utc_now
 from features.build import parse_cutoff
 from features.datasets import cdnow
 from features.history import history_from_frames
-from serving.api import Customer
-from serving.champion import Served
-from serving.config import ServingConfig
-from serving.online import NO_PURCHASE, NOT_IN_SNAPSHOT, RequestError, score_customers
+from serving import scoring, store
+from serving.api import Customer, ScoreResponse
+from serving.champion import ModelInputs, Served, StoreSnapshot
+from serving.config import InlineLimits, ServingConfig
+from serving.online import NO_PURCHASE, NOT_IN_SNAPSHOT, RequestError, prerender, score_customers
 from training.config import TrainingConfig
 from training.pipeline import fit
 from training.rfm import RfmReference
@@ -40,24 +45,43 @@ def served(transactions: pd.DataFrame) -> Served:
     return Served(artefact, "7", "2024-01-01T00:00:00+00:00", RfmReference.from_rank(artefact.churn.rfm))
 
 
-@pytest.fixture(scope="module")
-def snapshot(served: Served, transactions: pd.DataFrame) -> pd.DataFrame:
-    """What `diamond score` would leave in the store at CUTOFF: feature rows with their as_of."""
-    t = parse_cutoff(CUTOFF)
+def _snapshot_at(served: Served, transactions: pd.DataFrame, cutoff: str) -> pd.DataFrame:
+    t = parse_cutoff(cutoff)
     history = history_from_frames(transactions[transactions["timestamp"] <= t], as_of=t)
     rows = served.artefact.feature_rows(history, t)
     return rows.drop(columns=["cutoff"]).assign(as_of=t)
 
 
-class Reader:
-    """The snapshot reader the service passes: rows for the ids asked, absent ids left out; calls kept."""
+@pytest.fixture(scope="module")
+def snapshot(served: Served, transactions: pd.DataFrame) -> pd.DataFrame:
+    """What `diamond score` would leave in the store at CUTOFF: feature rows with their as_of."""
+    return _snapshot_at(served, transactions, CUTOFF)
+
+
+class Frame:
+    """A snapshot held in memory from a frame, as the service holds the store's; calls kept."""
 
     def __init__(self, rows: pd.DataFrame) -> None:
-        self.rows, self.asked = rows, []
+        self.rows, self.calls = rows, 0
 
-    def __call__(self, ids: list[str]) -> pd.DataFrame:
-        self.asked.append(list(ids))
-        return self.rows[self.rows["customer_id"].isin(ids)]
+    def inputs(self, served: Served) -> ModelInputs:
+        self.calls += 1
+        config = ServingConfig()
+        return ModelInputs.build(served, self.rows, None, config.cold_start_min_purchase_days, config.reasons)
+
+
+def score(
+    served: Served, customers: list[Customer], as_of: str | None, snap: Any, **config: Any
+) -> ScoreResponse:
+    """score_customers' answer, checked against the documented response model."""
+    return ScoreResponse.model_validate_json(
+        score_customers(served, customers, as_of, snap, ServingConfig(**config))
+    )
+
+
+def _busiest(transactions: pd.DataFrame) -> pd.DataFrame:
+    """The purchases of the customer with the most of them."""
+    return transactions[transactions["customer_id"] == transactions["customer_id"].value_counts().index[0]]
 
 
 def _inline(cid: str, tx: pd.DataFrame, **more: object) -> Customer:
@@ -67,12 +91,108 @@ def _inline(cid: str, tx: pd.DataFrame, **more: object) -> Customer:
     return Customer.model_validate({"customer_id": cid, "transactions": events, **more})
 
 
+def _write(eng: Any, served: Served, rows: pd.DataFrame) -> None:
+    """A batch run's snapshot, written as `diamond score` writes it."""
+    scores = served.artefact.score(rows).assign(as_of=rows["as_of"].iloc[0], model_version=served.version)
+    store.write_snapshot(eng, rows, scores, {"as_of": rows["as_of"].iloc[0], "model_version": served.version})
+
+
+def _before(eng: Any, served: Served, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The by-id answers as the service computed them before it held the snapshot in memory: the rows read
+    from the store per request, scored by serving.scoring (the batch path)."""
+    config = ServingConfig()
+    rows = store.read_rows(eng, store.FEATURES, ids)
+    records = scoring.score_records(
+        served.artefact, rows, config.reasons, config.cold_start_min_purchase_days, served.rfm
+    )
+    return {r["customer_id"]: {**r, "as_of": str(a)} for r, a in zip(records, rows["as_of"], strict=True)}
+
+
+def _held(eng: Any, finish: Any = None) -> StoreSnapshot:
+    config = ServingConfig()
+    return StoreSnapshot(eng, config.cold_start_min_purchase_days, config.reasons, finish)
+
+
+def _by_id(served: Served, ids: list[str], snap: Any) -> list[dict[str, Any]]:
+    """The scores of customers by id, as the service sends them (JSON, checked against the response model)."""
+    answer = score_customers(served, [Customer(customer_id=c) for c in ids], None, snap, ServingConfig())
+    ScoreResponse.model_validate_json(answer)
+    scores: list[dict[str, Any]] = json.loads(answer)["scores"]
+    return scores
+
+
+def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
+    for field in ("churn_probability", "predicted_value", "value_at_risk"):
+        assert new[field] == pytest.approx(old[field], rel=1e-9, abs=1e-12), field
+    for field in ("customer_id", "tier", "rfm_segment", "cold_start", "horizon_days", "as_of"):
+        assert new[field] == old[field], field
+    assert len(new["reasons"]) == len(old["reasons"])
+    for mine, theirs in zip(new["reasons"], old["reasons"], strict=True):
+        assert {k: mine[k] for k in ("feature", "direction", "text")} == {
+            k: theirs[k] for k in ("feature", "direction", "text")
+        }
+        assert mine["contribution"] == pytest.approx(theirs["contribution"], rel=1e-9, abs=1e-12)
+        if theirs["value"] is None or isinstance(theirs["value"], str):
+            assert mine["value"] == theirs["value"]
+        else:
+            assert mine["value"] == pytest.approx(theirs["value"], rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("written", ["per request", "at load"])
+def test_by_id_scores_and_reasons_equal_todays(
+    served: Served, snapshot: pd.DataFrame, tmp_path: Path, written: str
+) -> None:
+    """The numbers do not change: every snapshot customer by id, one request each and all in one request,
+    from the rows held in memory, equals the rows read from a real store and scored by serving.scoring, to
+    1e-9 (scores, reasons and their values) and exactly (tiers, segments, texts, flags)."""
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'diamond.db'}"))
+    _write(eng, served, snapshot)
+    ids = snapshot["customer_id"].tolist()
+    before = _before(eng, served, ids)
+    assert len(before) == len(ids) > 100
+    held = _held(eng, prerender if written == "at load" else None)
+    assert bool(held.inputs(served).answers) == (written == "at load")
+    at_once = _by_id(served, ids, held)
+    for answer in at_once:
+        _same(answer, before[answer["customer_id"]])
+    for cid in ids[:40]:
+        (answer,) = _by_id(served, [cid], held)
+        _same(answer, before[cid])
+        assert answer["source"] == "snapshot" and answer["model_version"] == "7" and answer["found"]
+
+
+def test_a_new_snapshot_or_model_is_picked_up_by_the_next_request(
+    served: Served, snapshot: pd.DataFrame, transactions: pd.DataFrame, tmp_path: Path
+) -> None:
+    """The rows in memory follow the store: a batch run logged after the first request is what the next
+    request scores; another served model gets inputs of its own."""
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'diamond.db'}"))
+    held = _held(eng)
+    cid = snapshot["customer_id"].iloc[0]
+    (nothing,) = _by_id(served, [cid], held)
+    assert not nothing["found"] and nothing["error"] == NOT_IN_SNAPSHOT  # no batch run yet
+    _write(eng, served, snapshot)
+    _by_id(served, [cid], held)  # notices the run and loads it in the background
+    held.wait()
+    (first,) = _by_id(served, [cid], held)
+    later = _snapshot_at(served, transactions, "1998-03-31")
+    _write(eng, served, later)
+    (meanwhile,) = _by_id(served, [cid], held)  # the previous snapshot answers while the new one loads
+    held.wait()
+    (second,) = _by_id(served, [cid], held)
+    assert first["as_of"].startswith("1997-09-30") and second["as_of"].startswith("1998-03-31")
+    assert meanwhile["as_of"] in (first["as_of"], second["as_of"])
+    _same(second, _before(eng, served, [cid])[cid])
+    assert second["churn_probability"] != first["churn_probability"]
+    other = Served(served.artefact, "8", served.loaded_at, served.rfm)
+    (third,) = _by_id(other, [cid], held)  # a model with nothing held: loaded before it answers
+    assert third["model_version"] == "8" and held.inputs(other).served is other
+
+
 def test_by_id_found_and_unknown_keep_the_request_order(served: Served, snapshot: pd.DataFrame) -> None:
     first, second = snapshot["customer_id"].iloc[[5, 0]]
     customers = [Customer(customer_id=c) for c in (first, "nobody", second)]
-    reader = Reader(snapshot)
-    answer = score_customers(served, customers, None, reader, ServingConfig())
-    assert reader.asked == [[first, "nobody", second]]
+    answer = score(served, customers, None, Frame(snapshot))
     assert [s.customer_id for s in answer.scores] == [first, "nobody", second]
     found, unknown, other = answer.scores
     assert found.found and other.found and found.source == other.source == "snapshot"
@@ -92,9 +212,9 @@ def test_inline_history_gives_the_snapshot_numbers(
     cid = snapshot["customer_id"].iloc[3]
     mine = transactions[(transactions["customer_id"] == cid) & (transactions["timestamp"] <= CUTOFF)]
     customers = [_inline(f"{cid}-inline", mine), Customer(customer_id=cid)]
-    reader = Reader(snapshot)
-    inline, by_id = score_customers(served, customers, CUTOFF, reader, ServingConfig()).scores
-    assert reader.asked == [[cid]]
+    frame = Frame(snapshot)
+    inline, by_id = score(served, customers, CUTOFF, frame).scores
+    assert frame.calls == 1
     assert inline.customer_id == f"{cid}-inline" and inline.source == "inline" and by_id.source == "snapshot"
     assert inline.as_of == "1997-09-30T23:59:59.999999"
     for field in ("churn_probability", "predicted_value", "value_at_risk"):
@@ -104,11 +224,13 @@ def test_inline_history_gives_the_snapshot_numbers(
 
 def test_inline_as_of_defaults_to_the_latest_event(served: Served, transactions: pd.DataFrame) -> None:
     mine = transactions[transactions["customer_id"] == transactions["customer_id"].iloc[0]].head(3)
-    (score,) = score_customers(served, [_inline("a", mine)], None, Reader(mine[:0]), ServingConfig()).scores
-    assert score.found and score.as_of == mine["timestamp"].max().isoformat()
-    later = score_customers(served, [_inline("a", mine)], "1998-01-31", Reader(mine[:0]), ServingConfig())
+    frame = Frame(pd.DataFrame({"customer_id": []}))
+    (found,) = score(served, [_inline("a", mine)], None, frame).scores
+    assert found.found and found.as_of == mine["timestamp"].max().isoformat()
+    later = score(served, [_inline("a", mine)], "1998-01-31", frame)
     assert later.scores[0].as_of == datetime(1998, 1, 31, 23, 59, 59, 999999).isoformat()
-    assert later.scores[0].churn_probability != score.churn_probability  # a later as_of: longer silence
+    assert later.scores[0].churn_probability != found.churn_probability  # a later as_of: longer silence
+    assert frame.calls == 0  # inline customers are never looked up
 
 
 def test_an_inline_customer_not_eligible_at_as_of_is_not_found(
@@ -118,7 +240,7 @@ def test_an_inline_customer_not_eligible_at_as_of_is_not_found(
     mine = transactions[transactions["customer_id"] == transactions["customer_id"].iloc[0]].head(2)
     gone = _inline("gone", mine, cancellations=["1997-06-01"])
     kept = _inline("kept", mine)
-    scores = score_customers(served, [gone, kept], CUTOFF, Reader(mine[:0]), ServingConfig()).scores
+    scores = score(served, [gone, kept], CUTOFF, Frame(mine[:0])).scores
     assert [s.customer_id for s in scores] == ["gone", "kept"]
     assert not scores[0].found and scores[0].error == NO_PURCHASE and scores[1].found
 
@@ -129,16 +251,16 @@ def test_an_inline_customer_not_eligible_at_as_of_is_not_found(
 )
 def test_a_bad_as_of_is_a_request_error(served: Served, as_of: str, expected: str) -> None:
     with pytest.raises(RequestError, match=f"^{expected}"):
-        score_customers(served, [Customer(customer_id="a")], as_of, Reader(pd.DataFrame()), ServingConfig())
+        score_customers(served, [Customer(customer_id="a")], as_of, Frame(pd.DataFrame()), ServingConfig())
 
 
 def test_requests_the_model_cannot_score_name_the_field(served: Served, transactions: pd.DataFrame) -> None:
-    reader = Reader(pd.DataFrame({"customer_id": []}))
+    reader = Frame(pd.DataFrame({"customer_id": []}))
     capped = ServingConfig(max_customers=2)
     three = [Customer(customer_id=c) for c in "abc"]
     with pytest.raises(RequestError, match=r"^customers: 3 given, at most 2 per request$"):
         score_customers(served, three, None, reader, capped)
-    assert reader.asked == []  # refused before the snapshot is read
+    assert reader.calls == 0  # refused before the snapshot is read
     mine = transactions.head(1)
     mixed = [_inline("x", mine, attributes={"region": 1}), _inline("y", mine, attributes={"region": "north"})]
     with pytest.raises(RequestError, match=r"(?s)^customers\[\] inline history: .*mixes numbers and text"):
@@ -146,3 +268,69 @@ def test_requests_the_model_cannot_score_name_the_field(served: Served, transact
     late = [_inline("z", transactions[transactions["timestamp"] > "1998-01-01"].head(1))]
     with pytest.raises(RequestError, match=r"(?s)^customers\[\] inline history: .*after the as-of date"):
         score_customers(served, late, CUTOFF, reader, ServingConfig())
+
+
+def test_inline_limits_are_checked_before_any_work(served: Served, transactions: pd.DataFrame) -> None:
+    """serving.yaml `inline:` caps: attributes per customer, events per customer, events per request; a
+    request over any of them is refused naming the customer and the setting, before the snapshot is read."""
+    mine = _busiest(transactions).head(3)
+    frame = Frame(pd.DataFrame({"customer_id": []}))
+    caps = InlineLimits(max_attributes=2, max_events_per_customer=4, max_events=5)
+    many = _inline("a", mine, attributes={"x": 1.0, "y": 2.0, "z": 3.0})
+    with pytest.raises(
+        RequestError, match=r"^customers\[1\]\.attributes: 3 given, at most 2 .*max_attributes"
+    ):
+        score_customers(served, [Customer(customer_id="b"), many], None, frame, ServingConfig(inline=caps))
+    first = mine["timestamp"].min()
+    visits = [{"timestamp": (first + timedelta(hours=h)).isoformat(), "type": "visit"} for h in (1, 2)]
+    busy = _inline("b", mine, interactions=visits)  # 3 purchases + 2 visits = 5 events
+    with pytest.raises(RequestError, match=r"^customers\[0\]: 5 events given, at most 4 .*per_customer"):
+        score_customers(served, [busy], None, frame, ServingConfig(inline=caps))
+    two = [_inline("a", mine), _inline("b", mine)]
+    with pytest.raises(RequestError, match=r"^customers: 6 inline events given, at most 5 .*max_events"):
+        score_customers(served, two, None, frame, ServingConfig(inline=caps))
+    assert frame.calls == 0
+    fits = InlineLimits(max_attributes=3, max_events_per_customer=5, max_events=10)
+    answer = score(served, [many, busy], None, frame, inline=fits)
+    assert [s.found for s in answer.scores] == [True, True]
+
+
+def test_inline_time_is_read_as_files_read_it(served: Served, transactions: pd.DataFrame) -> None:
+    """Timestamps with and without a UTC offset in one request are refused as in a file; as_of, or the
+    latest event when none is given, may not lie in the future (the year 9999 once was scored)."""
+    mine = _busiest(transactions).head(2)
+    frame = Frame(pd.DataFrame({"customer_id": []}))
+    mixed = Customer.model_validate(
+        {
+            "customer_id": "a",
+            "transactions": [
+                {"timestamp": "1997-01-05T10:00:00+05:00", "amount": 3.0},
+                {"timestamp": "1997-01-06T10:00:00", "amount": 4.0},
+            ],
+        }
+    )
+    with pytest.raises(RequestError, match=r"(?s)^customers\[\] inline history: .*mixes time zones"):
+        score_customers(served, [mixed], CUTOFF, frame, ServingConfig())
+    with pytest.raises(RequestError, match=r"^as_of: 9999-12-31 23:59:59 is in the future"):
+        score_customers(served, [_inline("a", mine)], "9999-12-31", frame, ServingConfig())
+    with pytest.raises(RequestError, match=r"^as_of: .* is in the future"):
+        score_customers(served, [Customer(customer_id="a")], "9999-12-31", frame, ServingConfig())
+    future = mine.assign(timestamp=[datetime(9999, 1, 1), datetime(9999, 1, 2)])
+    with pytest.raises(
+        RequestError, match=r"latest, scored as of it\): 9999-01-02 00:00:00 is in the future"
+    ):
+        score_customers(served, [_inline("a", future)], None, frame, ServingConfig())
+    today = (utc_now() - timedelta(hours=1)).date().isoformat()
+    (now,) = score(served, [_inline("a", mine)], today, frame).scores
+    assert now.found and now.as_of.startswith(today)  # today is not the future
+    offsets = Customer.model_validate(
+        {
+            "customer_id": "a",
+            "transactions": [
+                {"timestamp": "1997-01-05T23:00:00-02:00", "amount": 3.0},
+                {"timestamp": "1997-01-06T10:00:00Z", "amount": 4.0},
+            ],
+        }
+    )
+    (utc,) = score(served, [offsets], None, frame).scores
+    assert utc.found and utc.as_of == "1997-01-06T10:00:00"  # every offset converted to UTC, as in files

@@ -1,0 +1,316 @@
+"""Online scoring speed: Diamond's POST /score by id against a bare BentoML service that loads the same churn
+booster (bench/bare_service.py), both loaded closed-loop in the same run.
+
+    .venv/bin/python bench/bench_serving.py                  # make bench-serving: 10 s per cell, 2 rounds
+    .venv/bin/python bench/bench_serving.py --duration 3 --rounds 1 --quick   # a smoke run, nothing recorded
+
+Setup (a temporary folder, nothing shared): the bundled CDNOW history, the demo's model trained (one trial)
+and promoted in a private MLflow store, a batch snapshot from `diamond score`; then three servers side by
+side on 127.0.0.1: Diamond with 1 worker, Diamond with 2 workers (serving.yaml `workers`), and the bare
+service on the booster and snapshot rows exported from the same store.
+
+Load: N connections, each sending its next request as soon as the last answer arrived (closed loop, aiohttp,
+bodies encoded beforehand), at concurrency 1, 8 and 32, with one customer per request and with 1,000
+customers per request (random snapshot ids, the same sequence for every side), `--duration` seconds per
+cell after a 1 s warm-up, `--rounds` rounds with the cells interleaved. Latency is per request, throughput
+is answers per second (customers per second for 1,000-customer requests). The load generator shares the
+machine's cores with the servers, and other processes on a shared machine move absolute numbers: the ratios
+against the bare service, measured in the same rounds, are what the goals are judged on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import ROOT, machine, record_row
+
+BIN = Path(sys.executable).parent
+KEY = "bench-key"
+CONCURRENCY = (1, 8, 32)
+START, END = "<!-- serving:start -->", "<!-- serving:end -->"
+HEADER = (
+    "| date | side | workers | customers per request | concurrency | requests/s | customers/s | p50 ms "
+    "| p99 ms | vs bare (same cell) | errors | machine |\n"
+    "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n"
+)
+GOALS_START, GOALS_END = "<!-- serving-goals:start -->", "<!-- serving-goals:end -->"
+GOALS_HEADER = "| date | goal | measured | result |\n|---|---|---|---|\n"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _run(*args: str, cwd: Path, env: dict[str, str]) -> None:
+    done = subprocess.run([str(BIN / "diamond"), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"diamond {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def prepare(work: Path) -> dict[str, str]:
+    """CDNOW, the demo model (one trial) as champion, and a batch snapshot; the environment that serves it."""
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "DIAMOND_STORE_URL": f"sqlite:///{work / 'diamond.db'}",
+        "DIAMOND_API_KEYS": KEY,
+        "BENTOML_DO_NOT_TRACK": "True",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": str(ROOT),
+    }
+    (work / "training.yaml").write_text("trials: 1\n", encoding="utf-8")
+    _run("data", "cdnow", "--out", str(work / "cdnow"), cwd=work, env=env)
+    _run("train", "--data", str(work / "cdnow"), "--config", str(work / "training.yaml"), cwd=work, env=env)
+    _run("score", "--data", str(work / "cdnow"), cwd=work, env=env)
+    export = (
+        "import json, numpy as np; from serving import champion, store; from serving.config import "
+        "ServingConfig; from training.tracking import MlflowConfig;"
+        "h = champion.ChampionHolder(MlflowConfig.load()); assert h.refresh(), h.last_error;"
+        "art = h.current.artefact; art.churn.booster.save_model('bare/churn.ubj');"
+        "rows = champion.read_snapshot(store.engine(ServingConfig.load().store_url));"
+        "np.save('bare/inputs.npy', rows[art.columns].to_numpy(dtype=np.float32, na_value=np.nan));"
+        "json.dump(rows['customer_id'].astype(str).tolist(), open('bare/ids.json', 'w'))"
+    )
+    (work / "bare").mkdir()
+    done = subprocess.run([sys.executable, "-c", export], cwd=work, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"exporting the booster failed:\n{done.stderr}")
+    return env
+
+
+def start(name: str, work: Path, env: dict[str, str], workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """`diamond serve` with serving.yaml `workers`, or the bare service; waits until it answers."""
+    port = _free_port()
+    folder = work / name
+    folder.mkdir(exist_ok=True)
+    (folder / "serving.yaml").write_text(f"workers: {workers}\npoll_s: 30\n", encoding="utf-8")
+    env = {
+        **env,
+        "DIAMOND_SERVING_CONFIG": str(folder / "serving.yaml"),
+        "BENCH_BARE_DIR": str(work / "bare"),
+    }
+    if name == "bare":
+        cmd = [
+            str(BIN / "bentoml"),
+            "serve",
+            "bench.bare_service:Bare",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        cwd = ROOT
+    else:
+        cmd, cwd = [str(BIN / "diamond"), "serve", "--port", str(port)], work
+    log = (folder / "serve.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=log, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not become ready: " + (folder / "serve.log").read_text()[-3000:])
+
+
+async def closed_loop(
+    url: str, bodies: list[bytes], concurrency: int, duration: float, warmup: float = 1.0
+) -> dict[str, Any]:
+    """`concurrency` connections, each sending its next body as soon as its last answer arrived; latencies
+    and answers counted after the warm-up."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers) as session:
+        t0 = time.perf_counter()
+        measure_from, end = t0 + warmup, t0 + warmup + duration
+
+        async def loop(k: int) -> None:
+            i = k
+            while (start := time.perf_counter()) < end:
+                body = bodies[i % len(bodies)]
+                i += concurrency
+                try:
+                    async with session.post(url, data=body) as response:
+                        await response.read()
+                        status = response.status
+                except aiohttp.ClientError as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                if start >= measure_from:
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    if status != 200:
+                        errors[str(status)] = errors.get(str(status), 0) + 1
+
+        await asyncio.gather(*(loop(k) for k in range(concurrency)))
+    return {"latencies": latencies, "seconds": duration, "errors": errors}
+
+
+def summary(runs: list[dict[str, Any]], customers: int) -> dict[str, Any]:
+    latencies = [x for r in runs for x in r["latencies"]]
+    seconds = sum(r["seconds"] for r in runs)
+    q = (
+        statistics.quantiles(latencies, n=100, method="inclusive")
+        if len(latencies) > 1
+        else [float("nan")] * 99
+    )
+    return {
+        "requests_per_s": len(latencies) / seconds,
+        "customers_per_s": len(latencies) * customers / seconds,
+        "p50": q[49],
+        "p99": q[98],
+        "errors": sum(sum(r["errors"].values()) for r in runs),
+    }
+
+
+def bodies_for(ids: list[str], customers: int, bare: bool, n: int = 400) -> list[bytes]:
+    rng = random.Random(customers)  # the same customers, in the same order, for every side
+    out = []
+    for _ in range(n):
+        chosen = rng.sample(ids, customers)
+        body = {"customer_ids": chosen} if bare else {"customers": [{"customer_id": c} for c in chosen]}
+        out.append(json.dumps(body).encode())
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per cell and round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds, cells interleaved")
+    parser.add_argument("--quick", action="store_true", help="do not record into bench/README.md")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="diamond-bench-serving-") as tmp:
+        work = Path(tmp)
+        print("setting up: CDNOW, the demo model, a batch snapshot ...", flush=True)
+        env = prepare(work)
+        ids = json.loads((work / "bare" / "ids.json").read_text())
+        servers = {
+            ("diamond", 1): start("diamond-1", work, env, 1),
+            ("diamond", 2): start("diamond-2", work, env, 2),
+            ("bare", 1): start("bare", work, env, 1),
+        }
+        try:
+            results = measure(servers, ids, args.duration, args.rounds)
+        finally:
+            for proc, _ in servers.values():
+                os.killpg(proc.pid, signal.SIGTERM)
+            for proc, _ in servers.values():
+                proc.wait(timeout=30)
+    report(results, args.quick)
+
+
+Cell = tuple[str, int, int, int]  # side, workers, customers per request, concurrency
+
+
+def measure(
+    servers: dict[tuple[str, int], tuple[subprocess.Popen[bytes], str]],
+    ids: list[str],
+    duration: float,
+    rounds: int,
+) -> dict[Cell, dict[str, Any]]:
+    cells: list[Cell] = [
+        (side, workers, customers, c)
+        for customers in (1, 1000)
+        for c in CONCURRENCY
+        for side, workers in (("diamond", 1), ("bare", 1), ("diamond", 2))
+        if workers == 1 or c >= 8
+    ]
+    bodies = {
+        (bare, customers): bodies_for(ids, customers, bare, 400 if customers == 1 else 40)
+        for bare in (False, True)
+        for customers in (1, 1000)
+    }
+    runs: dict[Cell, list[dict[str, Any]]] = {cell: [] for cell in cells}
+    for r in range(rounds):
+        for cell in cells:
+            side, workers, customers, c = cell
+            url = servers[(side, workers)][1] + ("/predict" if side == "bare" else "/score")
+            run = asyncio.run(closed_loop(url, bodies[(side == "bare", customers)], c, duration))
+            runs[cell].append(run)
+            s = summary([run], customers)
+            print(
+                f"round {r + 1}: {side:7s} workers {workers} customers {customers:5d} concurrency {c:2d}: "
+                f"{s['requests_per_s']:8.1f} req/s {s['customers_per_s']:10,.0f} customers/s "
+                f"p50 {s['p50']:7.1f} ms p99 {s['p99']:7.1f} ms errors {s['errors']}",
+                flush=True,
+            )
+    return {cell: summary(r, cell[2]) for cell, r in runs.items()}
+
+
+def goals(results: dict[Cell, dict[str, Any]]) -> list[tuple[str, str, bool]]:
+    one, bare, two = results[("diamond", 1, 1, 8)], results[("bare", 1, 1, 8)], results[("diamond", 2, 1, 8)]
+    many = results[("diamond", 1, 1000, 8)]
+    ratio = one["requests_per_s"] / bare["requests_per_s"]
+    scale = two["requests_per_s"] / one["requests_per_s"]
+    return [
+        (
+            "one customer by id, concurrency 8: throughput >= 0.8x the bare service",
+            f"{ratio:.2f}x ({one['requests_per_s']:,.0f} vs {bare['requests_per_s']:,.0f} req/s)",
+            ratio >= 0.8,
+        ),
+        ("one customer by id, concurrency 8: p99 <= 25 ms", f"{one['p99']:.1f} ms", one["p99"] <= 25),
+        (
+            "2 workers >= 1.6x one worker (one customer, concurrency 8)",
+            f"{scale:.2f}x ({two['requests_per_s']:,.0f} vs {one['requests_per_s']:,.0f} req/s)",
+            scale >= 1.6,
+        ),
+        (
+            "1,000 customers by id with reasons >= 50,000 customers/s (1 worker, concurrency 8)",
+            f"{many['customers_per_s']:,.0f} customers/s",
+            many["customers_per_s"] >= 50_000,
+        ),
+    ]
+
+
+def report(results: dict[Cell, dict[str, Any]], quick: bool) -> None:
+    date = datetime.now(UTC).strftime("%Y-%m-%d")
+    print()
+    for cell, s in results.items():
+        side, workers, customers, c = cell
+        bare = results.get(("bare", 1, customers, c))
+        vs = s["customers_per_s"] / bare["customers_per_s"] if bare and side != "bare" else None
+        shown = "" if vs is None else f"{vs:.2f}x"
+        print(json.dumps({"side": side, "workers": workers, "customers": customers, "concurrency": c, **s}))
+        if not quick:
+            row = (
+                f"| {date} | {side} | {workers} | {customers:,} | {c} | {s['requests_per_s']:,.1f} "
+                f"| {s['customers_per_s']:,.0f} | {s['p50']:.1f} | {s['p99']:.1f} | {shown} "
+                f"| {s['errors']:,} | {machine()} |"
+            )
+            record_row(START, END, HEADER, row, key_columns=5)
+    print()
+    for goal, measured, ok in goals(results):
+        print(f"{'PASS' if ok else 'FAIL'}  {goal}: {measured}")
+        if not quick:
+            row = f"| {date} | {goal} | {measured} | {'PASS' if ok else 'FAIL'} |"
+            record_row(GOALS_START, GOALS_END, GOALS_HEADER, row, key_columns=2)
+
+
+if __name__ == "__main__":
+    main()
