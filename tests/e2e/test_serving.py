@@ -127,7 +127,8 @@ def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Pat
     assert online["tier"] == snap["tier"] and online["rfm_segment"] == snap["rfm_segment"]
     assert 0 < snap["churn_probability"] < 1 and snap["horizon_days"] == 273
     assert 1 <= len(snap["reasons"]) <= 3 and snap["reasons"][0]["text"].endswith("churn risk.")
-    assert snap["model_version"] == "1" and snap["cold_start"] is False
+    # 00002 bought twice on one day (1997-01-12): one purchase day, below the default of 2 (issue 16 fix)
+    assert snap["model_version"] == "1" and snap["cold_start"] is True and online["cold_start"] is True
 
 
 @registry_only
