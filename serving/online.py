@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from features.build import parse_cutoff
+from features.build import end_of, parse_cutoff
 from features.history import History, HistoryError, history_from_frames
 from serving import scoring
 from serving.api import Customer, Score, ScoreResponse
@@ -91,17 +91,11 @@ def _inline_history(customers: list[Customer], as_of: str | None) -> tuple[Histo
         "cancellations": pd.DataFrame(cn) if cn else None,
         "customers": pd.DataFrame(attrs) if attrs else None,
     }
-    for name in ("transactions", "interactions", "cancellations"):
-        frame = frames[name]
-        if frame is not None:
-            frames[name] = frame.assign(
-                timestamp=pd.to_datetime(frame["timestamp"], utc=True).dt.tz_localize(None)
-            )
     try:
-        t = parse_cutoff(as_of) if as_of else frames["transactions"]["timestamp"].max().to_pydatetime()
+        t = parse_cutoff(as_of) if as_of else None
     except ValueError as exc:
         raise RequestError(f"as_of: {exc}") from None
-    try:
+    try:  # timestamps go in as sent (offsets kept): the history contract's time rules apply as to files
         history = history_from_frames(
             frames["transactions"],
             frames["customers"],
@@ -111,4 +105,4 @@ def _inline_history(customers: list[Customer], as_of: str | None) -> tuple[Histo
         )
     except HistoryError as exc:
         raise RequestError(f"customers[] inline history: {exc}") from None
-    return history, t
+    return history, t or end_of(history)
