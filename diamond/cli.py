@@ -716,18 +716,17 @@ def runs_rollback(
         t = _parse_time(as_of)
         if t is None:
             raise ValueError("AS_OF: give the as-of of the run to undo")
-        if len(as_of.strip()) == 10:  # a bare date: the run of that day, whatever its time
-            t = t.replace(hour=0, minute=0, second=0, microsecond=0)
-            runs = flows.list_runs(ServingConfig.load())
-            same_day = [r for r in runs["as_of"] if r.date() == t.date()]
-            t = max(same_day) if same_day else t
+        # as `runs list` shows it: to the second, or a bare date for the run of that day
+        day = len(as_of.strip()) == 10
+        listed = flows.list_runs(ServingConfig.load())["as_of"]
+        same = [r for r in listed if (r.date() == t.date() if day else r.replace(microsecond=0) == t)]
+        t = max(same) if same else t
         done = flows.rollback_run(ServingConfig.load(), t)
     back = f"{done.previous:%Y-%m-%dT%H:%M:%S}" if done.previous else "no run (an empty store)"
     out.print(f"rolled back the run as of {done.as_of:%Y-%m-%dT%H:%M:%S}; the store is back at {back}")
     out.print(
         f"tiers: {done.tiers_restored:,} customers restored; alerts: {done.alerts_removed:,} opened by the "
-        "run "
-        f"removed, {done.alerts_restored:,} restored; outbox: {done.outbox_removed:,} undelivered "
+        f"run removed, {done.alerts_restored:,} restored; outbox: {done.outbox_removed:,} undelivered "
         f"notification(s) removed, {done.outbox_delivered:,} already delivered (cannot be recalled); "
         f"snapshot: {done.snapshot}"
     )
