@@ -63,7 +63,7 @@ class StoreRevisionError(ValueError):
 
 def engine(url: str) -> sa.Engine:
     """An engine on `url`, creating a SQLite file's folder on first use."""
-    if url.startswith("sqlite:///"):
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///file:"):  # a file: URI names its own
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return sa.create_engine(url, future=True)
 

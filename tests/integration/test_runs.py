@@ -108,7 +108,7 @@ def test_rerunning_the_same_as_of_keeps_the_checkpoint_from_before_its_first_run
 def test_a_read_only_store_is_refused_by_the_probe(db: tuple[sa.Engine, Path]) -> None:
     _, path = db
     ro = sa.create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
-    with pytest.raises(runs.StoreNotWritable, match="cannot be written .*readonly database"):
+    with pytest.raises(runs.StoreNotWritable, match=r"cannot be written .*readonly database"):
         runs.probe(ro)
     with pytest.raises(runs.StoreNotWritable):
         runs.checkpoint(ro, T0)
