@@ -49,6 +49,7 @@ def guard(service: bentoml.Service[Any], routes: Sequence[BaseRoute]) -> None:
     """Add the middleware below to `service`, outermost first: nothing runs without a key, /score's limits
     come before BentoML parses the body, and `routes` are answered ahead of BentoML's router."""
     service.add_asgi_middleware(refusals.LogRefusals)  # outermost: every 4xx, one line, no request values
+    refusals.quiet_client_errors()  # and not BentoML's traceback of a refused body, values and all
     service.add_asgi_middleware(ApiKeys)
     service.add_asgi_middleware(ScoreBody)
     service.add_asgi_middleware(ErrorBodies)

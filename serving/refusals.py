@@ -4,7 +4,9 @@ The line gives the status, the method and the route's shape: a path known to the
 with a value in it (a customer id, an alert id) with the value replaced by `…`, and any other path as
 `(other)`: request paths, query strings and bodies can hold customer data, keys or an attacker's payload, and
 none of it belongs in a log. Added outermost by serving.middleware.guard, so refusals by the key check, the
-body limits and the handlers are all seen.
+body limits and the handlers are all seen. BentoML itself logs every refused /score body as an error with
+its traceback, pydantic's input values included: `quiet_client_errors` drops those records (a 5xx still
+gets its traceback).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("diamond.http")
+FRAMEWORK_LOGGER = "bentoml._internal.server.http_app"  # BentoML's "Exception on /score [POST]" + traceback
 
 FIXED = frozenset(
     {
@@ -63,3 +66,24 @@ class LogRefusals:
             await send(message)
 
         await self.app(scope, receive, watch)
+
+
+class ClientErrors(logging.Filter):
+    """Drops BentoML's error records for requests it answers with a 4xx: a pydantic ValidationError, or a
+    BentoMLException whose status is below 500. LogRefusals logs those requests, without their values."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return True
+        if type(exc).__name__ == "ValidationError" and type(exc).__module__.startswith("pydantic"):
+            return False
+        code = getattr(getattr(exc, "error_code", None), "value", None)
+        return not (isinstance(code, int) and 400 <= code < 500)
+
+
+def quiet_client_errors() -> None:
+    """Install ClientErrors on BentoML's HTTP logger, once per process."""
+    logger = logging.getLogger(FRAMEWORK_LOGGER)
+    if not any(isinstance(f, ClientErrors) for f in logger.filters):
+        logger.addFilter(ClientErrors())

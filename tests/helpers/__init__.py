@@ -151,11 +151,13 @@ def serve_champion(
     HTTP requests)."""
     saved = dict(os.environ)
     os.environ.update(
-        MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}",
-        DIAMOND_STORE_URL=f"sqlite:///{work / 'diamond.db'}",
-        DIAMOND_API_KEYS=f"another-key,{API_KEY}",
-        DIAMOND_SERVING_CONFIG=str(work / "serving.yaml"),
-        **(env or {}),
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+            "DIAMOND_STORE_URL": f"sqlite:///{work / 'diamond.db'}",
+            "DIAMOND_API_KEYS": f"another-key,{API_KEY}",
+            "DIAMOND_SERVING_CONFIG": str(work / "serving.yaml"),
+            **(env or {}),  # may override the above (e.g. a read-only store URL)
+        }
     )
     write_serving_config(work, serving)
     proc: subprocess.Popen[bytes] | None = None
