@@ -62,3 +62,22 @@ def test_every_refusal_is_one_log_line_without_request_values(read_only: tuple[s
     assert any("refused 415 POST /score" in line for line in lines), log[-3000:]
     assert len(lines) >= sum(1 for c in codes if 400 <= c < 500)
     assert MARKER not in log
+
+
+def test_inline_timestamps_follow_the_rules_of_files(read_only: tuple[str, Path]) -> None:
+    """Inline timestamps with and without an offset in one request were accepted though files are refused."""
+    url, _ = read_only
+    sent = [
+        {"timestamp": "1997-03-01T10:00:00", "amount": 10.0},
+        {"timestamp": "1997-03-02T10:00:00+05:00", "amount": 12.0},
+    ]
+    body = {"customers": [{"customer_id": "a", "transactions": sent}]}
+    mixed = httpx.post(f"{url}/score", json=body, headers=AUTH, timeout=60)
+    assert mixed.status_code == 400, mixed.text
+    assert (
+        "column 'timestamp': mixes time zones: 1 with no time zone, 1 with an offset" in mixed.json()["error"]
+    )
+    sent[0]["timestamp"] = "1997-03-01T10:00:00Z"  # one style: converted to UTC and scored
+    same = httpx.post(f"{url}/score", json=body, headers=AUTH, timeout=60)
+    assert same.status_code == 200, same.text
+    assert same.json()["scores"][0]["as_of"] == "1997-03-02T05:00:00"
