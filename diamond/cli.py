@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from diamond import flows
 
@@ -41,13 +42,22 @@ app.add_typer(features_app, name="features")
 alerts_app = typer.Typer(help="Retention alerts: list, export, acknowledge, deliver.", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
 
-console = Console(stderr=True)
-out = Console()
+# markup off: data (ids, values, file and column names) is printed as it is, never read as Rich markup (a
+# value "[/x]" once crashed every message that quoted it); styled words are Text with a style
+console = Console(stderr=True, markup=False)
+out = Console(markup=False)
+
+
+def _styled(label: str, style: str, rest: str = "") -> Text:
+    """`label` in `style`, then `rest` as plain text."""
+    return Text.assemble((label, style), rest)
 
 
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Known bad input becomes a clear message and exit code 2, never a traceback."""
+    from sqlalchemy.exc import OperationalError
+
     from core.config import ConfigError
     from features.history import HistoryError
     from features.sets import FeatureSetError
@@ -62,8 +72,19 @@ def _user_errors() -> Iterator[None]:
         FileNotFoundError,
         ValueError,
     ) as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-        raise typer.Exit(2) from None
+        _error(str(exc))
+    except OperationalError as exc:  # a store that turned read-only, full or unreachable mid-command
+        _error(
+            f"the store cannot be written or read ({exc.orig}); each step of a run is one transaction: "
+            "run the command again once the store is writable (`diamond runs` lists and undoes runs)"
+        )
+    except OSError as exc:  # a full disk or a read-only folder for a file the command writes
+        _error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+
+
+def _error(message: str) -> NoReturn:
+    console.print(_styled("error:", "bold red", f" {message}"), highlight=False, soft_wrap=True)
+    raise typer.Exit(2) from None
 
 
 @contextmanager
@@ -71,7 +92,7 @@ def _progress(total: int | None, label: str) -> Iterator[Callable[[str], None]]:
     """A progress bar over named stages (total None: count unknown); yields `advance(stage_name)`."""
     with Progress(
         SpinnerColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
@@ -165,9 +186,10 @@ def data_validate(
         return
     _print_summary(summary, f"history {folder}")
     for problem in history.report.dropped:
-        console.print(f"[yellow]dropped:[/] {problem}", highlight=False)
+        console.print(_styled("dropped:", "yellow", f" {problem}"), highlight=False)
     for table, columns in history.report.ignored_columns.items():
-        console.print(f"[yellow]ignored:[/] {table}: columns not in the contract: {', '.join(columns)}")
+        ignored = f" {table}: columns not in the contract: {', '.join(columns)}"
+        console.print(_styled("ignored:", "yellow", ignored), highlight=False)
 
 
 @features_app.command("build")
@@ -247,9 +269,11 @@ def demo(
         cfg, mlcfg = TrainingConfig.load(config), tracking.MlflowConfig.load()
         run = flows.demo(out_dir, cfg, mlcfg, ServingConfig.load(), advance)
     _print_summary(run.history.summary(), "CDNOW history")
-    out.print("\n[bold]The classic CDNOW protocol[/] (train <= 1997-09-30, score the next 39 weeks):")
+    out.print(
+        _styled("\nThe classic CDNOW protocol", "bold", " (train <= 1997-09-30, score the next 39 weeks):")
+    )
     _print_backtest(run.backtest)
-    out.print("\n[bold]Trained on all the data[/] (to 1998-06-30):")
+    out.print(_styled("\nTrained on all the data", "bold", " (to 1998-06-30):"))
     _print_training(run.trained, mlcfg)
     _print_alerts(run.scored, run.top_alerts)
     _print_drift(run.scored.drift)
@@ -267,10 +291,11 @@ def demo(
 def _print_alerts(scored: BatchResult, top: pd.DataFrame | None) -> None:
     """The tier counts, then the top alerts (None: alerts off)."""
     counts = scored.scores["tier"].value_counts()
-    out.print(
-        f"\n[bold]Scored[/] {len(scored.scores):,} customers as of {scored.as_of:%Y-%m-%d} "
-        f"(version {scored.version}): " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    scored_line = (
+        f" {len(scored.scores):,} customers as of {scored.as_of:%Y-%m-%d} (version {scored.version}): "
+        + ", ".join(f"{k} {v:,}" for k, v in counts.items())
     )
+    out.print(_styled("\nScored", "bold", scored_line))
     if scored.alerts is None or top is None:
         return
     table = Table("customer", "tier", "P(churn)", "at risk", "why (top reason)", "playbook")
@@ -590,7 +615,7 @@ def _print_drift(found: DriftResult | None) -> None:
     worst, top = a.worst
     line = f"drift: max PSI {top:.3f} ({worst}), {len(a.over)} column(s) over the threshold"
     if a.alert:
-        out.print(f"{line}; [bold red]model-health alert[/]: " + "; ".join(a.reasons))
+        out.print(Text.assemble(f"{line}; ", ("model-health alert", "bold red"), ": " + "; ".join(a.reasons)))
     else:
         out.print(f"{line}; no model-health alert" + (" (resolved)" if found.alerts.resolved else ""))
 
@@ -649,14 +674,33 @@ def alerts_export(
     status: Annotated[
         str, typer.Option(help="open | acknowledged | snoozed | resolved | live | all")
     ] = "live",
+    pseudonymise: Annotated[
+        bool,
+        typer.Option(
+            help="Replace customer ids by a keyed hash (HMAC-SHA256, key from $DIAMOND_EXPORT_KEY): the same "
+            "customer gets the same pseudonym in every export with that key."
+        ),
+    ] = False,
 ) -> None:
-    """Write alerts to CSV or JSON (by the file's extension)."""
+    """Write alerts to CSV or JSON (by the file's extension). CSV cells that a spreadsheet would run as a
+    formula (starting with = + - @) are written with a leading apostrophe."""
+    import os
+
     from serving import alert_store
 
     with _user_errors():
+        key = None
+        if pseudonymise:
+            key = os.environ.get(alert_store.EXPORT_KEY_ENV, "")
+            if len(key) < 16:
+                raise ValueError(
+                    f"--pseudonymise needs a key of at least 16 characters in ${alert_store.EXPORT_KEY_ENV}"
+                )
         _, eng = _alert_store()
-        n = alert_store.export_alerts(eng, path, status=None if status == "all" else status)
-    out.print(f"{n:,} alert(s) written to {path.resolve()}")
+        n = alert_store.export_alerts(
+            eng, path, status=None if status == "all" else status, key=key.encode() if key else None
+        )
+    out.print(f"{n:,} alert(s) written to {path.resolve()}" + (" (ids pseudonymised)" if key else ""))
 
 
 @alerts_app.command("ack")
@@ -701,6 +745,61 @@ def alerts_dead() -> None:
     for r in rows:
         out.print(f"{r['webhook_id']}  {r['destination']}  attempts {r['attempts']}  {r['last_error']}")
     out.print(f"{len(rows):,} dead letter(s)")
+
+
+runs_app = typer.Typer(help="Batch runs in the store: list them, undo the latest.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list() -> None:
+    """The store's batch runs, newest first; the one `diamond runs rollback` can undo is marked."""
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        rows = flows.list_runs(ServingConfig.load())
+    table = Table("as of", "model version", "customers", "run at", "score table", "rollback")
+    for r in rows.to_dict("records"):
+        table.add_row(
+            f"{r['as_of']:%Y-%m-%dT%H:%M:%S}",
+            str(r["model_version"] or "—"),
+            "—" if r["customers"] is None else f"{int(r['customers']):,}",
+            f"{r['created_at']:%Y-%m-%d %H:%M}",
+            str(r["parquet"] or "—"),
+            "yes" if r["can_roll_back"] else "",
+        )
+    out.print(table)
+    out.print(f"{len(rows):,} run(s)")
+
+
+@runs_app.command("rollback")
+def runs_rollback(
+    as_of: Annotated[
+        str, typer.Argument(help="The as-of of the run to undo (the latest), as `runs list` shows.")
+    ],
+) -> None:
+    """Undo the latest batch run: tiers, alerts, outbox and the service's snapshot go back to where the
+    previous run left them (its score table file stays)."""
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        t = _parse_time(as_of)
+        if t is None:
+            raise ValueError("AS_OF: give the as-of of the run to undo")
+        # as `runs list` shows it: to the second, or a bare date for the run of that day
+        day = len(as_of.strip()) == 10
+        listed = flows.list_runs(ServingConfig.load())["as_of"]
+        same = [r for r in listed if (r.date() == t.date() if day else r.replace(microsecond=0) == t)]
+        t = max(same) if same else t
+        done = flows.rollback_run(ServingConfig.load(), t)
+    back = f"{done.previous:%Y-%m-%dT%H:%M:%S}" if done.previous else "no run (an empty store)"
+    out.print(f"rolled back the run as of {done.as_of:%Y-%m-%dT%H:%M:%S}; the store is back at {back}")
+    out.print(
+        f"tiers: {done.tiers_restored:,} customers restored; alerts: {done.alerts_removed:,} opened by the "
+        f"run removed, {done.alerts_restored:,} restored; outbox: {done.outbox_removed:,} undelivered "
+        f"notification(s) removed, {done.outbox_delivered:,} already delivered (cannot be recalled); "
+        f"snapshot: {done.snapshot}"
+    )
 
 
 @app.command()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from features.history import History
     from serving.batch import BatchResult
     from serving.config import ServingConfig
+    from serving.runs import Rollback
     from serving.spark_batch import SparkBatchResult
     from training.config import TrainingConfig
     from training.pipeline import Backtest, TrainResult
@@ -385,12 +386,15 @@ def score(
     `settings` names. DuckDB: the score table, tier hysteresis, alerts, drift, webhooks and the service's
     snapshot (serving.batch), one run at a time per store (a second raises serving.store.StoreBusy naming
     the first). Spark: the raw score table only, in `out` (None: <scores_dir>/spark)."""
-    from serving import store
+    from serving import runs, store
 
     if settings.engine == "spark":
         return _score(settings, data, as_of, config, mlcfg, out, progress)
-    # the store is written: a store of another revision is refused first, then a concurrent run
-    with store.score_lock(store.prepare(store.engine(config.store_url))):
+    # the store is written: a store of another revision or a read-only one is refused first, then a
+    # concurrent run
+    eng = store.prepare(store.engine(config.store_url))
+    runs.probe(eng)
+    with store.score_lock(eng):
         return _score(settings, data, as_of, config, mlcfg, out, progress)
 
 
@@ -404,6 +408,7 @@ def _score(
     progress: Progress,
 ) -> ScoreRun | SparkScoreRun:
     from features.build import end_of
+    from serving import runs, store
     from serving.champion import ChampionHolder
 
     holder = ChampionHolder(mlcfg, config.model_alias)
@@ -423,14 +428,31 @@ def _score(
         done = spark_batch.score_history(spark_history, t, served, config, target)
         progress("score and write on spark")
         return SparkScoreRun(t, tiers, done)
-    from features.history import load_history
+    from features.history import check_run_time, load_history
     from serving.batch import score_history
 
     history = load_history(data)
     progress("load history")
     t = as_of if as_of is not None else end_of(history)
+    check_run_time(history, t)
+    runs.checkpoint(store.engine(config.store_url), t)  # what `diamond runs rollback` restores
     result = score_history(history, t, served, config, mlcfg, progress)
     return ScoreRun(t, tiers, result)
+
+
+def list_runs(config: ServingConfig) -> pd.DataFrame:
+    """The store's batch runs, newest first (serving.runs.list_runs)."""
+    from serving import runs, store
+
+    return runs.list_runs(store.prepare(store.engine(config.store_url)))
+
+
+def rollback_run(config: ServingConfig, as_of: datetime) -> Rollback:
+    """Undo the latest batch run, as of `as_of`: tiers, alerts, outbox and snapshot as the previous run left
+    them (serving.runs.rollback)."""
+    from serving import runs, store
+
+    return runs.rollback(store.prepare(store.engine(config.store_url)), as_of)
 
 
 def retrain(

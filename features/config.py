@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field, model_validator
 
 from core.config import ConfigError, OrEmpty, Section, parse, read_yaml
 
@@ -86,7 +86,19 @@ class DatasetConfig(Section):
     on_invalid: Literal["error", "drop"] = "error"
     duplicates: Literal["error", "drop", "keep"] = "error"
     churn: Literal["non_contractual", "contractual", "mixed"] = "non_contractual"
+    # timestamps in other years are misreads (a two-digit year read as 0097, a placeholder 0001-01-01)
+    plausible_years: tuple[int, int] = (1900, 2100)
+    # events more than this many days after the bulk (99 %) of a table's events are refused, and so is a run
+    # as of more than this after the last event; null: no such check
+    max_gap_days: Annotated[int, Field(gt=0)] | None = 365
     tables: Annotated[TablesConfig, OrEmpty] = TablesConfig()
+
+    @model_validator(mode="after")
+    def _years_in_order(self) -> DatasetConfig:
+        low, high = self.plausible_years
+        if low > high:
+            raise ValueError(f"plausible_years: {low} is after {high}; give [first year, last year]")
+        return self
 
     def table(self, name: str) -> TableConfig:
         """The settings of one of TABLE_NAMES."""

@@ -17,7 +17,7 @@ import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +28,30 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from core.clock import utc_now
 from features.config import TABLE_NAMES, DatasetConfig
 
 if TYPE_CHECKING:
     import pandas as pd
 
 EXAMPLES = 5  # offending rows quoted per problem
+MAX_ABS_NUMBER = 1e12
+"""The largest magnitude a number may have (as serving.api.LIMIT): beyond it a model input, or a sum of a
+few, no longer fits a float32 (XGBoost's input type) and a score would silently become nonsense."""
+BULK = 0.99
+"""The share of a table's events that make its bulk: an event more than `max_gap_days` after this quantile
+is refused as a stray date (one row dated 2031 in a history of the 1990s)."""
+SPACE = r"[\t\n\x0B\f\r\x1C-\x1F\x{85}\p{Z}]"
+"""Whitespace as Python's str.strip() sees it (ASCII controls, NBSP, the Unicode spaces), for RE2 (DuckDB and
+Arrow): ids are trimmed of exactly what the API's pydantic models strip, so a trailing tab or non-breaking
+space never makes a second customer."""
+_TIME = r"[0-9]:[0-9]{2}(:[0-9]{2}([.,][0-9]+)?)?"
+ZONE_STYLES = {  # how a text timestamp states its time zone: one style per column
+    "an offset like +02:00 or Z": rf"{_TIME}\s*([+-][0-9]{{2}}:?[0-9]{{2}}|[Zz])$",
+    "an hours-only offset like +05": rf"{_TIME}\s*[+-][0-9]{{2}}$",
+    "a named zone like UTC or Europe/Paris": rf"{_TIME}\s*[A-Za-z][A-Za-z0-9_+/-]*$",
+}
+NO_ZONE = "no time zone"
 
 
 @dataclass(frozen=True)
@@ -126,6 +144,7 @@ class History:
     name: str = "history"
     churn: str = "non_contractual"  # how churn is defined for this history (dataset.yaml `churn`)
     report: LoadReport = field(default_factory=LoadReport)
+    max_gap_days: int | None = 365  # dataset.yaml `max_gap_days`: how far past its events a run may be
 
     def tables(self) -> dict[str, pa.Table]:
         """The tables present, by contract name."""
@@ -273,8 +292,12 @@ def history_from_frames(
             continue
         arrays = {}
         for column in frame.columns:
+            values = frame[column]
+            if values.dtype == object and values.map(_is_datetime).any():
+                # request timestamps keep their offsets as text, so the zone rules of files apply to them
+                values = values.map(lambda v: v.isoformat() if _is_datetime(v) else v)
             try:
-                arrays[str(column)] = pa.array(frame[column], from_pandas=True)
+                arrays[str(column)] = pa.array(values, from_pandas=True)
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. 3 for one customer, "gold" for another
                 problems.append(
                     Problem(f"<{name}>", "mixes numbers and text: use one type per column", str(column))
@@ -283,6 +306,10 @@ def history_from_frames(
     if problems:
         raise HistoryError(problems)
     return validate_tables(raw, config or DatasetConfig(), as_of)
+
+
+def _is_datetime(value: object) -> bool:
+    return isinstance(value, datetime)
 
 
 def validate_tables(
@@ -296,9 +323,11 @@ def validate_tables(
     problems: list[Problem] = []
     typed_columns: dict[str, _Typed] = {}
     labels: dict[str, str] = {}
+    sources: dict[str, pa.Table] = {}
     for name, (label, table, is_csv) in raw.items():
         labels[name] = label
         report.rows_read[name] = table.num_rows
+        sources[name] = table = _naive_timestamps(table)
         typed = _type_table(con, name, label, table, is_csv, config, as_of, problems, report)
         if typed is not None:
             typed_columns[name] = typed
@@ -319,7 +348,7 @@ def validate_tables(
     report.dropped.extend(problems)
     tables: dict[str, pa.Table] = {}
     for name, typed in typed_columns.items():
-        tables[name] = _export(con, name, raw[name][1], typed)
+        tables[name] = _export(con, name, sources[name], typed)
         report.rows_loaded[name] = tables[name].num_rows
     con.close()
     if tables["transactions"].num_rows == 0:
@@ -333,7 +362,37 @@ def validate_tables(
         name=config.name,
         churn=config.churn,
         report=report,
+        max_gap_days=config.max_gap_days,
     )
+
+
+def check_run_time(history: History, as_of: datetime) -> None:
+    """Refuse a run (scores, features) as of a time far past the history: more than the history's
+    `max_gap_days` after its last event, every customer would look churned. Raises HistoryError."""
+    if history.max_gap_days is None:
+        return
+    last = max(
+        (
+            v
+            for t in (history.transactions, history.interactions, history.cancellations)
+            if t is not None
+            if (v := pc.max(t.column("timestamp")).as_py()) is not None
+        ),
+        default=None,
+    )
+    if last is not None and (as_of - last).days > history.max_gap_days:
+        raise HistoryError(
+            [
+                Problem(
+                    history.name,
+                    f"a run as of {as_of:%Y-%m-%d %H:%M} is {(as_of - last).days:,} days after the history's "
+                    f"last event ({last:%Y-%m-%d %H:%M}), more than max_gap_days {history.max_gap_days} "
+                    "(dataset.yaml): every customer would look churned; score as of a time the history "
+                    "covers",
+                    droppable=False,
+                )
+            ]
+        )
 
 
 # --- reading files -------------------------------------------------------------------------------
@@ -502,24 +561,31 @@ def _type_table(
             same.append(col)
         elif kind == "number" and pa.types.is_integer(source_type):
             casts.append(col)
-        if col in attributes:
-            continue
         if is_text:
             selects.append(f'{src} AS "__raw_{col}"')
         shown = f'"__raw_{col}"' if is_text else f'"{col}"'
-        blank = f"NULLIF(trim({shown}), '') IS NULL" if is_text and not tidy else f'"{col}" IS NULL'
+        if col in attributes:  # optional and free-form, but a number must be one a model can take
+            if kind == "number" or _is_numeric(source_type):
+                checks.extend(_number_checks(col, shown, is_text))
+            continue
+        blank = (
+            f"NULLIF(trim({shown}), '') IS NULL"
+            if is_text and kind in ("number", "timestamp")
+            else f'"{col}" IS NULL'
+        )
         if col in spec.required:
             checks.append((col, "missing values (required)", blank, shown))
         if is_text and kind in ("number", "timestamp"):
             what = "numbers" if kind == "number" else _timestamp_hint(tcfg.timestamp_format)
             checks.append((col, f"values are not {what}", f'NOT ({blank}) AND "{col}" IS NULL', shown))
         if kind == "number":
-            checks.append((col, "values are NaN or infinite", f'isnan("{col}") OR isinf("{col}")', shown))
-        if kind == "timestamp" and as_of is not None and col in ("timestamp", "signup_date"):
-            after = f"values are after the as-of date {as_of:%Y-%m-%d %H:%M:%S}"
-            checks.append((col, after, f"\"{col}\" > TIMESTAMP '{as_of.isoformat(sep=' ')}'", shown))
+            checks.extend(_number_checks(col, shown, is_text))
+        if kind == "timestamp":
+            checks.extend(_time_checks(col, shown, is_text and not tcfg.timestamp_format, config, as_of))
     # views, not copies: every check streams over the Arrow table, and only the final export materialises
     con.execute(f"CREATE TEMP VIEW typed_{name} AS SELECT {', '.join(selects)} FROM raw_{name}")
+    if name in EVENT_TIME and "timestamp" in kinds and config.max_gap_days is not None:
+        checks.extend(_stray_checks(con, name, config.max_gap_days))
 
     for col, kind in kinds.items():
         if (
@@ -546,6 +612,97 @@ def _type_table(
     where = f"WHERE NOT ({' OR '.join(bad_rows)})" if bad_rows else ""
     con.execute(f"CREATE TEMP VIEW clean_{name} AS SELECT * FROM typed_{name} {where}")
     return _Typed(list(kinds), {c: mapping[c] for c in (*same, *casts)}, set(casts), bool(bad_rows))
+
+
+Check = tuple[str, str, str, str]  # (column, message, SQL condition of a bad row, SQL of the value shown)
+
+
+def _number_checks(col: str, shown: str, is_text: bool) -> list[Check]:
+    """A number must be written plainly, be finite, and fit a model input (MAX_ABS_NUMBER)."""
+    value = f'CAST("{col}" AS DOUBLE)'
+    checks = [
+        (col, "values are NaN or infinite", f"isnan({value}) OR isinf({value})", shown),
+        (
+            col,
+            f"values are beyond ±{MAX_ABS_NUMBER:g}, more than a model input can hold (a float32, summed)",
+            f"NOT isinf({value}) AND abs({value}) > {MAX_ABS_NUMBER!r}",
+            shown,
+        ),
+    ]
+    if is_text:  # DuckDB would read 1_234.50 as 1234.5: a separator is a sign of a misread column
+        message = "values use '_' as a digit separator (write 1234.50, not 1_234.50)"
+        checks.append((col, message, f"regexp_matches({shown}, '[0-9]_[0-9]')", shown))
+    return checks
+
+
+def _time_checks(
+    col: str, shown: str, iso_text: bool, config: DatasetConfig, as_of: datetime | None
+) -> list[Check]:
+    """A timestamp must have a four-digit, plausible year and, for an event or a signup, not lie after the
+    declared as-of date or, without one, after now."""
+    checks: list[Check] = []
+    short = "false"
+    if iso_text:  # ISO text with a year of 1-3 digits: DuckDB would read 97-03-01 as the year 0097
+        short = f"regexp_matches({shown}, '^\\s*[0-9]{{1,3}}-')"
+        message = "values have a year of fewer than four digits (write 1997-03-01, not 97-03-01)"
+        checks.append((col, message, short, shown))
+    low, high = config.plausible_years
+    checks.append(
+        (
+            col,
+            f"values have a year outside {low}-{high} (plausible_years in dataset.yaml)",
+            f'NOT ({short}) AND (year("{col}") < {int(low)} OR year("{col}") > {int(high)})',
+            shown,
+        )
+    )
+    if col in ("timestamp", "signup_date"):
+        if as_of is not None:
+            message = f"values are after the as-of date {as_of:%Y-%m-%d %H:%M:%S}"
+            bound = as_of
+        else:
+            bound = utc_now()
+            message = (
+                f"values are in the future (after now, {bound:%Y-%m-%d %H:%M} UTC): declare the history's "
+                "as_of in dataset.yaml if they belong to it"
+            )
+        checks.append((col, message, f"\"{col}\" > TIMESTAMP '{bound.isoformat(sep=' ')}'", shown))
+    return checks
+
+
+def _stray_checks(con: duckdb.DuckDBPyConnection, name: str, gap_days: int) -> list[Check]:
+    """Events more than `gap_days` after the bulk (BULK) of the table's events: stray dates that would move
+    the history's end, and every score with it."""
+    low, high = con.execute(f'SELECT min("timestamp"), max("timestamp") FROM typed_{name}').fetchall()[0]
+    if low is None or (high - low).days <= gap_days:  # nothing can lie that far past the bulk
+        return []
+    bulk = con.execute(f'SELECT quantile_disc("timestamp", {BULK}) FROM typed_{name}').fetchall()[0][0]
+    limit = bulk + timedelta(days=gap_days)
+    shown = '"__raw_timestamp"' if _has_raw(con, name) else '"timestamp"'
+    message = (
+        f"values are more than {gap_days:,} days after the bulk of the table's events ({BULK:.0%} by "
+        f"{bulk:%Y-%m-%d}): stray dates? (max_gap_days in dataset.yaml)"
+    )
+    return [("timestamp", message, f"\"timestamp\" > TIMESTAMP '{limit.isoformat(sep=' ')}'", shown)]
+
+
+def _has_raw(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    columns = con.execute(f"SELECT * FROM typed_{name} LIMIT 0").description or []
+    return any(c[0] == "__raw_timestamp" for c in columns)
+
+
+def _is_numeric(t: pa.DataType) -> bool:
+    t = t.value_type if pa.types.is_dictionary(t) else t
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def _naive_timestamps(table: pa.Table) -> pa.Table:
+    """Time-zone-aware timestamp columns (Parquet's timestamp[ns, tz=UTC]) as naive UTC, the one convention
+    (core.clock): Arrow keeps the UTC instant, so dropping the zone is exact and needs no pass over the
+    data."""
+    for i, f in enumerate(table.schema):
+        if pa.types.is_timestamp(f.type) and f.type.tz is not None:
+            table = table.set_column(i, f.name, table.column(i).cast(pa.timestamp(f.type.unit)))
+    return table
 
 
 @dataclass
@@ -606,9 +763,9 @@ def _has_layers(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 def _typed_expr(src: str, kind: str, is_text: bool, fmt: str | None) -> str:
     if kind == "id":
-        return f"NULLIF(trim({src}), '')" if is_text else f"CAST({src} AS VARCHAR)"
+        return f"NULLIF({_strip(src)}, '')" if is_text else f"CAST({src} AS VARCHAR)"
     if kind == "text":
-        return f"NULLIF(trim(CAST({src} AS VARCHAR)), '')"
+        return f"NULLIF({_strip(f'CAST({src} AS VARCHAR)')}, '')"
     if kind == "number":
         return f"TRY_CAST(trim({src}) AS DOUBLE)" if is_text else f"CAST({src} AS DOUBLE)"
     if kind == "timestamp":
@@ -620,6 +777,11 @@ def _typed_expr(src: str, kind: str, is_text: bool, fmt: str | None) -> str:
     if kind == "attribute":
         return src
     raise ValueError(f"unknown column kind {kind!r}")
+
+
+def _strip(sql: str) -> str:
+    """SQL stripping `sql` of leading and trailing whitespace (SPACE), as Python's str.strip()."""
+    return f"regexp_replace({sql}, '^{SPACE}+|{SPACE}+$', '', 'g')"
 
 
 def _type_problem(arrow_type: pa.DataType, kind: str) -> str | None:
@@ -645,12 +807,14 @@ def _type_problem(arrow_type: pa.DataType, kind: str) -> str | None:
 
 
 def _tidy_text(column: pa.ChunkedArray) -> bool:
-    """True when no value is empty or starts or ends with a space: trimming would change nothing.
-    (Arrow's string kernels do this in a fraction of the time DuckDB's trim takes.)"""
+    """True when no value is empty or starts or ends with whitespace: trimming would change nothing. Arrow's
+    utf8_trim_whitespace strips what Python's str.strip() strips (general category Zs, or bidirectional
+    class WS, B or S), and comparing lengths costs a fraction of a regular expression or DuckDB's trim."""
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         return False
-    padded = pc.or_(pc.starts_with(column, " "), pc.ends_with(column, " "))
-    return not pc.any(pc.or_(padded, pc.equal(column, ""))).as_py()
+    length = pc.binary_length(column)
+    padded = pc.not_equal(pc.binary_length(pc.utf8_trim_whitespace(column)), length)
+    return not pc.any(pc.or_(padded, pc.equal(length, 0))).as_py()
 
 
 def _is_text(t: pa.DataType) -> bool:
@@ -681,28 +845,35 @@ def _check_mixed_zones(
     is_csv: bool,
     problems: list[Problem],
 ) -> None:
-    zone = f"regexp_matches(trim({src}), '(Z|[+-][0-9][0-9]:?[0-9][0-9])$')"
-    row = con.execute(
-        f"SELECT count_if({zone}), count_if(NOT {zone}), "
-        f"min(__row) FILTER ({zone}), min(__row) FILTER (NOT {zone}) "
-        f"FROM typed_{name} WHERE NULLIF(trim({src}), '') IS NOT NULL"
-    ).fetchall()[0]
-    with_zone, without_zone, first_with, first_without = row
-    if with_zone and without_zone:
-        examples = con.execute(
-            f"SELECT __row, {src} FROM typed_{name} WHERE __row IN (?, ?) ORDER BY __row",
-            [first_with, first_without],
-        ).fetchall()
-        problems.append(
-            Problem(
-                label,
-                f"mixes time zones: {with_zone:,} values carry a UTC offset and {without_zone:,} do not; "
-                "write every timestamp with an offset, or none",
-                col,
-                examples=_examples(examples, is_csv),
-                droppable=False,
-            )
+    """One time-zone style per text timestamp column (ZONE_STYLES, or none): a mix (some values with an
+    offset, some without; +05 beside +05:00; a named zone beside an offset) is a column assembled from
+    sources that disagree, and reading it would shift some events by hours."""
+    style = "CASE " + " ".join(
+        f"WHEN regexp_matches(trim({src}), '{pattern}') THEN '{_sql_quote(what)}'"
+        for what, pattern in ZONE_STYLES.items()
+    )
+    style += f" ELSE '{NO_ZONE}' END"
+    rows = con.execute(
+        f"SELECT {style} AS style, count(*), min(__row) FROM typed_{name} "
+        f"WHERE NULLIF(trim({src}), '') IS NOT NULL GROUP BY style ORDER BY min(__row)"
+    ).fetchall()
+    if len(rows) < 2:
+        return
+    examples = con.execute(
+        f"SELECT __row, {src} FROM typed_{name} "
+        f"WHERE __row IN ({', '.join(str(r[2]) for r in rows[:EXAMPLES])}) ORDER BY __row"
+    ).fetchall()
+    counts = ", ".join(f"{n:,} with {what}" for what, n, _ in rows)
+    problems.append(
+        Problem(
+            label,
+            f"mixes time zones: {counts}; write every timestamp the same way (all with the same kind of "
+            "UTC offset, or none)",
+            col,
+            examples=_examples(examples, is_csv),
+            droppable=False,
         )
+    )
 
 
 # --- cross-table checks --------------------------------------------------------------------------

@@ -18,6 +18,8 @@ people's actions default to the wall clock. All times are naive UTC.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -312,14 +314,26 @@ def resolve(engine: Engine, alert_id: int, who: str, at: datetime | None = None)
     return _act(engine, alert_id, when, {"status": "resolved", "resolved_at": when, "resolved_by": who}, who)
 
 
-def export_alerts(engine: Engine, path: str | Path, status: str | Iterable[str] | None = None) -> int:
+def export_alerts(
+    engine: Engine,
+    path: str | Path,
+    status: str | Iterable[str] | None = None,
+    key: bytes | None = None,
+) -> int:
     """Write the alerts (all statuses by default) ranked by value at risk to .csv or .json, by extension.
-    CSV keeps reasons as JSON text; both write times as ISO 8601. Returns the number of alerts written."""
+    CSV keeps reasons as JSON text; both write times as ISO 8601. Returns the number of alerts written.
+
+    CSV text cells that a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage
+    return: a customer id `=HYPERLINK(...)`) get a leading apostrophe (OWASP's CSV injection advice); JSON is
+    data, written as it is. With `key`, customer ids are replaced by `pseudonym(key, id)` in both formats."""
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in (".csv", ".json"):
         raise ValueError(f"{target}: export to .csv or .json")
     frame = list_alerts(engine, status=status)
+    if key is not None:
+        model = frame["customer_id"] == MODEL_ID
+        frame["customer_id"] = frame["customer_id"].where(model, pseudonyms(key, frame["customer_id"]))
     records = [_jsonable(r) for r in frame.to_dict("records")]
     target.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".json":
@@ -328,8 +342,36 @@ def export_alerts(engine: Engine, path: str | Path, status: str | Iterable[str] 
         flat = pd.DataFrame(
             [{**r, "reasons": json.dumps(r["reasons"])} for r in records], columns=ALERT_COLUMNS
         )
+        text = flat.select_dtypes(include=["object", "string"]).columns
+        flat[text] = flat[text].apply(neutralise)
         flat.to_csv(target, index=False)
     return len(records)
+
+
+EXPORT_KEY_ENV = "DIAMOND_EXPORT_KEY"
+"""The environment variable holding the key of pseudonymised exports (`alerts export --pseudonymise`)."""
+FORMULA = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet takes as the start of a formula in a cell."""
+
+
+def neutralise(column: pd.Series) -> pd.Series:
+    """Text cells starting with a formula character (FORMULA) prefixed with an apostrophe, so a spreadsheet
+    shows them as text instead of running them; other cells (numbers, missing) unchanged."""
+    text = column.astype("string")
+    risky = text.str.startswith(FORMULA).fillna(False).astype(bool)
+    return column.where(~risky, "'" + text)
+
+
+def pseudonyms(key: bytes, ids: pd.Series) -> pd.Series:
+    """Each id's pseudonym: `pseudonym(key, id)`."""
+    return pd.Series([pseudonym(key, str(i)) for i in ids], index=ids.index, dtype=object)
+
+
+def pseudonym(key: bytes, customer_id: str) -> str:
+    """A stable, keyed pseudonym for a customer id: HMAC-SHA256 under `key`, 128 bits in hex. Without the key
+    it cannot be reversed or recomputed from a list of ids; with it, the same id always maps to the same
+    pseudonym, so exports can still be joined."""
+    return "p_" + hmac.new(key, customer_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

@@ -200,8 +200,9 @@ class ServingConfig(FileSettings):
     @field_validator("store_url")
     @classmethod
     def _absolute_sqlite(cls, url: str) -> str:
-        """A relative SQLite path resolves against the working directory."""
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        """A relative SQLite path resolves against the working directory (a `file:` URI, e.g. read-only
+        `sqlite:///file:/path/diamond.db?mode=ro&uri=true`, is left as it is)."""
+        if url.startswith("sqlite:///") and not url.startswith(("sqlite:////", "sqlite:///file:")):
             return f"sqlite:///{Path(url.removeprefix('sqlite:///')).resolve()}"
         return url
 

@@ -428,5 +428,13 @@ def create_app() -> Starlette:
             Route("/customers/{customer_id:path}", customer, methods=["GET"]),
             Route("/alerts/{alert_id:int}/{action}", act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        ]
+        ],
+        exception_handlers={sa.exc.OperationalError: _store_unavailable},
     )
+
+
+def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """A store that cannot be written (read-only, full) or reached: 503 and a page saying so, not a bare
+    500; nothing was changed (each action is one transaction)."""
+    message = "The store cannot be written right now (read-only, full or unreachable): nothing was changed. "
+    return _page(request, "message.html", 503, title="Store unavailable", message=message + "Retry later.")

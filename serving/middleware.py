@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import dashboard
+from serving import dashboard, refusals
 from serving.api import OPEN_PATHS, error_body
 from serving.config import ServingConfig, api_key_hashes, matching_hash
 
@@ -48,6 +48,8 @@ FEWER = "send fewer customers"
 def guard(service: bentoml.Service[Any], routes: Sequence[BaseRoute]) -> None:
     """Add the middleware below to `service`, outermost first: nothing runs without a key, /score's limits
     come before BentoML parses the body, and `routes` are answered ahead of BentoML's router."""
+    service.add_asgi_middleware(refusals.LogRefusals)  # outermost: every 4xx, one line, no request values
+    refusals.quiet_client_errors()  # and not BentoML's traceback of a refused body, values and all
     service.add_asgi_middleware(ApiKeys)
     service.add_asgi_middleware(ScoreBody)
     service.add_asgi_middleware(ErrorBodies)

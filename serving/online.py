@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import utc_now
-from features.build import parse_cutoff
+from features.build import end_of, parse_cutoff
 from features.history import History, HistoryError, history_from_frames
 from serving import scoring
 from serving.api import Customer
@@ -295,8 +295,8 @@ def _not_future(t: datetime, what: str) -> None:
 
 
 def _inline_history(customers: list[Customer], as_of: datetime | None) -> tuple[History, datetime]:
-    """The inline events as a history, validated like files (timestamps as the text sent); as_of defaults
-    to the latest event."""
+    """The inline events as a history, validated like files (timestamps as the text sent, no event in the
+    future); as_of defaults to the latest event."""
     tx = [{"customer_id": c.customer_id, **t.model_dump()} for c in customers for t in c.transactions or []]
     it = [{"customer_id": c.customer_id, **i.model_dump()} for c in customers for i in c.interactions or []]
     cn = [{"customer_id": c.customer_id, "timestamp": t} for c in customers for t in c.cancellations or []]
@@ -305,14 +305,7 @@ def _inline_history(customers: list[Customer], as_of: datetime | None) -> tuple[
     attrs = [{**(c.attributes or {}), "customer_id": c.customer_id} for c in customers]
     attrs = attrs if any(c.attributes for c in customers) else []
     transactions = pd.DataFrame(tx).dropna(axis=1, how="all")
-    if as_of is None:
-        try:
-            latest = pd.to_datetime(transactions["timestamp"], utc=True, format="ISO8601").max()
-        except ValueError as exc:
-            raise RequestError(f"customers[].transactions[].timestamp: {exc}") from None
-        as_of = latest.tz_localize(None).to_pydatetime()
-        _not_future(as_of, "customers[].transactions[].timestamp (the latest, scored as of it)")
-    try:
+    try:  # timestamps go in as sent (offsets kept): the history contract's time rules apply as to files
         history = history_from_frames(
             transactions,
             pd.DataFrame(attrs) if attrs else None,
@@ -322,4 +315,4 @@ def _inline_history(customers: list[Customer], as_of: datetime | None) -> tuple[
         )
     except HistoryError as exc:
         raise RequestError(f"customers[] inline history: {exc}") from None
-    return history, as_of
+    return history, as_of or end_of(history)

@@ -10,6 +10,8 @@ Fixed tables (their columns never depend on the model):
                     who did what to an alert and when
     outbox          webhook deliveries (serving.outbox)
     drift           PSI per column per run; drift_runs, one summary per run
+    run_checkpoint  the latest run's checkpoint: checkpoint_tier_state and checkpoint_alerts hold tier_state
+                    and alerts as they were before it (serving.runs, `diamond runs rollback`)
 
 The per-run snapshot tables are not here: `feature_snapshot`, `score_snapshot` and `recent_events` take their
 columns from the model's feature set and are rewritten whole and swapped in by every batch run
@@ -183,10 +185,29 @@ drift_runs_table = sa.Table(
 )
 
 
+run_checkpoint_table = sa.Table(
+    "run_checkpoint",
+    metadata,
+    sa.Column("as_of", sa.DateTime, primary_key=True),  # the run it was taken for (one row at most)
+    sa.Column("taken_at", sa.DateTime, nullable=False),  # wall clock: outbox rows created later are the run's
+)
+
+# the state a batch run changes in place, as it was before the latest run (serving.runs, `diamond runs
+# rollback`)
+checkpoint_tier_state_table = sa.Table(
+    "checkpoint_tier_state", metadata, *(c._copy() for c in tier_state_table.columns)
+)
+checkpoint_alerts_table = sa.Table(
+    "checkpoint_alerts",
+    metadata,
+    *(c._copy() for c in alerts_table.columns),
+)
+
+
 def is_snapshot_table(name: str) -> bool:
-    """True for a batch run's data tables (and the `__new` copies a run swaps in), which the schema and its
-    migrations leave alone."""
-    return name.removesuffix("__new") in SNAPSHOT_TABLES
+    """True for a batch run's data tables (the `__new` copies a run swaps in, and the `__prev` copies a
+    checkpoint keeps), which the schema and its migrations leave alone."""
+    return name.removesuffix("__new").removesuffix("__prev") in SNAPSHOT_TABLES
 
 
 def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames) -> bool:

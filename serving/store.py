@@ -91,8 +91,8 @@ def engine(url: str) -> sa.Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # a file: URI names its own
     return sa.create_engine(parsed, connect_args=_sqlite_connect_args(parsed))
 
 
@@ -105,8 +105,8 @@ def _use_wal(eng: sa.Engine) -> None:
     writer writes the next, instead of waiting for it. Only ever done to a store at this release's revision:
     a store `prepare` refuses is left exactly as it is."""
     database = eng.url.database
-    if not is_sqlite(eng) or not database or database == ":memory:":
-        return
+    if not is_sqlite(eng) or not database or database == ":memory:" or database.startswith("file:"):
+        return  # a file: URI (e.g. mode=ro) is opened as given
     with eng.connect() as con:
         if con.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
             con.exec_driver_sql("PRAGMA journal_mode=WAL")

@@ -159,7 +159,7 @@ def serve_champion(
             "DIAMOND_STORE_URL": store_url or f"sqlite:///{work / 'diamond.db'}",
             "DIAMOND_API_KEYS": f"another-key,{API_KEY}",
             "DIAMOND_SERVING_CONFIG": str(work / "serving.yaml"),
-            **(env or {}),  # e.g. the same store with options in its URL
+            **(env or {}),  # may override the above (e.g. a read-only store URL)
         }
     )
     write_serving_config(work, serving)

@@ -41,8 +41,21 @@ the column and the first offending lines (CSV: the header is line 1):
 - a signup after `--as-of` → `customers.csv: column 'signup_date': 1 values are after the as-of date`
 - events after the `as_of` of `dataset.yaml` → the same message
 - a column without a header name → `column(s) [2] have no name`
-- mixed time zones in one column → `column 'timestamp': mixes time zones: 1 values carry a UTC offset and 1
-  do not`, with both lines
+- mixed time zones in one column → `column 'timestamp': mixes time zones: 1 with an offset like +02:00 or Z, 1
+  with no time zone`, with both lines; likewise any mix of offset styles (`+05` beside none, a named zone
+  beside `+05:00`) → `1 with an hours-only offset like +05`, `1 with a named zone like UTC or Europe/Paris`
+- an event in the future, no as-of declared (CDNOW plus one row dated 2031-01-01) → `column 'timestamp': 1
+  values are in the future (after now, …)`, the line and the value
+- a stray event far past the bulk of the history → `1 values are more than 365 days after the bulk of the
+  table's events (99 % by …)`
+- two-digit and implausible years (`97-03-01`, `0001-01-01`) → `values have a year of fewer than four
+  digits`, `values have a year outside 1900-2100`
+- a digit separator (`1_234.50`) → `values use '_' as a digit separator`
+- an absurd amount (`1e300`) → `values are beyond ±1e+12`; an attribute `inf` → `customers.csv: column
+  'income': 1 values are NaN or infinite`
+- values and column names holding Rich console markup (`[/x]`, `[bold]`) → printed as they are, in errors and
+  in `dropped:` / `ignored:` notes
+- Parquet timestamps with a time zone (`timestamp[ns, tz=UTC]`) → read as naive UTC (exit 0)
 - exact duplicate rows → `transactions.csv: 1 exact duplicate rows` (line 3)
 - two files for one table (Parquet and CSV) → `has more than one transactions table (transactions.parquet,
   transactions.csv)`
@@ -339,8 +352,8 @@ FOLDERS: list[Any] = [
         Folder(
             {"transactions.csv": TX + "a,2024-01-02T10:00:00+01:00,1\nb,2024-01-02 10:00:00,1\n"},
             (
-                "transactions.csv: column 'timestamp': mixes time zones: 1 values carry a UTC offset and 1 "
-                "do not",
+                "transactions.csv: column 'timestamp': mixes time zones: 1 with an offset like +02:00 or Z, "
+                "1 with no time zone",
                 "line 2: '2024-01-02T10:00:00+01:00'; line 3: '2024-01-02 10:00:00'",
             ),
         ),
@@ -406,6 +419,91 @@ FOLDERS: list[Any] = [
         id="no-transactions-table",
     ),
     pytest.param(Folder({}, ("is not a folder",), missing_folder=True), id="not-a-folder"),
+    pytest.param(
+        Folder(
+            {"transactions.csv": TX + "a,2024-01-02 10:00:00,1\nb,2024-01-02 10:00:00+05,1\n"},
+            (
+                "column 'timestamp': mixes time zones: 1 with no time zone, 1 with an hours-only offset "
+                "like +05",
+                "line 3: '2024-01-02 10:00:00+05'",
+            ),
+        ),
+        id="mixed-offset-styles-short-offset",
+    ),
+    pytest.param(
+        Folder(
+            {
+                "transactions.csv": TX
+                + "a,2024-01-02 10:00:00+05:00,1\nb,2024-01-02 10:00:00 Europe/Paris,1\n"
+            },
+            ("mixes time zones: 1 with an offset like +02:00 or Z, 1 with a named zone like UTC or Europe",),
+        ),
+        id="mixed-offset-styles-named-zone",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": TX + "a,2024-01-02,1\nb,2031-01-01,1\n"},
+            (
+                "transactions.csv: column 'timestamp': 1 values are in the future (after now,",
+                "line 3: '2031-01-01'",
+            ),
+        ),
+        id="future-event-no-as-of",
+    ),
+    pytest.param(
+        Folder(
+            {
+                "transactions.csv": TX
+                + "".join(f"c{i},2020-01-{1 + i % 28:02d},1\n" for i in range(200))
+                + "x,2024-06-01,1\n"
+            },
+            (
+                "1 values are more than 365 days after the bulk of the table's events",
+                "line 202: '2024-06-01'",
+            ),
+        ),
+        id="stray-event-past-the-bulk",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": TX + "a,1997-03-01,1\nb,97-03-01,1\nc,0001-01-01,1\n"},
+            (
+                "column 'timestamp': 1 values have a year of fewer than four digits",
+                "line 3: '97-03-01'",
+                "column 'timestamp': 1 values have a year outside 1900-2100",
+                "line 4: '0001-01-01'",
+            ),
+        ),
+        id="two-digit-and-implausible-years",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": TX + "a,2024-01-02,1_234.50\n"},
+            ("column 'amount': 1 values use '_' as a digit separator", "line 2: '1_234.50'"),
+        ),
+        id="digit-separator",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": TX + "a,2024-01-02,1e300\n"},
+            ("column 'amount': 1 values are beyond ±1e+12", "line 2: '1e300'"),
+        ),
+        id="absurd-amount",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": ONE_ROW, "customers.csv": "customer_id,income\na,inf\n"},
+            ("customers.csv: column 'income': 1 values are NaN or infinite", "line 2: 'inf'"),
+        ),
+        id="infinite-attribute",
+    ),
+    pytest.param(
+        Folder(
+            {"transactions.csv": TX + "a,2024-01-02,[/x]\nb,2024-01-02,[bold]5\n"},
+            ("column 'amount': 2 values are not numbers", "line 2: '[/x]'; line 3: '[bold]5'"),
+        ),
+        id="console-markup-in-values",
+    ),
     pytest.param(
         Folder(
             {"transactions.csv": ONE_ROW},
