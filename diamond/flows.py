@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from features.history import History
     from serving.batch import BatchResult
     from serving.config import ServingConfig
+    from serving.erasure import Forgotten
     from serving.spark_batch import SparkBatchResult
     from training.config import TrainingConfig
     from training.pipeline import Backtest, TrainResult
@@ -384,6 +385,35 @@ def demo(
     if scored.alerts is not None:
         top = alert_store.list_alerts(store.engine(serving.store_url), status="live").head(5)
     return DemoRun(history_dir, history, backtested, trained, scored, top, serving)
+
+
+def forget_customers(store_url: str, customer_ids: list[str], key: str | None) -> Forgotten:
+    """Erase these customers from the serving store (serving.erasure), as the admin whose API key is `key`
+    (checked against $DIAMOND_API_KEYS / $DIAMOND_API_KEY_FILE like the service's keys; the audit row names
+    the key). ValueError without a key, with a key the service does not accept, or one below admin."""
+    from serving import access, erasure, store
+
+    if not key:
+        raise ValueError(f"customers forget: set ${access.CLI_KEY_ENV} to an admin's API key (it is audited)")
+    found = access.KeyRing.from_env().match(key)
+    if found is None:
+        raise ValueError(f"customers forget: ${access.CLI_KEY_ENV} is not an accepted API key")
+    if not access.at_least(found.role, "admin"):
+        raise ValueError(
+            f"customers forget: the key {found.name!r} has role {found.role}; erasure needs admin"
+        )
+    return erasure.forget(store.prepare(store.engine(store_url)), customer_ids, found.name, found.role, "cli")
+
+
+def record_promotion(store_url: str, decision: Decision) -> None:
+    """The promotion decision in the serving store's audit table (who, the version, the reason)."""
+    from serving import audit, store
+
+    eng = store.prepare(store.engine(store_url))
+    action = "promote" if decision.promoted else "promote-refused"
+    audit.record(
+        eng, "promote", decision.who, None, decision.challenger, "cli", f"{action}: {decision.reason}"
+    )
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

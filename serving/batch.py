@@ -15,7 +15,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alert_rules, alert_store, delivery, monitoring, outbox, scoring, store, tier_store
+from serving import (
+    alert_rules,
+    alert_store,
+    consent,
+    delivery,
+    erasure,
+    monitoring,
+    outbox,
+    scoring,
+    store,
+    tier_store,
+)
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
 
@@ -49,8 +60,9 @@ def score_history(
     snapshot stays until the new one is complete."""
     art = served.artefact
     eng = store.prepare(store.engine(config.store_url))  # refuses a store of another revision, writes nothing
+    stopped = consent.no_contact(history, config.consent)  # a missing consent column: refused before work
     past = history.until(as_of)
-    rows = art.feature_rows(past, as_of)
+    rows = erasure.without_erased(eng, art.feature_rows(past, as_of))  # erased customers stay erased
     scores = pd.DataFrame(
         scoring.score_records(art, rows, config.reasons, config.cold_start_min_purchase_days)
     )
@@ -73,10 +85,11 @@ def score_history(
         as_of=as_of,
         model_version=served.version,
     )
-    target = _write(scores, rows, served, config, eng, as_of, store.last_events(past))
+    events = erasure.without_erased(eng, store.last_events(past))
+    target = _write(scores, rows, served, config, eng, as_of, events)
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
-        result.alerts = _raise_alerts(eng, scores, as_of, config, rules)
+        result.alerts = _raise_alerts(eng, scores, as_of, config, rules, stopped)
     result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     if config.endpoints():
         result.delivery = deliver(eng, config)
@@ -123,7 +136,12 @@ def _write(
 
 
 def _raise_alerts(
-    eng: sa.Engine, scores: pd.DataFrame, as_of: datetime, config: ServingConfig, rules: AlertConfig
+    eng: sa.Engine,
+    scores: pd.DataFrame,
+    as_of: datetime,
+    config: ServingConfig,
+    rules: AlertConfig,
+    stopped: frozenset[str] | None,
 ) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate)."""
@@ -131,6 +149,7 @@ def _raise_alerts(
     readable = scores.assign(reasons=[_risk_reasons(r) for r in scores["reasons"]])
     candidates = alert_rules.evaluate(readable, rules, {k: v for k, v in previous.items() if v}, as_of)
     synced = alert_store.sync_alerts(eng, as_of, candidates, rules)
+    consent.mark(eng, stopped or ())  # "do not contact" before anything is queued (serving.consent)
     _enqueue(eng, synced.notify, config)
     return synced
 
@@ -163,7 +182,10 @@ def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfi
     endpoints = config.endpoints()
     if endpoints and notify:
         for alert_id, version in notify:
-            payload = alert_rules.alert_payload(alert_store.get_alert(eng, alert_id))
+            alert = alert_store.get_alert(eng, alert_id)
+            if alert.get("do_not_contact"):
+                continue
+            payload = alert_rules.alert_payload(alert)
             for name in endpoints:
                 outbox.enqueue(eng, name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}")
 

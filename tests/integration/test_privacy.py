@@ -1,0 +1,89 @@
+"""Consent and erasure on a SQLite store built by hand (serving.consent.mark, serving.erasure.forget): the
+rows they change and the ones they leave. End to end with the CLI, the server and a receiver:
+tests/e2e/test_privacy.py."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from serving import alert_store, audit, consent, erasure, outbox, store
+from serving.config import AlertConfig, Rule
+from serving.schema import score_runs_table
+
+T = datetime(2026, 11, 30)
+
+
+def _store(tmp_path: Path) -> sa.Engine:
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'diamond.db'}"))
+    candidates = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c"],
+            "kind": ["risk"] * 3,
+            "tier": ["gold"] * 3,
+            "churn_probability": [0.9, 0.8, 0.7],
+            "predicted_value": [100.0, 90.0, 80.0],
+            "value_at_risk": [90.0, 72.0, 56.0],
+            "reasons": [["why"]] * 3,
+            "playbook": [None] * 3,
+            "due_at": [T] * 3,
+            "fires": [True] * 3,
+        }
+    )
+    config = AlertConfig(rules=(Rule(kind="risk", min_churn_probability=0.5),))
+    synced = alert_store.sync_alerts(eng, T, candidates, config)
+    for alert_id, version in synced.notify:
+        outbox.enqueue(eng, "crm", {"alert_id": alert_id}, f"alert-{alert_id}-v{version}-crm", now=T)
+    return eng
+
+
+def test_consent_marks_live_alerts_and_withdraws_their_pending_messages(tmp_path: Path) -> None:
+    eng = _store(tmp_path)
+    ids = dict(zip(*alert_store.list_alerts(eng, "live")[["customer_id", "id"]].T.values, strict=True))
+    outbox.mark_delivered(eng, f"alert-{ids['c']}-v1-crm", T)  # already sent before consent was withdrawn
+    marked = consent.mark(eng, {"b", "c"})
+    assert sorted(marked) == sorted([ids["b"], ids["c"]])
+    flags = alert_store.list_alerts(eng, "live").set_index("customer_id")["do_not_contact"].to_dict()
+    assert flags == {"a": False, "b": True, "c": True}
+    with eng.connect() as con:
+        left = dict(con.execute(sa.text("SELECT webhook_id, status FROM outbox")).all())
+    assert left == {f"alert-{ids['a']}-v1-crm": "pending", f"alert-{ids['c']}-v1-crm": "delivered"}
+    consent.mark(eng, {"c"})  # b said yes again: contact allowed from the next notification on
+    flags = alert_store.list_alerts(eng, "live").set_index("customer_id")["do_not_contact"].to_dict()
+    assert flags == {"a": False, "b": False, "c": True}
+
+
+def test_forget_deletes_every_row_about_a_customer_and_keeps_a_salted_hash(tmp_path: Path) -> None:
+    eng = _store(tmp_path)
+    b = int(alert_store.list_alerts(eng, customer_id="b")["id"].iloc[0])
+    alert_store.acknowledge(eng, b, "ann")
+    parquet = tmp_path / "scores.parquet"
+    pq.write_table(pa.table({"customer_id": ["a", "b", "c"], "x": [1, 2, 3]}), parquet)
+    with eng.begin() as con:
+        con.execute(sa.insert(score_runs_table).values(as_of=T, parquet=str(parquet), created_at=T))
+        con.execute(sa.text("CREATE TABLE score_snapshot (customer_id TEXT, tier TEXT)"))
+        con.execute(sa.text("INSERT INTO score_snapshot VALUES ('a', 'gold'), ('b', 'gold')"))
+    done = erasure.forget(eng, ["b", " b "], "ops", "admin", "cli")
+    assert done.deleted["score_snapshot"] == 1 and done.deleted["alerts"] == 1
+    assert done.deleted["alert_actions"] == 1 and done.deleted["outbox"] == 1 and done.parquet_files == 1
+    assert pq.read_table(parquet).column("customer_id").to_pylist() == ["a", "c"]
+    assert alert_store.list_alerts(eng, None)["customer_id"].tolist() == ["a", "c"]
+    assert store.read_rows(eng, store.SCORES, ["a", "b"])["customer_id"].tolist() == ["a"]
+    rows = audit.entries(eng, ["forget"])
+    assert rows[["who", "role", "client"]].values.tolist() == [["ops", "admin", "cli"]]
+    assert rows["target"].tolist() == [audit.customer_hash(audit.salt(eng), "b")]
+    # later runs drop the erased customer before anything is written
+    frame = pd.DataFrame({"customer_id": ["a", "b", "c"], "v": [1, 2, 3]})
+    assert erasure.without_erased(eng, frame)["customer_id"].tolist() == ["a", "c"]
+    again = erasure.forget(eng, ["b"], "ops", "admin")
+    assert not again.found and again.parquet_files == 0
+    with pytest.raises(ValueError, match="the model-health alert's id"):
+        erasure.forget(eng, ["__model__"], "ops")
+    with pytest.raises(ValueError, match="at least one non-empty customer id"):
+        erasure.forget(eng, [" "], "ops")
