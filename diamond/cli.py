@@ -444,17 +444,22 @@ def promote(
     config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
 ) -> None:
     """Apply the promotion gate to a registered version against the champion (or force it); the decision
-    also goes to the serving store's audit table."""
+    also goes to the serving store's audit table, under the name of the admin key in $DIAMOND_API_KEY if
+    set (any other role is refused), else the login name."""
+    import os
+
     from features.build import parse_cutoff
+    from serving.access import CLI_KEY_ENV
     from serving.config import ServingConfig
     from training import tracking
     from training.config import TrainingConfig
 
     with _user_errors():
         cfg, mlcfg = TrainingConfig.load(config), tracking.MlflowConfig.load()
+        who, role = flows.admin_identity(os.environ.get(CLI_KEY_ENV), "promote", required=False)
         t = parse_cutoff(cutoff) if cutoff else None
         decision = flows.promote(data, version, cfg, mlcfg, t, force, note)
-        flows.record_promotion(ServingConfig.load().store_url, decision)
+        flows.record_promotion(ServingConfig.load().store_url, decision, who, role)
     out.print(decision.reason)
     if not decision.promoted and decision.champion != version:  # refused (already champion is fine)
         raise typer.Exit(1)

@@ -71,7 +71,7 @@ def entries(
         query = query.where(t.c.action.in_(list(actions)))
     with engine.connect() as con:
         rows = con.execute(query).all()
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame([tuple(r) for r in rows], columns=COLUMNS, dtype=object)  # None stays None
 
 
 def salt(engine: sa.Engine | sa.Connection) -> bytes:

@@ -6,7 +6,8 @@ the outbox for their alerts are withdrawn when a run finds the consent gone.
 
 Reading a value, the cautious way: with `opt_out`, only an explicit no (false, no, n, f, 0, or an empty or
 missing value) allows contact; with `opt_in`, only an explicit yes (true, yes, y, t, 1) does. Anything else
-(`maybe`, `unknown`, 2) stops contact, as does a customer missing from the customers table under `opt_in`.
+(`maybe`, `unknown`, 2) stops contact. (Every customer of a history with a customers table is in it: the
+history contract refuses events of unknown customers.)
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ def no_contact(history: History, config: ConsentConfig) -> frozenset[str] | None
         )
     ids = table.column("customer_id").to_pylist()
     values = table.column(config.attribute).to_pylist()
-    stopped = {str(c) for c, v in zip(ids, values, strict=True) if not allows_contact(v, config.meaning)}
-    if config.meaning == "opt_in":  # not in the customers table: no consent recorded
-        return frozenset(stopped) | _absent(history, set(map(str, ids)))
-    return frozenset(stopped)
+    return frozenset(
+        str(c) for c, v in zip(ids, values, strict=True) if not allows_contact(v, config.meaning)
+    )
 
 
 def mark(engine: sa.Engine, stopped: Collection[str]) -> list[int]:
@@ -83,8 +83,3 @@ def mark(engine: sa.Engine, stopped: Collection[str]) -> list[int]:
                 sa.delete(o).where(o.c.webhook_id.like(f"alert-{alert_id}-v%"), o.c.status != "delivered")
             )
     return marked
-
-
-def _absent(history: History, known: set[str]) -> frozenset[str]:
-    ids = set(map(str, history.transactions.column("customer_id").unique().to_pylist()))
-    return frozenset(ids - known)

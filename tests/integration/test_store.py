@@ -84,11 +84,14 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     current = run_diamond("db", "current").stdout
     assert current.startswith("before migrations:") and "`diamond db upgrade`" in current.replace("\n", "")
     done = run_diamond("db", "upgrade").stdout
-    assert "upgraded from the schema before migrations to revision 0003" in done.replace("\n", " ")
+    assert f"upgraded from the schema before migrations to revision {store.head()}" in done.replace("\n", " ")
 
     after = _rows(old_store)
-    assert set(after) == TABLES
-    assert {n: len(r) for n, r in after.items()} == {n: len(r) for n, r in before.items()}
+    added = {"sessions", "audit", "store_secrets"}  # 0004_roles, empty
+    assert set(after) == TABLES | added and not any(after[n] for n in added)
+    assert {n: len(after[n]) for n in TABLES} == {n: len(r) for n, r in before.items()}
+    # alerts gained do_not_contact, false for every existing alert (0004_roles)
+    assert {r.pop("do_not_contact") for r in after["alerts"]} == {0}
     for name in TABLES - {"score_runs"}:  # untouched on SQLite, value for value
         assert after[name] == before[name], name
 
@@ -120,7 +123,7 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
             expected = None if old[column] is None else datetime.fromisoformat(old[column])
             assert getattr(new, column) == expected and (expected is None or expected.tzinfo is None)
 
-    assert _diff(eng) == [] and store.revision(eng) == store.head() == "0003"
+    assert _diff(eng) == [] and store.revision(eng) == store.head() == "0004_roles"
 
     # the upgraded store serves today's code: the acknowledged alert, its log, the dead letters
     acked = alert_store.get_alert(eng, 3)
@@ -134,9 +137,9 @@ def test_db_upgrade_twice_is_a_no_op(old_store: Path) -> None:
     store.upgrade(store.engine(f"sqlite:///{old_store}"))
     upgraded = _sha(old_store)
     again = run_diamond("db", "upgrade").stdout
-    assert "already at revision 0003, nothing to do" in again.replace("\n", " ")
+    assert f"already at revision {store.head()}, nothing to do" in again.replace("\n", " ")
     assert _sha(old_store) == upgraded
-    assert run_diamond("db", "current").stdout.startswith("0003 (head): store sqlite:///")
+    assert run_diamond("db", "current").stdout.startswith(f"{store.head()} (head): store sqlite:///")
 
 
 def test_score_and_serve_refuse_an_old_store_until_it_is_upgraded(
@@ -171,14 +174,14 @@ def test_a_new_store_is_created_at_head_without_asking(
     assert run_diamond("db", "current").stdout.startswith("none:")
     assert run_diamond("alerts", "list").stdout.strip().endswith("0 live alert(s)")  # a reader creates it
     eng = store.engine(f"sqlite:///{path}")
-    assert store.revision(eng) == store.head() == "0003"
+    assert store.revision(eng) == store.head() == "0004_roles"
     assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | {"alembic_version"}
     assert _diff(eng) == []
 
     other = tmp_path / "other.db"
     monkeypatch.setenv("DIAMOND_STORE_URL", f"sqlite:///{other}")
-    assert "created at revision 0003" in run_diamond("db", "upgrade").stdout.replace("\n", " ")
-    assert store.revision(store.engine(f"sqlite:///{other}")) == store.head() == "0003"
+    assert f"created at revision {store.head()}" in run_diamond("db", "upgrade").stdout.replace("\n", " ")
+    assert store.revision(store.engine(f"sqlite:///{other}")) == store.head() == "0004_roles"
 
 
 def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_release(tmp_path: Path) -> None:
@@ -191,10 +194,24 @@ def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_rel
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "0002")
     ops = [d if isinstance(d, tuple) else d[0] for d in _diff(eng)]  # modify_* come in lists per column
-    assert {(op[0], op[2] if op[0] != "add_index" else op[1].name) for op in ops} == {
-        ("add_column", "score_runs"),  # its id
+    named = {
+        (
+            op[0],
+            op[1].name
+            if op[0] in ("add_index", "add_table")
+            else op[2]
+            if op[0] != "add_column"
+            else f"{op[2]}.{op[3].name}",
+        )
+        for op in ops
+    }
+    assert named == {
+        ("add_column", "score_runs.id"),  # its id
         ("modify_type", "score_runs"),  # text times, before 0003
         ("add_index", "ix_score_runs_created_at"),
+        *{("add_table", t) for t in ("sessions", "audit", "store_secrets")},  # 0004_roles from here on
+        *{("add_index", i) for i in ("ix_sessions_key_id", "ix_audit_at", "ix_audit_action_target")},
+        ("add_column", "alerts.do_not_contact"),
     }
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "head")
@@ -222,7 +239,7 @@ def test_downgrade_to_0001_gives_back_the_previous_release_rows(old_store: Path)
     with eng.begin() as con:
         command.downgrade(store.alembic_config(con), "0001")
     assert _rows(old_store) == before  # score_runs' text times come back character for character
-    assert store.upgrade(eng) == ("0001", "0003") and _diff(eng) == []
+    assert store.upgrade(eng) == ("0001", store.head()) and _diff(eng) == []
 
 
 def test_outbox_times_stored_with_an_offset_become_naive_utc(old_store: Path) -> None:

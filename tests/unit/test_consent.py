@@ -39,9 +39,9 @@ def _history() -> object:
     )
     customers = pd.DataFrame(
         {
-            "customer_id": ["a", "b", "c"],
-            "contact_opt_out": ["false", "true", "unknown"],
-            "email_opt_in": [1, 0, 1],
+            "customer_id": ["a", "b", "c", "d"],
+            "contact_opt_out": ["false", "true", "unknown", None],
+            "email_opt_in": [1, 0, 1, None],
         }
     )
     return history_from_frames(transactions, customers)
@@ -50,8 +50,8 @@ def _history() -> object:
 def test_the_customers_who_may_not_be_contacted() -> None:
     history = _history()
     assert no_contact(history, ConsentConfig()) is None  # not configured: everyone may be contacted
-    assert no_contact(history, ConsentConfig(attribute="contact_opt_out")) == {"b", "c"}
-    # opt-in: d is not in the customers table, so no consent is recorded for them
+    assert no_contact(history, ConsentConfig(attribute="contact_opt_out")) == {"b", "c"}  # d: no opt-out
+    # opt-in: d recorded nothing, so no consent
     assert no_contact(history, ConsentConfig(attribute="email_opt_in", meaning="opt_in")) == {"b", "d"}
 
 
