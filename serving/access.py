@@ -54,7 +54,7 @@ def key_id(digest: str) -> str:
 
 def at_least(role: str, needed: Role) -> bool:
     """True when `role` includes `needed` (admin > agent > viewer); an unknown role includes nothing."""
-    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)  # type: ignore[arg-type]
+    return role in ROLES and ROLES.index(role) >= ROLES.index(needed)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ def parse_key_file(text: str, where: str) -> list[ApiKey]:
         fields = line.split("#", 1)[0].split()
         if not fields:
             continue
+        name: str | None
+        role: str
         if len(fields) == 1:
             name, role, digest = None, LEGACY_ROLE, fields[0]
         elif len(fields) == 3:
@@ -97,7 +99,7 @@ def parse_key_file(text: str, where: str) -> list[ApiKey]:
             raise ConfigError(
                 f"{where}: line {n}: name {name[:70]!r}: 1-64 letters, digits, '.', '_', '@' or '-'"
             )
-        keys.append(ApiKey(name or legacy_name(digest), role, digest))  # type: ignore[arg-type]
+        keys.append(ApiKey(name or legacy_name(digest), role, digest))
         _unique(keys, f"{where}: line {n}")
     return keys
 

@@ -205,8 +205,6 @@ async def login(request: Request) -> Response:
 def _login(request: Request, form: FormData) -> Response:
     """Check the key (the gate has refused a throttled address already); a wrong one is counted, logged and
     audited; a right one opens a session named after the key."""
-    from serving.middleware import client_of, wrong_key
-
     target = _safe_next(str(form.get("next") or ""))
     state, client = _state(), client_of(request.scope)
     key = gate().keys.match(str(form.get("key") or "").strip())
