@@ -226,7 +226,9 @@ API_ROUTES: dict[tuple[str, str], Role] = {
     ("POST", "/score"): "viewer",
     ("GET", "/model"): "viewer",
     ("GET", "/docs.json"): "viewer",
+    ("GET", "/"): "viewer",  # BentoML's page of the API documentation (Swagger UI)...
 }
+API_PREFIXES: tuple[tuple[str, str, Role], ...] = (("GET", "/static_content/", "viewer"),)  # ...and its assets
 DASHBOARD_ROUTES: tuple[tuple[str, re.Pattern[str], Role | str], ...] = (
     ("GET", re.compile(r"/ui/login"), OPEN),
     ("POST", re.compile(r"/ui/login"), OPEN),
@@ -247,6 +249,9 @@ def required(method: str, path: str) -> Role | str:
     if path.startswith("/ui/"):
         needs = [need for m, pattern, need in DASHBOARD_ROUTES if m == method and pattern.fullmatch(path)]
         return needs[-1] if needs else "admin"
+    for m, prefix, role in API_PREFIXES:
+        if m == method and path.startswith(prefix) and ".." not in path:
+            return role
     return API_ROUTES.get((method, path), "admin")
 
 

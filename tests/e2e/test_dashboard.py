@@ -222,6 +222,7 @@ MATRIX = [
     ("POST", "/score", "viewer"),
     ("GET", "/model", "viewer"),
     ("GET", "/docs.json", "viewer"),
+    ("GET", "/", "viewer"),
     ("GET", "/ui/", "viewer"),
     ("GET", "/ui/overview", "viewer"),
     ("GET", "/ui/customers/no-such-customer", "viewer"),

@@ -98,7 +98,8 @@ def test_every_route_has_a_rule_and_anything_else_needs_admin() -> None:
     assert required("GET", "/model") == required("HEAD", "/model") == "viewer"
     assert required("GET", "/docs.json") == "viewer"
     assert required("POST", "/model") == "admin"  # a method without a rule
-    assert required("GET", "/metrics") == required("GET", "/") == "admin"  # BentoML's own pages
+    assert required("GET", "/metrics") == required("POST", "/static_content/x.js") == "admin"
+    assert required("GET", "/") == required("GET", "/static_content/swagger-ui.css") == "viewer"  # API docs
     assert required("GET", "/ui/") == required("GET", "/ui/customers/a%2Fb") == "viewer"
     assert required("POST", "/ui/alerts/12/ack") == required("POST", "/ui/alerts/3/snooze") == "agent"
     assert required("POST", "/ui/alerts/12/delete") == "admin"
