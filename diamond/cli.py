@@ -823,10 +823,13 @@ def audit(
     with _user_errors():
         _, eng = _alert_store()
         rows = audit_log.entries(eng, action, limit)
+    from rich.text import Text
+
     table = Table(*audit_log.COLUMNS)
-    for r in rows.itertuples(index=False):
-        table.add_row(*("" if v is None or v != v else str(v) for v in r))
+    for r in rows.itertuples(index=False):  # Text: a value is never read as console markup
+        table.add_row(*(Text("" if v is None or v != v else str(v)) for v in r))
     out.print(table, highlight=False)
+    out.print(f"{len(rows):,} row(s)")
 
 
 db_app = typer.Typer(help="The serving store's schema: its revision, and migrating it.", no_args_is_help=True)

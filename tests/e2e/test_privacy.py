@@ -173,7 +173,7 @@ def test_forget_erases_a_customer_everywhere(
     weak = run_diamond(
         "customers", "forget", cid, cwd=work, env={**env, "DIAMOND_API_KEY": env["KEY_AGENT"]}, check=False
     )
-    assert weak.returncode == 2 and "erasure needs admin" in weak.stderr
+    assert weak.returncode == 2 and "has role agent; this needs admin" in weak.stderr
     assert not store.read_rows(engine, store.SCORES, [cid]).empty  # nothing happened
     done = run_diamond("customers", "forget", cid, cwd=work, env={**env, "DIAMOND_API_KEY": env["KEY_ADMIN"]})
     assert "forgot 1 customer(s)" in done.stdout and "score table(s) rewritten" in done.stdout

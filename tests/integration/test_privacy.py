@@ -4,6 +4,7 @@ tests/e2e/test_privacy.py."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from pathlib import Path
 
@@ -87,3 +88,40 @@ def test_forget_deletes_every_row_about_a_customer_and_keeps_a_salted_hash(tmp_p
         erasure.forget(eng, ["__model__"], "ops")
     with pytest.raises(ValueError, match="at least one non-empty customer id"):
         erasure.forget(eng, [" "], "ops")
+
+
+def test_keys_and_audit_from_the_command_line(tmp_path: Path) -> None:
+    """`diamond keys add|list|remove` on a key file, `diamond audit` printing rows as text (never markup),
+    and `diamond customers forget` refusing a key that is not an admin's."""
+    from tests.helpers import run_diamond
+
+    file = tmp_path / "keys"
+    env = {"DIAMOND_STORE_URL": f"sqlite:///{tmp_path / 'diamond.db'}", "DIAMOND_API_KEY_FILE": str(file)}
+    added = run_diamond("keys", "add", "ops", "--role", "admin", cwd=tmp_path, env=env).stdout
+    key = added.split("shown once: ")[1].split()[0]
+    assert (
+        key not in file.read_text()
+        and f"ops admin sha256:{hashlib.sha256(key.encode()).hexdigest()}" in file.read_text()
+    )
+    bad = run_diamond("keys", "add", "ops", "--role", "viewer", cwd=tmp_path, env=env, check=False)
+    assert bad.returncode == 2 and "the name 'ops' is used twice" in bad.stderr
+    wrong = run_diamond("keys", "add", "x", "--role", "root", cwd=tmp_path, env=env, check=False)
+    assert wrong.returncode == 2 and "role 'root' is not one of viewer, agent, admin" in wrong.stderr
+    run_diamond("keys", "add", "ann", "--role", "viewer", cwd=tmp_path, env=env)
+    listed = run_diamond("keys", "list", cwd=tmp_path, env=env).stdout
+    assert "ops" in listed and "admin" in listed and "ann" in listed and key not in listed
+    viewer = run_diamond(
+        "customers", "forget", "zed-1", cwd=tmp_path, env={**env, "DIAMOND_API_KEY": "nope"}, check=False
+    )
+    assert viewer.returncode == 2 and "is not an accepted API key" in viewer.stderr
+    done = run_diamond("customers", "forget", "zed-1", cwd=tmp_path, env={**env, "DIAMOND_API_KEY": key})
+    assert "nothing was stored about them" in done.stdout
+    eng = store.engine(env["DIAMOND_STORE_URL"])
+    audit.record(eng, "promote", "ops", "admin", "7", "cli", "refused: [bold red]gate[/] said no")
+    printed = run_diamond("audit", cwd=tmp_path, env={**env, "COLUMNS": "300"}).stdout
+    assert "[bold red]gate[/] said no" in printed and "forget" in printed and "zed-1" not in printed
+    run_diamond("keys", "remove", "ops", cwd=tmp_path, env=env)
+    gone = run_diamond(
+        "customers", "forget", "zed-2", cwd=tmp_path, env={**env, "DIAMOND_API_KEY": key}, check=False
+    )
+    assert gone.returncode == 2 and "is not an accepted API key" in gone.stderr
