@@ -417,12 +417,12 @@ def forget_customers(store_url: str, customer_ids: list[str], key: str | None) -
 
 
 def record_promotion(store_url: str, decision: Decision, who: str, role: str | None) -> None:
-    """A `diamond promote` decision in the serving store's audit table (who, the version, the outcome)."""
+    """A `diamond promote` decision in the serving store's audit table (who, the version, the gate's reason,
+    which says promoted, forced or refused)."""
     from serving import audit, store
 
     eng = store.prepare(store.engine(store_url))
-    outcome = "promoted" if decision.promoted else "refused"
-    audit.record(eng, "promote", who, role, decision.challenger, "cli", f"{outcome}: {decision.reason}")
+    audit.record(eng, "promote", who, role, decision.challenger, "cli", decision.reason)
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
