@@ -255,13 +255,6 @@ class ServingConfig(FileSettings):
         return out
 
 
-def hash_key(key: str) -> str:
-    """sha256 hex of a key, as key files hold it (serving.access.hash_key)."""
-    from serving.access import hash_key as hashed
-
-    return hashed(key)
-
-
 _PROCESS_SECRET: list[bytes] = []
 
 
