@@ -538,15 +538,23 @@ def promote(
     note: Annotated[str, typer.Option(help="Why (kept in the promotion log).")] = "",
     config: Annotated[Path | None, typer.Option(help="Training config (default: training.yaml).")] = None,
 ) -> None:
-    """Apply the promotion gate to a registered version against the champion (or force it)."""
+    """Apply the promotion gate to a registered version against the champion (or force it); the decision
+    also goes to the serving store's audit table, under the name of the admin key in $DIAMOND_API_KEY if
+    set (any other role is refused), else the login name."""
+    import os
+
     from features.build import parse_cutoff
+    from serving.access import CLI_KEY_ENV
+    from serving.config import ServingConfig
     from training import tracking
     from training.config import TrainingConfig
 
     with _user_errors():
         cfg, mlcfg = TrainingConfig.load(config), tracking.MlflowConfig.load()
+        who, role = flows.admin_identity(os.environ.get(CLI_KEY_ENV), "promote", required=False)
         t = parse_cutoff(cutoff) if cutoff else None
         decision = flows.promote(data, version, cfg, mlcfg, t, force, note)
+        flows.record_promotion(ServingConfig.load().store_url, decision, who, role)
     out.print(decision.reason)
     if not decision.promoted and decision.champion != version:  # refused (already champion is fine)
         raise typer.Exit(1)
@@ -815,8 +823,9 @@ def serve(
     import sys
 
     from serving import store
+    from serving.access import KeyRing
     from serving.champion import ChampionHolder
-    from serving.config import SESSION_ENV, ServingConfig, api_key_hashes
+    from serving.config import SESSION_ENV, ServingConfig
     from training.tracking import MlflowConfig
 
     # a tracking server that is down should fail a start or a poll in seconds, not after MLflow's minutes
@@ -824,7 +833,7 @@ def serve(
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     with _user_errors():
         config = ServingConfig.load()
-        if not api_key_hashes():
+        if not KeyRing.from_env().accepted():
             raise ValueError("no API keys: set DIAMOND_API_KEYS (comma-separated) or DIAMOND_API_KEY_FILE")
         store.prepare(store.engine(config.store_url))  # a new store is created; another revision refused
         holder = ChampionHolder(MlflowConfig.load(), config.model_alias)
@@ -870,6 +879,130 @@ def models() -> None:
         )
     out.print("promotion log:")
     out.print(log_table)
+
+
+customers_app = typer.Typer(help="Customers in the serving store: erasure.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
+keys_app = typer.Typer(help="API keys: names, roles, the key file.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@customers_app.command("forget")
+def customers_forget(
+    customer_ids: Annotated[list[str], typer.Argument(help="Customer ids to erase.")],
+) -> None:
+    """Erase customers from the serving store: snapshots, score and tier history, alerts and their actions,
+    outbox messages, recent events and the score tables; only a salted hash stays, in the audit table. Needs
+    an admin's API key in $DIAMOND_API_KEY. What stays (trained models) and how retraining removes it:
+    docs/dashboard.md, Privacy."""
+    import os
+
+    from serving.access import CLI_KEY_ENV
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        done = flows.forget_customers(
+            ServingConfig.load().store_url, customer_ids, os.environ.get(CLI_KEY_ENV)
+        )
+    for table, n in done.deleted.items():
+        if n:
+            out.print(f"{table}: {n:,} row(s) deleted")
+    out.print(
+        f"forgot {len(set(customer_ids)):,} customer(s): {done.rows:,} row(s) deleted, "
+        f"{done.parquet_files:,} score table(s) rewritten"
+        + (
+            ""
+            if done.found
+            else " (nothing was stored about them; recorded anyway, so no later run adds them)"
+        )
+    )
+
+
+@keys_app.command("add")
+def keys_add(
+    name: Annotated[
+        str, typer.Argument(help="Who the key is for: shown in the dashboard and the audit table.")
+    ],
+    role: Annotated[str, typer.Option(help="viewer | agent | admin")] = "viewer",
+    key_file: Annotated[
+        Path | None, typer.Option("--file", help="Key file (default: $DIAMOND_API_KEY_FILE).")
+    ] = None,
+) -> None:
+    """Make a new random key, append `NAME ROLE sha256:DIGEST` to the key file and print the key once (it is
+    stored nowhere). A running service picks it up at its next request."""
+    from serving import access
+
+    with _user_errors():
+        key = access.add_key(_key_file(key_file), name, role)
+    out.print(f"key for {name} ({role}), shown once: {key}", highlight=False)
+
+
+@keys_app.command("remove")
+def keys_remove(
+    name: Annotated[str, typer.Argument(help="The key's name.")],
+    key_file: Annotated[
+        Path | None, typer.Option("--file", help="Key file (default: $DIAMOND_API_KEY_FILE).")
+    ] = None,
+) -> None:
+    """Remove a key from the key file: a running service refuses it, and ends its dashboard sessions, from
+    its next request."""
+    from serving import access
+
+    with _user_errors():
+        access.remove_key(_key_file(key_file), name)
+    out.print(f"key {name} removed")
+
+
+@keys_app.command("list")
+def keys_list(
+    key_file: Annotated[
+        Path | None, typer.Option("--file", help="Key file (default: $DIAMOND_API_KEY_FILE).")
+    ] = None,
+) -> None:
+    """The keys' names and roles (never the keys: only their digests are stored)."""
+    from serving import access
+
+    with _user_errors():
+        keys = access.parse_key_file(
+            _key_file(key_file).read_text(encoding="utf-8"), str(_key_file(key_file))
+        )
+    table = Table("name", "role", "digest")
+    for k in keys:
+        table.add_row(k.name, k.role, f"{k.digest[:12]}…")
+    out.print(table)
+
+
+def _key_file(given: Path | None) -> Path:
+    import os
+
+    from serving.access import KEY_FILE_ENV
+
+    found = given or (Path(os.environ[KEY_FILE_ENV]) if os.environ.get(KEY_FILE_ENV) else None)
+    if found is None:
+        raise ValueError(f"no key file: pass --file or set ${KEY_FILE_ENV}")
+    return found
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(help="At most this many, latest first.")] = 50,
+    action: Annotated[
+        list[str] | None, typer.Option(help="Only these actions (login, login-failed, forget, promote, ...).")
+    ] = None,
+) -> None:
+    """The audit table: who did what and when (sign-ins, alert actions, erasures, promotions)."""
+    from serving import audit as audit_log
+
+    with _user_errors():
+        _, eng = _alert_store()
+        rows = audit_log.entries(eng, action, limit)
+    from rich.text import Text
+
+    table = Table(*audit_log.COLUMNS)
+    for r in rows.itertuples(index=False):  # Text: a value is never read as console markup
+        table.add_row(*(Text("" if v is None or v != v else str(v)) for v in r))
+    out.print(table, highlight=False)
+    out.print(f"{len(rows):,} row(s)")
 
 
 db_app = typer.Typer(help="The serving store's schema: its revision, and migrating it.", no_args_is_help=True)

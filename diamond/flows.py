@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from features.history import History
     from serving.batch import BatchResult
     from serving.config import ServingConfig
+    from serving.erasure import Forgotten
     from serving.runs import Rollback
     from serving.spark_batch import SparkBatchResult
     from training.config import TrainingConfig
@@ -521,6 +522,44 @@ def demo(
     if scored.alerts is not None:
         top = alert_store.list_alerts(store.engine(serving.store_url), status="live").head(5)
     return DemoRun(history_dir, history, backtested, trained, scored, top, serving)
+
+
+def admin_identity(key: str | None, what: str, required: bool) -> tuple[str, str | None]:
+    """Who runs an admin command from the CLI: the name and role of the API key `key` ($DIAMOND_API_KEY),
+    checked against the service's keys ($DIAMOND_API_KEYS / $DIAMOND_API_KEY_FILE) and required to be
+    admin; without a key, the login name (or $DIAMOND_USER) and no role, unless `required`. ValueError
+    naming `what` otherwise."""
+    from serving import access
+    from training.registry import _who
+
+    if not key:
+        if required:
+            raise ValueError(f"{what}: set ${access.CLI_KEY_ENV} to an admin's API key (it is audited)")
+        return _who(), None
+    found = access.KeyRing.from_env().match(key)
+    if found is None:
+        raise ValueError(f"{what}: ${access.CLI_KEY_ENV} is not an accepted API key")
+    if not access.at_least(found.role, "admin"):
+        raise ValueError(f"{what}: the key {found.name!r} has role {found.role}; this needs admin")
+    return found.name, found.role
+
+
+def forget_customers(store_url: str, customer_ids: list[str], key: str | None) -> Forgotten:
+    """Erase these customers from the serving store (serving.erasure), as the admin whose API key is `key`
+    (`admin_identity`, required: an erasure is always attributed to a key)."""
+    from serving import erasure, store
+
+    who, role = admin_identity(key, "customers forget", required=True)
+    return erasure.forget(store.prepare(store.engine(store_url)), customer_ids, who, role, "cli")
+
+
+def record_promotion(store_url: str, decision: Decision, who: str, role: str | None) -> None:
+    """A `diamond promote` decision in the serving store's audit table (who, the version, the gate's reason,
+    which says promoted, forced or refused)."""
+    from serving import audit, store
+
+    eng = store.prepare(store.engine(store_url))
+    audit.record(eng, "promote", who, role, decision.challenger, "cli", decision.reason)
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:

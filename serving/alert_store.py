@@ -63,6 +63,7 @@ ALERT_COLUMNS = [
     "resolved_by",
     "snoozed_until",
     "version",
+    "do_not_contact",
 ]
 _TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
 

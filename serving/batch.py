@@ -19,7 +19,18 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.history import History
-from serving import alert_rules, alert_store, delivery, monitoring, outbox, scoring, store, tier_store
+from serving import (
+    alert_rules,
+    alert_store,
+    consent,
+    delivery,
+    erasure,
+    monitoring,
+    outbox,
+    scoring,
+    store,
+    tier_store,
+)
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
 
@@ -67,8 +78,9 @@ def _score_history(
 ) -> BatchResult:
     art = served.artefact
     eng = store.prepare(store.engine(config.store_url))  # refuses a store of another revision, writes nothing
+    stopped = consent.no_contact(history, config.consent)  # a missing consent column: refused before work
     past = _known_at(history, as_of)
-    rows = art.feature_rows(past, as_of)
+    rows = erasure.without_erased(eng, art.feature_rows(past, as_of))  # erased customers stay erased
     step("feature rows")
     with _threads(art, os.cpu_count() or 1):  # a million rows: every core pays (identical results)
         scores, why = scoring.score_frame(
@@ -95,12 +107,13 @@ def _score_history(
         model_version=served.version,
     )
     step("tiers")
-    events = store.last_event_batches(past)  # ranked and written frame by frame in the snapshot transaction
+    # ranked and written frame by frame in the snapshot transaction; erased customers stay erased
+    events = (erasure.without_erased(eng, f) for f in store.last_event_batches(past))
     target = _write(scores, rows, served, config, eng, as_of, events)
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
-        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules)
+        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped)
         step("alerts")
     result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     step("drift")
@@ -200,6 +213,7 @@ def _raise_alerts(
     as_of: datetime,
     config: ServingConfig,
     rules: AlertConfig,
+    stopped: frozenset[str] | None,
 ) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate).
@@ -210,6 +224,7 @@ def _raise_alerts(
     synced = alert_store.sync_alerts(
         eng, as_of, candidates, rules, reasons=lambda rows: why.risk_texts(at[rows])
     )
+    consent.mark(eng, stopped or ())  # "do not contact" before anything is queued (serving.consent)
     _enqueue(eng, synced.notify, config)
     return synced
 
@@ -242,6 +257,9 @@ def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfi
     endpoints = config.endpoints()
     if endpoints and notify:
         for alert_id, version in notify:
-            payload = alert_rules.alert_payload(alert_store.get_alert(eng, alert_id))
+            alert = alert_store.get_alert(eng, alert_id)
+            if alert.get("do_not_contact"):
+                continue
+            payload = alert_rules.alert_payload(alert)
             for name in endpoints:
                 outbox.enqueue(eng, name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}")

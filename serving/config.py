@@ -7,7 +7,6 @@ URLs, the dashboard session key. Nothing here runs at import time."""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
 from collections.abc import Sequence
@@ -24,9 +23,7 @@ if TYPE_CHECKING:
     from serving.delivery import Endpoint
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "serving.yaml"
-KEYS_ENV, KEY_FILE_ENV, STORE_ENV, CONFIG_ENV, SESSION_ENV = (
-    "DIAMOND_API_KEYS",
-    "DIAMOND_API_KEY_FILE",
+STORE_ENV, CONFIG_ENV, SESSION_ENV = (
     "DIAMOND_STORE_URL",
     "DIAMOND_SERVING_CONFIG",
     "DIAMOND_SESSION_SECRET",
@@ -168,6 +165,22 @@ class InlineLimits(Section):
     max_events: Annotated[int, Field(ge=1)] = 100_000  # inline events per request, all customers
 
 
+class AuthConfig(Section):
+    """`auth:` dashboard sessions and the throttle on failed sign-ins (serving.access, serving.webauth)."""
+
+    session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = 8.0  # a working day
+    max_failures: Annotated[int, Field(ge=1)] = 10  # wrong keys from one address within window_s...
+    window_s: Annotated[float, Field(gt=0)] = 300.0  # ...and it is refused (429) until the oldest expires
+
+
+class ConsentConfig(Section):
+    """`consent:` the customers' attribute that says they may not be contacted (serving.consent): their
+    alerts stay visible, marked "do not contact", and are never sent to a webhook."""
+
+    attribute: str | None = None  # a column of the history's customers table; None: everyone may be contacted
+    meaning: Literal["opt_out", "opt_in"] = "opt_out"  # opt_out: true stops contact; opt_in: only true allows
+
+
 class ServingConfig(FileSettings):
     """serving.yaml. Every key is documented there."""
 
@@ -189,6 +202,8 @@ class ServingConfig(FileSettings):
     alerts: Annotated[AlertConfig | None, BeforeValidator(lambda v: v or None)] = None  # None: no alerts
     webhooks: Annotated[WebhookConfig, OrEmpty] = WebhookConfig()
     drift: Annotated[DriftConfig, OrEmpty] = DriftConfig()
+    auth: Annotated[AuthConfig, OrEmpty] = AuthConfig()
+    consent: Annotated[ConsentConfig, OrEmpty] = ConsentConfig()
 
     @field_validator("max_customers")
     @classmethod
@@ -250,40 +265,6 @@ class ServingConfig(FileSettings):
                 )
             out[hook.name] = Endpoint(hook.name, url, secret, hook.format, hook.timeout_s)
         return out
-
-
-def api_key_hashes() -> frozenset[str]:
-    """sha256 hex digests of the accepted API keys: $DIAMOND_API_KEYS (raw keys, hashed here and never kept)
-    and/or the digests in $DIAMOND_API_KEY_FILE. Empty: no key is accepted."""
-    hashes = {hash_key(k.strip()) for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()}
-    if file := os.environ.get(KEY_FILE_ENV):
-        try:
-            lines = Path(file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"{KEY_FILE_ENV}={file}: cannot read the key file: {exc.strerror}") from exc
-        for n, line in enumerate(lines, 1):
-            digest = line.split("#", 1)[0].strip().lower()
-            if not digest:
-                continue
-            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                raise ConfigError(f"{file}: line {n}: expected a sha256 hex digest (64 hex characters)")
-            hashes.add(digest)
-    return frozenset(hashes)
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
-def matching_hash(key: str, hashes: frozenset[str]) -> str | None:
-    """The known digest `key` hashes to, or None. Every digest is compared in constant time, no early exit:
-    the time taken says nothing about how close a wrong key came."""
-    digest = hash_key(key)
-    found = None
-    for known in sorted(hashes):
-        if hmac.compare_digest(digest, known):
-            found = known
-    return found
 
 
 _PROCESS_SECRET: list[bytes] = []

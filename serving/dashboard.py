@@ -8,17 +8,20 @@ movements of the latest run, alerts by status, and model health: the latest run'
 data comes from serving.alert_store, serving.tier_store, serving.store and serving.monitoring; the charts from
 serving.charts.
 
-Auth: the login form takes a name and an API key, checked like the API's bearer keys
-(serving.config.matching_hash), and sets a signed, expiring session cookie (serving.webauth), HttpOnly and
-SameSite=Strict, never the key itself. serving.middleware.ApiKeys admits /ui only with that cookie (or a
-bearer key) and sends browsers without one to the login page. Acknowledge, snooze and resolve are POST forms
-carrying the session's CSRF token; the name given at login is recorded on the alert and in its action log.
+Auth: the sign-in form takes an API key, checked against the accepted keys (serving.access.KeyRing), and
+opens a server-side session (serving.webauth) named after the key, with the key's role; the browser gets a
+signed cookie naming the session, HttpOnly and SameSite=Strict, never the key itself. serving.middleware
+.ApiKeys admits /ui only with a live session (or a bearer key), checks the role each page and action needs
+(serving.access.required: viewer to read, agent to act on alerts, admin to erase a customer) and throttles
+wrong keys per address. Acknowledge, snooze, resolve, erase and sign out are POST forms carrying the
+session's CSRF token; the key's name is recorded on the alert, in its action log and in the audit table.
+Signing out ends the session in the store, at once.
 """
 
 from __future__ import annotations
 
 import json
-import time
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
@@ -39,11 +42,24 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from core.clock import utc_now
-from serving import alert_rules, alert_store, charts, monitoring, store, tier_store, webauth
-from serving.config import ServingConfig, api_key_hashes, matching_hash, session_secret
+from serving import (
+    access,
+    alert_rules,
+    alert_store,
+    audit,
+    charts,
+    erasure,
+    monitoring,
+    store,
+    tier_store,
+    webauth,
+)
+from serving.config import ServingConfig, session_secret
 from training.tiers import DEFAULT_TIERS
 
 MOUNT = "/ui"
+LOGIN = f"{MOUNT}/login"
+log = logging.getLogger("diamond.access")
 PAGE = 50  # alerts per page
 DRIFT_TOP = 10  # most drifted columns on the overview (the two scores are shown wherever they rank)
 HEALTH = f"{MOUNT}/overview#model-health"  # where the model-health alert is explained and acted on
@@ -62,27 +78,59 @@ HEADERS = {
 # --- the gate (called by serving.middleware.ApiKeys before anything under /ui runs) ---------------------
 
 
-def admits(scope: Scope, key_hashes: frozenset[str]) -> bool:
-    """True for the login page, the stylesheet, and requests with a valid session cookie."""
-    path = scope["path"]
-    if path in (f"{MOUNT}/login", f"{MOUNT}/static/app.css"):
-        return True
-    return _session(scope, key_hashes) is not None
+@dataclass(frozen=True)
+class Gate:
+    """This worker's accepted keys (the key file re-read when it changes) and its sign-in throttle."""
+
+    keys: access.KeyRing
+    throttle: access.Throttle
+
+
+@cache
+def gate() -> Gate:
+    """Made on the first request, once per worker, from the environment and serving.yaml's `auth`."""
+    auth = ServingConfig.load().auth
+    return Gate(access.KeyRing.from_env(), access.Throttle(auth.max_failures, auth.window_s))
+
+
+def session_of(scope: Scope) -> webauth.Session | None:
+    """The live session the request's cookie names, if any (serving.webauth.find; a store query)."""
+    raw = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
+    token = cookie_parser(raw).get(webauth.COOKIE) if raw else None
+    if not token:
+        return None
+    return webauth.find(_state().engine, session_secret(), token, gate().keys, utc_now())
+
+
+def client_of(scope: Scope) -> str:
+    """The request's peer address (behind a proxy, the proxy's: see docs/serving.md)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def wrong_key(scope: Scope, how: str) -> None:
+    """Count a wrong key against the client's address (serving.access.Throttle) and log it, never the key."""
+    client = client_of(scope)
+    gate().throttle.fail(client)
+    log.warning("refused a wrong API key (%s) from %s on %s %s", how, client, scope["method"], scope["path"])
 
 
 def login_location(scope: Scope) -> str:
     """Where a browser without a session goes: the login page, back to the page it asked for (GETs)."""
     if scope["method"] != "GET" or scope["path"] in (MOUNT, f"{MOUNT}/"):
-        return f"{MOUNT}/login"
+        return LOGIN
     query = scope.get("query_string", b"").decode("latin-1")
     target = scope["path"] + (f"?{query}" if query else "")
-    return f"{MOUNT}/login?{urlencode({'next': target})}"
+    return f"{LOGIN}?{urlencode({'next': target})}"
 
 
-def _session(scope: Scope, key_hashes: frozenset[str]) -> webauth.Session | None:
-    raw = dict(scope.get("headers") or []).get(b"cookie", b"").decode("latin-1")
-    token = cookie_parser(raw).get(webauth.COOKIE) if raw else None
-    return webauth.verify(session_secret(), token, key_hashes, time.time())
+def refusal(scope: Scope, code: int, message: str, headers: dict[str, str]) -> Response:
+    """The page of a request the gate refused with 403 (role too weak) or 429 (too many wrong keys)."""
+    title = "Not allowed" if code == 403 else "Too many attempts"
+    request = Request(scope)
+    response = _page(request, "message.html", code, title=title, message=message)
+    response.headers.update(headers)
+    return response
 
 
 # --- state ------------------------------------------------------------------------------------------------
@@ -92,7 +140,6 @@ def _session(scope: Scope, key_hashes: frozenset[str]) -> webauth.Session | None
 class _State:
     config: ServingConfig
     engine: sa.Engine
-    hashes: frozenset[str]
 
 
 @cache
@@ -100,7 +147,7 @@ def _state() -> _State:
     """Loaded on the first request, once per worker, from the same settings as the service."""
     config = ServingConfig.load()
     engine = store.prepare(store.engine(config.store_url))
-    return _State(config, engine, api_key_hashes())
+    return _State(config, engine)
 
 
 @cache
@@ -119,14 +166,28 @@ def _templates() -> jinja2.Environment:
 
 
 def _page(request: Request, template: str, code: int = 200, /, **context: Any) -> HTMLResponse:
-    session = _session(request.scope, _state().hashes)
+    user = _user(request)
+    session = user.session if user else None
     csrf = webauth.csrf_token(session_secret(), session.token) if session else ""
     html = (
         _templates()
         .get_template(template)
-        .render(base=MOUNT, who=session.who if session else None, csrf=csrf, **context)
+        .render(
+            base=MOUNT,
+            who=user.username if user else None,
+            role=user.role if user else None,
+            signed_in=session is not None,
+            csrf=csrf,
+            **context,
+        )
     )
     return HTMLResponse(html, status_code=code, headers=HEADERS)
+
+
+def _user(request: Request) -> Any:
+    """The request's serving.middleware.Principal (name, role, session), or None (the sign-in page)."""
+    user = request.scope.get("user")
+    return user if getattr(user, "role", None) else None
 
 
 # --- login ------------------------------------------------------------------------------------------------
@@ -134,7 +195,7 @@ def _page(request: Request, template: str, code: int = 200, /, **context: Any) -
 
 def login_form(request: Request) -> Response:
     target = _safe_next(request.query_params.get("next"))
-    return _page(request, "login.html", next=target, name="", error=None)
+    return _page(request, "login.html", next=target, error=None)
 
 
 async def login(request: Request) -> Response:
@@ -142,22 +203,23 @@ async def login(request: Request) -> Response:
 
 
 def _login(request: Request, form: FormData) -> Response:
+    """Check the key (the gate has refused a throttled address already); a wrong one is counted, logged and
+    audited; a right one opens a session named after the key."""
     target = _safe_next(str(form.get("next") or ""))
-    state = _state()
-    try:
-        who = webauth.clean_name(str(form.get("name") or ""))
-    except ValueError as exc:
-        return _page(request, "login.html", 400, next=target, name="", error=str(exc))
-    key_hash = matching_hash(str(form.get("key") or "").strip(), state.hashes)
-    if key_hash is None:
-        error = "That API key is not accepted."
-        return _page(request, "login.html", 401, next=target, name=who, error=error)
-    token = webauth.issue(session_secret(), who, key_hash, time.time())
+    state, client = _state(), client_of(request.scope)
+    key = gate().keys.match(str(form.get("key") or "").strip())
+    if key is None:
+        wrong_key(request.scope, "dashboard sign-in")
+        audit.record(state.engine, "login-failed", None, client=client)
+        return _page(request, "login.html", 401, next=target, error="That API key is not accepted.")
+    ttl = state.config.auth.session_hours * 3600
+    token = webauth.open_session(state.engine, session_secret(), key, utc_now(), ttl, client)
+    audit.record(state.engine, "login", key.name, key.role, client=client)
     response = RedirectResponse(target, status_code=303, headers=HEADERS)
     response.set_cookie(
         webauth.COOKIE,
         token,
-        max_age=webauth.SESSION_S,
+        max_age=int(ttl),
         path=MOUNT,
         httponly=True,
         samesite="strict",
@@ -167,10 +229,18 @@ def _login(request: Request, form: FormData) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    form = await request.form()
-    if await run_in_threadpool(_form_session, request, form) is None:
-        return await run_in_threadpool(_refused, request)
-    response = RedirectResponse(f"{MOUNT}/login", status_code=303, headers=HEADERS)
+    return await run_in_threadpool(_logout, request, await request.form())
+
+
+def _logout(request: Request, form: FormData) -> Response:
+    """End the session in the store (at once, for every worker) and drop the cookie."""
+    session = _form_session(request, form)
+    if session is None:
+        return _refused(request)
+    state = _state()
+    webauth.end(state.engine, session, utc_now())
+    audit.record(state.engine, "logout", session.name, session.role, client=client_of(request.scope))
+    response = RedirectResponse(LOGIN, status_code=303, headers=HEADERS)
     response.delete_cookie(webauth.COOKIE, path=MOUNT, httponly=True, samesite="strict")
     return response
 
@@ -323,7 +393,7 @@ def _act(request: Request, form: FormData) -> Response:
         return _refused(request)
     state, action = _state(), request.path_params["action"]
     alert_id = request.path_params["alert_id"]
-    who = session.who
+    who = session.name
     try:
         if action == "ack":
             alert_store.acknowledge(state.engine, alert_id, who)
@@ -341,6 +411,8 @@ def _act(request: Request, form: FormData) -> Response:
         return _page(request, "message.html", 404, title="Not found", message=f"No alert {alert_id}.")
     except ValueError as exc:
         return _page(request, "message.html", 409, title="Not changed", message=str(exc))
+    done = {"ack": "acknowledged", "resolve": "resolved", "snooze": "snoozed"}[action]
+    audit.record(state.engine, done, who, session.role, str(alert_id), client_of(request.scope))  # type: ignore[arg-type]
     back = _safe_next(str(form.get("next") or ""))
     joiner = "&" if "?" in back else "?"
     return RedirectResponse(
@@ -348,10 +420,36 @@ def _act(request: Request, form: FormData) -> Response:
     )
 
 
+async def forget(request: Request) -> Response:
+    """Erase one customer (serving.erasure; admins only, by the gate), then back to the alert list."""
+    return await run_in_threadpool(_forget, request, await request.form())
+
+
+def _forget(request: Request, form: FormData) -> Response:
+    session = _form_session(request, form)
+    if session is None:
+        return _refused(request)
+    cid = request.path_params["customer_id"]
+    done = erasure.forget(_state().engine, [cid], session.name, session.role, client_of(request.scope))
+    if not done.found:
+        return _page(
+            request, "message.html", 404, title="Unknown customer", message=f"Nothing stored for {cid}."
+        )
+    return _page(
+        request,
+        "message.html",
+        200,
+        title="Customer erased",
+        message=f"Every row about that customer was deleted ({done.rows:,} rows); the audit table keeps only "
+        "a salted hash. See docs/dashboard.md for what stays.",
+    )
+
+
 def _form_session(request: Request, form: FormData) -> webauth.Session | None:
     """The session, if the form carries its CSRF token (a bearer key alone cannot act); the one session
-    the action then records, so it cannot expire between the check and its use."""
-    session = _session(request.scope, _state().hashes)
+    the action then records, checked by the gate for this very request."""
+    user = _user(request)
+    session: webauth.Session | None = user.session if user else None
     if session is None or not webauth.csrf_ok(session_secret(), session.token, str(form.get("csrf") or "")):
         return None
     return session
@@ -425,6 +523,7 @@ def create_app() -> Starlette:
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/overview", overview, methods=["GET"]),
+            Route("/customers/{customer_id:path}/forget", forget, methods=["POST"]),
             Route("/customers/{customer_id:path}", customer, methods=["GET"]),
             Route("/alerts/{alert_id:int}/{action}", act, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

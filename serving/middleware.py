@@ -1,8 +1,10 @@
 """The scoring service's HTTP guard as Starlette middleware; `guard` adds them, outermost first:
 
 - `ApiKeys`: Starlette's AuthenticationMiddleware with a bearer-key backend. Every route but the health
-  probes needs `Authorization: Bearer KEY` (401 otherwise); under /ui the dashboard's session cookie admits
-  too, and a browser with neither is sent to the dashboard's login page (303).
+  probes needs `Authorization: Bearer KEY` (401 otherwise) whose role is enough for the route
+  (serving.access.required; 403 otherwise); under /ui the dashboard's session cookie admits too, and a
+  browser with neither is sent to the dashboard's login page (303). Wrong keys are throttled per address
+  (429) and logged.
 - `ScoreBody`: POST /score takes JSON only (415) and at most `max_body_mb` (413), declared or counted as
   the body streams in, so an oversized body is refused before anything parses it.
 - `ErrorBodies`: POST /score's error answers (BentoML writes a 1-element array, pydantic a list of dicts)
@@ -19,6 +21,7 @@ the endpoint's body read, after BentoML's handler has started; ScoreBody answers
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,15 +31,16 @@ from starlette.authentication import (
     AuthenticationError,
     SimpleUser,
 )
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import dashboard, refusals
+from serving import access, dashboard, refusals, webauth
 from serving.api import OPEN_PATHS, error_body
-from serving.config import ServingConfig, api_key_hashes, matching_hash
+from serving.config import ServingConfig
 
 if TYPE_CHECKING:
     import bentoml
@@ -63,49 +67,118 @@ class Json(JSONResponse):
         return json.dumps(content, default=str).encode()
 
 
-class BearerKeys(AuthenticationBackend):
-    """Who may pass: anyone to the health probes; a known API key anywhere; under /ui also the dashboard's
-    session (serving.dashboard.admits). Refusals are AuthenticationError, answered by `refuse`."""
+class Principal(SimpleUser):
+    """Who a request comes from: an accepted key's name and role, and the dashboard session if it came with
+    one (serving.webauth); set as `request.user` for the routes."""
 
-    def __init__(self, hashes: frozenset[str]) -> None:
-        self.hashes = hashes
+    def __init__(
+        self, name: str, role: access.Role, key_id: str, session: webauth.Session | None = None
+    ) -> None:
+        super().__init__(name)
+        self.role = role
+        self.key_id = key_id
+        self.session = session
+
+    @classmethod
+    def of_key(cls, key: access.ApiKey) -> Principal:
+        return cls(key.name, key.role, key.id)
+
+    @classmethod
+    def of_session(cls, session: webauth.Session) -> Principal:
+        return cls(session.name, session.role, session.key_id, session)
+
+
+class Throttled(AuthenticationError):
+    """Too many wrong keys from this address lately: 429 with Retry-After."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"too many wrong keys from your address: retry in {math.ceil(wait_s)} s")
+        self.wait_s = wait_s
+
+
+class Forbidden(AuthenticationError):
+    """A known key or session whose role is too weak for the route: 403."""
+
+
+class BearerKeys(AuthenticationBackend):
+    """Who may pass, and with what role (serving.access.required): anyone to the health probes and the
+    dashboard's sign-in page; a known API key (`Authorization: Bearer`) anywhere; under /ui also the
+    dashboard's session (serving.webauth). A wrong key is counted against the client's address
+    (serving.access.Throttle) and logged without the key; a throttled address is refused before any key is
+    checked. Refusals are AuthenticationError, answered by `refuse`."""
 
     async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
         scope = conn.scope
         path = scope["path"]
         if path in OPEN_PATHS:
             return None
-        if _dashboard(path):
-            if path != dashboard.MOUNT and dashboard.admits(scope, self.hashes):
-                return AuthCredentials(["authenticated"]), SimpleUser("dashboard session")
-            if path != dashboard.MOUNT and self._key(conn):
-                return AuthCredentials(["authenticated"]), SimpleUser("api key")
+        if not _dashboard(path):
+            principal = await self._bearer(conn)
+            if principal is None:
+                raise AuthenticationError(KEY_ERROR)
+            return self._allowed(principal, access.required(scope["method"], path))
+        if path == dashboard.MOUNT:
             raise AuthenticationError("sign in")
-        if not self._key(conn):
-            raise AuthenticationError(KEY_ERROR)
-        return AuthCredentials(["authenticated"]), SimpleUser("api key")
+        need = access.required(scope["method"], path)
+        session = await run_in_threadpool(dashboard.session_of, scope)
+        if need == access.OPEN:
+            if path == dashboard.LOGIN and scope["method"] == "POST":
+                self._not_throttled(conn)
+            return None if session is None else self._allowed(Principal.of_session(session), access.OPEN)
+        principal = Principal.of_session(session) if session else await self._bearer(conn)
+        if principal is None:
+            raise AuthenticationError("sign in")
+        return self._allowed(principal, need)
 
-    def _key(self, conn: HTTPConnection) -> bool:
-        scheme, _, key = conn.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            return False
-        return matching_hash(key.strip(), self.hashes) is not None
+    @staticmethod
+    def _allowed(principal: Principal, need: str) -> tuple[AuthCredentials, SimpleUser]:
+        if need == access.SESSION and principal.session is None:
+            raise Forbidden("only a dashboard session can sign out")
+        if need not in (access.OPEN, access.SESSION) and not access.at_least(principal.role, need):  # type: ignore[arg-type]
+            raise Forbidden(
+                f"the key {principal.username!r} has role {principal.role}; this needs {need} or above"
+            )
+        return AuthCredentials(["authenticated", principal.role]), principal
+
+    async def _bearer(self, conn: HTTPConnection) -> Principal | None:
+        """The principal of the request's bearer key; None without one; a wrong key is counted and logged."""
+        scheme, _, raw = conn.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not raw.strip():
+            return None
+        self._not_throttled(conn)
+        key = dashboard.gate().keys.match(raw.strip())  # hashing and a stat of the key file: microseconds
+        if key is None:
+            dashboard.wrong_key(conn.scope, "bearer")
+            return None
+        return Principal.of_key(key)
+
+    @staticmethod
+    def _not_throttled(conn: HTTPConnection) -> None:
+        wait = dashboard.gate().throttle.wait(dashboard.client_of(conn.scope))
+        if wait:
+            raise Throttled(wait)
 
 
 def refuse(conn: HTTPConnection, exc: AuthenticationError) -> Response:
-    """401 JSON for the API; under /ui a 303 to /ui/ (from /ui) or to the login page, back to the page."""
+    """401 JSON for the API (403 for a role too weak, 429 when throttled); under /ui a 303 to /ui/ (from
+    /ui) or to the login page, back to the page, and the dashboard's 403 and 429 pages."""
     scope = conn.scope
+    retry = {"retry-after": str(math.ceil(exc.wait_s))} if isinstance(exc, Throttled) else {}
+    code = 429 if isinstance(exc, Throttled) else 403 if isinstance(exc, Forbidden) else 401
     if _dashboard(scope["path"]):
+        if code != 401:
+            return dashboard.refusal(scope, code, str(exc), retry)
         where = f"{dashboard.MOUNT}/" if scope["path"] == dashboard.MOUNT else dashboard.login_location(scope)
         return Response(status_code=303, headers={"location": where, "content-type": "text/plain"})
-    return Json({"error": str(exc)}, 401, headers={"www-authenticate": "Bearer"})
+    return Json({"error": str(exc)}, code, headers={"www-authenticate": "Bearer", **retry})
 
 
 class ApiKeys(AuthenticationMiddleware):
-    """The keys are read when the worker builds its middleware, never at import."""
+    """Keys, roles and the throttle are read on the first request of the worker (dashboard.gate), never at
+    import."""
 
     def __init__(self, app: ASGIApp) -> None:
-        super().__init__(app, backend=BearerKeys(api_key_hashes()), on_error=refuse)
+        super().__init__(app, backend=BearerKeys(), on_error=refuse)
 
 
 class ScoreBody:

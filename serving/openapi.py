@@ -6,7 +6,8 @@ it flattens the request's schema by keeping the first branch of every `anyOf` (_
 `_flatten_field`), which drops the null of optional fields: the service then accepted values its own
 document called invalid. So one step after BentoML adds:
 
-- the bearer-key scheme, required (with its 401) on every operation but the health probes;
+- the bearer-key scheme, required (with its 401, 403 and 429: serving.access) on every operation but the
+  health probes;
 - GET /readyz and GET /model, answered by serving.service through serving.middleware.Routes;
 - POST /score's request body as pydantic states it, in OpenAPI 3.0 terms (`nullable` fields);
 
@@ -65,7 +66,10 @@ def complete(spec: dict[str, Any]) -> dict[str, Any]:
         for op in item.values():
             if isinstance(op, dict) and path not in OPEN_PATHS and "security" not in op:
                 op["security"] = [{"bearerKey": []}]
-                op.setdefault("responses", {}).setdefault("401", {"description": "missing or wrong API key"})
+                responses = op.setdefault("responses", {})
+                responses.setdefault("401", {"description": "missing or wrong API key"})
+                responses.setdefault("403", {"description": "the key's role is too weak for this route"})
+                responses.setdefault("429", {"description": "too many wrong keys from this address lately"})
     return spec
 
 

@@ -12,6 +12,9 @@ Fixed tables (their columns never depend on the model):
     drift           PSI per column per run; drift_runs, one summary per run
     run_checkpoint  the latest run's checkpoint: checkpoint_tier_state and checkpoint_alerts hold tier_state
                     and alerts as they were before it (serving.runs, `diamond runs rollback`)
+    sessions        the dashboard's sessions, server-side: signing out ends one at once
+    audit           who did what: sign-ins (failed ones too), alert actions, erasures, promotions
+    store_secrets   the store's own random values (the salt of erased customers' hashes)
 
 The per-run snapshot tables are not here: `feature_snapshot`, `score_snapshot` and `recent_events` take their
 columns from the model's feature set and are rewritten whole and swapped in by every batch run
@@ -116,6 +119,8 @@ alerts_table = sa.Table(
     sa.Column("resolved_by", sa.String(255)),
     sa.Column("snoozed_until", sa.DateTime),
     sa.Column("version", sa.Integer, nullable=False),
+    # the customer withdrew consent to be contacted (serving.consent): shown, never sent out
+    sa.Column("do_not_contact", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("status IN ('open', 'acknowledged', 'snoozed', 'resolved')", name="ck_alerts_status"),
     # at most one live alert per (customer, kind), even against a concurrent writer (a partial unique index)
     sa.Index(
@@ -201,6 +206,41 @@ checkpoint_alerts_table = sa.Table(
     "checkpoint_alerts",
     metadata,
     *(c._copy() for c in alerts_table.columns),
+)
+
+sessions_table = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # sha256 hex of the session id the cookie carries
+    sa.Column("key_id", sa.String(16), nullable=False),  # serving.access.key_id of the key signed in with
+    sa.Column("name", sa.String(64), nullable=False),  # the key's name at sign-in
+    sa.Column("client", sa.String(64)),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False),
+    sa.Column("ended_at", sa.DateTime),  # signed out (or ended by an admin): refused from then on
+    sa.Index("ix_sessions_key_id", "key_id"),
+)
+
+audit_table = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("who", sa.String(255)),  # the key's name (or the CLI user); None: nobody signed in
+    sa.Column("role", sa.String(16)),
+    sa.Column("action", sa.String(32), nullable=False),  # serving.audit.ACTIONS
+    sa.Column("target", sa.String(255)),  # an alert id, a model version, a salted customer hash
+    sa.Column("client", sa.String(64)),  # the request's address, for the dashboard and the API
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_audit_at", "at"),
+    sa.Index("ix_audit_action_target", "action", "target"),
+)
+
+store_secrets_table = sa.Table(
+    "store_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),  # e.g. the salt of erased customers' hashes
 )
 
 

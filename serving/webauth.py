@@ -1,15 +1,16 @@
-"""Dashboard sessions: what the login form hands a browser instead of the API key, and the CSRF token of
-each session. Pure functions of a secret, the accepted key digests and the time.
+"""Dashboard sessions, kept on the server: what the sign-in form hands a browser instead of the API key,
+and the CSRF token of each session.
 
-A session token is an itsdangerous `URLSafeSerializer` token (`payload.signature`, HMAC-SHA256 under the
-session secret, serving.config.session_secret, with a salt of its own). The payload names who logged in,
-which key they used (an id derived from the key's digest, so removing the key from the service ends its
-sessions), when the session expires and a nonce. The raw key never leaves the login request. The CSRF token
-is the itsdangerous signature of the session token under another salt (hex): one per session, nothing
-stored on the server.
+A session is a row of the store's `sessions` table (serving.schema): the key it was opened with (its public
+id, serving.access.key_id), when it expires and when it ended. The browser holds a cookie with the session's
+random id, signed with itsdangerous (HMAC-SHA256 under the session secret, serving.config.session_secret, a
+salt of its own); the table keeps only the id's sha256. A request's session is valid while its signature is
+ours, its row exists, has neither ended nor expired, and its key is still accepted (serving.access.KeyRing,
+which re-reads the key file when it changes). So signing out ends a session at once in every worker, removing
+a key ends every session opened with it at the next request, and a new session secret (a restart without
+$DIAMOND_SESSION_SECRET) ends them all. The name and role shown are the key's, as the key file says now.
 
-The expiry is a signed claim checked against the `now` given, rather than `URLSafeTimedSerializer`'s
-`max_age`, which reads the wall clock, knows no per-token lifetime and adds a third part to the token.
+The CSRF token is the itsdangerous signature of the cookie under another salt (hex): one per session.
 """
 
 from __future__ import annotations
@@ -17,51 +18,89 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import sqlalchemy as sa
 from itsdangerous import BadData, Signer, URLSafeSerializer, base64_decode
 
+from core.clock import utc_naive
+from serving.access import ApiKey, KeyRing, Role
+from serving.schema import sessions_table
+
 COOKIE = "diamond_session"
-SESSION_S = 8 * 3600  # a working day
-MAX_NAME = 64
+SESSION_S = 8 * 3600  # a working day (serving.yaml auth.session_hours)
+KEEP_ENDED = timedelta(days=30)  # ended and expired sessions are deleted after this, at a sign-in
 
 
 @dataclass(frozen=True)
 class Session:
-    who: str
-    expires: int  # unix seconds
-    token: str
+    id: str  # the row's key: sha256 hex of the random session id
+    name: str  # the key's name
+    role: Role
+    key_id: str
+    expires: datetime  # naive UTC
+    token: str  # the cookie
 
 
-def key_id(key_hash: str) -> str:
-    """A short public id of an accepted key digest (not enough to recover the digest, let alone the key)."""
-    return hashlib.sha256(f"diamond-session-key:{key_hash}".encode()).hexdigest()[:16]
+def open_session(
+    engine: sa.Engine,
+    secret: bytes,
+    key: ApiKey,
+    now: datetime,
+    ttl_s: float = SESSION_S,
+    client: str | None = None,
+) -> str:
+    """Store a new session for `key` and return the signed cookie value that names it."""
+    sid = secrets.token_urlsafe(32)
+    when = utc_naive(now)
+    t = sessions_table
+    with engine.begin() as con:
+        con.execute(sa.delete(t).where(t.c.expires_at < when - KEEP_ENDED))
+        con.execute(
+            sa.insert(t).values(
+                id=_row_id(sid),
+                key_id=key.id,
+                name=key.name,
+                client=client[:64] if client else None,
+                created_at=when,
+                expires_at=when + timedelta(seconds=ttl_s),
+            )
+        )
+    return _sessions(secret).dumps({"s": sid})
 
 
-def issue(secret: bytes, who: str, key_hash: str, now: float, ttl_s: int = SESSION_S) -> str:
-    """A signed session token for `who`, logged in with the key whose digest is `key_hash`."""
-    body = {"w": who, "k": key_id(key_hash), "e": int(now) + ttl_s, "n": secrets.token_hex(8)}
-    return _sessions(secret).dumps(body)
-
-
-def verify(secret: bytes, token: str | None, key_hashes: Iterable[str], now: float) -> Session | None:
-    """The session in `token` if its signature is ours, it has not expired and its key is still accepted."""
+def find(engine: sa.Engine, secret: bytes, token: str | None, keys: KeyRing, now: datetime) -> Session | None:
+    """The live session the cookie `token` names, or None (forged, unknown, ended, expired, key removed)."""
     if not token:
         return None
     try:
-        body = _sessions(secret).loads(token)
-        who, kid, expires = str(body["w"]), str(body["k"]), int(body["e"])
-    except (BadData, ValueError, KeyError, TypeError):
+        sid = str(_sessions(secret).loads(token)["s"])
+    except (BadData, KeyError, TypeError):
         return None
-    if expires <= now or kid not in {key_id(h) for h in key_hashes}:
+    t = sessions_table
+    with engine.connect() as con:
+        row = con.execute(sa.select(t).where(t.c.id == _row_id(sid))).mappings().first()
+    if row is None or row["ended_at"] is not None or row["expires_at"] <= utc_naive(now):
         return None
-    return Session(who, expires, token)
+    key = keys.by_id(row["key_id"])
+    if key is None:
+        return None
+    return Session(row["id"], key.name, key.role, key.id, row["expires_at"], token)
+
+
+def end(engine: sa.Engine, session: Session, now: datetime) -> None:
+    """End the session: refused from now on, in every worker."""
+    t = sessions_table
+    with engine.begin() as con:
+        con.execute(
+            sa.update(t).where(t.c.id == session.id, t.c.ended_at.is_(None)).values(ended_at=utc_naive(now))
+        )
 
 
 def csrf_token(secret: bytes, session_token: str) -> str:
-    """The token every state-changing form of this session must carry: the session token's signature under
-    the CSRF salt, in hex (the format the forms have always carried)."""
+    """The token every state-changing form of this session must carry: the session cookie's signature under
+    the CSRF salt, in hex."""
     return base64_decode(_csrf(secret).get_signature(session_token)).hex()
 
 
@@ -71,13 +110,8 @@ def csrf_ok(secret: bytes, session_token: str, sent: str | None) -> bool:
     return bool(sent) and hmac.compare_digest(str(sent).encode(), expected.encode())
 
 
-def clean_name(raw: str | None) -> str:
-    """The name recorded on a person's actions: printable, trimmed, at most MAX_NAME characters; ValueError
-    if nothing is left."""
-    name = " ".join("".join(c for c in (raw or "") if c.isprintable()).split())[:MAX_NAME]
-    if not name:
-        raise ValueError("your name: needed, it is recorded on the alerts you act on")
-    return name
+def _row_id(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def _sessions(secret: bytes) -> URLSafeSerializer:

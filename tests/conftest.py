@@ -131,7 +131,10 @@ def http_server(
     load), and the server's process id for memory readings; it changes nothing in the test environment.
     Under xdist those modules run on one worker (the `http_server` group), so it starts once."""
     work = tmp_path_factory.mktemp("http-server")
-    with serve_champion(cdnow_champion, cdnow_dir, work, restore_env_early=True) as url:
+    # the fuzzing campaigns send wrong keys by the hundred from 127.0.0.1: with the sign-in throttle on
+    # (tested in tests/e2e/test_dashboard.py) the rest of each campaign would only meet 429s
+    unthrottled = {"DIAMOND_SERVING_AUTH__MAX_FAILURES": "1000000"}
+    with serve_champion(cdnow_champion, cdnow_dir, work, env=unthrottled, restore_env_early=True) as url:
         yield url, int((work / "serve.pid").read_text(encoding="utf-8"))
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -18,8 +18,20 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from serving import alert_rules, alert_store, charts, dashboard, monitoring, store, tier_store, webauth
-from serving.config import hash_key, session_secret
+from core.clock import utc_now
+from serving import (
+    access,
+    alert_rules,
+    alert_store,
+    audit,
+    charts,
+    dashboard,
+    monitoring,
+    store,
+    tier_store,
+    webauth,
+)
+from serving.config import ServingConfig, session_secret
 from tests.helpers import API_KEY, ROOT, run_diamond, serve_champion
 
 LATER = "1998-03-31"  # a second scoring run, so there is a score history and tier movements
@@ -34,16 +46,28 @@ ARGS = [
     "--disable-sync",
 ]
 ARTEFACTS = ROOT / "test-artifacts"
-NAME = "Alice Tester"
+AGENT_NAME = NAME = "alice"  # the name the agent key was issued with: what the dashboard shows and records
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A key file with one key per role (made by `diamond keys add`), beside the legacy DIAMOND_API_KEYS
+    that serve_champion sets (API_KEY, role agent); {"file": path, role: raw key, ...}."""
+    file = tmp_path_factory.mktemp("keys") / "api-keys"
+    made = {"file": str(file)}
+    for name, role in (("vera", "viewer"), (AGENT_NAME, "agent"), ("adam", "admin")):
+        printed = run_diamond("keys", "add", name, "--role", role, "--file", str(file)).stdout
+        made[role] = re.search(r"shown once: (\S+)", printed).group(1)
+    return made
 
 
 @pytest.fixture(scope="module")
 def server(
-    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, str]
 ) -> Iterator[tuple[str, sa.Engine]]:
     """A served champion with two batch runs (CUTOFF and LATER) in its store, and that store."""
     work = tmp_path_factory.mktemp("dashboard")
-    env = {"DIAMOND_SESSION_SECRET": "dashboard-test-secret"}
+    env = {"DIAMOND_SESSION_SECRET": "dashboard-test-secret", "DIAMOND_API_KEY_FILE": keys["file"]}
     with serve_champion(cdnow_champion, cdnow_dir, work, env=env) as url:
         run_diamond("score", "--data", str(cdnow_dir), "--as-of", LATER, cwd=work)
         engine = sa.create_engine(f"sqlite:///{work / 'diamond.db'}")
@@ -51,9 +75,10 @@ def server(
         engine.dispose()
 
 
-def _login(url: str, key: str = API_KEY, name: str = "alice", next_: str = "/ui/") -> httpx.Client:
-    client = httpx.Client(base_url=url, follow_redirects=False, timeout=60)
-    reply = client.post("/ui/login", data={"name": name, "key": key, "next": next_})
+def _login(url: str, key: str = API_KEY, next_: str = "/ui/", source: str | None = None) -> httpx.Client:
+    transport = httpx.HTTPTransport(local_address=source) if source else None
+    client = httpx.Client(base_url=url, follow_redirects=False, timeout=60, transport=transport)
+    reply = client.post("/ui/login", data={"key": key, "next": next_})
     assert reply.status_code == 303, reply.text
     return client
 
@@ -78,78 +103,230 @@ def test_pages_without_a_session_go_to_the_login_page(server: tuple[str, sa.Engi
     assert httpx.post(f"{url}/ui/alerts/1/ack").headers["location"] == "/ui/login"
     login = httpx.get(f"{url}/ui/login")
     assert login.status_code == 200 and '<html lang="en">' in login.text and 'for="key"' in login.text
+    assert 'name="name"' not in login.text  # nobody types a name: the key carries it
     assert "default-src 'self'" in login.headers["content-security-policy"]
     assert httpx.get(f"{url}/ui/static/app.css").status_code == 200
 
 
-def test_a_key_logs_in_with_a_signed_session_cookie_not_the_key(server: tuple[str, sa.Engine]) -> None:
-    url, _ = server
-    wrong = httpx.post(f"{url}/ui/login", data={"name": "eve", "key": "not-a-key", "next": "/ui/"})
+def test_a_key_logs_in_with_a_server_side_session_named_after_the_key(
+    server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, engine = server
+    wrong = httpx.post(f"{url}/ui/login", data={"key": "not-a-key", "next": "/ui/"})
     assert wrong.status_code == 401 and "not accepted" in wrong.text and "set-cookie" not in wrong.headers
-    nameless = httpx.post(f"{url}/ui/login", data={"name": "  ", "key": API_KEY})
-    assert nameless.status_code == 400 and "set-cookie" not in nameless.headers
-    good = httpx.post(f"{url}/ui/login", data={"name": "alice", "key": API_KEY, "next": "/ui/overview"})
+    assert audit.entries(engine, ["login-failed"], limit=1)["client"].tolist() == ["127.0.0.1"]
+    typed = {"name": "Mallory", "key": keys["agent"], "next": "/ui/overview"}  # a typed name is ignored
+    good = httpx.post(f"{url}/ui/login", data=typed)
     assert good.status_code == 303 and good.headers["location"] == "/ui/overview"
     cookie = good.headers["set-cookie"]
-    assert cookie.startswith(f"{webauth.COOKIE}=") and API_KEY not in cookie
+    assert cookie.startswith(f"{webauth.COOKIE}=") and keys["agent"] not in cookie
     for attribute in ("HttpOnly", "Path=/ui", "SameSite=strict", "Max-Age=28800"):
         assert attribute.lower() in cookie.lower()
     token = good.cookies[webauth.COOKIE]
-    session = webauth.verify(session_secret(), token, {hash_key(API_KEY)}, time.time())
-    assert session is not None and session.who == "alice"
+    session = webauth.find(engine, session_secret(), token, access.KeyRing.from_env(), utc_now())
+    assert session is not None and (session.name, session.role) == (AGENT_NAME, "agent")
+    page = httpx.get(f"{url}/ui/", cookies={webauth.COOKIE: token})
+    assert page.status_code == 200 and f'<strong id="who">{AGENT_NAME}</strong>' in page.text
+    assert "Mallory" not in page.text
+    assert audit.entries(engine, ["login"], limit=1)[["who", "role"]].values.tolist() == [
+        [AGENT_NAME, "agent"]
+    ]
     # the session opens the dashboard, never the API
-    assert httpx.get(f"{url}/ui/", cookies={webauth.COOKIE: token}).status_code == 200
     api = httpx.get(f"{url}/model", headers={"cookie": f"{webauth.COOKIE}={token}"})
     assert api.status_code == 401 and api.headers["content-type"] == "application/json"
     assert httpx.post(f"{url}/score", json={"customers": [{"customer_id": "00002"}]}).status_code == 401
 
 
-def test_forged_expired_and_revoked_sessions_are_refused(server: tuple[str, sa.Engine]) -> None:
-    url, _ = server
-    secret, now = session_secret(), time.time()
+def test_forged_expired_ended_and_revoked_sessions_are_refused(
+    server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, engine = server
+    secret, ring, now = session_secret(), access.KeyRing.from_env(), utc_now()
 
     def status(token: str) -> int:
         return httpx.get(f"{url}/ui/", cookies={webauth.COOKIE: token}).status_code
 
-    valid = webauth.issue(secret, "bob", hash_key(API_KEY), now)
+    agent = ring.match(keys["agent"])
+    valid = webauth.open_session(engine, secret, agent, now)  # a row in the served store: the server sees it
     assert status(valid) == 200
     payload, signature = valid.split(".")
     assert status(f"{payload}.{signature[::-1]}") == 303
-    assert status(webauth.issue(b"another secret", "bob", hash_key(API_KEY), now)) == 303
-    assert status(webauth.issue(secret, "bob", hash_key(API_KEY), now - webauth.SESSION_S - 1)) == 303
-    assert status(webauth.issue(secret, "bob", hash_key("a-key-no-longer-accepted"), now)) == 303
-    assert status(API_KEY) == 303  # the raw key is not a session
+    assert status(webauth.open_session(engine, b"another secret", agent, now)) == 303
+    assert status(webauth.open_session(engine, secret, agent, now - timedelta(hours=9))) == 303  # expired
+    gone = access.ApiKey("gone", "admin", access.hash_key("a-key-no-longer-accepted"))
+    assert status(webauth.open_session(engine, secret, gone, now)) == 303
+    assert status(keys["agent"]) == 303  # the raw key is not a session
+    ended = webauth.find(engine, secret, valid, ring, now)
+    webauth.end(engine, ended, now)
+    assert status(valid) == 303  # ended in the store: refused by the server at once
 
 
-def test_actions_need_this_sessions_csrf_token_and_record_who(server: tuple[str, sa.Engine]) -> None:
+def test_signing_out_ends_the_session_at_once(server: tuple[str, sa.Engine], keys: dict[str, str]) -> None:
     url, engine = server
-    alice, bob = _login(url, name="alice"), _login(url, name="bob")
+    client = _login(url, keys["agent"])
+    cookie = client.cookies[webauth.COOKIE]
+    csrf = _csrf(client)
+    out = client.post("/ui/logout", data={"csrf": csrf})
+    assert out.status_code == 303 and 'diamond_session=""' in out.headers["set-cookie"]
+    # the old cookie, replayed, no longer opens a page nor acts (it acknowledged alerts for 8 h before)
+    replay = httpx.Client(base_url=url, cookies={webauth.COOKIE: cookie}, follow_redirects=False)
+    assert replay.get("/ui/").status_code == 303
+    target = int(alert_store.list_alerts(engine, "open", limit=1)["id"].iloc[0])
+    assert replay.post(f"/ui/alerts/{target}/ack", data={"csrf": csrf}).status_code == 303  # to the login
+    assert alert_store.get_alert(engine, target)["status"] == "open"
+    assert audit.entries(engine, ["logout"], limit=1)["who"].tolist() == [AGENT_NAME]
+
+
+def test_actions_need_this_sessions_csrf_token_and_record_who(
+    server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, engine = server
+    alice, other = _login(url, keys["agent"]), _login(url, API_KEY)
     target = int(alert_store.list_alerts(engine, "open", limit=1)["id"].iloc[0])
     path = f"/ui/alerts/{target}/resolve"
     assert alice.post(path, data={"next": "/ui/"}).status_code == 403
-    assert alice.post(path, data={"csrf": _csrf(bob), "next": "/ui/"}).status_code == 403
+    assert alice.post(path, data={"csrf": _csrf(other), "next": "/ui/"}).status_code == 403
     assert httpx.post(f"{url}{path}", data={"csrf": _csrf(alice)}).status_code == 303  # no cookie: login
     assert alert_store.get_alert(engine, target)["status"] == "open"
     done = alice.post(path, data={"csrf": _csrf(alice), "next": "https://evil.example/"})
     assert done.status_code == 303 and done.headers["location"] == f"/ui/?done=resolve&alert={target}"
     row = alert_store.get_alert(engine, target)
-    assert row["status"] == "resolved" and row["resolved_by"] == "alice"
+    assert row["status"] == "resolved" and row["resolved_by"] == AGENT_NAME
     log = alert_store.actions(engine, [target])
-    assert log[["action", "who"]].values.tolist() == [["resolved", "alice"]]
+    assert log[["action", "who"]].values.tolist() == [["resolved", AGENT_NAME]]
+    logged = audit.entries(engine, ["resolved"], limit=1)
+    assert logged[["who", "role", "target"]].values.tolist() == [[AGENT_NAME, "agent", str(target)]]
     again = alice.post(path, data={"csrf": _csrf(alice), "next": "/ui/"})
     assert again.status_code == 409 and "resolved" in again.text
     snooze = f"/ui/alerts/{int(alert_store.list_alerts(engine, 'open', limit=1)['id'].iloc[0])}/snooze"
-    odd = bob.post(snooze, data={"csrf": _csrf(bob), "hours": "5"})  # not one of the offered choices
+    odd = other.post(snooze, data={"csrf": _csrf(other), "hours": "5"})  # not one of the offered choices
     assert odd.status_code == 409 and "choose one of" in odd.text
-    out = alice.post("/ui/logout", data={"csrf": _csrf(alice)})
-    assert out.status_code == 303 and 'diamond_session=""' in out.headers["set-cookie"]
+    legacy_name = f"key-{access.hash_key(API_KEY)[:8]}"  # a DIAMOND_API_KEYS key is named by its digest
+    assert (
+        f'<strong id="who">{legacy_name}</strong> <span class="role">(agent)</span>' in other.get("/ui/").text
+    )
 
 
 def test_login_never_redirects_off_the_dashboard(server: tuple[str, sa.Engine]) -> None:
     url, _ = server
     for target in ("https://evil.example/", "//evil.example/ui/", "/model", "/ui\\..\\x"):
-        reply = httpx.post(f"{url}/ui/login", data={"name": "a", "key": API_KEY, "next": target})
+        reply = httpx.post(f"{url}/ui/login", data={"key": API_KEY, "next": target})
         assert reply.headers["location"] == "/ui/", target
+
+
+# --- roles: every route x every role ------------------------------------------------------------------------
+
+# (method, path, what it needs); the paths name no real alert or customer, so nothing changes: an allowed
+# request reaches the route (404), a refused one stops at the gate (403)
+MATRIX = [
+    ("POST", "/score", "viewer"),
+    ("GET", "/model", "viewer"),
+    ("GET", "/docs.json", "viewer"),
+    ("GET", "/", "viewer"),
+    ("GET", "/ui/", "viewer"),
+    ("GET", "/ui/overview", "viewer"),
+    ("GET", "/ui/customers/no-such-customer", "viewer"),
+    ("POST", "/ui/alerts/999999/ack", "agent"),
+    ("POST", "/ui/alerts/999999/snooze", "agent"),
+    ("POST", "/ui/alerts/999999/resolve", "agent"),
+    ("POST", "/ui/customers/no-such-customer/forget", "admin"),
+    ("GET", "/no-rule-for-this-path", "admin"),
+]
+
+
+def test_every_role_on_every_route(server: tuple[str, sa.Engine], keys: dict[str, str]) -> None:
+    """The role x route matrix, over HTTP on the running service: API routes with bearer keys, dashboard
+    routes with a signed-in session of each role (and its CSRF token); plus the legacy key (agent)."""
+    url, _ = server
+    roles = {"viewer": keys["viewer"], "agent": keys["agent"], "admin": keys["admin"], "legacy": API_KEY}
+    sessions = {who: _login(url, key) for who, key in roles.items()}
+    seen: dict[tuple[str, str, str], int] = {}
+    for method, path, needs in MATRIX:
+        for who, key in roles.items():
+            role = "agent" if who == "legacy" else who
+            if path.startswith("/ui/"):
+                client = sessions[who]
+                data = {"csrf": _csrf(client), "hours": "24"} if method == "POST" else None
+                reply = client.request(method, path, data=data)
+            else:
+                body = {"customers": [{"customer_id": "00002"}]} if method == "POST" else None
+                reply = httpx.request(
+                    method, f"{url}{path}", json=body, headers={"authorization": f"Bearer {key}"}
+                )
+            seen[(method, path, who)] = reply.status_code
+            allowed = access.at_least(role, needs)
+            if allowed:
+                assert reply.status_code in (200, 404), (
+                    method,
+                    path,
+                    who,
+                    reply.status_code,
+                    reply.text[:300],
+                )
+            else:
+                assert reply.status_code == 403, (method, path, who, reply.status_code)
+                if not path.startswith("/ui/"):
+                    assert (
+                        needs in reply.json()["error"] and reply.headers["content-type"] == "application/json"
+                    )
+                else:
+                    assert "Not allowed" in reply.text and f"this needs {needs}" in reply.text
+    assert {k for k, v in seen.items() if v == 403} == {
+        (m, p, w)
+        for m, p, n in MATRIX
+        for w in roles
+        if not access.at_least("agent" if w == "legacy" else w, n)
+    }
+    covered = {(m, p) for m, p, _ in MATRIX}
+    assert {k for k in access.API_ROUTES} <= covered  # every API route with a rule is in the matrix
+    assert len({n for _, _, n in MATRIX}) == 3
+
+
+def test_a_viewer_sees_no_action_buttons_and_an_admin_sees_erase(
+    server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, engine = server
+    cid = str(alert_store.list_alerts(engine, "open", limit=1)["customer_id"].iloc[0])
+    viewer, admin = _login(url, keys["viewer"]), _login(url, keys["admin"])
+    listed = viewer.get("/ui/").text
+    assert "Acknowledge alert" not in listed and '<strong id="who">vera</strong>' in listed
+    page = admin.get(f"/ui/customers/{cid}").text
+    assert "Acknowledge alert" in page and f"Erase customer {cid}" in page
+    assert "Erase customer" not in viewer.get(f"/ui/customers/{cid}").text
+    # a bearer key may read pages but never act: acting needs a session's CSRF token
+    bearer = httpx.get(f"{url}/ui/", headers={"authorization": f"Bearer {keys['admin']}"})
+    assert bearer.status_code == 200 and "Acknowledge alert" not in bearer.text
+
+
+def test_wrong_keys_are_throttled_per_address_and_logged(
+    server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    """From 127.0.0.2, a burst of wrong keys (API and sign-in) until the address is refused, even with a
+    right key; 127.0.0.1 is not affected. Each refusal is logged without the key."""
+    url, engine = server
+    limit = ServingConfig.load().auth.max_failures
+    attacker = httpx.Client(
+        base_url=url, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=60
+    )
+    codes = []
+    for i in range(limit):
+        if i % 2:
+            codes.append(attacker.post("/ui/login", data={"key": f"guess-{i}"}).status_code)
+        else:
+            codes.append(attacker.get("/model", headers={"authorization": f"Bearer guess-{i}"}).status_code)
+    assert codes == [401] * limit
+    refused = attacker.get("/model", headers={"authorization": f"Bearer {keys['admin']}"})
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert "too many wrong keys" in refused.json()["error"]
+    page = attacker.post("/ui/login", data={"key": keys["admin"]}, follow_redirects=False)
+    assert page.status_code == 429 and "Too many attempts" in page.text and "set-cookie" not in page.headers
+    ok = httpx.get(f"{url}/model", headers={"authorization": f"Bearer {keys['admin']}"})
+    assert ok.status_code == 200  # another address
+    failed = audit.entries(engine, ["login-failed"])
+    assert (failed["client"] == "127.0.0.2").sum() == limit // 2
+    log = (Path(engine.url.database).parent / "serve.log").read_text(encoding="utf-8")
+    lines = [line for line in log.splitlines() if "refused a wrong API key" in line and "127.0.0.2" in line]
+    assert len(lines) == limit and not any("guess-" in line for line in log.splitlines())
 
 
 # --- in a browser -------------------------------------------------------------------------------------------
@@ -168,18 +345,23 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: object, server: tuple[str, sa.Engine]) -> Iterator[object]:
-    """A fresh browser context, logged in through the form as NAME."""
-    url, _ = server
+def _browser_login(browser: object, url: str, key: str) -> tuple[object, object]:
+    """A fresh browser context signed in through the form with `key`: (context, page)."""
     context = browser.new_context(base_url=url, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.goto("/ui/")
     assert page.url.endswith("/ui/login")
-    page.get_by_label("Your name").fill(NAME)
-    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(f"{url}/ui/")
+    return context, page
+
+
+@pytest.fixture
+def page(browser: object, server: tuple[str, sa.Engine], keys: dict[str, str]) -> Iterator[object]:
+    """A fresh browser context, signed in through the form with the agent key (named NAME)."""
+    context, page = _browser_login(browser, server[0], keys["agent"])
+    assert page.locator("#who").inner_text() == NAME
     yield page
     context.close()
 
@@ -333,7 +515,6 @@ def test_browser_a_wrong_key_is_refused(browser: object, server: tuple[str, sa.E
     context = browser.new_context(base_url=url)
     page = context.new_page()
     page.goto("/ui/customers/00002")
-    page.get_by_label("Your name").fill("Mallory")
     page.get_by_label("API key").fill("guessed-key")
     with page.expect_response(lambda r: r.url.endswith("/ui/login") and r.request.method == "POST") as reply:
         page.get_by_role("button", name="Sign in").click()
@@ -343,4 +524,68 @@ def test_browser_a_wrong_key_is_refused(browser: object, server: tuple[str, sa.E
     page.screenshot(path=str(ARTEFACTS / "login-refused.png"), full_page=True)
     page.goto("/ui/")
     assert page.url.endswith("/ui/login")
+    context.close()
+
+
+def test_browser_sign_out_ends_the_session_even_for_a_copied_cookie(
+    browser: object, server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, engine = server
+    context, page = _browser_login(browser, url, keys["agent"])
+    stolen = [c for c in context.cookies() if c["name"] == webauth.COOKIE]
+    assert len(stolen) == 1
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(f"{url}/ui/login")
+    assert [c for c in context.cookies() if c["name"] == webauth.COOKIE] == []
+    # the cookie copied before signing out, put back into another browser: refused at once
+    thief = browser.new_context(base_url=url)
+    thief.add_cookies(stolen)
+    other = thief.new_page()
+    other.goto("/ui/overview")
+    assert "/ui/login" in other.url and other.get_by_label("API key").count() == 1
+    other.goto("/ui/")
+    assert other.url.endswith("/ui/login")
+    assert audit.entries(engine, ["logout"], limit=1)["who"].tolist() == [NAME]
+    thief.close()
+    context.close()
+
+
+def test_browser_a_removed_key_ends_its_sessions_at_the_next_request(
+    browser: object, server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, _ = server
+    printed = run_diamond("keys", "add", "temp-agent", "--role", "agent", "--file", keys["file"]).stdout
+    temp = re.search(r"shown once: (\S+)", printed).group(1)
+    context, page = _browser_login(browser, url, temp)
+    assert page.locator("#who").inner_text() == "temp-agent"
+    page.get_by_role("link", name="Overview").click()
+    page.wait_for_url(re.compile(r".*/ui/overview$"))
+    run_diamond("keys", "remove", "temp-agent", "--file", keys["file"])  # no restart
+    page.reload()
+    assert "/ui/login" in page.url  # the very next request: signed out
+    page.get_by_label("API key").fill(temp)
+    with page.expect_response(lambda r: r.url.endswith("/ui/login") and r.request.method == "POST") as reply:
+        page.get_by_role("button", name="Sign in").click()
+    assert reply.value.status == 401  # and the key itself is refused
+    assert httpx.get(f"{url}/model", headers={"authorization": f"Bearer {temp}"}).status_code == 401
+    context.close()
+
+
+def test_browser_an_admin_erases_a_customer(
+    browser: object, server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    url, engine = server
+    cid = str(alert_store.list_alerts(engine, "open", limit=1)["customer_id"].iloc[-1])
+    context, page = _browser_login(browser, url, keys["admin"])
+    page.goto(f"/ui/customers/{cid}")
+    page.get_by_role("button", name=f"Erase customer {cid}").click()
+    page.wait_for_load_state()
+    assert page.get_by_role("heading", level=1).inner_text() == "Customer erased"
+    assert alert_store.list_alerts(engine, None, customer_id=cid).empty
+    assert store.read_rows(engine, store.SCORES, [cid]).empty and store.score_history(engine, cid).empty
+    page.goto(f"/ui/customers/{cid}")
+    assert page.get_by_role("heading", level=1).inner_text() == "Unknown customer"
+    forgot = audit.entries(engine, ["forget"], limit=1)
+    assert forgot[["who", "role"]].values.tolist() == [["adam", "admin"]]
+    assert forgot["target"].iloc[0] == audit.customer_hash(audit.salt(engine), cid) != cid
     context.close()

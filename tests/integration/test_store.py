@@ -95,10 +95,12 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     assert f"upgraded from the schema before migrations to revision {store.head()}" in done.replace("\n", " ")
 
     after = _rows(old_store)
-    added = {"run_checkpoint", "checkpoint_tier_state", "checkpoint_alerts"}  # 0005_runs: empty until a run
-    assert set(after) == TABLES | added and not any(after[t] for t in added)
-    after = {n: r for n, r in after.items() if n not in added}
-    assert {n: len(r) for n, r in after.items()} == {n: len(r) for n, r in before.items()}
+    added = {"sessions", "audit", "store_secrets"}  # 0004, empty
+    added |= {"run_checkpoint", "checkpoint_tier_state", "checkpoint_alerts"}  # 0005: empty until a run
+    assert set(after) == TABLES | added and not any(after[n] for n in added)
+    assert {n: len(after[n]) for n in TABLES} == {n: len(r) for n, r in before.items()}
+    # alerts gained do_not_contact, false for every existing alert (0004)
+    assert {r.pop("do_not_contact") for r in after["alerts"]} == {0}
     for name in TABLES - {"score_runs"}:  # untouched on SQLite, value for value
         assert after[name] == before[name], name
 
@@ -204,11 +206,25 @@ def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_rel
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "0002")
     ops = [d if isinstance(d, tuple) else d[0] for d in _diff(eng)]  # modify_* come in lists per column
-    ops = [op for op in ops if op[0] != "add_table"]  # the tables of revisions after 0003
-    assert {(op[0], op[2] if op[0] != "add_index" else op[1].name) for op in ops} == {
-        ("add_column", "score_runs"),  # its id
+    named = {
+        (
+            op[0],
+            op[1].name
+            if op[0] in ("add_index", "add_table")
+            else op[2]
+            if op[0] != "add_column"
+            else f"{op[2]}.{op[3].name}",
+        )
+        for op in ops
+    }
+    assert named == {
+        ("add_column", "score_runs.id"),  # its id
         ("modify_type", "score_runs"),  # text times, before 0003
         ("add_index", "ix_score_runs_created_at"),
+        *{("add_table", t) for t in ("sessions", "audit", "store_secrets")},  # 0004 from here on
+        *{("add_index", i) for i in ("ix_sessions_key_id", "ix_audit_at", "ix_audit_action_target")},
+        ("add_column", "alerts.do_not_contact"),
+        *{("add_table", t) for t in ("run_checkpoint", "checkpoint_tier_state", "checkpoint_alerts")},  # 0005
     }
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "head")

@@ -111,4 +111,7 @@ def test_train_logs_registers_and_gates_both_ways(store: Path) -> None:
     assert str(client.get_model_version_by_alias("diamond", "champion").version) == "3"
     refused = run_diamond("promote", "--version", "2", "--data", str(history), cwd=store, check=False)
     assert refused.returncode == 0 and "promoted: beats the champion" in refused.stdout  # 2 beats 3 again
+    audited = run_diamond("audit", "--action", "promote", cwd=store, env={"COLUMNS": "400"}).stdout
+    assert "2 row(s)" in audited and "forced by test-user: drill" in audited  # the serving store's audit
+    assert "promoted: beats the champion" in audited  # table: who, the version, the gate's reason
     shutil.rmtree(store)  # the store, its artifacts and the history: nothing left behind

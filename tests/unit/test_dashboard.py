@@ -1,5 +1,6 @@
-"""What the retention dashboard stands on, as pure functions: signed sessions and CSRF tokens, each customer's
-recent events, the SVG charts. The dashboard itself is tested in tests/e2e/test_dashboard.py."""
+"""What the retention dashboard stands on, as pure functions: each customer's recent events, the SVG charts
+(sessions and CSRF tokens: tests/unit/test_webauth.py, tests/integration/test_sessions.py). The dashboard
+itself is tested in tests/e2e/test_dashboard.py."""
 
 from __future__ import annotations
 
@@ -9,27 +10,7 @@ import pandas as pd
 import pytest
 
 from features.history import history_from_frames
-from serving import charts, store, webauth
-from serving.config import hash_key
-
-
-def test_sessions_round_trip_expire_and_follow_the_keys() -> None:
-    secret, key = b"k" * 32, hash_key("key-1")
-    token = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
-    assert webauth.verify(secret, token, {key}, now=1_059.0).who == "ann"
-    assert webauth.verify(secret, token, {key}, now=1_060.0) is None  # expired
-    assert webauth.verify(secret, token, {hash_key("key-2")}, now=1_001.0) is None  # key removed
-    assert webauth.verify(b"x" * 32, token, {key}, now=1_001.0) is None
-    for bad in (None, "", "a.b.c", "no-dot", token + "x", "e30." + token.split(".")[1]):
-        assert webauth.verify(secret, bad, {key}, now=1_001.0) is None
-    other = webauth.issue(secret, "ann", key, now=1_000.0, ttl_s=60)
-    assert other != token  # a nonce: two logins are two sessions with two CSRF tokens
-    assert webauth.csrf_ok(secret, token, webauth.csrf_token(secret, token))
-    assert not webauth.csrf_ok(secret, token, webauth.csrf_token(secret, other))
-    assert not webauth.csrf_ok(secret, token, None)
-    assert webauth.clean_name("  Ann \t\n Lee\x00 ") == "Ann Lee"
-    with pytest.raises(ValueError, match="your name"):
-        webauth.clean_name(" \x07 ")
+from serving import charts, store
 
 
 def test_last_events_keep_each_customers_newest_n() -> None:

@@ -13,16 +13,16 @@ from serving.api import Customer, ScoreRequest
 
 def test_api_keys_from_a_file_of_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from core.config import ConfigError
-    from serving.config import api_key_hashes, hash_key
+    from serving.access import KeyRing, hash_key
 
     keys = tmp_path / "keys"
     keys.write_text(f"# team keys\n{hash_key('alpha')}\n\n{hash_key('beta')}  # ops\n", encoding="utf-8")
     monkeypatch.delenv("DIAMOND_API_KEYS", raising=False)
     monkeypatch.setenv("DIAMOND_API_KEY_FILE", str(keys))
-    assert api_key_hashes() == {hash_key("alpha"), hash_key("beta")}
+    assert {k.digest for k in KeyRing.from_env().accepted()} == {hash_key("alpha"), hash_key("beta")}
     keys.write_text("alpha\n", encoding="utf-8")  # a raw key where a hash belongs: refused, with the line
     with pytest.raises(ConfigError, match="line 1: expected a sha256 hex digest"):
-        api_key_hashes()
+        KeyRing.from_env()
 
 
 @pytest.mark.parametrize("name", ["customer_id", " customer_id", "__row", "__raw_amount"])

@@ -1,8 +1,8 @@
 """The latest batch run's checkpoint, for `diamond runs rollback` (serving.runs): `run_checkpoint` (which run,
 when it was taken) and copies of `tier_state` and `alerts` as they were before that run.
 
-Revision ID: 0005_runs
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02
 """
 
@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_runs"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("resolved_by", sa.String(255)),
         sa.Column("snoozed_until", sa.DateTime),
         sa.Column("version", sa.Integer, nullable=False),
+        sa.Column("do_not_contact", sa.Boolean, nullable=False, server_default=sa.false()),
     )
 
 
