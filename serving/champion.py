@@ -27,7 +27,7 @@ import sqlalchemy as sa
 import xgboost as xgb
 
 from serving import scoring, store
-from serving.schema import score_runs_table
+from serving.schema import audit_table, score_runs_table
 from training.artefact import ScoringArtefact
 from training.rfm import RfmReference, rfm_segments
 from training.tiers import assign_tiers
@@ -253,6 +253,8 @@ class StoreSnapshot:
             return previous if previous is not None and previous.served is served else self.prepare(served)
         self._previous = None  # the new version answers: the old one's rows can go
         run = self._latest_run()
+        if _erased_since(held.run, run):  # an erased customer is never answered again, not even once
+            return self.prepare(served)
         if held.run != run and (self._loading is None or not self._loading.is_alive()):
             self._loading = threading.Thread(target=self.prepare, args=(served,), daemon=True)
             self._loading.start()
@@ -286,13 +288,20 @@ class StoreSnapshot:
             if stamp == self._stamp and now - self._checked < self.recheck_s:
                 return self._run
             self._stamp, self._checked = stamp, now
-        t = score_runs_table
+        t, a = score_runs_table, audit_table
+        forgotten = sa.select(sa.func.count()).select_from(a).where(a.c.action == "forget").scalar_subquery()
         try:
             with self.eng.connect() as con:
-                self._run = tuple(con.execute(sa.select(sa.func.max(t.c.id), sa.func.count())).one())
+                query = sa.select(sa.func.max(t.c.id), sa.func.count(), forgotten)
+                self._run = tuple(con.execute(query).one())  # runs logged, and erasures (serving.erasure)
         except sa.exc.DBAPIError:  # no store or no run log yet: no snapshot
             self._run = None
         return self._run
+
+
+def _erased_since(held: object, now: object) -> bool:
+    """True when customers were erased since the held snapshot was read (the run keys' erasure counts)."""
+    return isinstance(held, tuple) and isinstance(now, tuple) and held[2] != now[2]
 
 
 def read_snapshot(eng: sa.Engine) -> pd.DataFrame:

@@ -26,19 +26,19 @@ def read_only(
         yield url, work
 
 
-def test_a_dashboard_action_on_a_read_only_store_is_a_503_page(read_only: tuple[str, Path]) -> None:
+def test_the_dashboard_on_a_read_only_store_reads_and_refuses_writes_with_a_503_page(
+    read_only: tuple[str, Path],
+) -> None:
+    """Signing in writes a session row (server-side sessions, serving.webauth), so on a store that cannot be
+    written it is the 503 page saying why; pages still read with a key."""
     url, _ = read_only
     client = httpx.Client(base_url=url, follow_redirects=False, timeout=60)
-    assert client.post("/ui/login", data={"name": "alice", "key": API_KEY, "next": "/ui/"}).status_code == 303
-    page = client.get("/ui/?status=all")
-    assert page.status_code == 200  # reading works
-    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text)
-    alert = re.search(r'action="/ui/alerts/(\d+)/ack"', page.text)
-    assert csrf and alert, page.text[:2000]
-    reply = client.post(f"/ui/alerts/{alert.group(1)}/ack", data={"csrf": csrf.group(1), "next": "/ui/"})
-    assert reply.status_code == 503
+    reply = client.post("/ui/login", data={"name": "alice", "key": API_KEY, "next": "/ui/"})
+    assert reply.status_code == 503, reply.text[:2000]
     assert "The store cannot be written right now" in reply.text and "nothing was changed" in reply.text
     assert "Traceback" not in reply.text and "readonly" not in reply.text
+    page = client.get("/ui/?status=all", headers=AUTH)
+    assert page.status_code == 200 and 'href="/ui/customers/' in page.text  # reading works
 
 
 def test_every_refusal_is_one_log_line_without_request_values(read_only: tuple[str, Path]) -> None:
@@ -58,7 +58,8 @@ def test_every_refusal_is_one_log_line_without_request_values(read_only: tuple[s
     lines = [line for line in log.splitlines() if "refused " in line]
     assert any("refused 400 POST /score" in line for line in lines), log[-3000:]
     assert any("refused 401 POST /score" in line for line in lines), log[-3000:]
-    assert any("refused 404 GET (other)" in line for line in lines), log[-3000:]
+    # an unknown route: 403 for a key whose role covers no such route (serving.access), else 404
+    assert any(re.search(r"refused 40[34] GET \(other\)", line) for line in lines), log[-3000:]
     assert any("refused 415 POST /score" in line for line in lines), log[-3000:]
     assert len(lines) >= sum(1 for c in codes if 400 <= c < 500)
     assert MARKER not in log

@@ -22,6 +22,13 @@ def _history(case: golden.Case, cdnow_dir: Path, tmp_path: Path) -> History:
     return load_history(tmp_path / "history")
 
 
+ADDED_TABLES = (
+    *("table_sessions", "table_audit", "table_store_secrets"),  # migration 0004
+    *("table_run_checkpoint", "table_checkpoint_tier_state", "table_checkpoint_alerts"),  # 0005
+)
+ADDED_COLUMNS = {"table_alerts": {"do_not_contact": 0}}  # 0004: nobody withdrew consent
+
+
 @pytest.mark.parametrize("case", [golden.CDNOW, golden.SYNTHETIC], ids=lambda c: c.name)
 def test_batch_runs_store_what_the_reference_stored(
     case: golden.Case, cdnow_dir: Path, tmp_path: Path
@@ -30,6 +37,13 @@ def test_batch_runs_store_what_the_reference_stored(
     (tmp_path / "run").mkdir()
     history = _history(case, cdnow_dir, tmp_path)
     frames = golden.run_case(case, history, golden.GOLDEN / case.name / "model", tmp_path / "run")
+    # what the store gained after the reference was saved: tables a batch run leaves empty, and columns
+    # with one value for every row
+    for name in ADDED_TABLES:
+        assert frames.pop(name).empty, name
+    for name, added in ADDED_COLUMNS.items():
+        for column, value in added.items():
+            assert set(frames[name].pop(column)) <= {value}, (name, column)
     assert sorted(frames) == sorted(expected)
     tied = golden.tied_events(history)
     problems = [p for name, f in frames.items() for p in golden.differences(expected[name], f, name, tied)]

@@ -128,7 +128,7 @@ def test_keys_and_audit_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_a_rollback_after_an_erasure_does_not_bring_the_customer_back(tmp_path: Path) -> None:
-    """The latest run's checkpoint holds copies of tiers, alerts and the snapshot: erasure empties them too."""
+    """The latest run's checkpoint holds copies of tiers, alerts and the snapshot: erasure empties them."""
     eng = _store(tmp_path)
     with eng.begin() as con:
         con.execute(sa.text("CREATE TABLE score_snapshot (customer_id TEXT, tier TEXT)"))
