@@ -104,6 +104,14 @@ def main() -> None:
             f"({np.std(brier_gain):.4f}) |"
         )
 
+    if cold is not None:
+        blended = np.where(one, cold, p)
+        print(
+            f"\nevery customer, the served model alone: AUC {metrics.roc_auc(y, p):.4f}, Brier "
+            f"{metrics.brier(y, p):.4f}; with the cold-start model for one-purchase customers: AUC "
+            f"{metrics.roc_auc(y, blended):.4f}, Brier {metrics.brier(y, blended):.4f}"
+        )
+
     end = parse_cutoff(cdnow.AS_OF)
     demo_rows = art.feature_rows(history, end)
     serving = ServingConfig()

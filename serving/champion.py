@@ -96,8 +96,9 @@ class ChampionHolder:
         }
 
     def describe(self) -> dict[str, Any] | None:
-        """GET /model's body: the served version, its inputs, horizons, tier thresholds and validation
-        metrics; None before a version is loaded."""
+        """GET /model's body: the served version, its inputs, horizons, tier thresholds, validation metrics
+        and its time-to-churn spec (None: an older model, the curve fields are null); None before a version
+        is loaded."""
         served = self.current
         if served is None:
             return None
@@ -113,6 +114,7 @@ class ChampionHolder:
             "tiers": art.tiers,
             "value_objective": art.value.objective,
             "metrics": art.metrics,
+            "time_to_churn": art.curve.to_dict() if art.curve is not None else None,  # None: no curve
         }
 
 
