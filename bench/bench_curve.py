@@ -22,16 +22,17 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from features.build import parse_cutoff
-from features.datasets import cdnow
-from features.history import load_history
+from features.datasets import cdnow, synthetic
+from features.history import History, load_history
 from serving import scoring
 from serving.config import ServingConfig
 from training import metrics
 from training.config import TrainingConfig
 from training.curve import HORIZONS
-from training.pipeline import backtest
+from training.pipeline import Backtest, backtest
 
 
 def main() -> None:
@@ -39,10 +40,19 @@ def main() -> None:
     parser.add_argument("--cutoff", default="1997-09-30")
     parser.add_argument("--horizon", type=int, default=273)
     parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument(
+        "--synthetic", type=int, default=0, help="customers of a synthetic (mixed) history instead of CDNOW"
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        history = load_history(cdnow.write(Path(tmp) / "cdnow"))
     config = TrainingConfig.load().model_copy(update={"trials": args.trials})
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.synthetic:
+            synthetic.write(Path(tmp) / "synthetic", args.synthetic, seed=0)
+            history = load_history(Path(tmp) / "synthetic")
+            result = backtest(history, args.cutoff, args.horizon, config)
+            subscribers(history, result)
+            return
+        history = load_history(cdnow.write(Path(tmp) / "cdnow"))
     result = backtest(history, args.cutoff, args.horizon, config)
     art, rows = result.trained.artefact, result.trained.scoring_rows.reset_index(drop=True)
     assert result.truth is not None, "the history does not reach T + H"
@@ -121,6 +131,43 @@ def main() -> None:
         f"{len(demo_rows):,} customers flagged (fewer than {serving.cold_start_min_purchase_days} "
         "purchase days)"
     )
+
+
+def subscribers(history: History, result: Backtest) -> None:
+    """The cancellation curve (a constant hazard anchored at H) of the subscribers of a mixed history:
+    predicted P(cancelled by t) against realised cancellation in (T, T + t], and the shape alone (P(t) / P(H)
+    against realised(t) / realised(H)), which does not inherit the level of P(H)."""
+    art, rows = result.trained.artefact, result.trained.scoring_rows.reset_index(drop=True)
+    assert result.truth is not None and history.cancellations is not None and art.curve is not None
+    t0, h = art.cutoff, art.horizon_days
+    p = result.predictions["churn_probability"].to_numpy()
+    sub = art.curve.contract_rows(rows)
+    cancels = history.cancellations.to_pandas()
+    later = cancels[cancels["timestamp"] > t0].groupby("customer_id")["timestamp"].min()
+    first = rows["customer_id"].map(later).to_numpy()
+    days = np.array([(f - t0).total_seconds() / 86400 if pd.notna(f) else np.inf for f in first])
+    curve = art.churn_curve(rows, p)
+    assert curve is not None
+    probs = curve[0]
+    y = result.truth["churned"].to_numpy()
+    print(f"# Cancellation curve: synthetic, T = {t0:%Y-%m-%d}, H = {h} d, {int(sub.sum()):,} subscribers\n")
+    print(
+        "| t (days) | mean predicted P(t) | realised cancelled by t | predicted P(t) / P(H) | "
+        "realised(t) / realised(H) | Brier | ROC-AUC |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    real_h = (days[sub] <= h).mean()
+    assert np.array_equal(days[sub] <= h, y[sub] == 1), "cancellation dates disagree with the labels"
+    for k, t in enumerate([*HORIZONS, h]):
+        if t > h:
+            continue
+        pred = (probs[:, k] if t in HORIZONS else p)[sub]
+        real = days[sub] <= t
+        print(
+            f"| {t} | {pred.mean():.4f} | {real.mean():.4f} | {pred.mean() / p[sub].mean():.3f} | "
+            f"{real.mean() / real_h:.3f} | {metrics.brier(real, pred):.4f} | "
+            f"{metrics.roc_auc(real, pred):.4f} |"
+        )
 
 
 if __name__ == "__main__":
