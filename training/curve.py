@@ -17,7 +17,8 @@ What "churned by t" means follows the history's churn definition (features.build
 - **Cancellation** (contractual, and subscribers of a mixed history): churned by t = a cancellation in
   (T, T + t]. Constant hazard over the horizon, anchored at H: P(t) = 1 - (1 - P(H)) ** (t / H), and the
   expected days to churn given churn by H is 1/lambda - H (1 - P) / P with lambda = -ln(1 - P) / H. An
-  assumption, not fitted (no contractual history was measured yet).
+  assumption, not fitted; on synthetic subscribers real cancellations come a little sooner
+  (docs/training.md, "Time to churn").
 
 Horizons beyond H are not answered (null): the model says nothing past its own horizon.
 """
