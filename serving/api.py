@@ -119,6 +119,13 @@ class Score(BaseModel):
     rfm_segment: str | None = None
     reasons: list[Reason] = []
     cold_start: bool | None = None
+    # time to churn (training.curve): P(churned by 30, 60, 90, 180 days), non-decreasing, P(churn over H) at
+    # H; the expected days to churn given churn within H. Null where undefined and for older models.
+    churn_30d: float | None = None
+    churn_60d: float | None = None
+    churn_90d: float | None = None
+    churn_180d: float | None = None
+    days_to_churn: float | None = None
     source: str | None = None  # snapshot (batch features as of) | inline
     as_of: str | None = None
     model_version: str | None = None

@@ -96,8 +96,9 @@ class ChampionHolder:
         }
 
     def describe(self) -> dict[str, Any] | None:
-        """GET /model's body: the served version, its inputs, horizons, tier thresholds and validation
-        metrics; None before a version is loaded."""
+        """GET /model's body: the served version, its inputs, horizons, tier thresholds, validation metrics
+        and its time-to-churn spec (None: an older model, the curve fields are null); None before a version
+        is loaded."""
         served = self.current
         if served is None:
             return None
@@ -113,6 +114,7 @@ class ChampionHolder:
             "tiers": art.tiers,
             "value_objective": art.value.objective,
             "metrics": art.metrics,
+            "time_to_churn": art.curve.to_dict() if art.curve is not None else None,  # None: no curve
         }
 
 
@@ -124,10 +126,10 @@ class ModelInputs:
     """The snapshot scored by one model, in memory: per row the model inputs (`x`, the artefact's columns in
     order as float64, which reasons show), and everything serving.scoring.score_records derives from a row
     and the model alone, computed for all rows at once when the snapshot or the model changes: churn
-    probability, value, value at risk, tier, RFM rank and segment, cold start, and the reasons' columns and
-    effects (XGBoost's pred_contribs, the costly part: ~0.1 ms a row for 300 trees, so never per request).
-    `rows` keeps the frame instead for models whose inputs are not all numbers (text attributes), which
-    are scored per request through serving.scoring."""
+    probability, value, value at risk, tier, RFM rank and segment, cold start, time to churn, and the
+    reasons' columns and effects (XGBoost's pred_contribs, the costly part: ~0.1 ms a row for 300 trees,
+    so never per request). `rows` keeps the frame instead for models whose inputs are not all numbers
+    (text attributes), which are scored per request through serving.scoring."""
 
     served: Served
     run: object  # the store's run marker this was built at (StoreSnapshot)
@@ -142,6 +144,7 @@ class ModelInputs:
     tier: np.ndarray  # tier names
     segment: np.ndarray  # RFM segment names
     cold: np.ndarray  # cold-start flags
+    curve: np.ndarray  # (rows, serving.scoring.CURVE_COLUMNS) time to churn; NaN: undefined (null)
     top: np.ndarray  # (rows, reasons) column of each reason, largest |effect| first; -1: none (effect 0)
     effect: np.ndarray  # (rows, reasons) the effects on churn risk of those columns
     contribution: np.ndarray  # the effects as answers show them: round(effect, 6)
@@ -170,6 +173,7 @@ class ModelInputs:
         for lo in range(0, len(x), CHUNK):
             part = slice(lo, lo + CHUNK)
             churn[part], value[part], top[part], effect[part] = _score_rows(art, x[part], rank[part], reasons)
+        curve_none = np.zeros((0, len(scoring.CURVE_COLUMNS)))  # scored per request (`rows`)
         return cls(
             served=served,
             run=run,
@@ -184,6 +188,7 @@ class ModelInputs:
             tier=assign_tiers(value, art.tiers),
             segment=rfm_segments(rows, served.rfm).to_numpy() if n else np.zeros(0, dtype=object),
             cold=scoring.cold_start(rows, cold_start_min_purchase_days) if n else np.zeros(0, dtype=bool),
+            curve=scoring.churn_curve(art, rows, churn) if numeric else curve_none,
             top=top,
             effect=effect,
             contribution=np.array([[round(e, 6) for e in row] for row in effect.tolist()]).reshape(

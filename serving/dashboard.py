@@ -50,6 +50,7 @@ from serving import (
     charts,
     erasure,
     monitoring,
+    scoring,
     store,
     tier_store,
     webauth,
@@ -316,6 +317,7 @@ def customer(request: Request) -> Response:
         "customer.html",
         customer_id=cid,
         now=now,
+        curve=_curve(now),
         reasons=reasons,
         history=_records(history),
         chart=charts.line(points, f"Churn probability of {cid} over the scoring runs") if points else None,
@@ -328,6 +330,22 @@ def customer(request: Request) -> Response:
         snooze=SNOOZE_HOURS,
         done=_done(request),
     )
+
+
+def _curve(now: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The time to churn of a customer's latest score: [(days, P(churned by then))] up to and including the
+    model's horizon, and the expected days to churn; None when the score has no curve (an older model or
+    a snapshot written before there was one)."""
+    if now is None:
+        return None
+    points = [(int(c[6:-1]), now.get(c)) for c in scoring.CURVE_COLUMNS[:-1]]
+    horizon = now.get("horizon_days")
+    points = [(t, p) for t, p in points if p is not None and (horizon is None or t < horizon)]
+    if not points:
+        return None
+    if horizon is not None:
+        points.append((int(horizon), now.get("churn_probability")))
+    return {"points": points, "days": now.get("days_to_churn")}
 
 
 def overview(request: Request) -> Response:

@@ -163,6 +163,7 @@ class _Render:
             d.tier[r].tolist(),
             d.segment[r].tolist(),
             d.cold[r].tolist(),
+            d.curve[r].tolist(),
             d.top[r, :k].tolist(),
             d.effect[r, :k].tolist(),
             d.contribution[r, :k].tolist(),
@@ -172,9 +173,10 @@ class _Render:
         )
         out, known, rfm, quote, last = [], self.reasons, self.rfm, encode_basestring_ascii, self.tail
         names = {n: quote(n) for n in {*d.tier[r].tolist(), *d.segment[r].tolist()}}
-        for row, churn, value, risk, tier, segment, cold, top, effects, contributions, x, rank in columns:
+        fields = [f',"{c}":' for c in scoring.CURVE_COLUMNS]
+        for row, churn, value, risk, tier, segment, cold, curve, top, effects, contribs, x, rank in columns:
             why = []
-            for j, effect, contribution in zip(top, effects, contributions, strict=True):
+            for j, effect, contribution in zip(top, effects, contribs, strict=True):
                 if j < 0:
                     continue
                 raw = rank if j == rfm else x[j]
@@ -187,8 +189,8 @@ class _Render:
                 f'"horizon_days":{self.horizon},"value_at_risk":{risk!r},'
                 f'"tier":{names[tier]},"rfm_segment":{names[segment]},'
                 f'"reasons":[{",".join(why)}],"cold_start":{"true" if cold else "false"}'
-                + last
-                % quote(d.as_of[row])
+                + "".join(f + ("null" if v != v else repr(v)) for f, v in zip(fields, curve, strict=True))
+                + last % quote(d.as_of[row])
             )
         return out
 
@@ -218,6 +220,7 @@ def _found(record: dict[str, Any], source: str, as_of: str, version: str) -> dic
         "rfm_segment": record["rfm_segment"],
         "reasons": record["reasons"],
         "cold_start": record["cold_start"],
+        **{c: record[c] for c in scoring.CURVE_COLUMNS},
         "source": source,
         "as_of": as_of,
         "model_version": version,
@@ -237,6 +240,7 @@ def _missing(cid: str, error: str) -> dict[str, Any]:
         "rfm_segment": None,
         "reasons": [],
         "cold_start": None,
+        **dict.fromkeys(scoring.CURVE_COLUMNS),
         "source": None,
         "as_of": None,
         "model_version": None,

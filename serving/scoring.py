@@ -20,9 +20,13 @@ import xgboost as xgb
 
 from features.definitions import REGISTRY
 from training.artefact import ScoringArtefact
+from training.curve import HORIZONS
 from training.rfm import RfmReference, rfm_segments
 
 RFM_REASON = "rfm_rank"
+CURVE_COLUMNS = [*(f"churn_{t}d" for t in HORIZONS), "days_to_churn"]
+"""Time to churn (training.curve): P(churned by t days) for each t, and the expected days to churn given
+churn within the horizon; null where undefined (past H, no purchase) and for models without a curve."""
 SCORE_COLUMNS = [
     "customer_id",
     "churn_probability",
@@ -33,6 +37,7 @@ SCORE_COLUMNS = [
     "rfm_segment",
     "reasons",
     "cold_start",
+    *CURVE_COLUMNS,
 ]
 """The score table's columns (`score_frame`); `reasons` is the JSON text of the list of reason dicts."""
 
@@ -180,7 +185,20 @@ def score_frame(
             "cold_start": cold_start(rows, cold_start_min_purchase_days),
         }
     )
+    curve = churn_curve(artefact, rows, frame["churn_probability"].to_numpy())
+    for j, name in enumerate(CURVE_COLUMNS):
+        frame[name] = curve[:, j]
     return frame, why
+
+
+def churn_curve(artefact: ScoringArtefact, rows: pd.DataFrame, probability: np.ndarray) -> np.ndarray:
+    """(rows, CURVE_COLUMNS) as floats: the artefact's time-to-churn curve of the rows' P(churn over H) and
+    the expected days to churn; all NaN for a model without a curve."""
+    out = np.full((len(rows), len(CURVE_COLUMNS)), np.nan)
+    curve = artefact.churn_curve(rows, probability) if len(rows) else None
+    if curve is not None:
+        out[:, :-1], out[:, -1] = curve
+    return out
 
 
 def cold_start(rows: pd.DataFrame, min_purchase_days: int) -> np.ndarray:
@@ -206,6 +224,8 @@ def score_records(
     frame, _ = score_frame(artefact, rows, top, cold_start_min_purchase_days, reference)
     columns = {c: frame[c].tolist() for c in SCORE_COLUMNS}
     columns["reasons"] = [json.loads(t) for t in columns["reasons"]]
+    for c in CURVE_COLUMNS:  # undefined: null in JSON, not NaN
+        columns[c] = [None if v != v else v for v in columns[c]]
     return [dict(zip(SCORE_COLUMNS, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 

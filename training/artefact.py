@@ -1,8 +1,10 @@
 """The scoring artefact: everything serving needs to score a customer, saved as one folder.
 
     scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
-                   value objective, horizon maps, tier thresholds, training metrics, and the drift
-                   reference (training.drift: the inputs' and scores' distributions at T)
+                   value objective, horizon maps, tier thresholds, training metrics, the drift
+                   reference (training.drift: the inputs' and scores' distributions at T), and the
+                   time-to-churn spec (training.curve) and the cold-start model (training.coldstart);
+                   both absent in models trained before them: no curve, no cold-start model
     churn.ubj      the churn booster (XGBoost's own binary format)
     value.ubj      the value booster
 
@@ -22,12 +24,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
 
 from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
+from training.coldstart import ColdStartModel, one_purchase
+from training.curve import CurveSpec
 from training.models import ChurnModel, Encoder, ValueModel
 from training.rfm import RfmRank
 from training.tiers import assign_tiers
@@ -62,6 +67,8 @@ class ScoringArtefact:
     metrics: dict[str, float] = field(default_factory=dict)
     btyd_params: dict[str, list[float]] | None = None  # BG/NBD + Gamma-Gamma fitted at T (features.build)
     drift_reference: dict[str, dict[str, Any]] | None = None  # training.drift.reference at T
+    curve: CurveSpec | None = None  # time to churn (training.curve); None: an older model, no curve
+    cold_start: ColdStartModel | None = None  # one-purchase customers (training.coldstart); None: none
 
     def feature_rows(self, history: History, as_of: datetime) -> pd.DataFrame:
         """Model inputs for every customer eligible at `as_of`: the training feature set, BTYD over H with
@@ -89,6 +96,22 @@ class ScoringArtefact:
             },
             index=rows.index,
         )
+
+    def churn_curve(
+        self, rows: pd.DataFrame, probability: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """P(churned by t) for t in training.curve.HORIZONS and the expected days to churn of `rows`, from
+        their P(churn over H); None for a model without a curve spec (trained before there was one)."""
+        if self.curve is None:
+            return None
+        return self.curve.apply(probability, rows, self.horizon_days)
+
+    def cold_start_probability(self, rows: pd.DataFrame) -> np.ndarray | None:
+        """The cold-start model's P(churn over H) for customers with one purchase day, NaN for the others;
+        None for a model without one."""
+        if self.cold_start is None:
+            return None
+        return np.where(one_purchase(rows), self.cold_start.predict(rows), np.nan)
 
     def save(self, folder: str | Path) -> Path:
         """Write the folder atomically: a half-written artefact never appears under `folder`."""
@@ -143,6 +166,8 @@ class ScoringArtefact:
             metrics=spec.get("metrics", {}),
             btyd_params=spec.get("btyd_params"),
             drift_reference=spec.get("drift_reference"),
+            curve=CurveSpec.from_dict(spec["curve"]) if spec.get("curve") else None,
+            cold_start=ColdStartModel.from_dict(spec["cold_start"]) if spec.get("cold_start") else None,
         )
 
     def _spec(self) -> dict[str, Any]:
@@ -164,4 +189,6 @@ class ScoringArtefact:
             "metrics": self.metrics,
             "btyd_params": self.btyd_params,
             "drift_reference": self.drift_reference,
+            "curve": self.curve.to_dict() if self.curve is not None else None,
+            "cold_start": self.cold_start.to_dict() if self.cold_start is not None else None,
         }

@@ -15,9 +15,10 @@ import pyarrow as pa
 
 from features.build import build_labels, end_of, parse_cutoff, parse_horizon
 from features.history import History
-from training import baselines, design, drift, metrics, segments, tiers, tuning
+from training import baselines, coldstart, design, drift, metrics, segments, tiers, tuning
 from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
+from training.curve import CurveSpec
 from training.models import fit_churn, fit_value, split_latest
 from training.rfm import RfmRank
 
@@ -112,6 +113,8 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     artefact = ScoringArtefact(
         fs.key, columns, t, h, big_h, churn, value, thresholds, validation, rows.attrs.get("btyd_params")
     )
+    artefact.curve = CurveSpec(history.churn)  # time to churn follows the history's churn definition
+    artefact.cold_start = coldstart.fit_cold_start(frame, churn.horizon_map)
     artefact.drift_reference = drift.reference(
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
     )

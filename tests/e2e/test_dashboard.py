@@ -413,6 +413,19 @@ def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> N
     assert (
         playbook.inner_text() == alert_store.list_alerts(engine, "open", customer_id=cid)["playbook"].iloc[0]
     )
+    # time to churn: each point within the horizon, then P(churn over H) at H, and the expected days
+    now = snap.iloc[0]
+    curve = page.locator("section", has=page.get_by_role("heading", name="Time to churn"))
+    within = [
+        c for c in ("churn_30d", "churn_60d", "churn_90d", "churn_180d") if int(c[6:-1]) < now.horizon_days
+    ]
+    assert curve.locator("thead th.num").all_inner_texts() == [
+        *(f"{c[6:-1]} days" for c in within),
+        f"{now.horizon_days} days",
+    ]
+    shown_curve = curve.locator("tbody td.num").all_inner_texts()
+    assert shown_curve == [*(f"{now[c]:.2f}" for c in within), f"{now.churn_probability:.2f}"]
+    assert f": {now.days_to_churn:.0f}." in page.locator("#days-to-churn").inner_text()
     page.screenshot(path=str(ARTEFACTS / "customer.png"), full_page=True)
 
 

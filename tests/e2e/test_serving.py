@@ -97,6 +97,7 @@ def test_health_is_open_everything_else_needs_a_key(server: tuple[str, Path]) ->
     model = httpx.get(f"{url}/model", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert model["feature_set"] == "rfm_v1" and model["horizon_days"] == 273
     assert list(model["tiers"]) == ["diamond", "gold", "silver", "bronze"]
+    assert model["time_to_churn"] == {"churn": "non_contractual", "horizons": [30, 60, 90, 180]}
     spec = httpx.get(f"{url}/docs.json", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert "/score" in spec["paths"] and spec["paths"]["/score"]["post"]["security"] == [{"bearerKey": []}]
     assert "get" in spec["paths"]["/readyz"] and "get" in spec["paths"]["/model"]
@@ -129,6 +130,12 @@ def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Pat
     assert 1 <= len(snap["reasons"]) <= 3 and snap["reasons"][0]["text"].endswith("churn risk.")
     # 00002 bought twice on one day (1997-01-12): one purchase day, below the default of 2 (issue 16 fix)
     assert snap["model_version"] == "1" and snap["cold_start"] is True and online["cold_start"] is True
+    # time to churn: 261 days of silence at 1997-09-30, so 00002 lapses (273 days) on day 12 unless they buy
+    for answer in (snap, online):
+        curve = [answer[f"churn_{t}d"] for t in (30, 60, 90, 180)]
+        assert curve == [pytest.approx(snap["churn_probability"], rel=1e-9)] * 4
+        assert answer["days_to_churn"] == 12.0
+    assert unknown["churn_30d"] is None and unknown["days_to_churn"] is None
 
 
 @registry_only

@@ -126,6 +126,10 @@ def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
         assert new[field] == pytest.approx(old[field], rel=1e-9, abs=1e-12), field
     for field in ("customer_id", "tier", "rfm_segment", "cold_start", "horizon_days", "as_of"):
         assert new[field] == old[field], field
+    for field in scoring.CURVE_COLUMNS:  # time to churn: null exactly where the batch path has none
+        assert (new[field] is None) == (old[field] is None), field
+        if old[field] is not None:
+            assert new[field] == pytest.approx(old[field], rel=1e-9, abs=1e-12), field
     assert len(new["reasons"]) == len(old["reasons"])
     for mine, theirs in zip(new["reasons"], old["reasons"], strict=True):
         assert {k: mine[k] for k in ("feature", "direction", "text")} == {
@@ -217,7 +221,7 @@ def test_inline_history_gives_the_snapshot_numbers(
     assert frame.calls == 1
     assert inline.customer_id == f"{cid}-inline" and inline.source == "inline" and by_id.source == "snapshot"
     assert inline.as_of == "1997-09-30T23:59:59.999999"
-    for field in ("churn_probability", "predicted_value", "value_at_risk"):
+    for field in ("churn_probability", "predicted_value", "value_at_risk", *scoring.CURVE_COLUMNS):
         assert getattr(inline, field) == pytest.approx(getattr(by_id, field), rel=1e-9), field
     assert (inline.tier, inline.rfm_segment) == (by_id.tier, by_id.rfm_segment)
 
@@ -332,3 +336,57 @@ def test_inline_time_is_read_as_files_read_it(served: Served, transactions: pd.D
     )
     (utc,) = score(served, [offsets], None, frame).scores
     assert utc.found and utc.as_of == "1997-01-06T10:00:00"  # every offset converted to UTC, as in files
+
+
+def test_every_answer_has_its_time_to_churn(served: Served, snapshot: pd.DataFrame) -> None:
+    """By id and at load alike: P(churned by 30, 60, 90, 180 days) non-decreasing, below P(churn over H),
+    each one either 0 or P(H) for a purchase-silence model (training.curve), and the days to churn H - R."""
+    art = served.artefact
+    assert art.curve is not None and art.horizon_days == 273
+    inputs = Frame(snapshot).inputs(served)
+    prerender(inputs)
+    ids = snapshot["customer_id"].tolist()
+    answer = score(served, [Customer(customer_id=c) for c in ids], None, Frame(snapshot))
+    recency = dict(zip(snapshot["customer_id"], snapshot["recency_days"], strict=True))
+    lapsing = 0
+    for s in answer.scores:
+        curve = [s.churn_30d, s.churn_60d, s.churn_90d, s.churn_180d]
+        assert all(c is not None for c in curve) and curve == sorted(curve), s.customer_id
+        assert all(c in (0.0, s.churn_probability) for c in curve)
+        r = float(recency[s.customer_id])
+        assert s.days_to_churn == max(273.0 - r, 0.0)
+        assert (s.churn_180d == s.churn_probability) == (r >= 273 - 180)
+        lapsing += s.churn_30d == s.churn_probability
+    assert 0 < lapsing < len(ids)  # some lapse within 30 days, not everyone
+    assert json.loads(inputs.answers[0])["churn_30d"] is not None
+
+
+def test_a_model_without_a_curve_still_scores_with_null_curves(
+    served: Served, snapshot: pd.DataFrame, transactions: pd.DataFrame, tmp_path: Path
+) -> None:
+    """A model trained before the curve (no `curve` or `cold_start` in scoring.json) loads and scores the
+    same numbers; its time-to-churn fields are null, by id and inline."""
+    import dataclasses
+
+    from training.artefact import ScoringArtefact
+
+    folder = served.artefact.save(tmp_path / "model")
+    loaded = ScoringArtefact.load(folder)
+    assert loaded.curve == served.artefact.curve and loaded.cold_start == served.artefact.cold_start
+    spec = json.loads((folder / "scoring.json").read_text(encoding="utf-8"))
+    del spec["curve"], spec["cold_start"]
+    (folder / "scoring.json").write_text(json.dumps(spec), encoding="utf-8")
+    old_art = ScoringArtefact.load(folder)
+    assert old_art.curve is None and old_art.cold_start is None
+    assert old_art.cold_start_probability(snapshot) is None
+    old = dataclasses.replace(served, artefact=old_art, version="6")
+    cid = snapshot["customer_id"].iloc[3]
+    mine = transactions[(transactions["customer_id"] == cid) & (transactions["timestamp"] <= CUTOFF)]
+    (new_by_id,) = score(served, [Customer(customer_id=cid)], None, Frame(snapshot)).scores
+    both = [Customer(customer_id=cid), _inline("x", mine)]
+    by_id, inline = score(old, both, CUTOFF, Frame(snapshot)).scores
+    for s in (by_id, inline):
+        assert s.found and s.churn_probability == pytest.approx(new_by_id.churn_probability, rel=1e-12)
+        assert all(getattr(s, c) is None for c in scoring.CURVE_COLUMNS)
+    frame, _ = scoring.score_frame(old_art, snapshot, 3, 2)
+    assert frame[scoring.CURVE_COLUMNS].isna().all().all() and len(frame) == len(snapshot)
