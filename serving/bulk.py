@@ -12,7 +12,7 @@ bind processor on this dialect: datetimes as SQLite's text, booleans as integers
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
@@ -201,7 +201,17 @@ def _copy_values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: A
         return _iso_datetimes(column, with_zone=bool(kind.timezone))
     if isinstance(kind, sa.Integer) and pd.api.types.is_float_dtype(dtype):
         return _rounded(column)
-    return _values(column, kind, processor, sqlite=False)
+    values = _values(column, kind, processor, sqlite=False)
+    if isinstance(kind, sa.DateTime):  # datetime objects: COPY would drop a zone for `timestamp`
+        values = [_utc(v, bool(kind.timezone)) if isinstance(v, datetime) else v for v in values]
+    return values
+
+
+def _utc(value: datetime, with_zone: bool) -> datetime:
+    """A datetime as Diamond stores it: naive UTC, or UTC-aware for a `timestamp with time zone`."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.replace(tzinfo=UTC) if with_zone else value
 
 
 def _values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: Any, sqlite: bool) -> list[Any]:

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -204,6 +205,7 @@ def test_copy_of_values_without_a_binary_form_matches_executemany(postgres: Post
         sa.Column("day", sa.Date),
         sa.Column("whole", sa.BigInteger),
         sa.Column("at", sa.DateTime),
+        sa.Column("at_obj", sa.DateTime),
     )
     frame = pd.DataFrame(
         {
@@ -215,12 +217,20 @@ def test_copy_of_values_without_a_binary_form_matches_executemany(postgres: Post
                 ["2024-01-01 10:00:00.5", None, "1999-12-31", None, "2024-06-01", "2024-06-02", "2024-06-03"],
                 format="ISO8601",
             ),
+            "at_obj": [  # datetime objects, zone-aware or not (an object column): naive UTC
+                datetime(2024, 7, 1, 12, tzinfo=ZoneInfo("Europe/Paris")),
+                None,
+                datetime(2024, 1, 1, 9, 30),
+                *[datetime(2024, 1, 1, 10, tzinfo=UTC)] * 4,
+            ],
         }
     )
     by_insert, by_copy = _both_ways(url, t, frame)
     assert repr(by_copy) == repr(by_insert)
     assert [r[1] for r in by_copy] == ["1", "two", None, "3.5", "tab\t", "\\", "ü"]
     assert by_copy[2][2] == date(2024, 2, 29) and [r[3] for r in by_copy][:5] == [1, None, 2, 4, -2]
+    expected = [datetime(2024, 7, 1, 10), None, datetime(2024, 1, 1, 9, 30), datetime(2024, 1, 1, 10)]
+    assert [r[5] for r in by_copy][:4] == expected
 
 
 def test_copy_stores_naive_utc_whatever_the_sessions_time_zone(postgres: PostgresCluster) -> None:
