@@ -3,7 +3,11 @@ same customers, measured in the same run (bench/README.md, "Batch scoring").
 
 - `diamond`: `diamond.flows.score`, the function `diamond score --data DIR` calls: load and validate the
   history, feature rows, scores and reasons, tiers with hysteresis, the Parquet score table and the store's
-  snapshot (SQLite), alerts, drift, with the CDNOW demo champion.
+  snapshot, alerts, drift, with the CDNOW demo champion, into a new, empty serving store: a SQLite file
+  (`--stores sqlite`, the default; side `diamond`) and/or a PostgreSQL database (`--stores postgresql`; side
+  `diamond-postgresql`): a new database of a throwaway cluster started with PostgreSQL's default durability
+  settings (tests/helpers/postgres.py, the tests' cluster code), or a new schema in the database of
+  `--store-url` (dropped afterwards).
 - `reference`: one hand-written DuckDB query over the Parquet files for the model's inputs (spine, RFM,
   windows, trend, inter-purchase times, the BTYD summaries; the BTYD closed forms from `features.btyd`), both
   boosters' `inplace_predict` on a float32 array, the stacker and horizon maps, and a Parquet file of
@@ -16,6 +20,7 @@ repository's training.yaml (what `diamond demo` trains on all the data) and kept
 synthetic histories.
 
     .venv/bin/python bench/bench_batch.py --customers 100000 1000000
+    .venv/bin/python bench/bench_batch.py --customers 100000 --stores sqlite postgresql
 
 Goals (issue 15): 1M customers in < 120 s and < 6 GB peak; >= 0.3x the reference; 1M costs <= 11x 100k.
 """
@@ -30,6 +35,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -92,12 +99,13 @@ def ensure_history(customers: int, seed: int, data_dir: Path = DATA) -> Path:
 # --- children: each does its work and prints {"seconds": ..., "split": ...} on its last line ----------------
 
 
-def child_diamond(data: Path, work: Path) -> dict[str, Any]:
-    """`diamond score --data DATA` as the CLI runs it (diamond.flows.score), into a fresh store in `work`."""
+def child_diamond(data: Path, work: Path, store_url: str | None = None) -> dict[str, Any]:
+    """`diamond score --data DATA` as the CLI runs it (diamond.flows.score), into the new, empty store at
+    `store_url` (default: a SQLite file in `work`)."""
     import yaml
 
     raw = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))
-    raw.update(store_url=f"sqlite:///{work / 'diamond.db'}", scores_dir=str(work / "scores"))
+    raw.update(store_url=store_url or f"sqlite:///{work / 'diamond.db'}", scores_dir=str(work / "scores"))
     raw["webhooks"]["endpoints"] = []
     (work / "serving.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     os.environ["DIAMOND_SERVING_CONFIG"] = str(work / "serving.yaml")
@@ -297,10 +305,46 @@ def child_reference(data: Path, work: Path) -> dict[str, Any]:
     }
 
 
-def run_child(side: str, data: Path, work: Path) -> None:
+def run_child(side: str, data: Path, work: Path, store_url: str | None) -> None:
     os.environ.update(store_env(CHAMPION))
-    result = child_diamond(data, work) if side == "diamond" else child_reference(data, work)
+    result = child_reference(data, work) if side == "reference" else child_diamond(data, work, store_url)
     print(json.dumps(result))
+
+
+# --- the stores ---------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def postgres_stores(url: str | None) -> Iterator[Callable[[], str]]:
+    """Makes new, empty PostgreSQL serving stores (their URLs), one per run: new databases of a throwaway
+    cluster with PostgreSQL's default durability (fsync and synchronous commit on, as SQLite's WAL syncs
+    its commits), or new schemas in `url`'s database, first on the search path, dropped afterwards."""
+    if url is None:
+        from tests.helpers import free_port
+        from tests.helpers import postgres as pg
+
+        with pg.cluster(free_port(), durable=True) as cluster:
+            yield lambda: cluster.new_database("bench")
+        return
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    made: list[str] = []
+
+    def new() -> str:
+        name = f"bench_batch_{os.getpid()}_{len(made)}"
+        with admin.connect() as con:
+            con.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        made.append(name)
+        at = sa.make_url(url).update_query_dict({"options": f"-csearch_path={name}"})
+        return at.render_as_string(hide_password=False)
+
+    try:
+        yield new
+    finally:
+        with admin.connect() as con:
+            for name in made:
+                con.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
 
 
 # --- the parent -----------------------------------------------------------------------------------------
@@ -332,41 +376,78 @@ def main() -> None:
     )
     parser.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sides", nargs="+", default=["reference", "diamond"])
+    parser.add_argument(
+        "--sides", nargs="+", default=["reference", "diamond"], choices=["reference", "diamond"]
+    )
+    parser.add_argument(
+        "--stores",
+        nargs="+",
+        default=["sqlite"],
+        choices=["sqlite", "postgresql"],
+        help="the serving stores Diamond's side writes (a run each; postgresql: side diamond-postgresql)",
+    )
+    parser.add_argument(
+        "--store-url",
+        help="PostgreSQL database for --stores postgresql (a schema per run, dropped afterwards); "
+        "default: a throwaway cluster (PostgreSQL 15 binaries, tests/helpers/postgres.py)",
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA, help="where histories are kept")
     parser.add_argument("--tmp", type=Path, default=None, help="where each run's store and files go")
     parser.add_argument("--child", choices=["diamond", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-store", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child(args.child, args.data, args.work)
+        run_child(args.child, args.data, args.work, args.child_store)
         return
     ensure_champion()
     results: dict[tuple[int, str], Any] = {}
-    for n in args.customers:
-        data = ensure_history(n, args.seed, args.data_dir)
-        with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=args.tmp) as tmp:
-            parquet = {}
-            for side in args.sides:
-                work = Path(tmp) / side
-                work.mkdir()
-                cmd = [sys.executable, __file__, "--child", side, "--data", str(data), "--work", str(work)]
-                print(f"{n:,} customers: {side} ...", flush=True)
-                got = measure(cmd)
-                results[(n, side)] = got
-                parquet[side] = Path(got.result["parquet"])
-                print(
-                    f"  {side}: {got.wall_s:.1f} s wall, {got.peak_rss_mib:,.0f} MiB peak, "
-                    f"{got.result['scored']:,} scored, split {got.result['split']}",
-                    flush=True,
-                )
-            if {"diamond", "reference"} <= set(parquet):
-                worst = same_scores(parquet["diamond"], parquet["reference"])
-                print(f"  scores agree: largest relative difference {worst:.2e}", flush=True)
-                if worst > 1e-6:
-                    raise SystemExit(f"the reference's scores differ from Diamond's by {worst:.2e}")
+    runs = [("reference", None)] if "reference" in args.sides else []
+    if "diamond" in args.sides:
+        runs += [("diamond" if s == "sqlite" else f"diamond-{s}", s) for s in args.stores]
+    with ExitStack() as stack:
+        pg_store = (
+            stack.enter_context(postgres_stores(args.store_url)) if "postgresql" in args.stores else None
+        )
+        for n in args.customers:
+            measure_size(n, args, runs, pg_store, results)
     report(results, args.customers)
+
+
+def measure_size(
+    n: int,
+    args: argparse.Namespace,
+    runs: list[tuple[str, str | None]],
+    pg_store: Callable[[], str] | None,
+    results: dict[tuple[int, str], Any],
+) -> None:
+    """Each side at `n` customers, then the check that every Diamond side scored as the reference did."""
+    data = ensure_history(n, args.seed, args.data_dir)
+    with tempfile.TemporaryDirectory(prefix="bench-batch-", dir=args.tmp) as tmp:
+        parquet = {}
+        for side, kind in runs:
+            work = Path(tmp) / side
+            work.mkdir()
+            cmd = [sys.executable, __file__, "--child", side.split("-")[0], "--data", str(data)]
+            cmd += ["--work", str(work)]
+            if kind == "postgresql" and pg_store is not None:
+                cmd += ["--child-store", pg_store()]
+            print(f"{n:,} customers: {side} ...", flush=True)
+            got = measure(cmd)
+            results[(n, side)] = got
+            parquet[side] = Path(got.result["parquet"])
+            print(
+                f"  {side}: {got.wall_s:.1f} s wall, {got.peak_rss_mib:,.0f} MiB peak, "
+                f"{got.result['scored']:,} scored, split {got.result['split']}, "
+                f"load average after {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        for side in sorted(set(parquet) - {"reference"}) if "reference" in parquet else []:
+            worst = same_scores(parquet[side], parquet["reference"])
+            print(f"  {side}'s scores agree: largest relative difference {worst:.2e}", flush=True)
+            if worst > 1e-6:
+                raise SystemExit(f"the reference's scores differ from {side}'s by {worst:.2e}")
 
 
 def report(results: dict[tuple[int, str], Any], customers: list[int]) -> None:

@@ -73,8 +73,9 @@ class PostgresCluster:
 
 
 @contextmanager
-def cluster(port: int) -> Iterator[PostgresCluster]:
-    """initdb and start a cluster on 127.0.0.1:`port`; stopped and deleted afterwards."""
+def cluster(port: int, durable: bool = False) -> Iterator[PostgresCluster]:
+    """initdb and start a cluster on 127.0.0.1:`port`; stopped and deleted afterwards. `durable` keeps
+    PostgreSQL's default fsync and commit settings (bench/bench_batch.py measures with them)."""
     why = available()
     if why:
         raise RuntimeError(why)
@@ -90,7 +91,7 @@ def cluster(port: int) -> Iterator[PostgresCluster]:
 
     try:
         run("initdb", "-D", str(data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-sync")
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 {FAST}"
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1" + ("" if durable else f" {FAST}")
         run("pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "server.log"), "-w", "start")
     except subprocess.CalledProcessError as exc:
         log = root / "server.log"

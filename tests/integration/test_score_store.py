@@ -8,6 +8,7 @@ import os
 import re
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 import yaml
 
@@ -52,19 +53,23 @@ def test_one_score_run_at_a_time_per_store_then_the_run_lands_whole(
 
 
 def test_mlflow_tracking_store_on_postgresql(
-    synthetic_champion: Path, postgres: PostgresCluster, tmp_path: Path
+    synthetic_champion: Path, postgres: PostgresCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The whole loop on PostgreSQL alone: MLflow's tracking store and the serving store are two databases
-    of one server; `train` creates MLflow's tables, `models` and `score` read them (docs/deploy.md)."""
+    """The whole loop on PostgreSQL alone: MLflow's tracking store and registry (MLFLOW_TRACKING_URI, as a
+    deployment sets it) and the serving store are two databases of one server; `train` creates MLflow's
+    tables, `models` and `score` read them, `promote` moves the alias, and the champion loads back by alias
+    through Diamond's loader and MLflow's own (docs/deploy.md)."""
     tracking, serving = postgres.new_database("mlflow"), postgres.new_database("diamond")
     (tmp_path / "mlflow.yaml").write_text(
-        yaml.safe_dump({"tracking_uri": tracking, "artifact_root": str(tmp_path / "artifacts")}),
-        encoding="utf-8",
+        yaml.safe_dump({"artifact_root": str(tmp_path / "artifacts")}), encoding="utf-8"
     )
     (tmp_path / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
+    weak = {**SMALL_TRAINING, "xgboost": {**SMALL_TRAINING["xgboost"], "n_estimators": 5, "max_depth": 1}}
+    (tmp_path / "weak.yaml").write_text(yaml.safe_dump(weak), encoding="utf-8")
     write_serving_config(tmp_path)
     env = {
         "DIAMOND_MLFLOW_CONFIG": str(tmp_path / "mlflow.yaml"),
+        "MLFLOW_TRACKING_URI": tracking,
         "DIAMOND_STORE_URL": serving,
         "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
         "DIAMOND_USER": "test-user",
@@ -81,3 +86,39 @@ def test_mlflow_tracking_store_on_postgresql(
     assert run is not None and run["model_version"] == "1" and run["customers"] > 0
     tables = set(sa.inspect(sa.create_engine(tracking, poolclass=sa.pool.NullPool)).get_table_names())
     assert {"experiments", "runs", "registered_models", "model_versions"} <= tables
+
+    # a second, weaker version: the gate keeps version 1; promoting version 2 by force moves the alias
+    trained = " ".join(
+        run_diamond(
+            "train", "--data", history, "--config", str(tmp_path / "weak.yaml"), cwd=tmp_path, env=env
+        ).stdout.split()
+    )
+    assert "version 2" in trained and "refused: " in trained
+    forced = run_diamond(
+        "promote", "--version", "2", "--data", history, "--force", "--note", "pg drill", cwd=tmp_path, env=env
+    ).stdout
+    assert "forced by test-user: pg drill" in forced
+
+    # loaded back by alias from PostgreSQL, in this process, with only the environment pointing there
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.tracking import MlflowConfig, load_artefact
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    mlcfg = MlflowConfig.load()
+    assert mlcfg.tracking_uri == tracking
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    champion = client.get_model_version_by_alias("diamond", "champion")
+    assert str(champion.version) == "2"
+    boosters = {
+        uri: bytes(load_artefact(uri, mlcfg).churn.booster.save_raw())
+        for uri in ("models:/diamond@champion", "models:/diamond/2", "models:/diamond/1")
+    }
+    assert (
+        boosters["models:/diamond@champion"] == boosters["models:/diamond/2"] != boosters["models:/diamond/1"]
+    )
+    mlflow.set_registry_uri(tracking)
+    model = mlflow.pyfunc.load_model("models:/diamond@champion")
+    assert model.metadata.run_id == champion.run_id != client.get_model_version("diamond", "1").run_id
