@@ -82,13 +82,13 @@ def compute(
         return j[(j["timestamp"] > j["_t0"]) & (j["timestamp"] <= j["_stop"])]
 
     tx = within(transactions, ["amount"])
-    value = tx.groupby("_e")["amount"].sum().reindex(range(len(e)), fill_value=0.0).to_numpy(dtype=np.float64)
+    value = tx.groupby("_e")["amount"].sum().astype(np.float64).reindex(range(len(e)), fill_value=0.0).to_numpy(dtype=np.float64)
     buys = tx[tx["amount"] >= 0].groupby("_e")["timestamp"].min().reindex(range(len(e)))
     cx = within(cancellations, [])
     cancels = cx.groupby("_e")["timestamp"].min().reindex(range(len(e)))
     by_contract = e["customer_id"].astype(str).isin(contract or set()).to_numpy()
-    first_buy = buys.to_numpy(dtype="datetime64[us]")
-    first_cancel = cancels.to_numpy(dtype="datetime64[us]")
+    first_buy = pd.to_datetime(buys).to_numpy(dtype="datetime64[us]")
+    first_cancel = pd.to_datetime(cancels).to_numpy(dtype="datetime64[us]")
     bought, cancelled = ~np.isnat(first_buy), ~np.isnat(first_cancel)
 
     outcome = np.full(len(e), "pending", dtype=object)
@@ -105,7 +105,7 @@ def compute(
     days = (at - t0) / np.timedelta64(1, "D")
     out = e.copy()
     out["outcome"] = outcome
-    out["outcome_at"] = pd.Series(at).astype(object).where(~np.isnat(at), None).to_numpy()
+    out["outcome_at"] = pd.to_datetime(pd.Series(at))  # NaT: no outcome yet
     out["days_to_outcome"] = np.where(np.isnat(at), np.nan, days)
     out["value_after"] = value
     out["observed_until"] = pd.Series(stop).dt.to_pydatetime()
@@ -187,7 +187,7 @@ def record(engine: Engine, history: History, horizon_days: int | None, end: date
             "opened_at": utc_naive(r["opened_at"]),
             "horizon_days": int(r["horizon_days"]),
             "outcome": str(r["outcome"]),
-            "outcome_at": None if r["outcome_at"] is None else utc_naive(r["outcome_at"]),
+            "outcome_at": None if pd.isna(r["outcome_at"]) else utc_naive(r["outcome_at"]),
             "days_to_outcome": None if np.isnan(r["days_to_outcome"]) else float(r["days_to_outcome"]),
             "value_after": float(r["value_after"]),
             "observed_until": utc_naive(r["observed_until"]),
