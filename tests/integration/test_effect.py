@@ -1,0 +1,200 @@
+"""Control groups, outcomes and the effect table against real stores (a SQLite file and a PostgreSQL schema)
+and a real webhook receiver: the batch run's alert step (serving.batch._raise_alerts) holds a share out,
+delivers nothing for it, keeps the arms across re-runs and runs, and the outcomes recorded from a hand-built
+history are the hand-computed ones. Pure parts: tests/unit/test_effect.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from features.history import history_from_frames
+from serving import batch, control, effect, outcomes, store
+from serving.alert_store import export_alerts, list_alerts
+from serving.config import ServingConfig
+from serving.scoring import Reasons
+from tests.helpers.frames import T0, score_table
+from tests.helpers.webhooks import WEBHOOK_SECRET, WebhookReceiver
+
+D = timedelta(days=1)
+RULES = {
+    "control_share": 0.5,
+    "cooldown_hours": 48,
+    "rules": [{"kind": "at-risk", "min_tier": "gold", "min_churn_probability": 0.6}],
+    "playbooks": {
+        "diamond": {"text": "account manager call", "due_within_hours": 24, "cost": 40},
+        "gold": {"text": "personal email with offer", "due_within_hours": 72, "cost": 5},
+        "silver": None,
+        "bronze": None,
+    },
+}
+# assignment numbers of rule at-risk opening at T0 (tests/unit/test_effect.py pins them): a .482, b .027,
+# c .328, d .125, e .536, f .864, g .138, h .011. With a share of 0.5: a, b, c, d, g, h held out.
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[sa.Engine]:
+    eng = store.prepare(store.engine(store_url))
+    yield eng
+    eng.dispose()
+
+
+def _config(store_url: str, receiver: WebhookReceiver | None, **alerts: Any) -> ServingConfig:
+    hooks = (
+        {"endpoints": [{"name": "crm", "url": receiver.url, "secret_env": "EFFECT_TEST_SECRET", "timeout_s": 2}]}
+        if receiver is not None
+        else {}
+    )
+    return ServingConfig(store_url=store_url, alerts={**RULES, **alerts}, webhooks=hooks)
+
+
+def _run(eng: sa.Engine, config: ServingConfig, at: datetime, *rows: tuple[str, str, float, float]) -> Any:
+    """The batch run's alert step on a hand-built score table, then delivery."""
+    scores = score_table(*rows).assign(previous_tier=None)
+    n = len(scores)
+    why = Reasons(
+        np.zeros((n, 1), dtype=bool),
+        np.zeros((n, 1)),
+        np.full((n, 1), "", dtype=object),
+        np.full((n, 1), "", dtype=object),
+    )
+    rules = config.alert_rules(["diamond", "gold", "silver", "bronze"])
+    assert rules is not None
+    synced = batch._raise_alerts(eng, scores, why, at, config, rules, None)
+    if config.endpoints():
+        batch.deliver(eng, config)
+    return synced
+
+
+FIRING = (
+    ("a", "diamond", 0.7, 1000.0),
+    ("e", "gold", 0.65, 300.0),
+    ("f", "gold", 0.8, 200.0),
+    ("h", "gold", 0.9, 100.0),
+    ("x", "silver", 0.9, 100.0),  # silver: no rule fires
+)
+
+
+def test_a_share_is_held_out_never_delivered_and_the_arms_stay_put(
+    engine: sa.Engine, store_url: str, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EFFECT_TEST_SECRET", WEBHOOK_SECRET)
+    config = _config(store_url, receiver)
+    first = _run(engine, config, T0, *FIRING)
+    assert first.opened == 2  # e and f alerted; a and h held out
+    alerts = list_alerts(engine, status="live")
+    assert sorted(alerts["customer_id"]) == ["e", "f"]
+    held = control.list_controls(engine, live=True)
+    assert sorted(held["customer_id"]) == ["a", "h"]
+    assert set(held["share"]) == {0.5} and set(held["opened_at"]) == {T0}
+    assert held.set_index("customer_id").loc["a", "playbook"] == "account manager call"
+    sent = {json.loads(r.body)["customer_id"] for r in receiver.requests}
+    assert sent == {"e", "f"}  # nothing delivered for a control
+
+    # the same run again: the same arms, nothing new anywhere
+    again = _run(engine, config, T0, *FIRING)
+    assert (again.opened, again.notify) == (0, [])
+    assert control.list_controls(engine)["id"].tolist() == held["id"].tolist()
+    assert sorted(list_alerts(engine, status="live")["customer_id"]) == ["e", "f"]
+
+    # a day later (new assignment numbers for new alerts): a and h stay controls while they fire or hold
+    # (h at 0.56 >= 0.6 - 0.05 holds); b fires for the first time: drawn at T0 + 1 d
+    later = T0 + D
+    b_unit = control.unit("b", "at-risk", later)
+    _run(
+        engine, config, later,
+        ("a", "diamond", 0.9, 1000.0), ("e", "gold", 0.65, 300.0), ("f", "gold", 0.8, 200.0),
+        ("h", "gold", 0.56, 100.0), ("b", "gold", 0.7, 500.0),
+    )  # fmt: skip
+    live = control.list_controls(engine, live=True).set_index("customer_id")
+    assert sorted(live.index) == sorted(["a", "h", *(["b"] if b_unit < 0.5 else [])])
+    assert live.loc["a", "opened_at"] == T0 and live.loc["a", "value_at_risk"] == pytest.approx(900.0)
+    assert ("b" in set(list_alerts(engine, status="live")["customer_id"])) == (b_unit >= 0.5)
+    assert not ({"a", "h"} & set(list_alerts(engine, status=None)["customer_id"]))
+
+    # h no longer holds: its control closes; a fires on: still a control, never an alert
+    _run(engine, config, later + D, ("a", "diamond", 0.9, 1000.0), ("h", "gold", 0.3, 100.0))
+    everyone = control.list_controls(engine).set_index("customer_id")
+    assert everyone.loc["h", "closed_at"] == later + D and pd.isna(everyone.loc["a", "closed_at"])
+    sent = {json.loads(r.body)["customer_id"] for r in receiver.requests}
+    assert not ({"a", "h"} & sent)
+
+
+def test_a_live_alert_stays_treated_when_controls_are_switched_on(engine: sa.Engine, store_url: str) -> None:
+    _run(engine, _config(store_url, None, control_share=0.0), T0, *FIRING)
+    assert sorted(list_alerts(engine, status="live")["customer_id"]) == ["a", "e", "f", "h"]
+    # a's and h's numbers at T0 + 1 d decide nothing: their alerts are live, and they stay in them
+    _run(engine, _config(store_url, None, control_share=0.9), T0 + D, *FIRING)
+    assert sorted(list_alerts(engine, status="live")["customer_id"]) == ["a", "e", "f", "h"]
+    assert control.list_controls(engine).empty
+
+
+def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
+    engine: sa.Engine, store_url: str, tmp_path: Path
+) -> None:
+    config = _config(store_url, None)
+    _run(engine, config, T0, *FIRING)  # treated e, f; control a, h
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["a", "e", "e", "f", "h", "a"],
+            "timestamp": [
+                T0 - 40 * D, T0 + 5 * D, T0 + 6 * D, T0 - 30 * D, T0 + 12 * D, T0 - 20 * D,
+            ],  # fmt: skip
+            "amount": [10.0, 30.0, 20.0, 15.0, 90.0, 5.0],
+        }
+    )
+    history = history_from_frames(tx, as_of=T0 + 60 * D)
+
+    # known at T0 + 10 d: e bought (saved, 5 days, 50 so far); the rest pending, never lost
+    early = outcomes.record(engine, history, 30, T0 + 10 * D)
+    assert early.count("treated", "saved") == 1 and early.count("treated", "pending") == 1
+    assert early.count("control", "pending") == 2 and early.count("control", "lost") == 0
+    got = outcomes.read(engine).set_index("customer_id")
+    assert got.loc["e", "outcome"] == "saved" and got.loc["e", "days_to_outcome"] == pytest.approx(5.0)
+    assert got.loc["e", "value_after"] == pytest.approx(50.0) and not got.loc["e", "mature"]
+    assert got.loc["f", "outcome"] == "pending" and got.loc["a", "outcome"] == "pending"
+
+    # to the history's end (T0 + 60 d, past every window): e saved (50), f lost; control h saved (90), a lost
+    full = outcomes.record(engine, history, None)
+    assert full.end == T0 + 60 * D
+    got = outcomes.read(engine).set_index("customer_id")
+    assert got["outcome"].to_dict() == {"a": "lost", "e": "saved", "f": "lost", "h": "saved"}
+    assert got["arm"].to_dict() == {"a": "control", "e": "treated", "f": "treated", "h": "control"}
+    assert got["value_after"].to_dict() == {"a": 0.0, "e": 50.0, "f": 0.0, "h": 90.0}
+    assert got["mature"].all() and set(got["horizon_days"]) == {30}
+    assert got.loc["f", "outcome_at"] == T0 + 30 * D and got.loc["h", "days_to_outcome"] == pytest.approx(12.0)
+
+    # a backfill with an earlier end leaves what a later one saw
+    back = outcomes.record(engine, history, 30, T0 + 2 * D)
+    assert back.skipped == 4 and outcomes.read(engine)["outcome"].tolist() == got.loc[
+        outcomes.read(engine)["customer_id"], "outcome"
+    ].tolist()
+
+    # the export carries each alert's outcome
+    export_alerts(engine, tmp_path / "alerts.json", status=None)
+    exported = {r["customer_id"]: r for r in json.loads((tmp_path / "alerts.json").read_text())}
+    assert set(exported) == {"e", "f"}  # the controls are no alerts
+    assert exported["e"]["outcome"] == "saved" and exported["e"]["value_after"] == 50.0
+    assert exported["f"]["outcome"] == "lost" and exported["f"]["days_to_outcome"] == 30.0
+    assert exported["f"]["outcome_at"] == (T0 + 30 * D).isoformat() and exported["f"]["outcome_final"] is True
+    export_alerts(engine, tmp_path / "alerts.csv", status=None)
+    flat = pd.read_csv(tmp_path / "alerts.csv").set_index("customer_id")
+    assert flat.loc["e", "outcome"] == "saved" and flat.loc["f", "value_after"] == 0.0
+
+    # the effect: gold treated e (saved), f (lost): 1 of 2, value 25 a head; control h (gold, saved) 1 of 1;
+    # diamond: control a only. Gold: difference 0.5 - 1 = -0.5, -1 customer, value (25 - 90) * 2 = -130
+    costs = effect.playbook_costs(config.alert_rules(["diamond", "gold", "silver", "bronze"]), ["diamond", "gold"])  # type: ignore[arg-type]
+    table = effect.report(effect.load(engine), costs | {"silver": 0.0, "bronze": 0.0})
+    gold = table[(table["scope"] == "cumulative") & (table["tier"] == "gold")].iloc[0]
+    assert (gold["treated"], gold["treated_saved"], gold["control"], gold["control_saved"]) == (2, 1, 1, 1)
+    assert gold["incremental_saved"] == pytest.approx(-1.0)
+    assert (gold["incremental_value"], gold["cost"]) == pytest.approx((-130.0, 10.0))
+    assert gold["roi"] == pytest.approx(-14.0)  # (-130 - 10) / 10
