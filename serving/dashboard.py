@@ -50,6 +50,7 @@ from serving import (
     charts,
     erasure,
     monitoring,
+    outcomes,
     store,
     tier_store,
     webauth,
@@ -309,6 +310,7 @@ def customer(request: Request) -> Response:
     reasons = json.loads(now["reasons"]) if now and isinstance(now.get("reasons"), str) else []
     own = alert_store.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
     log = alert_store.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
+    found = outcomes.for_alerts(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
     playbook = _playbook(state, own, now)
     points = [(f"{pd.Timestamp(r.as_of):%Y-%m-%d}", r.churn_probability) for r in history.itertuples()]
     return _page(
@@ -323,6 +325,7 @@ def customer(request: Request) -> Response:
         events=_records(store.recent_events(state.engine, cid)),
         alerts=_records(own),
         log={int(k): _records(g) for k, g in log.groupby("alert_id")} if not log.empty else {},
+        outcome=dict(zip(found.index.astype(int), _records(found), strict=True)) if not found.empty else {},
         playbook=playbook,
         here=_here(request),
         snooze=SNOOZE_HOURS,

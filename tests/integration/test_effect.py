@@ -198,3 +198,39 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     assert gold["incremental_saved"] == pytest.approx(-1.0)
     assert (gold["incremental_value"], gold["cost"]) == pytest.approx((-130.0, 10.0))
     assert gold["roi"] == pytest.approx(-14.0)  # (-130 - 10) / 10
+
+
+def test_the_customer_page_shows_each_alerts_outcome(
+    engine: sa.Engine, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from serving import dashboard
+
+    scores = score_table(("e", "gold", 0.65, 300.0), ("f", "gold", 0.8, 200.0)).assign(
+        as_of=T0, model_version="1", reasons="[]", rfm_segment="loyal", cold_start=False
+    )
+    store.write_snapshot(engine, scores[["customer_id"]], scores, {"as_of": T0.isoformat()})
+    _run(engine, _config(store_url, None, control_share=0.0), T0, *FIRING[1:3])
+    tx = pd.DataFrame({"customer_id": ["e"], "timestamp": [T0 + 3 * D], "amount": [42.0]})
+    outcomes.record(engine, history_from_frames(tx, as_of=T0 + 10 * D), 30)
+    monkeypatch.setenv("DIAMOND_STORE_URL", store_url)
+
+    async def get(path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=dashboard.create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
+            return await client.get(path)
+
+    dashboard._state.cache_clear()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            e, f = (pool.submit(asyncio.run, get(f"/customers/{c}")).result() for c in "ef")
+    finally:
+        dashboard._state.cache_clear()
+    assert e.status_code == 200 and f.status_code == 200
+    assert 'data-outcome="saved"' in e.text and "saved after 3 day(s)" in e.text
+    assert "window still open" in e.text
+    assert 'data-outcome="pending"' in f.text and "lost" not in f.text  # 10 days into 30: pending, not lost
