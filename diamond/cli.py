@@ -816,7 +816,7 @@ def effect(
         )
         for r in rows.to_dict("records"):
             grid.add_row(
-                "all" if r["run"] is None else f"{r['run']:%Y-%m-%d}",
+                "all" if r["run"] is None or r["run"] != r["run"] else f"{r['run']:%Y-%m-%d}",
                 str(r["tier"]),
                 str(r["kind"]),
                 str(r["playbook"]),

@@ -234,3 +234,83 @@ def test_the_customer_page_shows_each_alerts_outcome(
     assert 'data-outcome="saved"' in e.text and "saved after 3 day(s)" in e.text
     assert "window still open" in e.text
     assert 'data-outcome="pending"' in f.text and "lost" not in f.text  # 10 days into 30: pending, not lost
+
+
+def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path: Path
+) -> None:
+    """The real commands on CDNOW: `diamond score` twice at the cutoff (the same arms), `diamond outcomes`
+    to the history's end, `diamond effect --json`; outcomes checked against the history read here."""
+    from features.history import load_history
+    from tests.helpers import CUTOFF, copy_store, run_diamond, write_serving_config
+
+    copy_store(cdnow_champion / "trained", tmp_path)
+    alerts = yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5, "silver": 1})
+    write_serving_config(tmp_path, {"alerts": alerts})
+    url = f"sqlite:///{tmp_path / 'diamond.db'}"
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "DIAMOND_STORE_URL": url,
+        "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
+    }
+    first = " ".join(
+        run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=tmp_path, env=env).stdout.split()
+    )
+    eng = store.engine(url)
+    held = control.list_controls(eng)
+    live = list_alerts(eng, status="live")
+    assert not held.empty and not live.empty
+    assert not set(zip(held["customer_id"], held["kind"])) & set(zip(live["customer_id"], live["kind"]))
+    stored = outcomes.read(eng)
+    assert len(stored) == len(held) + len(live[live["customer_id"] != "__model__"])
+    assert set(stored["outcome"]) == {"pending"}  # the history known at the run stops at the alerts
+    assert f"control {len(held):,} (saved 0, lost 0, pending {len(held):,})" in first
+
+    run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=tmp_path, env=env)
+    again = control.list_controls(eng)
+    assert again[["id", "customer_id", "kind", "opened_at"]].equals(held[["id", "customer_id", "kind", "opened_at"]])
+
+    run_diamond("outcomes", "--data", str(cdnow_dir), cwd=tmp_path, env=env)
+    got = outcomes.read(eng)
+    assert got["mature"].all() and set(got["outcome"]) <= {"saved", "lost"}
+    # read from the history here: saved iff a purchase in (T0, T0 + H]
+    tx = load_history(str(cdnow_dir)).transactions.to_pandas()
+    t0, h = got["opened_at"].iloc[0], timedelta(days=int(got["horizon_days"].iloc[0]))
+    window = tx[(tx["timestamp"] > t0) & (tx["timestamp"] <= t0 + h)]
+    buyers = set(window.loc[window["amount"] >= 0, "customer_id"].astype(str))
+    assert got.set_index("customer_id")["outcome"].to_dict() == {
+        c: "saved" if c in buyers else "lost" for c in got["customer_id"]
+    }
+    spent = window.groupby(window["customer_id"].astype(str))["amount"].sum()
+    assert got["value_after"].tolist() == pytest.approx(spent.reindex(got["customer_id"]).fillna(0.0).tolist())
+
+    reply = json.loads(run_diamond("effect", "--json", cwd=tmp_path, env=env).stdout)
+    overall = next(r for r in reply if r["scope"] == "cumulative" and r["tier"] == "(all)")
+    treated, controls = got[got["arm"] == "treated"], got[got["arm"] == "control"]
+    assert (overall["treated"], overall["control"]) == (len(treated), len(controls))
+    assert overall["treated_saved"] == int((treated["outcome"] == "saved").sum())
+    assert overall["control_saved"] == int((controls["outcome"] == "saved").sum())
+    costs = {"diamond": 40.0, "gold": 5.0, "silver": 1.0}
+    assert overall["cost"] == pytest.approx(sum(costs.get(t, 0.0) for t in treated["tier"]))
+    table = run_diamond("effect", cwd=tmp_path, env=env).stdout
+    assert "effect, all runs" in table and "(all)" in table
+
+    write_serving_config(tmp_path, {"alerts": yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5})})
+    refused = run_diamond("effect", cwd=tmp_path, env=env, check=False)
+    assert refused.returncode == 2 and "alerts.playbooks.silver.cost: missing" in " ".join(refused.stderr.split())
+    write_serving_config(tmp_path, {"alerts": yaml_alerts(0.3, {"diamond": 40, "gold": -1, "silver": 1})})
+    negative = run_diamond("effect", cwd=tmp_path, env=env, check=False)
+    assert negative.returncode == 2 and "alerts.playbooks.gold.cost" in " ".join(negative.stderr.split())
+
+
+def yaml_alerts(control_share: float, costs: dict[str, float]) -> dict[str, Any]:
+    """The repository's serving.yaml alerts section with a control share and these playbook costs."""
+    import yaml
+
+    from tests.helpers import ROOT
+
+    section = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))["alerts"]
+    section["control_share"] = control_share
+    for tier, cost in costs.items():
+        section["playbooks"][tier]["cost"] = cost
+    return dict(section)
