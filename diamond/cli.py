@@ -834,15 +834,15 @@ def effect(
         out.print(grid)
 
 
-def _num(x: float, digits: int) -> str:
+def _num(x: float | None, digits: int) -> str:
     return "—" if x is None or x != x else f"{x:,.{digits}f}"
 
 
-def _rate(x: float) -> str:
+def _rate(x: float | None) -> str:
     return "—" if x is None or x != x else f"{100 * x:.1f} %"
 
 
-def _ci(x: float, low: float, high: float, pct: bool = False) -> str:
+def _ci(x: float | None, low: float, high: float, pct: bool = False) -> str:
     if x is None or x != x:
         return "—"
     f = _rate if pct else (lambda v: _num(v, 2))

@@ -120,17 +120,25 @@ class AlertConfig(Section):
         if not tiers or len(set(tiers)) != len(tiers):
             return [(("tiers",), "must be distinct tier names, best first", list(tiers))]
         names = ", ".join(tiers)
-        return [
-            (("rules", i, "min_tier"), f"{r.min_tier!r} is not one of {names}", r.min_tier)
-            for i, r in enumerate(self.rules)
-            if r.min_tier is not None and r.min_tier not in tiers
-        ] + [(("playbooks", t), f"{t!r} is not one of {names}", t) for t in self.playbooks if t not in tiers] + [
-            (("rules", i, "control_share", t), f"{t!r} is not one of {names}", t)
-            for i, r in enumerate(self.rules)
-            if isinstance(r.control_share, dict)
-            for t in r.control_share
-            if t not in tiers
-        ]
+        return (
+            [
+                (("rules", i, "min_tier"), f"{r.min_tier!r} is not one of {names}", r.min_tier)
+                for i, r in enumerate(self.rules)
+                if r.min_tier is not None and r.min_tier not in tiers
+            ]
+            + [
+                (("playbooks", t), f"{t!r} is not one of {names}", t)
+                for t in self.playbooks
+                if t not in tiers
+            ]
+            + [
+                (("rules", i, "control_share", t), f"{t!r} is not one of {names}", t)
+                for i, r in enumerate(self.rules)
+                if isinstance(r.control_share, dict)
+                for t in r.control_share
+                if t not in tiers
+            ]
+        )
 
     def control_shares(self) -> dict[tuple[str, str], float]:
         """The held-out share for each (rule kind, tier) on the bound tier names (serving.control)."""

@@ -84,7 +84,12 @@ def hold_out(
             [shares_by.get((k, str(t)), 0.0) for k, t in zip(kinds, candidates["tier"], strict=True)],
             dtype=np.float64,
         )
-        may = candidates["fires"].to_numpy(dtype=bool) & ~in_control & (share > 0) & (ids != MODEL_ID).to_numpy()
+        may = (
+            candidates["fires"].to_numpy(dtype=bool)
+            & ~in_control
+            & (share > 0)
+            & (ids != MODEL_ID).to_numpy()
+        )
         new = np.zeros(len(candidates), dtype=bool)
         if may.any():
             idx = np.flatnonzero(may)

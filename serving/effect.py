@@ -97,8 +97,8 @@ def playbook_costs(config: AlertConfig, tiers: Sequence[str], file: str = "servi
             continue
         if book.cost is None:
             raise ConfigError(
-                f"{file}: alerts.playbooks.{tier}.cost: missing; `diamond effect` needs the cost of one alert "
-                f"worked with this playbook ({book.text!r}) to weigh it against the value it retains"
+                f"{file}: alerts.playbooks.{tier}.cost: missing; `diamond effect` needs the cost of one "
+                f"alert worked with this playbook ({book.text!r}) to weigh it against the value it retains"
             )
         if book.cost < 0:  # refused when loaded; checked again for configs built in code
             raise ConfigError(f"{file}: alerts.playbooks.{tier}.cost: must be at least 0, got {book.cost}")
@@ -142,9 +142,7 @@ def records(table: pd.DataFrame) -> list[dict[str, Any]]:
         for k, v in r.items():
             if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
                 row[k] = None
-            elif isinstance(v, pd.Timestamp):
-                row[k] = v.isoformat()
-            elif hasattr(v, "isoformat"):
+            elif isinstance(v, pd.Timestamp) or hasattr(v, "isoformat"):
                 row[k] = v.isoformat()
             elif isinstance(v, np.integer):
                 row[k] = int(v)

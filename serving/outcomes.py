@@ -36,7 +36,16 @@ from serving.alert_rules import MODEL_ID
 from serving.schema import alert_controls_table, alert_outcomes_table, alerts_table
 
 OUTCOMES = ("saved", "lost", "pending")
-EPISODE_COLUMNS = ["arm", "episode_id", "customer_id", "kind", "tier", "playbook", "value_at_risk", "opened_at"]
+EPISODE_COLUMNS = [
+    "arm",
+    "episode_id",
+    "customer_id",
+    "kind",
+    "tier",
+    "playbook",
+    "value_at_risk",
+    "opened_at",
+]
 OUTCOME_COLUMNS = ["outcome", "outcome_at", "days_to_outcome", "value_after", "observed_until", "mature"]
 _TRUE = ("true", "1", "yes", "y", "t")
 
@@ -67,22 +76,34 @@ def compute(
     end = utc_naive(end)
     e = episodes.reset_index(drop=True)
     t0 = pd.to_datetime(e["opened_at"]).to_numpy(dtype="datetime64[us]")
-    window = t0 + pd.to_timedelta(e["horizon_days"].astype(np.int64), unit="D").to_numpy(dtype="timedelta64[us]")
+    window = t0 + pd.to_timedelta(e["horizon_days"].astype(np.int64), unit="D").to_numpy(
+        dtype="timedelta64[us]"
+    )
     stop = np.minimum(window, np.datetime64(end, "us"))
     stop = np.maximum(stop, t0)  # a history ending before the alert: nothing seen
     mature = np.datetime64(end, "us") >= window
-    keys = pd.DataFrame({"_e": np.arange(len(e)), "customer_id": e["customer_id"].astype(str), "_t0": t0, "_stop": stop})
+    keys = pd.DataFrame(
+        {"_e": np.arange(len(e)), "customer_id": e["customer_id"].astype(str), "_t0": t0, "_stop": stop}
+    )
 
     def within(events: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
         if events is None or events.empty or e.empty:
             return pd.DataFrame(columns=["_e", "timestamp", *columns])
-        ev = events.assign(customer_id=events["customer_id"].astype(str))[["customer_id", "timestamp", *columns]]
+        ev = events.assign(customer_id=events["customer_id"].astype(str))[
+            ["customer_id", "timestamp", *columns]
+        ]
         ev = ev.assign(timestamp=pd.to_datetime(ev["timestamp"]).astype("datetime64[us]"))
         j = keys.merge(ev, on="customer_id")
         return j[(j["timestamp"] > j["_t0"]) & (j["timestamp"] <= j["_stop"])]
 
     tx = within(transactions, ["amount"])
-    value = tx.groupby("_e")["amount"].sum().astype(np.float64).reindex(range(len(e)), fill_value=0.0).to_numpy(dtype=np.float64)
+    value = (
+        tx.groupby("_e")["amount"]
+        .sum()
+        .astype(np.float64)
+        .reindex(range(len(e)), fill_value=0.0)
+        .to_numpy(dtype=np.float64)
+    )
     buys = tx[tx["amount"] >= 0].groupby("_e")["timestamp"].min().reindex(range(len(e)))
     cx = within(cancellations, [])
     cancels = cx.groupby("_e")["timestamp"].min().reindex(range(len(e)))
@@ -143,14 +164,18 @@ def episodes(engine: Engine, customers: list[str] | None = None) -> pd.DataFrame
     done = sa.select(o.c.arm, o.c.episode_id, o.c.horizon_days, o.c.computed_at)
     with engine.connect() as conn:
         rows = [*conn.execute(treated).all(), *conn.execute(control).all()]
-        known = pd.DataFrame(conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at"])
+        known = pd.DataFrame(
+            conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at"]
+        )
     frame = pd.DataFrame(rows, columns=EPISODE_COLUMNS)
     frame["episode_id"] = frame["episode_id"].astype(np.int64)
     known["episode_id"] = known["episode_id"].astype(np.int64)
     return frame.merge(known, on=["arm", "episode_id"], how="left")
 
 
-def record(engine: Engine, history: History, horizon_days: int | None, end: datetime | None = None) -> Recorded:
+def record(
+    engine: Engine, history: History, horizon_days: int | None, end: datetime | None = None
+) -> Recorded:
     """Compute the outcome of every alert and control from `history` as known at `end` (default: the
     history's end) and store it in `alert_outcomes`, in one transaction. An episode keeps the horizon it
     was first recorded with; a new one takes `horizon_days` (ValueError when it is None: say the horizon).
@@ -198,7 +223,15 @@ def record(engine: Engine, history: History, horizon_days: int | None, end: date
     ]
     fresh = [r for r in rows if (r["arm"], r["episode_id"]) in new_keys]
     again = [r for r in rows if (r["arm"], r["episode_id"]) not in new_keys]
-    moving = ("outcome", "outcome_at", "days_to_outcome", "value_after", "observed_until", "mature", "computed_at")
+    moving = (
+        "outcome",
+        "outcome_at",
+        "days_to_outcome",
+        "value_after",
+        "observed_until",
+        "mature",
+        "computed_at",
+    )
     with engine.begin() as conn:
         if fresh:
             conn.execute(sa.insert(o), fresh)
@@ -207,7 +240,10 @@ def record(engine: Engine, history: History, horizon_days: int | None, end: date
                 sa.update(o)
                 .where(o.c.arm == sa.bindparam("b_arm"), o.c.episode_id == sa.bindparam("b_id"))
                 .values({k: sa.bindparam(f"v_{k}") for k in moving}),
-                [{"b_arm": r["arm"], "b_id": r["episode_id"], **{f"v_{k}": r[k] for k in moving}} for r in again],
+                [
+                    {"b_arm": r["arm"], "b_id": r["episode_id"], **{f"v_{k}": r[k] for k in moving}}
+                    for r in again
+                ],
             )
     counts = done.groupby(["arm", "outcome"]).size()
     return Recorded(end, {(str(a), str(b)): int(n) for (a, b), n in counts.items()}, int(later.sum()))
@@ -263,7 +299,11 @@ def _events(
     cx = of(history.cancellations, []) if history.churn in ("contractual", "mixed") else None
     if history.churn == "contractual":
         contract = set(customers)
-    elif history.churn == "mixed" and history.customers is not None and CONTRACT_ATTRIBUTE in history.customers.column_names:
+    elif (
+        history.churn == "mixed"
+        and history.customers is not None
+        and CONTRACT_ATTRIBUTE in history.customers.column_names
+    ):
         c = history.customers.select(["customer_id", CONTRACT_ATTRIBUTE]).to_pandas()
         flag = c[CONTRACT_ATTRIBUTE].astype(str).str.strip().str.lower().isin(_TRUE)
         contract = set(c.loc[flag, "customer_id"].astype(str)) & customers

@@ -49,7 +49,11 @@ def engine(store_url: str) -> Iterator[sa.Engine]:
 
 def _config(store_url: str, receiver: WebhookReceiver | None, **alerts: Any) -> ServingConfig:
     hooks = (
-        {"endpoints": [{"name": "crm", "url": receiver.url, "secret_env": "EFFECT_TEST_SECRET", "timeout_s": 2}]}
+        {
+            "endpoints": [
+                {"name": "crm", "url": receiver.url, "secret_env": "EFFECT_TEST_SECRET", "timeout_s": 2}
+            ]
+        }
         if receiver is not None
         else {}
     )
@@ -145,9 +149,7 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     tx = pd.DataFrame(
         {
             "customer_id": ["a", "e", "e", "f", "h", "a"],
-            "timestamp": [
-                T0 - 40 * D, T0 + 5 * D, T0 + 6 * D, T0 - 30 * D, T0 + 12 * D, T0 - 20 * D,
-            ],  # fmt: skip
+            "timestamp": [T0 + k * D for k in (-40, 5, 6, -30, 12, -20)],
             "amount": [10.0, 30.0, 20.0, 15.0, 90.0, 5.0],
         }
     )
@@ -170,13 +172,17 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     assert got["arm"].to_dict() == {"a": "control", "e": "treated", "f": "treated", "h": "control"}
     assert got["value_after"].to_dict() == {"a": 0.0, "e": 50.0, "f": 0.0, "h": 90.0}
     assert got["mature"].all() and set(got["horizon_days"]) == {30}
-    assert got.loc["f", "outcome_at"] == T0 + 30 * D and got.loc["h", "days_to_outcome"] == pytest.approx(12.0)
+    assert got.loc["f", "outcome_at"] == T0 + 30 * D and got.loc["h", "days_to_outcome"] == pytest.approx(
+        12.0
+    )
 
     # a backfill with an earlier end leaves what a later one saw
     back = outcomes.record(engine, history, 30, T0 + 2 * D)
-    assert back.skipped == 4 and outcomes.read(engine)["outcome"].tolist() == got.loc[
-        outcomes.read(engine)["customer_id"], "outcome"
-    ].tolist()
+    assert (
+        back.skipped == 4
+        and outcomes.read(engine)["outcome"].tolist()
+        == got.loc[outcomes.read(engine)["customer_id"], "outcome"].tolist()
+    )
 
     # the export carries each alert's outcome
     export_alerts(engine, tmp_path / "alerts.json", status=None)
@@ -191,7 +197,9 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
 
     # the effect: gold treated e (saved), f (lost): 1 of 2, value 25 a head; control h (gold, saved) 1 of 1;
     # diamond: control a only. Gold: difference 0.5 - 1 = -0.5, -1 customer, value (25 - 90) * 2 = -130
-    costs = effect.playbook_costs(config.alert_rules(["diamond", "gold", "silver", "bronze"]), ["diamond", "gold"])  # type: ignore[arg-type]
+    costs = effect.playbook_costs(
+        config.alert_rules(["diamond", "gold", "silver", "bronze"]), ["diamond", "gold"]
+    )  # type: ignore[arg-type]
     table = effect.report(effect.load(engine), costs | {"silver": 0.0, "bronze": 0.0})
     gold = table[(table["scope"] == "cumulative") & (table["tier"] == "gold")].iloc[0]
     assert (gold["treated"], gold["treated_saved"], gold["control"], gold["control_saved"]) == (2, 1, 1, 1)
@@ -254,13 +262,16 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
         "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
     }
     first = " ".join(
-        run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=tmp_path, env=env).stdout.split()
+        run_diamond(
+            "score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=tmp_path, env=env
+        ).stdout.split()
     )
     eng = store.engine(url)
     held = control.list_controls(eng)
     live = list_alerts(eng, status="live")
     assert not held.empty and not live.empty
-    assert not set(zip(held["customer_id"], held["kind"])) & set(zip(live["customer_id"], live["kind"]))
+    keys = set(zip(held["customer_id"], held["kind"], strict=True))
+    assert not keys & set(zip(live["customer_id"], live["kind"], strict=True))
     stored = outcomes.read(eng)
     assert len(stored) == len(held) + len(live[live["customer_id"] != "__model__"])
     assert set(stored["outcome"]) == {"pending"}  # the history known at the run stops at the alerts
@@ -268,7 +279,9 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
 
     run_diamond("score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=tmp_path, env=env)
     again = control.list_controls(eng)
-    assert again[["id", "customer_id", "kind", "opened_at"]].equals(held[["id", "customer_id", "kind", "opened_at"]])
+    assert again[["id", "customer_id", "kind", "opened_at"]].equals(
+        held[["id", "customer_id", "kind", "opened_at"]]
+    )
 
     run_diamond("outcomes", "--data", str(cdnow_dir), cwd=tmp_path, env=env)
     got = outcomes.read(eng)
@@ -282,7 +295,9 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
         c: "saved" if c in buyers else "lost" for c in got["customer_id"]
     }
     spent = window.groupby(window["customer_id"].astype(str))["amount"].sum()
-    assert got["value_after"].tolist() == pytest.approx(spent.reindex(got["customer_id"]).fillna(0.0).tolist())
+    assert got["value_after"].tolist() == pytest.approx(
+        spent.reindex(got["customer_id"]).fillna(0.0).tolist()
+    )
 
     reply = json.loads(run_diamond("effect", "--json", cwd=tmp_path, env=env).stdout)
     overall = next(r for r in reply if r["scope"] == "cumulative" and r["tier"] == "(all)")
@@ -295,9 +310,13 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     table = run_diamond("effect", cwd=tmp_path, env=env).stdout
     assert "effect, all runs" in table and "(all)" in table
 
-    write_serving_config(tmp_path, {"alerts": yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5})})
+    write_serving_config(
+        tmp_path, {"alerts": yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5})}
+    )
     refused = run_diamond("effect", cwd=tmp_path, env=env, check=False)
-    assert refused.returncode == 2 and "alerts.playbooks.silver.cost: missing" in " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "alerts.playbooks.silver.cost: missing" in " ".join(
+        refused.stderr.split()
+    )
     write_serving_config(tmp_path, {"alerts": yaml_alerts(0.3, {"diamond": 40, "gold": -1, "silver": 1})})
     negative = run_diamond("effect", cwd=tmp_path, env=env, check=False)
     assert negative.returncode == 2 and "alerts.playbooks.gold.cost" in " ".join(negative.stderr.split())

@@ -66,9 +66,7 @@ def test_outcomes_by_silence_saved_at_the_first_purchase_lost_when_the_window_ra
 
 def test_outcomes_by_cancellation_lost_at_the_first_one_saved_when_the_window_ran_out() -> None:
     eps = _episodes(("g", T0), ("h", T0), ("i", T0 + 19 * D), ("k", T0))
-    cx = pd.DataFrame(
-        {"customer_id": ["g", "g", "k"], "timestamp": [T0 + 14 * D, T0 + 20 * D, T0 + 31 * D]}
-    )
+    cx = pd.DataFrame({"customer_id": ["g", "g", "k"], "timestamp": [T0 + 14 * D, T0 + 20 * D, T0 + 31 * D]})
     tx = _tx(("h", T0 + 5 * D, 12.0), ("k", T0 + 2 * D, 8.0))
     got = compute(eps, tx, END, cx, contract={"g", "h", "i"}).set_index("customer_id")
     # k is judged by silence (not a contract customer): its purchase saves it, the later cancellation is
@@ -209,7 +207,9 @@ def test_the_effect_table_on_a_hand_built_case() -> None:
     row = table.set_index(["scope", "run", "tier"])
     gold = row.loc[("run", T0, "gold")]
     assert (gold["treated"], gold["treated_saved"], gold["control"], gold["control_saved"]) == (4, 3, 2, 1)
-    assert (gold["treated_rate"], gold["control_rate"], gold["difference"]) == pytest.approx((0.75, 0.5, 0.25))
+    assert (gold["treated_rate"], gold["control_rate"], gold["difference"]) == pytest.approx(
+        (0.75, 0.5, 0.25)
+    )
     assert (gold["difference_low"], gold["difference_high"]) == pytest.approx(newcombe(3, 4, 1, 2)[1:])
     assert gold["incremental_saved"] == pytest.approx(1.0)  # 0.25 * 4
     # mean value: treated 230 / 4 = 57.5, control 60 / 2 = 30: 27.5 * 4 = 110; cost 4 * 10 = 40
@@ -228,7 +228,12 @@ def test_the_effect_table_on_a_hand_built_case() -> None:
     # cumulative gold: treated 4 of 6 saved (270), control 1 of 3 (60): (2/3 - 1/3) * 6 = 2 saved; value
     # (45 - 20) * 6 = 150; cost 60; ROI 1.5
     total = table[(table["scope"] == "cumulative") & (table["tier"] == "gold")].iloc[0]
-    assert (total["treated"], total["treated_saved"], total["control"], total["control_saved"]) == (6, 4, 3, 1)
+    assert (total["treated"], total["treated_saved"], total["control"], total["control_saved"]) == (
+        6,
+        4,
+        3,
+        1,
+    )
     assert total["incremental_saved"] == pytest.approx(2.0)
     assert (total["incremental_value"], total["cost"], total["roi"]) == pytest.approx((150.0, 60.0, 1.5))
     through = table[(table["scope"] == "through") & (table["run"] == SECOND) & (table["tier"] == "gold")]
