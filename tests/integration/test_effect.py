@@ -208,6 +208,37 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     assert gold["roi"] == pytest.approx(-14.0)  # (-130 - 10) / 10
 
 
+def test_a_rollback_undoes_the_runs_controls_and_their_outcomes(engine: sa.Engine, store_url: str) -> None:
+    from serving import runs
+
+    config = _config(store_url, None)
+    history = history_from_frames(
+        pd.DataFrame({"customer_id": ["a"], "timestamp": [T0 - D], "amount": [1.0]}), as_of=T0 + 60 * D
+    )
+    runs.checkpoint(engine, T0)
+    _run(engine, config, T0, *FIRING)  # controls a and h
+    outcomes.record(engine, history, 30, T0)
+    before = control.list_controls(engine)
+    later = T0 + D
+    newcomer = next(c for c in "bcdg" if control.unit(c, "at-risk", later) < 0.5)
+    runs.checkpoint(engine, later)
+    # h falls out (its control closes), the newcomer fires and is held out at T0 + 1 d
+    _run(engine, config, later, ("a", "diamond", 0.7, 1000.0), (newcomer, "gold", 0.9, 100.0))
+    outcomes.record(engine, history, 30, later)
+    after = control.list_controls(engine).set_index("customer_id")
+    assert after.loc["h", "closed_at"] == later and after.loc[newcomer, "opened_at"] == later
+    assert newcomer in set(outcomes.read(engine, arm="control")["customer_id"])
+
+    runs.rollback(engine, later)
+    back = control.list_controls(engine)
+    assert back[["id", "customer_id", "opened_at", "closed_at"]].equals(
+        before[["id", "customer_id", "opened_at", "closed_at"]]
+    )
+    assert sorted(outcomes.read(engine, arm="control")["customer_id"]) == ["a", "h"]
+    treated = outcomes.read(engine, arm="treated")
+    assert set(treated["episode_id"]) == set(list_alerts(engine, status=None)["id"])
+
+
 def test_the_customer_page_shows_each_alerts_outcome(
     engine: sa.Engine, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
