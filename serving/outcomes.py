@@ -56,7 +56,7 @@ class Recorded:
 
     end: datetime
     counts: dict[tuple[str, str], int]  # (arm, outcome) -> episodes
-    skipped: int  # episodes already computed with a later history end: left as they were
+    skipped: int  # episodes final already, or computed with a later history end: left as they were
 
     def count(self, arm: str, outcome: str | None = None) -> int:
         return sum(n for (a, o), n in self.counts.items() if a == arm and outcome in (None, o))
@@ -161,11 +161,11 @@ def episodes(engine: Engine, customers: list[str] | None = None) -> pd.DataFrame
     if customers is not None:
         treated = treated.where(a.c.customer_id.in_(customers))
         control = control.where(c.c.customer_id.in_(customers))
-    done = sa.select(o.c.arm, o.c.episode_id, o.c.horizon_days, o.c.computed_at)
+    done = sa.select(o.c.arm, o.c.episode_id, o.c.horizon_days, o.c.computed_at, o.c.mature)
     with engine.connect() as conn:
         rows = [*conn.execute(treated).all(), *conn.execute(control).all()]
         known = pd.DataFrame(
-            conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at"]
+            conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at", "final"]
         )
     frame = pd.DataFrame(rows, columns=EPISODE_COLUMNS)
     frame["episode_id"] = frame["episode_id"].astype(np.int64)
@@ -180,10 +180,12 @@ def record(
     history's end) and store it in `alert_outcomes`, in one transaction. An episode keeps the horizon it
     was first recorded with; a new one takes `horizon_days` (ValueError when it is None: say the horizon).
     An episode already computed with a later end is left alone (a backfilled run never undoes what a later
-    one saw). Tier, kind, playbook and value at risk are the ones at the first recording (the opening run)."""
+    one saw), and so is one whose window was complete (final: later events fall outside it). Tier, kind,
+    playbook and value at risk are the ones at the first recording (the opening run)."""
     end = utc_naive(end) if end is not None else end_of(history)
     eps = episodes(engine)
     later = eps["computed_at"].notna() & (pd.to_datetime(eps["computed_at"]) > pd.Timestamp(end))
+    later |= eps["final"].fillna(False).astype(bool)  # a complete window: its outcome cannot change
     todo = eps[~later].copy()
     missing = todo["horizon_days"].isna()
     if missing.any():
