@@ -44,14 +44,19 @@ class HoldOut:
 def unit(customer_id: str, kind: str, opened_at: datetime) -> float:
     """The assignment number in [0, 1) of a would-be alert: the first 8 bytes of SHA-256 over rule kind,
     customer id and the opening run's as_of (ISO 8601, to the second), divided by 2**64."""
-    text = f"{kind}\x1f{customer_id}\x1f{utc_naive(opened_at):%Y-%m-%dT%H:%M:%S}"
+    return _unit(customer_id, kind, f"{utc_naive(opened_at):%Y-%m-%dT%H:%M:%S}")
+
+
+def _unit(customer_id: str, kind: str, stamp: str) -> float:
+    text = f"{kind}\x1f{customer_id}\x1f{stamp}"
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
 def drawn(customer_ids: pd.Series, kinds: pd.Series, opened_at: datetime, shares: np.ndarray) -> np.ndarray:
     """True where a would-be alert opening at `opened_at` is held out: its `unit` is below its share."""
+    stamp = f"{utc_naive(opened_at):%Y-%m-%dT%H:%M:%S}"  # once: formatting a time costs more than hashing
     u = np.fromiter(
-        (unit(str(c), str(k), opened_at) for c, k in zip(customer_ids, kinds, strict=True)),
+        (_unit(str(c), str(k), stamp) for c, k in zip(customer_ids, kinds, strict=True)),
         dtype=np.float64,
         count=len(customer_ids),
     )

@@ -82,18 +82,29 @@ def compute(
     stop = np.minimum(window, np.datetime64(end, "us"))
     stop = np.maximum(stop, t0)  # a history ending before the alert: nothing seen
     mature = np.datetime64(end, "us") >= window
+    customers = pd.Index(pd.unique(e["customer_id"].astype(str).to_numpy()))
     keys = pd.DataFrame(
-        {"_e": np.arange(len(e)), "customer_id": e["customer_id"].astype(str), "_t0": t0, "_stop": stop}
+        {
+            "_c": customers.get_indexer(e["customer_id"].astype(str)),  # joined on integers, not text
+            "_e": np.arange(len(e)),
+            "_t0": t0,
+            "_stop": stop,
+        }
     )
 
     def within(events: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
         if events is None or events.empty or e.empty:
             return pd.DataFrame(columns=["_e", "timestamp", *columns])
-        ev = events.assign(customer_id=events["customer_id"].astype(str))[
-            ["customer_id", "timestamp", *columns]
-        ]
-        ev = ev.assign(timestamp=pd.to_datetime(ev["timestamp"]).astype("datetime64[us]"))
-        j = keys.merge(ev, on="customer_id")
+        code = customers.get_indexer(events["customer_id"].astype(str))
+        mine = code >= 0
+        ev = pd.DataFrame(
+            {
+                "_c": code[mine],
+                "timestamp": pd.to_datetime(events["timestamp"]).to_numpy(dtype="datetime64[us]")[mine],
+                **{c: events[c].to_numpy()[mine] for c in columns},
+            }
+        )
+        j = keys.merge(ev, on="_c")
         return j[(j["timestamp"] > j["_t0"]) & (j["timestamp"] <= j["_stop"])]
 
     tx = within(transactions, ["amount"])
