@@ -791,14 +791,19 @@ def effect(
     by_run: Annotated[
         bool, typer.Option("--by-run/--overall", help="Also each opening run, and cumulative through it.")
     ] = True,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log it as an MLflow run.")] = False,
 ) -> None:
     """Treated alerts against their held-out controls: save rates with 95 % intervals, incremental
     customers saved and value retained, cost and ROI, by tier, alert kind and playbook (docs/effect.md)."""
     from serving import effect as fx
     from serving.config import ServingConfig
+    from training.tracking import MlflowConfig
 
     with _user_errors():
-        table = flows.effect(ServingConfig.load(), by_run)
+        mlcfg = MlflowConfig.load() if mlflow else None
+        table, run_id = flows.effect(ServingConfig.load(), by_run, mlcfg)
+    if mlcfg is not None and run_id is not None:
+        console.print(f"logged to MLflow: run {run_id} in experiment {mlcfg.experiment}-effect")
     if as_json:
         out.print_json(json.dumps(fx.records(table)))
         return

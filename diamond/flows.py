@@ -460,8 +460,11 @@ def record_outcomes(data: str, config: ServingConfig, horizon_days: int | None) 
     return outcomes.record(eng, load_history(data), horizon_days)
 
 
-def effect(config: ServingConfig, by_run: bool) -> pd.DataFrame:
-    """The effect table of the stored outcomes (serving.effect.report), playbook costs from the config."""
+def effect(
+    config: ServingConfig, by_run: bool, mlcfg: MlflowConfig | None = None
+) -> tuple[pd.DataFrame, str | None]:
+    """The effect table of the stored outcomes (serving.effect.report), playbook costs from the config;
+    with `mlcfg`, also logged as an MLflow run (its id returned, else None)."""
     from serving import effect as fx
     from serving import store
 
@@ -471,7 +474,8 @@ def effect(config: ServingConfig, by_run: bool) -> pd.DataFrame:
         raise ValueError(f"{config.file or 'serving.yaml'}: alerts are off; there is no effect to measure")
     tiers = sorted({str(t) for t in frame["tier"].dropna()} | set(config.alerts.playbooks))
     costs = fx.playbook_costs(config.alerts, tiers, str(config.file or "serving.yaml"))
-    return fx.report(frame, costs, by_run)
+    table = fx.report(frame, costs, by_run)
+    return table, fx.log_to_mlflow(mlcfg, table) if mlcfg is not None and not table.empty else None
 
 
 def list_runs(config: ServingConfig) -> pd.DataFrame:

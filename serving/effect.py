@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,6 +30,9 @@ from sqlalchemy.engine import Engine
 from core.config import ConfigError
 from serving import outcomes
 from serving.config import AlertConfig
+
+if TYPE_CHECKING:
+    from training.tracking import MlflowConfig
 
 Z = 1.959963984540054  # the two-sided 95 % normal quantile
 GROUP = ("tier", "kind", "playbook")
@@ -152,6 +155,49 @@ def records(table: pd.DataFrame) -> list[dict[str, Any]]:
                 row[k] = v
         out.append(row)
     return out
+
+
+LOGGED = (
+    "treated",
+    "treated_saved",
+    "control",
+    "control_saved",
+    "treated_rate",
+    "control_rate",
+    "difference",
+    "difference_low",
+    "difference_high",
+    "incremental_saved",
+    "incremental_value",
+    "cost",
+    "roi",
+    "pending",
+)
+
+
+def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
+    """One run in the `<experiment>-effect` experiment: the cumulative "(all)" row's numbers as metrics
+    (missing ones left out) and the whole table as `effect.json`. Returns the run id."""
+    import json
+
+    from mlflow.entities import Metric
+
+    from core.clock import utc_now
+
+    client = mlcfg.client()
+    stamp = int(utc_now().timestamp() * 1000)
+    rows = records(table)
+    overall = next((r for r in rows if r["scope"] == "cumulative" and r["tier"] == ALL), {})
+    run = client.create_run(
+        mlcfg.experiment_id(client, f"{mlcfg.experiment}-effect"),
+        run_name=f"effect {utc_now():%Y-%m-%d %H:%M}",
+        tags={"runs": str(len({r["run"] for r in rows if r["run"] is not None}))},
+    )
+    metrics = [Metric(k, float(overall[k]), stamp, 0) for k in LOGGED if overall.get(k) is not None]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.log_text(run.info.run_id, json.dumps(rows, indent=1), "effect.json")
+    client.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------

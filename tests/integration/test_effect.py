@@ -280,6 +280,10 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
 ) -> None:
     """The real commands on CDNOW: `diamond score` twice at the cutoff (the same arms), `diamond outcomes`
     to the history's end, `diamond effect --json`; outcomes checked against the history read here."""
+    import re
+
+    from mlflow import MlflowClient
+
     from features.history import load_history
     from tests.helpers import CUTOFF, copy_store, run_diamond, write_serving_config
 
@@ -330,7 +334,8 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
         spent.reindex(got["customer_id"]).fillna(0.0).tolist()
     )
 
-    reply = json.loads(run_diamond("effect", "--json", cwd=tmp_path, env=env).stdout)
+    done = run_diamond("effect", "--json", "--mlflow", cwd=tmp_path, env=env)
+    reply = json.loads(done.stdout)
     overall = next(r for r in reply if r["scope"] == "cumulative" and r["tier"] == "(all)")
     treated, controls = got[got["arm"] == "treated"], got[got["arm"] == "control"]
     assert (overall["treated"], overall["control"]) == (len(treated), len(controls))
@@ -338,6 +343,11 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     assert overall["control_saved"] == int((controls["outcome"] == "saved").sum())
     costs = {"diamond": 40.0, "gold": 5.0, "silver": 1.0}
     assert overall["cost"] == pytest.approx(sum(costs.get(t, 0.0) for t in treated["tier"]))
+    run_id = re.search(r"run (\w+) in experiment diamond-effect", done.stderr)
+    assert run_id is not None, done.stderr
+    logged = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_run(run_id.group(1)).data.metrics
+    assert (logged["treated"], logged["control"]) == (len(treated), len(controls))
+    assert logged["difference"] == pytest.approx(overall["difference"])
     table = run_diamond("effect", cwd=tmp_path, env=env).stdout
     assert "effect, all runs" in table and "(all)" in table
 
