@@ -469,12 +469,7 @@ def effect(
     from serving import store
 
     eng = store.prepare(store.engine(config.store_url))
-    frame = fx.load(eng)
-    if config.alerts is None:
-        raise ValueError(f"{config.file or 'serving.yaml'}: alerts are off; there is no effect to measure")
-    tiers = sorted({str(t) for t in frame["tier"].dropna()} | set(config.alerts.playbooks))
-    costs = fx.playbook_costs(config.alerts, tiers, str(config.file or "serving.yaml"))
-    table = fx.report(frame, costs, by_run)
+    table = fx.stored_report(eng, config.alerts, str(config.file or "serving.yaml"), by_run)
     return table, fx.log_to_mlflow(mlcfg, table) if mlcfg is not None and not table.empty else None
 
 

@@ -42,12 +42,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from core.clock import utc_now
+from core.config import ConfigError
 from serving import (
     access,
     alert_rules,
     alert_store,
     audit,
     charts,
+    effect,
     erasure,
     monitoring,
     outcomes,
@@ -333,6 +335,19 @@ def customer(request: Request) -> Response:
     )
 
 
+def effect_page(request: Request) -> Response:
+    """Treated alerts against their held-out controls, all runs together (serving.effect, docs/effect.md)."""
+    state = _state()
+    try:
+        table = effect.stored_report(
+            state.engine, state.config.alerts, state.config.file or "serving.yaml", False
+        )
+        problem = None
+    except ConfigError as exc:
+        table, problem = pd.DataFrame(), str(exc)
+    return _page(request, "effect.html", rows=_records(table), problem=problem)
+
+
 def overview(request: Request) -> Response:
     state = _state()
     order = _order(state)
@@ -526,6 +541,7 @@ def create_app() -> Starlette:
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/overview", overview, methods=["GET"]),
+            Route("/effect", effect_page, methods=["GET"]),
             Route("/customers/{customer_id:path}/forget", forget, methods=["POST"]),
             Route("/customers/{customer_id:path}", customer, methods=["GET"]),
             Route("/alerts/{alert_id:int}/{action}", act, methods=["POST"]),

@@ -114,6 +114,18 @@ def load(engine: Engine) -> pd.DataFrame:
     return outcomes.read(engine)
 
 
+def stored_report(
+    engine: Engine, config: AlertConfig | None, file: str = "serving.yaml", by_run: bool = True
+) -> pd.DataFrame:
+    """`report` of a store's outcomes with the playbook costs of `config` (the alerts section; None: alerts
+    are off, refused). What `diamond effect` prints and the dashboard's effect page shows."""
+    if config is None:
+        raise ConfigError(f"{file}: alerts are off; there is no effect to measure")
+    frame = load(engine)
+    tiers = sorted({str(t) for t in frame["tier"].dropna()} | set(config.playbooks))
+    return report(frame, playbook_costs(config, tiers, file), by_run)
+
+
 def report(frame: pd.DataFrame, costs: Mapping[str, float], by_run: bool = True) -> pd.DataFrame:
     """The effect table of these outcomes (serving.outcomes columns): one row per (tier, kind, playbook) and
     one "(all)" row, first over everything (scope `cumulative`, run None); with `by_run`, then for each

@@ -6,6 +6,7 @@ history are the hand-computed ones. Pure parts: tests/unit/test_effect.py."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -239,6 +240,61 @@ def test_a_rollback_undoes_the_runs_controls_and_their_outcomes(engine: sa.Engin
     assert set(treated["episode_id"]) == set(list_alerts(engine, status=None)["id"])
 
 
+def _get(path: str) -> Any:
+    """GET a dashboard page in process (the store and config from the environment)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from serving import dashboard
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=dashboard.create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
+            return await client.get(path)
+
+    dashboard._state.cache_clear()
+    try:
+        with ThreadPoolExecutor(1) as pool:  # a thread of its own: an event loop may run in this one
+            return pool.submit(asyncio.run, get()).result()
+    finally:
+        dashboard._state.cache_clear()
+
+
+def test_the_effect_page(
+    engine: sa.Engine, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    config = _config(store_url, None)
+    _run(engine, config, T0, *FIRING)  # treated e, f (gold); control a (diamond), h (gold)
+    tx = pd.DataFrame(
+        {"customer_id": ["e", "h"], "timestamp": [T0 + 5 * D, T0 + 12 * D], "amount": [50.0, 90.0]}
+    )
+    outcomes.record(engine, history_from_frames(tx, as_of=T0 + 60 * D), 30)
+    (tmp_path / "serving.yaml").write_text(yaml.safe_dump({"alerts": RULES}), encoding="utf-8")
+    monkeypatch.setenv("DIAMOND_STORE_URL", store_url)
+    monkeypatch.setenv("DIAMOND_SERVING_CONFIG", str(tmp_path / "serving.yaml"))
+    page = _get("/effect")
+    assert page.status_code == 200
+    gold = re.search(r'<tr data-tier="gold" data-kind="at-risk">(.*?)</tr>', page.text, re.S)
+    assert gold is not None
+    cells = [
+        re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", gold.group(1), re.S)
+    ]
+    # gold: treated e saved, f lost (1 of 2), control h saved (1 of 1): -50 points, -1 customer,
+    # value (25 - 90) * 2 = -130, cost 2 * 5 = 10, ROI (-130 - 10) / 10 = -1400 %
+    assert cells[3:7] == ["2", "50.0 %", "1", "100.0 %"]
+    assert cells[7].startswith("-50.0 pts") and cells[8] == "-1.0"
+    assert cells[9].startswith("-130.00") and cells[10:13] == ["10.00", "-1400 %", "0"]
+
+    broken = {**RULES, "playbooks": {**RULES["playbooks"], "gold": {"text": "email", "due_within_hours": 1}}}
+    (tmp_path / "serving.yaml").write_text(yaml.safe_dump({"alerts": broken}), encoding="utf-8")
+    refused = _get("/effect")
+    assert refused.status_code == 200 and "alerts.playbooks.gold.cost: missing" in refused.text
+
+
 def test_the_customer_page_shows_each_alerts_outcome(
     engine: sa.Engine, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -280,8 +336,6 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
 ) -> None:
     """The real commands on CDNOW: `diamond score` twice at the cutoff (the same arms), `diamond outcomes`
     to the history's end, `diamond effect --json`; outcomes checked against the history read here."""
-    import re
-
     from mlflow import MlflowClient
 
     from features.history import load_history
