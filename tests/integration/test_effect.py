@@ -209,6 +209,20 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     assert gold["roi"] == pytest.approx(-14.0)  # (-130 - 10) / 10
 
 
+def test_outcomes_without_a_horizon_are_refused_before_anything_is_written(
+    engine: sa.Engine, store_url: str
+) -> None:
+    _run(engine, _config(store_url, None), T0, *FIRING)
+    history = history_from_frames(
+        pd.DataFrame({"customer_id": ["e"], "timestamp": [T0 + D], "amount": [5.0]})
+    )
+    with pytest.raises(
+        ValueError, match=r"4 alert\(s\) or control\(s\) have no outcome horizon yet.*--horizon"
+    ):
+        outcomes.record(engine, history, None)
+    assert outcomes.read(engine).empty
+
+
 def test_a_rollback_undoes_the_runs_controls_and_their_outcomes(engine: sa.Engine, store_url: str) -> None:
     from serving import runs
 
