@@ -20,7 +20,7 @@ records them with the history known at its as_of; `diamond outcomes --data DIR` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -145,9 +145,9 @@ def compute(
     return out
 
 
-def episodes(engine: Engine, customers: list[str] | None = None) -> pd.DataFrame:
+def episodes(engine: Engine) -> pd.DataFrame:
     """Every customer alert (arm treated) and every control (arm control), as EPISODE_COLUMNS, with the
-    horizon_days and computed_at already recorded for them (NaN/NaT when none yet)."""
+    horizon_days, computed_at and `final` (mature) already recorded for them (missing when none yet)."""
     a, c, o = alerts_table, alert_controls_table, alert_outcomes_table
     treated = sa.select(
         sa.literal("treated").label("arm"),
@@ -169,9 +169,6 @@ def episodes(engine: Engine, customers: list[str] | None = None) -> pd.DataFrame
         c.c.value_at_risk,
         c.c.opened_at,
     )
-    if customers is not None:
-        treated = treated.where(a.c.customer_id.in_(customers))
-        control = control.where(c.c.customer_id.in_(customers))
     done = sa.select(o.c.arm, o.c.episode_id, o.c.horizon_days, o.c.computed_at, o.c.mature)
     with engine.connect() as conn:
         rows = [*conn.execute(treated).all(), *conn.execute(control).all()]
@@ -323,8 +320,3 @@ def _events(
     else:
         contract = set()
     return tx, cx, contract
-
-
-def horizon_end(opened_at: datetime, horizon_days: int) -> datetime:
-    """When an episode's window closes: opened_at + horizon."""
-    return utc_naive(opened_at) + timedelta(days=int(horizon_days))

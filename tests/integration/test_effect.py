@@ -209,6 +209,31 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     assert gold["roi"] == pytest.approx(-14.0)  # (-130 - 10) / 10
 
 
+def test_outcomes_of_a_mixed_history_judge_subscribers_by_cancellation(
+    engine: sa.Engine, store_url: str
+) -> None:
+    from features.config import DatasetConfig
+
+    _run(engine, _config(store_url, None), T0, *FIRING)  # treated e, f; control a, h
+    history = history_from_frames(
+        pd.DataFrame(
+            {"customer_id": ["a", "e", "f", "h"], "timestamp": [T0 - 9 * D] * 4, "amount": [1.0] * 4}
+        ),
+        customers=pd.DataFrame(
+            {"customer_id": ["a", "e", "f", "h"], "is_subscriber": [True, True, False, True]}
+        ),
+        cancellations=pd.DataFrame({"customer_id": ["e"], "timestamp": [T0 + 7 * D]}),
+        config=DatasetConfig(churn="mixed"),
+        as_of=T0 + 40 * D,
+    )
+    outcomes.record(engine, history, 30)
+    got = outcomes.read(engine).set_index("customer_id")
+    # subscribers a, h: no cancellation over the window: saved at its end; e cancelled after 7 days: lost;
+    # f is judged by silence: no purchase in the window, lost at its end
+    assert got["outcome"].to_dict() == {"a": "saved", "e": "lost", "f": "lost", "h": "saved"}
+    assert got["days_to_outcome"].to_dict() == {"a": 30.0, "e": 7.0, "f": 30.0, "h": 30.0}
+
+
 def test_outcomes_without_a_horizon_are_refused_before_anything_is_written(
     engine: sa.Engine, store_url: str
 ) -> None:
