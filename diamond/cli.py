@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from serving.batch import BatchResult
     from serving.config import ServingConfig
     from serving.monitoring import DriftResult
+    from serving.outcomes import Recorded
     from training.pipeline import TrainResult
     from training.tracking import MlflowConfig
 
@@ -607,6 +608,7 @@ def score(
             f"alerts: {a.opened:,} opened, {a.updated:,} updated, {a.resolved:,} resolved, "
             f"{len(a.notify):,} to notify"
         )
+    _print_outcomes(run.outcomes)
     _print_drift(result.drift)
     if result.delivery is not None:
         d = result.delivery
@@ -753,6 +755,103 @@ def alerts_dead() -> None:
     for r in rows:
         out.print(f"{r['webhook_id']}  {r['destination']}  attempts {r['attempts']}  {r['last_error']}")
     out.print(f"{len(rows):,} dead letter(s)")
+
+
+@app.command()
+def outcomes(
+    data: Annotated[str, typer.Option("--data", help="History folder, to its end.")],
+    horizon: Annotated[
+        str | None,
+        typer.Option(help="Horizon (e.g. 90d) for alerts never recorded by a `diamond score` run."),
+    ] = None,
+) -> None:
+    """What became of every alert and every control: saved, lost or pending (docs/effect.md)."""
+    from features.build import parse_horizon
+    from serving.config import ServingConfig
+
+    with _user_errors():
+        done = flows.record_outcomes(data, ServingConfig.load(), parse_horizon(horizon) if horizon else None)
+    _print_outcomes(done)
+
+
+def _print_outcomes(done: Recorded | None) -> None:
+    if done is None:
+        return
+    line = ", ".join(
+        f"{arm} {done.count(arm):,} (saved {done.count(arm, 'saved'):,}, lost {done.count(arm, 'lost'):,}, "
+        f"pending {done.count(arm, 'pending'):,})"
+        for arm in ("treated", "control")
+    )
+    out.print(f"outcomes as of {done.end:%Y-%m-%d %H:%M}: {line}")
+
+
+@app.command()
+def effect(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    by_run: Annotated[
+        bool, typer.Option("--by-run/--overall", help="Also each opening run, and cumulative through it.")
+    ] = True,
+    mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log it as an MLflow run.")] = False,
+) -> None:
+    """Treated alerts against their held-out controls: save rates with 95 % intervals, incremental
+    customers saved and value retained, cost and ROI, by tier, alert kind and playbook (docs/effect.md)."""
+    from serving import effect as fx
+    from serving.config import ServingConfig
+    from training.tracking import MlflowConfig
+
+    with _user_errors():
+        mlcfg = MlflowConfig.load() if mlflow else None
+        table, run_id = flows.effect(ServingConfig.load(), by_run, mlcfg)
+    if mlcfg is not None and run_id is not None:
+        console.print(f"logged to MLflow: run {run_id} in experiment {mlcfg.experiment}-effect")
+    if as_json:
+        out.print_json(json.dumps(fx.records(table)))
+        return
+    if table.empty:
+        out.print("no outcomes yet: run `diamond score` (with alerts) or `diamond outcomes`")
+        return
+    for scope, title in (("cumulative", "effect, all runs"), ("run", "effect by opening run")):
+        rows = table[table["scope"] == scope]
+        if rows.empty:
+            continue
+        grid = Table(
+            *("run", "tier", "kind", "playbook", "treated", "saved", "control", "saved"),
+            *("difference (95 % CI)", "incr. saved", "incr. value (95 % CI)", "cost", "ROI", "pending"),
+            title=title,
+        )
+        for r in rows.to_dict("records"):
+            grid.add_row(
+                "all" if r["run"] is None or r["run"] != r["run"] else f"{r['run']:%Y-%m-%d}",
+                str(r["tier"]),
+                str(r["kind"]),
+                str(r["playbook"]),
+                f"{r['treated']:,}",
+                _rate(r["treated_rate"]),
+                f"{r['control']:,}",
+                _rate(r["control_rate"]),
+                _ci(r["difference"], r["difference_low"], r["difference_high"], pct=True),
+                _num(r["incremental_saved"], 1),
+                _ci(r["incremental_value"], r["incremental_value_low"], r["incremental_value_high"]),
+                _num(r["cost"], 2),
+                _rate(r["roi"]),
+                f"{r['pending']:,}",
+            )
+        out.print(grid)
+
+
+def _num(x: float | None, digits: int) -> str:
+    return "—" if x is None or x != x else f"{x:,.{digits}f}"
+
+
+def _rate(x: float | None) -> str:
+    return "—" if x is None or x != x else f"{100 * x:.1f} %"
+
+
+def _ci(x: float | None, low: float, high: float, pct: bool = False) -> str:
+    if x is None or x != x:
+        return "—"
+    f = _rate if pct else (lambda v: _num(v, 2))
+    return f"{f(x)} ({f(low)} to {f(high)})" if low == low else f(x)
 
 
 runs_app = typer.Typer(help="Batch runs in the store: list them, undo the latest.", no_args_is_help=True)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from serving.batch import BatchResult
     from serving.config import ServingConfig
     from serving.erasure import Forgotten
+    from serving.outcomes import Recorded
     from serving.runs import Rollback
     from serving.spark_batch import SparkBatchResult
     from training.config import TrainingConfig
@@ -94,6 +95,7 @@ class ScoreRun:
     as_of: datetime
     tiers: tuple[str, ...]  # the champion's tiers, highest first
     result: BatchResult
+    outcomes: Recorded | None = None  # None: alerts are off
 
 
 @dataclass(frozen=True)
@@ -438,7 +440,37 @@ def _score(
     check_run_time(history, t)
     runs.checkpoint(store.engine(config.store_url), t)  # what `diamond runs rollback` restores
     result = score_history(history, t, served, config, mlcfg, progress)
-    return ScoreRun(t, tiers, result)
+    found = None
+    if result.alerts is not None:  # what became of earlier alerts and controls, as known at this run
+        from serving import outcomes
+
+        found = outcomes.record(store.engine(config.store_url), history, served.artefact.horizon_days, t)
+        progress("outcomes")
+    return ScoreRun(t, tiers, result, found)
+
+
+def record_outcomes(data: str, config: ServingConfig, horizon_days: int | None) -> Recorded:
+    """The outcome of every stored alert and control from the history in `data`, to its end
+    (serving.outcomes.record); episodes never recorded before take `horizon_days`."""
+    from features.history import load_history
+    from serving import outcomes, runs, store
+
+    eng = store.prepare(store.engine(config.store_url))
+    runs.probe(eng)  # a read-only store is refused before the history is loaded
+    return outcomes.record(eng, load_history(data), horizon_days)
+
+
+def effect(
+    config: ServingConfig, by_run: bool, mlcfg: MlflowConfig | None = None
+) -> tuple[pd.DataFrame, str | None]:
+    """The effect table of the stored outcomes (serving.effect.report), playbook costs from the config;
+    with `mlcfg`, also logged as an MLflow run (its id returned, else None)."""
+    from serving import effect as fx
+    from serving import store
+
+    eng = store.prepare(store.engine(config.store_url))
+    table = fx.stored_report(eng, config.alerts, str(config.file or "serving.yaml"), by_run)
+    return table, fx.log_to_mlflow(mlcfg, table) if mlcfg is not None and not table.empty else None
 
 
 def list_runs(config: ServingConfig) -> pd.DataFrame:

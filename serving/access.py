@@ -236,6 +236,7 @@ DASHBOARD_ROUTES: tuple[tuple[str, re.Pattern[str], Role | str], ...] = (
     ("POST", re.compile(r"/ui/logout"), SESSION),
     ("GET", re.compile(r"/ui/"), "viewer"),
     ("GET", re.compile(r"/ui/overview"), "viewer"),
+    ("GET", re.compile(r"/ui/effect"), "viewer"),  # aggregates only: no control customer is named
     ("GET", re.compile(r"/ui/customers/.+"), "viewer"),
     ("POST", re.compile(r"/ui/alerts/[0-9]+/(ack|snooze|resolve)"), "agent"),
     ("POST", re.compile(r"/ui/customers/.+/forget"), "admin"),

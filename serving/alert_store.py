@@ -65,6 +65,8 @@ ALERT_COLUMNS = [
     "version",
     "do_not_contact",
 ]
+OUTCOME_COLUMNS = ["outcome", "outcome_at", "days_to_outcome", "value_after", "outcome_final"]
+"""What the export adds to each alert from serving.outcomes (None where none is recorded yet)."""
 _TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
 
 
@@ -332,6 +334,7 @@ def export_alerts(
     if suffix not in (".csv", ".json"):
         raise ValueError(f"{target}: export to .csv or .json")
     frame = list_alerts(engine, status=status)
+    frame = _with_outcomes(engine, frame)
     if key is not None:
         model = frame["customer_id"] == MODEL_ID
         frame["customer_id"] = frame["customer_id"].where(model, pseudonyms(key, frame["customer_id"]))
@@ -341,7 +344,8 @@ def export_alerts(
         target.write_text(json.dumps(records, indent=1), encoding="utf-8")
     else:
         flat = pd.DataFrame(
-            [{**r, "reasons": json.dumps(r["reasons"])} for r in records], columns=ALERT_COLUMNS
+            [{**r, "reasons": json.dumps(r["reasons"])} for r in records],
+            columns=[*ALERT_COLUMNS, *OUTCOME_COLUMNS],
         )
         text = flat.select_dtypes(include=["object", "string"]).columns
         flat[text] = flat[text].apply(neutralise)
@@ -428,6 +432,20 @@ def _filtered(
     if model is not None:
         query = query.where(t.c.customer_id == MODEL_ID if model else t.c.customer_id != MODEL_ID)
     return query
+
+
+def _with_outcomes(engine: Engine, frame: pd.DataFrame) -> pd.DataFrame:
+    """The alerts with their outcomes (serving.outcomes): saved, lost or pending, when, the value spent
+    after, and whether the window is complete (`outcome_final`)."""
+    from serving.outcomes import for_alerts  # the outcomes read the alerts: imported where used
+
+    found = for_alerts(engine, frame["id"].astype(int).tolist()).rename(columns={"mature": "outcome_final"})
+    joined = frame.join(found, on="id")
+    for col in OUTCOME_COLUMNS:
+        if col not in joined:
+            joined[col] = None
+    joined["outcome_at"] = pd.to_datetime(joined["outcome_at"])
+    return joined.astype({c: object for c in OUTCOME_COLUMNS if c != "outcome_at"})
 
 
 def _missing_or_closed(conn: Connection, alert_id: int) -> None:

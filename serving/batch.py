@@ -23,6 +23,7 @@ from serving import (
     alert_rules,
     alert_store,
     consent,
+    control,
     delivery,
     erasure,
     monitoring,
@@ -220,6 +221,7 @@ def _raise_alerts(
     The rules run on the score columns; reasons in words are looked up for the alerts that need them."""
     previous = pd.Series(scores["previous_tier"].to_numpy(), index=scores["customer_id"].to_numpy())
     candidates = alert_rules.evaluate(scores.drop(columns="reasons"), rules, previous, as_of)
+    candidates, _ = control.hold_out(eng, as_of, candidates, rules)  # controls never alert (serving.control)
     at = pd.Index(scores["customer_id"]).get_indexer(candidates["customer_id"])
     synced = alert_store.sync_alerts(
         eng, as_of, candidates, rules, reasons=lambda rows: why.risk_texts(at[rows])

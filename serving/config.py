@@ -57,6 +57,9 @@ class TierConfig(Section):
         return order
 
 
+Share = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
 class Rule(Section):
     """One alert rule: it fires for a customer when every condition given (not None) holds."""
 
@@ -65,6 +68,9 @@ class Rule(Section):
     min_churn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     tier_drop: Annotated[int, Field(ge=1)] | None = None  # dropped this many tiers since the last run
     top_k_value_at_risk: Annotated[int, Field(ge=1)] | None = None  # among the K highest value at risk
+    # held-out share of this rule's would-be alerts (serving.control): one share, or one per tier (a tier
+    # not named takes `alerts.control_share`); None: `alerts.control_share`
+    control_share: Share | dict[str, Share] | None = None
 
     @model_validator(mode="after")
     def _some_condition(self) -> Rule:
@@ -79,6 +85,7 @@ class Playbook(Section):
 
     text: str
     due_within_hours: float
+    cost: Annotated[float, Field(ge=0.0)] | None = None  # per alert worked, for `diamond effect`'s ROI
 
 
 class AlertConfig(Section):
@@ -91,6 +98,7 @@ class AlertConfig(Section):
     cooldown_hours: Annotated[float, Field(ge=0)] = 72.0  # a live alert is re-notified at most this often...
     renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
     resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this
+    control_share: Share = 0.0  # would-be alerts held out as controls (serving.control); per rule: Rule
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertConfig:
@@ -112,11 +120,36 @@ class AlertConfig(Section):
         if not tiers or len(set(tiers)) != len(tiers):
             return [(("tiers",), "must be distinct tier names, best first", list(tiers))]
         names = ", ".join(tiers)
-        return [
-            (("rules", i, "min_tier"), f"{r.min_tier!r} is not one of {names}", r.min_tier)
-            for i, r in enumerate(self.rules)
-            if r.min_tier is not None and r.min_tier not in tiers
-        ] + [(("playbooks", t), f"{t!r} is not one of {names}", t) for t in self.playbooks if t not in tiers]
+        return (
+            [
+                (("rules", i, "min_tier"), f"{r.min_tier!r} is not one of {names}", r.min_tier)
+                for i, r in enumerate(self.rules)
+                if r.min_tier is not None and r.min_tier not in tiers
+            ]
+            + [
+                (("playbooks", t), f"{t!r} is not one of {names}", t)
+                for t in self.playbooks
+                if t not in tiers
+            ]
+            + [
+                (("rules", i, "control_share", t), f"{t!r} is not one of {names}", t)
+                for i, r in enumerate(self.rules)
+                if isinstance(r.control_share, dict)
+                for t in r.control_share
+                if t not in tiers
+            ]
+        )
+
+    def control_shares(self) -> dict[tuple[str, str], float]:
+        """The held-out share for each (rule kind, tier) on the bound tier names (serving.control)."""
+        tiers = self.tiers or ()
+        out = {}
+        for r in self.rules:
+            for t in tiers:
+                given = r.control_share
+                share = given.get(t) if isinstance(given, dict) else given
+                out[(r.kind, t)] = self.control_share if share is None else float(share)
+        return out
 
 
 class EndpointConfig(Section):

@@ -42,14 +42,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from core.clock import utc_now
+from core.config import ConfigError
 from serving import (
     access,
     alert_rules,
     alert_store,
     audit,
     charts,
+    effect,
     erasure,
     monitoring,
+    outcomes,
     scoring,
     store,
     tier_store,
@@ -310,6 +313,7 @@ def customer(request: Request) -> Response:
     reasons = json.loads(now["reasons"]) if now and isinstance(now.get("reasons"), str) else []
     own = alert_store.list_alerts(state.engine, status=None, customer_id=cid, limit=PAGE)
     log = alert_store.actions(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
+    found = outcomes.for_alerts(state.engine, own["id"].tolist()) if not own.empty else pd.DataFrame()
     playbook = _playbook(state, own, now)
     points = [(f"{pd.Timestamp(r.as_of):%Y-%m-%d}", r.churn_probability) for r in history.itertuples()]
     return _page(
@@ -325,6 +329,7 @@ def customer(request: Request) -> Response:
         events=_records(store.recent_events(state.engine, cid)),
         alerts=_records(own),
         log={int(k): _records(g) for k, g in log.groupby("alert_id")} if not log.empty else {},
+        outcome=dict(zip(found.index.astype(int), _records(found), strict=True)) if not found.empty else {},
         playbook=playbook,
         here=_here(request),
         snooze=SNOOZE_HOURS,
@@ -346,6 +351,19 @@ def _curve(now: dict[str, Any] | None) -> dict[str, Any] | None:
     if horizon is not None:
         points.append((int(horizon), now.get("churn_probability")))
     return {"points": points, "days": now.get("days_to_churn")}
+
+
+def effect_page(request: Request) -> Response:
+    """Treated alerts against their held-out controls, all runs together (serving.effect, docs/effect.md)."""
+    state = _state()
+    try:
+        table = effect.stored_report(
+            state.engine, state.config.alerts, state.config.file or "serving.yaml", False
+        )
+        problem = None
+    except ConfigError as exc:
+        table, problem = pd.DataFrame(), str(exc)
+    return _page(request, "effect.html", rows=_records(table), problem=problem)
 
 
 def overview(request: Request) -> Response:
@@ -541,6 +559,7 @@ def create_app() -> Starlette:
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/overview", overview, methods=["GET"]),
+            Route("/effect", effect_page, methods=["GET"]),
             Route("/customers/{customer_id:path}/forget", forget, methods=["POST"]),
             Route("/customers/{customer_id:path}", customer, methods=["GET"]),
             Route("/alerts/{alert_id:int}/{action}", act, methods=["POST"]),

@@ -2,7 +2,8 @@
 store holds about a customer is deleted, in one transaction, and the run's score tables (Parquet, in
 scores_dir) are rewritten without them. What is deleted: the feature and score snapshots and the recent
 events, the score history, the tier state and history, the latest run's checkpoint of them (so `diamond runs
-rollback` cannot bring them back), the customer's alerts and every action logged on them,
+rollback` cannot bring them back), the customer's alerts and every action logged on them, their controls and
+outcomes (serving.control, serving.outcomes),
 and every outbox message about those alerts (pending, dead and delivered: the store keeps no copy of what was
 sent; a receiver that has one must erase it on its side).
 
@@ -35,6 +36,8 @@ from serving import audit, schema
 from serving.alert_rules import MODEL_ID
 from serving.schema import (
     alert_actions_table,
+    alert_controls_table,
+    alert_outcomes_table,
     alerts_table,
     audit_table,
     checkpoint_alerts_table,
@@ -93,6 +96,8 @@ def forget(
             tier_history_table,
             checkpoint_tier_state_table,  # a rollback must not bring them back
             checkpoint_alerts_table,
+            alert_controls_table,  # held-out would-be alerts and what became of them (serving.control)
+            alert_outcomes_table,
         ):
             deleted[table.name] = con.execute(sa.delete(table).where(table.c.customer_id.in_(ids))).rowcount
         a = alerts_table

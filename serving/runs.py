@@ -28,6 +28,8 @@ from core.clock import utc_naive, utc_now
 from serving import schema
 from serving.schema import (
     alert_actions_table,
+    alert_controls_table,
+    alert_outcomes_table,
     alerts_table,
     checkpoint_alerts_table,
     checkpoint_tier_state_table,
@@ -181,6 +183,13 @@ def _undo(con: sa.Connection, when: datetime, taken_at: datetime) -> Rollback:
     for table, copy in _COPIES:
         con.execute(sa.delete(table))
         con.execute(sa.insert(table).from_select(list(copy.c.keys()), sa.select(copy)))
+    # the run's controls removed and the ones it closed live again (serving.control); the outcomes of removed
+    # alerts and controls go with them (serving.outcomes: the next run records the others again)
+    c, oc = alert_controls_table, alert_outcomes_table
+    con.execute(sa.delete(c).where(c.c.opened_at == when))
+    con.execute(sa.update(c).where(c.c.closed_at == when).values(closed_at=None))
+    con.execute(sa.delete(oc).where(oc.c.arm == "control", oc.c.episode_id.not_in(sa.select(c.c.id))))
+    con.execute(sa.delete(oc).where(oc.c.arm == "treated", oc.c.episode_id.not_in(sa.select(a.c.id))))
     for table in (tier_history_table, tier_runs_table, score_history_table, score_runs_table, drift_table):
         con.execute(sa.delete(table).where(table.c.as_of == when))
     con.execute(sa.delete(drift_runs_table).where(drift_runs_table.c.as_of == when))

@@ -8,6 +8,8 @@ Fixed tables (their columns never depend on the model):
     tier_state      each customer's tier after hysteresis; tier_history, append-only; tier_runs, the ledger
     alerts          retention and model-health alerts (one live alert per customer and kind); alert_actions,
                     who did what to an alert and when
+    alert_controls  would-be alerts held out as controls (serving.control): one live per customer and kind
+    alert_outcomes  what happened after each alert and each control: saved, lost or pending (serving.outcomes)
     outbox          webhook deliveries (serving.outbox)
     drift           PSI per column per run; drift_runs, one summary per run
     run_checkpoint  the latest run's checkpoint: checkpoint_tier_state and checkpoint_alerts hold tier_state
@@ -145,6 +147,59 @@ alert_actions_table = sa.Table(
     sa.Column("at", sa.DateTime, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Index("ix_alert_actions_alert_id", "alert_id"),
+)
+
+_control_live = sa.text("closed_at IS NULL")
+alert_controls_table = sa.Table(
+    "alert_controls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("customer_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("tier", sa.String(64)),
+    sa.Column("churn_probability", sa.Float, nullable=False),
+    sa.Column("predicted_value", sa.Float, nullable=False),
+    sa.Column("value_at_risk", sa.Float, nullable=False),
+    sa.Column("playbook", sa.Text),  # the playbook it would have had
+    sa.Column("share", sa.Float, nullable=False),  # the held-out share it was drawn under
+    sa.Column("opened_at", sa.DateTime, nullable=False),  # as_of of the run that held it out
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("closed_at", sa.DateTime),  # None: live (it would still be an alert)
+    # at most one live control per (customer, kind), as for alerts
+    sa.Index(
+        "uq_alert_controls_live_customer_kind",
+        "customer_id",
+        "kind",
+        unique=True,
+        sqlite_where=_control_live,
+        postgresql_where=_control_live,
+    ),
+    sa.Index("ix_alert_controls_customer_id", "customer_id"),
+)
+
+alert_outcomes_table = sa.Table(
+    "alert_outcomes",
+    metadata,
+    sa.Column("arm", sa.String(16), primary_key=True),  # treated (an alert) | control
+    sa.Column("episode_id", sa.Integer, primary_key=True),  # alerts.id or alert_controls.id
+    sa.Column("customer_id", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("tier", sa.String(64)),  # at opening
+    sa.Column("playbook", sa.Text),  # at opening
+    sa.Column("value_at_risk", sa.Float, nullable=False),  # at opening
+    sa.Column("opened_at", sa.DateTime, nullable=False),
+    sa.Column("horizon_days", sa.Integer, nullable=False),  # the served model's horizon at opening
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("outcome_at", sa.DateTime),
+    sa.Column("days_to_outcome", sa.Float),
+    sa.Column("value_after", sa.Float, nullable=False),  # net spend in (opened_at, observed_until]
+    sa.Column("observed_until", sa.DateTime, nullable=False),  # min(history end, opened_at + horizon)
+    sa.Column("mature", sa.Boolean, nullable=False),  # the history reaches opened_at + horizon
+    sa.Column("computed_at", sa.DateTime, nullable=False),  # the history end it was computed with
+    sa.CheckConstraint("arm IN ('treated', 'control')", name="ck_alert_outcomes_arm"),
+    sa.CheckConstraint("outcome IN ('saved', 'lost', 'pending')", name="ck_alert_outcomes_outcome"),
+    sa.Index("ix_alert_outcomes_customer_id", "customer_id"),
+    sa.Index("ix_alert_outcomes_opened_at", "opened_at"),
 )
 
 outbox_table = sa.Table(

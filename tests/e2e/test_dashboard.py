@@ -225,6 +225,7 @@ MATRIX = [
     ("GET", "/", "viewer"),
     ("GET", "/ui/", "viewer"),
     ("GET", "/ui/overview", "viewer"),
+    ("GET", "/ui/effect", "viewer"),
     ("GET", "/ui/customers/no-such-customer", "viewer"),
     ("POST", "/ui/alerts/999999/ack", "agent"),
     ("POST", "/ui/alerts/999999/snooze", "agent"),

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from serving import store
 from serving.alert_rules import alert_payload, evaluate, webhook_id
 from serving.alert_store import (
+    OUTCOME_COLUMNS,
     acknowledge,
     export_alerts,
     get_alert,
@@ -244,7 +245,8 @@ def test_export_round_trip(engine: sa.Engine, tmp_path: Path, suffix: str) -> No
     else:
         back = pd.read_csv(path, dtype={"customer_id": str, "owner": object, "resolved_by": object})
         back["reasons"] = back["reasons"].map(json.loads)
-    assert back.columns.tolist() == stored.columns.tolist()
+    assert back.columns.tolist() == [*stored.columns, *OUTCOME_COLUMNS]  # outcomes: none recorded yet
+    assert back[OUTCOME_COLUMNS].isna().all().all()
     assert back["id"].tolist() == stored["id"].tolist()
     assert back["customer_id"].tolist() == ["a", "b", "e", "c", "d"]
     assert back["reasons"].tolist() == stored["reasons"].tolist()

@@ -26,6 +26,7 @@ def _history(case: golden.Case, cdnow_dir: Path, tmp_path: Path) -> History:
 ADDED_TABLES = (
     *("table_sessions", "table_audit", "table_store_secrets"),  # migration 0004
     *("table_run_checkpoint", "table_checkpoint_tier_state", "table_checkpoint_alerts"),  # 0005
+    *("table_alert_controls", "table_alert_outcomes"),  # 0006: no control share; outcomes by `diamond score`
 )
 ADDED_COLUMNS = {"table_alerts": {"do_not_contact": 0}}  # 0004: nobody withdrew consent
 # time to churn (serving.scoring.CURVE_COLUMNS): the reference models predate the curve, so all null

@@ -97,6 +97,7 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     after = _rows(old_store)
     added = {"sessions", "audit", "store_secrets"}  # 0004, empty
     added |= {"run_checkpoint", "checkpoint_tier_state", "checkpoint_alerts"}  # 0005: empty until a run
+    added |= {"alert_controls", "alert_outcomes"}  # 0006: empty until a run
     assert set(after) == TABLES | added and not any(after[n] for n in added)
     assert {n: len(after[n]) for n in TABLES} == {n: len(r) for n, r in before.items()}
     # alerts gained do_not_contact, false for every existing alert (0004)
@@ -225,6 +226,16 @@ def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_rel
         *{("add_index", i) for i in ("ix_sessions_key_id", "ix_audit_at", "ix_audit_action_target")},
         ("add_column", "alerts.do_not_contact"),
         *{("add_table", t) for t in ("run_checkpoint", "checkpoint_tier_state", "checkpoint_alerts")},  # 0005
+        *{("add_table", t) for t in ("alert_controls", "alert_outcomes")},  # 0006
+        *{
+            ("add_index", i)
+            for i in (
+                "uq_alert_controls_live_customer_kind",
+                "ix_alert_controls_customer_id",
+                "ix_alert_outcomes_customer_id",
+                "ix_alert_outcomes_opened_at",
+            )
+        },
     }
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "head")

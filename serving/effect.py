@@ -1,0 +1,271 @@
+"""The effect of acting on alerts (`diamond effect`): treated alerts against their held-out controls
+(serving.control), on the outcomes whose window is complete (serving.outcomes, `mature`), per tier, alert
+kind and playbook, per opening run and cumulative.
+
+For a group with n1 treated (s1 saved) and n0 controls (s0 saved):
+
+- save rates p1 = s1 / n1 and p0 = s0 / n0, each with its Wilson score interval;
+- the difference p1 - p0 with Newcombe's hybrid score interval (his method 10, from the two Wilson
+  intervals), which stays inside [-1, 1] and behaves on small groups and rates near 0 or 1;
+- incremental customers saved = (p1 - p0) * n1, with the interval scaled the same way;
+- incremental value retained = (mean value after, treated - mean value after, control) * n1, with a normal
+  interval from the two standard errors (None below two outcomes in an arm);
+- cost = n1 * the playbook's cost (`alerts.playbooks.<tier>.cost`; a tier without a playbook costs 0);
+  ROI = (incremental value - cost) / cost (None at cost 0).
+
+Treated means assigned to the alert arm (intention to treat), whatever was done with the alert. Pure
+functions; `load` reads the stored outcomes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from core.config import ConfigError
+from serving import outcomes
+from serving.config import AlertConfig
+
+if TYPE_CHECKING:
+    from training.tracking import MlflowConfig
+
+Z = 1.959963984540054  # the two-sided 95 % normal quantile
+GROUP = ("tier", "kind", "playbook")
+ALL = "(all)"
+REPORT_COLUMNS = [
+    "scope",
+    "run",
+    "tier",
+    "kind",
+    "playbook",
+    "treated",
+    "treated_saved",
+    "treated_rate",
+    "treated_low",
+    "treated_high",
+    "control",
+    "control_saved",
+    "control_rate",
+    "control_low",
+    "control_high",
+    "difference",
+    "difference_low",
+    "difference_high",
+    "incremental_saved",
+    "incremental_saved_low",
+    "incremental_saved_high",
+    "incremental_value",
+    "incremental_value_low",
+    "incremental_value_high",
+    "cost",
+    "roi",
+    "pending",
+]
+
+
+def wilson(saved: int, n: int, z: float = Z) -> tuple[float, float]:
+    """Wilson's score interval for a proportion saved/n; (nan, nan) when n is 0."""
+    if n <= 0:
+        return math.nan, math.nan
+    p = saved / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe(s1: int, n1: int, s0: int, n0: int, z: float = Z) -> tuple[float, float, float]:
+    """p1 - p0 and Newcombe's hybrid score interval for it (method 10); nan when an arm is empty."""
+    if n1 <= 0 or n0 <= 0:
+        return math.nan, math.nan, math.nan
+    p1, p0 = s1 / n1, s0 / n0
+    l1, u1 = wilson(s1, n1, z)
+    l0, u0 = wilson(s0, n0, z)
+    d = p1 - p0
+    return d, d - math.sqrt((p1 - l1) ** 2 + (u0 - p0) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p0 - l0) ** 2)
+
+
+def playbook_costs(config: AlertConfig, tiers: Sequence[str], file: str = "serving.yaml") -> dict[str, float]:
+    """The cost of one alert of each tier: its playbook's `cost`; 0 for a tier without a playbook (nothing
+    is done). A playbook without a cost is refused with the key named (the config refuses a negative one)."""
+    out = {}
+    for tier in tiers:
+        book = config.playbooks.get(tier)
+        if book is None:
+            out[tier] = 0.0
+            continue
+        if book.cost is None:
+            raise ConfigError(
+                f"{file}: alerts.playbooks.{tier}.cost: missing; `diamond effect` needs the cost of one "
+                f"alert worked with this playbook ({book.text!r}) to weigh it against the value it retains"
+            )
+        if book.cost < 0:  # refused when loaded; checked again for configs built in code
+            raise ConfigError(f"{file}: alerts.playbooks.{tier}.cost: must be at least 0, got {book.cost}")
+        out[tier] = float(book.cost)
+    return out
+
+
+def load(engine: Engine) -> pd.DataFrame:
+    """The stored outcomes of both arms (serving.outcomes.read)."""
+    return outcomes.read(engine)
+
+
+def stored_report(
+    engine: Engine, config: AlertConfig | None, file: str = "serving.yaml", by_run: bool = True
+) -> pd.DataFrame:
+    """`report` of a store's outcomes with the playbook costs of `config` (the alerts section; None: alerts
+    are off, refused). What `diamond effect` prints and the dashboard's effect page shows."""
+    if config is None:
+        raise ConfigError(f"{file}: alerts are off; there is no effect to measure")
+    frame = load(engine)
+    tiers = sorted({str(t) for t in frame["tier"].dropna()} | set(config.playbooks))
+    return report(frame, playbook_costs(config, tiers, file), by_run)
+
+
+def report(frame: pd.DataFrame, costs: Mapping[str, float], by_run: bool = True) -> pd.DataFrame:
+    """The effect table of these outcomes (serving.outcomes columns): one row per (tier, kind, playbook) and
+    one "(all)" row, first over everything (scope `cumulative`, run None); with `by_run`, then for each
+    opening run on its own (scope `run`) and for every run up to it (scope `through`). Only mature
+    outcomes are compared; `pending` counts the rest. A tier missing from `costs` is refused."""
+    f = frame.copy()
+    if f.empty:
+        return pd.DataFrame(columns=REPORT_COLUMNS)
+    unknown = sorted({str(t) for t in f["tier"].dropna()} - set(costs))
+    if unknown:
+        raise ConfigError(f"alerts.playbooks: no cost known for tier(s) {unknown}")
+    for col in GROUP:
+        f[col] = f[col].astype(object).where(f[col].notna(), "")
+    f["opened_at"] = pd.to_datetime(f["opened_at"])
+    parts = [_table(f, costs, "cumulative", None)]
+    if by_run:
+        for run in sorted(f["opened_at"].unique()):
+            when = pd.Timestamp(run).to_pydatetime()
+            parts.append(_table(f[f["opened_at"] == run], costs, "run", when))
+            parts.append(_table(f[f["opened_at"] <= run], costs, "through", when))
+    return pd.DataFrame([r for p in parts for r in p], columns=REPORT_COLUMNS)
+
+
+def records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The report as JSON-ready dicts (None for missing numbers, ISO 8601 times)."""
+    out = []
+    for r in table.to_dict("records"):
+        row: dict[str, Any] = {}
+        for k, v in r.items():
+            if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT:
+                row[k] = None
+            elif isinstance(v, pd.Timestamp) or hasattr(v, "isoformat"):
+                row[k] = v.isoformat()
+            elif isinstance(v, np.integer):
+                row[k] = int(v)
+            elif isinstance(v, np.floating):
+                row[k] = float(v)
+            else:
+                row[k] = v
+        out.append(row)
+    return out
+
+
+LOGGED = (
+    "treated",
+    "treated_saved",
+    "control",
+    "control_saved",
+    "treated_rate",
+    "control_rate",
+    "difference",
+    "difference_low",
+    "difference_high",
+    "incremental_saved",
+    "incremental_value",
+    "cost",
+    "roi",
+    "pending",
+)
+
+
+def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
+    """One run in the `<experiment>-effect` experiment: the cumulative "(all)" row's numbers as metrics
+    (missing ones left out) and the whole table as `effect.json`. Returns the run id."""
+    import json
+
+    from mlflow.entities import Metric
+
+    from core.clock import utc_now
+
+    client = mlcfg.client()
+    stamp = int(utc_now().timestamp() * 1000)
+    rows = records(table)
+    overall = next((r for r in rows if r["scope"] == "cumulative" and r["tier"] == ALL), {})
+    run = client.create_run(
+        mlcfg.experiment_id(client, f"{mlcfg.experiment}-effect"),
+        run_name=f"effect {utc_now():%Y-%m-%d %H:%M}",
+        tags={"runs": str(len({r["run"] for r in rows if r["run"] is not None}))},
+    )
+    metrics = [Metric(k, float(overall[k]), stamp, 0) for k in LOGGED if overall.get(k) is not None]
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.log_text(run.info.run_id, json.dumps(rows, indent=1), "effect.json")
+    client.set_terminated(run.info.run_id)
+    return str(run.info.run_id)
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _table(f: pd.DataFrame, costs: Mapping[str, float], scope: str, run: Any) -> list[dict[str, Any]]:
+    rows = []
+    for key, group in f.groupby(list(GROUP), sort=True):
+        rows.append(_row(group, costs, scope, run, dict(zip(GROUP, key, strict=True))))
+    rows.append(_row(f, costs, scope, run, dict.fromkeys(GROUP, ALL)))
+    return rows
+
+
+def _row(
+    g: pd.DataFrame, costs: Mapping[str, float], scope: str, run: Any, keys: dict[str, Any]
+) -> dict[str, Any]:
+    done = g[g["mature"].astype(bool) & (g["outcome"] != "pending")]
+    t, c = done[done["arm"] == "treated"], done[done["arm"] == "control"]
+    n1, n0 = len(t), len(c)
+    s1, s0 = int((t["outcome"] == "saved").sum()), int((c["outcome"] == "saved").sum())
+    l1, u1 = wilson(s1, n1)
+    l0, u0 = wilson(s0, n0)
+    d, dl, du = newcombe(s1, n1, s0, n0)
+    v1, v0 = t["value_after"].astype(float), c["value_after"].astype(float)
+    if n1 and n0:
+        gain = (v1.mean() - v0.mean()) * n1
+        se = math.sqrt(v1.var(ddof=1) / n1 + v0.var(ddof=1) / n0) if n1 > 1 and n0 > 1 else math.nan
+        g_low, g_high = gain - Z * se * n1, gain + Z * se * n1
+    else:
+        gain = g_low = g_high = math.nan
+    cost = float(sum(costs.get(str(x), 0.0) for x in t["tier"]))
+    roi = (gain - cost) / cost if cost > 0 and not math.isnan(gain) else math.nan
+    return {
+        "scope": scope,
+        "run": run,
+        **keys,
+        "treated": n1,
+        "treated_saved": s1,
+        "treated_rate": s1 / n1 if n1 else math.nan,
+        "treated_low": l1,
+        "treated_high": u1,
+        "control": n0,
+        "control_saved": s0,
+        "control_rate": s0 / n0 if n0 else math.nan,
+        "control_low": l0,
+        "control_high": u0,
+        "difference": d,
+        "difference_low": dl,
+        "difference_high": du,
+        "incremental_saved": d * n1,
+        "incremental_saved_low": dl * n1,
+        "incremental_saved_high": du * n1,
+        "incremental_value": gain,
+        "incremental_value_low": g_low,
+        "incremental_value_high": g_high,
+        "cost": cost,
+        "roi": roi,
+        "pending": int(len(g) - len(done)),
+    }

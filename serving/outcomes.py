@@ -1,0 +1,322 @@
+"""Outcomes: what happened after each alert (the treated arm) and each control (serving.control), read from
+the later history by the served model's own churn definition, over the alert's horizon H (the model's
+prediction horizon when the alert opened), from the run that opened it (T0):
+
+- saved: the customer bought (a purchase, amount >= 0) in (T0, T0 + H]; for a contract customer (churn
+  `contractual`, or `mixed` with `is_subscriber` true): no cancellation in (T0, T0 + H];
+- lost: churned by the same definition: no purchase in (T0, T0 + H]; a contract customer: a cancellation in
+  it;
+- pending: the history does not reach far enough to say. A non-contract customer who has not bought yet is
+  pending until the history reaches T0 + H, never lost before; a contract customer who has not cancelled
+  is pending until then too.
+
+With it: the net value spent in (T0, min(end, T0 + H)] (refunds negative), the time from T0 to the
+outcome (the first purchase; the first cancellation; or H when the window ran out), and whether the
+window is complete (`mature`: the history reaches T0 + H). `compute` is pure; `record` reads the alerts and
+controls of a store, computes and upserts `alert_outcomes` in one transaction. Every `diamond score` run
+records them with the history known at its as_of; `diamond outcomes --data DIR` with a whole history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from core.clock import utc_naive
+from features.build import CONTRACT_ATTRIBUTE, end_of
+from features.history import History
+from serving.alert_rules import MODEL_ID
+from serving.schema import alert_controls_table, alert_outcomes_table, alerts_table
+
+OUTCOMES = ("saved", "lost", "pending")
+EPISODE_COLUMNS = [
+    "arm",
+    "episode_id",
+    "customer_id",
+    "kind",
+    "tier",
+    "playbook",
+    "value_at_risk",
+    "opened_at",
+]
+OUTCOME_COLUMNS = ["outcome", "outcome_at", "days_to_outcome", "value_after", "observed_until", "mature"]
+_TRUE = ("true", "1", "yes", "y", "t")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What one `record` did: outcomes by arm and outcome, over every episode it (re)computed."""
+
+    end: datetime
+    counts: dict[tuple[str, str], int]  # (arm, outcome) -> episodes
+    skipped: int  # episodes final already, or computed with a later history end: left as they were
+
+    def count(self, arm: str, outcome: str | None = None) -> int:
+        return sum(n for (a, o), n in self.counts.items() if a == arm and outcome in (None, o))
+
+
+def compute(
+    episodes: pd.DataFrame,
+    transactions: pd.DataFrame,
+    end: datetime,
+    cancellations: pd.DataFrame | None = None,
+    contract: set[str] | None = None,
+) -> pd.DataFrame:
+    """The outcome of each episode (rows: customer_id, opened_at, horizon_days) from the events known up to
+    `end`: `transactions` (customer_id, timestamp, amount), `cancellations` (customer_id, timestamp) and the
+    customers judged by cancellation (`contract`; None: nobody). Returns `episodes` with OUTCOME_COLUMNS
+    added, in the same order. Events at or before T0 or after min(end, T0 + H) are not looked at."""
+    end = utc_naive(end)
+    e = episodes.reset_index(drop=True)
+    t0 = pd.to_datetime(e["opened_at"]).to_numpy(dtype="datetime64[us]")
+    window = t0 + pd.to_timedelta(e["horizon_days"].astype(np.int64), unit="D").to_numpy(
+        dtype="timedelta64[us]"
+    )
+    stop = np.minimum(window, np.datetime64(end, "us"))
+    stop = np.maximum(stop, t0)  # a history ending before the alert: nothing seen
+    mature = np.datetime64(end, "us") >= window
+    customers = pd.Index(pd.unique(e["customer_id"].astype(str).to_numpy()))
+    keys = pd.DataFrame(
+        {
+            "_c": customers.get_indexer(e["customer_id"].astype(str)),  # joined on integers, not text
+            "_e": np.arange(len(e)),
+            "_t0": t0,
+            "_stop": stop,
+        }
+    )
+
+    def within(events: pd.DataFrame | None, columns: list[str]) -> pd.DataFrame:
+        if events is None or events.empty or e.empty:
+            return pd.DataFrame(columns=["_e", "timestamp", *columns])
+        code = customers.get_indexer(events["customer_id"].astype(str))
+        mine = code >= 0
+        ev = pd.DataFrame(
+            {
+                "_c": code[mine],
+                "timestamp": pd.to_datetime(events["timestamp"]).to_numpy(dtype="datetime64[us]")[mine],
+                **{c: events[c].to_numpy()[mine] for c in columns},
+            }
+        )
+        j = keys.merge(ev, on="_c")
+        return j[(j["timestamp"] > j["_t0"]) & (j["timestamp"] <= j["_stop"])]
+
+    tx = within(transactions, ["amount"])
+    value = (
+        tx.groupby("_e")["amount"]
+        .sum()
+        .astype(np.float64)
+        .reindex(range(len(e)), fill_value=0.0)
+        .to_numpy(dtype=np.float64)
+    )
+    buys = tx[tx["amount"] >= 0].groupby("_e")["timestamp"].min().reindex(range(len(e)))
+    cx = within(cancellations, [])
+    cancels = cx.groupby("_e")["timestamp"].min().reindex(range(len(e)))
+    by_contract = e["customer_id"].astype(str).isin(contract or set()).to_numpy()
+    first_buy = pd.to_datetime(buys).to_numpy(dtype="datetime64[us]")
+    first_cancel = pd.to_datetime(cancels).to_numpy(dtype="datetime64[us]")
+    bought, cancelled = ~np.isnat(first_buy), ~np.isnat(first_cancel)
+
+    outcome = np.full(len(e), "pending", dtype=object)
+    at = np.full(len(e), np.datetime64("NaT"), dtype="datetime64[us]")
+    # judged by silence: saved at the first purchase; lost once the window has run out without one
+    silence = ~by_contract
+    s_saved, s_lost = silence & bought, silence & ~bought & mature
+    outcome[s_saved], at[s_saved] = "saved", first_buy[s_saved]
+    outcome[s_lost], at[s_lost] = "lost", window[s_lost]
+    # judged by cancellation: lost at the first cancellation; saved once the window has run out without one
+    c_lost, c_saved = by_contract & cancelled, by_contract & ~cancelled & mature
+    outcome[c_lost], at[c_lost] = "lost", first_cancel[c_lost]
+    outcome[c_saved], at[c_saved] = "saved", window[c_saved]
+    days = (at - t0) / np.timedelta64(1, "D")
+    out = e.copy()
+    out["outcome"] = outcome
+    out["outcome_at"] = pd.to_datetime(pd.Series(at))  # NaT: no outcome yet
+    out["days_to_outcome"] = np.where(np.isnat(at), np.nan, days)
+    out["value_after"] = value
+    out["observed_until"] = pd.Series(stop).dt.to_pydatetime()
+    out["mature"] = mature
+    return out
+
+
+def episodes(engine: Engine) -> pd.DataFrame:
+    """Every customer alert (arm treated) and every control (arm control), as EPISODE_COLUMNS, with the
+    horizon_days, computed_at and `final` (mature) already recorded for them (missing when none yet)."""
+    a, c, o = alerts_table, alert_controls_table, alert_outcomes_table
+    treated = sa.select(
+        sa.literal("treated").label("arm"),
+        a.c.id.label("episode_id"),
+        a.c.customer_id,
+        a.c.kind,
+        a.c.tier,
+        a.c.playbook,
+        a.c.value_at_risk,
+        a.c.opened_at,
+    ).where(a.c.customer_id != MODEL_ID)
+    control = sa.select(
+        sa.literal("control").label("arm"),
+        c.c.id.label("episode_id"),
+        c.c.customer_id,
+        c.c.kind,
+        c.c.tier,
+        c.c.playbook,
+        c.c.value_at_risk,
+        c.c.opened_at,
+    )
+    done = sa.select(o.c.arm, o.c.episode_id, o.c.horizon_days, o.c.computed_at, o.c.mature)
+    with engine.connect() as conn:
+        rows = [*conn.execute(treated).all(), *conn.execute(control).all()]
+        known = pd.DataFrame(
+            conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at", "final"]
+        )
+    frame = pd.DataFrame(rows, columns=EPISODE_COLUMNS)
+    frame["episode_id"] = frame["episode_id"].astype(np.int64)
+    known["episode_id"] = known["episode_id"].astype(np.int64)
+    return frame.merge(known, on=["arm", "episode_id"], how="left")
+
+
+def record(
+    engine: Engine, history: History, horizon_days: int | None, end: datetime | None = None
+) -> Recorded:
+    """Compute the outcome of every alert and control from `history` as known at `end` (default: the
+    history's end) and store it in `alert_outcomes`, in one transaction. An episode keeps the horizon it
+    was first recorded with; a new one takes `horizon_days` (ValueError when it is None: say the horizon).
+    An episode already computed with a later end is left alone (a backfilled run never undoes what a later
+    one saw), and so is one whose window was complete (final: later events fall outside it). Tier, kind,
+    playbook and value at risk are the ones at the first recording (the opening run)."""
+    end = utc_naive(end) if end is not None else end_of(history)
+    eps = episodes(engine)
+    later = eps["computed_at"].notna() & (pd.to_datetime(eps["computed_at"]) > pd.Timestamp(end))
+    later |= eps["final"].fillna(False).astype(bool)  # a complete window: its outcome cannot change
+    todo = eps[~later].copy()
+    missing = todo["horizon_days"].isna()
+    if missing.any():
+        if horizon_days is None:
+            raise ValueError(
+                f"{int(missing.sum())} alert(s) or control(s) have no outcome horizon yet; "
+                "give one (diamond outcomes --horizon 90d) or record them with a `diamond score` run"
+            )
+        todo.loc[missing, "horizon_days"] = int(horizon_days)
+    todo["horizon_days"] = todo["horizon_days"].astype(np.int64)
+    new_keys = set(zip(todo.loc[missing, "arm"], todo.loc[missing, "episode_id"], strict=True))
+    if todo.empty:
+        return Recorded(end, {}, int(later.sum()))
+    tx, cx, contract = _events(history, set(todo["customer_id"].astype(str)), end)
+    done = compute(todo, tx, end, cx, contract)
+    o = alert_outcomes_table
+    rows = [
+        {
+            "arm": r["arm"],
+            "episode_id": int(r["episode_id"]),
+            "customer_id": str(r["customer_id"]),
+            "kind": str(r["kind"]),
+            "tier": None if pd.isna(r["tier"]) else str(r["tier"]),
+            "playbook": None if pd.isna(r["playbook"]) else str(r["playbook"]),
+            "value_at_risk": float(r["value_at_risk"]),
+            "opened_at": utc_naive(r["opened_at"]),
+            "horizon_days": int(r["horizon_days"]),
+            "outcome": str(r["outcome"]),
+            "outcome_at": None if pd.isna(r["outcome_at"]) else utc_naive(r["outcome_at"]),
+            "days_to_outcome": None if np.isnan(r["days_to_outcome"]) else float(r["days_to_outcome"]),
+            "value_after": float(r["value_after"]),
+            "observed_until": utc_naive(r["observed_until"]),
+            "mature": bool(r["mature"]),
+            "computed_at": end,
+        }
+        for r in done.to_dict("records")
+    ]
+    fresh = [r for r in rows if (r["arm"], r["episode_id"]) in new_keys]
+    again = [r for r in rows if (r["arm"], r["episode_id"]) not in new_keys]
+    moving = (
+        "outcome",
+        "outcome_at",
+        "days_to_outcome",
+        "value_after",
+        "observed_until",
+        "mature",
+        "computed_at",
+    )
+    with engine.begin() as conn:
+        if fresh:
+            conn.execute(sa.insert(o), fresh)
+        if again:
+            conn.execute(
+                sa.update(o)
+                .where(o.c.arm == sa.bindparam("b_arm"), o.c.episode_id == sa.bindparam("b_id"))
+                .values({k: sa.bindparam(f"v_{k}") for k in moving}),
+                [
+                    {"b_arm": r["arm"], "b_id": r["episode_id"], **{f"v_{k}": r[k] for k in moving}}
+                    for r in again
+                ],
+            )
+    counts = done.groupby(["arm", "outcome"]).size()
+    return Recorded(end, {(str(a), str(b)): int(n) for (a, b), n in counts.items()}, int(later.sum()))
+
+
+def read(engine: Engine, customer_id: str | None = None, arm: str | None = None) -> pd.DataFrame:
+    """Stored outcomes, oldest first: every column of `alert_outcomes`."""
+    o = alert_outcomes_table
+    query = sa.select(o).order_by(o.c.opened_at, o.c.arm, o.c.episode_id)
+    if customer_id is not None:
+        query = query.where(o.c.customer_id == str(customer_id))
+    if arm is not None:
+        query = query.where(o.c.arm == arm)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    frame = pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in o.columns])
+    frame["mature"] = frame["mature"].astype(bool)
+    return frame
+
+
+def for_alerts(engine: Engine, alert_ids: list[int]) -> pd.DataFrame:
+    """The outcomes of these alerts (arm treated), indexed by alert id: outcome, outcome_at,
+    days_to_outcome, value_after, mature."""
+    o = alert_outcomes_table
+    query = sa.select(o.c.episode_id, *(o.c[k] for k in OUTCOME_COLUMNS if k != "observed_until")).where(
+        o.c.arm == "treated", o.c.episode_id.in_([int(i) for i in alert_ids])
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    cols = ["alert_id", *(k for k in OUTCOME_COLUMNS if k != "observed_until")]
+    return pd.DataFrame(rows, columns=cols).set_index("alert_id")
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _events(
+    history: History, customers: set[str], end: datetime
+) -> tuple[pd.DataFrame, pd.DataFrame | None, set[str]]:
+    """The transactions and cancellations of these customers known at `end` (timestamp and, where
+    recorded, recorded_at at or before it), and which of them are judged by cancellation."""
+    ids = pa.array(sorted(customers), pa.string())
+
+    def of(table: pa.Table | None, columns: list[str]) -> pd.DataFrame | None:
+        if table is None:
+            return None
+        mine = table.filter(pc.is_in(table.column("customer_id").cast(pa.string()), value_set=ids))
+        sub = History(transactions=mine).until(end).transactions if mine.num_rows else mine
+        return sub.select(["customer_id", "timestamp", *columns]).to_pandas()
+
+    tx = of(history.transactions, ["amount"])
+    assert tx is not None
+    cx = of(history.cancellations, []) if history.churn in ("contractual", "mixed") else None
+    if history.churn == "contractual":
+        contract = set(customers)
+    elif (
+        history.churn == "mixed"
+        and history.customers is not None
+        and CONTRACT_ATTRIBUTE in history.customers.column_names
+    ):
+        c = history.customers.select(["customer_id", CONTRACT_ATTRIBUTE]).to_pandas()
+        flag = c[CONTRACT_ATTRIBUTE].astype(str).str.strip().str.lower().isin(_TRUE)
+        contract = set(c.loc[flag, "customer_id"].astype(str)) & customers
+    else:
+        contract = set()
+    return tx, cx, contract
