@@ -170,6 +170,7 @@ class ModelInputs:
         for lo in range(0, len(x), CHUNK):
             part = slice(lo, lo + CHUNK)
             churn[part], value[part], top[part], effect[part] = _score_rows(art, x[part], rank[part], reasons)
+        churn, value = art.finish(rows, churn, value) if len(x) else (churn, value)  # contract model, levels
         return cls(
             served=served,
             run=run,
