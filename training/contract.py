@@ -97,7 +97,9 @@ def contract_customers(history: History, mode: str) -> History:
 
     return replace(
         history,
-        transactions=keep(history.transactions),  # type: ignore[arg-type]
+        transactions=history.transactions.filter(
+            pc.is_in(history.transactions.column("customer_id"), value_set=ids)
+        ),
         customers=keep(history.customers),
         interactions=keep(history.interactions),
         cancellations=keep(history.cancellations),

@@ -12,9 +12,9 @@ known at T:
 - **The fit.** The artefact, as fitted at T, scores the customers eligible at o (features at o, BTYD fitted
   at o, as at any origin); against what they did in (o, o + H]:
   value_slope = the slope of log realised on log predicted mean value over ten equal-count bins, and
-  value_factor = realised total / total of predicted ** value_slope; churn_shift = a with mean(sigmoid(logit p + a)) = the
-  realised churn rate over the purchase-silence customers; the contract model's level (training.contract)
-  over the customers under contract.
+  value_factor = realised total / total of predicted ** value_slope; churn_shift = a with
+  mean(sigmoid(logit p + a)) = the realised churn rate over the purchase-silence customers; the contract
+  model's level (training.contract) over the customers under contract.
 - **Applied** after the models and the horizon maps, in the artefact, so batch, online and Spark scoring all
   see the same numbers. Rankings are unchanged (monotone maps); only levels move.
 

@@ -113,8 +113,9 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     thresholds = tiers.tier_thresholds(value.predict(rows), config.tiers)
     late = split_latest(frame, h)[1]
+    started = time.perf_counter()
     contract_model = fit_contract(history, t, fs, columns, big_h, config)
-    clock["contract_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
+    clock["contract_s"] = time.perf_counter() - started
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
     validation = {
         **metrics.churn_metrics(y, churn_validated),
@@ -125,13 +126,17 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         fs.key, columns, t, h, big_h, churn, value, thresholds, validation, rows.attrs.get("btyd_params")
     )
     artefact.contract = contract_model
+    started = time.perf_counter()
     artefact.levels = fit_levels(history, t, fs, artefact, config)
+    clock["levels_s"] = time.perf_counter() - started
     if artefact.levels is not None:  # tiers cut the final values
-        artefact.tiers = tiers.tier_thresholds(artefact.score(rows)["predicted_value"].to_numpy(), config.tiers)
+        artefact.tiers = tiers.tier_thresholds(
+            artefact.score(rows)["predicted_value"].to_numpy(), config.tiers
+        )
     artefact.drift_reference = drift.reference(
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
     )
-    clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"] - clock["contract_s"]
+    clock["fit_s"] = time.perf_counter() - start - sum(clock.values())
     by_segment = quality_by_segment(history, late, y, churn_validated, actual, value_validated, config)
     return Trained(
         artefact,
@@ -217,9 +222,11 @@ def fit_levels(
             calibration_mean_probability_before=float(np.mean(1 - survival)),
         )
     slope = levels.fit_value_slope(v, actual)
-    return Levels(
+    fitted = Levels(
         levels.fit_churn_shift(p[~mask], y[~mask]), levels.fit_value_factor(v, actual, slope), info, slope
     )
+    info["recalibrated_value"] = float(fitted.value(v).sum())
+    return fitted
 
 
 def quality_by_segment(

@@ -60,13 +60,16 @@ def test_levels_are_recalibrated_on_last_years_season(result: Backtest) -> None:
     lv = result.trained.artefact.levels
     assert lv is not None
     assert lv.info["origin"] == "2024-06-30" and lv.info["window"] == "seasonal"
-    # the factor is what that window said: realised over predicted there
-    assert lv.value_factor == pytest.approx(lv.info["realised_value"] / lv.info["predicted_value"], rel=1e-9)
-    # and it moves the aggregate the right way at T: without it the error would be larger
+    # on that window the recalibrated total is the realised one
+    assert lv.info["recalibrated_value"] == pytest.approx(lv.info["realised_value"], rel=1e-9)
+    assert lv.info["predicted_value"] < 0.8 * lv.info["realised_value"]  # the models alone: far too low
+    # and at T it moves the aggregate the right way: without it the error would be larger
+    assert result.truth is not None
+    realised = result.truth["future_value"].sum()
     error = result.metrics["model"]["value_aggregate_error"]
-    assert error is not None
-    unscaled = (1 + error) / lv.value_factor - 1
-    assert abs(error) < abs(unscaled)
+    assert error == pytest.approx(result.predictions["predicted_value"].sum() / realised - 1)
+    unscaled = result.trained.artefact.value.predict(result.trained.scoring_rows).sum() / realised - 1
+    assert abs(error) < 0.10 < abs(unscaled)
 
 
 def test_the_artefact_ships_the_contract_model_and_old_artefacts_still_score(

@@ -49,7 +49,8 @@ def test_the_level_matches_the_realised_cancellation_rate() -> None:
 
 def test_churn_shift_and_value_factor_are_solved_by_hand() -> None:
     # mean(sigmoid(logit 0.5 + a)) = 0.75  =>  a = logit(0.75) = ln 3
-    assert fit_churn_shift(np.array([0.5, 0.5]), np.array([1, 1, 1, 0])) == pytest.approx(math.log(3), abs=1e-6)
+    shift = fit_churn_shift(np.array([0.5, 0.5]), np.array([1, 1, 1, 0]))
+    assert shift == pytest.approx(math.log(3), abs=1e-6)
     assert fit_churn_shift(np.array([]), np.array([])) == 0.0
     assert fit_value_factor(np.array([1.0, 1.0]), np.array([3.0, 1.0])) == 2.0
     assert fit_value_factor(np.array([1.0]), np.array([100.0])) == 4.0  # clipped at the bound
