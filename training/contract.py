@@ -34,6 +34,7 @@ import xgboost as xgb
 from scipy.optimize import brentq
 
 from features.build import CONTRACT_ATTRIBUTE, build_training_set, monthly_cutoffs
+from features.definitions import REGISTRY
 from features.history import History
 from features.sets import FeatureSet
 from training.models import P_EPS, Encoder, booster_params
@@ -224,7 +225,10 @@ def person_periods(
     """One row per subscriber under contract at each origin: features and whether they cancel in the next
     period, from what was known at `cutoff` only."""
     known = contract_customers(history.until(cutoff), mode)
-    table = build_training_set(known, origins, PERIOD_DAYS, feature_set, churn="contractual")
+    no_btyd = tuple(f for f in feature_set.features if REGISTRY[f].source != "btyd")  # not hazard inputs
+    table = build_training_set(
+        known, origins, PERIOD_DAYS, replace(feature_set, features=no_btyd), "contractual"
+    )
     frame = table.to_pandas()
     return frame[under_contract(frame, mode)].reset_index(drop=True)
 
