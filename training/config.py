@@ -103,7 +103,7 @@ class ContractConfig(Section):
 class LevelsConfig(Section):
     """`levels:` which complete window recalibrates the churn and value levels (training.levels)."""
 
-    window: Literal["seasonal", "latest", "none"] = "seasonal"
+    window: Literal["seasonal", "seasonal_or_latest", "latest", "none"] = "seasonal"
 
 
 class TrainingConfig(FileSettings):

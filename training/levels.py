@@ -7,8 +7,10 @@ known at T:
 
 - **The window.** A month end o whose H-day labels (o, o + H] end by T. With `window: seasonal` (default),
   the latest such o in T's calendar month (T minus whole years), so the window covers the same part of the
-  year as (T, T + H] — the seasonal level learned from an earlier year; when the history holds no such
-  year, the latest complete window (`window: latest`). `none` switches recalibration off.
+  year as (T, T + H] — the seasonal level learned from an earlier year; none when the history holds no
+  such year. `seasonal_or_latest` then falls back to the latest complete window, `latest` always takes it
+  (a window of another season: on CDNOW it carried the Christmas quarter's level into the next spring,
+  docs/training.md), `none` switches recalibration off.
 - **The fit.** The artefact, as fitted at T, scores the customers eligible at o (features at o, BTYD fitted
   at o, as at any origin); against what they did in (o, o + H]:
   value_slope = the slope of log realised on log predicted mean value over ten equal-count bins, and
@@ -38,7 +40,7 @@ from training.models import P_EPS
 SHIFT_BOUNDS = (-3.0, 3.0)  # logit shift: beyond these the window is unlike T
 FACTOR_BOUNDS = (0.25, 4.0)  # value factor, likewise
 SLOPE_BOUNDS = (0.5, 1.5)  # value slope (log scale), likewise
-WINDOWS = ("seasonal", "latest", "none")
+WINDOWS = ("seasonal", "seasonal_or_latest", "latest", "none")
 
 
 @dataclass
@@ -91,10 +93,12 @@ def calibration_origin(
     candidates = monthly_cutoffs(history.until(cutoff), horizon_days, min_history_days)
     if not candidates:
         return None
-    if window == "seasonal":
+    if window in ("seasonal", "seasonal_or_latest"):
         same = [o for o in candidates if o.month == cutoff.month]
         if same:
             return same[-1]
+        if window == "seasonal":
+            return None
     return candidates[-1]
 
 

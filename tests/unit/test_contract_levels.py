@@ -124,7 +124,7 @@ def _end(y: int, m: int, d: int) -> datetime:
     return datetime(y, m, d, 23, 59, 59, 999999)
 
 
-def test_the_calibration_window_is_last_years_season_else_the_latest_complete_one() -> None:
+def test_the_calibration_window_is_an_earlier_years_season() -> None:
     days = pd.date_range("2023-01-01", "2025-06-30", freq="7D")
     history = history_from_frames(
         pd.DataFrame({"customer_id": "a", "timestamp": days, "amount": 10.0}), as_of=_end(2025, 6, 30)
@@ -138,8 +138,10 @@ def test_the_calibration_window_is_last_years_season_else_the_latest_complete_on
     # 400 days: June two years before (T - 400 d is 2024-05-26)
     assert calibration_origin(history, t, 400, 60, "seasonal") == _end(2023, 6, 30)
     # 800 days: T - 800 d is 2023-04-21 and the first month end with 60 days of history 2023-03-31: no
-    # June window, so the latest complete one
-    assert calibration_origin(history, t, 800, 60, "seasonal") == _end(2023, 3, 31)
+    # June window, so none, or with the fallback the latest complete one
+    assert calibration_origin(history, t, 800, 60, "seasonal") is None
+    assert calibration_origin(history, t, 800, 60, "seasonal_or_latest") == _end(2023, 3, 31)
+    assert calibration_origin(history, t, 182, 60, "seasonal_or_latest") == _end(2024, 6, 30)
     # nothing complete at all
     assert calibration_origin(history, _end(2023, 6, 30), 182, 60, "seasonal") is None
     with pytest.raises(ValueError, match="levels window 'yearly'"):
