@@ -230,7 +230,8 @@ def _design(d: ReportData) -> dict[str, Any]:
         "recalibrated levels": p.get("levels", "none"),
     }
     for key in sorted(k for k in d.metrics if k.startswith("holdout_by_model_")):
-        table[f"holdout, {key.removeprefix('holdout_by_model_').replace('_', ' ')}"] = f"{d.metrics[key]:.4f}"
+        shown = f"{d.metrics[key]:,.0f}" if key.endswith("_customers") else f"{d.metrics[key]:.4f}"
+        table[f"holdout, {key.removeprefix('holdout_by_model_').replace('_', ' ')}"] = shown
     return {
         "label_horizon": p.get("label_horizon_days", "?"),
         "horizon": p.get("horizon_days", "?"),

@@ -412,7 +412,7 @@ def levels_text(art: ScoringArtefact) -> str:
     lv = art.levels
     return (
         f"{lv.info.get('window', '')} window at {lv.info.get('origin', '')}: churn logit shift "
-        f"{lv.churn_shift:+.4f}, value factor {lv.value_factor:.4f}"
+        f"{lv.churn_shift:+.4f}, value factor {lv.value_factor:.4f}, value slope {lv.value_slope:.4f}"
     )[:500]
 
 
