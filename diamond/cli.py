@@ -415,12 +415,15 @@ def _print_backtest(run: flows.BacktestRun) -> None:
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
     if result.metrics:
-        names = sorted({k for m in result.metrics.values() for k in m if "total" not in k})
-        table = Table("metric", *result.metrics)
+        shown = {m: values for m, values in result.metrics.items() if m != "by_model"}
+        names = sorted({k for m in shown.values() for k in m if "total" not in k})
+        table = Table("metric", *shown)
         for name in names:
-            cells = [result.metrics[m].get(name) for m in result.metrics]
+            cells = [shown[m].get(name) for m in shown]
             table.add_row(name, *("—" if v is None else f"{v:.4f}" for v in cells))
         out.print(table)
+        for key, v in result.metrics.get("by_model", {}).items():  # which churn model scored whom
+            out.print(f"{key}: {'—' if v is None else f'{v:.4f}'}")
     else:
         out.print("the history ends before cutoff + horizon: predictions only, nothing to score")
     out.print(f"predictions: {run.predictions.resolve()} ({len(result.predictions):,} customers)")

@@ -173,6 +173,7 @@ class ModelInputs:
         for lo in range(0, len(x), CHUNK):
             part = slice(lo, lo + CHUNK)
             churn[part], value[part], top[part], effect[part] = _score_rows(art, x[part], rank[part], reasons)
+        churn, value = art.finish(rows, churn, value) if len(x) else (churn, value)  # contract model, levels
         curve_none = np.zeros((0, len(scoring.CURVE_COLUMNS)))  # scored per request (`rows`)
         return cls(
             served=served,

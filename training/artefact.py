@@ -7,6 +7,10 @@
                    both absent in models trained before them: no curve, no cold-start model
     churn.ubj      the churn booster (XGBoost's own binary format)
     value.ubj      the value booster
+    contract.ubj   the cancellation hazard booster of the customers under contract (training.contract), when
+                   the history has subscribers; scoring.json's "contract" holds the rest of that model
+                   and "levels" the recalibrated levels (training.levels). Both keys are optional: an
+                   artefact without them scores as before.
 
 `serving/` loads it (from the MLflow registry, training.registry) and calls `score`; it never re-implements
 an encoding, a column order or a threshold. The same folder is logged as an MLflow pyfunc model, so Spark's
@@ -32,7 +36,9 @@ from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
 from training.coldstart import ColdStartModel, one_purchase
+from training.contract import CONTRACT, SILENCE, ContractModel
 from training.curve import CurveSpec
+from training.levels import Levels
 from training.models import ChurnModel, Encoder, ValueModel
 from training.rfm import RfmRank
 from training.tiers import assign_tiers
@@ -69,6 +75,8 @@ class ScoringArtefact:
     drift_reference: dict[str, dict[str, Any]] | None = None  # training.drift.reference at T
     curve: CurveSpec | None = None  # time to churn (training.curve); None: an older model, no curve
     cold_start: ColdStartModel | None = None  # one-purchase customers (training.coldstart); None: none
+    contract: ContractModel | None = None  # cancellation hazard of the customers under contract
+    levels: Levels | None = None  # recalibrated churn and value levels (training.levels)
 
     def feature_rows(self, history: History, as_of: datetime) -> pd.DataFrame:
         """Model inputs for every customer eligible at `as_of`: the training feature set, BTYD over H with
@@ -84,8 +92,7 @@ class ScoringArtefact:
         """churn_probability and predicted_value over H, value_at_risk and tier, for feature rows built with
         this artefact's feature set at horizon H."""
         dm = dm or self.matrix(rows)
-        p = self.churn.predict(rows, dm)
-        v = self.value.predict(rows, dm)
+        p, v = self.finish(rows, self.churn.predict(rows, dm), self.value.predict(rows, dm))
         return pd.DataFrame(
             {
                 "customer_id": rows["customer_id"].to_numpy(),
@@ -93,6 +100,7 @@ class ScoringArtefact:
                 "predicted_value": v,
                 "value_at_risk": p * v,
                 "tier": assign_tiers(v, self.tiers),
+                "churn_model": self.churn_models(rows),
             },
             index=rows.index,
         )
@@ -113,6 +121,28 @@ class ScoringArtefact:
             return None
         return np.where(one_purchase(rows), self.cold_start.predict(rows), np.nan)
 
+    def finish(self, rows: pd.DataFrame, p: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The purchase-silence P(churn) and value over H of `rows` (the boosters and horizon maps) turned
+        into the answers: customers under contract get the contract model's P(cancel within H), everybody
+        else the recalibrated silence probability; values get the recalibrated level. The identity for an
+        artefact with neither (older ones). Callers that compute the boosters' outputs themselves (the
+        served snapshot, serving.champion) come through here too."""
+        p = np.asarray(p, dtype=np.float64)
+        v = np.asarray(v, dtype=np.float64)
+        if self.levels is not None:
+            p, v = self.levels.churn(p), self.levels.value(v)
+        if self.contract is not None and len(rows):
+            mask = self.contract.applies(rows)
+            if mask.any():
+                p = p.copy()
+                p[mask] = self.contract.predict(rows.loc[mask])
+        return p, v
+
+    def churn_models(self, rows: pd.DataFrame) -> np.ndarray:
+        """Which model scored each row: 'contract_hazard' or 'purchase_silence'."""
+        mask = self.contract.applies(rows) if self.contract is not None else np.zeros(len(rows), bool)
+        return np.where(mask, CONTRACT, SILENCE).astype(object)
+
     def save(self, folder: str | Path) -> Path:
         """Write the folder atomically: a half-written artefact never appears under `folder`."""
         target = Path(folder)
@@ -123,6 +153,8 @@ class ScoringArtefact:
         try:
             self.churn.booster.save_model(tmp / "churn.ubj")
             self.value.booster.save_model(tmp / "value.ubj")
+            if self.contract is not None:
+                self.contract.booster.save_model(tmp / "contract.ubj")
             (tmp / "scoring.json").write_text(json.dumps(self._spec(), indent=1), encoding="utf-8")
             os.replace(tmp, target)
         finally:
@@ -148,6 +180,13 @@ class ScoringArtefact:
         for b in (churn_booster, value_booster):
             b.set_param({"nthread": 1})
         c, v = spec["churn"], spec["value"]
+        contract = None
+        if spec.get("contract") is not None:
+            contract_booster = xgb.Booster()
+            contract_booster.load_model(folder / "contract.ubj")
+            contract_booster.set_param({"nthread": 1})
+            contract = ContractModel.from_dict(spec["contract"], contract_booster)
+        levels = Levels.from_dict(spec["levels"]) if spec.get("levels") is not None else None
         return cls(
             feature_set=spec["feature_set"],
             columns=spec["columns"],
@@ -168,10 +207,12 @@ class ScoringArtefact:
             drift_reference=spec.get("drift_reference"),
             curve=CurveSpec.from_dict(spec["curve"]) if spec.get("curve") else None,
             cold_start=ColdStartModel.from_dict(spec["cold_start"]) if spec.get("cold_start") else None,
+            contract=contract,
+            levels=levels,
         )
 
     def _spec(self) -> dict[str, Any]:
-        return {
+        spec = {
             "format": FORMAT,
             "feature_set": self.feature_set,
             "columns": self.columns,
@@ -192,3 +233,8 @@ class ScoringArtefact:
             "curve": self.curve.to_dict() if self.curve is not None else None,
             "cold_start": self.cold_start.to_dict() if self.cold_start is not None else None,
         }
+        if self.contract is not None:  # optional keys: an artefact without them is written as before
+            spec["contract"] = self.contract.to_dict()
+        if self.levels is not None:
+            spec["levels"] = self.levels.to_dict()
+        return spec

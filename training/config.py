@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -93,6 +93,19 @@ class ParityConfig(Section):
     max_levels: Annotated[int, Field(ge=1)] = 20  # per attribute: the largest levels; the rest is "other"
 
 
+class ContractConfig(Section):
+    """`contract:` the cancellation hazard of customers under contract (training.contract)."""
+
+    enabled: bool = True  # false: subscribers are scored by purchase silence like everybody else
+    periods: Annotated[int, Field(ge=1)] = 12  # month ends stacked as 30-day person-periods
+
+
+class LevelsConfig(Section):
+    """`levels:` which complete window recalibrates the churn and value levels (training.levels)."""
+
+    window: Literal["seasonal", "seasonal_or_latest", "latest", "none"] = "seasonal"
+
+
 class TrainingConfig(FileSettings):
     """How models are trained and validated. Every key is documented in training.yaml."""
 
@@ -122,6 +135,8 @@ class TrainingConfig(FileSettings):
     retrain: Annotated[RetrainConfig, OrEmpty] = RetrainConfig()
     rolling: Annotated[RollingConfig, OrEmpty] = RollingConfig()
     parity: Annotated[ParityConfig, OrEmpty] = ParityConfig()
+    contract: Annotated[ContractConfig, OrEmpty] = ContractConfig()
+    levels: Annotated[LevelsConfig, OrEmpty] = LevelsConfig()
 
     @field_validator("tiers")
     @classmethod

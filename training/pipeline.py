@@ -13,12 +13,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.build import build_labels, end_of, parse_cutoff, parse_horizon
+from features.build import (
+    build_labels,
+    build_scoring_rows,
+    build_spine,
+    end_of,
+    parse_cutoff,
+    parse_horizon,
+)
 from features.history import History
-from training import baselines, coldstart, design, drift, metrics, segments, tiers, tuning
+from features.sets import FeatureSet
+from training import baselines, coldstart, contract, design, drift, levels, metrics, segments, tiers, tuning
 from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
+from training.contract import ContractModel
 from training.curve import CurveSpec
+from training.levels import Levels
 from training.models import fit_churn, fit_value, split_latest
 from training.rfm import RfmRank
 
@@ -104,6 +114,9 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     thresholds = tiers.tier_thresholds(value.predict(rows), config.tiers)
     late = split_latest(frame, h)[1]
+    started = time.perf_counter()
+    contract_model = fit_contract(history, t, fs, columns, big_h, config)
+    clock["contract_s"] = time.perf_counter() - started
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
     validation = {
         **metrics.churn_metrics(y, churn_validated),
@@ -115,10 +128,18 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     artefact.curve = CurveSpec(history.churn)  # time to churn follows the history's churn definition
     artefact.cold_start = coldstart.fit_cold_start(frame, churn.horizon_map)
+    artefact.contract = contract_model
+    started = time.perf_counter()
+    artefact.levels = fit_levels(history, t, fs, artefact, config)
+    clock["levels_s"] = time.perf_counter() - started
+    if artefact.levels is not None:  # tiers cut the final values
+        artefact.tiers = tiers.tier_thresholds(
+            artefact.score(rows)["predicted_value"].to_numpy(), config.tiers
+        )
     artefact.drift_reference = drift.reference(
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
     )
-    clock["fit_s"] = time.perf_counter() - start - clock["features_s"] - clock["tuning_s"]
+    clock["fit_s"] = time.perf_counter() - start - sum(clock.values())
     by_segment = quality_by_segment(history, late, y, churn_validated, actual, value_validated, config)
     return Trained(
         artefact,
@@ -136,6 +157,79 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         clock,
         by_segment,
     )
+
+
+def fit_contract(
+    history: History,
+    cutoff: datetime,
+    fs: FeatureSet,
+    columns: list[str],
+    horizon_days: int,
+    config: TrainingConfig,
+) -> ContractModel | None:
+    """The cancellation hazard of the customers under contract (training.contract), or None when the
+    history has none (or `contract.enabled` is false)."""
+    mode = contract.contract_mode(history)
+    if mode is None or not config.contract.enabled:
+        return None
+    origins = contract.hazard_origins(history, cutoff, config.contract.periods, config.min_history_days)
+    if not origins:
+        return None
+    frame = contract.person_periods(history, cutoff, origins, fs, mode)
+    if frame.empty or frame["churned"].nunique() < 2:
+        return None  # nobody under contract, or no cancellation yet: nothing to learn a hazard from
+    hazard_cols = contract.hazard_columns(columns, fs)
+    return contract.fit_hazard(frame, hazard_cols, mode, horizon_days, config.seed, config.n_jobs)
+
+
+def fit_levels(
+    history: History, cutoff: datetime, fs: FeatureSet, artefact: ScoringArtefact, config: TrainingConfig
+) -> Levels | None:
+    """Recalibrate the artefact's levels on a complete window before `cutoff` (training.levels): the silence
+    churn shift and the value factor returned, the contract model's level set on it. None when no window
+    is complete by `cutoff` (or `levels.window` is none)."""
+    big_h = artefact.horizon_days
+    origin = levels.calibration_origin(history, cutoff, big_h, config.min_history_days, config.levels.window)
+    if origin is None:
+        return None
+    known = history.until(cutoff)
+    rows = build_scoring_rows(known, origin, fs, big_h).to_pandas()
+    if rows.empty:
+        return None
+    truth = build_labels(known, build_spine(known, [origin]), big_h).to_pandas()
+    if not np.array_equal(truth["customer_id"].to_numpy(), rows["customer_id"].to_numpy()):
+        raise RuntimeError("labels and calibration rows are not in the same customer order")
+    y, actual = truth["churned"].to_numpy(), truth["future_value"].to_numpy(dtype=np.float64)
+    dm = artefact.matrix(rows)
+    p, v = artefact.churn.predict(rows, dm), artefact.value.predict(rows, dm)
+    bound = artefact.contract
+    mask = bound.applies(rows) if bound is not None else np.zeros(len(rows), bool)
+    info: dict[str, Any] = {
+        "window": config.levels.window,
+        "origin": f"{origin:%Y-%m-%d}",
+        "customers": len(rows),
+        "realised_value": float(actual.sum()),
+        "predicted_value": float(v.sum()),
+        "silence_customers": int((~mask).sum()),
+        "silence_churn_rate": float(y[~mask].mean()) if (~mask).any() else None,
+        "silence_mean_probability": float(p[~mask].mean()) if (~mask).any() else None,
+    }
+    if bound is not None and mask.any():
+        sub = rows.loc[mask]
+        survival = bound.survival(sub, level=1.0)
+        bound.level = contract.fit_level(survival, y[mask])
+        bound.info.update(
+            calibration_origin=f"{origin:%Y-%m-%d}",
+            calibration_customers=int(mask.sum()),
+            calibration_cancellation_rate=float(y[mask].mean()),
+            calibration_mean_probability_before=float(np.mean(1 - survival)),
+        )
+    slope = levels.fit_value_slope(v, actual)
+    fitted = Levels(
+        levels.fit_churn_shift(p[~mask], y[~mask]), levels.fit_value_factor(v, actual, slope), info, slope
+    )
+    info["recalibrated_value"] = float(fitted.value(v).sum())
+    return fitted
 
 
 def quality_by_segment(
@@ -214,6 +308,7 @@ def backtest(
     trained = fit(history, t, config.model_copy(update={"horizon_days": big_h}))
     scores = trained.artefact.score(trained.scoring_rows)
     preds = scores[["customer_id", "churn_probability", "predicted_value"]].reset_index(drop=True)
+    models = scores["churn_model"].to_numpy()  # which churn model scored whom
     result = Backtest(trained, big_h, preds)
     if end_of(history) < t + timedelta(days=big_h):
         return result  # the future is not in the history: predictions only
@@ -235,12 +330,30 @@ def backtest(
             **metrics.value_metrics(value, preds["predicted_value"]),
         },
         "rfm": _rank_only(y, baselines.rfm_churn_score(rows), value, baselines.rfm_value(rows, big_h)),
+        "by_model": by_churn_model(models, preds, y, value),
         "bgnbd": {
             **metrics.churn_metrics(y, baselines.btyd_churn(rows)),
             **metrics.value_metrics(value, baselines.btyd_value(rows)),
         },
     }
     return result
+
+
+def by_churn_model(
+    models: np.ndarray, preds: pd.DataFrame, churned: np.ndarray, value: np.ndarray
+) -> dict[str, float | None]:
+    """Per churn model (contract hazard, purchase silence): customers, mean P(churn) against the realised
+    churn rate, and predicted against realised value: which model scored whom, and how level it was."""
+    out: dict[str, float | None] = {}
+    p, v = preds["churn_probability"].to_numpy(), preds["predicted_value"].to_numpy()
+    for name in sorted(set(models.tolist())):
+        m = models == name
+        realised = float(value[m].sum())
+        out[f"{name}_customers"] = float(m.sum())
+        out[f"{name}_mean_probability"] = float(p[m].mean())
+        out[f"{name}_churn_rate"] = float(churned[m].mean())
+        out[f"{name}_value_error"] = float(v[m].sum() / realised - 1) if realised > 0 else None
+    return out
 
 
 def _baseline_scores(late: pd.DataFrame, horizon_days: int) -> dict[str, float]:

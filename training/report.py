@@ -226,7 +226,12 @@ def _design(d: ReportData) -> dict[str, Any]:
         "churn stacker (w_margin, w_rfm, b)": p.get("churn_stack", ""),
         "churn horizon map": p.get("churn_horizon_map", ""),
         "value horizon map": p.get("value_horizon_map", ""),
+        "churn models (who is scored by which)": p.get("churn_models", "purchase silence for every customer"),
+        "recalibrated levels": p.get("levels", "none"),
     }
+    for key in sorted(k for k in d.metrics if k.startswith("holdout_by_model_")):
+        shown = f"{d.metrics[key]:,.0f}" if key.endswith("_customers") else f"{d.metrics[key]:.4f}"
+        table[f"holdout, {key.removeprefix('holdout_by_model_').replace('_', ' ')}"] = shown
     return {
         "label_horizon": p.get("label_horizon_days", "?"),
         "horizon": p.get("horizon_days", "?"),

@@ -385,10 +385,35 @@ def _params(trained: Trained, config: TrainingConfig) -> dict[str, Any]:
         "churn_stack": ",".join(f"{x:.4f}" for x in art.churn.stack),
         "churn_horizon_map": ",".join(f"{x:.4f}" for x in art.churn.horizon_map),
         "value_horizon_map": ",".join(f"{x:.4f}" for x in art.value.horizon_map),
+        "churn_models": churn_models_text(art),
+        "levels": levels_text(art),
     }
     for model, params in trained.params.items():
         out.update({f"{model}_{k}": v for k, v in params.items()})
     return out
+
+
+def churn_models_text(art: ScoringArtefact) -> str:
+    """Which churn model scores whom, in words (a run parameter; the model report shows it)."""
+    if art.contract is None:
+        return "purchase silence for every customer"
+    c = art.contract
+    who = "every customer" if c.mode == "contractual" else "customers whose is_subscriber is true"
+    return (
+        f"contract hazard for {who} ({c.period_days}-day periods, {c.info.get('person_periods', 0)} "
+        f"person-periods, level {c.level:.3f}); purchase silence for the rest"
+    )[:500]
+
+
+def levels_text(art: ScoringArtefact) -> str:
+    """The recalibrated levels in words (a run parameter; the model report shows it)."""
+    if art.levels is None:
+        return "none (no complete window before T)"
+    lv = art.levels
+    return (
+        f"{lv.info.get('window', '')} window at {lv.info.get('origin', '')}: churn logit shift "
+        f"{lv.churn_shift:+.4f}, value factor {lv.value_factor:.4f}, value slope {lv.value_slope:.4f}"
+    )[:500]
 
 
 def _quiet() -> None:
