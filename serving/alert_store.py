@@ -321,6 +321,22 @@ def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
     return _alert_dict(row)
 
 
+def get_alerts(engine: Engine, alert_ids: Sequence[int], chunk: int = 10_000) -> dict[int, dict[str, Any]]:
+    """Stored alerts by id, each as `get_alert` gives it; KeyError naming the first id without an alert.
+    Read `chunk` ids a query (a batch run notifies hundreds of thousands at once)."""
+    ids = list(dict.fromkeys(int(i) for i in alert_ids))
+    found: dict[int, dict[str, Any]] = {}
+    t = alerts_table
+    with engine.connect() as conn:
+        for start in range(0, len(ids), chunk):
+            query = sa.select(t).where(t.c.id.in_(ids[start : start + chunk]))
+            found.update((int(r["id"]), _alert_dict(r)) for r in conn.execute(query).mappings())
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise KeyError(f"no alert {missing[0]}")
+    return found
+
+
 def acknowledge(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:
     """`who` takes the alert on: status acknowledged, owner who. Only a live alert can be acknowledged."""
     return _act(engine, alert_id, at, {"status": "acknowledged", "owner": who, "snoozed_until": None}, who)

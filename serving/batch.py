@@ -252,14 +252,19 @@ def _watch_drift(
 
 
 def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfig) -> None:
-    """Queue each (alert id, version) for every endpoint; the webhook id carries both, so retries and
-    re-runs never duplicate."""
+    """Queue each (alert id, version) for every endpoint, in one transaction, in `notify`'s order (highest
+    value at risk first); the webhook id carries both, so retries and re-runs never duplicate. Alerts of
+    customers who may not be contacted are left out."""
     endpoints = config.endpoints()
-    if endpoints and notify:
-        for alert_id, version in notify:
-            alert = alert_store.get_alert(eng, alert_id)
-            if alert.get("do_not_contact"):
-                continue
-            payload = alert_rules.alert_payload(alert)
-            for name in endpoints:
-                outbox.enqueue(eng, name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}")
+    if not endpoints or not notify:
+        return
+    alerts = alert_store.get_alerts(eng, [alert_id for alert_id, _ in notify])
+    messages = []
+    for alert_id, version in notify:
+        alert = alerts[alert_id]
+        if alert.get("do_not_contact"):
+            continue
+        payload = alert_rules.alert_payload(alert)
+        for name in endpoints:
+            messages.append((name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}"))
+    outbox.enqueue_many(eng, messages)
