@@ -4,8 +4,10 @@ as a Parquet score table and as the store's snapshot the service answers from. W
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 
     from training.artefact import ScoringArtefact
     from training.tracking import MlflowConfig
+
+
+PARQUET_ROWS = 100_000  # score table rows converted to Arrow and written at a time
 
 
 @dataclass
@@ -89,6 +94,9 @@ def _score_history(
     if scores.empty:
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
     step("scores and reasons")
+    # each customer's recent events are ranked by DuckDB (off the GIL) while tiers and snapshot rows are
+    # written; erased customers stay erased
+    events = _ahead(erasure.without_erased(eng, f) for f in store.last_event_batches(past))
     order = list(config.tiers.order or art.tiers)
     rules = config.alert_rules(order)  # None: alerts are off
     tiered = tier_store.update_tiers(
@@ -107,9 +115,7 @@ def _score_history(
         model_version=served.version,
     )
     step("tiers")
-    # ranked and written frame by frame in the snapshot transaction; erased customers stay erased
-    events = (erasure.without_erased(eng, f) for f in store.last_event_batches(past))
-    target = _write(scores, rows, served, config, eng, as_of, events)
+    target = _write(scores, rows, served, config, eng, as_of, events)  # events written frame by frame
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
@@ -134,6 +140,33 @@ def _known_at(history: History, as_of: datetime) -> History:
                 if latest.is_valid and pc.greater(pc.cast(latest, pa.timestamp("us")), stamp).as_py():
                     return history.until(as_of)
     return replace(history, as_of=as_of)
+
+
+def _ahead(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """`frames`, the first one computed at once in a thread of its own, the rest in the caller's thread as
+    they are asked for (never two at a time). Ranking a million customers' events is one DuckDB query that
+    releases the GIL: it runs while the run writes tiers and the snapshot's other tables, one core each."""
+    first: list[pd.DataFrame] = []
+    failed: list[BaseException] = []
+
+    def compute() -> None:
+        try:
+            first.extend(itertools.islice(frames, 1))
+        except BaseException as exc:  # handed to the caller, raised where the frames are used
+            failed.append(exc)
+
+    worker = threading.Thread(target=compute, name="recent-events", daemon=True)
+    worker.start()
+
+    def the_frames() -> Iterator[pd.DataFrame]:
+        worker.join()
+        if failed:
+            raise failed[0]
+        yield from first
+        first.clear()
+        yield from frames
+
+    return the_frames()
 
 
 @contextmanager
@@ -186,7 +219,7 @@ def _write(
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
     try:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+        _write_parquet(table, tmp)
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
@@ -204,6 +237,16 @@ def _write(
         raise
     os.replace(tmp, target)
     return target
+
+
+def _write_parquet(table: pd.DataFrame, path: Path, rows: int = PARQUET_ROWS) -> None:
+    """The score table as Parquet, converted to Arrow `rows` at a time (a million customers' reasons as
+    Arrow text at once would take another gigabyte); one schema, from the whole frame."""
+    schema = pa.Schema.from_pandas(table, preserve_index=False)
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, max(len(table), 1), rows):
+            part = table.iloc[start : start + rows]
+            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
 
 
 def _raise_alerts(
