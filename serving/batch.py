@@ -94,9 +94,6 @@ def _score_history(
     if scores.empty:
         raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
     step("scores and reasons")
-    # each customer's recent events are ranked by DuckDB (off the GIL) while tiers and snapshot rows are
-    # written; erased customers stay erased
-    events = _ahead(erasure.without_erased(eng, f) for f in store.last_event_batches(past))
     order = list(config.tiers.order or art.tiers)
     rules = config.alert_rules(order)  # None: alerts are off
     tiered = tier_store.update_tiers(
@@ -115,7 +112,10 @@ def _score_history(
         model_version=served.version,
     )
     step("tiers")
-    target = _write(scores, rows, served, config, eng, as_of, events)  # events written frame by frame
+    # each customer's recent events are ranked by DuckDB (off the GIL) while the Parquet table and the
+    # snapshot's other tables are written, then written frame by frame; erased customers stay erased
+    events = _ahead(erasure.without_erased(eng, f) for f in store.last_event_batches(past))
+    target = _write(scores, rows, served, config, eng, as_of, events)
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
@@ -145,7 +145,7 @@ def _known_at(history: History, as_of: datetime) -> History:
 def _ahead(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """`frames`, the first one computed at once in a thread of its own, the rest in the caller's thread as
     they are asked for (never two at a time). Ranking a million customers' events is one DuckDB query that
-    releases the GIL: it runs while the run writes tiers and the snapshot's other tables, one core each."""
+    releases the GIL: it runs while the run writes the snapshot's other tables, one core each."""
     first: list[pd.DataFrame] = []
     failed: list[BaseException] = []
 

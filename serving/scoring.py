@@ -74,7 +74,7 @@ def top_reasons(
     names = [*artefact.columns, RFM_REASON]
     effects = np.c_[contribs, rfm_effect]
     del contribs
-    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top]
+    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top].copy()  # not a view of every rank
     chosen = np.take_along_axis(effects, order, axis=1)
     del effects
     filled = chosen != 0
