@@ -318,7 +318,9 @@ def test_a_run_queues_every_notified_alert_for_every_endpoint_in_one_write(
     a_id, e_id = alerts["a"]["id"], alerts["e"]["id"]
     assert synced.notify == [(a_id, 1), (e_id, 1)]
     monkeypatch.setenv("HOOK_SECRET", "s3cret")
-    hooks = [{"name": n, "url": f"http://127.0.0.1:9/{n}", "secret_env": "HOOK_SECRET"} for n in ("crm", "ops")]
+    hooks = [
+        {"name": n, "url": f"http://127.0.0.1:9/{n}", "secret_env": "HOOK_SECRET"} for n in ("crm", "ops")
+    ]
     (tmp_path / "serving.yaml").write_text(json.dumps({"webhooks": {"endpoints": hooks}}), encoding="utf-8")
     config = ServingConfig.load(tmp_path / "serving.yaml")
     batch._enqueue(engine, synced.notify, config)

@@ -20,7 +20,7 @@ def test_the_score_table_written_in_slices_is_the_table_written_at_once(tmp_path
     frame = pd.DataFrame(
         {
             "customer_id": pd.Series(list("abcde"), dtype=object),
-            "previous_tier": pd.Series([None, None, None, "gold", None], dtype=object),  # text in slice 2 only
+            "previous_tier": pd.Series([None, None, None, "gold", None], dtype=object),  # text: slice 2
             "value": [1.0, np.nan, 3.0, 4.0, 5.0],
             "cold_start": [True, False, True, True, False],
             "horizon_days": np.arange(5),
