@@ -4,10 +4,8 @@ as a Parquet score table and as the store's snapshot the service answers from. W
 from __future__ import annotations
 
 import gc
-import itertools
 import os
 import secrets
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -112,9 +110,8 @@ def _score_history(
         model_version=served.version,
     )
     step("tiers")
-    # each customer's recent events are ranked by DuckDB (off the GIL) while the Parquet table and the
-    # snapshot's other tables are written, then written frame by frame; erased customers stay erased
-    events = _ahead(erasure.without_erased(eng, f) for f in store.last_event_batches(past))
+    # ranked and written frame by frame in the snapshot transaction; erased customers stay erased
+    events = (erasure.without_erased(eng, f) for f in store.last_event_batches(past))
     target = _write(scores, rows, served, config, eng, as_of, events)
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
@@ -140,33 +137,6 @@ def _known_at(history: History, as_of: datetime) -> History:
                 if latest.is_valid and pc.greater(pc.cast(latest, pa.timestamp("us")), stamp).as_py():
                     return history.until(as_of)
     return replace(history, as_of=as_of)
-
-
-def _ahead(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """`frames`, the first one computed at once in a thread of its own, the rest in the caller's thread as
-    they are asked for (never two at a time). Ranking a million customers' events is one DuckDB query that
-    releases the GIL: it runs while the run writes the snapshot's other tables, one core each."""
-    first: list[pd.DataFrame] = []
-    failed: list[BaseException] = []
-
-    def compute() -> None:
-        try:
-            first.extend(itertools.islice(frames, 1))
-        except BaseException as exc:  # handed to the caller, raised where the frames are used
-            failed.append(exc)
-
-    worker = threading.Thread(target=compute, name="recent-events", daemon=True)
-    worker.start()
-
-    def the_frames() -> Iterator[pd.DataFrame]:
-        worker.join()
-        if failed:
-            raise failed[0]
-        yield from first
-        first.clear()
-        yield from frames
-
-    return the_frames()
 
 
 @contextmanager

@@ -1,9 +1,8 @@
 """Pieces of serving.batch on hand-built frames: the score table written in slices reads back as the whole
-frame written at once; the recent events computed ahead come in order, and a failure reaches the caller."""
+frame written at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
-from serving.batch import _ahead, _write_parquet
+from serving.batch import _write_parquet
 
 
 def test_the_score_table_written_in_slices_is_the_table_written_at_once(tmp_path: Path) -> None:
@@ -35,18 +33,3 @@ def test_the_score_table_written_in_slices_is_the_table_written_at_once(tmp_path
     assert pq.ParquetFile(tmp_path / "sliced.parquet").num_row_groups == 3
     _write_parquet(frame.iloc[:0], tmp_path / "empty.parquet", rows=2)
     assert list(pd.read_parquet(tmp_path / "empty.parquet").columns) == list(frame.columns)
-
-
-def test_frames_computed_ahead_come_in_order_and_a_failure_reaches_the_caller() -> None:
-    def frames(n: int, fail_at: int | None = None) -> Iterator[pd.DataFrame]:
-        for i in range(n):
-            if i == fail_at:
-                raise RuntimeError(f"frame {i} failed")
-            yield pd.DataFrame({"i": [i]})
-
-    assert [int(f["i"].iloc[0]) for f in _ahead(frames(3))] == [0, 1, 2]
-    assert list(_ahead(frames(0))) == []
-    with pytest.raises(RuntimeError, match="frame 0 failed"):
-        list(_ahead(frames(3, fail_at=0)))  # in the thread
-    with pytest.raises(RuntimeError, match="frame 2 failed"):
-        list(_ahead(frames(3, fail_at=2)))  # in the caller's
