@@ -100,7 +100,7 @@ def evaluate(
         parts.append(part)
     out = pd.concat(parts, ignore_index=True) if parts else s.iloc[:0].assign(_row=[], kind=[], fires=[])
     rows = out["_row"].to_numpy(dtype=np.int64)
-    out["reasons"] = [_reasons(given[i]) for i in rows] if given is not None else [[] for _ in rows]
+    out["reasons"] = [reason_texts(given[i]) for i in rows] if given is not None else [[] for _ in rows]
     books = {t: b for t in tiers if (b := config.playbooks.get(t)) is not None}  # per tier, not per row
     tier = out["tier"].astype(object)
     out["playbook"] = tier.map({t: b.text for t, b in books.items()}).astype(object)
@@ -173,13 +173,13 @@ def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
             SimpleNamespace(
                 customer_id=key[0],
                 kind=key[1],
-                tier=None if _missing(record["tier"]) else str(record["tier"]),
+                tier=None if is_missing(record["tier"]) else str(record["tier"]),
                 churn_probability=float(record["churn_probability"]),
                 predicted_value=float(record["predicted_value"]),
                 value_at_risk=float(record["value_at_risk"]),
-                reasons=_reasons(record["reasons"]),
-                playbook=None if _missing(record["playbook"]) else str(record["playbook"]),
-                due_at=None if _missing(due) else utc_naive(due),
+                reasons=reason_texts(record["reasons"]),
+                playbook=None if is_missing(record["playbook"]) else str(record["playbook"]),
+                due_at=None if is_missing(due) else utc_naive(due),
                 fires=bool(fire),
             )
         )
@@ -199,13 +199,13 @@ def alert_payload(row: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
         "version": int(r["version"]),
         "customer_id": str(r["customer_id"]),
         "kind": r["kind"],
-        "tier": None if _missing(r.get("tier")) else r["tier"],
+        "tier": None if is_missing(r.get("tier")) else r["tier"],
         "churn_probability": float(r["churn_probability"]),
         "predicted_value": float(r["predicted_value"]),
         "value_at_risk": float(r["value_at_risk"]),
         "reasons": list(reasons) if reasons is not None else [],
-        "playbook": None if _missing(r.get("playbook")) else r["playbook"],
-        "due_at": None if _missing(due) else pd.Timestamp(due).isoformat(),
+        "playbook": None if is_missing(r.get("playbook")) else r["playbook"],
+        "due_at": None if is_missing(due) else pd.Timestamp(due).isoformat(),
     }
 
 
@@ -253,7 +253,8 @@ def _previous_levels(
     return levels.reindex(ids.to_numpy(dtype=object)).to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _reasons(value: Any) -> list[str]:
+def reason_texts(value: Any) -> list[str]:
+    """A candidate's `reasons` cell as a list of texts: None or NaN none, one text one."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     if isinstance(value, str):
@@ -261,7 +262,8 @@ def _reasons(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-def _missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, NaT or a float NaN: what a candidate's cell holds for a missing value."""
     if value is None or value is pd.NaT:
         return True
     return isinstance(value, float) and math.isnan(value)

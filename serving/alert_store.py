@@ -35,7 +35,15 @@ from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
 from serving import bulk
-from serving.alert_rules import MODEL_ID, candidate_rows, check_candidates, should_renotify, status_at
+from serving.alert_rules import (
+    MODEL_ID,
+    candidate_rows,
+    check_candidates,
+    is_missing,
+    reason_texts,
+    should_renotify,
+    status_at,
+)
 from serving.config import AlertConfig
 from serving.schema import alert_actions_table, alerts_table
 
@@ -132,48 +140,22 @@ def sync_alerts(
         # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
         fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
         keys = pd.MultiIndex.from_arrays([ids, candidates["kind"].astype(str)])
-        wanted = fires.to_numpy(dtype=bool) | keys.isin(list(live)) if live else fires.to_numpy(dtype=bool)
+        known = keys.isin(list(live)) if live else np.zeros(len(candidates), dtype=bool)
+        wanted = fires.to_numpy(dtype=bool) | known
         kept = candidates[wanted]
         if reasons is not None:
             kept = kept.assign(reasons=reasons(np.flatnonzero(wanted)))
-        cand = candidate_rows(kept)
+        known = known[wanted]
+        # the rest fire without a live alert: new alerts, open, version 1, converted and inserted as columns
+        fresh = _new_alerts(kept[~known], when)
+        opened = len(fresh)
         updates: list[dict[str, Any]] = []
-        inserts: list[dict[str, Any]] = []
-        pending: list[tuple[str, str] | tuple[int, int]] = []  # new keys, (id, version): in candidate order
-        for row in cand:
-            key = (row.customer_id, row.kind)
-            values = {
-                "tier": row.tier,
-                "churn_probability": float(row.churn_probability),
-                "predicted_value": float(row.predicted_value),
-                "value_at_risk": float(row.value_at_risk),
-                "reasons": json.dumps(list(row.reasons)),
-                "playbook": row.playbook,
-                "updated_at": when,
-            }
-            current = live.pop(key, None)
-            if current is None:
-                if not row.fires:
-                    continue
-                inserts.append(
-                    {
-                        "customer_id": row.customer_id,
-                        "kind": row.kind,
-                        "status": "open",
-                        "due_at": row.due_at,
-                        "opened_at": when,
-                        "last_notified_at": when,
-                        "notified_value_at_risk": float(row.value_at_risk),
-                        "version": 1,
-                        **values,
-                    }
-                )
-                pending.append(key)
-                opened += 1
-                continue
+        renotify: list[tuple[int, int, int]] = []  # (position among kept, id, version)
+        for position, row in zip(np.flatnonzero(known).tolist(), candidate_rows(kept[known]), strict=True):
+            current = live.pop((row.customer_id, row.kind))
             status, snoozed_until = status_at(current.status, current.snoozed_until, when)
             change = {
-                **values,
+                **_scored(row, when),
                 "status": status,
                 "snoozed_until": snoozed_until,
                 "due_at": current.due_at,
@@ -195,18 +177,17 @@ def sync_alerts(
                     notified_value_at_risk=float(row.value_at_risk),
                     version=current.version + 1,
                 )
-                pending.append((int(current.id), current.version + 1))
-                renotified += 1
+                renotify.append((position, int(current.id), current.version + 1))
             updates.append({"b_id": current.id, **change})
-            updated += 1
-        new_ids: dict[tuple[str, str], int] = {}
-        if inserts:  # in candidate order, so ids rise with value at risk as one by one did
-            bulk.insert_frame(conn, t, pd.DataFrame(inserts))
+        updated, renotified = len(updates), len(renotify)
+        pending = renotify
+        if opened:  # in candidate order, so ids rise with value at risk as one by one did
+            bulk.insert_frame(conn, t, fresh)
             query = sa.select(t.c.id, t.c.customer_id, t.c.kind).where(t.c.status == "open", side)
             new_ids = {(c, k): int(i) for i, c, k in conn.execute(query.where(t.c.opened_at == when))}
-        for a, b in pending:
-            new = isinstance(a, str) and isinstance(b, str)
-            notify.append((new_ids[(str(a), str(b))], 1) if new else (int(a), int(b)))
+            news = zip(fresh["customer_id"], fresh["kind"], np.flatnonzero(~known).tolist(), strict=True)
+            pending = sorted([*renotify, *((p, new_ids[(c, k)], 1) for c, k, p in news)])
+        notify = [(alert_id, version) for _, alert_id, version in pending]  # in candidate order
         if updates:
             cols = [k for k in updates[0] if k != "b_id"]
             stmt = (
@@ -226,6 +207,56 @@ def sync_alerts(
             conn.execute(stmt, [{"b_id": r.id} for r in live.values()])
             resolved = len(live)
     return SyncResult(notify=notify, opened=opened, updated=updated, renotified=renotified, resolved=resolved)
+
+
+def _scored(row: Any, when: datetime) -> dict[str, Any]:
+    """What a run writes into a live alert from its candidate row (serving.alert_rules.candidate_rows)."""
+    return {
+        "tier": row.tier,
+        "churn_probability": float(row.churn_probability),
+        "predicted_value": float(row.predicted_value),
+        "value_at_risk": float(row.value_at_risk),
+        "reasons": json.dumps(list(row.reasons)),
+        "playbook": row.playbook,
+        "updated_at": when,
+    }
+
+
+def _new_alerts(rows: pd.DataFrame, when: datetime) -> pd.DataFrame:
+    """The alerts table's rows for candidates that open a new alert, column by column (a batch run opens
+    hundreds of thousands on a first run): the values `candidate_rows` and `_scored` give one row, open,
+    version 1, notified now."""
+    value_at_risk = rows["value_at_risk"].to_numpy(dtype=np.float64)
+    return pd.DataFrame(
+        {
+            "customer_id": rows["customer_id"].astype(str).to_numpy(dtype=object),
+            "kind": rows["kind"].astype(str).to_numpy(dtype=object),
+            "status": "open",
+            "due_at": _times(rows["due_at"]),
+            "opened_at": when,
+            "last_notified_at": when,
+            "notified_value_at_risk": value_at_risk,
+            "version": 1,
+            "tier": _texts(rows["tier"]),
+            "churn_probability": rows["churn_probability"].to_numpy(dtype=np.float64),
+            "predicted_value": rows["predicted_value"].to_numpy(dtype=np.float64),
+            "value_at_risk": value_at_risk,
+            "reasons": [json.dumps(reason_texts(r)) for r in rows["reasons"].tolist()],
+            "playbook": _texts(rows["playbook"]),
+            "updated_at": when,
+        }
+    )
+
+
+def _texts(column: pd.Series) -> list[str | None]:
+    return [None if is_missing(v) else str(v) for v in column.tolist()]
+
+
+def _times(column: pd.Series) -> list[datetime | None]:
+    """Naive UTC datetimes (None for missing), each distinct value converted once (a due time per tier)."""
+    values = column.tolist()
+    naive = {v: utc_naive(v) for v in set(values) if not is_missing(v)}
+    return [naive.get(v) if not is_missing(v) else None for v in values]
 
 
 def list_alerts(
@@ -290,6 +321,22 @@ def get_alert(engine: Engine, alert_id: int) -> dict[str, Any]:
     if row is None:
         raise KeyError(f"no alert {alert_id}")
     return _alert_dict(row)
+
+
+def get_alerts(engine: Engine, alert_ids: Sequence[int], chunk: int = 10_000) -> dict[int, dict[str, Any]]:
+    """Stored alerts by id, each as `get_alert` gives it; KeyError naming the first id without an alert.
+    Read `chunk` ids a query (a batch run notifies hundreds of thousands at once)."""
+    ids = list(dict.fromkeys(int(i) for i in alert_ids))
+    found: dict[int, dict[str, Any]] = {}
+    t = alerts_table
+    with engine.connect() as conn:
+        for start in range(0, len(ids), chunk):
+            query = sa.select(t).where(t.c.id.in_(ids[start : start + chunk]))
+            found.update((int(r["id"]), _alert_dict(r)) for r in conn.execute(query).mappings())
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise KeyError(f"no alert {missing[0]}")
+    return found
 
 
 def acknowledge(engine: Engine, alert_id: int, who: str, at: datetime | None = None) -> dict[str, Any]:

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
     from training.tracking import MlflowConfig
 
 
+PARQUET_ROWS = 100_000  # score table rows converted to Arrow and written at a time
+
+
 @dataclass
 class BatchResult:
     scores: pd.DataFrame
@@ -187,7 +190,7 @@ def _write(
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
     try:
-        pq.write_table(pa.Table.from_pandas(table, preserve_index=False), tmp)
+        _write_parquet(table, tmp)
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
@@ -205,6 +208,16 @@ def _write(
         raise
     os.replace(tmp, target)
     return target
+
+
+def _write_parquet(table: pd.DataFrame, path: Path, rows: int = PARQUET_ROWS) -> None:
+    """The score table as Parquet, converted to Arrow `rows` at a time (a million customers' reasons as
+    Arrow text at once would take another gigabyte); one schema, from the whole frame."""
+    schema = pa.Schema.from_pandas(table, preserve_index=False)
+    with pq.ParquetWriter(path, schema) as writer:
+        for start in range(0, max(len(table), 1), rows):
+            part = table.iloc[start : start + rows]
+            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
 
 
 def _raise_alerts(
@@ -254,14 +267,19 @@ def _watch_drift(
 
 
 def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfig) -> None:
-    """Queue each (alert id, version) for every endpoint; the webhook id carries both, so retries and
-    re-runs never duplicate."""
+    """Queue each (alert id, version) for every endpoint, in one transaction, in `notify`'s order (highest
+    value at risk first); the webhook id carries both, so retries and re-runs never duplicate. Alerts of
+    customers who may not be contacted are left out."""
     endpoints = config.endpoints()
-    if endpoints and notify:
-        for alert_id, version in notify:
-            alert = alert_store.get_alert(eng, alert_id)
-            if alert.get("do_not_contact"):
-                continue
-            payload = alert_rules.alert_payload(alert)
-            for name in endpoints:
-                outbox.enqueue(eng, name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}")
+    if not endpoints or not notify:
+        return
+    alerts = alert_store.get_alerts(eng, [alert_id for alert_id, _ in notify])
+    messages = []
+    for alert_id, version in notify:
+        alert = alerts[alert_id]
+        if alert.get("do_not_contact"):
+            continue
+        payload = alert_rules.alert_payload(alert)
+        for name in endpoints:
+            messages.append((name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}"))
+    outbox.enqueue_many(eng, messages)

@@ -31,7 +31,7 @@ import logging
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -48,6 +48,7 @@ __all__ = [
     "due",
     "encode_payload",
     "enqueue",
+    "enqueue_many",
     "mark_delivered",
     "mark_failed",
     "pending_count",
@@ -118,6 +119,57 @@ def enqueue(
             raise
         log.debug("webhook %s already enqueued; no-op", webhook_id)
     return webhook_id
+
+
+def enqueue_many(
+    engine: Engine,
+    messages: Sequence[tuple[str, Mapping[str, Any], str]],
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Store many alerts for delivery, each (destination, payload, webhook_id), as `enqueue` stores one, in
+    one transaction: all of them or none. An id already queued keeps its first row. Rows are created a
+    microsecond apart in the given order, so delivery (soonest first) keeps it; a batch run queues its
+    alerts highest value at risk first. Raises ``ValueError`` for a bad id, destination or payload before
+    anything is written."""
+    at = utc_naive(now) if now is not None else utc_now()
+    rows = []
+    for i, (destination, payload, webhook_id) in enumerate(messages):
+        if not _ID_RE.fullmatch(webhook_id):
+            raise ValueError(f"invalid webhook_id {webhook_id!r}: use 1-255 characters of A-Z a-z 0-9 _ - :")
+        if not destination:
+            raise ValueError("destination (the endpoint name) is required")
+        created = at + timedelta(microseconds=i)
+        rows.append(
+            {
+                "webhook_id": webhook_id,
+                "destination": destination,
+                "payload": encode_payload(payload),
+                "created_at": created,
+                "attempts": 0,
+                "next_attempt_at": created,
+                "status": "pending",
+                "last_error": None,
+                "delivered_at": None,
+            }
+        )
+    if not rows:
+        return
+    with engine.begin() as conn:
+        conn.execute(_insert_if_absent(conn), rows)
+
+
+def _insert_if_absent(conn: sa.Connection) -> sa.Insert:
+    """INSERT that leaves an already queued webhook id alone (ON CONFLICT DO NOTHING: SQLite, PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(OUTBOX).on_conflict_do_nothing(index_elements=[OUTBOX.c.webhook_id])
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(OUTBOX).on_conflict_do_nothing(index_elements=[OUTBOX.c.webhook_id])
+    raise ValueError(f"the outbox lives in SQLite or PostgreSQL, not {conn.dialect.name}")
 
 
 def pending_count(engine: Engine) -> int:

@@ -45,23 +45,14 @@ SCORE_COLUMNS = [
 @dataclass(frozen=True)
 class Reasons:
     """The top reasons of every row as (rows, top) arrays, largest |effect| first. A slot whose effect is
-    0 is empty (`filled` False, text and item ''). `item` is each reason dict as `json.dumps` writes it."""
+    0 is empty (`filled` False, text ''). `rows_json` is each row's reasons as one JSON text, as
+    `json.dumps(list of reason dicts)` writes it (the reason dicts' own texts are not kept: a million
+    rows' would take a gigabyte)."""
 
     filled: np.ndarray  # bool
     contribution: np.ndarray  # float64: the signed effect rounded to 6 places (> 0: raises churn risk)
     text: np.ndarray  # object: the sentence
-    item: np.ndarray  # object: the reason's JSON object text
-
-    def json(self) -> np.ndarray:
-        """Each row's reasons as one JSON text: `json.dumps(list of reason dicts)`."""
-        n, top = self.filled.shape
-        out = np.full(n, "[", dtype=object)
-        first = np.ones(n, dtype=bool)
-        for k in range(top):
-            f = self.filled[:, k]
-            out[f] = out[f] + np.where(first[f], "", ", ").astype(object) + self.item[f, k]
-            first &= ~f
-        return out + "]"
+    rows_json: np.ndarray  # object: one JSON text per row
 
     def risk_texts(self, rows: np.ndarray | None = None) -> list[list[str]]:
         """The sentences an agent acts on, for every row or the positions `rows`: the reasons that raise
@@ -88,7 +79,7 @@ def top_reasons(
     names = [*artefact.columns, RFM_REASON]
     effects = np.c_[contribs, rfm_effect]
     del contribs
-    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top]
+    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top].copy()  # not a view of every rank
     chosen = np.take_along_axis(effects, order, axis=1)
     del effects
     filled = chosen != 0
@@ -122,7 +113,20 @@ def top_reasons(
             + ends_escaped
             + '"}'
         )
-    return Reasons(filled, rounded, text, item)
+    return Reasons(filled, rounded, text, _rows_json(filled, item))
+
+
+def _rows_json(filled: np.ndarray, item: np.ndarray) -> np.ndarray:
+    """Each row's reasons as one JSON text: `json.dumps(list of reason dicts)`, from each reason's JSON
+    object text (`item`)."""
+    n, top = filled.shape
+    out = np.full(n, "[", dtype=object)
+    first = np.ones(n, dtype=bool)
+    for k in range(top):
+        f = filled[:, k]
+        out[f] = out[f] + np.where(first[f], "", ", ").astype(object) + item[f, k]
+        first &= ~f
+    return out + "]"
 
 
 _RAISES_ITEM = ', "direction": "raises churn risk", "contribution": '
@@ -135,7 +139,7 @@ def reasons(
     """`top_reasons` as one list of reason dicts per row (feature, value, direction, contribution, text)."""
     if rows.empty:
         return []
-    return [json.loads(t) for t in top_reasons(artefact, rows, top, dm).json().tolist()]
+    return [json.loads(t) for t in top_reasons(artefact, rows, top, dm).rows_json.tolist()]
 
 
 def complete_rows(artefact: ScoringArtefact, rows: pd.DataFrame) -> pd.DataFrame:
@@ -164,7 +168,7 @@ def score_frame(
     (`RfmReference.from_rank(artefact.churn.rfm)`), which a service computes once per model."""
     if rows.empty:
         empty = np.zeros((0, top), dtype=bool)
-        none = Reasons(empty, empty.astype(np.float64), empty.astype(object), empty.astype(object))
+        none = Reasons(empty, empty.astype(np.float64), empty.astype(object), np.zeros(0, dtype=object))
         return pd.DataFrame({c: [] for c in SCORE_COLUMNS}), none
     dm = artefact.matrix(rows)
     scored = artefact.score(rows, dm)
@@ -181,7 +185,7 @@ def score_frame(
             "value_at_risk": scored["value_at_risk"].to_numpy(dtype=np.float64),
             "tier": pd.Series(scored["tier"].astype(str).to_numpy(dtype=object), dtype=object),
             "rfm_segment": pd.Series(segments, dtype=object),
-            "reasons": pd.Series(why.json(), dtype=object),  # plain objects: no copy into Arrow strings
+            "reasons": pd.Series(why.rows_json, dtype=object),  # plain objects: no copy into Arrow strings
             "cold_start": cold_start(rows, cold_start_min_purchase_days),
         }
     )

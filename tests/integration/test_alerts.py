@@ -303,3 +303,49 @@ def test_never_more_than_one_live_alert_per_customer_and_kind(runs: list[Any]) -
                 else:
                     resolve(engine, alert_id, "maria", at=at)
         engine.dispose()
+
+
+def test_a_run_queues_every_notified_alert_for_every_endpoint_in_one_write(
+    engine: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What serving.batch queues: each notified (alert, version) once per endpoint, highest value at risk
+    first, with the payload of the stored alert; an alert marked "do not contact" is left out; a re-run
+    queues nothing twice."""
+    from serving import batch, consent
+    from serving.config import ServingConfig
+    from serving.outbox import OUTBOX
+
+    synced = _sync(engine, T0, SCORES)
+    alerts = _open(engine)
+    a_id, e_id = alerts["a"]["id"], alerts["e"]["id"]
+    assert synced.notify == [(a_id, 1), (e_id, 1)]
+    monkeypatch.setenv("HOOK_SECRET", "s3cret")
+    hooks = [
+        {"name": n, "url": f"http://127.0.0.1:9/{n}", "secret_env": "HOOK_SECRET"} for n in ("crm", "ops")
+    ]
+    (tmp_path / "serving.yaml").write_text(json.dumps({"webhooks": {"endpoints": hooks}}), encoding="utf-8")
+    config = ServingConfig.load(tmp_path / "serving.yaml")
+    batch._enqueue(engine, synced.notify, config)
+    batch._enqueue(engine, synced.notify, config)  # a re-run of the step
+    query = sa.select(OUTBOX.c.webhook_id, OUTBOX.c.destination, OUTBOX.c.payload).order_by(
+        OUTBOX.c.created_at
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    assert [(r.webhook_id, r.destination) for r in rows] == [
+        (f"{webhook_id(a_id, 1)}-crm", "crm"),
+        (f"{webhook_id(a_id, 1)}-ops", "ops"),
+        (f"{webhook_id(e_id, 1)}-crm", "crm"),
+        (f"{webhook_id(e_id, 1)}-ops", "ops"),
+    ]
+    assert json.loads(rows[2].payload) == alert_payload(get_alert(engine, e_id))
+
+    with engine.begin() as conn:
+        conn.execute(OUTBOX.delete())
+    consent.mark(engine, {"e"})
+    batch._enqueue(engine, synced.notify, config)
+    with engine.connect() as conn:
+        assert [r.webhook_id for r in conn.execute(query)] == [
+            f"{webhook_id(a_id, 1)}-crm",
+            f"{webhook_id(a_id, 1)}-ops",
+        ]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from serving import store
 from serving.delivery import Endpoint, deliver_due, http_post
-from serving.outbox import OUTBOX, dead_letters, enqueue, pending_count, retry_dead
+from serving.outbox import OUTBOX, dead_letters, due, enqueue, enqueue_many, pending_count, retry_dead
 from tests.helpers.webhooks import ALERT, WebhookReceiver
 from tests.helpers.webhooks import WEBHOOK_SECRET as SECRET
 
@@ -71,6 +71,33 @@ def test_enqueue_is_idempotent(engine: sa.Engine) -> None:
     with pytest.raises(ValueError):
         enqueue(engine, "crm", {"churn_probability": float("nan")})
     assert pending_count(engine) == 4
+
+
+def test_enqueue_many_is_one_idempotent_write_in_the_given_order(engine: sa.Engine) -> None:
+    """A batch run's notifications in one transaction: a queued id keeps its first row, the rest are due in
+    the order given (not by id: alert-10 would come before alert-9), and a bad one writes nothing."""
+    enqueue(engine, "crm", ALERT, webhook_id="alert-10-v1-crm", now=T0)
+    given = [
+        ("crm", {**ALERT, "alert_id": 9}, "alert-9-v1-crm"),
+        ("crm", {**ALERT, "tier": "silver"}, "alert-10-v1-crm"),  # queued already: left as it is
+        ("slack", {**ALERT, "alert_id": 11}, "alert-11-v1-slack"),
+    ]
+    enqueue_many(engine, given, now=T0 + timedelta(hours=1))
+    enqueue_many(engine, given, now=T0 + timedelta(hours=2))  # a re-run adds nothing
+    assert pending_count(engine) == 3
+    assert json.loads(row(engine, "alert-10-v1-crm")["payload"])["tier"] == "gold"
+    assert json.loads(row(engine, "alert-9-v1-crm")["payload"])["alert_id"] == 9
+    later = T0 + timedelta(hours=1)
+    assert row(engine, "alert-9-v1-crm")["created_at"] == later
+    assert row(engine, "alert-11-v1-slack")["next_attempt_at"] == later + timedelta(microseconds=2)
+    order = [w for w, *_ in due(engine, ["crm", "slack"], T0 + timedelta(days=1), 10)]
+    assert order == ["alert-10-v1-crm", "alert-9-v1-crm", "alert-11-v1-slack"]
+
+    with pytest.raises(ValueError, match="webhook_id"):
+        enqueue_many(engine, [("crm", ALERT, "alert-12-v1-crm"), ("crm", ALERT, "has.dot")])
+    with pytest.raises(ValueError):
+        enqueue_many(engine, [("crm", ALERT, "alert-13-v1-crm"), ("crm", {"p": float("nan")}, "x")])
+    assert pending_count(engine) == 3  # nothing of a refused batch was written
 
 
 # ------------------------------------------------------------------------------------------ delivery
