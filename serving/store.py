@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -107,9 +108,19 @@ def _use_wal(eng: sa.Engine) -> None:
     database = eng.url.database
     if not is_sqlite(eng) or not database or database == ":memory:" or database.startswith("file:"):
         return  # a file: URI (e.g. mode=ro) is opened as given
-    with eng.connect() as con:
-        if con.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
-            con.exec_driver_sql("PRAGMA journal_mode=WAL")
+    # the switch needs the file to itself, and SQLite answers "database is locked" at once (no busy wait)
+    # while another connection reads it, e.g. a concurrent first user: retry within the busy timeout
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            with eng.connect() as con:
+                if con.exec_driver_sql("PRAGMA journal_mode").scalar() != "wal":
+                    con.exec_driver_sql("PRAGMA journal_mode=WAL")
+            return
+        except sa.exc.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def is_sqlite(eng: sa.Engine) -> bool:
