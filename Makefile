@@ -56,6 +56,9 @@ postgresql: $(PG_CTL) ## Install Debian's PostgreSQL server for the store tests 
 $(PG_CTL):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
 
+/usr/bin/wrk: # the closed-loop load generator of bench-serving (Debian's wrk; needs root and apt)
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk
+
 bento: $(VENV)/.runtime ## Build the service as a Bento (bentofile.yaml): then `bentoml serve diamond:latest` or `bentoml containerize diamond:latest`
 	$(BIN)/bentoml build
 
@@ -84,7 +87,7 @@ bench-model-quality: $(VENV)/.dev ## Model vs a plain peer, baselines and a perf
 bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
 	$(BIN)/python bench/bench_load.py --duration 300
 
-bench-serving: $(VENV)/.dev ## /score by id vs a bare BentoML service on the same booster, closed loop (~10 min)
+bench-serving: $(VENV)/.dev /usr/bin/wrk ## /score by id vs a bare BentoML service on the same booster, closed loop (~10 min)
 	$(BIN)/python bench/bench_serving.py --duration 10 --rounds 2
 
 bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x fuzzing and 10x delivery faults (~35 min)

@@ -9,13 +9,15 @@ and promoted in a private MLflow store, a batch snapshot from `diamond score`; t
 side on 127.0.0.1: Diamond with 1 worker, Diamond with 2 workers (serving.yaml `workers`), and the bare
 service on the booster and snapshot rows exported from the same store.
 
-Load: N connections, each sending its next request as soon as the last answer arrived (closed loop, aiohttp,
-bodies encoded beforehand), at concurrency 1, 8 and 32, with one customer per request and with 1,000
-customers per request (random snapshot ids, the same sequence for every side), `--duration` seconds per
-cell after a 1 s warm-up, `--rounds` rounds with the cells interleaved. Latency is per request, throughput
-is answers per second (customers per second for 1,000-customer requests). The load generator shares the
-machine's cores with the servers, and other processes on a shared machine move absolute numbers: the ratios
-against the bare service, measured in the same rounds, are what the goals are judged on.
+Load: N connections, each sending its next request as soon as the last answer arrived (closed loop, bodies
+encoded beforehand; by `wrk` with one thread when it is installed (`make bench-serving` installs it with apt),
+else an aiohttp client in Python, which takes a large share of the two cores from the servers: `--client`), at
+concurrency 1, 8 and 32, with one customer per request and with 1,000 customers per request (random snapshot
+ids, the same sequence for every side), `--duration` seconds per cell after a 1 s warm-up, `--rounds` rounds
+with the cells interleaved. Latency is per request, throughput is answers per second (customers per second for
+1,000-customer requests). The load generator shares the machine's cores with the servers, and other processes
+on a shared machine move absolute numbers: the ratios against the bare service, measured in the same rounds,
+are what the goals are judged on.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import asyncio
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -172,7 +175,71 @@ async def closed_loop(
     return {"latencies": latencies, "seconds": duration, "errors": errors}
 
 
+WRK_SCRIPT = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format("POST", nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests": %%d, "micros": %%d, "p50": %%f, "p99": %%f, "errors": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    e.connect + e.read + e.write + e.timeout + e.status))
+end
+"""
+
+
+def wrk_loop(
+    url: str, bodies: list[bytes], concurrency: int, duration: float, folder: Path
+) -> dict[str, Any]:
+    """The same closed loop by `wrk` (one thread, C, epoll): a 1 s warm-up run, then the measured one.
+    wrk gives percentiles per run, not every latency: pooled over rounds, p50 is the median and p99 the worst
+    of the rounds' values."""
+    script = folder / "wrk.lua"
+    quoted = ",".join("[==[" + b.decode() + "]==]" for b in bodies)
+    script.write_text(WRK_SCRIPT % quoted, encoding="utf-8")
+    headers = ["-H", f"Authorization: Bearer {KEY}", "-H", "Content-Type: application/json"]
+    for seconds in (1.0, duration):
+        out = subprocess.run(
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{seconds:g}s",
+                "--timeout",
+                "60s",
+                "-s",
+                str(script),
+                *headers,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    got = json.loads(line[4:])
+    return {
+        "requests": got["requests"],
+        "seconds": got["micros"] / 1e6,
+        "p50": got["p50"],
+        "p99": got["p99"],
+        "errors": {"wrk": got["errors"]},
+    }
+
+
 def summary(runs: list[dict[str, Any]], customers: int) -> dict[str, Any]:
+    if "requests" in runs[0]:  # wrk runs
+        n, seconds = sum(r["requests"] for r in runs), sum(r["seconds"] for r in runs)
+        return {
+            "requests_per_s": n / seconds,
+            "customers_per_s": n * customers / seconds,
+            "p50": statistics.median(r["p50"] for r in runs),
+            "p99": max(r["p99"] for r in runs),
+            "errors": sum(sum(r["errors"].values()) for r in runs),
+        }
     latencies = [x for r in runs for x in r["latencies"]]
     seconds = sum(r["seconds"] for r in runs)
     q = (
@@ -204,7 +271,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per cell and round")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, cells interleaved")
     parser.add_argument("--quick", action="store_true", help="do not record into bench/README.md")
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "aiohttp"),
+        default="wrk" if shutil.which("wrk") else "aiohttp",
+        help="load generator (default: wrk when installed)",
+    )
     args = parser.parse_args()
+    print(f"load generator: {args.client}", flush=True)
     with tempfile.TemporaryDirectory(prefix="diamond-bench-serving-") as tmp:
         work = Path(tmp)
         print("setting up: CDNOW, the demo model, a batch snapshot ...", flush=True)
@@ -216,7 +290,7 @@ def main() -> None:
             ("bare", 1): start("bare", work, env, 1),
         }
         try:
-            results = measure(servers, ids, args.duration, args.rounds)
+            results = measure(servers, ids, args.duration, args.rounds, args.client, work)
         finally:
             for proc, _ in servers.values():
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -233,6 +307,8 @@ def measure(
     ids: list[str],
     duration: float,
     rounds: int,
+    client: str,
+    work: Path,
 ) -> dict[Cell, dict[str, Any]]:
     cells: list[Cell] = [
         (side, workers, customers, c)
@@ -251,7 +327,11 @@ def measure(
         for cell in cells:
             side, workers, customers, c = cell
             url = servers[(side, workers)][1] + ("/predict" if side == "bare" else "/score")
-            run = asyncio.run(closed_loop(url, bodies[(side == "bare", customers)], c, duration))
+            chosen = bodies[(side == "bare", customers)]
+            if client == "wrk":
+                run = wrk_loop(url, chosen, c, duration, work)
+            else:
+                run = asyncio.run(closed_loop(url, chosen, c, duration))
             runs[cell].append(run)
             s = summary([run], customers)
             print(
