@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PrivateAttr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
@@ -34,10 +42,38 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and the key."""
 
 
-class Section(BaseModel):
-    """One section of a config file: typed, immutable, unknown keys refused."""
+def _numbers_only(cls: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A number setting given `true`/`false` is a mistake, not 1 or 0 (pydantic's lax mode would take it)."""
+    if isinstance(value, bool) and info.field_name is not None:
+        field = cls.model_fields[info.field_name]
+        if _takes_number(field.annotation) and not _takes(field.annotation, bool):
+            raise ValueError("input should be a number, not true or false")
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _arms(tp: Any) -> list[Any]:
+    """The types a value may take under Annotated[...] and unions."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    if _is_union(tp):
+        return [t for arm in get_args(tp) for t in _arms(arm)]
+    return [tp]
+
+
+def _takes_number(tp: Any) -> bool:
+    return any(t in (int, float) for t in _arms(tp))
+
+
+def _takes(tp: Any, kind: type) -> bool:
+    return any(t is kind or t is Any for t in _arms(tp))
+
+
+class Section(BaseModel):
+    """One section of a config file: typed, immutable, unknown keys refused; numbers are finite and never
+    `true`/`false`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _numbers = field_validator("*", mode="before")(classmethod(_numbers_only))
 
 
 class FileSettings(BaseSettings):
@@ -52,8 +88,10 @@ class FileSettings(BaseSettings):
         env_parse_none_str="null",
         validate_by_name=True,  # the YAML file names a setting by its key, the environment by its variable
         loc_by_alias=False,
+        allow_inf_nan=False,
     )
     _file: str = PrivateAttr(default="")
+    _numbers = field_validator("*", mode="before")(classmethod(_numbers_only))
 
     @classmethod
     def settings_customise_sources(

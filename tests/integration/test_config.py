@@ -273,6 +273,43 @@ def test_the_shipped_files_load_and_match_the_built_in_defaults(monkeypatch: pyt
             "tables: {transactions: {columns: {amount: 5}}}\n",
             "tables.transactions.columns.amount: input should be a valid string, got 5",
         ),
+        # numbers are finite and never true/false (pydantic's lax mode would read true as 1)
+        (
+            "serving.yaml",
+            "alerts: {control_share: .nan}\n",
+            "alerts.control_share: input should be a finite number",
+        ),
+        (
+            "serving.yaml",
+            "alerts: {control_share: true}\n",
+            "alerts.control_share: input should be a number, not true or false",
+        ),
+        (
+            "serving.yaml",
+            "alerts: {playbooks: {gold: {text: call, due_within_hours: 24, cost: .inf}}}\n",
+            "alerts.playbooks.gold.cost: input should be a finite number, got inf",
+        ),
+        (
+            "serving.yaml",
+            "alerts: {playbooks: {gold: {text: call, due_within_hours: 24, cost: true}}}\n",
+            "alerts.playbooks.gold.cost: input should be a number, not true or false",
+        ),
+        ("serving.yaml", "port: true\n", "port: input should be a number, not true or false"),
+        (
+            "training.yaml",
+            "contract: {periods: 0}\n",
+            "contract.periods: input should be greater than or equal to 1",
+        ),
+        (
+            "training.yaml",
+            "levels: {window: newest}\n",
+            "'levels.window' is 'newest'; expected one of seasonal,",
+        ),
+        (
+            "training.yaml",
+            "gate: {min_churn_auc_gain: .nan}\n",
+            "gate.min_churn_auc_gain: input should be a finite",
+        ),
     ],
 )
 def test_each_rule_names_the_file_and_the_key(tmp_path: Path, name: str, text: str, expected: str) -> None:
