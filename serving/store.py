@@ -18,13 +18,9 @@ PostgreSQL).
 
 from __future__ import annotations
 
-import fcntl
-import os
-import socket
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,6 +35,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from core import locks
 from core.clock import utc_naive, utc_now
 from features.history import History
 from serving import bulk, schema
@@ -136,30 +133,19 @@ def score_lock(eng: sa.Engine) -> Iterator[None]:
     flock on `<store>.score.lock` beside the file (the holder's pid, host and start in it); PostgreSQL: a
     session advisory lock on a connection of its own (the holder is read from pg_stat_activity); another
     store (in memory): no lock."""
-    me = f"pid {os.getpid()} on {socket.gethostname()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
     if eng.dialect.name == "postgresql":
-        with _advisory_lock(eng, me):
+        with _advisory_lock(eng, locks.me()):
             yield
         return
     database = eng.url.database
     if not is_sqlite(eng) or not database or database == ":memory:":
         yield
         return
-    fd = os.open(f"{database}.score.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
-            raise StoreBusy(_busy(eng, holder)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{me}\n".encode(), 0)
-        try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+        with locks.exclusive(f"{database}.score.lock"):  # Held comes from entering only: the body
+            yield  # converts its own locks' Held into their errors
+    except locks.Held as held:
+        raise StoreBusy(_busy(eng, held.holder)) from None
 
 
 @contextmanager

@@ -11,7 +11,7 @@ that already had one for the same reason is skipped (the challenger was trained 
 again on the same data would only repeat it). `--force` always trains.
 
 One at a time: the whole run (reading the drift, deciding, training: diamond.flows.retrain) holds an
-exclusive, non-blocking OS lock (fcntl.flock, `exclusive`) on a lock file next to the tracking store
+exclusive, non-blocking OS lock (core.locks, `exclusive`) on a lock file next to the tracking store
 (`$DIAMOND_RETRAIN_LOCK` overrides the path); a second run while one holds it exits at once, cleanly, saying
 which process holds it since when. The OS releases the lock when the holder exits, even if it is killed, so
 a crash never leaves a stale lock.
@@ -19,7 +19,6 @@ a crash never leaves a stale lock.
 
 from __future__ import annotations
 
-import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core import locks
 from training.config import RetrainConfig
 
 if TYPE_CHECKING:
@@ -124,23 +124,12 @@ def lock_path(mlcfg: MlflowConfig) -> Path:
 
 @contextmanager
 def exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `path` for the block, or raise Busy at once naming the holder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the retrain lock on `path` for the block, or raise Busy at once naming the holder."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "pid unknown"
-            raise Busy(f"another retrain is running ({holder}); nothing done") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n".encode(), 0)
-        try:
+        with locks.exclusive(path):
             yield
-        finally:
-            os.ftruncate(fd, 0)
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+    except locks.Held as held:
+        raise Busy(f"another retrain is running ({held.holder}); nothing done") from None
 
 
 def read_signals(mlcfg: MlflowConfig, drift: dict[str, Any] | None, now: datetime | None = None) -> Signals:

@@ -136,7 +136,7 @@ def test_retrain_reasons() -> None:
 
 def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path: Path) -> None:
     path = tmp_path / "retrain.lock"
-    busy = rf"another retrain is running \(pid {os.getpid()} since "
+    busy = rf"another retrain is running \(pid {os.getpid()} on .+ since "
     with retrain.exclusive(path), pytest.raises(retrain.Busy, match=busy), retrain.exclusive(path):
         pass
     with retrain.exclusive(path):  # released: free again
