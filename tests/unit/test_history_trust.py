@@ -22,21 +22,7 @@ from features.history import (
     history_from_frames,
     load_history,
 )
-
-TX = "customer_id,timestamp,amount\n"
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def error_of(folder: Path, **kwargs: object) -> str:
-    with pytest.raises(HistoryError) as info:
-        load_history(folder, **kwargs)  # type: ignore[arg-type]
-    return str(info.value)
+from tests.helpers.history_files import TX, error_of, write
 
 
 def bulk(n: int = 300, start: datetime = datetime(1997, 1, 1)) -> str:
