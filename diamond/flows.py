@@ -96,6 +96,7 @@ class ScoreRun:
     tiers: tuple[str, ...]  # the champion's tiers, highest first
     result: BatchResult
     outcomes: Recorded | None = None  # None: alerts are off
+    value: str = "revenue"  # what predicted value measures: the champion's value target (features.value)
 
 
 @dataclass(frozen=True)
@@ -436,6 +437,8 @@ def _score(
 
     history = load_history(data)
     progress("load history")
+    # a model predicting margin is judged on margins: refused before anything is written without them
+    served.artefact.value_target.check(history)
     t = as_of if as_of is not None else end_of(history)
     check_run_time(history, t)
     runs.checkpoint(store.engine(config.store_url), t)  # what `diamond runs rollback` restores
@@ -444,20 +447,37 @@ def _score(
     if result.alerts is not None:  # what became of earlier alerts and controls, as known at this run
         from serving import outcomes
 
-        found = outcomes.record(store.engine(config.store_url), history, served.artefact.horizon_days, t)
+        found = outcomes.record(
+            store.engine(config.store_url),
+            history,
+            served.artefact.horizon_days,
+            t,
+            served.artefact.value_target,
+        )
         progress("outcomes")
-    return ScoreRun(t, tiers, result, found)
+    return ScoreRun(t, tiers, result, found, served.artefact.value_target.target)
 
 
-def record_outcomes(data: str, config: ServingConfig, horizon_days: int | None) -> Recorded:
+def record_outcomes(
+    data: str, config: ServingConfig, horizon_days: int | None, mlcfg: MlflowConfig | None = None
+) -> Recorded:
     """The outcome of every stored alert and control from the history in `data`, to its end
-    (serving.outcomes.record); episodes never recorded before take `horizon_days`."""
+    (serving.outcomes.record); episodes never recorded before take `horizon_days`. Value is measured as the
+    served model measures it (its value target; revenue without `mlcfg` or without a served model)."""
     from features.history import load_history
+    from features.value import REVENUE
     from serving import outcomes, runs, store
+    from serving.champion import ChampionHolder
 
     eng = store.prepare(store.engine(config.store_url))
     runs.probe(eng)  # a read-only store is refused before the history is loaded
-    return outcomes.record(eng, load_history(data), horizon_days)
+    target = REVENUE
+    if mlcfg is not None:
+        holder = ChampionHolder(mlcfg, config.model_alias)
+        holder.refresh()
+        if holder.current is not None:
+            target = holder.current.artefact.value_target
+    return outcomes.record(eng, load_history(data), horizon_days, value=target)
 
 
 def effect(
