@@ -43,7 +43,7 @@ class ValueTarget:
         if self.target not in TARGETS:
             raise ValueTargetError(f"value target {self.target!r}: expected one of {', '.join(TARGETS)}")
         for kind, cost in self.cost_to_serve.items():
-            if not isinstance(cost, int | float) or not math.isfinite(cost) or cost < 0:
+            if not math.isfinite(cost) or cost < 0:
                 raise ValueTargetError(
                     f"value.cost_to_serve.{kind}: must be a finite number at least 0, got {cost!r}"
                 )
@@ -73,7 +73,9 @@ class ValueTarget:
         count = pc.sum(missing).as_py() or 0
         if count:
             rows = tx.filter(missing).slice(0, EXAMPLES).select(["customer_id", "timestamp"]).to_pylist()
-            first = "; ".join(f"customer {r['customer_id']} at {r['timestamp']:%Y-%m-%d %H:%M:%S}" for r in rows)
+            first = "; ".join(
+                f"customer {r['customer_id']} at {r['timestamp']:%Y-%m-%d %H:%M:%S}" for r in rows
+            )
             raise ValueTargetError(
                 f"value.target: margin: {count:,} transactions of history {history.name!r} have no margin "
                 f"(a profit would be silently short) — first: {first}"

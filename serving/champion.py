@@ -97,8 +97,8 @@ class ChampionHolder:
 
     def describe(self) -> dict[str, Any] | None:
         """GET /model's body: the served version, its inputs, horizons, tier thresholds, what its value
-        measures (value_target), validation metrics and its time-to-churn spec (None: an older model, the curve fields are null); None before a version
-        is loaded."""
+        measures (value_target), validation metrics and its time-to-churn spec (None: an older model, the
+        curve fields are null); None before a version is loaded."""
         served = self.current
         if served is None:
             return None

@@ -200,8 +200,9 @@ def record(
 ) -> Recorded:
     """Compute the outcome of every alert and control from `history` as known at `end` (default: the
     history's end) and store it in `alert_outcomes`, in one transaction; value_after measures `value` (the
-    served model's target: a margin target needs the history's margins, refused otherwise). An episode keeps the horizon it
-    was first recorded with; a new one takes `horizon_days` (ValueError when it is None: say the horizon).
+    served model's target: a margin target needs the history's margins, refused otherwise). An episode
+    keeps the horizon it was first recorded with; a new one takes `horizon_days` (ValueError when it is
+    None: say the horizon).
     An episode already computed with a later end is left alone (a backfilled run never undoes what a later
     one saw), and so is one whose window was complete (final: later events fall outside it). Tier, kind,
     playbook and value at risk are the ones at the first recording (the opening run)."""

@@ -84,17 +84,23 @@ def test_revenue_labels_are_unchanged_by_a_margin_column_or_costs() -> None:
 
 
 def test_margin_without_costs_is_the_margin_alone() -> None:
-    assert _labels(_history(), ValueTarget("margin")) == pytest.approx({"a": 10.0, "b": 4.0, "c": 0.0, "d": 0.0})
+    assert _labels(_history(), ValueTarget("margin")) == pytest.approx(
+        {"a": 10.0, "b": 4.0, "c": 0.0, "d": 0.0}
+    )
 
 
 def test_training_set_labels_follow_the_target() -> None:
     table = build_training_set(_history(), [T], H, "rfm_v1", value=MARGIN)  # type: ignore[arg-type]
-    got = dict(zip(table.column("customer_id").to_pylist(), table.column("future_value").to_pylist(), strict=True))
+    got = dict(
+        zip(table.column("customer_id").to_pylist(), table.column("future_value").to_pylist(), strict=True)
+    )
     assert got == pytest.approx(PROFIT)
 
 
 def test_margin_target_refuses_a_history_without_margins() -> None:
-    with pytest.raises(ValueTargetError, match="needs a 'margin' column on transactions.*value.target: revenue"):
+    with pytest.raises(
+        ValueTargetError, match=r"needs a 'margin' column on transactions.*value.target: revenue"
+    ):
         MARGIN.check(_history(margins=False))  # type: ignore[arg-type]
     with pytest.raises(ValueTargetError, match="margin"):
         _labels(_history(margins=False), MARGIN)
@@ -103,7 +109,9 @@ def test_margin_target_refuses_a_history_without_margins() -> None:
 
 def test_margin_target_refuses_transactions_without_a_margin() -> None:
     history = _history(blank=True)  # a blank margin is valid in the contract (the column is optional)
-    with pytest.raises(ValueTargetError, match=r"1 transactions .* have no margin .* customer a at 2024-03-01"):
+    with pytest.raises(
+        ValueTargetError, match=r"1 transactions .* have no margin .* customer a at 2024-03-01"
+    ):
         MARGIN.check(history)  # type: ignore[arg-type]
 
 
@@ -133,10 +141,21 @@ def test_a_margin_that_is_not_a_number_names_the_file_line_and_column(tmp_path: 
 def test_the_training_config_reads_and_checks_the_value_section() -> None:
     assert TrainingConfig().value.spec() == REVENUE
     cfg = parse(TrainingConfig, {"value": {"target": "margin", "cost_to_serve": COSTS}}, "training.yaml")
-    assert cfg.value.spec().is_margin and cfg.value.spec().costs() == {"complaint": 12.5, "support_ticket": 5.0}
-    with pytest.raises(ConfigError, match=r"training.yaml: value.cost_to_serve.complaint: .*greater than or equal to 0"):
-        parse(TrainingConfig, {"value": {"target": "margin", "cost_to_serve": {"complaint": -1}}}, "training.yaml")
-    with pytest.raises(ConfigError, match=r"training.yaml: 'value.target' is 'profit'; expected one of revenue, margin"):
+    assert cfg.value.spec().is_margin and cfg.value.spec().costs() == {
+        "complaint": 12.5,
+        "support_ticket": 5.0,
+    }
+    with pytest.raises(
+        ConfigError, match=r"training.yaml: value.cost_to_serve.complaint: .*greater than or equal to 0"
+    ):
+        parse(
+            TrainingConfig,
+            {"value": {"target": "margin", "cost_to_serve": {"complaint": -1}}},
+            "training.yaml",
+        )
+    with pytest.raises(
+        ConfigError, match=r"training.yaml: 'value.target' is 'profit'; expected one of revenue, margin"
+    ):
         parse(TrainingConfig, {"value": {"target": "profit"}}, "training.yaml")
     with pytest.raises(ConfigError, match=r"value.cost_to_serve.visit"):
         parse(TrainingConfig, {"value": {"cost_to_serve": {"visit": "free"}}}, "training.yaml")
@@ -151,7 +170,9 @@ def test_a_value_target_refuses_negative_costs_made_in_code_and_round_trips() ->
         ValueTarget("profit")
     assert ValueTarget.from_dict(MARGIN.to_dict()) == MARGIN
     assert ValueTarget.from_dict(None) == REVENUE
-    assert ValueTarget.from_dict({"objective": "reg:tweedie", "horizon_map": [0, 1]}) == REVENUE  # older model
+    assert (
+        ValueTarget.from_dict({"objective": "reg:tweedie", "horizon_map": [0, 1]}) == REVENUE
+    )  # older model
 
 
 def test_outcomes_value_after_follows_the_served_target() -> None:
@@ -161,7 +182,9 @@ def test_outcomes_value_after_follows_the_served_target() -> None:
     end = datetime(2024, 12, 31)
     revenue = outcomes.compute(episodes, tx, end)
     margin = outcomes.compute(episodes, tx, end, interactions=ix, value=MARGIN)
-    assert dict(zip(revenue["customer_id"], revenue["value_after"], strict=True)) == pytest.approx(REVENUE_LABEL)
+    assert dict(zip(revenue["customer_id"], revenue["value_after"], strict=True)) == pytest.approx(
+        REVENUE_LABEL
+    )
     assert dict(zip(margin["customer_id"], margin["value_after"], strict=True)) == pytest.approx(PROFIT)
     # the outcome itself (saved, lost) does not depend on how value is measured
     assert margin["outcome"].tolist() == revenue["outcome"].tolist() == ["saved", "saved", "lost", "lost"]
