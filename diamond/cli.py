@@ -208,13 +208,19 @@ def features_build(
     labels: Annotated[bool, typer.Option(help="Attach churned and future_value (training sets).")] = True,
     as_of: Annotated[str | None, typer.Option(help="Declared as-of date of the history.")] = None,
     engine: Annotated[str | None, typer.Option(help="duckdb | spark (default: engine.yaml).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Training config whose `value:` the labels follow (default: training.yaml)."),
+    ] = None,
 ) -> None:
     """Build feature rows (and labels) for every eligible customer at each cutoff; write Parquet."""
     from features.build import parse_cutoff, parse_horizon
     from features.engine import EngineConfig
+    from training.config import TrainingConfig
 
     with _user_errors():
         settings = EngineConfig.load(engine=engine)
+        value = TrainingConfig.load(config).value.spec() if labels else None
     on_spark = settings.engine == "spark"
     steps = None if on_spark else len(flows.FEATURE_STEPS)  # Spark: the count is not known ahead
     with _user_errors(), _progress(steps, "features on spark" if on_spark else "features") as advance:
@@ -229,6 +235,7 @@ def features_build(
             labels,
             _parse_time(as_of),
             advance,
+            value,
         )
     where = " on Spark" if on_spark else ""
     _print_summary(built.summary, f"{feature_set} at {built.cutoffs} cutoff(s){where} -> {out_file}")

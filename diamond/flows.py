@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from features.engine import EngineConfig
     from features.history import History
+    from features.value import ValueTarget
     from serving.batch import BatchResult
     from serving.config import ServingConfig
     from serving.erasure import Forgotten
@@ -131,12 +132,17 @@ def build_features(
     labels: bool,
     as_of: datetime | None,
     progress: Progress = _silent,
+    value: ValueTarget | None = None,
 ) -> FeatureBuild:
     """Feature rows (and labels, for training sets) of every eligible customer at each cutoff (None: monthly),
-    written as Parquet to `out`, on the engine `settings` names (on Spark, `out` is a folder)."""
+    written as Parquet to `out`, on the engine `settings` names (on Spark, `out` is a folder); future_value
+    measures `value` (training.yaml's `value:`; None: revenue)."""
+    from features.value import REVENUE
+
+    value = value or REVENUE
     if settings.engine == "spark":
         return _build_features_spark(
-            settings, data, out, cutoffs, horizon_days, feature_set, labels, as_of, progress
+            settings, data, out, cutoffs, horizon_days, feature_set, labels, as_of, progress, value
         )
     from features import build
     from features.history import load_history
@@ -149,7 +155,7 @@ def build_features(
     table = build.build_features(history, spine, feature_set, horizon_days)
     progress(FEATURE_STEPS[2])
     if labels:
-        lab = build.build_labels(history, spine, horizon_days)
+        lab = build.build_labels(history, spine, horizon_days, value=value)
         table = table.append_column("churned", lab.column("churned")).append_column(
             "future_value", lab.column("future_value")
         )
@@ -169,6 +175,7 @@ def _build_features_spark(
     labels: bool,
     as_of: datetime | None,
     progress: Progress,
+    value: ValueTarget,
 ) -> FeatureBuild:
     from features import build
     from features import spark as fsp
@@ -178,7 +185,7 @@ def _build_features_spark(
     history = fsp.load_history(spark, data, as_of=as_of)
     cuts = cutoffs if cutoffs is not None else fsp.monthly_cutoffs(history, horizon_days)
     if labels:
-        table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set)
+        table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set, value=value)
     else:
         table, fits = fsp.build_features(history, fsp.build_spine(history, cuts), feature_set, horizon_days)
     fsp.write_training_set(table, out, fits)

@@ -138,3 +138,31 @@ def test_a_margin_model_refuses_to_score_a_history_without_margins(
     assert refused.returncode == 2
     assert "value.target: margin needs a 'margin' column on transactions" in refused.stderr + refused.stdout
     assert run_diamond("runs", "list", cwd=store, env=_env(store)).stdout == before  # nothing was written
+
+
+def test_features_build_labels_follow_the_training_config(history: Path, tmp_path: Path) -> None:
+    """`diamond features build --config` builds the labels training would: profit for a margin target (the
+    margin family of core_v3 beside them), revenue by default."""
+    import yaml
+
+    from features.build import build_labels, build_spine
+    from features.history import load_history
+    from features.value import ValueTarget
+
+    config = tmp_path / "training.yaml"
+    config.write_text(yaml.safe_dump({"value": MARGIN["value"]}), encoding="utf-8")
+    common = ("features", "build", "--data", str(history), "--cutoffs", "2025-03-31", "--horizon", "90d")
+    run_diamond(
+        *common, "--feature-set", "core_v3", "--config", str(config), "--out", str(tmp_path / "m.parquet")
+    )
+    run_diamond(*common, "--out", str(tmp_path / "r.parquet"))
+    margin, revenue = pq.read_table(tmp_path / "m.parquet"), pq.read_table(tmp_path / "r.parquet")
+    assert {"margin_rate", "margin_mean", "margin_90d"} <= set(margin.column_names)
+    loaded = load_history(history)
+    spine = build_spine(loaded, ["2025-03-31"])
+    want = build_labels(loaded, spine, 90, value=ValueTarget("margin", COSTS)).column("future_value")
+    assert margin.column("future_value").to_pylist() == pytest.approx(want.to_pylist())
+    assert revenue.column("future_value").to_pylist() == pytest.approx(
+        build_labels(loaded, spine, 90).column("future_value").to_pylist()
+    )
+    assert sum(want.to_pylist()) < 0.5 * sum(revenue.column("future_value").to_pylist())  # profit < revenue
