@@ -208,13 +208,19 @@ def features_build(
     labels: Annotated[bool, typer.Option(help="Attach churned and future_value (training sets).")] = True,
     as_of: Annotated[str | None, typer.Option(help="Declared as-of date of the history.")] = None,
     engine: Annotated[str | None, typer.Option(help="duckdb | spark (default: engine.yaml).")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Training config whose `value:` the labels follow (default: training.yaml)."),
+    ] = None,
 ) -> None:
     """Build feature rows (and labels) for every eligible customer at each cutoff; write Parquet."""
     from features.build import parse_cutoff, parse_horizon
     from features.engine import EngineConfig
+    from training.config import TrainingConfig
 
     with _user_errors():
         settings = EngineConfig.load(engine=engine)
+        value = TrainingConfig.load(config).value.spec() if labels else None
     on_spark = settings.engine == "spark"
     steps = None if on_spark else len(flows.FEATURE_STEPS)  # Spark: the count is not known ahead
     with _user_errors(), _progress(steps, "features on spark" if on_spark else "features") as advance:
@@ -229,6 +235,7 @@ def features_build(
             labels,
             _parse_time(as_of),
             advance,
+            value,
         )
     where = " on Spark" if on_spark else ""
     _print_summary(built.summary, f"{feature_set} at {built.cutoffs} cutoff(s){where} -> {out_file}")
@@ -460,7 +467,8 @@ def _print_training(result: TrainResult, mlcfg: MlflowConfig) -> None:
         f"trained at {art.cutoff:%Y-%m-%d} on {trained.training_rows:,} rows "
         f"({len(trained.origins)} origins, {art.label_horizon_days}-day labels mapped to "
         f"{art.horizon_days} days), "
-        f"feature set {art.feature_set}, value objective {art.value.objective}; "
+        f"feature set {art.feature_set}, value target: {art.value_target.target}, value objective "
+        f"{art.value.objective}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
     table = Table("validation (latest origin)", "model", "RFM rank", "BG/NBD")
@@ -601,7 +609,7 @@ def score(
     counts = result.scores["tier"].value_counts()
     out.print(
         f"scored {len(result.scores):,} customers as of {run.as_of:%Y-%m-%d %H:%M} with version "
-        f"{result.version}; "
+        f"{result.version} (value: {run.value}); "
         + ", ".join(f"{k} {counts.get(k, 0):,}" for k in run.tiers)
         + f" ({int((result.scores['tier'] != result.scores['tier_raw']).sum()):,} held by hysteresis)"
     )
@@ -768,12 +776,15 @@ def outcomes(
         typer.Option(help="Horizon (e.g. 90d) for alerts never recorded by a `diamond score` run."),
     ] = None,
 ) -> None:
-    """What became of every alert and every control: saved, lost or pending (docs/effect.md)."""
+    """What became of every alert and every control: saved, lost or pending, and the value brought after
+    (revenue, or margin minus cost-to-serve when the served model predicts margin; docs/effect.md)."""
     from features.build import parse_horizon
     from serving.config import ServingConfig
+    from training.tracking import MlflowConfig
 
     with _user_errors():
-        done = flows.record_outcomes(data, ServingConfig.load(), parse_horizon(horizon) if horizon else None)
+        h = parse_horizon(horizon) if horizon else None
+        done = flows.record_outcomes(data, ServingConfig.load(), h, MlflowConfig.load())
     _print_outcomes(done)
 
 

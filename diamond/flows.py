@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from features.engine import EngineConfig
     from features.history import History
+    from features.value import ValueTarget
     from serving.batch import BatchResult
     from serving.config import ServingConfig
     from serving.erasure import Forgotten
@@ -96,6 +97,7 @@ class ScoreRun:
     tiers: tuple[str, ...]  # the champion's tiers, highest first
     result: BatchResult
     outcomes: Recorded | None = None  # None: alerts are off
+    value: str = "revenue"  # what predicted value measures: the champion's value target (features.value)
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,17 @@ def build_features(
     labels: bool,
     as_of: datetime | None,
     progress: Progress = _silent,
+    value: ValueTarget | None = None,
 ) -> FeatureBuild:
     """Feature rows (and labels, for training sets) of every eligible customer at each cutoff (None: monthly),
-    written as Parquet to `out`, on the engine `settings` names (on Spark, `out` is a folder)."""
+    written as Parquet to `out`, on the engine `settings` names (on Spark, `out` is a folder); future_value
+    measures `value` (training.yaml's `value:`; None: revenue)."""
+    from features.value import REVENUE
+
+    value = value or REVENUE
     if settings.engine == "spark":
         return _build_features_spark(
-            settings, data, out, cutoffs, horizon_days, feature_set, labels, as_of, progress
+            settings, data, out, cutoffs, horizon_days, feature_set, labels, as_of, progress, value
         )
     from features import build
     from features.history import load_history
@@ -148,7 +155,7 @@ def build_features(
     table = build.build_features(history, spine, feature_set, horizon_days)
     progress(FEATURE_STEPS[2])
     if labels:
-        lab = build.build_labels(history, spine, horizon_days)
+        lab = build.build_labels(history, spine, horizon_days, value=value)
         table = table.append_column("churned", lab.column("churned")).append_column(
             "future_value", lab.column("future_value")
         )
@@ -168,6 +175,7 @@ def _build_features_spark(
     labels: bool,
     as_of: datetime | None,
     progress: Progress,
+    value: ValueTarget,
 ) -> FeatureBuild:
     from features import build
     from features import spark as fsp
@@ -177,7 +185,7 @@ def _build_features_spark(
     history = fsp.load_history(spark, data, as_of=as_of)
     cuts = cutoffs if cutoffs is not None else fsp.monthly_cutoffs(history, horizon_days)
     if labels:
-        table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set)
+        table, fits = fsp.build_training_set(history, cuts, horizon_days, feature_set, value=value)
     else:
         table, fits = fsp.build_features(history, fsp.build_spine(history, cuts), feature_set, horizon_days)
     fsp.write_training_set(table, out, fits)
@@ -436,6 +444,8 @@ def _score(
 
     history = load_history(data)
     progress("load history")
+    # a model predicting margin is judged on margins: refused before anything is written without them
+    served.artefact.value_target.check(history)
     t = as_of if as_of is not None else end_of(history)
     check_run_time(history, t)
     runs.checkpoint(store.engine(config.store_url), t)  # what `diamond runs rollback` restores
@@ -444,20 +454,37 @@ def _score(
     if result.alerts is not None:  # what became of earlier alerts and controls, as known at this run
         from serving import outcomes
 
-        found = outcomes.record(store.engine(config.store_url), history, served.artefact.horizon_days, t)
+        found = outcomes.record(
+            store.engine(config.store_url),
+            history,
+            served.artefact.horizon_days,
+            t,
+            served.artefact.value_target,
+        )
         progress("outcomes")
-    return ScoreRun(t, tiers, result, found)
+    return ScoreRun(t, tiers, result, found, served.artefact.value_target.target)
 
 
-def record_outcomes(data: str, config: ServingConfig, horizon_days: int | None) -> Recorded:
+def record_outcomes(
+    data: str, config: ServingConfig, horizon_days: int | None, mlcfg: MlflowConfig | None = None
+) -> Recorded:
     """The outcome of every stored alert and control from the history in `data`, to its end
-    (serving.outcomes.record); episodes never recorded before take `horizon_days`."""
+    (serving.outcomes.record); episodes never recorded before take `horizon_days`. Value is measured as the
+    served model measures it (its value target; revenue without `mlcfg` or without a served model)."""
     from features.history import load_history
+    from features.value import REVENUE
     from serving import outcomes, runs, store
+    from serving.champion import ChampionHolder
 
     eng = store.prepare(store.engine(config.store_url))
     runs.probe(eng)  # a read-only store is refused before the history is loaded
-    return outcomes.record(eng, load_history(data), horizon_days)
+    target = REVENUE
+    if mlcfg is not None:
+        holder = ChampionHolder(mlcfg, config.model_alias)
+        holder.refresh()
+        if holder.current is not None:
+            target = holder.current.artefact.value_target
+    return outcomes.record(eng, load_history(data), horizon_days, value=target)
 
 
 def effect(

@@ -27,6 +27,7 @@ from features.definitions import BTYD_FEATURES, REGISTRY, SOURCE_TABLES, Feature
 from features.engine import KEYS, DuckDBEngine, Engine
 from features.history import History
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, FeatureSetError, get_feature_set
+from features.value import MARGIN_COLUMN, REVENUE, ValueTarget, ValueTargetError
 
 LABELS = ["churned", "future_value"]
 BTYD_UNIT_DAYS = 7.0  # BG/NBD and Gamma-Gamma are fitted in weeks, as in the literature
@@ -215,16 +216,24 @@ def features_expr(engine: Engine, fs: FeatureSet) -> tuple[ir.Table, bool]:
     return row, bool(by_source.get("btyd"))
 
 
-def build_labels(history: History, spine: pa.Table, horizon: str | int, churn: str | None = None) -> pa.Table:
+def build_labels(
+    history: History,
+    spine: pa.Table,
+    horizon: str | int,
+    churn: str | None = None,
+    value: ValueTarget = REVENUE,
+) -> pa.Table:
     """churned and future_value for each spine row, from events in (T, T + horizon] only.
 
     non_contractual: churned = no purchase (amount >= 0) in the window; contractual: a cancellation in the
-    window; mixed: contractual for customers whose `is_subscriber` attribute is true. future_value = net
-    amount (refunds negative) in the window."""
+    window; mixed: contractual for customers whose `is_subscriber` attribute is true. future_value follows
+    `value` (features.value): revenue = net amount (refunds negative) in the window; margin = the
+    transactions' margin in the window minus the cost-to-serve of the interactions in it."""
     horizon_days = parse_horizon(horizon)
     check_label_window(pa.compute.max(spine.column("cutoff")).as_py(), horizon_days, end_of(history))
+    value.check(history)
     engine = DuckDBEngine(history, spine)
-    expr = labels_expr(engine, horizon_days, churn or history.churn)
+    expr = labels_expr(engine, horizon_days, churn or history.churn, value)
     return engine.run(expr.order_by(["cutoff", "customer_id"]))
 
 
@@ -238,7 +247,7 @@ def check_label_window(latest: datetime | None, horizon_days: int, end: datetime
         )
 
 
-def labels_expr(engine: Engine, horizon_days: int, churn: str) -> ir.Table:
+def labels_expr(engine: Engine, horizon_days: int, churn: str, value: ValueTarget = REVENUE) -> ir.Table:
     """churned and future_value for each spine row as one expression (see `build_labels`)."""
     s, cuts = engine.table("spine"), engine.table("spine_cutoffs")
 
@@ -249,10 +258,24 @@ def labels_expr(engine: Engine, horizon_days: int, churn: str) -> ir.Table:
         )
 
     fut = window(engine.table("transactions"))
+    if value.is_margin and MARGIN_COLUMN not in fut.columns:
+        raise ValueTargetError(f"value.target: margin needs a '{MARGIN_COLUMN}' column on transactions")
     agg = fut.group_by(KEYS).aggregate(
-        future_purchases=fut.count(where=fut.amount >= 0), value=fut.amount.sum()
+        future_purchases=fut.count(where=fut.amount >= 0),
+        value=(fut[MARGIN_COLUMN] if value.is_margin else fut.amount).sum(),
     )
     row = s.left_join(agg, KEYS).select(s, agg.future_purchases, agg.value)
+    costs = value.costs() if value.is_margin else {}
+    if costs and engine.has("interactions"):  # profit: what serving the customer cost in the window
+        fi = window(engine.table("interactions"))
+        cost = fi.type.cases(*costs.items(), else_=0.0)
+        iagg = fi.group_by(KEYS).aggregate(cost=cost.sum())
+        row = row.left_join(iagg, KEYS).select(
+            row.customer_id,
+            row.cutoff,
+            row.future_purchases,
+            value=row.value.fill_null(0.0) - iagg.cost.fill_null(0.0),
+        )
     if churn in ("contractual", "mixed"):
         if not engine.has("cancellations"):
             raise ValueError(f"churn: {churn} needs a cancellations table, and this history has none")
@@ -283,12 +306,13 @@ def build_training_set(
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     churn: str | None = None,
     btyd_horizon: str | int | None = None,
+    value: ValueTarget = REVENUE,
 ) -> pa.Table:
     """Features and labels for every customer eligible at each cutoff, stacked. The BTYD feature columns
-    look `btyd_horizon` ahead (default: the label horizon)."""
+    look `btyd_horizon` ahead (default: the label horizon); future_value follows `value`."""
     spine = build_spine(history, cutoffs)
     features = build_features(history, spine, feature_set, btyd_horizon or horizon)
-    labels = build_labels(history, spine, horizon, churn)
+    labels = build_labels(history, spine, horizon, churn, value)
     return features.append_column("churned", labels.column("churned")).append_column(
         "future_value", labels.column("future_value")
     )

@@ -442,6 +442,33 @@ def new_categories_90d(c: ir.Table) -> ir.Value:
     return c.count(where=c.first_age_days < 90)
 
 
+# --- core_v3: margin (transactions with the optional `margin` column; features.value) -------------------
+
+
+def _margined_purchase(t: ir.Table) -> ir.BooleanValue:
+    return _purchase(t) & t.margin.notnull()
+
+
+@feature("transactions", "margin", requires=("margin",))
+def margin_rate(t: ir.Table) -> ir.Value:
+    """Margin per unit of purchase amount, all time, over purchases with a margin (null without positive
+    spend): how profitable what the customer buys is."""
+    amount = t.amount.sum(where=_margined_purchase(t))
+    return t.margin.sum(where=_margined_purchase(t)) / amount.nullif(0)
+
+
+@feature("transactions", "margin", requires=("margin",))
+def margin_mean(t: ir.Table) -> ir.Value:
+    """Mean margin of a purchase, all time (null without a purchase with a margin)."""
+    return t.margin.mean(where=_margined_purchase(t))
+
+
+@feature("transactions", "margin", fill=0, requires=("margin",))
+def margin_90d(t: ir.Table) -> ir.Value:
+    """Margin of the purchases in the last 90 days (the cutoff's day included)."""
+    return t.margin.sum(where=_margined_purchase(t) & (t.age_days < 90))
+
+
 # --- computed by the builder: static attributes and BTYD --------------------------------------------
 
 _register(

@@ -72,6 +72,7 @@ CONTRACT: dict[str, TableSpec] = {
             "channel": "text",
             "order_id": "id",
             "recorded_at": "timestamp",
+            "margin": "number",  # profit on the row (may be negative); features.value's margin target
         },
     ),
     "customers": TableSpec(

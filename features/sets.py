@@ -1,5 +1,6 @@
 """Named, versioned feature sets. A set never changes once a model has used it: a new list is a new version
-(core_v2 = core_v1 + the families in CORE_V2_FAMILIES; core_v1 stays as it was and is still served).
+(core_v2 = core_v1 + the families in CORE_V2_FAMILIES, core_v3 = core_v2 + CORE_V3_FAMILIES; core_v1 stays as
+it was and is still served).
 
 Every model records the set's key and the columns it resolved to on its training history; scoring builds
 the same set and refuses a mismatch (`features.build.check_columns`).
@@ -63,6 +64,10 @@ CORE_V2_FAMILIES: dict[str, tuple[str, ...]] = {
     "category_preferences": ("top_category_share", "category_entropy", "new_categories_90d"),
 }  # fmt: skip
 
+# core_v3 = core_v2 + the margin family (histories whose transactions have a margin; docs/features.md)
+CORE_V3_FAMILIES: dict[str, tuple[str, ...]] = {"margin": ("margin_rate", "margin_mean", "margin_90d")}
+_CORE_V2 = (*_CORE_V1, *(name for family in CORE_V2_FAMILIES.values() for name in family))
+
 FEATURE_SETS: dict[str, FeatureSet] = {
     s.key: s
     for s in (
@@ -77,10 +82,18 @@ FEATURE_SETS: dict[str, FeatureSet] = {
         FeatureSet(
             "core",
             2,
-            (*_CORE_V1, *(name for family in CORE_V2_FAMILIES.values() for name in family)),
+            _CORE_V2,
             attributes=True,
             description="core_v1 plus interaction values, support tickets, complaints against purchases, "
             "campaign response, engagement trend and category preferences.",
+        ),
+        FeatureSet(
+            "core",
+            3,
+            (*_CORE_V2, *(name for family in CORE_V3_FAMILIES.values() for name in family)),
+            attributes=True,
+            description="core_v2 plus the customer's margin: margin rate, mean margin of a purchase, "
+            "margin of the last 90 days (histories with a margin column; features.value).",
         ),
         FeatureSet("rfm", 1, (*_RFM, *_BTYD), description="Transactions only: RFM, windows, trend, BTYD."),
     )

@@ -32,6 +32,7 @@ from features.definitions import BTYD_FEATURES
 from features.engine import KEYS, Engine, cutoffs_table
 from features.history import CONTRACT, HistoryError, Problem
 from features.sets import DEFAULT_FEATURE_SET, FeatureSet, get_feature_set
+from features.value import REVENUE, ValueTarget
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -294,16 +295,20 @@ def build_features(
 
 
 def build_labels(
-    history: SparkHistory, spine: DataFrame, horizon: str | int, churn: str | None = None
+    history: SparkHistory,
+    spine: DataFrame,
+    horizon: str | int,
+    churn: str | None = None,
+    value: ValueTarget = REVENUE,
 ) -> DataFrame:
-    """`build.build_labels` on Spark."""
+    """`build.build_labels` on Spark (a margin target needs the margin column; blanks are not counted)."""
     from pyspark.sql import functions as F
 
     horizon_days = build.parse_horizon(horizon)
     latest = spine.agg(F.max("cutoff")).collect()[0][0]  # one row: a global aggregation
     build.check_label_window(latest, horizon_days, history.end())
     engine = SparkEngine(history, spine)
-    return engine.run(build.labels_expr(engine, horizon_days, churn or history.churn))
+    return engine.run(build.labels_expr(engine, horizon_days, churn or history.churn, value))
 
 
 def build_training_set(
@@ -313,11 +318,12 @@ def build_training_set(
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     churn: str | None = None,
     btyd_horizon: str | int | None = None,
+    value: ValueTarget = REVENUE,
 ) -> tuple[DataFrame, dict[str, dict[str, list[float]]]]:
     """`build.build_training_set` on Spark: features and labels joined on (customer_id, cutoff)."""
     spine = build_spine(history, cutoffs).cache()
     features, fits = build_features(history, spine, feature_set, btyd_horizon or horizon)
-    labels = build_labels(history, spine, horizon, churn)
+    labels = build_labels(history, spine, horizon, churn, value)
     return features.join(labels, KEYS, "left"), fits
 
 

@@ -96,9 +96,9 @@ class ChampionHolder:
         }
 
     def describe(self) -> dict[str, Any] | None:
-        """GET /model's body: the served version, its inputs, horizons, tier thresholds, validation metrics
-        and its time-to-churn spec (None: an older model, the curve fields are null); None before a version
-        is loaded."""
+        """GET /model's body: the served version, its inputs, horizons, tier thresholds, what its value
+        measures (value_target), validation metrics and its time-to-churn spec (None: an older model, the
+        curve fields are null); None before a version is loaded."""
         served = self.current
         if served is None:
             return None
@@ -113,6 +113,7 @@ class ChampionHolder:
             "label_horizon_days": art.label_horizon_days,
             "tiers": art.tiers,
             "value_objective": art.value.objective,
+            "value_target": art.value_target.to_dict(),  # revenue or margin (with its costs-to-serve)
             "metrics": art.metrics,
             "time_to_churn": art.curve.to_dict() if art.curve is not None else None,  # None: no curve
         }

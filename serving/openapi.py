@@ -54,7 +54,7 @@ def complete(spec: dict[str, Any]) -> dict[str, Any]:
     }
     paths["/model"] = {
         "get": {
-            "summary": "The served model: feature set, columns, horizons, tiers, validation metrics",
+            "summary": "The served model: feature set, columns, horizons, tiers, value target, metrics",
             "responses": {
                 "200": {"description": "the model", "content": {"application/json": {"schema": obj}}},
                 "401": {"description": "missing or wrong API key"},

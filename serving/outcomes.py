@@ -10,7 +10,9 @@ prediction horizon when the alert opened), from the run that opened it (T0):
   pending until the history reaches T0 + H, never lost before; a contract customer who has not cancelled
   is pending until then too.
 
-With it: the net value spent in (T0, min(end, T0 + H)] (refunds negative), the time from T0 to the
+With it: the value the customer brought in (T0, min(end, T0 + H)], measured as the served model measures
+value (features.value): revenue, the net amount spent (refunds negative); or margin, the transactions'
+margin minus the cost-to-serve of the interactions in the window; the time from T0 to the
 outcome (the first purchase; the first cancellation; or H when the window ran out), and whether the
 window is complete (`mature`: the history reaches T0 + H). `compute` is pure; `record` reads the alerts and
 controls of a store, computes and upserts `alert_outcomes` in one transaction. Every `diamond score` run
@@ -32,6 +34,7 @@ from sqlalchemy.engine import Engine
 from core.clock import utc_naive
 from features.build import CONTRACT_ATTRIBUTE, end_of
 from features.history import History
+from features.value import MARGIN_COLUMN, REVENUE, ValueTarget
 from serving.alert_rules import MODEL_ID
 from serving.schema import alert_controls_table, alert_outcomes_table, alerts_table
 
@@ -68,11 +71,15 @@ def compute(
     end: datetime,
     cancellations: pd.DataFrame | None = None,
     contract: set[str] | None = None,
+    interactions: pd.DataFrame | None = None,
+    value: ValueTarget = REVENUE,
 ) -> pd.DataFrame:
     """The outcome of each episode (rows: customer_id, opened_at, horizon_days) from the events known up to
-    `end`: `transactions` (customer_id, timestamp, amount), `cancellations` (customer_id, timestamp) and the
-    customers judged by cancellation (`contract`; None: nobody). Returns `episodes` with OUTCOME_COLUMNS
-    added, in the same order. Events at or before T0 or after min(end, T0 + H) are not looked at."""
+    `end`: `transactions` (customer_id, timestamp, amount, and margin for a margin `value`),
+    `cancellations` (customer_id, timestamp), the customers judged by cancellation (`contract`; None:
+    nobody) and, for a margin `value`, `interactions` (customer_id, timestamp, type: their cost-to-serve is
+    subtracted). Returns `episodes` with OUTCOME_COLUMNS added, in the same order. Events at or before T0
+    or after min(end, T0 + H) are not looked at."""
     end = utc_naive(end)
     e = episodes.reset_index(drop=True)
     t0 = pd.to_datetime(e["opened_at"]).to_numpy(dtype="datetime64[us]")
@@ -107,14 +114,17 @@ def compute(
         j = keys.merge(ev, on="_c")
         return j[(j["timestamp"] > j["_t0"]) & (j["timestamp"] <= j["_stop"])]
 
-    tx = within(transactions, ["amount"])
-    value = (
-        tx.groupby("_e")["amount"]
-        .sum()
-        .astype(np.float64)
-        .reindex(range(len(e)), fill_value=0.0)
-        .to_numpy(dtype=np.float64)
-    )
+    def total(events: pd.DataFrame, column: str) -> np.ndarray:
+        sums = events.groupby("_e")[column].sum().astype(np.float64)
+        return sums.reindex(range(len(e)), fill_value=0.0).to_numpy(dtype=np.float64)
+
+    tx = within(transactions, ["amount", MARGIN_COLUMN] if value.is_margin else ["amount"])
+    brought = total(tx, MARGIN_COLUMN if value.is_margin else "amount")
+    costs = value.costs() if value.is_margin else {}
+    if costs and interactions is not None:  # profit: minus what serving the customer cost in the window
+        ix = within(interactions, ["type"])
+        ix = ix.assign(_cost=ix["type"].astype(str).map(costs).fillna(0.0).astype(np.float64))
+        brought = brought - total(ix, "_cost")
     buys = tx[tx["amount"] >= 0].groupby("_e")["timestamp"].min().reindex(range(len(e)))
     cx = within(cancellations, [])
     cancels = cx.groupby("_e")["timestamp"].min().reindex(range(len(e)))
@@ -139,7 +149,7 @@ def compute(
     out["outcome"] = outcome
     out["outcome_at"] = pd.to_datetime(pd.Series(at))  # NaT: no outcome yet
     out["days_to_outcome"] = np.where(np.isnat(at), np.nan, days)
-    out["value_after"] = value
+    out["value_after"] = brought
     out["observed_until"] = pd.Series(stop).dt.to_pydatetime()
     out["mature"] = mature
     return out
@@ -182,11 +192,17 @@ def episodes(engine: Engine) -> pd.DataFrame:
 
 
 def record(
-    engine: Engine, history: History, horizon_days: int | None, end: datetime | None = None
+    engine: Engine,
+    history: History,
+    horizon_days: int | None,
+    end: datetime | None = None,
+    value: ValueTarget = REVENUE,
 ) -> Recorded:
     """Compute the outcome of every alert and control from `history` as known at `end` (default: the
-    history's end) and store it in `alert_outcomes`, in one transaction. An episode keeps the horizon it
-    was first recorded with; a new one takes `horizon_days` (ValueError when it is None: say the horizon).
+    history's end) and store it in `alert_outcomes`, in one transaction; value_after measures `value` (the
+    served model's target: a margin target needs the history's margins, refused otherwise). An episode
+    keeps the horizon it was first recorded with; a new one takes `horizon_days` (ValueError when it is
+    None: say the horizon).
     An episode already computed with a later end is left alone (a backfilled run never undoes what a later
     one saw), and so is one whose window was complete (final: later events fall outside it). Tier, kind,
     playbook and value at risk are the ones at the first recording (the opening run)."""
@@ -207,8 +223,9 @@ def record(
     new_keys = set(zip(todo.loc[missing, "arm"], todo.loc[missing, "episode_id"], strict=True))
     if todo.empty:
         return Recorded(end, {}, int(later.sum()))
-    tx, cx, contract = _events(history, set(todo["customer_id"].astype(str)), end)
-    done = compute(todo, tx, end, cx, contract)
+    value.check(history)
+    tx, cx, contract, ix = _events(history, set(todo["customer_id"].astype(str)), end, value)
+    done = compute(todo, tx, end, cx, contract, ix, value)
     o = alert_outcomes_table
     rows = [
         {
@@ -291,10 +308,11 @@ def for_alerts(engine: Engine, alert_ids: list[int]) -> pd.DataFrame:
 
 
 def _events(
-    history: History, customers: set[str], end: datetime
-) -> tuple[pd.DataFrame, pd.DataFrame | None, set[str]]:
+    history: History, customers: set[str], end: datetime, value: ValueTarget = REVENUE
+) -> tuple[pd.DataFrame, pd.DataFrame | None, set[str], pd.DataFrame | None]:
     """The transactions and cancellations of these customers known at `end` (timestamp and, where
-    recorded, recorded_at at or before it), and which of them are judged by cancellation."""
+    recorded, recorded_at at or before it), which of them are judged by cancellation, and, when a margin
+    `value` has costs-to-serve, their interactions."""
     ids = pa.array(sorted(customers), pa.string())
 
     def of(table: pa.Table | None, columns: list[str]) -> pd.DataFrame | None:
@@ -304,8 +322,9 @@ def _events(
         sub = History(transactions=mine).until(end).transactions if mine.num_rows else mine
         return sub.select(["customer_id", "timestamp", *columns]).to_pandas()
 
-    tx = of(history.transactions, ["amount"])
+    tx = of(history.transactions, ["amount", MARGIN_COLUMN] if value.is_margin else ["amount"])
     assert tx is not None
+    ix = of(history.interactions, ["type"]) if value.is_margin and value.costs() else None
     cx = of(history.cancellations, []) if history.churn in ("contractual", "mixed") else None
     if history.churn == "contractual":
         contract = set(customers)
@@ -319,4 +338,4 @@ def _events(
         contract = set(c.loc[flag, "customer_id"].astype(str)) & customers
     else:
         contract = set()
-    return tx, cx, contract
+    return tx, cx, contract, ix

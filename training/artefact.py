@@ -1,7 +1,8 @@
 """The scoring artefact: everything serving needs to score a customer, saved as one folder.
 
     scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
-                   value objective, horizon maps, tier thresholds, training metrics, the drift
+                   value objective and target (revenue or margin, with the costs-to-serve it
+                   subtracted: features.value), horizon maps, tier thresholds, training metrics, the drift
                    reference (training.drift: the inputs' and scores' distributions at T), and the
                    time-to-churn spec (training.curve) and the cold-start model (training.coldstart);
                    both absent in models trained before them: no curve, no cold-start model
@@ -35,6 +36,7 @@ import xgboost as xgb
 from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
+from features.value import REVENUE, ValueTarget
 from training.coldstart import ColdStartModel, one_purchase
 from training.contract import CONTRACT, SILENCE, ContractModel
 from training.curve import CurveSpec
@@ -77,6 +79,7 @@ class ScoringArtefact:
     cold_start: ColdStartModel | None = None  # one-purchase customers (training.coldstart); None: none
     contract: ContractModel | None = None  # cancellation hazard of the customers under contract
     levels: Levels | None = None  # recalibrated churn and value levels (training.levels)
+    value_target: ValueTarget = REVENUE  # what predicted_value measures (features.value): revenue or margin
 
     def feature_rows(self, history: History, as_of: datetime) -> pd.DataFrame:
         """Model inputs for every customer eligible at `as_of`: the training feature set, BTYD over H with
@@ -209,6 +212,7 @@ class ScoringArtefact:
             cold_start=ColdStartModel.from_dict(spec["cold_start"]) if spec.get("cold_start") else None,
             contract=contract,
             levels=levels,
+            value_target=ValueTarget.from_dict(v),  # no target recorded: revenue
         )
 
     def _spec(self) -> dict[str, Any]:
@@ -225,7 +229,11 @@ class ScoringArtefact:
                 "horizon_map": list(self.churn.horizon_map),
                 "rfm": self.churn.rfm.to_dict(),
             },
-            "value": {"objective": self.value.objective, "horizon_map": list(self.value.horizon_map)},
+            "value": {
+                "objective": self.value.objective,
+                "horizon_map": list(self.value.horizon_map),
+                **self.value_target.to_dict(),  # target, cost_to_serve
+            },
             "tiers": self.tiers,
             "metrics": self.metrics,
             "btyd_params": self.btyd_params,

@@ -9,6 +9,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.config import FileSettings, OrEmpty, Section, invalid, load
+from features.value import ValueTarget
 from training.tiers import DEFAULT_SHARES
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "training.yaml"
@@ -106,6 +107,20 @@ class LevelsConfig(Section):
     window: Literal["seasonal", "seasonal_or_latest", "latest", "none"] = "seasonal"
 
 
+Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class ValueConfig(Section):
+    """`value:` what the value model predicts (features.value): revenue, or margin minus cost-to-serve."""
+
+    target: Literal["revenue", "margin"] = "revenue"
+    cost_to_serve: Annotated[dict[str, Cost], OrEmpty] = Field(default_factory=dict)  # per interaction type
+
+    def spec(self) -> ValueTarget:
+        """The target as the labels and the artefact take it."""
+        return ValueTarget(self.target, dict(self.cost_to_serve))
+
+
 class TrainingConfig(FileSettings):
     """How models are trained and validated. Every key is documented in training.yaml."""
 
@@ -137,6 +152,7 @@ class TrainingConfig(FileSettings):
     parity: Annotated[ParityConfig, OrEmpty] = ParityConfig()
     contract: Annotated[ContractConfig, OrEmpty] = ContractConfig()
     levels: Annotated[LevelsConfig, OrEmpty] = LevelsConfig()
+    value: Annotated[ValueConfig, OrEmpty] = ValueConfig()
 
     @field_validator("tiers")
     @classmethod

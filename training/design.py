@@ -33,6 +33,7 @@ from features.build import (
 )
 from features.history import History
 from features.sets import FeatureSet, get_feature_set
+from features.value import REVENUE, ValueTarget
 from training.models import P_EPS, VALUE_FLOOR
 
 
@@ -81,11 +82,14 @@ def training_frame(
     horizon_days: int,
     target_days: int,
     feature_set: FeatureSet,
+    value: ValueTarget = REVENUE,
 ) -> pd.DataFrame:
-    """Features (BTYD looking `target_days` ahead) and `horizon_days` labels at each origin, from the
-    history as known at `cutoff` only."""
+    """Features (BTYD looking `target_days` ahead) and `horizon_days` labels at each origin (future_value
+    measuring `value`), from the history as known at `cutoff` only."""
     known = history.until(cutoff)
-    table = build_training_set(known, origins, horizon_days, feature_set, btyd_horizon=target_days)
+    table = build_training_set(
+        known, origins, horizon_days, feature_set, btyd_horizon=target_days, value=value
+    )
     return table.to_pandas()
 
 

@@ -70,10 +70,12 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     clock: dict[str, float] = {}
     start = time.perf_counter()
     t = parse_cutoff(cutoff)
+    target = config.value.spec()
+    target.check(history)  # a margin target without margins is refused before anything is built
     big_h, h = config.horizon_days, min(config.label_horizon_days, config.horizon_days)
     fs = design.choose_feature_set(history, config.feature_set)
     origins = design.training_origins(history, t, h, config.origins, config.min_history_days)
-    frame = design.training_frame(history, t, origins, h, big_h, fs)
+    frame = design.training_frame(history, t, origins, h, big_h, fs, target)
     columns = design.model_columns(fs, history.until(t), config.exclude_features)
     rows, short = design.scoring_frames(history, t, h, big_h, fs)
     clock["features_s"] = time.perf_counter() - start
@@ -127,6 +129,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         fs.key, columns, t, h, big_h, churn, value, thresholds, validation, rows.attrs.get("btyd_params")
     )
     artefact.curve = CurveSpec(history.churn)  # time to churn follows the history's churn definition
+    artefact.value_target = target  # what predicted_value (and value at risk, tiers) measure
     artefact.cold_start = coldstart.fit_cold_start(frame, churn.horizon_map)
     artefact.contract = contract_model
     started = time.perf_counter()
@@ -196,7 +199,7 @@ def fit_levels(
     rows = build_scoring_rows(known, origin, fs, big_h).to_pandas()
     if rows.empty:
         return None
-    truth = build_labels(known, build_spine(known, [origin]), big_h).to_pandas()
+    truth = build_labels(known, build_spine(known, [origin]), big_h, value=config.value.spec()).to_pandas()
     if not np.array_equal(truth["customer_id"].to_numpy(), rows["customer_id"].to_numpy()):
         raise RuntimeError("labels and calibration rows are not in the same customer order")
     y, actual = truth["churned"].to_numpy(), truth["future_value"].to_numpy(dtype=np.float64)
@@ -292,11 +295,14 @@ def train(
 def validation_window(
     history: History, cutoff: datetime, config: TrainingConfig, artefact: ScoringArtefact
 ) -> pd.DataFrame:
-    """The latest validation origin's rows with labels, built for `artefact`'s feature set and horizon."""
+    """The latest validation origin's rows with labels, built for `artefact`'s feature set and horizon; values
+    measured as this training's config says (the gate compares both models on what is wanted now)."""
     h = min(config.label_horizon_days, artefact.horizon_days)
     origins = design.training_origins(history, cutoff, h, config.origins, config.min_history_days)
     fs = design.choose_feature_set(history, artefact.feature_set)
-    return design.training_frame(history, cutoff, origins[-1:], h, artefact.horizon_days, fs)
+    return design.training_frame(
+        history, cutoff, origins[-1:], h, artefact.horizon_days, fs, config.value.spec()
+    )
 
 
 def backtest(
@@ -315,7 +321,7 @@ def backtest(
     spine = pa.table(
         {"customer_id": preds["customer_id"], "cutoff": pa.array([t] * len(preds), pa.timestamp("us"))}
     )
-    truth = build_labels(history, spine, big_h).to_pandas()
+    truth = build_labels(history, spine, big_h, value=trained.artefact.value_target).to_pandas()
     result.truth = truth[["customer_id", "churned", "future_value"]]
     if not np.array_equal(truth["customer_id"].to_numpy(), preds["customer_id"].to_numpy()):
         raise RuntimeError("labels and predictions are not in the same customer order")

@@ -166,6 +166,7 @@ def render(d: ReportData) -> str:
                 "feature set": t.get("feature_set", ""),
                 "model columns": p.get("n_columns", len(d.columns)),
                 "value objective": t.get("value_objective", ""),
+                "value target": p.get("value_target", t.get("value_target", "revenue")),
                 "registered version": d.version or "not registered (backtest)",
                 "aliases now": ", ".join(d.aliases) or "none",
             },

@@ -182,6 +182,7 @@ def log_training(
                 "cutoff": art.cutoff.isoformat(),
                 "data_sha256": fingerprint["sha256"],
                 "value_objective": art.value.objective,
+                "value_target": art.value_target.target,
                 "kind": "train" if register else "backtest",
                 **(tags or {}),
             }
@@ -387,10 +388,20 @@ def _params(trained: Trained, config: TrainingConfig) -> dict[str, Any]:
         "value_horizon_map": ",".join(f"{x:.4f}" for x in art.value.horizon_map),
         "churn_models": churn_models_text(art),
         "levels": levels_text(art),
+        "value_target": value_target_text(art),
     }
     for model, params in trained.params.items():
         out.update({f"{model}_{k}": v for k, v in params.items()})
     return out
+
+
+def value_target_text(art: ScoringArtefact) -> str:
+    """What predicted value measures, in words (a run parameter; the model report shows it)."""
+    target = art.value_target
+    if not target.is_margin:
+        return "revenue: net amount (refunds negative)"
+    costs = ", ".join(f"{k} {v:g}" for k, v in target.costs().items()) or "none"
+    return f"margin minus cost-to-serve per interaction ({costs})"[:500]
 
 
 def churn_models_text(art: ScoringArtefact) -> str:

@@ -14,7 +14,8 @@ The simulation, per customer (all of it vectorised over customers and events, nu
   cumulative hazard with grouped cumulative sums over the flattened event arrays;
 * purchases as a non-homogeneous Poisson process (thinning): gamma-heterogeneous rate, seasonality
   (November/December peak, weekday and hour-of-day profile) and activity decaying in the 90 days before
-  dropout; Gamma-Gamma spend, categories, preferred channels, a few refunds;
+  dropout; Gamma-Gamma spend, categories (each with its margin rate: the `margin` column), preferred
+  channels, a few refunds (returning their order's amount and margin);
 * a subscription segment (~20 %) paying a monthly plan fee until an explicit cancellation at churn;
   everybody else churns silently;
 * campaigns sent to opted-in customers (also after they silently churned), opens and clicks far more
@@ -72,6 +73,7 @@ TRANSACTIONS_SCHEMA = pa.schema(
         ("category", pa.string()),
         ("channel", pa.string()),
         ("order_id", pa.string()),
+        ("margin", pa.float64()),
     ]
 )
 CUSTOMERS_SCHEMA = pa.schema(
@@ -180,6 +182,9 @@ _PLAN_HAZARD = np.array([1.2, 1.0, 0.75])
 _CAT_P = np.array([0.14, 0.16, 0.2, 0.12, 0.1, 0.14, 0.08, 0.06])  # 8 shop categories
 _CAT_SPEND = np.array([1.8, 1.2, 1.0, 0.8, 1.1, 0.6, 0.5, 0.9])
 _CAT_SUBSCRIPTION = 8
+# margin rate (profit / amount) by category, the subscription fee last: electronics thin, beauty and
+# fashion fat, a plan fee mostly profit. Deterministic (no draw), so the other columns are as they were.
+_CAT_MARGIN = np.array([0.12, 0.35, 0.5, 0.6, 0.3, 0.18, 0.25, 0.4, 0.8])
 
 _BASE_RATE = 0.056  # purchases per day for an average customer
 _RATE_SHAPE = 0.9  # gamma heterogeneity of the purchase rate
@@ -525,6 +530,7 @@ def _simulate_chunk(
     order = np.lexsort((all_t, all_c))
     all_c, all_t, all_amount, all_qty = all_c[order], all_t[order], all_amount[order], all_qty[order]
     all_cat, all_chan, is_fee = all_cat[order], all_chan[order], is_fee[order]
+    all_margin = all_amount * _CAT_MARGIN[all_cat]  # a refund returns the margin of its order
     del order, pu_c, pu_t, amount, qty, cat, chan, fee_c, fee_t, fee_amount
     n_orders = len(all_c)
     order_no = first_order + 1 + np.arange(n_orders, dtype=np.int64)
@@ -552,10 +558,12 @@ def _simulate_chunk(
             _names(CATEGORIES, np.concatenate((all_cat, all_cat[rf]))[tx_order]),
             _names(CHANNELS, np.concatenate((all_chan, all_chan[rf]))[tx_order]),
             order_ids,
+            pa.array(np.round(np.concatenate((all_margin, -all_margin[rf]))[tx_order], 2)),
         ],
         schema=TRANSACTIONS_SCHEMA,
     )
     del tx_c, tx_t, tx_order, order_ids, all_c, all_t, all_amount, all_qty, all_cat, all_chan, is_fee, rf_t
+    del all_margin
 
     # --- interactions ---------------------------------------------------------------------------------------
     n_cs = len(cs_c)

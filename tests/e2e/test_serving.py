@@ -98,6 +98,7 @@ def test_health_is_open_everything_else_needs_a_key(server: tuple[str, Path]) ->
     assert model["feature_set"] == "rfm_v1" and model["horizon_days"] == 273
     assert list(model["tiers"]) == ["diamond", "gold", "silver", "bronze"]
     assert model["time_to_churn"] == {"churn": "non_contractual", "horizons": [30, 60, 90, 180]}
+    assert model["value_target"] == {"target": "revenue", "cost_to_serve": {}}  # CDNOW has no margin
     spec = httpx.get(f"{url}/docs.json", headers={"Authorization": f"Bearer {KEY}"}).json()
     assert "/score" in spec["paths"] and spec["paths"]["/score"]["post"]["security"] == [{"bearerKey": []}]
     assert "get" in spec["paths"]["/readyz"] and "get" in spec["paths"]["/model"]

@@ -209,6 +209,50 @@ def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     assert gold["roi"] == pytest.approx(-14.0)  # (-130 - 10) / 10
 
 
+def test_outcomes_and_the_effect_in_profit_when_the_model_predicts_margin(
+    engine: sa.Engine, store_url: str
+) -> None:
+    """The same alerts as above, valued as a margin model values them (features.value): margin minus the
+    cost-to-serve of the interactions in the window; a history without margins is refused, nothing written."""
+    from features.value import ValueTarget, ValueTargetError
+
+    config = _config(store_url, None)
+    _run(engine, config, T0, *FIRING)  # treated e, f; control a, h
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["a", "e", "e", "f", "h", "a"],
+            "timestamp": [T0 + k * D for k in (-40, 5, 6, -30, 12, -20)],
+            "amount": [10.0, 30.0, 20.0, 15.0, 90.0, 5.0],
+            "margin": [3.0, 9.0, -2.0, 4.0, 30.0, 1.0],
+        }
+    )
+    ix = pd.DataFrame(
+        {
+            "customer_id": ["e", "e", "f", "h", "h"],
+            "timestamp": [T0 + k * D for k in (3, 40, 8, 1, 2)],  # e's second ticket is after the window
+            "type": ["support_ticket", "support_ticket", "complaint", "support_ticket", "visit"],
+        }
+    )
+    margin = ValueTarget("margin", {"support_ticket": 4.0, "complaint": 10.0})
+    with pytest.raises(ValueTargetError, match="needs a 'margin' column"):
+        outcomes.record(
+            engine, history_from_frames(tx.drop(columns="margin"), as_of=T0 + 60 * D), 30, value=margin
+        )
+    assert outcomes.read(engine).empty
+    outcomes.record(engine, history_from_frames(tx, interactions=ix, as_of=T0 + 60 * D), 30, value=margin)
+    got = outcomes.read(engine).set_index("customer_id")
+    # by hand over (T0, T0 + 30 d]: e 9 - 2 - 4 = 3; f 0 - 10 = -10 (lost, and cost a complaint);
+    # h 30 - 4 = 26 (the visit costs nothing); a nothing
+    assert got["value_after"].to_dict() == {"a": 0.0, "e": 3.0, "f": -10.0, "h": 26.0}
+    assert got["outcome"].to_dict() == {"a": "lost", "e": "saved", "f": "lost", "h": "saved"}
+    # gold: treated e, f at (3 - 10) / 2 = -3.5 a head, control h 26: (-3.5 - 26) x 2 = -59; cost 2 x 5
+    costs = {"diamond": 40.0, "gold": 5.0, "silver": 0.0, "bronze": 0.0}
+    table = effect.report(effect.load(engine), costs)
+    gold = table[(table["scope"] == "cumulative") & (table["tier"] == "gold")].iloc[0]
+    assert (gold["incremental_value"], gold["cost"]) == pytest.approx((-59.0, 10.0))
+    assert gold["roi"] == pytest.approx(-6.9)  # (-59 - 10) / 10
+
+
 def test_outcomes_of_a_mixed_history_judge_subscribers_by_cancellation(
     engine: sa.Engine, store_url: str
 ) -> None:

@@ -47,11 +47,12 @@ def test_scoring_refuses_rows_of_another_feature_set() -> None:
 def test_feature_sets_name_registered_features() -> None:
     _check_registry()
     assert get_feature_set("core_v1").key == "core_v1"
-    known = "known: core_v1, core_v2, rfm_v1"
+    known = "known: core_v1, core_v2, core_v3, rfm_v1"
     with pytest.raises(FeatureSetError, match=f"unknown feature set 'core_v9'; {known}"):
         get_feature_set("core_v9")
     assert set(FEATURE_SETS["rfm_v1"].features) < set(FEATURE_SETS["core_v1"].features)
     assert set(FEATURE_SETS["core_v1"].features) < set(FEATURE_SETS["core_v2"].features)
+    assert set(FEATURE_SETS["core_v2"].features) < set(FEATURE_SETS["core_v3"].features)
 
 
 def test_cutoff_and_horizon_parsing() -> None:

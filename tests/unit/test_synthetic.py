@@ -63,6 +63,7 @@ def test_schemas_exact(data: dict[str, pa.Table]) -> None:
             ("category", pa.string()),
             ("channel", pa.string()),
             ("order_id", pa.string()),
+            ("margin", pa.float64()),
         ],
         "customers": [
             ("customer_id", pa.string()),
@@ -211,6 +212,21 @@ def test_refunds_reference_earlier_purchases(frames: dict[str, pd.DataFrame]) ->
 
 
 # --- the simulated signals --------------------------------------------------------------------------------
+
+
+def test_margins_follow_the_category_rates(frames: dict[str, pd.DataFrame]) -> None:
+    """Every transaction has a margin: its amount x its category's rate (to the cent), refunds giving their
+    order's back; so the margin target (features.value) has something to learn, and revenue is untouched."""
+    tx = frames["transactions"]
+    assert tx["margin"].notna().all()
+    rates = dict(zip(synthetic.CATEGORIES, [0.12, 0.35, 0.5, 0.6, 0.3, 0.18, 0.25, 0.4, 0.8], strict=True))
+    want = (tx["amount"] * tx["category"].map(rates)).round(2)
+    assert (tx["margin"] - want).abs().max() <= 0.005 + 1e-9
+    refunds = tx[tx["amount"] < 0]
+    assert len(refunds) and (refunds["margin"] <= 0).all()
+    sums = tx[tx["amount"] > 0].groupby("category")[["margin", "amount"]].sum()
+    by_category = sums["margin"] / sums["amount"]
+    assert by_category["electronics"] < by_category["fashion"] < by_category["subscription"]
 
 
 def test_volumes(data: dict[str, pa.Table]) -> None:
