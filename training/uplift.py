@@ -118,7 +118,7 @@ def inputs(frame: pd.DataFrame) -> tuple[list[str], dict[str, list[str]]]:
         col = frame[name]
         if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
             columns.append(str(name))
-        elif pd.api.types.is_object_dtype(col) or isinstance(col.dtype, pd.CategoricalDtype):
+        elif not pd.api.types.is_datetime64_any_dtype(col) and not pd.api.types.is_timedelta64_dtype(col):
             seen = sorted({str(v) for v in col.dropna()})
             if 0 < len(seen) <= MAX_LEVELS:
                 levels[str(name)] = seen

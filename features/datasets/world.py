@@ -12,23 +12,26 @@ Per customer (vectorised numpy):
 
 * static attributes: segment (consumer or business, ~25 % business), region, engagement (latent: engaged
   customers visit often, the others rarely; seen through the ``visit`` interactions);
-* signup uniform over the whole world (a steady flow of newcomers: each run has young customers); a constant dropout hazard h (per day) from signup,
-  lower for business and engaged customers; the dropout time D solves H(D) = E with E ~ Exp(1) drawn once;
+* signup uniform over the whole world (a steady flow of newcomers: each run has young customers);
+* a dropout hazard h (per day) from signup, lower for business and engaged customers, changed only by
+  complaints and actions (below); the dropout time D solves H(D) = E with E ~ Exp(1) drawn once;
 * purchases: a Poisson stream of candidate times over the whole world at rate lambda, with amounts drawn
   once (Gamma-Gamma spend); the customer makes those before D. Visits alike at the engagement rate;
+* complaints: a Poisson stream of candidate times (made while the customer is still there); each multiplies
+  the hazard by COMPLAINT_FACTOR, so most churn follows complaints, seen in the ``complaint`` interactions;
 * a retention action at time a multiplies the hazard after a by ``1 - effect``, where ``effect`` depends on
   segment and engagement (``EFFECTS``) and is 0 for disengaged consumers: nothing moves them. Actions
   compose (two calls: ``(1 - effect)^2``). A customer gone before a is not brought back. D is recomputed from
   the same E by inverting the piecewise-linear cumulative hazard, so an action changes nothing at or before
   its own time (events at or before a are identical with and without it).
 
-Nothing decays before the dropout (that would let a later action change earlier events): churn shows only as
-silence, as in the BTYD models. The history follows the contract with ``churn: non_contractual``.
+Nothing decays before the dropout (that would let a later action change earlier events): churn shows as
+silence, as in the BTYD models, and is foreshadowed by complaints. The history follows the contract with ``churn: non_contractual``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -48,6 +51,7 @@ from features.datasets.synthetic import (
 
 __all__ = [
     "ACTION_DELAY",
+    "COMPLAINT_FACTOR",
     "EFFECTS",
     "END",
     "START",
@@ -72,7 +76,10 @@ EFFECTS: dict[tuple[str, bool], float] = {
 
 _DAY = 86_400.0
 _END_S = (END - START).total_seconds() + 1.0  # events at float seconds t < _END_S
-_BASE_HAZARD = 1.0 / 150.0
+_BASE_HAZARD = 1.0 / 500.0
+_COMPLAINT_RATE = 1.0 / 250.0  # per day
+COMPLAINT_FACTOR = 5.0
+"""The dropout hazard is multiplied by this after each complaint: most churn follows complaints."""
 _BASE_RATE = 0.02  # purchases per day of an average customer
 _RATE_SHAPE = 1.5
 _SPEND_P, _SPEND_Q, _SPEND_GAMMA = 4.0, 3.0, 22.5  # mean spend 45 (as features.datasets.synthetic)
@@ -116,6 +123,8 @@ class World:
     buy_amount: np.ndarray
     visit_c: np.ndarray  # candidate visits: customer index, float seconds
     visit_t: np.ndarray
+    complaint_c: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # candidate complaints
+    complaint_t: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def draw(cls, n_customers: int, seed: int = 0) -> World:
@@ -147,11 +156,12 @@ class World:
         amount = np.maximum(np.round(rng.gamma(_SPEND_P, 1.0, len(buy_c)) / nu[buy_c] * spend_mult[buy_c], 2), 0.5)
         visit_rate = np.where(engaged, _VISIT_RATE[True], _VISIT_RATE[False])
         visit_c, visit_t = _poisson(rng, visit_rate, signup)
+        complaint_c, complaint_t = _poisson(rng, np.full(m, _COMPLAINT_RATE), signup)
         width = max(6, len(str(m)))
         ids = np.array([f"C{i:0{width}d}" for i in range(1, m + 1)], dtype=object)
         return cls(
             n_customers, seed, ids, business, engaged, region, signup, hazard, exposure, effect, lam,
-            _SPEND_P / nu * spend_mult, buy_c, buy_t, amount, visit_c, visit_t,
+            _SPEND_P / nu * spend_mult, buy_c, buy_t, amount, visit_c, visit_t, complaint_c, complaint_t,
         )  # fmt: skip
 
     # -- actions -> dropout --------------------------------------------------------------------------------
@@ -165,31 +175,39 @@ class World:
         return pos
 
     def dropout(self, actions: pd.DataFrame | None = None) -> np.ndarray:
-        """Each customer's dropout time (float seconds since START) under `actions` (customer_id, at)."""
-        t_prev = self.signup.copy()
-        rate = self.hazard.copy()
-        left = self.exposure.copy()  # cumulative hazard still to spend
-        out = np.full(self.n_customers, np.nan)
+        """Each customer's dropout time (float seconds since START) under `actions` (customer_id, at): the
+        hazard, multiplied by COMPLAINT_FACTOR at each complaint and by 1 - effect at each action, is
+        integrated from signup until it reaches the customer's exposure E. Events after the dropout (or an
+        action before the signup) change nothing."""
+        ev_c, ev_t = [self.complaint_c], [self.complaint_t]
+        ev_m = [np.full(len(self.complaint_c), COMPLAINT_FACTOR)]
         if actions is not None and len(actions):
             pos = self.index(actions["customer_id"])
             at = _seconds(actions["at"])
             born = at >= self.signup[pos]  # an action before a customer signs up reaches nobody
-            pos, at = pos[born], at[born]
-            order = np.lexsort((at, pos))
-            pos, at = pos[order], at[order]
-            rank = np.arange(len(pos)) - np.searchsorted(pos, pos)  # 0 for each customer's first action
-            for k in range(int(rank.max()) + 1 if len(rank) else 0):
-                sel = rank == k
-                c, a = pos[sel], at[sel]
-                alive = np.isnan(out[c])
-                c, a = c[alive], a[alive]
-                mass = rate[c] * (a - t_prev[c]) / _DAY
-                gone = left[c] <= mass
-                out[c[gone]] = t_prev[c[gone]] + left[c[gone]] / rate[c[gone]] * _DAY
-                go = c[~gone]
-                left[go] -= mass[~gone]
-                t_prev[go] = a[~gone]
-                rate[go] *= 1.0 - self.effect[go]
+            ev_c.append(pos[born])
+            ev_t.append(at[born])
+            ev_m.append(1.0 - self.effect[pos[born]])
+        c_all, t_all, m_all = np.concatenate(ev_c), np.concatenate(ev_t), np.concatenate(ev_m)
+        order = np.lexsort((t_all, c_all))
+        c_all, t_all, m_all = c_all[order], t_all[order], m_all[order]
+        rank = np.arange(len(c_all)) - np.searchsorted(c_all, c_all)  # 0 for each customer's first event
+        t_prev = self.signup.copy()
+        rate = self.hazard.copy()
+        left = self.exposure.copy()  # cumulative hazard still to spend
+        out = np.full(self.n_customers, np.nan)
+        for k in range(int(rank.max()) + 1 if len(rank) else 0):
+            sel = rank == k
+            c, a, mult = c_all[sel], t_all[sel], m_all[sel]
+            alive = np.isnan(out[c])
+            c, a, mult = c[alive], a[alive], mult[alive]
+            mass = rate[c] * (a - t_prev[c]) / _DAY
+            gone = left[c] <= mass
+            out[c[gone]] = t_prev[c[gone]] + left[c[gone]] / rate[c[gone]] * _DAY
+            go = ~gone
+            left[c[go]] -= mass[go]
+            t_prev[c[go]] = a[go]
+            rate[c[go]] *= mult[go]
         todo = np.isnan(out)
         with np.errstate(divide="ignore"):
             out[todo] = t_prev[todo] + left[todo] / rate[todo] * _DAY  # rate 0: never leaves (inf)
@@ -222,12 +240,19 @@ class World:
             ],
             schema=TRANSACTIONS_SCHEMA,
         )
-        vc, vt = self.visit_c[visits], np.floor(self.visit_t[visits]).astype(np.int64)
+        moans = (self.complaint_t < d[self.complaint_c]) & (self.complaint_t < stop)
+        vc = np.concatenate((self.visit_c[visits], self.complaint_c[moans]))
+        vt = np.floor(np.concatenate((self.visit_t[visits], self.complaint_t[moans]))).astype(np.int64)
+        kind = np.concatenate(
+            (np.full(int(visits.sum()), "visit", dtype=object), np.full(int(moans.sum()), "complaint", dtype=object))
+        )
+        order = np.lexsort((kind, vt, vc))
+        vc, vt, kind = vc[order], vt[order], kind[order]
         interactions = pa.table(
             [
                 ids.take(pa.array(vc)),
                 _ts(vt),
-                pa.array(np.full(len(vc), "visit", dtype=object), pa.string()),
+                pa.array(kind, pa.string()),
                 pa.array(np.ones(len(vc))),
             ],
             schema=INTERACTIONS_SCHEMA,

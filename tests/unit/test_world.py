@@ -4,6 +4,7 @@ an action never changes what happened at or before it (common random numbers).""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -62,6 +63,18 @@ def test_dropout_inverts_the_cumulative_hazard_and_an_action_stretches_what_is_l
     assert w.dropout(two)[0] / DAY == pytest.approx(100.0)
     # an action after the customer left does nothing
     assert w.dropout(actions_frame(["A"], [at(60)]))[0] / DAY == pytest.approx(50.0)
+
+
+def test_a_complaint_multiplies_the_hazard_and_only_while_the_customer_is_there() -> None:
+    """A complains at day 10 (hazard 0.01 -> 0.05): 0.1 spent, the last 0.4 takes 8 days -> day 18. An
+    action at day 12 (effect 0.5): 0.2 spent by then, the last 0.3 at 0.025/day -> day 24. A second
+    complaint at day 30 comes after A left: never made, never shown."""
+    w = replace(hand_world(), complaint_c=np.array([0, 0]), complaint_t=np.array([10 * DAY, 30 * DAY]))
+    assert w.dropout()[0] / DAY == pytest.approx(18.0)
+    assert w.dropout(actions_frame(["A"], [at(12)]))[0] / DAY == pytest.approx(24.0)
+    seen = w.history(None, at(120))["interactions"].to_pandas()
+    assert seen[seen["type"] == "complaint"]["timestamp"].tolist() == [pd.Timestamp(at(10))]
+    assert seen[seen["type"] == "visit"]["timestamp"].tolist() == []  # day 20: A had left at day 18
 
 
 def test_the_history_keeps_the_purchases_before_the_dropout() -> None:
