@@ -895,7 +895,8 @@ def simulate(
     for r in run.ranking.to_dict("records"):
         rank.add_row(
             f"{r['as_of']:%Y-%m-%d}", f"{r['candidates']:,}",
-            f"uplift v{r['uplift_version']}" if r["uplift_version"] else "p x value", _num(r["priority_k"], 0),
+            f"uplift v{r['uplift_version']}" if r["uplift_version"] else "p x value",
+            _num(r["priority_k"], 0),
             _num(r["p_x_value_saved"], 1), _num(r["p_x_value_value"], 2), _num(r["priority_saved"], 1),
             _num(r["priority_value"], 2), _num(r["oracle_value"], 2),
         )  # fmt: skip

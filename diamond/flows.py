@@ -700,12 +700,16 @@ def simulate(
         world.write(data, actions, t)
         run = score(settings, str(data), t, serving, mlcfg, None)
         assert isinstance(run, ScoreRun)
-        scores = run.result.scores[["customer_id", "churn_probability", "predicted_value", "value_at_risk", "tier"]]
+        scores = run.result.scores[
+            ["customer_id", "churn_probability", "predicted_value", "value_at_risk", "tier"]
+        ]
         rows = served.artefact.feature_rows(load_history(data), t).drop(columns=["cutoff"], errors="ignore")
         known = rows.merge(scores, on="customer_id", how="inner")
         inputs[pd.Timestamp(t)] = known
         alerted = alert_store.list_alerts(eng, status=None)
-        alerted = alerted[(pd.to_datetime(alerted["opened_at"]) == pd.Timestamp(t)) & (alerted["customer_id"] != MODEL_ID)]
+        alerted = alerted[
+            (pd.to_datetime(alerted["opened_at"]) == pd.Timestamp(t)) & (alerted["customer_id"] != MODEL_ID)
+        ]
         held = control.list_controls(eng)
         held = held[pd.to_datetime(held["opened_at"]) == pd.Timestamp(t)]
         episodes = pd.concat(
@@ -717,7 +721,9 @@ def simulate(
         ).drop_duplicates("customer_id")  # one action per customer and run, whatever the rule
         candidates = episodes.merge(known, on="customer_id", how="left").assign(opened_at=t)
         # the uplift model: refitted on the outcomes mature by now, judged on the latest mature run
-        fitted = _simulated_uplift(eng, inputs, times[: i + 1], period_days, alerts.uplift, mlcfg, training.seed)
+        fitted = _simulated_uplift(
+            eng, inputs, times[: i + 1], period_days, alerts.uplift, mlcfg, training.seed
+        )
         if fitted is not None:
             fits.append(fitted)
             progress(f"uplift at {t:%Y-%m-%d}: {fitted['reason']}")
@@ -733,7 +739,9 @@ def simulate(
         when = t + ACTION_DELAY
         acted_ids = candidates.loc[worked, "customer_id"].tolist()
         actions = pd.concat([actions, actions_frame(acted_ids, [when] * len(acted_ids))], ignore_index=True)
-        pot = simulation.potential_outcomes(world, actions, candidates[["customer_id", "opened_at"]], period_days)
+        pot = simulation.potential_outcomes(
+            world, actions, candidates[["customer_id", "opened_at"]], period_days
+        )
         pot["acted"] = worked.to_numpy()
         pot["treated"] = treated.to_numpy()
         potentials.append(pot)
@@ -743,7 +751,10 @@ def simulate(
                 "as_of": t,
                 "candidates": len(candidates),
                 "uplift_version": champion[0] if champion is not None else None,
-                **{f"p_x_value_{a}": b for a, b in simulation.top_k(pot, candidates["value_at_risk"], k).items()},
+                **{
+                    f"p_x_value_{a}": b
+                    for a, b in simulation.top_k(pot, candidates["value_at_risk"], k).items()
+                },
                 **{f"priority_{a}": b for a, b in simulation.top_k(pot, rank, k).items()},
                 **{f"oracle_{a}": b for a, b in simulation.top_k(pot, pot["effect_value"], k).items()},
             }
@@ -757,7 +768,10 @@ def simulate(
                 "ranked_by": f"uplift v{champion[0]}" if champion is not None else "p x value",
             }
         )
-        progress(f"run {i + 1}/{len(times)} at {t:%Y-%m-%d}: {int(treated.sum())} alerts, {int((~treated).sum())} controls")
+        progress(
+            f"run {i + 1}/{len(times)} at {t:%Y-%m-%d}: "
+            f"{int(treated.sum())} alerts, {int((~treated).sum())} controls"
+        )
     # every outcome window complete: the history to the end of the last one, then the effect
     end = times[-1] + timedelta(days=period_days)
     world.write(data, actions, end)
@@ -771,7 +785,11 @@ def simulate(
     for label, est, mine in [
         (ALL, overall, pots),
         *[
-            (f"{pd.Timestamp(r):%Y-%m-%d}", per_run[pd.to_datetime(per_run["run"]) == pd.Timestamp(r)], pots[pots["opened_at"] == r])
+            (
+                f"{pd.Timestamp(r):%Y-%m-%d}",
+                per_run[pd.to_datetime(per_run["run"]) == pd.Timestamp(r)],
+                pots[pots["opened_at"] == r],
+            )
             for r in times
         ],
     ]:
@@ -790,8 +808,12 @@ def simulate(
                 "true_saved": real["incremental_saved"],
                 "saved_within": simulation.within(0.0, lo, hi, real["incremental_saved"]),
                 "estimated_value": float(row["incremental_value"]) if row is not None else float("nan"),
-                "estimated_value_low": float(row["incremental_value_low"]) if row is not None else float("nan"),
-                "estimated_value_high": float(row["incremental_value_high"]) if row is not None else float("nan"),
+                "estimated_value_low": float(row["incremental_value_low"])
+                if row is not None
+                else float("nan"),
+                "estimated_value_high": float(row["incremental_value_high"])
+                if row is not None
+                else float("nan"),
                 "true_value": real["incremental_value"],
             }
         )
@@ -853,7 +875,10 @@ def _simulated_uplift(
         mlcfg,
         models[config.learner],
         metrics,
-        {"learned_until": f"{pd.Timestamp(latest):%Y-%m-%d}", "judged_on": f"{pd.Timestamp(latest):%Y-%m-%d}"},
+        {
+            "learned_until": f"{pd.Timestamp(latest):%Y-%m-%d}",
+            "judged_on": f"{pd.Timestamp(latest):%Y-%m-%d}",
+        },
     )
     decision = uplift.decide(mlcfg, logged.version, judge, config.min_qini_gain)
     return {

@@ -246,10 +246,14 @@ def log(mlcfg: MlflowConfig, model: UpliftModel, metrics: dict[str, float], tags
         tags=tags,
     )
     rid = run.info.run_id
-    for k, v in {"learner": model.learner, "outcomes": model.outcomes, "propensity": model.propensity}.items():
+    for k, v in {
+        "learner": model.learner,
+        "outcomes": model.outcomes,
+        "propensity": model.propensity,
+    }.items():
         client.log_param(rid, k, v)
     for k, v in metrics.items():
-        if v is not None and np.isfinite(v):
+        if np.isfinite(v):
             client.log_metric(rid, k, float(v))
     with tempfile.TemporaryDirectory() as tmp:
         model.save(Path(tmp))
@@ -261,7 +265,9 @@ def log(mlcfg: MlflowConfig, model: UpliftModel, metrics: dict[str, float], tags
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="Diamond's uplift ranking models (training/uplift.py)")
+        client.create_registered_model(
+            name, description="Diamond's uplift ranking models (training/uplift.py)"
+        )
     mv = client.create_model_version(name, f"{run.info.artifact_uri}/{ARTIFACT_DIR}", run_id=rid)
     from training.registry import CHALLENGER
 
@@ -289,7 +295,9 @@ def load_champion(mlcfg: MlflowConfig) -> tuple[str, UpliftModel] | None:
     return None if version is None else (version, load_version(mlcfg, version))
 
 
-def passes_gate(challenger: dict[str, float], champion: dict[str, float], min_gain: float) -> tuple[bool, str]:
+def passes_gate(
+    challenger: dict[str, float], champion: dict[str, float], min_gain: float
+) -> tuple[bool, str]:
     """Pure: does the challenger's Qini on the evaluation outcomes beat the champion's by `min_gain`?"""
     gain = challenger["qini"] - champion["qini"]
     summary = f"Qini {challenger['qini']:.4f} vs {champion['qini']:.4f} ({gain:+.4f})"
@@ -313,7 +321,9 @@ def decide(mlcfg: MlflowConfig, version: str, evaluation: pd.DataFrame, min_gain
         decision.reason = f"uplift version {version} is already the champion"
     elif champion is None:
         decision.promoted, decision.reason = True, "promoted: there was no uplift champion"
-        decision.scores = {f"challenger_{k}": v for k, v in evaluate(load_version(mlcfg, version), evaluation).items()}
+        decision.scores = {
+            f"challenger_{k}": v for k, v in evaluate(load_version(mlcfg, version), evaluation).items()
+        }
     else:
         mine = evaluate(load_version(mlcfg, version), evaluation)
         theirs = evaluate(load_version(mlcfg, champion), evaluation)
@@ -331,7 +341,7 @@ def decide(mlcfg: MlflowConfig, version: str, evaluation: pd.DataFrame, min_gain
     return decision
 
 
-# --- helpers --------------------------------------------------------------------------------------------------
+# --- helpers ------------------------------------------------------------------------------------------
 
 
 def _design(frame: pd.DataFrame, columns: list[str], levels: dict[str, list[str]]) -> np.ndarray:
@@ -340,7 +350,11 @@ def _design(frame: pd.DataFrame, columns: list[str], levels: dict[str, list[str]
         col = frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index)
         parts.append(pd.to_numeric(col, errors="coerce").astype(np.float64).to_numpy())
     for name, seen in levels.items():
-        col = frame[name].astype(object).astype(str) if name in frame.columns else pd.Series("", index=frame.index)
+        col = (
+            frame[name].astype(object).astype(str)
+            if name in frame.columns
+            else pd.Series("", index=frame.index)
+        )
         for level in seen:
             parts.append((col == level).to_numpy(dtype=np.float64))
     if not parts:

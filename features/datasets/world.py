@@ -12,7 +12,8 @@ Per customer (vectorised numpy):
 
 * static attributes: segment (consumer or business, ~25 % business), region, engagement (latent: engaged
   customers visit often, the others rarely; seen through the ``visit`` interactions);
-* signup uniform over the whole world (a steady flow of newcomers: each run has young customers);
+* signup: 30 % in the first 90 days (the launch base), the rest uniform over the whole world (a steady
+  flow of newcomers: each run has young customers);
 * a dropout hazard h (per day) from signup, lower for business and engaged customers, changed only by
   complaints and actions (below); the dropout time D solves H(D) = E with E ~ Exp(1) drawn once;
 * purchases: a Poisson stream of candidate times over the whole world at rate lambda, with amounts drawn
@@ -26,7 +27,8 @@ Per customer (vectorised numpy):
   its own time (events at or before a are identical with and without it).
 
 Nothing decays before the dropout (that would let a later action change earlier events): churn shows as
-silence, as in the BTYD models, and is foreshadowed by complaints. The history follows the contract with ``churn: non_contractual``.
+silence, as in the BTYD models, and is foreshadowed by complaints. The history follows the contract with
+``churn: non_contractual``.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ from features.datasets.synthetic import (
     INTERACTIONS_SCHEMA,
     TRANSACTIONS_SCHEMA,
     _fixed_width_ids,
-    _replace_dir,
     _fresh_sibling,
+    _replace_dir,
 )
 
 __all__ = [
@@ -76,11 +78,12 @@ EFFECTS: dict[tuple[str, bool], float] = {
 
 _DAY = 86_400.0
 _END_S = (END - START).total_seconds() + 1.0  # events at float seconds t < _END_S
-_BASE_HAZARD = 1.0 / 500.0
+_LAUNCH_SHARE, _LAUNCH_DAYS = 0.3, 90.0  # 30 % sign up in the first 90 days, the rest over the whole world
+_BASE_HAZARD = 1.0 / 800.0
 _COMPLAINT_RATE = 1.0 / 250.0  # per day
-COMPLAINT_FACTOR = 5.0
+COMPLAINT_FACTOR = 30.0
 """The dropout hazard is multiplied by this after each complaint: most churn follows complaints."""
-_BASE_RATE = 0.02  # purchases per day of an average customer
+_BASE_RATE = 0.05  # purchases per day of an average customer
 _RATE_SHAPE = 1.5
 _SPEND_P, _SPEND_Q, _SPEND_GAMMA = 4.0, 3.0, 22.5  # mean spend 45 (as features.datasets.synthetic)
 _VISIT_RATE = {True: 0.12, False: 0.015}  # per day, by engaged
@@ -136,7 +139,9 @@ class World:
         business = rng.random(m) < _BUSINESS_P
         engaged = rng.random(m) < _ENGAGED_P
         region = rng.integers(0, len(_REGIONS), m)
-        signup = np.floor(rng.random(m) * (_END_S - 1.0))  # a steady flow of newcomers
+        launch = rng.random(m) < _LAUNCH_SHARE  # the launch base, then a steady flow of newcomers
+        u = rng.random(m)
+        signup = np.floor(np.where(launch, u * _LAUNCH_DAYS * _DAY, u * (_END_S - 1.0)))
         hazard = (
             _BASE_HAZARD
             * rng.gamma(3.0, 1.0 / 3.0, m)
@@ -153,7 +158,9 @@ class World:
         nu = rng.gamma(_SPEND_Q, 1.0 / _SPEND_GAMMA, m)
         spend_mult = np.where(business, 2.5, 1.0)
         buy_c, buy_t = _poisson(rng, lam, signup)
-        amount = np.maximum(np.round(rng.gamma(_SPEND_P, 1.0, len(buy_c)) / nu[buy_c] * spend_mult[buy_c], 2), 0.5)
+        amount = np.maximum(
+            np.round(rng.gamma(_SPEND_P, 1.0, len(buy_c)) / nu[buy_c] * spend_mult[buy_c], 2), 0.5
+        )
         visit_rate = np.where(engaged, _VISIT_RATE[True], _VISIT_RATE[False])
         visit_c, visit_t = _poisson(rng, visit_rate, signup)
         complaint_c, complaint_t = _poisson(rng, np.full(m, _COMPLAINT_RATE), signup)
@@ -213,7 +220,7 @@ class World:
             out[todo] = t_prev[todo] + left[todo] / rate[todo] * _DAY  # rate 0: never leaves (inf)
         return out
 
-    # -- the history -------------------------------------------------------------------------------------------
+    # -- the history ---------------------------------------------------------------------------------------
 
     def history(self, actions: pd.DataFrame | None, until: datetime) -> dict[str, pa.Table]:
         """The contract tables (transactions, customers, interactions) of everything that happened up to
@@ -244,7 +251,10 @@ class World:
         vc = np.concatenate((self.visit_c[visits], self.complaint_c[moans]))
         vt = np.floor(np.concatenate((self.visit_t[visits], self.complaint_t[moans]))).astype(np.int64)
         kind = np.concatenate(
-            (np.full(int(visits.sum()), "visit", dtype=object), np.full(int(moans.sum()), "complaint", dtype=object))
+            (
+                np.full(int(visits.sum()), "visit", dtype=object),
+                np.full(int(moans.sum()), "complaint", dtype=object),
+            )
         )
         order = np.lexsort((kind, vt, vc))
         vc, vt, kind = vc[order], vt[order], kind[order]

@@ -47,7 +47,9 @@ def test_both_learners_find_the_known_effect(learner: str, tmp_path: Path) -> No
     assert scores["qini"] > 0.01 and scores["auuc"] > 0
     # random scores find nothing
     noise = np.random.default_rng(5).random(len(later))
-    assert abs(uplift.qini(noise, later["treated"].to_numpy(), later["saved"].to_numpy())) < scores["qini"] / 2
+    assert (
+        abs(uplift.qini(noise, later["treated"].to_numpy(), later["saved"].to_numpy())) < scores["qini"] / 2
+    )
     # saved and loaded: the same predictions
     again = uplift.UpliftModel.load(model.save(tmp_path))
     assert np.allclose(again.predict(later), tau)
