@@ -81,10 +81,10 @@ _END_S = (END - START).total_seconds() + 1.0  # events at float seconds t < _END
 _LAUNCH_SHARE, _LAUNCH_DAYS = 0.3, 90.0  # 30 % sign up in the first 90 days, the rest over the whole world
 _BASE_HAZARD = 1.0 / 800.0
 _COMPLAINT_RATE = 1.0 / 250.0  # per day
-COMPLAINT_FACTOR = 30.0
+COMPLAINT_FACTOR = 15.0
 """The dropout hazard is multiplied by this after each complaint: most churn follows complaints."""
-_BASE_RATE = 0.05  # purchases per day of an average customer
-_RATE_SHAPE = 1.5
+_BASE_RATE = 0.02  # purchases per day of an average customer
+_RATE_SHAPE = 4.0
 _SPEND_P, _SPEND_Q, _SPEND_GAMMA = 4.0, 3.0, 22.5  # mean spend 45 (as features.datasets.synthetic)
 _VISIT_RATE = {True: 0.12, False: 0.015}  # per day, by engaged
 _ENGAGED_P = 0.45
@@ -258,6 +258,9 @@ class World:
         )
         order = np.lexsort((kind, vt, vc))
         vc, vt, kind = vc[order], vt[order], kind[order]
+        dup = np.zeros(len(vc), dtype=bool)  # two of a kind in the same second: one row
+        dup[1:] = (vc[1:] == vc[:-1]) & (vt[1:] == vt[:-1]) & (kind[1:] == kind[:-1])
+        vc, vt, kind = vc[~dup], vt[~dup], kind[~dup]
         interactions = pa.table(
             [
                 ids.take(pa.array(vc)),

@@ -75,8 +75,8 @@ def test_simulate_acts_on_the_treated_and_the_store_agrees_with_the_potential_ou
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
-    assert client.get_model_version_by_alias("diamond-uplift", "champion").version == "1"
-    assert client.get_model_version_by_alias("diamond", "champion").version == "1"  # the churn model
+    assert str(client.get_model_version_by_alias("diamond-uplift", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("diamond", "champion").version) == "1"  # churn model
 
     # too many periods for the world: refused before anything is made
     refused = run_diamond(

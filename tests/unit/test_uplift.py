@@ -106,3 +106,14 @@ def test_priority_is_value_at_risk_until_a_model_then_uplift_times_value_minus_c
     got = priority(candidates, model, costs)
     assert got.tolist() == pytest.approx([tau[0] * 1000 - 40, tau[1] * 1000 - 40, tau[2] * 100 - 5])
     assert got.idxmax() == 11  # segment b, where acting works, beats the most value at risk
+
+
+def test_the_bgnbd_baseline_survives_a_fit_that_scored_nobody() -> None:
+    """A small history (the simulation's first runs) can leave the BG/NBD fit unable to score anyone:
+    training's baseline then gets 0.5 for all instead of stopping with 'predictions are NaN'."""
+    from training import baselines
+
+    some = pd.DataFrame({"btyd_p_no_purchase": [0.2, np.nan, 0.6]})
+    assert baselines.btyd_churn(some).tolist() == pytest.approx([0.2, 0.4, 0.6])
+    none = pd.DataFrame({"btyd_p_no_purchase": [np.nan, np.nan]})
+    assert baselines.btyd_churn(none).tolist() == [0.5, 0.5]

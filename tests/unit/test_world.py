@@ -66,13 +66,13 @@ def test_dropout_inverts_the_cumulative_hazard_and_an_action_stretches_what_is_l
 
 
 def test_a_complaint_multiplies_the_hazard_and_only_while_the_customer_is_there() -> None:
-    """A complains at day 10 (hazard 0.01 -> 0.3): 0.1 spent, the last 0.4 takes 4/3 days -> day 11 1/3.
-    An action at day 11 (effect 0.5): 0.4 spent by then, the last 0.1 at 0.15/day -> day 11 2/3. A second
-    complaint at day 30 comes after A left: never made, never shown; nor is the visit at day 20."""
-    assert COMPLAINT_FACTOR == 30.0
+    """A complains at day 10 (hazard 0.01 -> 0.15): 0.1 spent, the last 0.4 takes 8/3 days -> day 12 2/3.
+    An action at day 11 (effect 0.5): 0.25 spent by then, the last 0.25 at 0.075/day -> day 14 1/3. A
+    second complaint at day 30 comes after A left: never made, never shown; nor is the visit at day 20."""
+    assert COMPLAINT_FACTOR == 15.0
     w = replace(hand_world(), complaint_c=np.array([0, 0]), complaint_t=np.array([10 * DAY, 30 * DAY]))
-    assert w.dropout()[0] / DAY == pytest.approx(10 + 4 / 3)
-    assert w.dropout(actions_frame(["A"], [at(11)]))[0] / DAY == pytest.approx(11 + 2 / 3)
+    assert w.dropout()[0] / DAY == pytest.approx(10 + 8 / 3)
+    assert w.dropout(actions_frame(["A"], [at(11)]))[0] / DAY == pytest.approx(11 + 10 / 3)
     seen = w.history(None, at(120))["interactions"].to_pandas()
     assert seen[seen["type"] == "complaint"]["timestamp"].tolist() == [pd.Timestamp(at(10))]
     assert seen[seen["type"] == "visit"]["timestamp"].tolist() == []
