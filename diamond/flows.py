@@ -706,6 +706,7 @@ def simulate(
         rows = served.artefact.feature_rows(load_history(data), t).drop(columns=["cutoff"], errors="ignore")
         known = rows.merge(scores, on="customer_id", how="inner")
         inputs[pd.Timestamp(t)] = known
+        known.to_parquet(out_dir / f"inputs_{t:%Y%m%d}.parquet", index=False)  # for a look afterwards
         alerted = alert_store.list_alerts(eng, status=None)
         alerted = alerted[
             (pd.to_datetime(alerted["opened_at"]) == pd.Timestamp(t)) & (alerted["customer_id"] != MODEL_ID)
