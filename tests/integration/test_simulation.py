@@ -34,7 +34,7 @@ def test_simulate_acts_on_the_treated_and_the_store_agrees_with_the_potential_ou
     (tmp_path / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
     env = {"DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml")}
     out = tmp_path / "sim"
-    args = ("simulate", "--out", str(out), "--customers", "1500", "--periods", "3", "--top-k", "20")
+    args = ("simulate", "--out", str(out), "--customers", "1000", "--periods", "3", "--top-k", "20")
     done = run_diamond(*args, "--config", str(tmp_path / "training.yaml"), cwd=tmp_path, env=env)
     assert "estimated vs true effect" in done.stdout and "uplift at" in done.stdout
 
