@@ -35,12 +35,14 @@ def test_simulate_acts_on_the_treated_and_the_store_agrees_with_the_potential_ou
     env = {"DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml")}
     out = tmp_path / "sim"
     args = ("simulate", "--out", str(out), "--customers", "1000", "--periods", "3", "--top-k", "20")
+    args += ("--capacity", "40")  # the team works the 40 alerts of highest priority in each run
     done = run_diamond(*args, "--config", str(tmp_path / "training.yaml"), cwd=tmp_path, env=env)
     assert "estimated vs true effect" in done.stdout and "uplift at" in done.stdout
 
     summary = json.loads((out / "simulation.json").read_text(encoding="utf-8"))
     assert [r["ranked_by"] for r in summary["runs"]] == ["p x value", "p x value", "uplift v1"]
-    assert all(r["worked"] == r["alerts"] > 0 and r["controls"] > 0 for r in summary["runs"])
+    assert all(r["worked"] == min(r["alerts"], 40) and r["controls"] > 0 for r in summary["runs"])
+    assert any(r["alerts"] > 40 for r in summary["runs"])  # somebody was left unworked
 
     # the store, read here, against the world's potential outcomes
     stored = outcomes.read(store.engine(f"sqlite:///{out / 'diamond.db'}"))
@@ -53,18 +55,21 @@ def test_simulate_acts_on_the_treated_and_the_store_agrees_with_the_potential_ou
     )
     assert len(got) == len(stored) == len(pot)
     treated, held = got[got["arm"] == "treated"], got[got["arm"] == "control"]
-    assert treated["acted"].all() and not held["acted"].any()
-    assert (treated["outcome"] == "saved").astype(float).tolist() == treated["saved_if_treated"].tolist()
-    assert treated["value_after"].tolist() == pytest.approx(treated["value_if_treated"].tolist())
+    assert not held["acted"].any() and treated["acted"].sum() == sum(r["worked"] for r in summary["runs"])
+    worked, unworked = treated[treated["acted"]], treated[~treated["acted"]]
+    assert (worked["outcome"] == "saved").astype(float).tolist() == worked["saved_if_treated"].tolist()
+    assert worked["value_after"].tolist() == pytest.approx(worked["value_if_treated"].tolist())
+    assert (unworked["outcome"] == "saved").astype(float).tolist() == unworked["saved_if_not"].tolist()
     assert (held["outcome"] == "saved").astype(float).tolist() == held["saved_if_not"].tolist()
     assert held["value_after"].tolist() == pytest.approx(held["value_if_not"].tolist())
     # somebody was really kept, and nobody lost by a call
-    assert pot["effect_saved"].min() >= 0 and treated["effect_saved"].sum() > 0
+    assert pot["effect_saved"].min() >= 0 and worked["effect_saved"].sum() > 0
 
-    # the truth it reports is the sum of the exact effects of the treated; the estimate's interval holds it
+    # the truth it reports is the sum of the exact effects of the alerts worked (an alert nobody worked had
+    # none); the estimate's interval holds it
     overall = next(r for r in summary["truth"] if r["run"] == "(all)")
-    assert overall["true_saved"] == treated["effect_saved"].sum()
-    assert overall["true_value"] == pytest.approx(treated["effect_value"].sum())
+    assert overall["true_saved"] == worked["effect_saved"].sum()
+    assert overall["true_value"] == pytest.approx(worked["effect_value"].sum())
     assert (overall["treated"], overall["control"]) == (len(treated), len(held))
     assert overall["estimated_low"] <= overall["true_saved"] <= overall["estimated_high"]
     assert overall["saved_within"]
