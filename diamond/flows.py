@@ -658,6 +658,13 @@ def simulate(
     if serving.alerts is None:
         raise ValueError("simulate: the serving config has no alerts section: nothing would be acted on")
     times = simulation.schedule(first, periods, period_days)
+    if control_share is not None and not 0.0 <= control_share < 1.0:
+        raise ValueError(f"simulate: --control-share must be in [0, 1), got {control_share}")
+    if customers < 1 or top_k < 1 or (capacity is not None and capacity < 0) or period_days < 1:
+        raise ValueError(
+            "simulate: --customers, --top-k and --period-days must be at least 1 and --capacity at least 0, "
+            f"got {customers}, {top_k}, {period_days} and {capacity}"
+        )
     out_dir = out_dir.absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("diamond.db", "mlflow.db", "simulation.json"):

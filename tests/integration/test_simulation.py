@@ -89,3 +89,17 @@ def test_simulate_acts_on_the_treated_and_the_store_agrees_with_the_potential_ou
     )
     assert refused.returncode == 2 and "end after the world" in " ".join(refused.stderr.split())
     assert not (tmp_path / "nope").exists()
+    share = run_diamond(
+        "simulate",
+        "--out",
+        str(tmp_path / "nope"),
+        "--control-share",
+        "1.5",
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert share.returncode == 2 and "--control-share must be in [0, 1), got 1.5" in " ".join(
+        share.stderr.split()
+    )
+    assert not (tmp_path / "nope").exists()
