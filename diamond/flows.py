@@ -897,6 +897,7 @@ def _simulated_uplift(
         "promoted": decision.promoted,
         "reason": decision.reason,
         **{k: round(float(v), 5) for k, v in metrics.items()},
+        **{k: round(float(v), 5) for k, v in decision.scores.items() if k.startswith("p_x_value_")},
     }
 
 

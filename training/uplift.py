@@ -12,8 +12,8 @@ served model's features, churn probability and predicted value). Two meta-learne
 Both are judged by the Qini coefficient and the AUUC on later outcomes than they learned from (`qini`,
 `auuc`), logged to MLflow and registered as versions of `<registered_model>-uplift` behind the same aliases
 and gate style as the churn model (`decide`): a challenger becomes champion when its Qini on the evaluation
-outcomes beats the champion's by at least the configured gain. Pure functions, except `log`, `decide` and
-`load_champion`.
+outcomes beats the champion's, and the P x value ranking's, by at least the configured gain. Pure functions,
+except `log`, `decide` and `load_champion`.
 """
 
 from __future__ import annotations
@@ -296,21 +296,36 @@ def load_champion(mlcfg: MlflowConfig) -> tuple[str, UpliftModel] | None:
 
 
 def passes_gate(
-    challenger: dict[str, float], champion: dict[str, float], min_gain: float
+    challenger: dict[str, float],
+    champion: dict[str, float],
+    min_gain: float,
+    against: str = "the uplift champion",
 ) -> tuple[bool, str]:
-    """Pure: does the challenger's Qini on the evaluation outcomes beat the champion's by `min_gain`?"""
+    """Pure: does the challenger's Qini on the evaluation outcomes beat `against`'s by `min_gain`?"""
     gain = challenger["qini"] - champion["qini"]
     summary = f"Qini {challenger['qini']:.4f} vs {champion['qini']:.4f} ({gain:+.4f})"
     if not np.isfinite(gain) or gain < min_gain:
-        return False, f"refused: Qini gain {gain:+.4f} < {min_gain:+.4f} ({summary})"
-    return True, f"promoted: beats the uplift champion on the later outcomes ({summary})"
+        return False, f"refused: Qini gain over {against} {gain:+.4f} < {min_gain:+.4f} ({summary})"
+    return True, f"promoted: beats {against} on the later outcomes ({summary})"
+
+
+def baseline(evaluation: pd.DataFrame) -> dict[str, float] | None:
+    """Qini and AUUC of ranking the evaluation outcomes by value at risk (P x value: what an uplift model
+    replaces); None when the frame has no `value_at_risk`."""
+    if "value_at_risk" not in evaluation.columns:
+        return None
+    score = evaluation["value_at_risk"].to_numpy(dtype=np.float64)
+    t = evaluation["treated"].to_numpy(dtype=bool)
+    y = evaluation["saved"].to_numpy(dtype=np.float64)
+    return {"qini": qini(score, t, y), "auuc": auuc(score, t, y)}
 
 
 def decide(mlcfg: MlflowConfig, version: str, evaluation: pd.DataFrame, min_gain: float) -> Decision:
-    """The gate for an uplift version, as training.registry.decide does for the churn model: no champion,
-    promoted; else both scored on the same later outcomes (`evaluation`) and promoted on a Qini gain of at
-    least `min_gain`. The aliases move, the version is tagged, the decision is a run in
-    `<experiment>-promotions`."""
+    """The gate for an uplift version, as training.registry.decide does for the churn model: scored on the
+    same later outcomes (`evaluation`) as what it would replace, and promoted on a Qini gain of at least
+    `min_gain` over the uplift champion (when there is one) and over the P x value ranking (when the frame
+    has `value_at_risk`): a model that ranks later outcomes no better than value at risk does not replace
+    it. The aliases move, the version is tagged, the decision is a run in `<experiment>-promotions`."""
     from training.registry import CHALLENGER, CHAMPION, Decision, _who, alias_version, log_decision
 
     client = mlcfg.client()
@@ -319,19 +334,24 @@ def decide(mlcfg: MlflowConfig, version: str, evaluation: pd.DataFrame, min_gain
     decision = Decision(False, version, champion, "", who=_who(), when=datetime.now(UTC).isoformat())
     if champion == version:
         decision.reason = f"uplift version {version} is already the champion"
-    elif champion is None:
-        decision.promoted, decision.reason = True, "promoted: there was no uplift champion"
-        decision.scores = {
-            f"challenger_{k}": v for k, v in evaluate(load_version(mlcfg, version), evaluation).items()
-        }
     else:
         mine = evaluate(load_version(mlcfg, version), evaluation)
-        theirs = evaluate(load_version(mlcfg, champion), evaluation)
-        decision.scores = {
-            **{f"challenger_{k}": v for k, v in mine.items()},
-            **{f"champion_{k}": v for k, v in theirs.items()},
-        }
-        decision.promoted, decision.reason = passes_gate(mine, theirs, min_gain)
+        decision.scores = {f"challenger_{k}": v for k, v in mine.items()}
+        checks = []
+        if champion is not None:
+            theirs = evaluate(load_version(mlcfg, champion), evaluation)
+            decision.scores.update({f"champion_{k}": v for k, v in theirs.items()})
+            checks.append(passes_gate(mine, theirs, min_gain))
+        base = baseline(evaluation)
+        if base is not None:
+            decision.scores.update({f"p_x_value_{k}": v for k, v in base.items()})
+            checks.append(passes_gate(mine, base, min_gain, "P x value"))
+        if not checks:
+            decision.promoted, decision.reason = True, "promoted: there was no uplift champion"
+        else:
+            failed = [why for ok, why in checks if not ok]
+            decision.promoted = not failed
+            decision.reason = failed[0] if failed else "; ".join(why for _, why in checks)
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
         if alias_version(mlcfg, name, CHALLENGER) == version:

@@ -65,7 +65,7 @@ def test_register_gate_and_load_the_uplift_champion(mlcfg: MlflowConfig) -> None
     blind = uplift.fit(outcomes(3000, 2, effect=0.0), "x", rounds=40)
     second = uplift.log(mlcfg, blind, uplift.evaluate(blind, later), {})
     refused = uplift.decide(mlcfg, second.version, later, 0.0)
-    assert not refused.promoted and refused.reason.startswith("refused: Qini gain -")
+    assert not refused.promoted and refused.reason.startswith("refused: Qini gain over the uplift champion -")
     assert refused.scores["champion_qini"] > refused.scores["challenger_qini"]
     assert uplift.load_champion(mlcfg) is not None and uplift.load_champion(mlcfg)[0] == "1"  # type: ignore[index]
     assert client.get_model_version("diamond-uplift", "2").tags["gate"] == "refused"
@@ -75,6 +75,13 @@ def test_register_gate_and_load_the_uplift_champion(mlcfg: MlflowConfig) -> None
     third = uplift.log(mlcfg, better, uplift.evaluate(better, later), {})
     margin = uplift.evaluate(better, later)["qini"] - uplift.evaluate(good, later)["qini"]
     assert not uplift.decide(mlcfg, third.version, later, abs(margin) + 0.01).promoted
+    # where the outcomes carry the value at risk, the model must also rank them better than P x value does:
+    # a value at risk that puts segment b first is hard to beat
+    ranked = later.assign(value_at_risk=(later["segment"] == "b") * 100.0 + later["x2"])
+    assert uplift.baseline(ranked) is not None and uplift.baseline(ranked)["qini"] > 0.01  # type: ignore[index]
+    vs_pxv = uplift.decide(mlcfg, third.version, ranked, 0.0)
+    assert vs_pxv.scores["p_x_value_qini"] == pytest.approx(uplift.baseline(ranked)["qini"])  # type: ignore[index]
+    assert vs_pxv.scores["p_x_value_qini"] > vs_pxv.scores["challenger_qini"] and not vs_pxv.promoted
     log = registry.promotion_log(mlcfg)
-    assert [r["decision"] for r in log] == ["refused", "refused", "promoted"]  # newest first
+    assert [r["decision"] for r in log][1:] == ["refused", "refused", "promoted"]  # newest first
     assert all(r["note"].startswith("diamond-uplift version") for r in log)

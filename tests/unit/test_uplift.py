@@ -84,7 +84,9 @@ def test_the_uplift_gate_by_hand() -> None:
     ok, why = uplift.passes_gate({"qini": 0.05}, {"qini": 0.03}, 0.01)
     assert ok and "promoted" in why
     refused, why = uplift.passes_gate({"qini": 0.035}, {"qini": 0.03}, 0.01)
-    assert not refused and "Qini gain +0.0050 < +0.0100" in why
+    assert not refused and "Qini gain over the uplift champion +0.0050 < +0.0100" in why
+    _, why = uplift.passes_gate({"qini": 0.0}, {"qini": 0.01}, 0.0, "P x value")
+    assert why.startswith("refused: Qini gain over P x value -0.0100")
 
 
 def test_priority_is_value_at_risk_until_a_model_then_uplift_times_value_minus_cost() -> None:
