@@ -94,7 +94,7 @@ class UpliftConfig(Section):
 
     min_outcomes: Annotated[int, Field(ge=20)] = 400  # mature treated + control outcomes before a first fit
     learner: Literal["t", "x"] = "x"  # the meta-learner registered (the other is measured beside it)
-    min_qini_gain: float = 0.0  # a challenger's Qini on later outcomes must beat the champion's by this
+    min_qini_gain: float = 0.0  # its Qini on later outcomes must beat the champion's and P x value's by this
 
 
 class AlertConfig(Section):
