@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -629,3 +629,324 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class SimulationRun:
+    """What `simulate` found (docs/effect.md, Simulation): per run and overall, the estimate of `diamond
+    effect` beside the world's true effect, the uplift fits and gate decisions, and at a capacity of
+    `top_k` alerts the true value saved by each ranking. Everything also in `out_dir/simulation.json`."""
+
+    out_dir: Path
+    runs: pd.DataFrame  # per scoring run: alerts, controls, worked, uplift version ranking them
+    effect: pd.DataFrame  # `diamond effect` on the simulation's store (serving.effect.report)
+    truth: pd.DataFrame  # per run and "(all)": estimate, interval, true incremental saves and value, within
+    ranking: pd.DataFrame  # per run: top-k true saves and value by P x value, by uplift, by the oracle
+    uplift: list[dict[str, Any]]  # per fit: both learners' Qini and AUUC, the version, the gate's reason
+
+
+def simulate(
+    out_dir: Path,
+    customers: int,
+    seed: int,
+    periods: int,
+    first: datetime,
+    period_days: int,
+    capacity: int | None,
+    top_k: int,
+    control_share: float | None,
+    settings: EngineConfig,
+    training: TrainingConfig,
+    serving: ServingConfig,
+    mlcfg: MlflowConfig,
+    progress: Progress = _silent,
+) -> SimulationRun:
+    """The retention loop in a world whose effects are known (features/datasets/world.py), all in
+    `out_dir` (its own history, serving store and MLflow store, started afresh): the world's history to
+    `first` -> a churn model trained on it (horizon `period_days`) -> for each of `periods` runs `period_days`
+    apart: `score` (the real batch run: alerts, controls) -> the uplift model refitted and gated once enough
+    outcomes are mature -> the world acts on the treated alerts (all, or the `capacity` of highest priority)
+    -> the history goes on. Then outcomes to the end of the last window, `effect`, and the truth."""
+    import json
+
+    import pandas as pd
+
+    from features.datasets.world import ACTION_DELAY, World, actions_frame
+    from features.history import load_history
+    from serving import alert_store, control, simulation, store
+    from serving import outcomes as outcome_store
+    from serving.alert_rules import MODEL_ID
+    from serving.champion import ChampionHolder
+    from serving.effect import ALL, playbook_costs
+    from serving.uplift_rank import priority
+    from training import uplift
+    from training.pipeline import train as run_train
+
+    if serving.alerts is None:
+        raise ValueError("simulate: the serving config has no alerts section: nothing would be acted on")
+    times = simulation.schedule(first, periods, period_days)
+    if control_share is not None and not 0.0 <= control_share < 1.0:
+        raise ValueError(f"simulate: --control-share must be in [0, 1), got {control_share}")
+    if customers < 1 or top_k < 1 or (capacity is not None and capacity < 0) or period_days < 1:
+        raise ValueError(
+            "simulate: --customers, --top-k and --period-days must be at least 1 and --capacity at least 0, "
+            f"got {customers}, {top_k}, {period_days} and {capacity}"
+        )
+    out_dir = out_dir.absolute()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("diamond.db", "mlflow.db", "simulation.json"):
+        (out_dir / stale).unlink(missing_ok=True)
+    alerts = serving.alerts
+    if control_share is not None:
+        alerts = alerts.model_copy(update={"control_share": control_share})
+    serving = serving.model_copy(
+        update={
+            "store_url": f"sqlite:///{out_dir / 'diamond.db'}",
+            "scores_dir": str(out_dir / "scores"),
+            "alerts": alerts,
+            "webhooks": serving.webhooks.model_copy(update={"endpoints": ()}),  # the world acts, nobody else
+        }
+    )
+    mlcfg = mlcfg.model_copy(
+        update={
+            "tracking_uri": f"sqlite:///{out_dir / 'mlflow.db'}",
+            "artifact_root": (out_dir / "mlartifacts").as_uri(),
+        }
+    )
+    training = training.model_copy(update={"horizon_days": period_days, "label_horizon_days": period_days})
+    world = World.draw(customers, seed)
+    progress(f"draw a world of {customers:,} customers")
+    data = out_dir / "history"
+    actions = actions_frame([], [])
+    world.write(data, actions, times[0])
+    run_train(load_history(data), training, mlcfg, times[0])
+    progress(f"train the churn model at {times[0]:%Y-%m-%d}")
+    holder = ChampionHolder(mlcfg, serving.model_alias)
+    holder.refresh()
+    if holder.current is None:
+        raise ValueError(f"simulate: no churn champion after training: {holder.last_error}")
+    served = holder.current
+    costs = playbook_costs(alerts, list(served.artefact.tiers), str(serving.file or "serving.yaml"))
+    eng = store.engine(serving.store_url)
+    inputs: dict[pd.Timestamp, pd.DataFrame] = {}
+    potentials, run_rows, ranking, fits = [], [], [], []
+    for i, t in enumerate(times):
+        world.write(data, actions, t)
+        run = score(settings, str(data), t, serving, mlcfg, None)
+        assert isinstance(run, ScoreRun)
+        scores = run.result.scores[
+            ["customer_id", "churn_probability", "predicted_value", "value_at_risk", "tier"]
+        ]
+        rows = served.artefact.feature_rows(load_history(data), t).drop(columns=["cutoff"], errors="ignore")
+        known = rows.merge(scores, on="customer_id", how="inner")
+        inputs[pd.Timestamp(t)] = known
+        known.to_parquet(out_dir / f"inputs_{t:%Y%m%d}.parquet", index=False)  # for a look afterwards
+        alerted = alert_store.list_alerts(eng, status=None)
+        alerted = alerted[
+            (pd.to_datetime(alerted["opened_at"]) == pd.Timestamp(t)) & (alerted["customer_id"] != MODEL_ID)
+        ]
+        held = control.list_controls(eng)
+        held = held[pd.to_datetime(held["opened_at"]) == pd.Timestamp(t)]
+        episodes = pd.concat(
+            [
+                pd.DataFrame({"arm": "treated", "customer_id": alerted["customer_id"].astype(str)}),
+                pd.DataFrame({"arm": "control", "customer_id": held["customer_id"].astype(str)}),
+            ],
+            ignore_index=True,
+        ).drop_duplicates("customer_id")  # one action per customer and run, whatever the rule
+        candidates = episodes.merge(known, on="customer_id", how="left").assign(opened_at=t)
+        # the uplift model: refitted on the outcomes mature by now, judged on the latest mature run
+        fitted = _simulated_uplift(
+            eng, inputs, times[: i + 1], period_days, alerts.uplift, mlcfg, training.seed
+        )
+        if fitted is not None:
+            fits.append(fitted)
+            progress(f"uplift at {t:%Y-%m-%d}: {fitted['reason']}")
+        champion = uplift.load_champion(mlcfg)
+        model = champion[1] if champion is not None else None
+        rank = priority(candidates, model, costs)  # the one place alerts are ranked (serving.uplift_rank)
+        treated = candidates["arm"] == "treated"
+        worked = treated.copy()
+        if capacity is not None:
+            order = rank[treated].sort_values(ascending=False, kind="stable").index[:capacity]
+            worked[:] = False
+            worked[order] = True
+        when = t + ACTION_DELAY
+        acted_ids = candidates.loc[worked, "customer_id"].tolist()
+        actions = pd.concat([actions, actions_frame(acted_ids, [when] * len(acted_ids))], ignore_index=True)
+        pot = simulation.potential_outcomes(
+            world, actions, candidates[["customer_id", "opened_at"]], period_days
+        )
+        pot["acted"] = worked.to_numpy()
+        pot["treated"] = treated.to_numpy()
+        potentials.append(pot)
+        k = top_k
+        ranking.append(
+            {
+                "as_of": t,
+                "candidates": len(candidates),
+                "uplift_version": champion[0] if champion is not None else None,
+                **{
+                    f"p_x_value_{a}": b
+                    for a, b in simulation.top_k(pot, candidates["value_at_risk"], k).items()
+                },
+                **{f"priority_{a}": b for a, b in simulation.top_k(pot, rank, k).items()},
+                **{f"oracle_{a}": b for a, b in simulation.top_k(pot, pot["effect_value"], k).items()},
+            }
+        )
+        run_rows.append(
+            {
+                "as_of": t,
+                "alerts": int(treated.sum()),
+                "controls": int((~treated).sum()),
+                "worked": int(worked.sum()),
+                "ranked_by": f"uplift v{champion[0]}" if champion is not None else "p x value",
+            }
+        )
+        progress(
+            f"run {i + 1}/{len(times)} at {t:%Y-%m-%d}: "
+            f"{int(treated.sum())} alerts, {int((~treated).sum())} controls"
+        )
+    # every outcome window complete: the history to the end of the last one, then the effect
+    end = times[-1] + timedelta(days=period_days)
+    world.write(data, actions, end)
+    outcome_store.record(store.prepare(eng), load_history(data), period_days)
+    table, _ = effect(serving, True, mlcfg)
+    progress("outcomes and effect")
+    pots = pd.concat(potentials, ignore_index=True)
+    truth = []
+    overall = table[(table["tier"] == ALL) & (table["scope"] == "cumulative")]
+    per_run = table[(table["tier"] == ALL) & (table["scope"] == "run")]
+    for label, est, mine in [
+        (ALL, overall, pots),
+        *[
+            (
+                f"{pd.Timestamp(r):%Y-%m-%d}",
+                per_run[pd.to_datetime(per_run["run"]) == pd.Timestamp(r)],
+                pots[pots["opened_at"] == r],
+            )
+            for r in times
+        ],
+    ]:
+        real = simulation.true_effect(mine, mine["acted"])
+        row = est.iloc[0] if len(est) else None
+        lo = float(row["incremental_saved_low"]) if row is not None else float("nan")
+        hi = float(row["incremental_saved_high"]) if row is not None else float("nan")
+        truth.append(
+            {
+                "run": label,
+                "treated": int(row["treated"]) if row is not None else 0,
+                "control": int(row["control"]) if row is not None else 0,
+                "estimated_saved": float(row["incremental_saved"]) if row is not None else float("nan"),
+                "estimated_low": lo,
+                "estimated_high": hi,
+                "true_saved": real["incremental_saved"],
+                "saved_within": simulation.within(0.0, lo, hi, real["incremental_saved"]),
+                "estimated_value": float(row["incremental_value"]) if row is not None else float("nan"),
+                "estimated_value_low": float(row["incremental_value_low"])
+                if row is not None
+                else float("nan"),
+                "estimated_value_high": float(row["incremental_value_high"])
+                if row is not None
+                else float("nan"),
+                "true_value": real["incremental_value"],
+            }
+        )
+    result = SimulationRun(
+        out_dir, pd.DataFrame(run_rows), table, pd.DataFrame(truth), pd.DataFrame(ranking), fits
+    )
+    summary = {
+        "customers": customers,
+        "seed": seed,
+        "periods": periods,
+        "period_days": period_days,
+        "capacity": capacity,
+        "top_k": top_k,
+        "runs": json.loads(result.runs.to_json(orient="records", date_format="iso")),
+        "truth": json.loads(result.truth.to_json(orient="records", date_format="iso")),
+        "ranking": json.loads(result.ranking.to_json(orient="records", date_format="iso")),
+        "uplift": json.loads(pd.DataFrame(fits).to_json(orient="records", date_format="iso")) if fits else [],
+    }
+    (out_dir / "simulation.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    pots.to_parquet(out_dir / "potential_outcomes.parquet", index=False)
+    return result
+
+
+def _simulated_uplift(
+    eng: Any,
+    inputs: dict[Any, pd.DataFrame],
+    times: list[datetime],
+    horizon_days: int,
+    config: Any,
+    mlcfg: MlflowConfig,
+    seed: int,
+) -> dict[str, Any] | None:
+    """Fit both learners on the outcomes mature at times[-1] except the latest mature run's, judge them on
+    that run's (later) outcomes, log and register the configured one and gate it (training.uplift). None
+    while fewer than `config.min_outcomes` outcomes are there to learn from."""
+    import pandas as pd
+
+    from serving import outcomes as outcome_store
+    from training import uplift
+
+    frame = uplift_frame(outcome_store.read(eng), inputs)
+    if frame.empty:
+        return None
+    mature_runs = sorted(frame["opened_at"].unique())
+    if len(mature_runs) < 2:
+        return None
+    latest = mature_runs[-1]
+    learn, judge = frame[frame["opened_at"] < latest], frame[frame["opened_at"] == latest]
+    if len(learn) < config.min_outcomes:
+        return None
+    try:
+        models = {name: uplift.fit(learn, name, seed) for name in uplift.LEARNERS}
+    except ValueError:
+        return None  # an arm too small to learn from
+    scores = {name: uplift.evaluate(m, judge) for name, m in models.items()}
+    metrics = {f"{name}_{k}": v for name, s in scores.items() for k, v in s.items()}
+    metrics.update(scores[config.learner])
+    logged = uplift.log(
+        mlcfg,
+        models[config.learner],
+        metrics,
+        {
+            "learned_until": f"{pd.Timestamp(latest):%Y-%m-%d}",
+            "judged_on": f"{pd.Timestamp(latest):%Y-%m-%d}",
+        },
+    )
+    decision = uplift.decide(mlcfg, logged.version, judge, config.min_qini_gain)
+    return {
+        "as_of": f"{pd.Timestamp(times[-1]):%Y-%m-%d}",
+        "learned_from": len(learn),
+        "judged_on": len(judge),
+        "version": logged.version,
+        "promoted": decision.promoted,
+        "reason": decision.reason,
+        **{k: round(float(v), 5) for k, v in metrics.items()},
+        **{k: round(float(v), 5) for k, v in decision.scores.items() if k.startswith("p_x_value_")},
+    }
+
+
+def uplift_frame(stored: pd.DataFrame, inputs: dict[Any, pd.DataFrame]) -> pd.DataFrame:
+    """Mature outcomes (serving.outcomes.read) joined to the inputs of their opening run (by as_of and
+    customer): treated, saved, value_after, opened_at and every input column. Episodes of runs without
+    inputs are left out."""
+    import pandas as pd
+
+    done = stored[stored["mature"].astype(bool) & (stored["outcome"] != "pending")]
+    parts = []
+    for when, rows in done.groupby(pd.to_datetime(done["opened_at"])):
+        known = inputs.get(pd.Timestamp(when))
+        if known is None:
+            continue
+        part = rows[["customer_id", "arm", "outcome", "value_after"]].drop_duplicates("customer_id")
+        part = part.merge(known, on="customer_id", how="inner")
+        parts.append(
+            part.assign(
+                opened_at=pd.Timestamp(when),
+                treated=part["arm"] == "treated",
+                saved=(part["outcome"] == "saved").astype(int),
+            ).drop(columns=["outcome"])
+        )
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

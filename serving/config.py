@@ -88,6 +88,15 @@ class Playbook(Section):
     cost: Annotated[float, Field(ge=0.0)] | None = None  # per alert worked, for `diamond effect`'s ROI
 
 
+class UpliftConfig(Section):
+    """`alerts.uplift:` when and how the uplift ranking takes over from P x value (training.uplift,
+    serving.uplift_rank; docs/effect.md, Uplift ranking)."""
+
+    min_outcomes: Annotated[int, Field(ge=20)] = 400  # mature treated + control outcomes before a first fit
+    learner: Literal["t", "x"] = "x"  # the meta-learner registered (the other is measured beside it)
+    min_qini_gain: float = 0.0  # its Qini on later outcomes must beat the champion's and P x value's by this
+
+
 class AlertConfig(Section):
     """`alerts:` retention alert rules and playbooks by tier (serving.alert_rules). The tier names they use
     are checked against `tiers` when given, and against the served model's tier names by `for_tiers`."""
@@ -99,6 +108,7 @@ class AlertConfig(Section):
     renotify_margin: Annotated[float, Field(ge=0)] = 0.25  # ...unless its value at risk grew by this fraction
     resolve_margin: Annotated[float, Field(ge=0)] = 0.05  # open until churn < the threshold minus this
     control_share: Share = 0.0  # would-be alerts held out as controls (serving.control); per rule: Rule
+    uplift: Annotated[UpliftConfig, OrEmpty] = UpliftConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertConfig:

@@ -27,9 +27,10 @@ def rfm_value(rows: pd.DataFrame, horizon_days: int) -> np.ndarray:
 
 
 def btyd_churn(rows: pd.DataFrame) -> np.ndarray:
-    """BG/NBD P(no purchase in the horizon); customers the fit could not score get the mean."""
+    """BG/NBD P(no purchase in the horizon); customers the fit could not score get the mean (0.5 when it
+    scored nobody: a fit that failed on a small history must not stop training)."""
     p = rows["btyd_p_no_purchase"].astype("float64")
-    return p.fillna(p.mean()).to_numpy()
+    return p.fillna(p.mean() if p.notna().any() else 0.5).to_numpy()
 
 
 def btyd_value(rows: pd.DataFrame) -> np.ndarray:

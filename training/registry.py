@@ -173,6 +173,16 @@ def versions(mlcfg: MlflowConfig) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: int(r["version"]), reverse=True)
 
 
+def alias_version(mlcfg: MlflowConfig, name: str, alias: str) -> str | None:
+    """The version of registered model `name` behind `alias`, or None (also for an unknown model)."""
+    return _alias(mlcfg.client(), name, alias)
+
+
+def log_decision(mlcfg: MlflowConfig, decision: Decision, note: str = "") -> None:
+    """A gate decision as a run in `<experiment>-promotions` (also used by training.uplift's gate)."""
+    _log(mlcfg, mlcfg.client(), decision, note)
+
+
 def _alias(client: MlflowClient, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 

@@ -230,6 +230,11 @@ def test_the_shipped_files_load_and_match_the_built_in_defaults(monkeypatch: pyt
         ),
         (
             "serving.yaml",
+            "alerts: {rules: [{kind: x, tier_drop: 1}], uplift: {min_outcomes: 5}}\n",
+            "alerts.uplift.min_outcomes: input should be greater than or equal to 20",
+        ),
+        (
+            "serving.yaml",
             "drift: {watch: [labels]}\n",
             "'drift.watch.0' is 'labels'; expected one of features, scores",
         ),
