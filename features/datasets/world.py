@@ -90,6 +90,7 @@ _VISIT_RATE = {True: 0.12, False: 0.015}  # per day, by engaged
 _ENGAGED_P = 0.45
 _BUSINESS_P = 0.25
 _REGIONS = ("north", "south", "east", "west")
+OFFICE_MARGIN, HOME_MARGIN = 0.25, 0.35  # margin rates of the two categories (the margin column)
 CUSTOMERS_SCHEMA = pa.schema(
     [
         ("customer_id", pa.string()),
@@ -244,6 +245,7 @@ class World:
                 pa.array(np.where(self.business[bc], "office", "home").astype(object), pa.string()),
                 pa.array(np.full(len(bc), "web", dtype=object), pa.string()),
                 _fixed_width_ids("O", order_no, 10),
+                pa.array(self.buy_amount[buys] * np.where(self.business[bc], OFFICE_MARGIN, HOME_MARGIN)),
             ],
             schema=TRANSACTIONS_SCHEMA,
         )
