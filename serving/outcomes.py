@@ -6,6 +6,8 @@ prediction horizon when the alert opened), from the run that opened it (T0):
   `contractual`, or `mixed` with `is_subscriber` true): no cancellation in (T0, T0 + H];
 - lost: churned by the same definition: no purchase in (T0, T0 + H]; a contract customer: a cancellation in
   it;
+- a win-back alert (kind `win-back`, serving.winback) is judged by purchase whoever the customer:
+  saved when they buy again (reactivated), lost when the window runs out without a purchase;
 - pending: the history does not reach far enough to say. A non-contract customer who has not bought yet is
   pending until the history reaches T0 + H, never lost before; a contract customer who has not cancelled
   is pending until then too.
@@ -33,6 +35,7 @@ from core.clock import utc_naive
 from features.build import CONTRACT_ATTRIBUTE, end_of
 from features.history import History
 from serving.alert_rules import MODEL_ID
+from serving.config import WIN_BACK
 from serving.schema import alert_controls_table, alert_outcomes_table, alerts_table
 
 OUTCOMES = ("saved", "lost", "pending")
@@ -119,6 +122,8 @@ def compute(
     cx = within(cancellations, [])
     cancels = cx.groupby("_e")["timestamp"].min().reindex(range(len(e)))
     by_contract = e["customer_id"].astype(str).isin(contract or set()).to_numpy()
+    if "kind" in e:  # a win-back is saved by reactivation: a purchase, whatever the churn definition
+        by_contract = by_contract & (e["kind"].astype(str) != WIN_BACK).to_numpy()
     first_buy = pd.to_datetime(buys).to_numpy(dtype="datetime64[us]")
     first_cancel = pd.to_datetime(cancels).to_numpy(dtype="datetime64[us]")
     bought, cancelled = ~np.isnat(first_buy), ~np.isnat(first_cancel)
@@ -146,10 +151,12 @@ def compute(
 
 
 def episodes(engine: Engine) -> pd.DataFrame:
-    """Every customer alert (arm treated) and every control (arm control), as EPISODE_COLUMNS, with the
+    """Every customer alert that entered a team's list (arm treated, from `entered_at`; queued ones and
+    those that left the queue without entering are in no arm) and every control (arm control), as
+    EPISODE_COLUMNS, with the
     horizon_days, computed_at and `final` (mature) already recorded for them (missing when none yet)."""
     a, c, o = alerts_table, alert_controls_table, alert_outcomes_table
-    treated = sa.select(
+    treated = sa.select(  # an alert is treated from when it entered its team's list (serving.capacity)
         sa.literal("treated").label("arm"),
         a.c.id.label("episode_id"),
         a.c.customer_id,
@@ -157,8 +164,8 @@ def episodes(engine: Engine) -> pd.DataFrame:
         a.c.tier,
         a.c.playbook,
         a.c.value_at_risk,
-        a.c.opened_at,
-    ).where(a.c.customer_id != MODEL_ID)
+        a.c.entered_at.label("opened_at"),
+    ).where(a.c.customer_id != MODEL_ID, a.c.entered_at.is_not(None))
     control = sa.select(
         sa.literal("control").label("arm"),
         c.c.id.label("episode_id"),
