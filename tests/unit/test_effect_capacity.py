@@ -234,3 +234,111 @@ def test_a_win_back_is_saved_by_a_purchase_even_for_a_subscriber() -> None:
     assert got["outcome"].tolist() == ["saved", "saved", "lost"]
     assert got["days_to_outcome"].tolist() == [4.0, 30.0, 30.0]
     assert np.allclose(got["value_after"], [25.0, 25.0, 0.0])
+
+
+# --- the programme's indicators -----------------------------------------------------------------------------
+
+
+def test_indicators_by_tier_and_run_on_a_hand_built_case() -> None:
+    from serving.indicators import ALL, rates
+
+    second = T0 + 10 * D
+    tiers = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "a", "b", "d"],
+            "as_of": [T0, T0, T0, second, second, second],
+            "tier": ["gold", "gold", "silver", "gold", "silver", "silver"],
+        }
+    )
+    tx = pd.DataFrame(
+        {
+            "customer_id": ["a", "a", "b", "c", "d", "a"],
+            "timestamp": [T0 + 2 * D, T0 + 3 * D, T0 + 35 * D, T0 + 5 * D, second + 25 * D, T0],
+            "amount": [10.0, 10.0, 5.0, -3.0, 8.0, 99.0],  # c's is a refund; a's at T0 is before the window
+        }
+    )
+    # horizon 30 days, history to T0 + 45 d: the first run's windows are complete, the second's are not
+    got = rates(tiers, tx, T0 + 45 * D, 30, order=["gold", "silver"]).set_index(["run", "tier"])
+    gold = got.loc[(T0, "gold")]
+    # a bought twice in (T0, T0 + 30]: retained, a repeat buyer; b bought after the window: churned
+    assert (gold["customers"], gold["mature"], gold["retained"], gold["churned"], gold["repeat_buyers"]) == (
+        2,
+        2,
+        1,
+        1,
+        1,
+    )
+    assert (gold["retention_rate"], gold["churn_rate"], gold["repeat_rate"]) == (0.5, 0.5, 0.5)
+    silver = got.loc[(T0, "silver")]  # c: only a refund, churned
+    assert (silver["retained"], silver["churned"], silver["churn_rate"]) == (0, 1, 1.0)
+    everyone = got.loc[(T0, ALL)]
+    assert (everyone["customers"], everyone["retention_rate"]) == (3, pytest.approx(1 / 3))
+    # second run (windows end at T0 + 40 d, the history reaches T0 + 45 d): mature; a no purchase in
+    # (T0 + 10, T0 + 40]: churned; b bought at T0 + 35: retained; d bought at T0 + 35: retained
+    late = got.loc[(second, "silver")]
+    assert (late["customers"], late["retained"], late["churned"], late["pending"]) == (2, 2, 0, 0)
+    assert got.loc[(second, "gold"), "churned"] == 1
+    # with the history only to T0 + 20 d, the second run is pending, never churned
+    early = rates(tiers, tx, T0 + 20 * D, 30).set_index(["run", "tier"])
+    assert early.loc[(second, ALL), "pending"] == 3 and early.loc[(second, ALL), "churned"] == 0
+    assert np.isnan(early.loc[(second, ALL), "retention_rate"])
+
+
+def test_the_tier_migration_matrix_between_consecutive_runs() -> None:
+    from serving.indicators import GONE, NEW, matrix, migration
+
+    second, third = T0 + 7 * D, T0 + 14 * D
+    tiers = pd.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "a", "b", "d", "a"],
+            "as_of": [T0, T0, T0, second, second, second, third],
+            "tier": ["gold", "gold", "silver", "gold", "silver", "gold", "silver"],
+        }
+    )
+    moves = migration(tiers)
+    first = moves[moves["from_run"] == T0]
+    got = {(r.from_tier, r.to_tier): r.customers for r in first.itertuples()}
+    # a stays gold, b gold -> silver, c is no longer scored, d is new in gold
+    assert got == {("gold", "gold"): 1, ("gold", "silver"): 1, ("silver", GONE): 1, (NEW, "gold"): 1}
+    rows, cols, counts = matrix(first, ["gold", "silver"])
+    assert rows == ["gold", "silver", NEW] and cols == ["gold", "silver", GONE]
+    assert counts == [[1, 1, 0], [0, 0, 1], [1, 0, 0]]
+    later = moves[moves["from_run"] == second]
+    assert {(r.from_tier, r.to_tier): r.customers for r in later.itertuples()} == {
+        ("gold", "silver"): 1,
+        ("silver", GONE): 1,
+        ("gold", GONE): 1,
+    }
+    assert migration(tiers[tiers["as_of"] == T0]).empty  # one run: nothing to compare
+
+
+def test_the_effect_table_by_owner_and_a_rules_own_cost() -> None:
+    from serving.effect import report
+
+    frame = pd.DataFrame(
+        {
+            "arm": ["treated", "treated", "treated", "control", "control", "treated", "control"],
+            "tier": ["gold", "gold", "gold", "gold", "gold", "silver", "silver"],
+            "kind": ["k", "k", "k", "k", "k", "win-back", "win-back"],
+            "playbook": "p",
+            "outcome": ["saved", "saved", "lost", "saved", "lost", "saved", "lost"],
+            "value_after": [10.0, 20.0, 0.0, 5.0, 0.0, 30.0, 0.0],
+            "mature": True,
+            "opened_at": T0,
+            "owner": ["anna", "(nobody)", "anna", None, None, "anna", None],
+        }
+    )
+    table = report(frame, {"gold": 4.0}, by_run=False, kind_costs={"win-back": 15.0})
+    owners = table[table["scope"] == "owner"].set_index("owner")
+    assert sorted(owners.index) == ["(nobody)", "anna"]
+    anna = owners.loc["anna"]
+    # anna: gold saved + lost, silver win-back saved (3 treated, 2 saved), against the controls of gold/k
+    # and silver/win-back (3 controls, 1 saved); cost 2 * 4 (gold) + 15 (the win-back rule's own)
+    assert (anna["treated"], anna["treated_saved"], anna["control"], anna["control_saved"]) == (3, 2, 3, 1)
+    assert anna["difference"] == pytest.approx(2 / 3 - 1 / 3) and anna["cost"] == 23.0
+    nobody = owners.loc["(nobody)"]
+    assert (nobody["treated"], nobody["control"], nobody["cost"]) == (1, 2, 4.0)  # gold/k controls only
+    everything = table[(table["scope"] == "cumulative") & (table["tier"] == "(all)")].iloc[0]
+    assert everything["cost"] == 3 * 4.0 + 15.0 and everything["owner"] == "(all)"
+    with pytest.raises(ConfigError, match="silver"):  # without the rule's cost, silver has none
+        report(frame, {"gold": 4.0}, by_run=False)
