@@ -203,16 +203,38 @@ def admit(conn: Connection, when: datetime, config: AlertConfig) -> list[tuple[i
     return [(int(i), int(v)) for i, v in zip(chosen["id"], chosen["version"], strict=True)]
 
 
-def release(engine: Engine, config: ServingConfig, when: datetime, order: list[str] | None = None) -> int:
-    """After someone resolved an alert: let queued alerts enter at `when` (`admit`) and queue their
-    notifications for every endpoint. Returns how many entered. Nothing happens with alerts off."""
+def clock(engine: Engine) -> datetime:
+    """The store's present for capacity outside a run: the as_of of the latest batch run (the runs' clock,
+    so periods and entries agree with them, also for backfilled runs); the wall clock before any run."""
+    from core.clock import utc_now
+    from serving import store
+
+    run = store.latest_run(engine)
+    return utc_naive(run["as_of"]) if run else utc_now()
+
+
+def rules_of(engine: Engine, config: ServingConfig) -> AlertConfig | None:
+    """The alerts section on the tier names of the latest applied run (None: alerts off)."""
+    from serving import tier_store
     from training.tiers import DEFAULT_TIERS
 
-    rules = config.alert_rules(order or list(config.alerts.tiers or DEFAULT_TIERS)) if config.alerts else None
+    run = tier_store.latest_run(engine)
+    return (
+        config.alert_rules(run[1] if run else list(config.alerts.tiers or DEFAULT_TIERS))
+        if config.alerts
+        else None
+    )
+
+
+def release(engine: Engine, config: ServingConfig, when: datetime | None = None) -> int:
+    """After someone resolved an alert: let queued alerts enter (`admit`) at `when` (default: `clock`) and
+    queue their notifications for every endpoint. Returns how many entered; none with alerts off."""
+    rules = rules_of(engine, config)
     if rules is None:
         return 0
+    config.endpoints()  # a missing webhook secret is refused before anything enters
     with engine.begin() as conn:
-        notify = admit(conn, when, rules)
+        notify = admit(conn, when or clock(engine), rules)
     enqueue(engine, notify, config)
     return len(notify)
 

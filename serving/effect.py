@@ -235,9 +235,15 @@ LOGGED = (
 )
 
 
-def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
+def log_to_mlflow(
+    mlcfg: MlflowConfig,
+    table: pd.DataFrame,
+    rates: pd.DataFrame | None = None,
+    moves: pd.DataFrame | None = None,
+) -> str:
     """One run in the `<experiment>-effect` experiment: the cumulative "(all)" row's numbers as metrics
-    (missing ones left out) and the whole table as `effect.json`. Returns the run id."""
+    (missing ones left out) and the whole table as `effect.json`; the programme's indicators and the tier
+    migration matrix when given (serving.indicators.log_to_mlflow). Returns the run id."""
     import json
 
     from mlflow.entities import Metric
@@ -256,6 +262,16 @@ def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
     metrics = [Metric(k, float(overall[k]), stamp, 0) for k in LOGGED if overall.get(k) is not None]
     client.log_batch(run.info.run_id, metrics=metrics)
     client.log_text(run.info.run_id, json.dumps(rows, indent=1), "effect.json")
+    if rates is not None or moves is not None:
+        from serving import indicators
+
+        empty = pd.DataFrame()
+        indicators.log_to_mlflow(
+            client,
+            run.info.run_id,
+            rates if rates is not None else empty,
+            moves if moves is not None else empty,
+        )
     client.set_terminated(run.info.run_id)
     return str(run.info.run_id)
 

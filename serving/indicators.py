@@ -30,8 +30,9 @@ from serving import outcomes
 from serving.schema import tier_history_table, tier_runs_table
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from features.history import History
-    from training.tracking import MlflowConfig
 
 ALL = "(all)"
 NEW, GONE = "(new)", "(gone)"
@@ -171,14 +172,14 @@ def stored_rates(
     return rates(tiers, tx, stop, horizon_days, cx, contract, order)
 
 
-def log_to_mlflow(mlcfg: MlflowConfig, run_id: str, found: pd.DataFrame, moves: pd.DataFrame) -> None:
+def log_to_mlflow(client: MlflowClient, run_id: str, found: pd.DataFrame, moves: pd.DataFrame) -> None:
     """Into the effect run `run_id`: each tier's rates as metrics over the runs (step: the run's position,
     timestamp: its as_of), and both tables as `indicators.json` and `migration.json`."""
     from mlflow.entities import Metric
 
-    client = mlcfg.client()
     metrics = []
-    for step, (run, g) in enumerate(found.groupby("run", sort=True)):
+    groups = found.groupby("run", sort=True) if not found.empty else []
+    for step, (run, g) in enumerate(groups):
         stamp = int(pd.Timestamp(run).timestamp() * 1000)
         for r in g.to_dict("records"):
             tier = "all" if r["tier"] == ALL else str(r["tier"])
