@@ -99,8 +99,8 @@ class SyncResult:
     updated: int
     renotified: int
     resolved: int
-    queued: int = 0  # new alerts that wait for their team's capacity (serving.capacity)
-    entered: int = 0  # queued alerts (of this run or earlier) that entered their team's list
+    queued: int = 0  # new alerts left waiting for their team's capacity (serving.capacity)
+    entered: int = 0  # alerts queued by earlier runs that entered their team's list in this one
 
 
 def sync_alerts(
@@ -233,6 +233,12 @@ def sync_alerts(
             resolved = len(live)
         entered = [] if model else capacity.admit(conn, when, config)  # budget freed, queue moves on
         notify += entered
+        if queued and entered:  # this run's new alerts that entered at once count as opened
+            mine = sa.select(t.c.id).where(t.c.opened_at == when, t.c.entered_at == when, side)
+            now_open = {int(i) for i in conn.execute(mine).scalars()}
+            at_once = sum(1 for i, _ in entered if i in now_open)
+            opened, queued = opened + at_once, queued - at_once
+            entered = [e for e in entered if e[0] not in now_open]
     return SyncResult(
         notify=notify,
         opened=opened,
