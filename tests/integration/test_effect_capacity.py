@@ -336,3 +336,114 @@ def test_the_queue_page_and_the_effect_page_show_queue_owners_and_migration(
         "bronze": [0, 0, 0, 0, 0],
         "(new)": [0, 0, 1, 0, 0],
     }
+
+
+def test_the_cli_queues_resolves_wins_back_and_reports_the_programme(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path: Path
+) -> None:
+    """The real commands on CDNOW, two runs a quarter apart with a team budget and a win-back rule:
+    `diamond alerts queue`, `alerts resolve`, `outcomes`, `effect --json --data --html --mlflow`; the
+    migration matrix and the realised rates checked against the store and the history read here."""
+    from mlflow import MlflowClient
+
+    from features.history import load_history
+    from tests.helpers import CUTOFF, copy_store, run_diamond, write_serving_config
+    from tests.integration.test_effect import yaml_alerts
+
+    copy_store(cdnow_champion / "trained", tmp_path)
+    alerts = yaml_alerts(control_share=0.0, costs={"diamond": 40, "gold": 5, "silver": 1})
+    win_back = {"kind": "win-back", "lapsed_days": 180, "min_past_value": 100}
+    alerts["rules"] = [
+        *alerts["rules"],
+        {**win_back, "playbook": {"text": "win-back offer", "due_within_hours": 168, "cost": 3}},
+    ]
+    alerts["capacity"] = {
+        "teams": {
+            "accounts": {
+                "tiers": ["diamond", "gold"],
+                "kinds": ["high-value-at-risk", "top-value-at-risk", "tier-drop"],
+                "budget": 10,
+            }
+        }
+    }
+    write_serving_config(tmp_path, {"alerts": alerts})
+    url = f"sqlite:///{tmp_path / 'diamond.db'}"
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "DIAMOND_STORE_URL": url,
+        "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
+    }
+    first_run = "1997-06-30"
+    for at in (first_run, CUTOFF):
+        run_diamond("score", "--data", str(cdnow_dir), "--as-of", at, cwd=tmp_path, env=env)
+    eng = store.engine(url)
+
+    queue = json.loads(run_diamond("alerts", "queue", "--json", cwd=tmp_path, env=env).stdout)
+    (team,) = queue["teams"]
+    assert (team["team"], team["budget"]) == ("accounts", 10) and team["used"] <= 10 and team["queued"] > 0
+    stored = alert_store.list_alerts(eng, "queued")
+    assert [r["id"] for r in queue["queue"]] == stored["id"].tolist()  # by priority, one team
+    live = alert_store.list_alerts(eng, "live", model=False)
+    in_team = live[live["tier"].isin(["diamond", "gold"]) & (live["kind"] != "win-back")]
+    assert len(in_team) == team["live"] <= 10
+    listed = run_diamond(
+        "alerts", "list", "--status", "live", "--limit", "100000", cwd=tmp_path, env=env
+    ).stdout
+    assert not {f" {i} " for i in stored["id"]} & {
+        f" {x} " for x in re.findall(r"^\S+\s+(\d+)", listed, re.M)
+    }
+    backs = live[live["kind"] == "win-back"]
+    assert not backs.empty and set(backs["playbook"]) == {"win-back offer"}  # no team: never queued
+
+    earlier = in_team[in_team["entered_at"] < pd.Timestamp(CUTOFF)]
+    assert not earlier.empty
+    done = run_diamond("alerts", "resolve", str(int(earlier["id"].iloc[0])), cwd=tmp_path, env=env).stdout
+    head = stored.iloc[0]
+    assert "1 queued alert(s) entered" in done
+    assert alert_store.get_alert(eng, int(head["id"]))["entered_at"] == datetime.fromisoformat(CUTOFF)
+
+    run_diamond("outcomes", "--data", str(cdnow_dir), cwd=tmp_path, env=env)
+    got = outcomes.read(eng)
+    assert not set(got.loc[got["arm"] == "treated", "episode_id"]) & set(
+        alert_store.list_alerts(eng, "queued")["id"]
+    )  # queued alerts have no outcome
+    report = tmp_path / "report" / "effect.html"
+    reply = run_diamond(
+        "effect", "--json", "--data", str(cdnow_dir), "--html", str(report), "--mlflow", cwd=tmp_path, env=env
+    )
+    body = json.loads(reply.stdout)
+    # the migration matrix, recounted from the store's tier history
+    with eng.connect() as conn:
+        hist = pd.read_sql("SELECT customer_id, as_of, tier FROM tier_history", conn, parse_dates=["as_of"])
+    a, b = sorted(hist["as_of"].unique())
+    x = hist[hist["as_of"] == a].set_index("customer_id")["tier"]
+    y = hist[hist["as_of"] == b].set_index("customer_id")["tier"]
+    both = x.index.intersection(y.index)
+    expected = pd.crosstab(x[both], y[both]).stack()
+    shown = {(r["from_tier"], r["to_tier"]): r["customers"] for r in body["migration"]}
+    assert {k: v for k, v in shown.items() if "(new)" not in k and "(gone)" not in k} == {
+        k: int(v) for k, v in expected.items() if v
+    }
+    assert shown.get(("(new)", "diamond"), 0) + shown.get(("(new)", "gold"), 0) + shown.get(
+        ("(new)", "silver"), 0
+    ) + shown.get(("(new)", "bronze"), 0) == len(y.index.difference(x.index))
+    # the realised rates of the first run, gold: recounted from the history over the alerts' horizon
+    horizon = timedelta(days=int(got["horizon_days"].mode().iloc[0]))
+    tx = load_history(str(cdnow_dir)).transactions.to_pandas()
+    t0 = pd.Timestamp(a)
+    window = tx[(tx["timestamp"] > t0) & (tx["timestamp"] <= t0 + horizon) & (tx["amount"] >= 0)]
+    gold = set(x[x == "gold"].index.astype(str))
+    buys = window[window["customer_id"].astype(str).isin(gold)].groupby("customer_id").size()
+    row = next(r for r in body["indicators"] if r["run"] == t0.isoformat() and r["tier"] == "gold")
+    assert (row["customers"], row["mature"]) == (len(gold), len(gold))
+    assert row["retained"] == len(buys) and row["repeat_buyers"] == int((buys >= 2).sum())
+    assert row["retention_rate"] == pytest.approx(len(buys) / len(gold))
+    html = report.read_text(encoding="utf-8")
+    assert '<table class="migration"' in html and 'data-tier="gold"' in html
+    run_id = re.search(r"run (\w+) in experiment diamond-effect", reply.stderr)
+    assert run_id is not None
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    logged = client.get_metric_history(run_id.group(1), "retention_rate_gold")
+    assert [m.step for m in logged] == [0, 1] and logged[0].value == pytest.approx(row["retention_rate"])
+    table = run_diamond("effect", "--data", str(cdnow_dir), cwd=tmp_path, env=env).stdout
+    assert "tier migration" in table and "realised rates by tier" in table
