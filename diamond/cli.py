@@ -310,7 +310,9 @@ def _print_alerts(scored: BatchResult, top: pd.DataFrame | None) -> None:
             why,
             r["playbook"] or "",
         )
-    out.print(f"retention alerts: {scored.alerts.opened:,} opened; the five with the most value at risk:")
+    a = scored.alerts
+    queue = f", {a.queued:,} queued, {a.entered:,} entered from the queue" if a.queued + a.entered else ""
+    out.print(f"retention alerts: {a.opened:,} opened{queue}; the five with the highest priority:")
     out.print(table)
 
 
