@@ -193,7 +193,8 @@ def record(
 ) -> Recorded:
     """Compute the outcome of every alert and control from `history` as known at `end` (default: the
     history's end) and store it in `alert_outcomes`, in one transaction. An episode keeps the horizon it
-    was first recorded with; a new one takes `horizon_days` (ValueError when it is None: say the horizon).
+    was first recorded with; a new one takes `horizon_days`, else the horizon of the latest episode
+    recorded (ValueError when there is none: say the horizon).
     An episode already computed with a later end is left alone (a backfilled run never undoes what a later
     one saw), and so is one whose window was complete (final: later events fall outside it). Tier, kind,
     playbook and value at risk are the ones at the first recording (the opening run)."""
@@ -203,6 +204,10 @@ def record(
     later |= eps["final"].fillna(False).astype(bool)  # a complete window: its outcome cannot change
     todo = eps[~later].copy()
     missing = todo["horizon_days"].isna()
+    if missing.any() and horizon_days is None and eps["horizon_days"].notna().any():
+        # e.g. an alert let in from a capacity queue by a resolve, between runs: the latest horizon recorded
+        latest = eps[eps["horizon_days"].notna()].sort_values("opened_at")
+        horizon_days = int(latest["horizon_days"].iloc[-1])
     if missing.any():
         if horizon_days is None:
             raise ValueError(
