@@ -317,7 +317,9 @@ def _print_alerts(scored: BatchResult, top: pd.DataFrame | None) -> None:
             why,
             r["playbook"] or "",
         )
-    out.print(f"retention alerts: {scored.alerts.opened:,} opened; the five with the most value at risk:")
+    a = scored.alerts
+    queue = f", {a.queued:,} queued, {a.entered:,} entered from the queue" if a.queued + a.entered else ""
+    out.print(f"retention alerts: {a.opened:,} opened{queue}; the five with the highest priority:")
     out.print(table)
 
 
@@ -741,6 +743,82 @@ def alerts_ack(
     out.print(f"alert {alert_id} acknowledged by {row.get('owner') or who}")
 
 
+@alerts_app.command("resolve")
+def alerts_resolve(
+    alert_id: Annotated[int, typer.Argument(help="Alert id (from `diamond alerts list`).")],
+    who: Annotated[
+        str | None, typer.Option(help="Who resolves it (default: $DIAMOND_USER or the login name).")
+    ] = None,
+) -> None:
+    """Resolve an alert by hand; with capacity queues, the budget it frees lets queued alerts enter."""
+    from serving import alert_store, capacity
+    from training.registry import _who
+
+    with _user_errors():
+        config, eng = _alert_store()
+        alert_store.resolve(eng, alert_id, who or _who())
+        entered = capacity.release(eng, config)
+    out.print(f"alert {alert_id} resolved" + (f"; {entered:,} queued alert(s) entered" if entered else ""))
+
+
+@alerts_app.command("queue")
+def alerts_queue(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the teams and the queue as JSON.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many queued alerts per team.")] = 20,
+) -> None:
+    """Each team's budget this period, what is used, and its queue in the order alerts would enter (`next`:
+    they would enter now with the budget free), as of the latest run (docs/effect.md, Capacity)."""
+    from serving import capacity
+    from serving import effect as fx
+
+    with _user_errors():
+        config, eng = _alert_store()
+        when = capacity.clock(eng)
+        waiting, teams = capacity.queue(eng, capacity.rules_of(eng, config), when)
+    if as_json:
+        body = {
+            "as_of": when.isoformat(),
+            "teams": [
+                {
+                    **t.__dict__,
+                    "used": t.used,
+                    "free": t.free,
+                    "period_start": t.period_start.isoformat(),
+                    "period_end": t.period_end.isoformat(),
+                }
+                for t in teams
+            ],
+            "queue": fx.records(waiting),
+        }
+        out.print_json(json.dumps(body))
+        return
+    grid = Table("team", "budget", "live", "done this period", "free", "queued", "period", title="capacity")
+    for t in teams:
+        grid.add_row(
+            t.team, f"{t.budget:,}", f"{t.live:,}", f"{t.done:,}", f"{t.free:,}", f"{t.queued:,}",
+            f"{t.period_start:%Y-%m-%d} to {t.period_end:%Y-%m-%d}",
+        )  # fmt: skip
+    out.print(grid)
+    queue = Table(
+        "team", "#", "id", "customer", "kind", "tier", "priority", "waiting since", "next", title="queue"
+    )
+    for _, rows in waiting.groupby("team", sort=True):
+        for r in rows.head(limit).to_dict("records"):
+            queue.add_row(
+                str(r["team"]),
+                str(r["position"]),
+                str(r["id"]),
+                str(r["customer_id"]),
+                str(r["kind"]),
+                str(r["tier"]),
+                f"{r['priority']:,.2f}",
+                f"{r['opened_at']:%Y-%m-%d}",
+                "yes" if r["next"] else "",
+            )
+    out.print(queue)
+    out.print(f"{len(waiting):,} queued alert(s) as of {when:%Y-%m-%d %H:%M}")
+
+
 @alerts_app.command("deliver")
 def alerts_deliver() -> None:
     """Deliver what is due in the outbox (safe from cron: backoff retries, dead-letters when exhausted)."""
@@ -801,29 +879,84 @@ def _print_outcomes(done: Recorded | None) -> None:
 
 @app.command()
 def effect(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the tables as JSON.")] = False,
     by_run: Annotated[
         bool, typer.Option("--by-run/--overall", help="Also each opening run, and cumulative through it.")
     ] = True,
     mlflow: Annotated[bool, typer.Option("--mlflow", help="Also log it as an MLflow run.")] = False,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="History folder: adds the realised rates by tier per run."),
+    ] = None,
+    horizon: Annotated[
+        str | None,
+        typer.Option(help="Window of the realised rates (e.g. 90d; default: the alerts' horizon)."),
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write the report as an HTML file.")
+    ] = None,
 ) -> None:
     """Treated alerts against their held-out controls: save rates with 95 % intervals, incremental
-    customers saved and value retained, cost and ROI, by tier, alert kind and playbook (docs/effect.md)."""
+    customers saved and value retained, cost and ROI, by tier, alert kind, playbook and owner; the tier
+    migration matrix between runs and, with --data, realised retention, churn and repeat-purchase rates by
+    tier per run (docs/effect.md)."""
+    from features.build import parse_horizon
     from serving import effect as fx
     from serving.config import ServingConfig
+    from serving.dashboard import effect_report_html
     from training.tracking import MlflowConfig
 
     with _user_errors():
         mlcfg = MlflowConfig.load() if mlflow else None
-        table, run_id = flows.effect(ServingConfig.load(), by_run, mlcfg)
+        done = flows.effect(
+            ServingConfig.load(), by_run, mlcfg, data, parse_horizon(horizon) if horizon else None
+        )
+        if html is not None:
+            html.parent.mkdir(parents=True, exist_ok=True)
+            html.write_text(
+                effect_report_html(done.table, done.rates, done.migration, done.tier_order),
+                encoding="utf-8",
+            )
+    table, run_id = done.table, done.run_id
     if mlcfg is not None and run_id is not None:
         console.print(f"logged to MLflow: run {run_id} in experiment {mlcfg.experiment}-effect")
+    if html is not None:
+        console.print(f"report written to {html.resolve()}")
     if as_json:
-        out.print_json(json.dumps(fx.records(table)))
+        body = {
+            "effect": fx.records(table),
+            "indicators": fx.records(done.rates),
+            "migration": fx.records(done.migration),
+        }
+        out.print_json(json.dumps(body))
         return
+    _print_programme(done.rates, done.migration, done.tier_order)
     if table.empty:
         out.print("no outcomes yet: run `diamond score` (with alerts) or `diamond outcomes`")
         return
+    owners = table[table["scope"] == "owner"]
+    if not owners.empty:
+        grid = Table(
+            "owner",
+            "treated",
+            "saved",
+            "control (same tiers, kinds)",
+            "saved",
+            "difference (95 % CI)",
+            "cost",
+            title="effect by owner (descriptive: owners are not drawn)",
+        )
+        for r in owners.to_dict("records"):
+            grid.add_row(
+                str(r["owner"]),
+                f"{r['treated']:,}",
+                _rate(r["treated_rate"]),
+                f"{r['control']:,}",
+                _rate(r["control_rate"]),
+                _ci(r["difference"], r["difference_low"], r["difference_high"], pct=True),
+                _num(r["cost"], 2),
+            )
+        out.print(grid)
     for scope, title in (("cumulative", "effect, all runs"), ("run", "effect by opening run")):
         rows = table[table["scope"] == scope]
         if rows.empty:
@@ -915,6 +1048,46 @@ def simulate(
     for f in run.uplift:
         out.print(f"uplift at {f['as_of']}: version {f['version']}, {f['reason']}")
     out.print(f"written to {run.out_dir / 'simulation.json'}")
+
+
+def _print_programme(rates: pd.DataFrame, moves: pd.DataFrame, order: list[str]) -> None:
+    """The realised rates by tier per run and the migration matrix of the latest two runs."""
+    from serving import indicators
+
+    if not rates.empty:
+        grid = Table(
+            "run",
+            "tier",
+            "customers",
+            "mature",
+            "retention",
+            "churn",
+            "repeat purchase",
+            "pending",
+            title="realised rates by tier (over the horizon after each run)",
+        )
+        for r in rates.to_dict("records"):
+            grid.add_row(
+                f"{r['run']:%Y-%m-%d}",
+                str(r["tier"]),
+                f"{r['customers']:,}",
+                f"{r['mature']:,}",
+                _rate(r["retention_rate"]),
+                _rate(r["churn_rate"]),
+                _rate(r["repeat_rate"]),
+                f"{r['pending']:,}",
+            )
+        out.print(grid)
+    if moves.empty:
+        return
+    last = moves[moves["to_run"] == moves["to_run"].max()]
+    rows, cols, counts = indicators.matrix(last, order)
+    first = last["from_run"].iloc[0]
+    title = f"tier migration {first:%Y-%m-%d} (rows) to {last['to_run'].iloc[0]:%Y-%m-%d} (columns)"
+    grid = Table("from \\ to", *cols, title=title)
+    for name, line in zip(rows, counts, strict=True):
+        grid.add_row(name, *(f"{n:,}" for n in line))
+    out.print(grid)
 
 
 def _num(x: float | None, digits: int) -> str:

@@ -487,17 +487,52 @@ def record_outcomes(
     return outcomes.record(eng, load_history(data), horizon_days, value=target)
 
 
+@dataclass(frozen=True)
+class EffectReport:
+    """`diamond effect`: the effect table, the programme's indicators (empty without a history) and the
+    tier migration matrix, and the MLflow run they were logged to (None: not logged)."""
+
+    table: pd.DataFrame
+    rates: pd.DataFrame
+    migration: pd.DataFrame
+    tier_order: list[str]
+    run_id: str | None
+
+
 def effect(
-    config: ServingConfig, by_run: bool, mlcfg: MlflowConfig | None = None
-) -> tuple[pd.DataFrame, str | None]:
-    """The effect table of the stored outcomes (serving.effect.report), playbook costs from the config;
-    with `mlcfg`, also logged as an MLflow run (its id returned, else None)."""
+    config: ServingConfig,
+    by_run: bool,
+    mlcfg: MlflowConfig | None = None,
+    data: str | None = None,
+    horizon_days: int | None = None,
+) -> EffectReport:
+    """The effect table of the stored outcomes (serving.effect.report), playbook costs from the config; the
+    tier migration matrix of the store's tier history and, with a history folder `data`, the realised
+    rates by tier per run over `horizon_days` (default: the stored outcomes' horizon) (serving.indicators);
+    with `mlcfg`, all of it logged as one MLflow run."""
+    import pandas as pd
+
     from serving import effect as fx
-    from serving import store
+    from serving import indicators, store
 
     eng = store.prepare(store.engine(config.store_url))
     table = fx.stored_report(eng, config.alerts, str(config.file or "serving.yaml"), by_run)
-    return table, fx.log_to_mlflow(mlcfg, table) if mlcfg is not None and not table.empty else None
+    tiers, order = indicators.tier_history(eng)
+    moves = indicators.migration(tiers)
+    found = pd.DataFrame(columns=indicators.RATE_COLUMNS)
+    if data is not None:
+        from features.history import load_history
+
+        if horizon_days is None:
+            known = fx.load(eng)["horizon_days"]
+            if known.empty:
+                raise ValueError("the realised rates need a horizon: give --horizon (e.g. 90d)")
+            horizon_days = int(known.mode().iloc[0])
+        found = indicators.stored_rates(eng, load_history(data), horizon_days)
+    run_id = None
+    if mlcfg is not None and not (table.empty and moves.empty and found.empty):
+        run_id = fx.log_to_mlflow(mlcfg, table, found, moves)
+    return EffectReport(table, found, moves, order, run_id)
 
 
 def list_runs(config: ServingConfig) -> pd.DataFrame:
@@ -811,7 +846,7 @@ def simulate(
     end = times[-1] + timedelta(days=period_days)
     world.write(data, actions, end)
     outcome_store.record(store.prepare(eng), load_history(data), period_days)
-    table, _ = effect(serving, True, mlcfg)
+    table = effect(serving, True, mlcfg).table
     progress("outcomes and effect")
     pots = pd.concat(potentials, ignore_index=True)
     truth = []

@@ -237,6 +237,7 @@ DASHBOARD_ROUTES: tuple[tuple[str, re.Pattern[str], Role | str], ...] = (
     ("GET", re.compile(r"/ui/"), "viewer"),
     ("GET", re.compile(r"/ui/overview"), "viewer"),
     ("GET", re.compile(r"/ui/effect"), "viewer"),  # aggregates only: no control customer is named
+    ("GET", re.compile(r"/ui/queue"), "viewer"),  # queued alerts: as visible as the alert list
     ("GET", re.compile(r"/ui/customers/.+"), "viewer"),
     ("POST", re.compile(r"/ui/alerts/[0-9]+/(ack|snooze|resolve)"), "agent"),
     ("POST", re.compile(r"/ui/customers/.+/forget"), "admin"),

@@ -36,7 +36,19 @@ CANDIDATE_COLUMNS = [
     "playbook",
     "due_at",
     "fires",
+    "priority",
 ]
+LAPSE_COLUMNS = ["customer_id", "days_since_purchase", "past_value", "best_tier"]
+"""What the win-back rule reads besides the scores (serving.winback.lapse): days since the last purchase
+(NaN: never bought), net spend up to the run, the best tier at an earlier run (None: none recorded)."""
+
+
+def priority(candidates: pd.DataFrame) -> np.ndarray:
+    """The rank of each candidate alert, highest first: what the alert list, the capacity queues
+    (serving.capacity), the notifications and the export are ordered by, stored as `alerts.priority`. Today
+    the value at risk (P(churn) x predicted value). The one place to change the ranking (e.g. to the expected
+    incremental value saved, uplift x value - cost)."""
+    return candidates["value_at_risk"].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def evaluate(
@@ -44,18 +56,21 @@ def evaluate(
     config: AlertConfig,
     previous_tiers: Mapping[str, str] | pd.Series | None,
     as_of: datetime | pd.Timestamp | str,
+    lapse: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Candidate alerts of one run, ranked by value at risk (highest first; then customer_id, kind).
+    """Candidate alerts of one run, ranked by `priority` (highest first; then customer_id, kind).
 
     `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
     `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
-    last run, for `tier_drop` rules (customers without one never count as dropped).
+    last run, for `tier_drop` rules (customers without one never count as dropped). `lapse` (LAPSE_COLUMNS;
+    needed by a win-back rule, refused missing): customers not in it are not lapsed.
 
     Rows with `fires` True are the alerts of this run. Rows with `fires` False only hold within the resolve
     margin (churn probability at least the threshold minus `resolve_margin`, the tier not promoted since the
     last run for `tier_drop` rules, the other conditions as they are): they keep a live alert from being
     auto-resolved but never open one. Columns: customer_id, kind, tier, churn_probability, predicted_value,
-    value_at_risk, reasons, playbook, due_at (as_of + the tier's playbook hours), fires.
+    value_at_risk, reasons, playbook (the rule's own, else the tier's), due_at (as_of + that playbook's
+    hours), fires, priority.
     """
     if config.tiers is None:  # not bound to a model's tier names: the default names
         config = config.for_tiers(DEFAULT_TIERS)
@@ -72,6 +87,9 @@ def evaluate(
     )
     position = np.empty(len(s), dtype=np.int64)
     position[by_risk.index.to_numpy()] = np.arange(len(s))
+    days = past = best = None
+    if any(r.win_back for r in config.rules):
+        days, past, best = _lapse(s["customer_id"], lapse, rank)
 
     parts = []
     for rule in config.rules:
@@ -92,6 +110,19 @@ def evaluate(
             ok = position < rule.top_k_value_at_risk
             fires &= ok
             holds &= ok
+        if days is not None and past is not None and best is not None:  # the win-back rule's conditions
+            if rule.lapsed_days is not None:
+                ok = days >= rule.lapsed_days  # NaN (never bought): not lapsed
+                fires &= ok
+                holds &= ok
+            if rule.min_past_value is not None:
+                ok = past >= rule.min_past_value
+                fires &= ok
+                holds &= ok
+            if rule.past_min_tier is not None:
+                ok = best <= rank[rule.past_min_tier]
+                fires &= ok
+                holds &= ok
         holds |= fires
         part = s[holds].copy()
         part["_row"] = np.flatnonzero(holds)
@@ -106,8 +137,14 @@ def evaluate(
     out["playbook"] = tier.map({t: b.text for t, b in books.items()}).astype(object)
     due = {t: when + timedelta(hours=b.due_within_hours) for t, b in books.items()}
     out["due_at"] = tier.map(due).astype(object).where(tier.isin(list(due)), None)
+    for rule in config.rules:  # a rule's own playbook, for every tier
+        if rule.playbook is not None:
+            mine = (out["kind"] == rule.kind).to_numpy()
+            out.loc[mine, "playbook"] = rule.playbook.text
+            out.loc[mine, "due_at"] = when + timedelta(hours=rule.playbook.due_within_hours)
+    out["priority"] = priority(out)
     out = out.sort_values(
-        ["value_at_risk", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
+        ["priority", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
     ).reset_index(drop=True)
     out["fires"] = out["fires"].astype(bool)
     return out[CANDIDATE_COLUMNS]
@@ -145,7 +182,7 @@ def status_at(status: str, snoozed_until: datetime | None, when: datetime) -> tu
 
 def check_candidates(candidates: pd.DataFrame) -> None:
     """Refuse candidates with missing columns or a repeated (customer_id, kind), checked as columns."""
-    need = set(CANDIDATE_COLUMNS) - {"fires"}
+    need = set(CANDIDATE_COLUMNS) - {"fires", "priority"}
     missing = need - set(candidates.columns)
     if missing:
         raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
@@ -163,7 +200,8 @@ def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
     check_candidates(candidates)
     rows, seen = [], set()
     fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
-    for record, fire in zip(candidates.to_dict("records"), fires, strict=True):
+    ranks = priorities(candidates)
+    for record, fire, rank in zip(candidates.to_dict("records"), fires, ranks, strict=True):
         key = (str(record["customer_id"]), str(record["kind"]))
         if key in seen:
             raise ValueError(f"candidates repeat (customer_id, kind), e.g. {list(key)}")
@@ -181,9 +219,20 @@ def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
                 playbook=None if is_missing(record["playbook"]) else str(record["playbook"]),
                 due_at=None if is_missing(due) else utc_naive(due),
                 fires=bool(fire),
+                priority=float(rank),
             )
         )
     return rows
+
+
+def priorities(candidates: pd.DataFrame) -> np.ndarray:
+    """The candidates' `priority` column, `priority` of them where it is missing (candidates built
+    elsewhere, e.g. serving.monitoring's model-health ones)."""
+    own = priority(candidates)
+    if "priority" not in candidates:
+        return own
+    given = candidates["priority"].to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.where(np.isnan(given), own, given)
 
 
 def alert_payload(row: Mapping[str, Any] | pd.Series) -> dict[str, Any]:
@@ -251,6 +300,26 @@ def _previous_levels(
     prev = prev[~prev.index.duplicated(keep="last")]  # a mapping's last word
     levels = prev.map(rank)  # missing or unknown tiers: NaN
     return levels.reindex(ids.to_numpy(dtype=object)).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _lapse(
+    ids: pd.Series, lapse: pd.DataFrame | None, rank: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Days since the last purchase, past value and the best earlier tier's level of each scored customer
+    (NaN where unknown), for the win-back rule."""
+    if lapse is None:
+        raise ValueError("the win-back rule needs each customer's lapse (serving.winback.lapse): none given")
+    missing = set(LAPSE_COLUMNS) - set(lapse.columns)
+    if missing:
+        raise ValueError(f"lapse lacks column(s) {sorted(missing)}")
+    by = lapse.assign(customer_id=lapse["customer_id"].astype(str)).drop_duplicates(
+        "customer_id", keep="last"
+    )
+    by = by.set_index("customer_id").reindex(ids.to_numpy(dtype=object))
+    days = by["days_since_purchase"].to_numpy(dtype=np.float64, na_value=np.nan)
+    past = by["past_value"].to_numpy(dtype=np.float64, na_value=np.nan)
+    best = by["best_tier"].map(rank).to_numpy(dtype=np.float64, na_value=np.nan)
+    return days, past, best
 
 
 def reason_texts(value: Any) -> list[str]:

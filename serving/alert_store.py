@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from core.clock import utc_naive, utc_now
-from serving import bulk
+from serving import bulk, capacity
 from serving.alert_rules import (
     MODEL_ID,
     candidate_rows,
@@ -44,11 +44,13 @@ from serving.alert_rules import (
     should_renotify,
     status_at,
 )
+from serving.alert_rules import priorities as alert_rules_priorities
 from serving.config import AlertConfig
 from serving.schema import alert_actions_table, alerts_table
 
-STATUSES = ("open", "acknowledged", "snoozed", "resolved")
-LIVE = ("open", "acknowledged", "snoozed")
+STATUSES = ("queued", "open", "acknowledged", "snoozed", "resolved")
+LIVE = ("open", "acknowledged", "snoozed")  # actionable: in someone's list
+WAITING = (*LIVE, capacity.QUEUED)  # the one alert of a (customer, kind), live or waiting for capacity
 AUTO = "auto"  # resolved_by of alerts the sync resolved
 ALERT_COLUMNS = [
     "id",
@@ -72,10 +74,20 @@ ALERT_COLUMNS = [
     "snoozed_until",
     "version",
     "do_not_contact",
+    "priority",
+    "entered_at",
 ]
 OUTCOME_COLUMNS = ["outcome", "outcome_at", "days_to_outcome", "value_after", "outcome_final"]
 """What the export adds to each alert from serving.outcomes (None where none is recorded yet)."""
-_TIME_COLUMNS = ("due_at", "opened_at", "updated_at", "last_notified_at", "resolved_at", "snoozed_until")
+_TIME_COLUMNS = (
+    "due_at",
+    "opened_at",
+    "updated_at",
+    "last_notified_at",
+    "resolved_at",
+    "snoozed_until",
+    "entered_at",
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,8 @@ class SyncResult:
     updated: int
     renotified: int
     resolved: int
+    queued: int = 0  # new alerts left waiting for their team's capacity (serving.capacity)
+    entered: int = 0  # alerts queued by earlier runs that entered their team's list in this one
 
 
 def sync_alerts(
@@ -112,6 +126,10 @@ def sync_alerts(
     - a live alert without a candidate row (not firing, not holding within the margin, or the customer was
       not scored): resolved, resolved_by 'auto'.
 
+    With `alerts.capacity`, a new alert of a team is stored `queued` (not notified); a queued alert is kept
+    up to date like a live one (never notified) and leaves the queue (auto-resolved) when its row is gone.
+    Then queued alerts enter by priority while their team has budget (serving.capacity.admit), notified.
+
     Running the same as_of twice changes nothing more and notifies nothing more (the cool-down has not
     passed and nothing worsened), unless cooldown_hours is 0.
 
@@ -135,7 +153,7 @@ def sync_alerts(
     with engine.begin() as conn:
         live = {
             (r.customer_id, r.kind): r
-            for r in conn.execute(sa.select(t).where(t.c.status.in_(LIVE), side).order_by(t.c.id)).all()
+            for r in conn.execute(sa.select(t).where(t.c.status.in_(WAITING), side).order_by(t.c.id)).all()
         }
         # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
         fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
@@ -147,8 +165,9 @@ def sync_alerts(
             kept = kept.assign(reasons=reasons(np.flatnonzero(wanted)))
         known = known[wanted]
         # the rest fire without a live alert: new alerts, open, version 1, converted and inserted as columns
-        fresh = _new_alerts(kept[~known], when)
-        opened = len(fresh)
+        waits = capacity.queued_on_arrival(kept[~known], None if model else config.capacity)
+        fresh = _new_alerts(kept[~known], when, waits)
+        opened, queued = int((~waits).sum()), int(waits.sum())
         updates: list[dict[str, Any]] = []
         renotify: list[tuple[int, int, int]] = []  # (position among kept, id, version)
         for position, row in zip(np.flatnonzero(known).tolist(), candidate_rows(kept[known]), strict=True):
@@ -163,13 +182,17 @@ def sync_alerts(
                 "notified_value_at_risk": current.notified_value_at_risk,
                 "version": current.version,
             }
-            if row.fires and should_renotify(
-                status,
-                float(row.value_at_risk),
-                current.notified_value_at_risk,
-                current.last_notified_at,
-                when,
-                config,
+            if (
+                status != capacity.QUEUED
+                and row.fires
+                and should_renotify(
+                    status,
+                    float(row.value_at_risk),
+                    current.notified_value_at_risk,
+                    current.last_notified_at,
+                    when,
+                    config,
+                )
             ):
                 change.update(
                     due_at=row.due_at,
@@ -181,11 +204,13 @@ def sync_alerts(
             updates.append({"b_id": current.id, **change})
         updated, renotified = len(updates), len(renotify)
         pending = renotify
-        if opened:  # in candidate order, so ids rise with value at risk as one by one did
+        if len(fresh):  # in candidate order, so ids rise with priority as one by one did
             bulk.insert_frame(conn, t, fresh)
             query = sa.select(t.c.id, t.c.customer_id, t.c.kind).where(t.c.status == "open", side)
             new_ids = {(c, k): int(i) for i, c, k in conn.execute(query.where(t.c.opened_at == when))}
-            news = zip(fresh["customer_id"], fresh["kind"], np.flatnonzero(~known).tolist(), strict=True)
+            opening = fresh[~waits]
+            places = np.flatnonzero(~known)[~waits].tolist()
+            news = zip(opening["customer_id"], opening["kind"], places, strict=True)
             pending = sorted([*renotify, *((p, new_ids[(c, k)], 1) for c, k, p in news)])
         notify = [(alert_id, version) for _, alert_id, version in pending]  # in candidate order
         if updates:
@@ -206,7 +231,23 @@ def sync_alerts(
             )
             conn.execute(stmt, [{"b_id": r.id} for r in live.values()])
             resolved = len(live)
-    return SyncResult(notify=notify, opened=opened, updated=updated, renotified=renotified, resolved=resolved)
+        entered = [] if model else capacity.admit(conn, when, config)  # budget freed, queue moves on
+        notify += entered
+        if queued and entered:  # this run's new alerts that entered at once count as opened
+            mine = sa.select(t.c.id).where(t.c.opened_at == when, t.c.entered_at == when, side)
+            now_open = {int(i) for i in conn.execute(mine).scalars()}
+            at_once = sum(1 for i, _ in entered if i in now_open)
+            opened, queued = opened + at_once, queued - at_once
+            entered = [e for e in entered if e[0] not in now_open]
+    return SyncResult(
+        notify=notify,
+        opened=opened,
+        updated=updated,
+        renotified=renotified,
+        resolved=resolved,
+        queued=queued,
+        entered=len(entered),
+    )
 
 
 def _scored(row: Any, when: datetime) -> dict[str, Any]:
@@ -218,24 +259,30 @@ def _scored(row: Any, when: datetime) -> dict[str, Any]:
         "value_at_risk": float(row.value_at_risk),
         "reasons": json.dumps(list(row.reasons)),
         "playbook": row.playbook,
+        "priority": float(row.priority),
         "updated_at": when,
     }
 
 
-def _new_alerts(rows: pd.DataFrame, when: datetime) -> pd.DataFrame:
+def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = None) -> pd.DataFrame:
     """The alerts table's rows for candidates that open a new alert, column by column (a batch run opens
     hundreds of thousands on a first run): the values `candidate_rows` and `_scored` give one row, open,
-    version 1, notified now."""
+    version 1, notified now; where `queued`, waiting for capacity instead: not entered, not notified."""
     value_at_risk = rows["value_at_risk"].to_numpy(dtype=np.float64)
+    waits = np.zeros(len(rows), dtype=bool) if queued is None else queued
+    now = np.array([when] * len(rows), dtype=object)
+    never = np.full(len(rows), None, dtype=object)
     return pd.DataFrame(
         {
             "customer_id": rows["customer_id"].astype(str).to_numpy(dtype=object),
             "kind": rows["kind"].astype(str).to_numpy(dtype=object),
-            "status": "open",
+            "status": np.where(waits, capacity.QUEUED, "open").astype(object),
             "due_at": _times(rows["due_at"]),
             "opened_at": when,
-            "last_notified_at": when,
-            "notified_value_at_risk": value_at_risk,
+            "entered_at": np.where(waits, never, now),
+            "last_notified_at": np.where(waits, never, now),
+            "notified_value_at_risk": np.where(waits, never, value_at_risk.astype(object)),
+            "priority": alert_rules_priorities(rows),
             "version": 1,
             "tier": _texts(rows["tier"]),
             "churn_probability": rows["churn_probability"].to_numpy(dtype=np.float64),
@@ -269,13 +316,13 @@ def list_alerts(
     offset: int = 0,
     model: bool | None = None,
 ) -> pd.DataFrame:
-    """Stored alerts, highest value at risk first (then oldest first). `status`: one status, several, or
-    None for all; 'live' means open, acknowledged or snoozed. `model` True keeps only the model-level
-    alerts (MODEL_ID), False only the customers', None both. `limit`/`offset` page through them in the
-    database. `reasons` come back as lists."""
+    """Stored alerts, highest priority first (then oldest first). `status`: one status, several, or None
+    for all; 'live' means open, acknowledged or snoozed (not `queued`: waiting for capacity). `model` True
+    keeps only the model-level alerts (MODEL_ID), False only the customers', None both. `limit`/`offset`
+    page through them in the database. `reasons` come back as lists."""
     t = alerts_table
     query = _filtered(sa.select(t), status, tier, owner, customer_id, model)
-    query = query.order_by(t.c.value_at_risk.desc(), t.c.id).limit(limit).offset(offset or None)
+    query = query.order_by(t.c.priority.desc(), t.c.id).limit(limit).offset(offset or None)
     with engine.connect() as conn:
         rows = conn.execute(query).mappings().all()
     return _alert_frame(rows)

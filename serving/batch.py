@@ -22,15 +22,16 @@ from features.history import History
 from serving import (
     alert_rules,
     alert_store,
+    capacity,
     consent,
     control,
     delivery,
     erasure,
     monitoring,
-    outbox,
     scoring,
     store,
     tier_store,
+    winback,
 )
 from serving.champion import Served
 from serving.config import AlertConfig, ServingConfig
@@ -117,7 +118,8 @@ def _score_history(
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
-        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped)
+        lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
+        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, lapse)
         step("alerts")
     result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     step("drift")
@@ -228,12 +230,14 @@ def _raise_alerts(
     config: ServingConfig,
     rules: AlertConfig,
     stopped: frozenset[str] | None,
+    lapse: pd.DataFrame | None = None,
 ) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate).
-    The rules run on the score columns; reasons in words are looked up for the alerts that need them."""
+    The rules run on the score columns (and `lapse`, serving.winback, for a win-back rule); reasons in
+    words are looked up for the alerts that need them."""
     previous = pd.Series(scores["previous_tier"].to_numpy(), index=scores["customer_id"].to_numpy())
-    candidates = alert_rules.evaluate(scores.drop(columns="reasons"), rules, previous, as_of)
+    candidates = alert_rules.evaluate(scores.drop(columns="reasons"), rules, previous, as_of, lapse)
     candidates, _ = control.hold_out(eng, as_of, candidates, rules)  # controls never alert (serving.control)
     at = pd.Index(scores["customer_id"]).get_indexer(candidates["customer_id"])
     synced = alert_store.sync_alerts(
@@ -267,19 +271,6 @@ def _watch_drift(
 
 
 def _enqueue(eng: sa.Engine, notify: list[tuple[int, int]], config: ServingConfig) -> None:
-    """Queue each (alert id, version) for every endpoint, in one transaction, in `notify`'s order (highest
-    value at risk first); the webhook id carries both, so retries and re-runs never duplicate. Alerts of
-    customers who may not be contacted are left out."""
-    endpoints = config.endpoints()
-    if not endpoints or not notify:
-        return
-    alerts = alert_store.get_alerts(eng, [alert_id for alert_id, _ in notify])
-    messages = []
-    for alert_id, version in notify:
-        alert = alerts[alert_id]
-        if alert.get("do_not_contact"):
-            continue
-        payload = alert_rules.alert_payload(alert)
-        for name in endpoints:
-            messages.append((name, payload, f"{alert_rules.webhook_id(alert_id, version)}-{name}"))
-    outbox.enqueue_many(eng, messages)
+    """Queue each (alert id, version) for every endpoint (serving.capacity.enqueue): in `notify`'s order,
+    highest priority first; alerts of customers who may not be contacted are left out."""
+    capacity.enqueue(eng, notify, config)

@@ -10,6 +10,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -60,24 +61,8 @@ class TierConfig(Section):
 Share = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-class Rule(Section):
-    """One alert rule: it fires for a customer when every condition given (not None) holds."""
-
-    kind: Annotated[str, Field(min_length=1)]
-    min_tier: str | None = None  # tier at or above this one
-    min_churn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    tier_drop: Annotated[int, Field(ge=1)] | None = None  # dropped this many tiers since the last run
-    top_k_value_at_risk: Annotated[int, Field(ge=1)] | None = None  # among the K highest value at risk
-    # held-out share of this rule's would-be alerts (serving.control): one share, or one per tier (a tier
-    # not named takes `alerts.control_share`); None: `alerts.control_share`
-    control_share: Share | dict[str, Share] | None = None
-
-    @model_validator(mode="after")
-    def _some_condition(self) -> Rule:
-        conditions = (self.min_tier, self.min_churn_probability, self.tier_drop, self.top_k_value_at_risk)
-        if all(c is None for c in conditions):
-            raise ValueError("no condition given; it would alert on every customer")
-        return self
+WIN_BACK = "win-back"
+"""The kind of the win-back rule: lapsed customers of high past value, saved when they buy again."""
 
 
 class Playbook(Section):
@@ -96,6 +81,99 @@ class UpliftConfig(Section):
     learner: Literal["t", "x"] = "x"  # the meta-learner registered (the other is measured beside it)
     min_qini_gain: float = 0.0  # its Qini on later outcomes must beat the champion's and P x value's by this
 
+class Rule(Section):
+    """One alert rule: it fires for a customer when every condition given (not None) holds."""
+
+    kind: Annotated[str, Field(min_length=1, max_length=64)]
+    min_tier: str | None = None  # tier at or above this one
+    min_churn_probability: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    tier_drop: Annotated[int, Field(ge=1)] | None = None  # dropped this many tiers since the last run
+    top_k_value_at_risk: Annotated[int, Field(ge=1)] | None = None  # among the K highest value at risk
+    # win-back (kind `win-back` only): lapsed customers of high past value (serving.winback)
+    lapsed_days: Annotated[int, Field(strict=True, ge=1, le=36_500)] | None = None  # no purchase this long
+    min_past_value: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | None = None  # net spend so far
+    past_min_tier: str | None = None  # at this tier or above at some earlier run (the tier history)
+    # held-out share of this rule's would-be alerts (serving.control): one share, or one per tier (a tier
+    # not named takes `alerts.control_share`); None: `alerts.control_share`
+    control_share: Share | dict[str, Share] | None = None
+    playbook: Playbook | None = None  # this rule's own playbook, for every tier; None: the tier's
+
+    @model_validator(mode="after")
+    def _some_condition(self) -> Rule:
+        conditions = (self.min_tier, self.min_churn_probability, self.tier_drop, self.top_k_value_at_risk)
+        lapse = (self.lapsed_days, self.min_past_value, self.past_min_tier)
+        if self.kind == WIN_BACK:
+            if self.lapsed_days is None:
+                raise ValueError(f"the {WIN_BACK} rule needs lapsed_days (no purchase for that many days)")
+            if self.min_past_value is None and self.past_min_tier is None:
+                raise ValueError(
+                    f"the {WIN_BACK} rule needs min_past_value or past_min_tier (what high past value is)"
+                )
+        elif any(c is not None for c in lapse):
+            raise ValueError(
+                f"lapsed_days, min_past_value and past_min_tier belong to the {WIN_BACK} rule, "
+                f"not {self.kind!r}"
+            )
+        if all(c is None for c in (*conditions, *lapse)):
+            raise ValueError("no condition given; it would alert on every customer")
+        return self
+
+    @property
+    def win_back(self) -> bool:
+        """The win-back rule: judged by reactivation (serving.outcomes)."""
+        return self.kind == WIN_BACK
+
+
+class Team(Section):
+    """One team of `alerts.capacity`: the alerts it works (its tiers and alert kinds; None: all of them) and
+    how many it can take on in a period."""
+
+    budget: Annotated[int, Field(strict=True, ge=0, le=10_000_000)]  # alerts a period; 0: everything waits
+    tiers: Annotated[tuple[str, ...] | None, Listed, Field(min_length=1)] = None
+    kinds: Annotated[tuple[str, ...] | None, Listed, Field(min_length=1)] = None
+
+    @field_validator("tiers", "kinds")
+    @classmethod
+    def _distinct_names(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError(f"repeats a name: {list(names)}")
+        return names
+
+    def covers(self, tier: str | None, kind: str) -> bool:
+        """Whether an alert of this tier and kind is this team's."""
+        return (self.tiers is None or tier in self.tiers) and (self.kinds is None or kind in self.kinds)
+
+
+TeamName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")]
+
+
+class Capacity(Section):
+    """`alerts.capacity`: what each team can work per period (serving.capacity). An alert of a team that has
+    used its budget waits in the team's queue (status `queued`), by priority, until budget frees."""
+
+    period_days: Annotated[int, Field(strict=True, ge=1, le=366)] = 7
+    start: date = date(2001, 1, 1)  # periods are counted from this day (a Monday: 7-day periods are weeks)
+    teams: Annotated[dict[TeamName, Team], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> Capacity:
+        names = list(self.teams)
+        for i, a in enumerate(names):
+            for b in names[i + 1 :]:
+                x, y = self.teams[a], self.teams[b]
+                tiers = x.tiers is None or y.tiers is None or set(x.tiers) & set(y.tiers)
+                kinds = x.kinds is None or y.kinds is None or set(x.kinds) & set(y.kinds)
+                if tiers and kinds:
+                    invalid(
+                        Capacity,
+                        [(("teams", b), f"overlaps team {a!r}: an alert may belong to one team only", b)],
+                    )
+        return self
+
+    def team_of(self, tier: str | None, kind: str) -> str | None:
+        """The team an alert of this tier and kind belongs to; None: no team (never queued)."""
+        return next((name for name, t in self.teams.items() if t.covers(tier, kind)), None)
+
 
 class AlertConfig(Section):
     """`alerts:` retention alert rules and playbooks by tier (serving.alert_rules). The tier names they use
@@ -110,11 +188,23 @@ class AlertConfig(Section):
     control_share: Share = 0.0  # would-be alerts held out as controls (serving.control); per rule: Rule
     uplift: Annotated[UpliftConfig, OrEmpty] = UpliftConfig()
 
+    capacity: Capacity | None = None  # None: every alert enters at once (serving.capacity)
+
     @model_validator(mode="after")
     def _consistent(self) -> AlertConfig:
         kinds = [r.kind for r in self.rules]
         if len(set(kinds)) != len(kinds):
             invalid(AlertConfig, [(("rules",), f"kinds must be distinct, got {kinds}", kinds)])
+        if self.capacity is not None:
+            invalid(
+                AlertConfig,
+                [
+                    (("capacity", "teams", name, "kinds"), f"{k!r} is not the kind of a rule ({kinds})", k)
+                    for name, team in self.capacity.teams.items()
+                    for k in team.kinds or ()
+                    if k not in kinds
+                ],
+            )
         if self.tiers is not None:
             invalid(AlertConfig, self._tier_problems(self.tiers))
         return self
@@ -132,9 +222,10 @@ class AlertConfig(Section):
         names = ", ".join(tiers)
         return (
             [
-                (("rules", i, "min_tier"), f"{r.min_tier!r} is not one of {names}", r.min_tier)
+                (("rules", i, key), f"{value!r} is not one of {names}", value)
                 for i, r in enumerate(self.rules)
-                if r.min_tier is not None and r.min_tier not in tiers
+                for key, value in (("min_tier", r.min_tier), ("past_min_tier", r.past_min_tier))
+                if value is not None and value not in tiers
             ]
             + [
                 (("playbooks", t), f"{t!r} is not one of {names}", t)
@@ -148,7 +239,20 @@ class AlertConfig(Section):
                 for t in r.control_share
                 if t not in tiers
             ]
+            + [
+                (("capacity", "teams", name, "tiers"), f"{t!r} is not one of {names}", t)
+                for name, team in (self.capacity.teams.items() if self.capacity else ())
+                for t in team.tiers or ()
+                if t not in tiers
+            ]
         )
+
+    def playbook_of(self, kind: str, tier: str | None) -> Playbook | None:
+        """The playbook of an alert: its rule's own, else its tier's (None: nothing to do)."""
+        rule = next((r for r in self.rules if r.kind == kind), None)
+        if rule is not None and rule.playbook is not None:
+            return rule.playbook
+        return self.playbooks.get(tier) if tier is not None else None
 
     def control_shares(self) -> dict[tuple[str, str], float]:
         """The held-out share for each (rule kind, tier) on the bound tier names (serving.control)."""

@@ -10,6 +10,12 @@ as_of draws the same numbers. Once held out, the control stays live, and the cus
 for as long as the would-be alert would have stayed live (it fires, or holds within the resolve margin);
 while it is live the rule opens no alert for that customer and kind. A customer with a live alert stays
 treated: only a newly opening alert is ever drawn.
+
+With capacity queues (serving.capacity) the arm is drawn first, when the alert would open: a held-out one
+is a control from that run, as without queues; the rest become alerts, some of which wait in their team's
+queue. A queued alert is in neither arm: it enters the treated arm when it enters the team's list
+(`entered_at`, the start of its outcome window), and if it leaves the queue without entering it is never
+treated. A customer with a queued alert is not drawn again while it waits.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from sqlalchemy.engine import Engine
 
 from core.clock import utc_naive
 from serving.alert_rules import MODEL_ID
-from serving.alert_store import LIVE
+from serving.alert_store import WAITING
 from serving.config import AlertConfig
 from serving.schema import alert_controls_table, alerts_table
 
@@ -105,7 +111,7 @@ def hold_out(
                 (str(x), str(y))
                 for x, y in conn.execute(
                     sa.select(a.c.customer_id, a.c.kind).where(
-                        a.c.status.in_(LIVE), a.c.customer_id.in_(sorted(set(ids[new])))
+                        a.c.status.in_(WAITING), a.c.customer_id.in_(sorted(set(ids[new])))
                     )
                 )
             }

@@ -48,9 +48,11 @@ from serving import (
     alert_rules,
     alert_store,
     audit,
+    capacity,
     charts,
     effect,
     erasure,
+    indicators,
     monitoring,
     outcomes,
     scoring,
@@ -262,7 +264,8 @@ def _safe_next(raw: str | None) -> str:
 def alert_list(request: Request) -> Response:
     state, q = _state(), request.query_params
     status = q.get("status") or "open"
-    if status not in (*alert_store.STATUSES, "live"):
+    shown = [s for s in alert_store.STATUSES if s != capacity.QUEUED]  # queued ones: the queue page
+    if status not in (*shown, "live"):
         status = "open"
     tier, owner = q.get("tier") or None, q.get("owner") or None
     try:
@@ -290,7 +293,7 @@ def alert_list(request: Request) -> Response:
         status=status,
         tier=tier,
         owner=owner,
-        statuses=[*alert_store.STATUSES, "live"],
+        statuses=[*shown, "live"],
         tiers=_order(state),
         owners=alert_store.owners(state.engine),
         query=urlencode(filters),
@@ -354,7 +357,8 @@ def _curve(now: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def effect_page(request: Request) -> Response:
-    """Treated alerts against their held-out controls, all runs together (serving.effect, docs/effect.md)."""
+    """Treated alerts against their held-out controls, all runs together, by owner too (serving.effect,
+    docs/effect.md), and the tier migration matrix of the latest runs (serving.indicators)."""
     state = _state()
     try:
         table = effect.stored_report(
@@ -362,8 +366,78 @@ def effect_page(request: Request) -> Response:
         )
         problem = None
     except ConfigError as exc:
-        table, problem = pd.DataFrame(), str(exc)
-    return _page(request, "effect.html", rows=_records(table), problem=problem)
+        table, problem = pd.DataFrame(columns=effect.REPORT_COLUMNS), str(exc)
+    tiers, order = indicators.tier_history(state.engine)
+    moves = indicators.migration(tiers)
+    return _page(request, "effect.html", problem=problem, **effect_context(table, None, moves, order, MOVES))
+
+
+QUEUE_PAGE = 100  # queued alerts shown per team
+
+
+def queue_page(request: Request) -> Response:
+    """Each team's budget and use this period, and its queue in the order alerts would enter
+    (serving.capacity), as of the latest run."""
+    state = _state()
+    rules = capacity.rules_of(state.engine, state.config)
+    when = capacity.clock(state.engine)
+    waiting, teams = capacity.queue(state.engine, rules, when)
+    groups = [
+        (str(team), _records(rows.head(QUEUE_PAGE))) for team, rows in waiting.groupby("team", sort=True)
+    ]
+    return _page(
+        request,
+        "queue.html",
+        as_of=when,
+        configured=rules is not None and rules.capacity is not None,
+        teams=teams,
+        queue=groups,
+        limit=QUEUE_PAGE,
+    )
+
+
+MOVES = 3  # migration matrices on the effect page: between the latest runs
+
+
+def effect_context(
+    table: pd.DataFrame, rates: pd.DataFrame | None, moves: pd.DataFrame, order: list[str], last: int | None
+) -> dict[str, Any]:
+    """What effect.html and effect_report.html show: the cumulative rows, the owners' rows, the realised
+    rates and the migration matrices (the `last` ones, newest first; None: all)."""
+    pairs = []
+    if not moves.empty:
+        ends = sorted(moves["to_run"].unique(), reverse=True)[: last or None]
+        for end in ends:
+            one = moves[moves["to_run"] == end]
+            rows, cols, counts = indicators.matrix(one, order)
+            pairs.append(
+                {
+                    "from_run": one["from_run"].iloc[0],
+                    "to_run": end,
+                    "cols": cols,
+                    "lines": list(zip(rows, counts, strict=True)),
+                }
+            )
+    scope = table["scope"] if not table.empty else pd.Series(dtype=object)
+    return {
+        "rows": _records(table[scope == "cumulative"]),
+        "owners": _records(table[scope == "owner"]),
+        "rates": _records(rates) if rates is not None else [],
+        "moves": pairs,
+    }
+
+
+def effect_report_html(
+    table: pd.DataFrame, rates: pd.DataFrame, moves: pd.DataFrame, order: list[str]
+) -> str:
+    """`diamond effect --html`: the effect table, by owner, the realised rates and every migration matrix,
+    as one standalone page (escaped like the dashboard's)."""
+    context = effect_context(table, rates, moves, order, None)
+    return (
+        _templates()
+        .get_template("effect_report.html")
+        .render(written=f"{utc_now():%Y-%m-%d %H:%M} UTC", **context)
+    )
 
 
 def overview(request: Request) -> Response:
@@ -435,6 +509,10 @@ def _act(request: Request, form: FormData) -> Response:
             alert_store.acknowledge(state.engine, alert_id, who)
         elif action == "resolve":
             alert_store.resolve(state.engine, alert_id, who)
+            try:  # the budget it frees lets queued alerts enter
+                capacity.release(state.engine, state.config)
+            except ConfigError as exc:  # e.g. a webhook secret this process lacks: the run will admit them
+                log.warning("queued alerts not admitted after resolving alert %s: %s", alert_id, exc)
         elif action == "snooze":
             hours = str(form.get("hours") or "")
             if hours not in SNOOZE_HOURS:
@@ -560,6 +638,7 @@ def create_app() -> Starlette:
             Route("/logout", logout, methods=["POST"]),
             Route("/overview", overview, methods=["GET"]),
             Route("/effect", effect_page, methods=["GET"]),
+            Route("/queue", queue_page, methods=["GET"]),
             Route("/customers/{customer_id:path}/forget", forget, methods=["POST"]),
             Route("/customers/{customer_id:path}", customer, methods=["GET"]),
             Route("/alerts/{alert_id:int}/{action}", act, methods=["POST"]),

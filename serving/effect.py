@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from core.config import ConfigError
 from serving import outcomes
 from serving.config import AlertConfig
+from serving.schema import alerts_table
 
 if TYPE_CHECKING:
     from training.tracking import MlflowConfig
@@ -43,6 +45,7 @@ REPORT_COLUMNS = [
     "tier",
     "kind",
     "playbook",
+    "owner",
     "treated",
     "treated_saved",
     "treated_rate",
@@ -109,9 +112,37 @@ def playbook_costs(config: AlertConfig, tiers: Sequence[str], file: str = "servi
     return out
 
 
+def rule_costs(config: AlertConfig, file: str = "serving.yaml") -> dict[str, float]:
+    """The cost of one alert of each rule with its own playbook (e.g. the win-back rule), by kind; such a
+    playbook without a cost is refused with the key named."""
+    out = {}
+    for i, rule in enumerate(config.rules):
+        if rule.playbook is None:
+            continue
+        if rule.playbook.cost is None:
+            raise ConfigError(
+                f"{file}: alerts.rules.{i}.playbook.cost: missing; `diamond effect` needs the cost of one "
+                f"{rule.kind} alert worked with this playbook ({rule.playbook.text!r})"
+            )
+        out[rule.kind] = float(rule.playbook.cost)
+    return out
+
+
+NOBODY = "(nobody)"
+"""The owner of an alert nobody took on."""
+
+
 def load(engine: Engine) -> pd.DataFrame:
-    """The stored outcomes of both arms (serving.outcomes.read)."""
-    return outcomes.read(engine)
+    """The stored outcomes of both arms (serving.outcomes.read), with `owner`: who took each alert on
+    (NOBODY when nobody did; None for a control, which has no owner)."""
+    frame = outcomes.read(engine)
+    a = alerts_table
+    with engine.connect() as conn:
+        owners = dict(conn.execute(sa.select(a.c.id, a.c.owner)).all())
+    treated = frame["arm"] == "treated"
+    frame["owner"] = None
+    frame.loc[treated, "owner"] = [owners.get(int(i)) or NOBODY for i in frame.loc[treated, "episode_id"]]
+    return frame
 
 
 def stored_report(
@@ -123,29 +154,46 @@ def stored_report(
         raise ConfigError(f"{file}: alerts are off; there is no effect to measure")
     frame = load(engine)
     tiers = sorted({str(t) for t in frame["tier"].dropna()} | set(config.playbooks))
-    return report(frame, playbook_costs(config, tiers, file), by_run)
+    return report(frame, playbook_costs(config, tiers, file), by_run, rule_costs(config, file))
 
 
-def report(frame: pd.DataFrame, costs: Mapping[str, float], by_run: bool = True) -> pd.DataFrame:
+def report(
+    frame: pd.DataFrame,
+    costs: Mapping[str, float],
+    by_run: bool = True,
+    kind_costs: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
     """The effect table of these outcomes (serving.outcomes columns): one row per (tier, kind, playbook) and
-    one "(all)" row, first over everything (scope `cumulative`, run None); with `by_run`, then for each
+    one "(all)" row, first over everything (scope `cumulative`, run None); when `frame` has an `owner`
+    column, then one row per owner of the treated alerts (scope `owner`); with `by_run`, then for each
     opening run on its own (scope `run`) and for every run up to it (scope `through`). Only mature
-    outcomes are compared; `pending` counts the rest. A tier missing from `costs` is refused."""
+    outcomes are compared; `pending` counts the rest. An alert costs its kind's cost in `kind_costs` (a
+    rule's own playbook), else its tier's in `costs`; a tier missing from `costs` is refused.
+
+    An owner's row compares the owner's alerts with the controls of the same (tier, kind) groups: who takes
+    which alert is chosen by people, not drawn, so it describes, it does not measure an owner's effect."""
     f = frame.copy()
     if f.empty:
         return pd.DataFrame(columns=REPORT_COLUMNS)
-    unknown = sorted({str(t) for t in f["tier"].dropna()} - set(costs))
+    kind_costs = dict(kind_costs or {})
+    unknown = sorted({str(t) for t in f.loc[~f["kind"].isin(list(kind_costs)), "tier"].dropna()} - set(costs))
     if unknown:
         raise ConfigError(f"alerts.playbooks: no cost known for tier(s) {unknown}")
     for col in GROUP:
         f[col] = f[col].astype(object).where(f[col].notna(), "")
     f["opened_at"] = pd.to_datetime(f["opened_at"])
-    parts = [_table(f, costs, "cumulative", None)]
+    f["_cost"] = [
+        kind_costs[str(k)] if str(k) in kind_costs else costs.get(str(t), 0.0)
+        for k, t in zip(f["kind"], f["tier"], strict=True)
+    ]
+    parts = [_table(f, "cumulative", None)]
+    if "owner" in f:
+        parts.append(_owners(f))
     if by_run:
         for run in sorted(f["opened_at"].unique()):
             when = pd.Timestamp(run).to_pydatetime()
-            parts.append(_table(f[f["opened_at"] == run], costs, "run", when))
-            parts.append(_table(f[f["opened_at"] <= run], costs, "through", when))
+            parts.append(_table(f[f["opened_at"] == run], "run", when))
+            parts.append(_table(f[f["opened_at"] <= run], "through", when))
     return pd.DataFrame([r for p in parts for r in p], columns=REPORT_COLUMNS)
 
 
@@ -187,9 +235,15 @@ LOGGED = (
 )
 
 
-def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
+def log_to_mlflow(
+    mlcfg: MlflowConfig,
+    table: pd.DataFrame,
+    rates: pd.DataFrame | None = None,
+    moves: pd.DataFrame | None = None,
+) -> str:
     """One run in the `<experiment>-effect` experiment: the cumulative "(all)" row's numbers as metrics
-    (missing ones left out) and the whole table as `effect.json`. Returns the run id."""
+    (missing ones left out) and the whole table as `effect.json`; the programme's indicators and the tier
+    migration matrix when given (serving.indicators.log_to_mlflow). Returns the run id."""
     import json
 
     from mlflow.entities import Metric
@@ -208,6 +262,16 @@ def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
     metrics = [Metric(k, float(overall[k]), stamp, 0) for k in LOGGED if overall.get(k) is not None]
     client.log_batch(run.info.run_id, metrics=metrics)
     client.log_text(run.info.run_id, json.dumps(rows, indent=1), "effect.json")
+    if rates is not None or moves is not None:
+        from serving import indicators
+
+        empty = pd.DataFrame()
+        indicators.log_to_mlflow(
+            client,
+            run.info.run_id,
+            rates if rates is not None else empty,
+            moves if moves is not None else empty,
+        )
     client.set_terminated(run.info.run_id)
     return str(run.info.run_id)
 
@@ -215,17 +279,28 @@ def log_to_mlflow(mlcfg: MlflowConfig, table: pd.DataFrame) -> str:
 # --- helpers ------------------------------------------------------------------------------------------------
 
 
-def _table(f: pd.DataFrame, costs: Mapping[str, float], scope: str, run: Any) -> list[dict[str, Any]]:
+def _table(f: pd.DataFrame, scope: str, run: Any) -> list[dict[str, Any]]:
     rows = []
     for key, group in f.groupby(list(GROUP), sort=True):
-        rows.append(_row(group, costs, scope, run, dict(zip(GROUP, key, strict=True))))
-    rows.append(_row(f, costs, scope, run, dict.fromkeys(GROUP, ALL)))
+        rows.append(_row(group, scope, run, {**dict(zip(GROUP, key, strict=True)), "owner": ALL}))
+    rows.append(_row(f, scope, run, dict.fromkeys((*GROUP, "owner"), ALL)))
     return rows
 
 
-def _row(
-    g: pd.DataFrame, costs: Mapping[str, float], scope: str, run: Any, keys: dict[str, Any]
-) -> dict[str, Any]:
+def _owners(f: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per owner of treated alerts: their alerts against the controls of the same (tier, kind)."""
+    treated = f[f["arm"] == "treated"]
+    control = f[f["arm"] == "control"]
+    rows = []
+    for owner, mine in treated.groupby(treated["owner"].astype(str), sort=True):
+        groups = set(zip(mine["tier"], mine["kind"], strict=True))
+        same = control[[(t, k) in groups for t, k in zip(control["tier"], control["kind"], strict=True)]]
+        keys = {**dict.fromkeys(GROUP, ALL), "owner": owner}
+        rows.append(_row(pd.concat([mine, same]), "owner", None, keys))
+    return rows
+
+
+def _row(g: pd.DataFrame, scope: str, run: Any, keys: dict[str, Any]) -> dict[str, Any]:
     done = g[g["mature"].astype(bool) & (g["outcome"] != "pending")]
     t, c = done[done["arm"] == "treated"], done[done["arm"] == "control"]
     n1, n0 = len(t), len(c)
@@ -240,7 +315,7 @@ def _row(
         g_low, g_high = gain - Z * se * n1, gain + Z * se * n1
     else:
         gain = g_low = g_high = math.nan
-    cost = float(sum(costs.get(str(x), 0.0) for x in t["tier"]))
+    cost = float(t["_cost"].sum())
     roi = (gain - cost) / cost if cost > 0 and not math.isnan(gain) else math.nan
     return {
         "scope": scope,

@@ -6,6 +6,8 @@ prediction horizon when the alert opened), from the run that opened it (T0):
   `contractual`, or `mixed` with `is_subscriber` true): no cancellation in (T0, T0 + H];
 - lost: churned by the same definition: no purchase in (T0, T0 + H]; a contract customer: a cancellation in
   it;
+- a win-back alert (kind `win-back`, serving.winback) is judged by purchase whoever the customer:
+  saved when they buy again (reactivated), lost when the window runs out without a purchase;
 - pending: the history does not reach far enough to say. A non-contract customer who has not bought yet is
   pending until the history reaches T0 + H, never lost before; a contract customer who has not cancelled
   is pending until then too.
@@ -36,6 +38,7 @@ from features.build import CONTRACT_ATTRIBUTE, end_of
 from features.history import History
 from features.value import MARGIN_COLUMN, REVENUE, ValueTarget
 from serving.alert_rules import MODEL_ID
+from serving.config import WIN_BACK
 from serving.schema import alert_controls_table, alert_outcomes_table, alerts_table
 
 OUTCOMES = ("saved", "lost", "pending")
@@ -129,6 +132,8 @@ def compute(
     cx = within(cancellations, [])
     cancels = cx.groupby("_e")["timestamp"].min().reindex(range(len(e)))
     by_contract = e["customer_id"].astype(str).isin(contract or set()).to_numpy()
+    if "kind" in e:  # a win-back is saved by reactivation: a purchase, whatever the churn definition
+        by_contract = by_contract & (e["kind"].astype(str) != WIN_BACK).to_numpy()
     first_buy = pd.to_datetime(buys).to_numpy(dtype="datetime64[us]")
     first_cancel = pd.to_datetime(cancels).to_numpy(dtype="datetime64[us]")
     bought, cancelled = ~np.isnat(first_buy), ~np.isnat(first_cancel)
@@ -156,10 +161,12 @@ def compute(
 
 
 def episodes(engine: Engine) -> pd.DataFrame:
-    """Every customer alert (arm treated) and every control (arm control), as EPISODE_COLUMNS, with the
+    """Every customer alert that entered a team's list (arm treated, from `entered_at`; queued ones and
+    those that left the queue without entering are in no arm) and every control (arm control), as
+    EPISODE_COLUMNS, with the
     horizon_days, computed_at and `final` (mature) already recorded for them (missing when none yet)."""
     a, c, o = alerts_table, alert_controls_table, alert_outcomes_table
-    treated = sa.select(
+    treated = sa.select(  # an alert is treated from when it entered its team's list (serving.capacity)
         sa.literal("treated").label("arm"),
         a.c.id.label("episode_id"),
         a.c.customer_id,
@@ -167,8 +174,8 @@ def episodes(engine: Engine) -> pd.DataFrame:
         a.c.tier,
         a.c.playbook,
         a.c.value_at_risk,
-        a.c.opened_at,
-    ).where(a.c.customer_id != MODEL_ID)
+        a.c.entered_at.label("opened_at"),
+    ).where(a.c.customer_id != MODEL_ID, a.c.entered_at.is_not(None))
     control = sa.select(
         sa.literal("control").label("arm"),
         c.c.id.label("episode_id"),
@@ -201,8 +208,8 @@ def record(
     """Compute the outcome of every alert and control from `history` as known at `end` (default: the
     history's end) and store it in `alert_outcomes`, in one transaction; value_after measures `value` (the
     served model's target: a margin target needs the history's margins, refused otherwise). An episode
-    keeps the horizon it was first recorded with; a new one takes `horizon_days` (ValueError when it is
-    None: say the horizon).
+    keeps the horizon it was first recorded with; a new one takes `horizon_days`, else the horizon of the
+    latest episode recorded (ValueError when there is none: say the horizon).
     An episode already computed with a later end is left alone (a backfilled run never undoes what a later
     one saw), and so is one whose window was complete (final: later events fall outside it). Tier, kind,
     playbook and value at risk are the ones at the first recording (the opening run)."""
@@ -212,6 +219,10 @@ def record(
     later |= eps["final"].fillna(False).astype(bool)  # a complete window: its outcome cannot change
     todo = eps[~later].copy()
     missing = todo["horizon_days"].isna()
+    if missing.any() and horizon_days is None and eps["horizon_days"].notna().any():
+        # e.g. an alert let in from a capacity queue by a resolve, between runs: the latest horizon recorded
+        latest = eps[eps["horizon_days"].notna()].sort_values("opened_at")
+        horizon_days = int(latest["horizon_days"].iloc[-1])
     if missing.any():
         if horizon_days is None:
             raise ValueError(

@@ -6,8 +6,9 @@ Fixed tables (their columns never depend on the model):
     score_history   one row per customer per batch run (the dashboard's charts); PK (customer_id, as_of)
     score_runs      the log of batch runs
     tier_state      each customer's tier after hysteresis; tier_history, append-only; tier_runs, the ledger
-    alerts          retention and model-health alerts (one live alert per customer and kind); alert_actions,
-                    who did what to an alert and when
+    alerts          retention and model-health alerts (one live or queued alert per customer and kind), ranked
+                    by `priority`; queued ones wait for their team's capacity (serving.capacity);
+                    alert_actions, who did what to an alert and when
     alert_controls  would-be alerts held out as controls (serving.control): one live per customer and kind
     alert_outcomes  what happened after each alert and each control: saved, lost or pending (serving.outcomes)
     outbox          webhook deliveries (serving.outbox)
@@ -123,7 +124,13 @@ alerts_table = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     # the customer withdrew consent to be contacted (serving.consent): shown, never sent out
     sa.Column("do_not_contact", sa.Boolean, nullable=False, server_default=sa.false()),
-    sa.CheckConstraint("status IN ('open', 'acknowledged', 'snoozed', 'resolved')", name="ck_alerts_status"),
+    sa.Column("priority", sa.Float, nullable=False),  # the rank (serving.alert_rules.priority), highest first
+    # when it entered its team's list (actionable, delivered); None while queued (serving.capacity) and for
+    # an alert that left the queue without entering. The treated arm starts here (serving.outcomes)
+    sa.Column("entered_at", sa.DateTime),
+    sa.CheckConstraint(
+        "status IN ('queued', 'open', 'acknowledged', 'snoozed', 'resolved')", name="ck_alerts_status"
+    ),
     # at most one live alert per (customer, kind), even against a concurrent writer (a partial unique index)
     sa.Index(
         "uq_alerts_live_customer_kind",
@@ -134,6 +141,7 @@ alerts_table = sa.Table(
         postgresql_where=_not_resolved,
     ),
     sa.Index("ix_alerts_status_value_at_risk", "status", "value_at_risk"),
+    sa.Index("ix_alerts_status_priority", "status", "priority"),
     sa.Index("ix_alerts_customer_id", "customer_id"),
 )
 

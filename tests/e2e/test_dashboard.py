@@ -226,6 +226,7 @@ MATRIX = [
     ("GET", "/ui/", "viewer"),
     ("GET", "/ui/overview", "viewer"),
     ("GET", "/ui/effect", "viewer"),
+    ("GET", "/ui/queue", "viewer"),
     ("GET", "/ui/customers/no-such-customer", "viewer"),
     ("POST", "/ui/alerts/999999/ack", "agent"),
     ("POST", "/ui/alerts/999999/snooze", "agent"),
@@ -602,4 +603,92 @@ def test_browser_an_admin_erases_a_customer(
     forgot = audit.entries(engine, ["forget"], limit=1)
     assert forgot[["who", "role"]].values.tolist() == [["adam", "admin"]]
     assert forgot["target"].iloc[0] == audit.customer_hash(audit.salt(engine), cid) != cid
+    context.close()
+
+
+# --- capacity: the queue page, and a resolve letting the queue move on --------------------------------------
+
+TEAM_BUDGET = 5
+
+
+@pytest.fixture(scope="module")
+def queued_server(
+    cdnow_champion: Path, cdnow_dir: Path, tmp_path_factory: pytest.TempPathFactory, keys: dict[str, str]
+) -> Iterator[tuple[str, sa.Engine]]:
+    """A served champion whose diamond and gold alerts share a budget of TEAM_BUDGET a week, scored at
+    CUTOFF and then LATER (a later week: the budget renews, the alerts in hand still use it)."""
+    import yaml
+
+    work = tmp_path_factory.mktemp("queued")
+    alerts = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))["alerts"]
+    alerts["capacity"] = {
+        "period_days": 7,
+        "teams": {"accounts": {"tiers": ["diamond", "gold"], "budget": TEAM_BUDGET}},
+    }
+    env = {"DIAMOND_SESSION_SECRET": "dashboard-test-secret", "DIAMOND_API_KEY_FILE": keys["file"]}
+    with serve_champion(cdnow_champion, cdnow_dir, work, serving={"alerts": alerts}, env=env) as url:
+        run_diamond("score", "--data", str(cdnow_dir), "--as-of", LATER, cwd=work)
+        engine = sa.create_engine(f"sqlite:///{work / 'diamond.db'}")
+        yield url, engine
+        engine.dispose()
+
+
+def _queue_rows(page: object) -> list[str]:
+    return page.locator("table.queue[data-team=accounts] tbody tr").evaluate_all(
+        "rs => rs.map(r => r.dataset.customer)"
+    )
+
+
+def test_browser_the_queue_page_and_a_resolve_that_lets_the_next_alert_enter(
+    browser: object, queued_server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    from serving import capacity
+
+    url, engine = queued_server
+    config = ServingConfig.load(Path(engine.url.database).parent / "serving.yaml")
+    rules = capacity.rules_of(engine, config)
+    when = capacity.clock(engine)
+    waiting, teams = capacity.queue(engine, rules, when)
+    team = next(t for t in teams if t.team == "accounts")
+    assert team.budget == TEAM_BUDGET and team.used <= TEAM_BUDGET and team.queued > 0
+    live = alert_store.list_alerts(engine, "live", model=False)
+    in_team = live[live["tier"].isin(["diamond", "gold"])]
+    assert len(in_team) <= TEAM_BUDGET  # never more in the team's hands than its budget
+    queued = alert_store.list_alerts(engine, "queued")
+    assert not queued.empty and queued["priority"].tolist() == sorted(queued["priority"], reverse=True)
+
+    context, page = _browser_login(browser, url, keys["viewer"])
+    assert not set(queued["id"]) & set(_shown_ids(page))  # queued alerts are not in the alert list
+    page.get_by_role("link", name="Queue").click()
+    page.wait_for_url(re.compile(r".*/ui/queue$"))
+    assert page.get_by_role("heading", level=1).inner_text() == "Capacity and the queue"
+    cells = page.locator("table.teams tr[data-team=accounts] td").all_inner_texts()
+    assert cells[:6] == [
+        "accounts",
+        str(TEAM_BUDGET),
+        str(team.live),
+        str(team.done),
+        str(team.free),
+        f"{team.queued:,}",
+    ]
+    mine = waiting[waiting["team"] == "accounts"]
+    assert _queue_rows(page) == mine["customer_id"].head(dashboard.QUEUE_PAGE).tolist()
+    page.screenshot(path=str(ARTEFACTS / "queue.png"), full_page=True)
+    context.close()
+
+    # an agent resolves an alert that entered at the first run (an earlier week): its budget frees at
+    # once, and the first in the queue enters: open, entered at the store's clock (the latest run)
+    first = alert_store.list_alerts(engine, "live", model=False)
+    earlier = first[first["tier"].isin(["diamond", "gold"]) & (first["entered_at"] < pd.Timestamp(when))]
+    assert not earlier.empty, "no alert of the team from the first run is still live"
+    target = earlier.iloc[0]
+    head = mine.iloc[0]
+    context, page = _browser_login(browser, url, keys["agent"])
+    page.goto(f"/ui/customers/{target['customer_id']}")
+    page.get_by_role("button", name=f"Resolve alert {target['id']}").click()
+    page.wait_for_load_state()
+    entered = alert_store.get_alert(engine, int(head["id"]))
+    assert entered["status"] == "open" and entered["entered_at"] == when
+    page.goto("/ui/queue")
+    assert head["customer_id"] not in _queue_rows(page)
     context.close()

@@ -472,7 +472,7 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     )
 
     done = run_diamond("effect", "--json", "--mlflow", cwd=tmp_path, env=env)
-    reply = json.loads(done.stdout)
+    reply = json.loads(done.stdout)["effect"]
     overall = next(r for r in reply if r["scope"] == "cumulative" and r["tier"] == "(all)")
     treated, controls = got[got["arm"] == "treated"], got[got["arm"] == "control"]
     assert (overall["treated"], overall["control"]) == (len(treated), len(controls))

@@ -102,6 +102,9 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     assert {n: len(after[n]) for n in TABLES} == {n: len(r) for n, r in before.items()}
     # alerts gained do_not_contact, false for every existing alert (0004)
     assert {r.pop("do_not_contact") for r in after["alerts"]} == {0}
+    # ... and priority (their value at risk) and entered_at (when they opened) (0007)
+    assert all(r.pop("priority") == r["value_at_risk"] for r in after["alerts"])
+    assert all(r.pop("entered_at") == r["opened_at"] for r in after["alerts"])
     for name in TABLES - {"score_runs"}:  # untouched on SQLite, value for value
         assert after[name] == before[name], name
 
@@ -236,6 +239,9 @@ def test_the_migrations_end_at_the_declared_schema_and_start_at_the_previous_rel
                 "ix_alert_outcomes_opened_at",
             )
         },
+        ("add_column", "alerts.priority"),  # 0007
+        ("add_column", "alerts.entered_at"),
+        ("add_index", "ix_alerts_status_priority"),
     }
     with eng.begin() as con:
         command.upgrade(store.alembic_config(con), "head")

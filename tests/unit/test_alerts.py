@@ -50,6 +50,7 @@ def test_min_tier_and_churn_fire_together_and_near_misses_only_hold() -> None:
         "playbook": "account manager call",
         "due_at": T0 + 24 * H,
         "fires": True,
+        "priority": pytest.approx(700.0),  # the rank: value at risk (alert_rules.priority)
     }
     assert out.iloc[2]["due_at"] == T0 + 72 * H  # gold
 
