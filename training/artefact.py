@@ -37,7 +37,7 @@ from features.history import History
 from features.sets import FeatureSetError, get_feature_set
 from training.coldstart import ColdStartModel, one_purchase
 from training.contract import CONTRACT, SILENCE, ContractModel
-from training.curve import CurveSpec
+from training.curve import HORIZONS, CurveSpec
 from training.levels import Levels
 from training.models import ChurnModel, Encoder, ValueModel
 from training.rfm import RfmRank
@@ -109,10 +109,23 @@ class ScoringArtefact:
         self, rows: pd.DataFrame, probability: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """P(churned by t) for t in training.curve.HORIZONS and the expected days to churn of `rows`, from
-        their P(churn over H); None for a model without a curve spec (trained before there was one)."""
+        their P(churn over H); customers under contract (when the artefact has a contract model) get the
+        cancellation hazard's own curve (training.contract: P(cancel within t) from its monthly hazards,
+        equal to their P(churn over H) at H). None for a model without a curve spec (trained before there
+        was one)."""
         if self.curve is None:
             return None
-        return self.curve.apply(probability, rows, self.horizon_days)
+        curve, days = self.curve.apply(probability, rows, self.horizon_days)
+        if self.contract is not None and len(rows):  # customers under contract: their own monthly hazards
+            mask = self.contract.applies(rows)
+            if mask.any():
+                within = [t for t in HORIZONS if t <= self.horizon_days]
+                points, expected = self.contract.curve(rows.loc[mask], within)
+                filled = np.full((int(mask.sum()), len(HORIZONS)), np.nan)  # past H: null, as for everyone
+                filled[:, : len(within)] = points
+                curve, days = curve.copy(), days.copy()
+                curve[mask], days[mask] = filled, expected
+        return curve, days
 
     def cold_start_probability(self, rows: pd.DataFrame) -> np.ndarray | None:
         """The cold-start model's P(churn over H) for customers with one purchase day, NaN for the others;
@@ -137,6 +150,14 @@ class ScoringArtefact:
                 p = p.copy()
                 p[mask] = self.contract.predict(rows.loc[mask])
         return p, v
+
+    @property
+    def contract_only_columns(self) -> list[str]:
+        """Inputs of the contract model that the churn and value boosters do not use (the subscription
+        tenure): reasons may name them (serving.scoring)."""
+        if self.contract is None:
+            return []
+        return [c for c in self.contract.encoder.columns if c not in self.columns]
 
     def churn_models(self, rows: pd.DataFrame) -> np.ndarray:
         """Which model scored each row: 'contract_hazard' or 'purchase_silence'."""

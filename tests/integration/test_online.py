@@ -124,7 +124,7 @@ def _by_id(served: Served, ids: list[str], snap: Any) -> list[dict[str, Any]]:
 def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
     for field in ("churn_probability", "predicted_value", "value_at_risk"):
         assert new[field] == pytest.approx(old[field], rel=1e-9, abs=1e-12), field
-    for field in ("customer_id", "tier", "rfm_segment", "cold_start", "horizon_days", "as_of"):
+    for field in ("customer_id", "tier", "rfm_segment", "cold_start", "churn_model", "horizon_days", "as_of"):
         assert new[field] == old[field], field
     for field in scoring.CURVE_COLUMNS:  # time to churn: null exactly where the batch path has none
         assert (new[field] is None) == (old[field] is None), field
@@ -224,6 +224,7 @@ def test_inline_history_gives_the_snapshot_numbers(
     for field in ("churn_probability", "predicted_value", "value_at_risk", *scoring.CURVE_COLUMNS):
         assert getattr(inline, field) == pytest.approx(getattr(by_id, field), rel=1e-9), field
     assert (inline.tier, inline.rfm_segment) == (by_id.tier, by_id.rfm_segment)
+    assert inline.churn_model == by_id.churn_model == "purchase_silence"  # CDNOW: nobody under contract
 
 
 def test_inline_as_of_defaults_to_the_latest_event(served: Served, transactions: pd.DataFrame) -> None:
