@@ -8,8 +8,8 @@ later data:
   predicted, realised rate, Brier, ROC-AUC over every customer; and the same on the customers whose lapse
   can fall by t (R >= H - t), where the curve is the model's P(H) itself.
 * **cold start**: the customers with one purchase day at T, scored by the population mean (the model's mean
-  P(H) over every customer at T), by the segment mean, by the served model, and by the cold-start model
-  shipped in the artefact (training.coldstart): AUC, Brier, mean predicted vs realised.
+  P(H) over every customer at T), by the segment mean and by the served model: AUC, Brier, mean predicted
+  vs realised. (A separate cold-start model was measured here and deleted: docs/training.md "Cold start".)
 * the cold-start counts at the demo's scoring cutoff (the end of CDNOW, 1998-06-30) as serving flags them.
 
 Usage: ``python bench/bench_curve.py [--cutoff 1997-09-30] [--horizon 273] [--trials 20]``
@@ -93,9 +93,6 @@ def main() -> None:
         "one-purchase mean (model's mean P over them)": np.full(int(one.sum()), p[one].mean()),
         "served model": p[one],
     }
-    cold = art.cold_start_probability(rows)
-    if cold is not None:
-        candidates["cold-start model (artefact)"] = cold[one]
     print(
         "| scored by | ROC-AUC | Brier | mean predicted | realised | AUC gain over the served model "
         "(bootstrap SE) | Brier gain over the served model (SE) |"
@@ -112,14 +109,6 @@ def main() -> None:
             f"{yo.mean():.4f} | {metrics.roc_auc(yo, q) - metrics.roc_auc(yo, served):+.4f} "
             f"({np.std(auc_gain):.4f}) | {metrics.brier(yo, served) - metrics.brier(yo, q):+.4f} "
             f"({np.std(brier_gain):.4f}) |"
-        )
-
-    if cold is not None:
-        blended = np.where(one, cold, p)
-        print(
-            f"\nevery customer, the served model alone: AUC {metrics.roc_auc(y, p):.4f}, Brier "
-            f"{metrics.brier(y, p):.4f}; with the cold-start model for one-purchase customers: AUC "
-            f"{metrics.roc_auc(y, blended):.4f}, Brier {metrics.brier(y, blended):.4f}"
         )
 
     end = parse_cutoff(cdnow.AS_OF)

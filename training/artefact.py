@@ -3,8 +3,9 @@
     scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
                    value objective, horizon maps, tier thresholds, training metrics, the drift
                    reference (training.drift: the inputs' and scores' distributions at T), and the
-                   time-to-churn spec (training.curve) and the cold-start model (training.coldstart);
-                   both absent in models trained before them: no curve, no cold-start model
+                   time-to-churn spec (training.curve), absent in models trained before it (no curve;
+                   a `cold_start` key that models of 2026-12-02 carry is ignored: that model was
+                   measured and not served, docs/training.md "Cold start")
     churn.ubj      the churn booster (XGBoost's own binary format)
     value.ubj      the value booster
     contract.ubj   the cancellation hazard booster of the customers under contract (training.contract), when
@@ -35,7 +36,6 @@ import xgboost as xgb
 from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
-from training.coldstart import ColdStartModel, one_purchase
 from training.contract import CONTRACT, SILENCE, ContractModel
 from training.curve import HORIZONS, CurveSpec
 from training.levels import Levels
@@ -74,7 +74,6 @@ class ScoringArtefact:
     btyd_params: dict[str, list[float]] | None = None  # BG/NBD + Gamma-Gamma fitted at T (features.build)
     drift_reference: dict[str, dict[str, Any]] | None = None  # training.drift.reference at T
     curve: CurveSpec | None = None  # time to churn (training.curve); None: an older model, no curve
-    cold_start: ColdStartModel | None = None  # one-purchase customers (training.coldstart); None: none
     contract: ContractModel | None = None  # cancellation hazard of the customers under contract
     levels: Levels | None = None  # recalibrated churn and value levels (training.levels)
 
@@ -126,13 +125,6 @@ class ScoringArtefact:
                 curve, days = curve.copy(), days.copy()
                 curve[mask], days[mask] = filled, expected
         return curve, days
-
-    def cold_start_probability(self, rows: pd.DataFrame) -> np.ndarray | None:
-        """The cold-start model's P(churn over H) for customers with one purchase day, NaN for the others;
-        None for a model without one."""
-        if self.cold_start is None:
-            return None
-        return np.where(one_purchase(rows), self.cold_start.predict(rows), np.nan)
 
     def finish(self, rows: pd.DataFrame, p: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The purchase-silence P(churn) and value over H of `rows` (the boosters and horizon maps) turned
@@ -227,7 +219,6 @@ class ScoringArtefact:
             btyd_params=spec.get("btyd_params"),
             drift_reference=spec.get("drift_reference"),
             curve=CurveSpec.from_dict(spec["curve"]) if spec.get("curve") else None,
-            cold_start=ColdStartModel.from_dict(spec["cold_start"]) if spec.get("cold_start") else None,
             contract=contract,
             levels=levels,
         )
@@ -252,7 +243,6 @@ class ScoringArtefact:
             "btyd_params": self.btyd_params,
             "drift_reference": self.drift_reference,
             "curve": self.curve.to_dict() if self.curve is not None else None,
-            "cold_start": self.cold_start.to_dict() if self.cold_start is not None else None,
         }
         if self.contract is not None:  # optional keys: an artefact without them is written as before
             spec["contract"] = self.contract.to_dict()

@@ -365,21 +365,22 @@ def test_every_answer_has_its_time_to_churn(served: Served, snapshot: pd.DataFra
 def test_a_model_without_a_curve_still_scores_with_null_curves(
     served: Served, snapshot: pd.DataFrame, transactions: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """A model trained before the curve (no `curve` or `cold_start` in scoring.json) loads and scores the
-    same numbers; its time-to-churn fields are null, by id and inline."""
+    """A model trained before the curve (no `curve` in scoring.json) loads and scores the same numbers; its
+    time-to-churn fields are null, by id and inline. One trained while a cold-start model shipped (a
+    `cold_start` key) loads too: the key is ignored."""
     import dataclasses
 
     from training.artefact import ScoringArtefact
 
     folder = served.artefact.save(tmp_path / "model")
     loaded = ScoringArtefact.load(folder)
-    assert loaded.curve == served.artefact.curve and loaded.cold_start == served.artefact.cold_start
+    assert loaded.curve == served.artefact.curve
     spec = json.loads((folder / "scoring.json").read_text(encoding="utf-8"))
-    del spec["curve"], spec["cold_start"]
+    del spec["curve"]
+    spec["cold_start"] = {"inputs": ["recency_days"], "mean": [1.0], "scale": [1.0], "coef": [1.0]}
     (folder / "scoring.json").write_text(json.dumps(spec), encoding="utf-8")
     old_art = ScoringArtefact.load(folder)
-    assert old_art.curve is None and old_art.cold_start is None
-    assert old_art.cold_start_probability(snapshot) is None
+    assert old_art.curve is None
     old = dataclasses.replace(served, artefact=old_art, version="6")
     cid = snapshot["customer_id"].iloc[3]
     mine = transactions[(transactions["customer_id"] == cid) & (transactions["timestamp"] <= CUTOFF)]
