@@ -186,3 +186,56 @@ def test_the_by_id_and_inline_answers_carry_which_model_scored_the_customer(resu
         assert [r["feature"] for r in mine["reasons"]] == [r["feature"] for r in batch["reasons"]]
     assert {answers[c]["churn_model"] for c in ids[:5]} == {CONTRACT}
     assert {answers[c]["churn_model"] for c in ids[5:]} == {SILENCE}
+
+
+@pytest.fixture(scope="module")
+def numeric(tmp_path_factory: pytest.TempPathFactory) -> Backtest:
+    """The same kind of history with numeric and boolean attributes only: the served snapshot is then
+    scored as one float matrix (serving.champion's fast path), not per request."""
+    folder = tmp_path_factory.mktemp("numeric") / "history"
+    synthetic.write(folder, 2000, seed=SEED)
+    history = load_history(folder)
+    assert history.customers is not None
+    kept = history.customers.select(["customer_id", "signup_date", "age", "is_subscriber", "email_opt_in"])
+    return backtest(replace(history, customers=kept), CUTOFF, HORIZON, SMALL)
+
+
+def test_the_fast_by_id_path_answers_subscribers_as_the_batch_path_does(numeric: Backtest) -> None:
+    """By id from the snapshot held as arrays (probability, curve, which model, reasons rendered from the
+    arrays): the numbers and words of serving.scoring for customers under contract and the others."""
+    art = numeric.trained.artefact
+    assert art.contract is not None and not art.churn.encoder.categories
+    rows = numeric.trained.scoring_rows.reset_index(drop=True).assign(as_of=CUTOFF)
+    for c in rows.columns:  # as the store's snapshot gives booleans back: 0 and 1 (both paths show numbers)
+        if pd.api.types.is_bool_dtype(rows[c].dtype):
+            rows[c] = rows[c].astype(np.int64)
+    served = Served(art, "4", "now", RfmReference.from_rank(art.churn.rfm))
+    config = ServingConfig(reasons=12)  # deep enough to reach the hazard's own input for some customers
+    inputs = ModelInputs.build(served, rows, None, config.cold_start_min_purchase_days, config.reasons)
+    assert inputs.rows is None  # the fast path
+    names = scoring.reason_names(art)
+    assert art.contract_only_columns == ["signup_tenure_days"] == names[len(art.columns) + 1 :]
+    np.testing.assert_array_equal(inputs.x[:, -1], rows["signup_tenure_days"].to_numpy(dtype=np.float64))
+    contract = art.contract.applies(rows)
+    assert 20 < contract.sum() < len(rows)
+    ids = rows["customer_id"].astype(str).tolist()
+    answers = {k: json.loads(v) for k, v in by_id(served, inputs, ids, config).items()}
+    records = {r["customer_id"]: r for r in scoring.score_records(art, rows, config.reasons, 2)}
+    tenure_named = False
+    assert all(len(a["reasons"]) > 3 for a in answers.values())
+    for cid in ids:
+        mine, batch = answers[cid], records[cid]
+        Score.model_validate(mine)
+        assert mine["churn_model"] == batch["churn_model"]
+        for c in ("churn_probability", "predicted_value", *scoring.CURVE_COLUMNS):
+            assert (mine[c] is None) == (batch[c] is None), c
+            assert mine[c] is None or mine[c] == pytest.approx(batch[c], rel=1e-9, abs=1e-12), c
+        assert [(r["feature"], r["text"]) for r in mine["reasons"]] == [
+            (r["feature"], r["text"]) for r in batch["reasons"]
+        ]
+        for m, b in zip(mine["reasons"], batch["reasons"], strict=True):
+            assert m["contribution"] == pytest.approx(b["contribution"], abs=1e-9)
+        tenure_named |= any(r["feature"] == "signup_tenure_days" for r in mine["reasons"])
+    assert {answers[c]["churn_model"] for c, k in zip(ids, contract, strict=True) if k} == {CONTRACT}
+    assert {answers[c]["churn_model"] for c, k in zip(ids, contract, strict=True) if not k} == {SILENCE}
+    assert tenure_named  # a hazard input the silence model does not use, shown from the arrays
