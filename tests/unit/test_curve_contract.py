@@ -67,7 +67,7 @@ def test_the_contract_curve_is_monotone_and_ends_at_p_over_h(
     assert np.all(np.diff(curve) >= -1e-12)
     p_h = 1 - survival_from_hazards(h, horizon, 30, level)[0]
     assert curve[-1] == p_h  # the same arithmetic at H: exactly P(cancel within H)
-    assert 0.0 <= curve[0] and curve[-1] <= 1.0
+    assert curve[0] >= 0.0 and curve[-1] <= 1.0
     expected = expected_days(h, horizon, 30, level)[0]
     if p_h > 1e-9:
         assert 0.0 <= expected <= horizon
