@@ -8,8 +8,8 @@ later data:
   predicted, realised rate, Brier, ROC-AUC over every customer; and the same on the customers whose lapse
   can fall by t (R >= H - t), where the curve is the model's P(H) itself.
 * **cold start**: the customers with one purchase day at T, scored by the population mean (the model's mean
-  P(H) over every customer at T), by the segment mean, by the served model, and by the cold-start model
-  shipped in the artefact (training.coldstart): AUC, Brier, mean predicted vs realised.
+  P(H) over every customer at T), by the segment mean and by the served model: AUC, Brier, mean predicted
+  vs realised. (A separate cold-start model was measured here and deleted: docs/training.md "Cold start".)
 * the cold-start counts at the demo's scoring cutoff (the end of CDNOW, 1998-06-30) as serving flags them.
 
 Usage: ``python bench/bench_curve.py [--cutoff 1997-09-30] [--horizon 273] [--trials 20]``
@@ -31,7 +31,7 @@ from serving import scoring
 from serving.config import ServingConfig
 from training import metrics
 from training.config import TrainingConfig
-from training.curve import HORIZONS
+from training.curve import HORIZONS, hazard_curve
 from training.pipeline import Backtest, backtest
 
 
@@ -93,9 +93,6 @@ def main() -> None:
         "one-purchase mean (model's mean P over them)": np.full(int(one.sum()), p[one].mean()),
         "served model": p[one],
     }
-    cold = art.cold_start_probability(rows)
-    if cold is not None:
-        candidates["cold-start model (artefact)"] = cold[one]
     print(
         "| scored by | ROC-AUC | Brier | mean predicted | realised | AUC gain over the served model "
         "(bootstrap SE) | Brier gain over the served model (SE) |"
@@ -114,14 +111,6 @@ def main() -> None:
             f"({np.std(brier_gain):.4f}) |"
         )
 
-    if cold is not None:
-        blended = np.where(one, cold, p)
-        print(
-            f"\nevery customer, the served model alone: AUC {metrics.roc_auc(y, p):.4f}, Brier "
-            f"{metrics.brier(y, p):.4f}; with the cold-start model for one-purchase customers: AUC "
-            f"{metrics.roc_auc(y, blended):.4f}, Brier {metrics.brier(y, blended):.4f}"
-        )
-
     end = parse_cutoff(cdnow.AS_OF)
     demo_rows = art.feature_rows(history, end)
     serving = ServingConfig()
@@ -134,9 +123,10 @@ def main() -> None:
 
 
 def subscribers(history: History, result: Backtest) -> None:
-    """The cancellation curve (a constant hazard anchored at H) of the subscribers of a mixed history:
-    predicted P(cancelled by t) against realised cancellation in (T, T + t], and the shape alone (P(t) / P(H)
-    against realised(t) / realised(H)), which does not inherit the level of P(H)."""
+    """The cancellation curve of the subscribers of a mixed history (read from the contract model's monthly
+    hazards, training.contract): predicted P(cancelled by t) against realised cancellation in (T, T + t],
+    and the shape alone (P(t) / P(H) against realised(t) / realised(H)), which does not inherit the level of
+    P(H); beside it the constant hazard anchored at the same P(H) (what the curve was before)."""
     art, rows = result.trained.artefact, result.trained.scoring_rows.reset_index(drop=True)
     assert result.truth is not None and history.cancellations is not None and art.curve is not None
     t0, h = art.cutoff, art.horizon_days
@@ -149,24 +139,27 @@ def subscribers(history: History, result: Backtest) -> None:
     curve = art.churn_curve(rows, p)
     assert curve is not None
     probs = curve[0]
+    flat, _ = hazard_curve(p, h)  # the constant hazard anchored at the same P(H)
     y = result.truth["churned"].to_numpy()
     print(f"# Cancellation curve: synthetic, T = {t0:%Y-%m-%d}, H = {h} d, {int(sub.sum()):,} subscribers\n")
     print(
         "| t (days) | mean predicted P(t) | realised cancelled by t | predicted P(t) / P(H) | "
-        "realised(t) / realised(H) | Brier | ROC-AUC |"
+        "realised(t) / realised(H) | Brier | ROC-AUC | constant hazard: P(t) / P(H), Brier |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     real_h = (days[sub] <= h).mean()
     assert np.array_equal(days[sub] <= h, y[sub] == 1), "cancellation dates disagree with the labels"
     for k, t in enumerate([*HORIZONS, h]):
         if t > h:
             continue
         pred = (probs[:, k] if t in HORIZONS else p)[sub]
+        const = (flat[:, k] if t in HORIZONS else p)[sub]
         real = days[sub] <= t
         print(
             f"| {t} | {pred.mean():.4f} | {real.mean():.4f} | {pred.mean() / p[sub].mean():.3f} | "
             f"{real.mean() / real_h:.3f} | {metrics.brier(real, pred):.4f} | "
-            f"{metrics.roc_auc(real, pred):.4f} |"
+            f"{metrics.roc_auc(real, pred):.4f} | {const.mean() / p[sub].mean():.3f}, "
+            f"{metrics.brier(real, const):.4f} |"
         )
 
 

@@ -871,9 +871,10 @@ value errors are within the sampling noise (the levels tables above), so the der
   mean predicted cancellation is {g["sub"][0]:+.1%} ± {g["sub"][1]:.1%} off the realised rate. The generator's
   seasonal purchase factor averages {first.facts["season_train"]:.2f} over the model's training label windows
   and {first.facts["season_window"]:.2f} over the scored window (ratio {ratio:.2f}, seed {first.seed}); no
-  feature is a calendar input, so levels learned at the origins cannot follow the November–December peak,
-  which alone would give about {1 / ratio - 1:+.0%}. Subscribers are under-predicted because the BG/NBD
-  horizon map is a purchase-silence model, not a contract model (issue 16 item 1, open).
+  feature is a calendar input, so levels learned at the origins alone cannot follow the November–December
+  peak (about {1 / ratio - 1:+.0%} from that alone): the calibrated levels (training.levels) recalibrate them
+  on the same season a year before T. Subscribers are scored by the contract hazard (training.contract),
+  levelled on that window too.
 - **The peer's levels.** The plain peer is off by {g["peer_agg"][0]:+.1%} ± {g["peer_agg"][1]:.1%} in
   aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It
   learns the H-day answer itself, cancellations included, from label windows whose seasonal factor averages

@@ -137,7 +137,7 @@ class ModelInputs:
     ids: list[str]  # row -> customer id
     index: dict[str, int]  # customer id -> row
     as_of: list[str]  # each row's snapshot as-of, as the store gives it
-    x: np.ndarray
+    x: np.ndarray  # (rows, scoring.reason_names): the model's inputs, the RFM rank, the contract's own
     rank: np.ndarray  # the churn model's RFM rank
     churn: np.ndarray
     value: np.ndarray
@@ -145,8 +145,9 @@ class ModelInputs:
     tier: np.ndarray  # tier names
     segment: np.ndarray  # RFM segment names
     cold: np.ndarray  # cold-start flags
+    model: np.ndarray  # which model scored each row (training.contract: contract_hazard | purchase_silence)
     curve: np.ndarray  # (rows, serving.scoring.CURVE_COLUMNS) time to churn; NaN: undefined (null)
-    top: np.ndarray  # (rows, reasons) column of each reason, largest |effect| first; -1: none (effect 0)
+    top: np.ndarray  # (rows, reasons) reason_names index of each reason, largest |effect| first; -1: none
     effect: np.ndarray  # (rows, reasons) the effects on churn risk of those columns
     contribution: np.ndarray  # the effects as answers show them: round(effect, 6)
     rows: pd.DataFrame | None = None
@@ -161,19 +162,37 @@ class ModelInputs:
         art = served.artefact
         rows = rows.reset_index(drop=True)
         n, k = len(rows), len(art.columns)
+        extra = art.contract_only_columns  # the contract model's own inputs, which its reasons may name
         ids = rows["customer_id"].astype(str).tolist() if n else []
-        numeric = not art.churn.encoder.categories and set(art.columns) <= set(rows.columns)
-        x = (
-            rows[art.columns].to_numpy(dtype=np.float64, na_value=np.nan)
-            if n and numeric
-            else np.zeros((0, k))
+        numeric = (
+            not art.churn.encoder.categories
+            and not (art.contract is not None and art.contract.encoder.categories)
+            and set(art.columns + extra) <= set(rows.columns)
         )
         rank = art.churn.rfm.score(rows) if n else np.zeros(0)
+        # one column per serving.scoring.reason_names: the model's inputs, the RFM rank, the contract's own
+        x = (
+            np.c_[
+                rows[art.columns].to_numpy(dtype=np.float64, na_value=np.nan),
+                rank,
+                rows[extra].to_numpy(dtype=np.float64, na_value=np.nan).reshape(n, len(extra)),
+            ]
+            if n and numeric
+            else np.zeros((0, k + 1 + len(extra)))
+        )
         churn, value = np.zeros(len(x)), np.zeros(len(x))
         top, effect = np.full((len(x), reasons), -1, dtype=np.int16), np.zeros((len(x), reasons))
         for lo in range(0, len(x), CHUNK):
             part = slice(lo, lo + CHUNK)
-            churn[part], value[part], top[part], effect[part] = _score_rows(art, x[part], rank[part], reasons)
+            churn[part], value[part], top[part], effect[part] = _score_rows(
+                art, x[part, :k], rank[part], reasons
+            )
+        if len(x):  # customers under contract: the reasons of their cancellation hazard
+            contract, theirs = scoring.contract_effects(art, rows)
+            if contract.any():
+                order = np.argsort(-np.abs(theirs), axis=1, kind="stable")[:, :reasons]
+                chosen = np.take_along_axis(theirs, order, axis=1)
+                top[contract], effect[contract] = np.where(chosen == 0, -1, order), chosen
         churn, value = art.finish(rows, churn, value) if len(x) else (churn, value)  # contract model, levels
         curve_none = np.zeros((0, len(scoring.CURVE_COLUMNS)))  # scored per request (`rows`)
         return cls(
@@ -190,6 +209,7 @@ class ModelInputs:
             tier=assign_tiers(value, art.tiers),
             segment=rfm_segments(rows, served.rfm).to_numpy() if n else np.zeros(0, dtype=object),
             cold=scoring.cold_start(rows, cold_start_min_purchase_days) if n else np.zeros(0, dtype=bool),
+            model=art.churn_models(rows) if n else np.zeros(0, dtype=object),
             curve=scoring.churn_curve(art, rows, churn) if numeric else curve_none,
             top=top,
             effect=effect,
@@ -206,6 +226,7 @@ def _score_rows(
     """Churn probability, value, and the top reasons (columns, effects) of rows given as a float matrix:
     ScoringArtefact.score and serving.scoring.reasons without a frame (`inplace_predict` on the array)."""
     churn, value = art.churn, art.value
+    x = np.ascontiguousarray(x)
     p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
     v = value.from_raw(value.booster.inplace_predict(x))
     contribs = churn.booster.predict(xgb.DMatrix(x, feature_names=art.columns, nthread=1), pred_contribs=True)

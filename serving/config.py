@@ -81,6 +81,7 @@ class UpliftConfig(Section):
     learner: Literal["t", "x"] = "x"  # the meta-learner registered (the other is measured beside it)
     min_qini_gain: float = 0.0  # its Qini on later outcomes must beat the champion's and P x value's by this
 
+
 class Rule(Section):
     """One alert rule: it fires for a customer when every condition given (not None) holds."""
 

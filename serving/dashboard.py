@@ -61,6 +61,7 @@ from serving import (
     webauth,
 )
 from serving.config import ServingConfig, session_secret
+from training.contract import CONTRACT, SILENCE
 from training.tiers import DEFAULT_TIERS
 
 MOUNT = "/ui"
@@ -325,6 +326,7 @@ def customer(request: Request) -> Response:
         customer_id=cid,
         now=now,
         curve=_curve(now),
+        churn_model=churn_model(now),
         reasons=reasons,
         history=_records(history),
         chart=charts.line(points, f"Churn probability of {cid} over the scoring runs") if points else None,
@@ -338,6 +340,18 @@ def customer(request: Request) -> Response:
         snooze=SNOOZE_HOURS,
         done=_done(request),
     )
+
+
+CHURN_MODELS = {CONTRACT: "contract: cancellation hazard", SILENCE: "purchase silence"}
+
+
+def churn_model(now: dict[str, Any] | None) -> dict[str, str] | None:
+    """Which model scored a customer's latest score, as the page names it; None when the snapshot says
+    nothing (written before the score table had `churn_model`)."""
+    name = now.get("churn_model") if now else None
+    if not isinstance(name, str) or not name:
+        return None
+    return {"name": name, "label": CHURN_MODELS.get(name, name)}
 
 
 def _curve(now: dict[str, Any] | None) -> dict[str, Any] | None:

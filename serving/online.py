@@ -136,7 +136,7 @@ class _Render:
     def __init__(self, served: Served, inputs: ModelInputs, top: int) -> None:
         art = served.artefact
         self.inputs, self.top, self.rfm = inputs, top, len(art.columns)
-        self.names = [*art.columns, scoring.RFM_REASON]
+        self.names = scoring.reason_names(art)
         self.tail = f',"source":"snapshot","as_of":%s,"model_version":{_quote(served.version)}}}'
         self.horizon = int(art.horizon_days)
         self.reasons = inputs.cache
@@ -163,6 +163,7 @@ class _Render:
             d.tier[r].tolist(),
             d.segment[r].tolist(),
             d.cold[r].tolist(),
+            d.model[r].tolist(),
             d.curve[r].tolist(),
             d.top[r, :k].tolist(),
             d.effect[r, :k].tolist(),
@@ -174,7 +175,23 @@ class _Render:
         out, known, rfm, quote, last = [], self.reasons, self.rfm, encode_basestring_ascii, self.tail
         names = {n: quote(n) for n in {*d.tier[r].tolist(), *d.segment[r].tolist()}}
         fields = [f',"{c}":' for c in scoring.CURVE_COLUMNS]
-        for row, churn, value, risk, tier, segment, cold, curve, top, effects, contribs, x, rank in columns:
+        models = {m: quote(m) for m in set(d.model[r].tolist())}
+        for (
+            row,
+            churn,
+            value,
+            risk,
+            tier,
+            segment,
+            cold,
+            model,
+            curve,
+            top,
+            effects,
+            contribs,
+            x,
+            rank,
+        ) in columns:
             why = []
             for j, effect, contribution in zip(top, effects, contribs, strict=True):
                 if j < 0:
@@ -188,7 +205,8 @@ class _Render:
                 f'"churn_probability":{churn!r},"predicted_value":{value!r},'
                 f'"horizon_days":{self.horizon},"value_at_risk":{risk!r},'
                 f'"tier":{names[tier]},"rfm_segment":{names[segment]},'
-                f'"reasons":[{",".join(why)}],"cold_start":{"true" if cold else "false"}'
+                f'"reasons":[{",".join(why)}],"cold_start":{"true" if cold else "false"},'
+                f'"churn_model":{models[model]}'
                 + "".join(f + ("null" if v != v else repr(v)) for f, v in zip(fields, curve, strict=True))
                 + last % quote(d.as_of[row])
             )
@@ -220,6 +238,7 @@ def _found(record: dict[str, Any], source: str, as_of: str, version: str) -> dic
         "rfm_segment": record["rfm_segment"],
         "reasons": record["reasons"],
         "cold_start": record["cold_start"],
+        "churn_model": record["churn_model"],
         **{c: record[c] for c in scoring.CURVE_COLUMNS},
         "source": source,
         "as_of": as_of,
@@ -240,6 +259,7 @@ def _missing(cid: str, error: str) -> dict[str, Any]:
         "rfm_segment": None,
         "reasons": [],
         "cold_start": None,
+        "churn_model": None,
         **dict.fromkeys(scoring.CURVE_COLUMNS),
         "source": None,
         "as_of": None,

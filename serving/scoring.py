@@ -37,9 +37,13 @@ SCORE_COLUMNS = [
     "rfm_segment",
     "reasons",
     "cold_start",
+    "churn_model",
     *CURVE_COLUMNS,
 ]
-"""The score table's columns (`score_frame`); `reasons` is the JSON text of the list of reason dicts."""
+"""The score table's columns (`score_frame`); `reasons` is the JSON text of the list of reason dicts;
+`churn_model` says which model scored the customer: `contract_hazard` (a customer under contract, by the
+cancellation hazard, training.contract) or `purchase_silence` (everybody else, and every customer of a model
+trained before the contract model)."""
 
 
 @dataclass(frozen=True)
@@ -67,18 +71,43 @@ class Reasons:
         return out
 
 
+def reason_names(artefact: ScoringArtefact) -> list[str]:
+    """What a reason can name, in the order of the effect columns: the model's columns, the RFM rank, then
+    the contract model's own inputs (`ScoringArtefact.contract_only_columns`)."""
+    return [*artefact.columns, RFM_REASON, *artefact.contract_only_columns]
+
+
+def contract_effects(artefact: ScoringArtefact, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The rows the contract model scores (a mask) and their effects on churn risk, one column per
+    `reason_names`: TreeSHAP contributions to the logit of their cancellation hazard
+    (training.contract.ContractModel.contributions); the RFM rank, which that model does not use, 0. A
+    customer's reasons then explain the number shown: the hazard's for those under contract."""
+    names = reason_names(artefact)
+    mask = artefact.contract.applies(rows) if artefact.contract is not None else np.zeros(len(rows), bool)
+    effects = np.zeros((int(mask.sum()), len(names)))
+    if artefact.contract is not None and mask.any():
+        where = {name: j for j, name in enumerate(names)}
+        columns = [where[c] for c in artefact.contract.encoder.columns]
+        effects[:, columns] = artefact.contract.contributions(rows.loc[mask])
+    return mask, effects
+
+
 def top_reasons(
     artefact: ScoringArtefact, rows: pd.DataFrame, top: int, dm: xgb.DMatrix | None = None
 ) -> Reasons:
-    """Per customer, the `top` inputs that move churn risk most, from XGBoost's pred_contribs on the
-    booster margin scaled by the stacker's weight, plus the RFM rank's own term. Largest |effect| first
-    (equal ones: the earlier column first); zero effects are left out."""
+    """Per customer, the `top` inputs that move churn risk most: for the purchase-silence model, XGBoost's
+    pred_contribs on the booster margin scaled by the stacker's weight, plus the RFM rank's own term; for
+    customers under contract, the contract hazard's own contributions (`contract_effects`). Largest
+    |effect| first (equal ones: the earlier column first); zero effects are left out."""
     contribs = artefact.churn.contributions(rows, dm)[:, :-1] * artefact.churn.stack[0]
     rank = artefact.churn.rfm.score(rows)
     rfm_effect = artefact.churn.stack[1] * (rank - 0.5)  # relative to a middling customer
-    names = [*artefact.columns, RFM_REASON]
-    effects = np.c_[contribs, rfm_effect]
+    names = reason_names(artefact)
+    effects = np.c_[contribs, rfm_effect, np.zeros((len(rows), len(names) - len(artefact.columns) - 1))]
     del contribs
+    contract, theirs = contract_effects(artefact, rows)
+    if contract.any():
+        effects[contract] = theirs
     order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top].copy()  # not a view of every rank
     chosen = np.take_along_axis(effects, order, axis=1)
     del effects
@@ -146,7 +175,7 @@ def complete_rows(artefact: ScoringArtefact, rows: pd.DataFrame) -> pd.DataFrame
     """Inline histories may leave out a table the model uses (no interactions sent: the customer has none).
     Its columns then get what the feature code gives a customer without rows in that table: the feature's
     fill (0 for counts and sums) or null; attributes not sent are null."""
-    missing = [c for c in artefact.columns if c not in rows.columns]
+    missing = [c for c in (*artefact.columns, *artefact.contract_only_columns) if c not in rows.columns]
     if not missing:
         return rows
     fills = {}
@@ -187,6 +216,7 @@ def score_frame(
             "rfm_segment": pd.Series(segments, dtype=object),
             "reasons": pd.Series(why.rows_json, dtype=object),  # plain objects: no copy into Arrow strings
             "cold_start": cold_start(rows, cold_start_min_purchase_days),
+            "churn_model": pd.Series(scored["churn_model"].to_numpy(dtype=object), dtype=object),
         }
     )
     curve = churn_curve(artefact, rows, frame["churn_probability"].to_numpy())

@@ -40,6 +40,7 @@ SCORE_SCHEMA = pa.schema(
         ("rfm_segment", pa.string()),
         ("reasons", pa.string()),
         ("cold_start", pa.bool_()),
+        ("churn_model", pa.string()),
         *((c, pa.float64()) for c in scoring.CURVE_COLUMNS),  # time to churn: null where undefined
         ("tier_raw", pa.string()),
         ("as_of", pa.timestamp("us")),

@@ -4,8 +4,9 @@
                    value objective and target (revenue or margin, with the costs-to-serve it
                    subtracted: features.value), horizon maps, tier thresholds, training metrics, the drift
                    reference (training.drift: the inputs' and scores' distributions at T), and the
-                   time-to-churn spec (training.curve) and the cold-start model (training.coldstart);
-                   both absent in models trained before them: no curve, no cold-start model
+                   time-to-churn spec (training.curve), absent in models trained before it (no curve;
+                   a `cold_start` key that models of 2026-12-02 carry is ignored: that model was
+                   measured and not served, docs/training.md "Cold start")
     churn.ubj      the churn booster (XGBoost's own binary format)
     value.ubj      the value booster
     contract.ubj   the cancellation hazard booster of the customers under contract (training.contract), when
@@ -37,9 +38,8 @@ from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
 from features.value import REVENUE, ValueTarget
-from training.coldstart import ColdStartModel, one_purchase
 from training.contract import CONTRACT, SILENCE, ContractModel
-from training.curve import CurveSpec
+from training.curve import HORIZONS, CurveSpec
 from training.levels import Levels
 from training.models import ChurnModel, Encoder, ValueModel
 from training.rfm import RfmRank
@@ -76,7 +76,6 @@ class ScoringArtefact:
     btyd_params: dict[str, list[float]] | None = None  # BG/NBD + Gamma-Gamma fitted at T (features.build)
     drift_reference: dict[str, dict[str, Any]] | None = None  # training.drift.reference at T
     curve: CurveSpec | None = None  # time to churn (training.curve); None: an older model, no curve
-    cold_start: ColdStartModel | None = None  # one-purchase customers (training.coldstart); None: none
     contract: ContractModel | None = None  # cancellation hazard of the customers under contract
     levels: Levels | None = None  # recalibrated churn and value levels (training.levels)
     value_target: ValueTarget = REVENUE  # what predicted_value measures (features.value): revenue or margin
@@ -112,17 +111,23 @@ class ScoringArtefact:
         self, rows: pd.DataFrame, probability: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """P(churned by t) for t in training.curve.HORIZONS and the expected days to churn of `rows`, from
-        their P(churn over H); None for a model without a curve spec (trained before there was one)."""
+        their P(churn over H); customers under contract (when the artefact has a contract model) get the
+        cancellation hazard's own curve (training.contract: P(cancel within t) from its monthly hazards,
+        equal to their P(churn over H) at H). None for a model without a curve spec (trained before there
+        was one)."""
         if self.curve is None:
             return None
-        return self.curve.apply(probability, rows, self.horizon_days)
-
-    def cold_start_probability(self, rows: pd.DataFrame) -> np.ndarray | None:
-        """The cold-start model's P(churn over H) for customers with one purchase day, NaN for the others;
-        None for a model without one."""
-        if self.cold_start is None:
-            return None
-        return np.where(one_purchase(rows), self.cold_start.predict(rows), np.nan)
+        curve, days = self.curve.apply(probability, rows, self.horizon_days)
+        if self.contract is not None and len(rows):  # customers under contract: their own monthly hazards
+            mask = self.contract.applies(rows)
+            if mask.any():
+                within = [t for t in HORIZONS if t <= self.horizon_days]
+                points, expected = self.contract.curve(rows.loc[mask], within)
+                filled = np.full((int(mask.sum()), len(HORIZONS)), np.nan)  # past H: null, as for everyone
+                filled[:, : len(within)] = points
+                curve, days = curve.copy(), days.copy()
+                curve[mask], days[mask] = filled, expected
+        return curve, days
 
     def finish(self, rows: pd.DataFrame, p: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The purchase-silence P(churn) and value over H of `rows` (the boosters and horizon maps) turned
@@ -140,6 +145,14 @@ class ScoringArtefact:
                 p = p.copy()
                 p[mask] = self.contract.predict(rows.loc[mask])
         return p, v
+
+    @property
+    def contract_only_columns(self) -> list[str]:
+        """Inputs of the contract model that the churn and value boosters do not use (the subscription
+        tenure): reasons may name them (serving.scoring)."""
+        if self.contract is None:
+            return []
+        return [c for c in self.contract.encoder.columns if c not in self.columns]
 
     def churn_models(self, rows: pd.DataFrame) -> np.ndarray:
         """Which model scored each row: 'contract_hazard' or 'purchase_silence'."""
@@ -209,7 +222,6 @@ class ScoringArtefact:
             btyd_params=spec.get("btyd_params"),
             drift_reference=spec.get("drift_reference"),
             curve=CurveSpec.from_dict(spec["curve"]) if spec.get("curve") else None,
-            cold_start=ColdStartModel.from_dict(spec["cold_start"]) if spec.get("cold_start") else None,
             contract=contract,
             levels=levels,
             value_target=ValueTarget.from_dict(v),  # no target recorded: revenue
@@ -239,7 +251,6 @@ class ScoringArtefact:
             "btyd_params": self.btyd_params,
             "drift_reference": self.drift_reference,
             "curve": self.curve.to_dict() if self.curve is not None else None,
-            "cold_start": self.cold_start.to_dict() if self.cold_start is not None else None,
         }
         if self.contract is not None:  # optional keys: an artefact without them is written as before
             spec["contract"] = self.contract.to_dict()

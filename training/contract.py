@@ -11,7 +11,10 @@ true in a `churn: mixed` one) get this model instead; everybody else keeps purch
 - **Hazard.** An XGBoost classifier learns the one-period cancellation hazard h(x) from those rows, with the
   subscription tenure (days since signup) among its inputs.
 - **Over H.** For a customer at T, tenure is advanced one period at a time (the other inputs held as they
-  are at T): P(cancel within H) = 1 - prod_k (1 - h_k), the last period raised to its fraction of p.
+  are at T): P(cancel within H) = 1 - prod_k (1 - h_k), the last period raised to its fraction of p. The
+  same hazards give P(cancel within d) for any d <= H (`ContractModel.curve`: the time-to-churn curve of
+  training.curve for customers under contract) and the expected days to cancel given a cancellation
+  within H (`expected_days`, the hazard constant within each period).
 - **Level.** The cumulative hazard is multiplied by `level` (S_H -> S_H ** level), fitted so that the mean
   predicted cancellation over H matches the realised rate on the latest window whose H-day labels end by T
   (training.levels chooses the window); 1 when no window is complete.
@@ -22,6 +25,7 @@ Pure functions of frames and parameters; the fitted model ships inside the scori
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -136,6 +140,14 @@ class ContractModel:
             out[:, k] = self.booster.predict(dm)
         return np.clip(out, 0.0, 1.0 - P_EPS)
 
+    def contributions(self, rows: pd.DataFrame) -> np.ndarray:
+        """(rows, columns) TreeSHAP contributions (XGBoost's pred_contribs, bias left out) of each input to
+        the margin (logit) of the first period's hazard, tenure as at T: what raises or lowers this
+        customer's cancellation risk, the reasons of a customer the contract model scores."""
+        frame = self.encoder.frame(rows)
+        dm = xgb.DMatrix(frame, enable_categorical=bool(self.encoder.categories), nthread=1)
+        return np.asarray(self.booster.predict(dm, pred_contribs=True))[:, :-1]
+
     def survival(self, rows: pd.DataFrame, days: int | None = None, level: float | None = None) -> np.ndarray:
         """P(still under contract after `days`), level applied."""
         days = days or self.horizon_days
@@ -147,6 +159,19 @@ class ContractModel:
         if rows.empty:
             return np.zeros(0)
         return 1.0 - self.survival(rows, days)
+
+    def curve(self, rows: pd.DataFrame, days: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, len(days)) P(cancel within d) for each d in `days` (each at most H), from one pass of the
+        monthly hazards (tenure advanced, level applied): non-decreasing in d, `predict(rows)` at d = H; and
+        E[days to cancel | cancel within H] of each row (NaN where P(cancel within H) is 0)."""
+        horizon = self.horizon_days
+        if any(d <= 0 or d > horizon for d in days):
+            raise ValueError(f"contract curve: days {list(days)} must lie in (0, H = {horizon}]")
+        steps = int(np.ceil(horizon / self.period_days))
+        h = self.hazards(rows, horizon) if len(rows) else np.zeros((0, steps))
+        return curve_from_hazards(h, days, self.period_days, self.level), expected_days(
+            h, horizon, self.period_days, self.level
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -183,6 +208,38 @@ def survival_from_hazards(hazards: np.ndarray, days: int, period_days: int, leve
         weights[-1] = (days - (steps - 1) * period_days) / period_days
     log_s = np.log1p(-np.clip(hazards, 0.0, 1.0 - P_EPS)) @ weights
     return np.asarray(np.exp(level * log_s))
+
+
+def curve_from_hazards(
+    hazards: np.ndarray, days: Sequence[int], period_days: int, level: float = 1.0
+) -> np.ndarray:
+    """(rows, len(days)) P(cancel within d) = 1 - S(d) for each d in `days`, from the same one-period
+    hazards (`survival_from_hazards` over the periods covering d): non-decreasing in d."""
+    out = np.empty((hazards.shape[0], len(days)))
+    for j, d in enumerate(days):
+        steps = int(np.ceil(d / period_days))
+        out[:, j] = 1.0 - survival_from_hazards(hazards[:, :steps], d, period_days, level)
+    return out
+
+
+def expected_days(hazards: np.ndarray, days: int, period_days: int, level: float = 1.0) -> np.ndarray:
+    """E[T | T <= days] for the piecewise-constant hazard of `hazards` (one rate per period, as
+    `survival_from_hazards` reads them): (integral of S over (0, days] - days S(days)) / (1 - S(days)),
+    S exponential within each period; NaN where S(days) = 1 (no cancellation possible)."""
+    n, steps = hazards.shape
+    lengths = np.full(steps, float(period_days))
+    if steps:
+        lengths[-1] = days - (steps - 1) * period_days
+    # the rate per day in each period: -level ln(1 - h) / period
+    rate = -level * np.log1p(-np.clip(hazards, 0.0, 1.0 - P_EPS)) / period_days
+    start = np.exp(-np.cumsum(np.c_[np.zeros(n), rate[:, :-1] * lengths[:-1]], axis=1))  # S at each start
+    with np.errstate(divide="ignore", invalid="ignore"):
+        area = np.where(rate > 1e-12, -np.expm1(-rate * lengths) / rate, lengths)  # integral of e^(-r t)
+    total = (start * area).sum(axis=1)
+    end = start[:, -1] * np.exp(-rate[:, -1] * lengths[-1]) if steps else np.ones(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (total - days * end) / (1.0 - end)
+    return np.where(end < 1.0, np.clip(out, 0.0, float(days)), np.nan)
 
 
 def fit_level(survival: np.ndarray, cancelled: np.ndarray) -> float:

@@ -15,10 +15,11 @@ What "churned by t" means follows the history's churn definition (features.build
   says nothing about *when* inside (T, T + H] a silent customer left: a smooth survival shape below H would
   claim a timing no later data can check (docs/training.md, "Time to churn").
 - **Cancellation** (contractual, and subscribers of a mixed history): churned by t = a cancellation in
-  (T, T + t]. Constant hazard over the horizon, anchored at H: P(t) = 1 - (1 - P(H)) ** (t / H), and the
-  expected days to churn given churn by H is 1/lambda - H (1 - P) / P with lambda = -ln(1 - P) / H. An
-  assumption, not fitted; on synthetic subscribers real cancellations come a little sooner
-  (docs/training.md, "Time to churn").
+  (T, T + t]. Customers the contract model scores get its own monthly hazards' curve, which the scoring
+  artefact substitutes for theirs (training.contract `ContractModel.curve`, training.artefact
+  `churn_curve`). Here, for an artefact with a curve but no contract model: a constant hazard over the
+  horizon, anchored at H: P(t) = 1 - (1 - P(H)) ** (t / H), and the expected days to churn given churn by H
+  is 1/lambda - H (1 - P) / P with lambda = -ln(1 - P) / H (docs/training.md, "Time to churn").
 
 Horizons beyond H are not answered (null): the model says nothing past its own horizon.
 """

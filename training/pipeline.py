@@ -23,7 +23,7 @@ from features.build import (
 )
 from features.history import History
 from features.sets import FeatureSet
-from training import baselines, coldstart, contract, design, drift, levels, metrics, segments, tiers, tuning
+from training import baselines, contract, design, drift, levels, metrics, segments, tiers, tuning
 from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
 from training.contract import ContractModel
@@ -130,7 +130,6 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     artefact.curve = CurveSpec(history.churn)  # time to churn follows the history's churn definition
     artefact.value_target = target  # what predicted_value (and value at risk, tiers) measure
-    artefact.cold_start = coldstart.fit_cold_start(frame, churn.horizon_map)
     artefact.contract = contract_model
     started = time.perf_counter()
     artefact.levels = fit_levels(history, t, fs, artefact, config)

@@ -428,6 +428,12 @@ def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> N
     shown_curve = curve.locator("tbody td.num").all_inner_texts()
     assert shown_curve == [*(f"{now[c]:.2f}" for c in within), f"{now.churn_probability:.2f}"]
     assert f": {now.days_to_churn:.0f}." in page.locator("#days-to-churn").inner_text()
+    # which model scored the customer, as the snapshot says
+    model = page.locator("#churn-model")
+    assert model.get_attribute("data-model") == now.churn_model
+    assert model.inner_text() == (
+        "contract: cancellation hazard" if now.churn_model == "contract_hazard" else "purchase silence"
+    )
     page.screenshot(path=str(ARTEFACTS / "customer.png"), full_page=True)
 
 

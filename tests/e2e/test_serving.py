@@ -137,6 +137,9 @@ def test_by_id_inline_mixed_and_unknown(server: tuple[str, Path], cdnow_dir: Pat
         assert curve == [pytest.approx(snap["churn_probability"], rel=1e-9)] * 4
         assert answer["days_to_churn"] == 12.0
     assert unknown["churn_30d"] is None and unknown["days_to_churn"] is None
+    # which model scored them: CDNOW has no subscribers, so purchase silence on both paths; null when unknown
+    assert snap["churn_model"] == online["churn_model"] == "purchase_silence"
+    assert unknown["churn_model"] is None
 
 
 @registry_only

@@ -29,7 +29,8 @@ ADDED_TABLES = (
     *("table_alert_controls", "table_alert_outcomes"),  # 0006: no control share; outcomes by `diamond score`
 )
 ADDED_COLUMNS = {"table_alerts": {"do_not_contact": 0}}  # 0004: nobody withdrew consent
-# time to churn (serving.scoring.CURVE_COLUMNS): the reference models predate the curve, so all null
+# time to churn (serving.scoring.CURVE_COLUMNS): the reference models predate the curve, so all null; and
+# `churn_model`, purchase silence for all
 CURVE_FRAMES = ("run", "parquet", "table_score_snapshot")
 
 
@@ -51,6 +52,8 @@ def test_batch_runs_store_what_the_reference_stored(
     for name in CURVE_FRAMES:
         for column in CURVE_COLUMNS:
             assert frames[name].pop(column).isna().all(), (name, column)
+        # which model scored whom: the reference models predate the contract model, so purchase silence
+        assert set(frames[name].pop("churn_model")) == {"purchase_silence"}, name
     assert sorted(frames) == sorted(expected)
     tied = golden.tied_events(history)
     problems = [p for name, f in frames.items() for p in golden.differences(expected[name], f, name, tied)]

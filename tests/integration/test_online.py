@@ -124,7 +124,7 @@ def _by_id(served: Served, ids: list[str], snap: Any) -> list[dict[str, Any]]:
 def _same(new: dict[str, Any], old: dict[str, Any]) -> None:
     for field in ("churn_probability", "predicted_value", "value_at_risk"):
         assert new[field] == pytest.approx(old[field], rel=1e-9, abs=1e-12), field
-    for field in ("customer_id", "tier", "rfm_segment", "cold_start", "horizon_days", "as_of"):
+    for field in ("customer_id", "tier", "rfm_segment", "cold_start", "churn_model", "horizon_days", "as_of"):
         assert new[field] == old[field], field
     for field in scoring.CURVE_COLUMNS:  # time to churn: null exactly where the batch path has none
         assert (new[field] is None) == (old[field] is None), field
@@ -224,6 +224,7 @@ def test_inline_history_gives_the_snapshot_numbers(
     for field in ("churn_probability", "predicted_value", "value_at_risk", *scoring.CURVE_COLUMNS):
         assert getattr(inline, field) == pytest.approx(getattr(by_id, field), rel=1e-9), field
     assert (inline.tier, inline.rfm_segment) == (by_id.tier, by_id.rfm_segment)
+    assert inline.churn_model == by_id.churn_model == "purchase_silence"  # CDNOW: nobody under contract
 
 
 def test_inline_as_of_defaults_to_the_latest_event(served: Served, transactions: pd.DataFrame) -> None:
@@ -364,21 +365,22 @@ def test_every_answer_has_its_time_to_churn(served: Served, snapshot: pd.DataFra
 def test_a_model_without_a_curve_still_scores_with_null_curves(
     served: Served, snapshot: pd.DataFrame, transactions: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """A model trained before the curve (no `curve` or `cold_start` in scoring.json) loads and scores the
-    same numbers; its time-to-churn fields are null, by id and inline."""
+    """A model trained before the curve (no `curve` in scoring.json) loads and scores the same numbers; its
+    time-to-churn fields are null, by id and inline. One trained while a cold-start model shipped (a
+    `cold_start` key) loads too: the key is ignored."""
     import dataclasses
 
     from training.artefact import ScoringArtefact
 
     folder = served.artefact.save(tmp_path / "model")
     loaded = ScoringArtefact.load(folder)
-    assert loaded.curve == served.artefact.curve and loaded.cold_start == served.artefact.cold_start
+    assert loaded.curve == served.artefact.curve
     spec = json.loads((folder / "scoring.json").read_text(encoding="utf-8"))
-    del spec["curve"], spec["cold_start"]
+    del spec["curve"]
+    spec["cold_start"] = {"inputs": ["recency_days"], "mean": [1.0], "scale": [1.0], "coef": [1.0]}
     (folder / "scoring.json").write_text(json.dumps(spec), encoding="utf-8")
     old_art = ScoringArtefact.load(folder)
-    assert old_art.curve is None and old_art.cold_start is None
-    assert old_art.cold_start_probability(snapshot) is None
+    assert old_art.curve is None
     old = dataclasses.replace(served, artefact=old_art, version="6")
     cid = snapshot["customer_id"].iloc[3]
     mine = transactions[(transactions["customer_id"] == cid) & (transactions["timestamp"] <= CUTOFF)]

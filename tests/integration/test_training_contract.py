@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.datasets import synthetic
 from features.history import load_history
+from serving import scoring
+from serving.api import Score
+from serving.champion import ModelInputs, Served
+from serving.config import ServingConfig
+from serving.online import by_id
 from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
 from training.contract import CONTRACT, SILENCE
+from training.curve import hazard_curve
 from training.pipeline import Backtest, backtest
+from training.rfm import RfmReference
 
 CUSTOMERS, SEED = 3000, 3
 CUTOFF, HORIZON = "2025-06-30", 182
@@ -96,3 +105,137 @@ def test_the_artefact_ships_the_contract_model_and_old_artefacts_still_score(
     np.testing.assert_allclose(scored["churn_probability"], art.churn.predict(rows))
     np.testing.assert_allclose(scored["predicted_value"], art.value.predict(rows))
     assert set(scored["churn_model"]) == {SILENCE}
+
+
+def test_subscribers_get_their_hazards_curve_and_reasons_everybody_else_keeps_theirs(
+    result: Backtest,
+) -> None:
+    """The score table says which model scored whom; a subscriber's time to churn is read from the contract
+    model's monthly hazards (non-decreasing, P(cancel within H) at H) and their reasons from its TreeSHAP
+    contributions; everybody else's curve and reasons are what the purchase-silence model alone gives."""
+    art = result.trained.artefact
+    assert art.contract is not None and art.curve is not None
+    rows = result.trained.scoring_rows.reset_index(drop=True)
+    frame, _ = scoring.score_frame(art, rows, 3, 2)
+    contract = art.contract.applies(rows)
+    assert contract.sum() > 150
+    assert frame["churn_model"].tolist() == art.churn_models(rows).tolist()
+    assert set(frame.loc[contract, "churn_model"]) == {CONTRACT}
+    assert set(frame.loc[~contract, "churn_model"]) == {SILENCE}
+    # the curve of a subscriber: the hazard's, up to 180 days, and P(churn over H) at H = 182
+    subs = rows[contract]
+    points, days = art.contract.curve(subs, [30, 60, 90, 180, HORIZON])
+    curve = frame.loc[contract, ["churn_30d", "churn_60d", "churn_90d", "churn_180d"]].to_numpy()
+    np.testing.assert_allclose(curve, points[:, :4], rtol=1e-12)
+    np.testing.assert_allclose(points[:, -1], frame.loc[contract, "churn_probability"], rtol=1e-12)
+    assert np.all(np.diff(curve, axis=1) >= 0) and np.all(curve[:, -1] <= points[:, -1])
+    np.testing.assert_allclose(frame.loc[contract, "days_to_churn"], days, rtol=1e-12)
+    assert np.all((days > 0) & (days < HORIZON))
+    # not the constant hazard any more (the shape is the model's), though anchored at the same P(H)
+    flat, _ = hazard_curve(points[:, -1], HORIZON)
+    assert np.abs(curve - flat[:, :4]).max() > 1e-3
+    # everybody else: exactly what the artefact without its contract model gives
+    silent = replace(art, contract=None)
+    before, _ = scoring.score_frame(silent, rows, 3, 2)
+    keep = ["reasons", "churn_30d", "churn_60d", "churn_90d", "churn_180d", "days_to_churn"]
+    pd.testing.assert_frame_equal(
+        frame.loc[~contract, keep].reset_index(drop=True), before.loc[~contract, keep].reset_index(drop=True)
+    )
+    # a subscriber's reasons: the hazard's inputs and their contributions, never the silence model's RFM rank
+    contribs = art.contract.contributions(subs)
+    columns = art.contract.encoder.columns
+    for i, text in enumerate(frame.loc[contract, "reasons"].tolist()[:200]):
+        reasons = json.loads(text)
+        assert reasons and all(r["feature"] in columns for r in reasons)
+        shown = [r["contribution"] for r in reasons]
+        expected = sorted(contribs[i].tolist(), key=lambda c: -abs(c))[: len(reasons)]
+        assert shown == pytest.approx([round(c, 6) for c in expected], abs=1e-9)
+        assert all((r["direction"] == "raises churn risk") == (r["contribution"] > 0) for r in reasons)
+    named = {r["feature"] for t in frame.loc[contract, "reasons"] for r in json.loads(t)}
+    assert scoring.RFM_REASON not in named
+
+
+def test_the_by_id_and_inline_answers_carry_which_model_scored_the_customer(result: Backtest) -> None:
+    """POST /score's two paths: a snapshot customer by id (serving.champion.ModelInputs, the served
+    snapshot's rows) and the same rows through the batch path give the same model, curve and reasons."""
+    art = result.trained.artefact
+    rows = result.trained.scoring_rows.reset_index(drop=True).assign(as_of=CUTOFF)
+    served = Served(art, "3", "now", RfmReference.from_rank(art.churn.rfm))
+    config = ServingConfig()
+    inputs = ModelInputs.build(served, rows, None, config.cold_start_min_purchase_days, config.reasons)
+    contract = art.contract.applies(rows)  # type: ignore[union-attr]
+    ids = [
+        *rows.loc[contract, "customer_id"].astype(str)[:5],
+        *rows.loc[~contract, "customer_id"].astype(str)[:5],
+    ]
+    answers = {k: json.loads(v) for k, v in by_id(served, inputs, ids, config).items()}
+    records = {
+        r["customer_id"]: r
+        for r in scoring.score_records(
+            art, rows[rows["customer_id"].astype(str).isin(ids)], config.reasons, 2
+        )
+    }
+    for cid in ids:
+        mine, batch = answers[cid], records[cid]
+        Score.model_validate(mine)
+        assert mine["churn_model"] == batch["churn_model"]
+        assert mine["churn_probability"] == pytest.approx(batch["churn_probability"], rel=1e-9)
+        for c in scoring.CURVE_COLUMNS:
+            assert (mine[c] is None) == (batch[c] is None), c
+            assert mine[c] is None or mine[c] == pytest.approx(batch[c], rel=1e-9), c
+        assert [r["feature"] for r in mine["reasons"]] == [r["feature"] for r in batch["reasons"]]
+    assert {answers[c]["churn_model"] for c in ids[:5]} == {CONTRACT}
+    assert {answers[c]["churn_model"] for c in ids[5:]} == {SILENCE}
+
+
+@pytest.fixture(scope="module")
+def numeric(tmp_path_factory: pytest.TempPathFactory) -> Backtest:
+    """The same kind of history with numeric and boolean attributes only: the served snapshot is then
+    scored as one float matrix (serving.champion's fast path), not per request."""
+    folder = tmp_path_factory.mktemp("numeric") / "history"
+    synthetic.write(folder, 2000, seed=SEED)
+    history = load_history(folder)
+    assert history.customers is not None
+    kept = history.customers.select(["customer_id", "signup_date", "age", "is_subscriber", "email_opt_in"])
+    return backtest(replace(history, customers=kept), CUTOFF, HORIZON, SMALL)
+
+
+def test_the_fast_by_id_path_answers_subscribers_as_the_batch_path_does(numeric: Backtest) -> None:
+    """By id from the snapshot held as arrays (probability, curve, which model, reasons rendered from the
+    arrays): the numbers and words of serving.scoring for customers under contract and the others."""
+    art = numeric.trained.artefact
+    assert art.contract is not None and not art.churn.encoder.categories
+    rows = numeric.trained.scoring_rows.reset_index(drop=True).assign(as_of=CUTOFF)
+    for c in rows.columns:  # as the store's snapshot gives booleans back: 0 and 1 (both paths show numbers)
+        if pd.api.types.is_bool_dtype(rows[c].dtype):
+            rows[c] = rows[c].astype(np.int64)
+    served = Served(art, "4", "now", RfmReference.from_rank(art.churn.rfm))
+    config = ServingConfig(reasons=12)  # deep enough to reach the hazard's own input for some customers
+    inputs = ModelInputs.build(served, rows, None, config.cold_start_min_purchase_days, config.reasons)
+    assert inputs.rows is None  # the fast path
+    names = scoring.reason_names(art)
+    assert art.contract_only_columns == ["signup_tenure_days"] == names[len(art.columns) + 1 :]
+    np.testing.assert_array_equal(inputs.x[:, -1], rows["signup_tenure_days"].to_numpy(dtype=np.float64))
+    contract = art.contract.applies(rows)
+    assert 20 < contract.sum() < len(rows)
+    ids = rows["customer_id"].astype(str).tolist()
+    answers = {k: json.loads(v) for k, v in by_id(served, inputs, ids, config).items()}
+    records = {r["customer_id"]: r for r in scoring.score_records(art, rows, config.reasons, 2)}
+    tenure_named = False
+    assert all(len(a["reasons"]) > 3 for a in answers.values())
+    for cid in ids:
+        mine, batch = answers[cid], records[cid]
+        Score.model_validate(mine)
+        assert mine["churn_model"] == batch["churn_model"]
+        for c in ("churn_probability", "predicted_value", *scoring.CURVE_COLUMNS):
+            assert (mine[c] is None) == (batch[c] is None), c
+            assert mine[c] is None or mine[c] == pytest.approx(batch[c], rel=1e-9, abs=1e-12), c
+        assert [(r["feature"], r["text"]) for r in mine["reasons"]] == [
+            (r["feature"], r["text"]) for r in batch["reasons"]
+        ]
+        for m, b in zip(mine["reasons"], batch["reasons"], strict=True):
+            assert m["contribution"] == pytest.approx(b["contribution"], abs=1e-9)
+        tenure_named |= any(r["feature"] == "signup_tenure_days" for r in mine["reasons"])
+    assert {answers[c]["churn_model"] for c, k in zip(ids, contract, strict=True) if k} == {CONTRACT}
+    assert {answers[c]["churn_model"] for c, k in zip(ids, contract, strict=True) if not k} == {SILENCE}
+    assert tenure_named  # a hazard input the silence model does not use, shown from the arrays

@@ -1,4 +1,4 @@
-"""Time to churn (training.curve) and the cold-start model (training.coldstart): hand-computed curves on
+"""Time to churn (training.curve): hand-computed curves on
 hand-built rows, and properties over any probability, recency and horizon: each curve is non-decreasing in
 t, never above P(churn over H), and equal to it at H."""
 
@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.coldstart import ColdStartModel, fit_cold_start, one_purchase
 from training.curve import HORIZONS, CurveSpec, hazard_curve, lapse_curve
 
 NAN = float("nan")
@@ -131,48 +130,3 @@ def test_a_likelier_cancellation_comes_sooner(p: list[float], horizon: int) -> N
     probs = np.sort(np.array(p))
     _, days = hazard_curve(probs, horizon)
     assert (np.diff(days) <= 1e-9 * horizon).all()
-
-
-def _frame(n: int, seed: int = 0) -> pd.DataFrame:
-    """One-purchase customers whose churn rises with the days since that purchase, plus repeat customers."""
-    rng = np.random.default_rng(seed)
-    recency = rng.uniform(0, 200, n)
-    churned = (rng.uniform(size=n) < 0.2 + 0.6 * recency / 200).astype(int)
-    return pd.DataFrame(
-        {
-            "frequency_days": np.where(np.arange(n) % 5 == 0, 3, 1),
-            "recency_days": recency,
-            "monetary_first": rng.gamma(2.0, 20.0, n),
-            "churned": churned,
-        }
-    )
-
-
-def test_the_cold_start_model_learns_from_one_purchase_rows_only() -> None:
-    frame = _frame(4000)
-    model = fit_cold_start(frame, (0.0, 1.0))
-    assert model is not None
-    assert model.inputs == ("recency_days", "monetary_first")  # the inputs the history has
-    assert model.coef[0] > 0  # longer silence, likelier churn
-    one = frame[one_purchase(frame)]
-    assert model.mean[0] == pytest.approx(one["recency_days"].mean())
-    p = model.predict(frame)
-    assert p[frame["recency_days"].to_numpy().argmax()] > p[frame["recency_days"].to_numpy().argmin()]
-    assert ColdStartModel.from_dict(model.to_dict()) == model
-    missing = frame.head(1).assign(recency_days=NAN, monetary_first=NAN)
-    assert model.predict_label_horizon(missing)[0] == pytest.approx(1 / (1 + math.exp(-model.intercept)))
-
-
-def test_the_cold_start_model_goes_to_h_through_the_churn_map() -> None:
-    frame = _frame(2000)
-    plain, mapped = fit_cold_start(frame, (0.0, 1.0)), fit_cold_start(frame, (0.5, 2.0))
-    assert plain is not None and mapped is not None
-    p_h = np.clip(plain.predict(frame.head(3)), 1e-6, 1 - 1e-6)
-    logit = np.log(p_h / (1 - p_h))
-    assert mapped.predict(frame.head(3)) == pytest.approx(1 / (1 + np.exp(-(0.5 + 2.0 * logit))))
-
-
-def test_no_cold_start_model_without_enough_one_purchase_rows_or_both_labels() -> None:
-    assert fit_cold_start(_frame(100), (0.0, 1.0)) is None
-    assert fit_cold_start(_frame(2000).assign(churned=1), (0.0, 1.0)) is None
-    assert fit_cold_start(_frame(2000).drop(columns=["recency_days", "monetary_first"]), (0.0, 1.0)) is None

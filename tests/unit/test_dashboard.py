@@ -49,3 +49,20 @@ def test_charts_say_their_numbers_and_escape_labels() -> None:
     assert width == pytest.approx((480 - 110 - 90) * 0.05 / 0.25, abs=0.1)
     line = str(charts.line([("Jan", 0.25), ("Feb", 0.75)], "P(churn)"))
     assert "0.25" in line and "0.75" in line and line.count("<circle") == 2
+
+
+def test_the_customer_page_names_the_model_that_scored_the_customer() -> None:
+    from serving.dashboard import churn_model
+
+    assert churn_model({"churn_model": "contract_hazard"}) == {
+        "name": "contract_hazard",
+        "label": "contract: cancellation hazard",
+    }
+    assert churn_model({"churn_model": "purchase_silence"}) == {
+        "name": "purchase_silence",
+        "label": "purchase silence",
+    }
+    # a snapshot written before the column existed, a null, or no score at all: nothing shown
+    assert churn_model({"churn_probability": 0.4}) is None
+    assert churn_model({"churn_model": None}) is None
+    assert churn_model(None) is None
