@@ -49,6 +49,10 @@ def test_batch_runs_store_what_the_reference_stored(
     for name, added in ADDED_COLUMNS.items():
         for column, value in added.items():
             assert set(frames[name].pop(column)) <= {value}, (name, column)
+    # 0007: no capacity configured, so every alert entered when it opened, ranked by its value at risk
+    alerts = frames["table_alerts"]
+    assert (alerts.pop("priority") == alerts["value_at_risk"]).all()
+    assert (alerts.pop("entered_at") == alerts["opened_at"]).all()
     for name in CURVE_FRAMES:
         for column in CURVE_COLUMNS:
             assert frames[name].pop(column).isna().all(), (name, column)
