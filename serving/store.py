@@ -431,22 +431,47 @@ def packed_event_batches(
     [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
     values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
     customers' ten events each were ten million inserts. Built in DuckDB, in frames of at most `rows`
-    customers (at least one frame, maybe empty)."""
-    with _ranked_events(history, n) as (con, query):
-        order = "ORDER BY timestamp DESC, kind, seq"
-        lists = ", ".join(
-            f"'{name}': list({expr} {order})"
-            for name, expr in (
-                ("timestamp", f"strftime(timestamp, '{_EVENT_TIME}')"),
-                ("kind", "kind"),
-                ("amount", "amount"),
-                ("detail", "detail"),
+    customers (at least one frame, maybe empty): each customer's `n` largest events by (timestamp, source,
+    -seq) (`last_events`' order: newest first, at the same time by kind, then in table order) are kept by
+    a top-n aggregate (arg_max), with no sort of the whole history, and the detail text is made for them
+    only."""
+    con = duckdb.connect()
+    try:
+        parts = []
+        for source, table, amount, shown in _event_sources(history):
+            seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            con.register(f"events_{source}", table.append_column("seq", seq))
+            value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
+            extra = [
+                f"CAST({c} AS VARCHAR)" if c in shown and c in table.column_names else "CAST(NULL AS VARCHAR)"
+                for c in _DETAIL_PARTS
+            ]
+            parts.append(
+                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {source} AS source, seq, "
+                f"{value} AS amount, {', '.join(f'{e} AS {c}' for e, c in zip(extra, _DETAIL_PARTS))} "
+                f"FROM events_{source}"
             )
+        kept = (
+            f"SELECT customer_id, arg_max(struct_pack(timestamp, source, amount, {', '.join(_DETAIL_PARTS)}), "
+            f"struct_pack(timestamp, source, neg := -seq), {int(n)}) AS e "
+            f"FROM ({' UNION ALL '.join(parts)}) GROUP BY customer_id"
         )
+        kinds = ", ".join(f"'{k}'" for k in _EVENT_KINDS)
+        quantity = "'quantity ' || regexp_replace(x.quantity, '\\.0+$', '')"
+        detail = f"concat_ws(', ', x.category, x.channel, 'order ' || x.order_id, {quantity}, x.type)"
+        columns = {
+            "timestamp": f"strftime(x.timestamp, '{_EVENT_TIME}')",
+            "kind": f"[{kinds}][x.source + 1]",
+            "amount": "x.amount",
+            "detail": detail,
+        }
+        lists = ", ".join(f"'{c}': list_transform(e, lambda x: {expr})" for c, expr in columns.items())
         packed = (
-            f"SELECT customer_id, CAST(to_json({{{lists}}}) AS VARCHAR) AS events FROM ({query}) "
-            "GROUP BY customer_id ORDER BY customer_id"
+            f"SELECT customer_id, CAST(to_json({{{lists}}}) AS VARCHAR) AS events FROM ({kept}) "
+            "ORDER BY customer_id"
         )
+        if not parts:
+            packed = "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS events LIMIT 0"
         empty = True
         reader = con.sql(packed).to_arrow_reader(rows)
         for batch in reader:
@@ -454,6 +479,26 @@ def packed_event_batches(
             yield _packed_frame(batch)
         if empty:
             yield _packed_frame(reader.schema.empty_table())
+    finally:
+        con.close()
+
+
+_DETAIL_PARTS = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
+_EVENT_KINDS = ("purchase", "interaction", "cancellation")  # by source: 0, 1, 2
+
+
+def _event_sources(history: History) -> Iterator[tuple[int, pa.Table, str | None, tuple[str, ...]]]:
+    """(source, table, amount column, detail columns) of each kind of event the history has."""
+    for source, (name, amount, shown) in enumerate(
+        (
+            ("transactions", "amount", _DETAIL_PARTS[:4]),
+            ("interactions", "value", _DETAIL_PARTS[4:]),
+            ("cancellations", None, ()),
+        )
+    ):
+        table = getattr(history, name)
+        if table is not None:
+            yield source, table, amount, shown
 
 
 _EVENT_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME text, as the per-event rows stored it
