@@ -34,6 +34,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -330,7 +331,8 @@ def write_snapshot(
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
     customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
-    row per customer: the first frame gives the table its column types). The store must be prepared (`prepare`)."""
+    row per customer: the first frame gives the table its column types). The store must be prepared
+    (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -430,57 +432,98 @@ def packed_event_batches(
     customer_id and `events`, JSON text of the events' columns newest first ({"timestamp": [...], "kind":
     [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
     values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
-    customers' ten events each were ten million inserts. Built in DuckDB, in frames of at most `rows`
-    customers (at least one frame, maybe empty): each customer's `n` largest events by (timestamp, source,
-    -seq) (`last_events`' order: newest first, at the same time by kind, then in table order) are kept by
-    a top-n aggregate (arg_max), with no sort of the whole history, and the detail text is made for them
-    only."""
-    con = duckdb.connect()
+    customers' ten events each were ten million inserts. In frames of at most `rows` customers (at least
+    one frame, maybe empty), in customer order.
+
+    Lean on purpose: one top-n aggregate (DuckDB's arg_max) keeps each customer's `n` largest event keys
+    (time, then kind, then table order, in one 128-bit integer) as 64-bit event ids, so no sort of the
+    whole history and about 300 bytes a customer; each frame's events are then taken from the history's
+    tables by position and only they get their detail text and JSON."""
+    con, packer = duckdb.connect(), duckdb.connect()  # the packer's queries run while the top-n streams
     try:
-        parts = []
-        for source, table, amount, shown in _event_sources(history):
+        sources = {source: (table, amount, shown) for source, table, amount, shown in _event_sources(history)}
+        keys = []
+        for source, (table, _, _) in sources.items():
             seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
-            con.register(f"events_{source}", table.append_column("seq", seq))
-            value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
-            extra = [
-                f"CAST({c} AS VARCHAR)" if c in shown and c in table.column_names else "CAST(NULL AS VARCHAR)"
-                for c in _DETAIL_PARTS
-            ]
-            parts.append(
-                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {source} AS source, seq, "
-                f"{value} AS amount, {', '.join(f'{e} AS {c}' for e, c in zip(extra, _DETAIL_PARTS))} "
-                f"FROM events_{source}"
+            con.register(
+                f"keys_{source}", table.select(["customer_id", "timestamp"]).append_column("seq", seq)
             )
-        kept = (
-            f"SELECT customer_id, arg_max(struct_pack(timestamp, source, amount, {', '.join(_DETAIL_PARTS)}), "
-            f"struct_pack(timestamp, source, neg := -seq), {int(n)}) AS e "
-            f"FROM ({' UNION ALL '.join(parts)}) GROUP BY customer_id"
+            keys.append(
+                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {source} AS source, seq "
+                f"FROM keys_{source}"
+            )
+        if not keys:
+            yield _packed_frame(
+                pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
+            )
+            return
+        # larger key = listed first: later time; at the same time, kind in name order (cancellation,
+        # interaction, purchase: the larger source); then the earlier row of its table
+        key = (
+            f"CAST(epoch_us(timestamp) AS HUGEINT) * {1 << 40} + source * {1 << _SEQ_BITS} "
+            f"+ ({_SEQ_MASK} - seq)"
         )
-        kinds = ", ".join(f"'{k}'" for k in _EVENT_KINDS)
-        quantity = "'quantity ' || regexp_replace(x.quantity, '\\.0+$', '')"
-        detail = f"concat_ws(', ', x.category, x.channel, 'order ' || x.order_id, {quantity}, x.type)"
-        columns = {
-            "timestamp": f"strftime(x.timestamp, '{_EVENT_TIME}')",
-            "kind": f"[{kinds}][x.source + 1]",
-            "amount": "x.amount",
-            "detail": detail,
-        }
-        lists = ", ".join(f"'{c}': list_transform(e, lambda x: {expr})" for c, expr in columns.items())
-        packed = (
-            f"SELECT customer_id, CAST(to_json({{{lists}}}) AS VARCHAR) AS events FROM ({kept}) "
-            "ORDER BY customer_id"
+        top = (
+            f"SELECT customer_id, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
+            f"FROM ({' UNION ALL '.join(keys)}) GROUP BY customer_id ORDER BY customer_id"
         )
-        if not parts:
-            packed = "SELECT CAST(NULL AS VARCHAR) AS customer_id, CAST(NULL AS VARCHAR) AS events LIMIT 0"
         empty = True
-        reader = con.sql(packed).to_arrow_reader(rows)
+        reader = con.sql(top).to_arrow_reader(rows)
         for batch in reader:
             empty = False
-            yield _packed_frame(batch)
+            yield _packed_frame(_pack(packer, sources, batch))
         if empty:
-            yield _packed_frame(reader.schema.empty_table())
+            yield _packed_frame(
+                pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
+            )
     finally:
         con.close()
+        packer.close()
+
+
+_SEQ_BITS = 38  # an event id: source * 2**38 + its row in that table
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+def _pack(
+    con: duckdb.DuckDBPyConnection,
+    sources: dict[int, tuple[pa.Table, str | None, tuple[str, ...]]],
+    batch: pa.RecordBatch,
+) -> pa.Table:
+    """customer_id and events (JSON text) for one frame of `packed_event_batches`' top-n event ids."""
+    ids = batch.column("ids")
+    flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    source, seq = flat >> _SEQ_BITS, flat & _SEQ_MASK
+    parts = []
+    for s, (table, amount, shown) in sources.items():
+        at = np.flatnonzero(source == s)
+        if not len(at):
+            continue
+        taken = table.take(pa.array(seq[at])).append_column("i", pa.array(at, pa.int64()))
+        con.register(f"taken_{s}", taken)
+        value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
+        extra = [
+            f"CAST({c} AS VARCHAR) AS {c}" if c in shown and c in table.column_names else f"NULL AS {c}"
+            for c in _DETAIL_PARTS
+        ]
+        parts.append(
+            f"SELECT i, strftime(timestamp, '{_EVENT_TIME}') AS timestamp, '{_EVENT_KINDS[s]}' AS kind, "
+            f"{value} AS amount, {', '.join(extra)} FROM taken_{s}"
+        )
+    quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
+    detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
+    events = con.sql(
+        f"SELECT timestamp, kind, amount, {detail} AS detail FROM ({' UNION ALL '.join(parts)}) ORDER BY i"
+    ).to_arrow_table()
+    offsets = ids.offsets.to_numpy()
+    offsets = pa.array(offsets - offsets[0])  # a frame may be a slice of a longer list array
+    lists = {c: pa.ListArray.from_arrays(offsets, events.column(c).combine_chunks()) for c in EVENT_COLUMNS}
+    con.register("packed", pa.table(lists))
+    fields = ", ".join(f"'{c}': {c}" for c in EVENT_COLUMNS)
+    text = con.sql(f"SELECT CAST(to_json({{{fields}}}) AS VARCHAR) AS events FROM packed").to_arrow_table()
+    for name in ("packed", *(f"taken_{s}" for s in sources)):
+        con.unregister(name)
+    return pa.table({"customer_id": batch.column("customer_id"), "events": text.column("events")})
 
 
 _DETAIL_PARTS = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
@@ -515,7 +558,7 @@ def unpack_events(packed: str | None) -> pd.DataFrame:
     return frame
 
 
-def _packed_frame(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
+def _packed_frame(batch: pa.Table) -> pd.DataFrame:
     return pd.DataFrame(
         {c: pd.Series(batch.column(c).to_pylist(), dtype=object) for c in ("customer_id", "events")}
     )

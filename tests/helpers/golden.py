@@ -108,9 +108,9 @@ def dump(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def _per_event(packed: pd.DataFrame) -> pd.DataFrame:
-    """The store's recent events (one row per customer, JSON of the events' columns: store.packed_event_batches)
-    as the one-row-per-event table the fixtures were saved from: customer_id, timestamp (as stored text),
-    kind, amount, detail; missing values as SQLite gave them (None)."""
+    """The store's recent events (one row per customer, JSON of the events' columns:
+    store.packed_event_batches) as the one-row-per-event table the fixtures were saved from: customer_id,
+    timestamp (as stored text), kind, amount, detail; missing values as SQLite gave them (None)."""
     columns = ["customer_id", "timestamp", "kind", "amount", "detail"]
     rows = [
         (cid, *event)
