@@ -360,11 +360,36 @@ def write_snapshot(
         _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
+        keep = _keeps_snapshot(con, logged["as_of"])
+        replaced = {name for name, _, _ in tables}
+        for name in schema.SNAPSHOT_TABLES:  # one this write leaves as it is: the checkpoint keeps a copy
+            if keep and name not in replaced and sa.inspect(con).has_table(name):
+                con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
+                con.execute(sa.text(f"CREATE TABLE {name}__prev AS SELECT * FROM {name}"))
         for name, _, unique in tables:
-            con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
+            if keep:  # the run's checkpoint keeps the snapshot it replaces (serving.runs)
+                con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
+                if sa.inspect(con).has_table(name):
+                    con.execute(sa.text(f"DROP INDEX IF EXISTS ix_{name}_id"))  # index names are global
+                    con.execute(sa.text(f"ALTER TABLE {name} RENAME TO {name}__prev"))
+            else:
+                con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
             kind = "UNIQUE INDEX" if unique else "INDEX"
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
+
+
+def _keeps_snapshot(con: sa.Connection, as_of: datetime) -> bool:
+    """Whether this write is the first snapshot of the run the checkpoint was taken for (serving.runs): then
+    the snapshot it replaces is renamed to <name>__prev rather than dropped, and the checkpoint says so. A
+    re-run of that as_of (the checkpoint already kept the one from before) and a run without a checkpoint
+    drop it."""
+    t = schema.run_checkpoint_table
+    kept = con.execute(sa.select(t.c.as_of, t.c.snapshot_kept)).first()
+    if kept is None or kept.as_of != as_of or kept.snapshot_kept:
+        return False
+    con.execute(sa.update(t).values(snapshot_kept=True))
+    return True
 
 
 def _sql_types(frame: pd.DataFrame) -> dict[str, Any]:
