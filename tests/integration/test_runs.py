@@ -140,3 +140,21 @@ def test_the_snapshot_is_kept_by_renaming_it_and_a_run_that_stopped_before_it_ke
     assert kept == [("a", "gold")] and indexes == [("score_snapshot",)] and flag == [(1,)]
     runs.rollback(eng, later)
     assert _state(path) == before
+
+
+def test_a_rollback_restores_the_renamed_snapshot_on_each_store(store_url: str) -> None:
+    eng = store.prepare(store.engine(store_url))
+    events = pd.DataFrame({"customer_id": ["a"], "events": ['{"kind": ["purchase"]}']})
+    for at, tier in ((T0, "gold"), (T0 + timedelta(days=1), "bronze")):
+        runs.checkpoint(eng, at)
+        scores = score_table(("a", tier, 0.5, 100.0))
+        history = scores.assign(as_of=at, model_version="1", reasons=[str(r) for r in scores["reasons"]])
+        store.write_snapshot(eng, scores[["customer_id"]].assign(f=1.0), history, {"as_of": at}, events)
+    assert store.read_rows(eng, store.SCORES, ["a"])["tier"].tolist() == ["bronze"]
+    assert sa.inspect(eng).has_table("score_snapshot__prev")
+    assert runs.rollback(eng, T0 + timedelta(days=1)).snapshot == "restored"
+    assert store.read_rows(eng, store.SCORES, ["a"])["tier"].tolist() == ["gold"]
+    assert store.read_rows(eng, store.EVENTS, ["a"])["events"].tolist() == ['{"kind": ["purchase"]}']
+    names = {i["name"] for i in sa.inspect(eng).get_indexes("score_snapshot")}
+    assert "ix_score_snapshot_id" in names and not sa.inspect(eng).has_table("score_snapshot__prev")
+    eng.dispose()
