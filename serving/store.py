@@ -56,6 +56,7 @@ RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
 EVENT_BATCH_ROWS = 250_000  # recent events converted and written at a time
 PACKED_BATCH_ROWS = 50_000  # customers' packed recent events (about 1 kB of JSON each) written at a time
+PACKED_EVENTS_PER_PASS = 4_000_000  # history events per pass of the recent events' top-n aggregate
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
@@ -458,11 +459,12 @@ def packed_event_batches(
     [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
     values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
     customers' ten events each were ten million inserts. In frames of at most `rows` customers (at least
-    one frame, maybe empty), in customer order.
+    one frame, maybe empty), in customer order within each pass.
 
     Lean on purpose: one top-n aggregate (DuckDB's arg_max) keeps each customer's `n` largest event keys
     (time, then kind, then table order, in one 128-bit integer) as 64-bit event ids, so no sort of the
-    whole history and about 300 bytes a customer; each frame's events are then taken from the history's
+    whole history and its state bounded (a pass per PACKED_EVENTS_PER_PASS events, each over a share of
+    the customers); each frame's events are then taken from the history's
     tables by position and only they get their detail text and JSON."""
     con, packer = duckdb.connect(), duckdb.connect()  # the packer's queries run while the top-n streams
     try:
@@ -488,15 +490,20 @@ def packed_event_batches(
             f"CAST(epoch_us(timestamp) AS HUGEINT) * {1 << 40} + source * {1 << _SEQ_BITS} "
             f"+ ({_SEQ_MASK} - seq)"
         )
-        top = (
-            f"SELECT customer_id, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
-            f"FROM ({' UNION ALL '.join(keys)}) GROUP BY customer_id ORDER BY customer_id"
-        )
+        # in passes over a share of the customers each (by a hash of their id), so that the aggregate's
+        # state stays bounded whatever the history's size; customers in id order within a pass
+        events = sum(table.num_rows for table, _, _ in sources.values())
+        passes = max(1, -(-events // PACKED_EVENTS_PER_PASS))
         empty = True
-        reader = con.sql(top).to_arrow_reader(rows)
-        for batch in reader:
-            empty = False
-            yield _packed_frame(_pack(packer, sources, batch))
+        for part in range(passes):
+            share = f"WHERE hash(customer_id) % {passes} = {part}" if passes > 1 else ""
+            top = (
+                f"SELECT customer_id, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
+                f"FROM ({' UNION ALL '.join(keys)}) {share} GROUP BY customer_id ORDER BY customer_id"
+            )
+            for batch in con.sql(top).to_arrow_reader(rows):
+                empty = False
+                yield _packed_frame(_pack(packer, sources, batch))
         if empty:
             yield _packed_frame(
                 pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})

@@ -36,7 +36,7 @@ def test_last_events_keep_each_customers_newest_n() -> None:
     assert events[events["customer_id"] == "b"]["amount"].tolist() == [5.0]
 
 
-def test_packed_events_hold_each_customers_last_events_in_order() -> None:
+def test_packed_events_hold_each_customers_last_events_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     t = pd.Timestamp
     history = history_from_frames(
         pd.DataFrame(
@@ -73,6 +73,12 @@ def test_packed_events_hold_each_customers_last_events_in_order() -> None:
     same = rows[rows["customer_id"] == "a"].drop(columns="customer_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, same, check_dtype=False)
     assert '"timestamp":["2024-01-02 00:00:00.000000"]' in frames[0]["events"].iloc[1]
+    # a long history goes in passes over a share of the customers each: the same rows
+    monkeypatch.setattr(store, "PACKED_EVENTS_PER_PASS", 3)  # 8 events: 3 passes
+    passes = pd.concat(list(store.packed_event_batches(history, n=4, rows=2)))
+    assert sorted(zip(passes["customer_id"], passes["events"], strict=True)) == sorted(
+        zip(*(pd.concat(frames)[c] for c in ("customer_id", "events")), strict=True)
+    )
 
 
 def test_charts_say_their_numbers_and_escape_labels() -> None:
