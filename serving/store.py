@@ -531,7 +531,8 @@ def _pack(
         at = np.flatnonzero(source == s)
         if not len(at):
             continue
-        taken = table.take(pa.array(seq[at])).append_column("i", pa.array(at, pa.int64()))
+        needed = ["timestamp", *(c for c in (amount, *shown) if c and c in table.column_names)]
+        taken = table.select(needed).take(pa.array(seq[at])).append_column("i", pa.array(at, pa.int64()))
         con.register(f"taken_{s}", taken)
         value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
         extra = [
