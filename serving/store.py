@@ -56,7 +56,7 @@ RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
 EVENT_BATCH_ROWS = 250_000  # recent events converted and written at a time
 PACKED_BATCH_ROWS = 50_000  # customers' packed recent events (about 1 kB of JSON each) written at a time
-PACKED_EVENTS_PER_PASS = 4_000_000  # history events per pass of the recent events' top-n aggregate
+PACKED_EVENTS_PER_PASS = 2_000_000  # history events per pass of the recent events' top-n aggregate
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
