@@ -113,7 +113,7 @@ def _score_history(
     )
     step("tiers")
     # ranked and written frame by frame in the snapshot transaction; erased customers stay erased
-    events = (erasure.without_erased(eng, f) for f in store.last_event_batches(past))
+    events = (erasure.without_erased(eng, f) for f in store.packed_event_batches(past))
     target = _write(scores, rows, served, config, eng, as_of, events)
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.engine import processors
 
 CHUNK = 50_000  # rows per executemany call, or per batch of COPY rows
 Method = Literal["auto", "executemany", "copy"]
@@ -226,10 +227,15 @@ def _values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: Any, s
         values = raw.tolist()
         if np.isnan(raw).any():
             values = [None if v != v else v for v in values]
+        if processor is processors.to_float:
+            return values  # Python floats already: float() of each would change nothing
     elif pd.api.types.is_integer_dtype(dtype) and not column.hasnans:
         values = column.to_numpy(dtype=np.int64).tolist()
     elif pd.api.types.is_bool_dtype(dtype) and not column.hasnans:
-        values = column.to_numpy(dtype=bool).tolist()
+        flags = column.to_numpy(dtype=bool)
+        if sqlite and isinstance(kind, sa.Boolean):
+            return flags.astype(np.int64).tolist()  # what the Boolean type binds on SQLite: 1 and 0
+        values = flags.tolist()
     else:
         values = column.to_numpy(dtype=object, na_value=None).tolist()  # NaN, NaT, NA: None
     if processor is not None:

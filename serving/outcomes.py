@@ -37,6 +37,7 @@ from core.clock import utc_naive
 from features.build import CONTRACT_ATTRIBUTE, end_of
 from features.history import History
 from features.value import MARGIN_COLUMN, REVENUE, ValueTarget
+from serving import bulk
 from serving.alert_rules import MODEL_ID
 from serving.config import WIN_BACK
 from serving.schema import alert_controls_table, alert_outcomes_table, alerts_table
@@ -238,6 +239,11 @@ def record(
     tx, cx, contract, ix = _events(history, set(todo["customer_id"].astype(str)), end, value)
     done = compute(todo, tx, end, cx, contract, ix, value)
     o = alert_outcomes_table
+    is_new = np.array(
+        [k in new_keys for k in zip(done["arm"], done["episode_id"].astype(np.int64), strict=True)],
+        dtype=bool,
+    )
+    fresh = _outcome_frame(done[is_new], end)  # converted column by column: a run opens many
     rows = [
         {
             "arm": r["arm"],
@@ -257,10 +263,9 @@ def record(
             "mature": bool(r["mature"]),
             "computed_at": end,
         }
-        for r in done.to_dict("records")
+        for r in done[~is_new].to_dict("records")
     ]
-    fresh = [r for r in rows if (r["arm"], r["episode_id"]) in new_keys]
-    again = [r for r in rows if (r["arm"], r["episode_id"]) not in new_keys]
+    again = rows
     moving = (
         "outcome",
         "outcome_at",
@@ -271,8 +276,8 @@ def record(
         "computed_at",
     )
     with engine.begin() as conn:
-        if fresh:
-            conn.execute(sa.insert(o), fresh)
+        if not fresh.empty:
+            bulk.insert_frame(conn, o, fresh)
         if again:
             conn.execute(
                 sa.update(o)
@@ -285,6 +290,42 @@ def record(
             )
     counts = done.groupby(["arm", "outcome"]).size()
     return Recorded(end, {(str(a), str(b)): int(n) for (a, b), n in counts.items()}, int(later.sum()))
+
+
+def _outcome_frame(done: pd.DataFrame, end: datetime) -> pd.DataFrame:
+    """Newly recorded outcomes as `alert_outcomes` rows, column by column: what one dict per row held
+    (text as str, missing as None, times as naive UTC, numbers as float or int, `mature` as bool)."""
+
+    def text(column: str) -> pd.Series:
+        values = done[column].astype(object)
+        return values.where(values.notna(), None).map(lambda v: None if v is None else str(v))
+
+    def naive(column: str) -> pd.Series:
+        times = pd.to_datetime(done[column])
+        if getattr(times.dtype, "tz", None) is not None:
+            times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+        return times.astype("datetime64[us]")
+
+    return pd.DataFrame(
+        {
+            "arm": done["arm"].astype(str).astype(object),
+            "episode_id": done["episode_id"].astype(np.int64),
+            "customer_id": done["customer_id"].astype(str).astype(object),
+            "kind": done["kind"].astype(str).astype(object),
+            "tier": text("tier"),
+            "playbook": text("playbook"),
+            "value_at_risk": done["value_at_risk"].astype(np.float64),
+            "opened_at": naive("opened_at"),
+            "horizon_days": done["horizon_days"].astype(np.int64),
+            "outcome": done["outcome"].astype(str).astype(object),
+            "outcome_at": naive("outcome_at"),
+            "days_to_outcome": done["days_to_outcome"].astype(np.float64),
+            "value_after": done["value_after"].astype(np.float64),
+            "observed_until": naive("observed_until"),
+            "mature": done["mature"].astype(bool),
+            "computed_at": pd.Series(end, index=done.index).astype("datetime64[us]"),
+        }
+    ).reset_index(drop=True)
 
 
 def read(engine: Engine, customer_id: str | None = None, arm: str | None = None) -> pd.DataFrame:

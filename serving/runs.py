@@ -4,7 +4,9 @@ A batch run (serving.batch) changes the store in place: tier state and history, 
 history, drift, and the snapshot the service answers from. One bad run (a history with a stray row dated 2031
 scores everyone "as of 2031") would otherwise stay for good: tier runs must go in time order, so every later
 run at a real date is refused. So before a run writes anything, `checkpoint` copies what the run changes in
-place — `tier_state`, `alerts` and the three snapshot tables — and notes when; `rollback` puts those back and
+place — `tier_state` and `alerts` — and notes when (the three snapshot tables are not copied: the run's
+snapshot write renames the ones it replaces to `<name>__prev`, a rename where copying a million customers'
+rows took a while, and says so in the checkpoint); `rollback` puts those back and
 deletes what the run appended (its tier history and ledger row, its score history and run log, its drift, the
 alerts it opened with their actions, and its outbox rows not yet delivered). Webhooks already delivered cannot
 be recalled: `rollback` counts them.
@@ -105,12 +107,13 @@ def checkpoint(eng: sa.Engine, as_of: datetime) -> None:
             for table, copy in _COPIES:
                 con.execute(sa.delete(copy))
                 con.execute(sa.insert(copy).from_select(list(table.c.keys()), sa.select(table)))
-            inspector = sa.inspect(con)
+            # the snapshot is not copied: the run's snapshot write renames the one it replaces to
+            # <name>__prev (serving.store.keep_snapshot); until then the live one is the run's "before"
             for name in schema.SNAPSHOT_TABLES:
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
-                if inspector.has_table(name):
-                    con.execute(sa.text(f"CREATE TABLE {name}__prev AS SELECT * FROM {name}"))
-            con.execute(sa.insert(run_checkpoint_table).values(as_of=when, taken_at=utc_now()))
+            con.execute(
+                sa.insert(run_checkpoint_table).values(as_of=when, taken_at=utc_now(), snapshot_kept=False)
+            )
     except sa.exc.OperationalError as exc:
         raise StoreNotWritable(describe(eng, exc)) from None
 
@@ -169,13 +172,13 @@ def rollback(eng: sa.Engine, as_of: datetime) -> Rollback:
                     else "no run to roll back (none since the last rollback)"
                 )
                 raise ValueError(f"cannot roll back the run as of {when:%Y-%m-%dT%H:%M:%S}: {what}{latest}")
-            done = _undo(con, when, kept.taken_at)
+            done = _undo(con, when, kept.taken_at, kept.snapshot_kept)
     except sa.exc.OperationalError as exc:
         raise StoreNotWritable(describe(eng, exc).replace("of this run", "of the rollback")) from None
     return done
 
 
-def _undo(con: sa.Connection, when: datetime, taken_at: datetime) -> Rollback:
+def _undo(con: sa.Connection, when: datetime, taken_at: datetime, kept_snapshot: bool) -> Rollback:
     a, ca = alerts_table, checkpoint_alerts_table
     opened = sa.select(a.c.id).where(a.c.id.not_in(sa.select(ca.c.id)))
     removed = int(con.execute(sa.select(sa.func.count()).select_from(opened.subquery())).scalar() or 0)
@@ -199,7 +202,7 @@ def _undo(con: sa.Connection, when: datetime, taken_at: datetime) -> Rollback:
         sa.select(sa.func.count()).select_from(o).where(since, o.c.status == "delivered")
     ).scalar()
     dropped = con.execute(sa.delete(o).where(since, o.c.status != "delivered")).rowcount
-    snapshot = _restore_snapshot(con)
+    snapshot = _restore_snapshot(con, bool(kept_snapshot))
     con.execute(sa.delete(run_checkpoint_table))
     previous = [r for t in (tier_runs_table, score_runs_table) for r in _as_ofs(con, t)]
 
@@ -218,9 +221,13 @@ def _undo(con: sa.Connection, when: datetime, taken_at: datetime) -> Rollback:
     )
 
 
-def _restore_snapshot(con: sa.Connection) -> str:
-    """The snapshot tables as the checkpoint kept them; none (removed) where it kept none."""
+def _restore_snapshot(con: sa.Connection, kept: bool) -> str:
+    """The snapshot tables as the checkpoint kept them; none (removed) where it kept none. When the run
+    never replaced the snapshot (`kept` False: it failed or stopped before), the live one is the one from
+    before it and stays."""
     inspector = sa.inspect(con)
+    if not kept:
+        return "restored" if any(inspector.has_table(n) for n in schema.SNAPSHOT_TABLES) else "removed"
     restored = False
     for name in schema.SNAPSHOT_TABLES:
         con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))

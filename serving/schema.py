@@ -14,7 +14,8 @@ Fixed tables (their columns never depend on the model):
     outbox          webhook deliveries (serving.outbox)
     drift           PSI per column per run; drift_runs, one summary per run
     run_checkpoint  the latest run's checkpoint: checkpoint_tier_state and checkpoint_alerts hold tier_state
-                    and alerts as they were before it (serving.runs, `diamond runs rollback`)
+                    and alerts as they were before it, and the snapshot it replaced is renamed <name>__prev
+                    (serving.runs, `diamond runs rollback`)
     sessions        the dashboard's sessions, server-side: signing out ends one at once
     audit           who did what: sign-ins (failed ones too), alert actions, erasures, promotions
     store_secrets   the store's own random values (the salt of erased customers' hashes)
@@ -258,6 +259,8 @@ run_checkpoint_table = sa.Table(
     metadata,
     sa.Column("as_of", sa.DateTime, primary_key=True),  # the run it was taken for (one row at most)
     sa.Column("taken_at", sa.DateTime, nullable=False),  # wall clock: outbox rows created later are the run's
+    # the run's snapshot write moved the snapshot it replaced to <name>__prev (until then it is the live one)
+    sa.Column("snapshot_kept", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 # the state a batch run changes in place, as it was before the latest run (serving.runs, `diamond runs

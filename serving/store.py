@@ -18,9 +18,11 @@ PostgreSQL).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -50,6 +53,8 @@ FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
 RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
 EVENT_BATCH_ROWS = 250_000  # recent events converted and written at a time
+PACKED_BATCH_ROWS = 50_000  # customers' packed recent events (about 1 kB of JSON each) written at a time
+PACKED_EVENTS_PER_PASS = 2_000_000  # history events per pass of the recent events' top-n aggregate
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
@@ -313,8 +318,9 @@ def write_snapshot(
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
-    customers, parquet), all in one transaction. `events` may come in frames (`last_event_batches`: the
-    first one gives the table its column types). The store must be prepared (`prepare`)."""
+    customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
+    row per customer: the first frame gives the table its column types). The store must be prepared
+    (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -342,11 +348,36 @@ def write_snapshot(
         _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
+        keep = _keeps_snapshot(con, logged["as_of"])
+        replaced = {name for name, _, _ in tables}
+        for name in schema.SNAPSHOT_TABLES:  # one this write leaves as it is: the checkpoint keeps a copy
+            if keep and name not in replaced and sa.inspect(con).has_table(name):
+                con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
+                con.execute(sa.text(f"CREATE TABLE {name}__prev AS SELECT * FROM {name}"))
         for name, _, unique in tables:
-            con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
+            if keep:  # the run's checkpoint keeps the snapshot it replaces (serving.runs)
+                con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
+                if sa.inspect(con).has_table(name):
+                    con.execute(sa.text(f"DROP INDEX IF EXISTS ix_{name}_id"))  # index names are global
+                    con.execute(sa.text(f"ALTER TABLE {name} RENAME TO {name}__prev"))
+            else:
+                con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
             kind = "UNIQUE INDEX" if unique else "INDEX"
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
+
+
+def _keeps_snapshot(con: sa.Connection, as_of: datetime) -> bool:
+    """Whether this write is the first snapshot of the run the checkpoint was taken for (serving.runs): then
+    the snapshot it replaces is renamed to <name>__prev rather than dropped, and the checkpoint says so. A
+    re-run of that as_of (the checkpoint already kept the one from before) and a run without a checkpoint
+    drop it."""
+    t = schema.run_checkpoint_table
+    kept = con.execute(sa.select(t.c.as_of, t.c.snapshot_kept)).first()
+    if kept is None or kept.as_of != as_of or kept.snapshot_kept:
+        return False
+    con.execute(sa.update(t).values(snapshot_kept=True))
+    return True
 
 
 def _sql_types(frame: pd.DataFrame) -> dict[str, Any]:
@@ -395,9 +426,170 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
 def last_event_batches(
     history: History, n: int = RECENT_EVENTS, rows: int = EVENT_BATCH_ROWS
 ) -> Iterator[pd.DataFrame]:
-    """`last_events` in frames of at most `rows` rows (at least one frame, maybe empty), so that a batch
-    run writes a million customers' events without holding them all as Python objects. Events are ranked
+    """`last_events` in frames of at most `rows` rows (at least one frame, maybe empty). Events are ranked
     on their keys alone and the detail text is written for the kept ones only."""
+    with _ranked_events(history, n) as (con, query):
+        empty = True
+        reader = con.sql(f"{query} ORDER BY customer_id, timestamp DESC, kind, seq").to_arrow_reader(rows)
+        for batch in reader:
+            empty = False
+            yield _event_frame(batch)
+        if empty:
+            yield _event_frame(reader.schema.empty_table())
+
+
+def packed_event_batches(
+    history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS
+) -> Iterator[pd.DataFrame]:
+    """What the store keeps as recent events (`write_snapshot`): each customer's `last_events` as one row,
+    customer_id and `events`, JSON text of the events' columns newest first ({"timestamp": [...], "kind":
+    [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
+    values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
+    customers' ten events each were ten million inserts. In frames of at most `rows` customers (at least
+    one frame, maybe empty), in customer order within each pass.
+
+    Lean on purpose: one top-n aggregate (DuckDB's arg_max) keeps each customer's `n` largest event keys
+    (time, then kind, then table order, in one 128-bit integer) as 64-bit event ids, so no sort of the
+    whole history and its state bounded (a pass per PACKED_EVENTS_PER_PASS events, each over a share of
+    the customers); each frame's events are then taken from the history's
+    tables by position and only they get their detail text and JSON."""
+    con, packer = duckdb.connect(), duckdb.connect()  # the packer's queries run while the top-n streams
+    try:
+        sources = {source: (table, amount, shown) for source, table, amount, shown in _event_sources(history)}
+        keys = []
+        for source, (table, _, _) in sources.items():
+            seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            con.register(
+                f"keys_{source}", table.select(["customer_id", "timestamp"]).append_column("seq", seq)
+            )
+            keys.append(
+                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {source} AS source, seq "
+                f"FROM keys_{source}"
+            )
+        if not keys:
+            yield _packed_frame(
+                pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
+            )
+            return
+        # larger key = listed first: later time; at the same time, kind in name order (cancellation,
+        # interaction, purchase: the larger source); then the earlier row of its table
+        key = (
+            f"CAST(epoch_us(timestamp) AS HUGEINT) * {1 << 40} + source * {1 << _SEQ_BITS} "
+            f"+ ({_SEQ_MASK} - seq)"
+        )
+        # in passes over a share of the customers each (by a hash of their id), so that the aggregate's
+        # state stays bounded whatever the history's size; customers in id order within a pass
+        events = sum(table.num_rows for table, _, _ in sources.values())
+        passes = max(1, -(-events // PACKED_EVENTS_PER_PASS))
+        empty = True
+        for part in range(passes):
+            share = f"WHERE hash(customer_id) % {passes} = {part}" if passes > 1 else ""
+            top = (
+                f"SELECT customer_id, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
+                f"FROM ({' UNION ALL '.join(keys)}) {share} GROUP BY customer_id ORDER BY customer_id"
+            )
+            for batch in con.sql(top).to_arrow_reader(rows):
+                empty = False
+                yield _packed_frame(_pack(packer, sources, batch))
+        if empty:
+            yield _packed_frame(
+                pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
+            )
+    finally:
+        con.close()
+        packer.close()
+
+
+_SEQ_BITS = 38  # an event id: source * 2**38 + its row in that table
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+
+
+def _pack(
+    con: duckdb.DuckDBPyConnection,
+    sources: dict[int, tuple[pa.Table, str | None, tuple[str, ...]]],
+    batch: pa.RecordBatch,
+) -> pa.Table:
+    """customer_id and events (JSON text) for one frame of `packed_event_batches`' top-n event ids."""
+    ids = batch.column("ids")
+    flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64)
+    source, seq = flat >> _SEQ_BITS, flat & _SEQ_MASK
+    parts = []
+    for s, (table, amount, shown) in sources.items():
+        at = np.flatnonzero(source == s)
+        if not len(at):
+            continue
+        needed = ["timestamp", *(c for c in (amount, *shown) if c and c in table.column_names)]
+        taken = table.select(needed).take(pa.array(seq[at])).append_column("i", pa.array(at, pa.int64()))
+        con.register(f"taken_{s}", taken)
+        value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
+        extra = [
+            f"CAST({c} AS VARCHAR) AS {c}" if c in shown and c in table.column_names else f"NULL AS {c}"
+            for c in _DETAIL_PARTS
+        ]
+        parts.append(
+            f"SELECT i, strftime(timestamp, '{_EVENT_TIME}') AS timestamp, '{_EVENT_KINDS[s]}' AS kind, "
+            f"{value} AS amount, {', '.join(extra)} FROM taken_{s}"
+        )
+    quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
+    detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
+    events = con.sql(
+        f"SELECT timestamp, kind, amount, {detail} AS detail FROM ({' UNION ALL '.join(parts)}) ORDER BY i"
+    ).to_arrow_table()
+    offsets = ids.offsets.to_numpy()
+    offsets = pa.array(offsets - offsets[0])  # a frame may be a slice of a longer list array
+    lists = {c: pa.ListArray.from_arrays(offsets, events.column(c).combine_chunks()) for c in EVENT_COLUMNS}
+    con.register("packed", pa.table(lists))
+    fields = ", ".join(f"'{c}': {c}" for c in EVENT_COLUMNS)
+    text = con.sql(f"SELECT CAST(to_json({{{fields}}}) AS VARCHAR) AS events FROM packed").to_arrow_table()
+    for name in ("packed", *(f"taken_{s}" for s in sources)):
+        con.unregister(name)
+    return pa.table({"customer_id": batch.column("customer_id"), "events": text.column("events")})
+
+
+_DETAIL_PARTS = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
+_EVENT_KINDS = ("purchase", "interaction", "cancellation")  # by source: 0, 1, 2
+
+
+def _event_sources(history: History) -> Iterator[tuple[int, pa.Table, str | None, tuple[str, ...]]]:
+    """(source, table, amount column, detail columns) of each kind of event the history has."""
+    for source, (name, amount, shown) in enumerate(
+        (
+            ("transactions", "amount", _DETAIL_PARTS[:4]),
+            ("interactions", "value", _DETAIL_PARTS[4:]),
+            ("cancellations", None, ()),
+        )
+    ):
+        table = getattr(history, name)
+        if table is not None:
+            yield source, table, amount, shown
+
+
+_EVENT_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME text, as the per-event rows stored it
+EVENT_COLUMNS = ["timestamp", "kind", "amount", "detail"]
+
+
+def unpack_events(packed: str | None) -> pd.DataFrame:
+    """One customer's recent events from the store's JSON text (`packed_event_batches`): EVENT_COLUMNS,
+    newest first, times as naive Timestamps."""
+    raw = json.loads(packed) if packed else {}
+    frame = pd.DataFrame({c: raw.get(c, []) for c in EVENT_COLUMNS})
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="%Y-%m-%d %H:%M:%S.%f")
+    frame["amount"] = frame["amount"].astype(np.float64)
+    return frame
+
+
+def _packed_frame(batch: pa.Table) -> pd.DataFrame:
+    return pd.DataFrame(
+        {c: pd.Series(batch.column(c).to_pylist(), dtype=object) for c in ("customer_id", "events")}
+    )
+
+
+@contextmanager
+def _ranked_events(history: History, n: int) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
+    """A DuckDB connection with the history registered, and a query for each customer's `n` latest events
+    (customer_id, timestamp, kind, amount, detail, seq; unordered): newest first, events at the same time
+    by kind, then in the order of their table. Events are ranked on their keys alone and the detail text is
+    made for the kept ones only."""
     parts, con = [], duckdb.connect()
     raw = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
     try:
@@ -433,18 +625,11 @@ def last_event_batches(
         )
         quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
         detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
-        query = (
-            f"SELECT r.customer_id, r.timestamp, r.kind, d.amount, {detail} AS detail "
-            f"FROM ({ranked}) r JOIN ({' UNION ALL '.join(p[1] for p in parts)}) d USING (source, seq) "
-            "ORDER BY r.customer_id, r.timestamp DESC, r.kind, r.seq"
+        yield (
+            con,
+            f"SELECT r.customer_id, r.timestamp, r.kind, d.amount, {detail} AS detail, r.seq "
+            f"FROM ({ranked}) r JOIN ({' UNION ALL '.join(p[1] for p in parts)}) d USING (source, seq)",
         )
-        empty = True
-        reader = con.sql(query).to_arrow_reader(rows)
-        for batch in reader:
-            empty = False
-            yield _event_frame(batch)
-        if empty:
-            yield _event_frame(reader.schema.empty_table())
     finally:
         con.close()
 
@@ -512,10 +697,14 @@ def score_history(eng: sa.Engine, customer_id: str, limit: int = 100) -> pd.Data
 
 
 def recent_events(eng: sa.Engine, customer_id: str) -> pd.DataFrame:
-    """The customer's latest events as of the last run (`last_events`), newest first."""
+    """The customer's latest events as of the last run (`last_events`), newest first: EVENT_COLUMNS. The
+    store keeps them as one row per customer (`packed_event_batches`); a snapshot written by a release
+    before that (one row per event, e.g. restored by a rollback) is read as it is."""
     rows = read_rows(eng, EVENTS, [str(customer_id)])
     if rows.empty:
-        return pd.DataFrame(columns=["timestamp", "kind", "amount", "detail"])
+        return pd.DataFrame(columns=EVENT_COLUMNS)
+    if "events" in rows.columns:
+        return unpack_events(rows["events"].iloc[0])
     return rows.sort_values("timestamp", ascending=False, kind="stable").reset_index(drop=True)
 
 

@@ -98,11 +98,26 @@ def dump(path: Path) -> dict[str, pd.DataFrame]:
             if name == "alembic_version":
                 continue
             frame = pd.read_sql_query(f'SELECT * FROM "{name}"', con)
+            if name == "recent_events":
+                frame = _per_event(frame)
             frame = frame.drop(columns=[c for c in frame.columns if c in WALL_CLOCK])
             out[f"table_{name}"] = _sorted(frame)
         return out
     finally:
         con.close()
+
+
+def _per_event(packed: pd.DataFrame) -> pd.DataFrame:
+    """The store's recent events (one row per customer, JSON of the events' columns:
+    store.packed_event_batches) as the one-row-per-event table the fixtures were saved from: customer_id,
+    timestamp (as stored text), kind, amount, detail; missing values as SQLite gave them (None)."""
+    columns = ["customer_id", "timestamp", "kind", "amount", "detail"]
+    rows = [
+        (cid, *event)
+        for cid, text in zip(packed["customer_id"], packed["events"], strict=True)
+        for event in zip(*(json.loads(text)[c] for c in columns[1:]), strict=True)
+    ]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

@@ -128,7 +128,8 @@ def test_keys_and_audit_from_the_command_line(tmp_path: Path) -> None:
 
 
 def test_a_rollback_after_an_erasure_does_not_bring_the_customer_back(tmp_path: Path) -> None:
-    """The latest run's checkpoint holds copies of tiers, alerts and the snapshot: erasure empties them."""
+    """The latest run's checkpoint holds copies of tiers and alerts, and the snapshot the run replaced
+    (renamed by its snapshot write): erasure empties them."""
     eng = _store(tmp_path)
     with eng.begin() as con:
         con.execute(sa.text("CREATE TABLE score_snapshot (customer_id TEXT, tier TEXT)"))
@@ -136,9 +137,11 @@ def test_a_rollback_after_an_erasure_does_not_bring_the_customer_back(tmp_path: 
         con.execute(sa.insert(score_runs_table).values(as_of=T, created_at=T))
     later = datetime(2026, 12, 31)
     runs.checkpoint(eng, later)  # a run as of `later` is about to write
-    with eng.begin() as con:  # ...and writes: the snapshot and runs log change
-        con.execute(sa.text("DELETE FROM score_snapshot WHERE customer_id = 'a'"))
-        con.execute(sa.insert(score_runs_table).values(as_of=later, created_at=later))
+    scored = pd.DataFrame(  # ...and writes its snapshot (without 'a') and its run log
+        {"customer_id": ["b"], "as_of": [later], "churn_probability": [0.5], "predicted_value": [2.0]}
+        | {"value_at_risk": [1.0], "tier": ["gold"], "model_version": ["1"]}
+    )
+    store.write_snapshot(eng, scored[["customer_id"]], scored, {"as_of": later})
     erasure.forget(eng, ["b"], "ops", "admin", "cli")
     runs.rollback(eng, later)
     assert "b" not in alert_store.list_alerts(eng, None)["customer_id"].tolist()

@@ -113,3 +113,48 @@ def test_a_read_only_store_is_refused_by_the_probe(db: tuple[sa.Engine, Path]) -
     with pytest.raises(runs.StoreNotWritable):
         runs.checkpoint(ro, T0)
     ro.dispose()
+
+
+def test_the_snapshot_is_kept_by_renaming_it_and_a_run_that_stopped_before_it_keeps_the_live_one(
+    db: tuple[sa.Engine, Path],
+) -> None:
+    eng, path = db
+    _run(eng, T0, ("a", "gold", 0.2, 100.0))
+    before = _state(path)
+    later = T0 + timedelta(days=1)
+    runs.checkpoint(eng, later)  # no copy: the live snapshot is the run's "before" until it writes its own
+    assert not sa.inspect(eng).has_table("score_snapshot__prev")
+    tier_store.update_tiers(
+        eng, later, pd.DataFrame({"customer_id": ["a"], "tier_raw": ["bronze"]}), TIERS, 2
+    )
+    # the run stops here (before its snapshot): the rollback keeps the live snapshot, which is the one before
+    done = runs.rollback(eng, later)
+    assert done.snapshot == "restored" and _state(path) == before
+    _run(eng, later, ("a", "bronze", 0.9, 100.0))
+    with sqlite3.connect(path) as con:  # the snapshot it replaced, renamed, without its index
+        kept = con.execute("SELECT customer_id, tier FROM score_snapshot__prev").fetchall()
+        indexes = con.execute(
+            "SELECT tbl_name FROM sqlite_master WHERE name = 'ix_score_snapshot_id'"
+        ).fetchall()
+        flag = con.execute("SELECT snapshot_kept FROM run_checkpoint").fetchall()
+    assert kept == [("a", "gold")] and indexes == [("score_snapshot",)] and flag == [(1,)]
+    runs.rollback(eng, later)
+    assert _state(path) == before
+
+
+def test_a_rollback_restores_the_renamed_snapshot_on_each_store(store_url: str) -> None:
+    eng = store.prepare(store.engine(store_url))
+    events = pd.DataFrame({"customer_id": ["a"], "events": ['{"kind": ["purchase"]}']})
+    for at, tier in ((T0, "gold"), (T0 + timedelta(days=1), "bronze")):
+        runs.checkpoint(eng, at)
+        scores = score_table(("a", tier, 0.5, 100.0))
+        history = scores.assign(as_of=at, model_version="1", reasons=[str(r) for r in scores["reasons"]])
+        store.write_snapshot(eng, scores[["customer_id"]].assign(f=1.0), history, {"as_of": at}, events)
+    assert store.read_rows(eng, store.SCORES, ["a"])["tier"].tolist() == ["bronze"]
+    assert sa.inspect(eng).has_table("score_snapshot__prev")
+    assert runs.rollback(eng, T0 + timedelta(days=1)).snapshot == "restored"
+    assert store.read_rows(eng, store.SCORES, ["a"])["tier"].tolist() == ["gold"]
+    assert store.read_rows(eng, store.EVENTS, ["a"])["events"].tolist() == ['{"kind": ["purchase"]}']
+    names = {i["name"] for i in sa.inspect(eng).get_indexes("score_snapshot")}
+    assert "ix_score_snapshot_id" in names and not sa.inspect(eng).has_table("score_snapshot__prev")
+    eng.dispose()

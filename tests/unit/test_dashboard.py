@@ -36,6 +36,51 @@ def test_last_events_keep_each_customers_newest_n() -> None:
     assert events[events["customer_id"] == "b"]["amount"].tolist() == [5.0]
 
 
+def test_packed_events_hold_each_customers_last_events_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    t = pd.Timestamp
+    history = history_from_frames(
+        pd.DataFrame(
+            {
+                "customer_id": ["a", "a", "a", "a", "b", "c"],
+                "timestamp": [
+                    *(t("2024-01-01"), t("2024-01-09"), t("2024-01-09"), t("2024-01-05 10:30:01.25")),
+                    *(t("2024-01-02"), t("2024-01-03")),
+                ],
+                "amount": [10.0, 30.0, 0.1, 20.5, 5.0, 7.0],
+                "quantity": [1.0, 2.0, 1.5, 1.0, 1.0, 1.0],
+            }
+        ),
+        interactions=pd.DataFrame(
+            {"customer_id": ["a"], "timestamp": [t("2024-01-09")], "type": ['said "hi"']}
+        ),
+        cancellations=pd.DataFrame({"customer_id": ["a"], "timestamp": [t("2024-01-07")]}),
+    )
+    frames = list(store.packed_event_batches(history, n=4, rows=2))
+    assert [f["customer_id"].tolist() for f in frames] == [["a", "b"], ["c"]]  # customer order, 2 a frame
+    a = store.unpack_events(frames[0]["events"].iloc[0])
+    # newest first; at the same time by kind (interaction before purchase), then in table order
+    assert a["timestamp"].tolist() == [t("2024-01-09")] * 3 + [t("2024-01-07")]
+    assert a["kind"].tolist() == ["interaction", "purchase", "purchase", "cancellation"]
+    assert a["amount"].tolist()[1:3] == [30.0, 0.1] and a["amount"].isna().tolist() == [
+        True,
+        False,
+        False,
+        True,
+    ]
+    assert a["detail"].tolist() == ['said "hi"', "quantity 2", "quantity 1.5", ""]  # as the rows had it
+    # the same events, times as the per-event rows stored them, as last_events gives them
+    rows = store.last_events(history, n=4)
+    same = rows[rows["customer_id"] == "a"].drop(columns="customer_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, same, check_dtype=False)
+    assert '"timestamp":["2024-01-02 00:00:00.000000"]' in frames[0]["events"].iloc[1]
+    # a long history goes in passes over a share of the customers each: the same rows
+    monkeypatch.setattr(store, "PACKED_EVENTS_PER_PASS", 3)  # 8 events: 3 passes
+    passes = pd.concat(list(store.packed_event_batches(history, n=4, rows=2)))
+    assert sorted(zip(passes["customer_id"], passes["events"], strict=True)) == sorted(
+        zip(*(pd.concat(frames)[c] for c in ("customer_id", "events")), strict=True)
+    )
+
+
 def test_charts_say_their_numbers_and_escape_labels() -> None:
     svg = str(charts.bars([("gold", 30), ("<b>", 10)], "Customers & tiers"))
     assert "<title>Customers &amp; tiers</title>" in svg and "&lt;b&gt;" in svg and "<b>" not in svg
