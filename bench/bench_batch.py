@@ -10,8 +10,8 @@ same customers, measured in the same run (bench/README.md, "Batch scoring").
   `--store-url` (dropped afterwards).
 - `reference`: one hand-written DuckDB query over the Parquet files for the model's inputs (spine, RFM,
   windows, trend, inter-purchase times, the BTYD summaries; the BTYD closed forms from `features.btyd`), both
-  boosters' `inplace_predict` on a float32 array, the stacker and horizon maps, and a Parquet file of
-  customer_id and the three scores.
+  boosters' `inplace_predict` on a float32 array, the stacker, horizon maps and recalibrated levels, and a
+  Parquet file of customer_id and the three scores.
 
 Each side runs in its own subprocess (wall time around it, that child's peak RSS, imports and the model's
 load from MLflow included on both sides); both use one DuckDB thread. The reference's scores must equal
@@ -284,6 +284,10 @@ def child_reference(data: Path, work: Path) -> dict[str, Any]:
     v_h = np.maximum(value.booster.inplace_predict(matrix), 0.0)
     a_v, b_v = value.horizon_map
     v = np.where(v_h > 0, np.exp(a_v) * np.maximum(v_h, VALUE_FLOOR) ** b_v, 0.0)
+    if (lv := art.levels) is not None:  # the levels recalibrated on the latest complete window
+        if lv.churn_shift != 0.0:
+            p = expit(logit(np.clip(p, P_EPS, 1 - P_EPS)) + lv.churn_shift)
+        v = lv.value_factor * np.maximum(v, 0.0) ** lv.value_slope
     split["predict"] = round(time.perf_counter() - t3, 2)
     t4 = time.perf_counter()
     out = pa.table(
