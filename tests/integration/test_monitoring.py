@@ -176,6 +176,6 @@ def test_two_retrains_at_once_one_runs_the_other_exits_cleanly(world: World) -> 
     trained = [r for r in results if "retrained: forced" in r[2]]
     waited = [r for r in results if "another retrain is running" in r[2]]
     assert len(trained) == 1 and len(waited) == 1, results
-    assert f"another retrain is running (pid {trained[0][0]} since " in waited[0][2]
+    assert f"another retrain is running (pid {trained[0][0]} on " in waited[0][2]
     assert "Traceback" not in waited[0][2] + waited[0][3]
     assert world.versions() == before + 1
