@@ -16,6 +16,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,6 +162,16 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], st
 def store_url(new_store: Callable[[], str]) -> str:
     """The URL of a new, empty serving store: a SQLite file, then a PostgreSQL schema (`new_store`)."""
     return new_store()
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Any]:
+    """A new store at head (`store_url`: SQLite, then PostgreSQL), disposed of afterwards."""
+    from serving import store
+
+    eng = store.prepare(store.engine(store_url))
+    yield eng
+    eng.dispose()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,6 @@ def _sync(engine: sa.Engine, at: datetime, scores: pd.DataFrame, config: AlertCo
 
 def _open(engine: sa.Engine) -> dict[str, dict[str, Any]]:
     return {r["customer_id"]: r for r in list_alerts(engine, status="live").to_dict("records")}
-
-
-@pytest.fixture
-def engine(store_url: str) -> Iterator[sa.Engine]:
-    """A new store, on SQLite and on PostgreSQL (conftest's `store_url`)."""
-    eng = store.prepare(store.engine(store_url))
-    yield eng
-    eng.dispose()
 
 
 # --- sync: de-duplication, notification, auto-resolve ------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,13 +38,6 @@ RULES = {
 }
 # assignment numbers of rule at-risk opening at T0 (tests/unit/test_effect.py pins them): a .482, b .027,
 # c .328, d .125, e .536, f .864, g .138, h .011. With a share of 0.5: a, b, c, d, g, h held out.
-
-
-@pytest.fixture
-def engine(store_url: str) -> Iterator[sa.Engine]:
-    eng = store.prepare(store.engine(store_url))
-    yield eng
-    eng.dispose()
 
 
 def _config(store_url: str, receiver: WebhookReceiver | None, **alerts: Any) -> ServingConfig:

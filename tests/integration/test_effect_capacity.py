@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,6 @@ ALERTS = {
         "teams": {"accounts": {"tiers": ["diamond", "gold"], "budget": 2}},
     },
 }
-
-
-@pytest.fixture
-def engine(store_url: str) -> Iterator[sa.Engine]:
-    eng = store.prepare(store.engine(store_url))
-    yield eng
-    eng.dispose()
 
 
 def _config(store_url: str, receiver: WebhookReceiver | None, **alerts: Any) -> ServingConfig:

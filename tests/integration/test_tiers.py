@@ -3,24 +3,14 @@ database)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from serving import store
 from serving.tier_store import tier_history, tier_movements, update_tiers
 from tests.helpers.frames import T0, TIERS, by_id, raw_tiers
-
-
-@pytest.fixture
-def engine(store_url: str) -> Iterator[sa.Engine]:
-    """A new store, on SQLite and on PostgreSQL (conftest's `store_url`)."""
-    eng = store.prepare(store.engine(store_url))
-    yield eng
-    eng.dispose()
 
 
 def test_update_tiers_stores_state_history_and_movements(engine: sa.Engine) -> None:
