@@ -6,16 +6,17 @@ garbage collection) from the start of a run or from random noise.
         --concurrency 8 --duration 30 [--bare] [--trace-dir DIR]
 
 The load is `wrk` with one thread per connection (`-tC -cC`): each thread's Lua state then sees its
-connection's requests and answers strictly alternate, so `request()` and `response()` timestamps (CLOCK_MONOTONIC,
-the clock of Python's time.monotonic) give every request's latency. `--trace-dir` merges the gc pauses that
-bench/trace/sitecustomize.py writes there (a service started with BENCH_TRACE_DIR set and that folder on its
-PYTHONPATH). Prints the latency percentiles, the slow requests grouped into episodes (when, how long, how many,
-which gc pauses fell inside) and the gaps between episodes.
+connection's requests and answers strictly alternate, so `request()` and `response()` timestamps
+(CLOCK_MONOTONIC, the clock of Python's time.monotonic) give every request's latency. `--trace-dir`
+merges the gc pauses that bench/trace/sitecustomize.py writes there (a service started with BENCH_TRACE_DIR
+set and bench/trace on its PYTHONPATH). Prints the latency percentiles, the slow requests grouped into
+episodes (when, how long, how many, which gc pauses fell inside) and the gaps between episodes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import random
 import statistics
@@ -114,18 +115,26 @@ def report(rows: list[tuple], gc_pauses: list[tuple], slow_ms: float, label: str
     lat = [(a - s) * 1000 for s, a, _ in rows]
     q = statistics.quantiles(lat, n=100, method="inclusive")
     span = rows[-1][1] - t0
-    print(f"{label}: {len(rows)} requests in {span:.1f} s ({len(rows) / span:.0f}/s), p50 {q[49]:.1f} ms, "
-          f"p99 {q[98]:.1f} ms, max {max(lat):.1f} ms, errors {sum(st != 200 for *_, st in rows)}")
+    print(
+        f"{label}: {len(rows)} requests in {span:.1f} s ({len(rows) / span:.0f}/s), p50 {q[49]:.1f} ms, "
+        f"p99 {q[98]:.1f} ms, max {max(lat):.1f} ms, errors {sum(st != 200 for *_, st in rows)}"
+    )
     eps = episodes(rows, slow_ms)
     big_gc = [p for p in gc_pauses if p[1] >= 2 and t0 <= p[0] <= rows[-1][1]]
-    print(f"  {len(eps)} episodes with requests slower than {slow_ms:g} ms; gc pauses >= 2 ms in the run: "
-          f"{len(big_gc)}")
+    print(
+        f"  {len(eps)} episodes with requests slower than {slow_ms:g} ms; gc pauses >= 2 ms in the run: "
+        f"{len(big_gc)}"
+    )
     for e in eps[:40]:
-        inside = [f"gen{g} {ms:.0f}ms@{(st - t0):.2f}" for st, ms, g, _ in big_gc if e["start"] <= st <= e["end"]]
-        print(f"  at {e['start'] - t0:7.2f} s for {(e['end'] - e['start']) * 1000:6.0f} ms: {e['n']:4d} slow, "
-              f"worst {e['worst']:6.0f} ms  {' '.join(inside)}")
+        inside = [
+            f"gen{g} {ms:.0f}ms@{(st - t0):.2f}" for st, ms, g, _ in big_gc if e["start"] <= st <= e["end"]
+        ]
+        print(
+            f"  at {e['start'] - t0:7.2f} s for {(e['end'] - e['start']) * 1000:6.0f} ms: {e['n']:4d} slow, "
+            f"worst {e['worst']:6.0f} ms  {' '.join(inside)}"
+        )
     starts = [e["start"] for e in eps]
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     if gaps:
         print(f"  gaps between episodes (s): {' '.join(f'{g:.1f}' for g in gaps[:40])}")
     per_second: dict[int, list[float]] = {}
@@ -136,7 +145,14 @@ def report(rows: list[tuple], gc_pauses: list[tuple], slow_ms: float, label: str
     rest = [x for (s, _, _), x in zip(rows, lat, strict=True) if s - t0 >= 1.0]
     p99_rest = statistics.quantiles(rest, n=100, method="inclusive")[98] if len(rest) > 1 else float("nan")
     print(f"  first second: max {max(first_second):.1f} ms; after it: p99 {p99_rest:.1f} ms")
-    return {"p50": q[49], "p99": q[98], "max": max(lat), "episodes": len(eps), "requests": len(rows), "span": span}
+    return {
+        "p50": q[49],
+        "p99": q[98],
+        "max": max(lat),
+        "episodes": len(eps),
+        "requests": len(rows),
+        "span": span,
+    }
 
 
 def main() -> None:

@@ -135,5 +135,5 @@ middleware.guard(
         Route("/model", middleware.GetOnly(model)),
         Route("/docs.json", docs, methods=["GET"]),
     ],
+    workers=_workers,
 )
-Diamond.add_asgi_middleware(traffic.Rebalance, workers=_workers)  # keep-alive pools shared by the workers

@@ -19,8 +19,8 @@ listening socket, and asyncio accepts every pending connection in one go: the wo
 client's whole keep-alive pool (wrk's 8 connections landed 8/0 or 7/1 in six runs of six), and the other
 worker idles. `Rebalance` closes one connection in `every` answers of a worker with more than one
 (`Connection: close`, as nginx's keepalive_requests); the client opens a new one, which the least busy worker
-tends to accept, since a busy worker is inside a request when it arrives. A reconnection costs about a tenth of
-a millisecond on loopback, once in `every` requests.
+tends to accept, since a busy worker is inside a request when it arrives. A reconnection costs about a tenth
+of a millisecond on loopback, once in `every` requests.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ BENTOML_TIMEOUT: Any = getattr(bentoml_traffic, "TimeoutMiddleware", None)  # Be
 
 class RequestTimeout:
     """504 (BentoML's body) when an HTTP request's response has not started within `timeout` seconds; the
-    app is cancelled then. The timer is cancelled when the response starts, so nothing outlives the request."""
+    app is cancelled then. The timer is cancelled when the response starts, so nothing outlives the
+    request."""
 
     def __init__(self, app: ASGIApp, timeout: float) -> None:
         self.app = app
@@ -103,5 +104,7 @@ def install() -> None:
     """Make BentoML build its request timeout from `RequestTimeout` (in every process that imports the
     service, before its app is built). Raises RuntimeError when BentoML no longer has the hook."""
     if BENTOML_TIMEOUT is None:
-        raise RuntimeError("bentoml._internal.server.http.traffic.TimeoutMiddleware is gone: see serving/traffic.py")
-    bentoml_traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc]
+        raise RuntimeError(
+            "bentoml._internal.server.http.traffic.TimeoutMiddleware is gone: see serving/traffic.py"
+        )
+    bentoml_traffic.TimeoutMiddleware = RequestTimeout  # type: ignore[misc,assignment]

@@ -130,7 +130,12 @@ def _headers(app: traffic.Rebalance, headers: list[tuple[bytes, bytes]] | None =
 
 def test_rebalance_closes_one_connection_in_every_answers_with_two_workers() -> None:
     assert _headers(traffic.Rebalance(ok_app, workers=lambda: 2, every=3)) == [
-        None, None, b"close", None, None, b"close"
+        None,
+        None,
+        b"close",
+        None,
+        None,
+        b"close",
     ]
     # an app's own keep-alive header is replaced, not doubled
     got = _headers(traffic.Rebalance(ok_app, workers=lambda: 2, every=2), [(b"connection", b"keep-alive")])
@@ -142,8 +147,9 @@ def test_rebalance_does_nothing_with_one_worker() -> None:
 
 
 def test_bentoml_timeout_is_ours_once_the_service_is_imported() -> None:
-    import serving.service  # noqa: F401  (installs it)
     from bentoml._internal.server.http import traffic as bentoml_traffic
+
+    import serving.service  # noqa: F401  (installs it)
 
     assert bentoml_traffic.TimeoutMiddleware is traffic.RequestTimeout
     assert traffic.BENTOML_TIMEOUT is not traffic.RequestTimeout
