@@ -1,7 +1,7 @@
 """Online scoring speed: Diamond's POST /score by id against a bare BentoML service that loads the same churn
 booster (bench/bare_service.py), both loaded closed-loop in the same run.
 
-    .venv/bin/python bench/bench_serving.py                  # make bench-serving: 10 s per cell, 2 rounds
+    .venv/bin/python bench/bench_serving.py --rounds 3       # make bench-serving: 10 s per cell, 3 rounds
     .venv/bin/python bench/bench_serving.py --duration 3 --rounds 1 --quick   # a smoke run, nothing recorded
 
 Setup (a temporary folder, nothing shared): the bundled CDNOW history, the demo's model trained (one trial)
@@ -10,14 +10,16 @@ side on 127.0.0.1: Diamond with 1 worker, Diamond with 2 workers (serving.yaml `
 service on the booster and snapshot rows exported from the same store.
 
 Load: N connections, each sending its next request as soon as the last answer arrived (closed loop, bodies
-encoded beforehand; by `wrk` with one thread when it is installed (`make bench-serving` installs it with apt),
-else an aiohttp client in Python, which takes a large share of the two cores from the servers: `--client`), at
-concurrency 1, 8 and 32, with one customer per request and with 1,000 customers per request (random snapshot
-ids, the same sequence for every side), `--duration` seconds per cell after a 1 s warm-up, `--rounds` rounds
-with the cells interleaved. Latency is per request, throughput is answers per second (customers per second for
-1,000-customer requests). The load generator shares the machine's cores with the servers, and other processes
-on a shared machine move absolute numbers: the ratios against the bare service, measured in the same rounds,
-are what the goals are judged on.
+encoded beforehand; by `wrk` when it is installed (`make bench-serving` installs it with apt), one thread per
+connection so that every request is timed, else an aiohttp client in Python, which takes a large share of the
+two cores from the servers: `--client`), at concurrency 1, 8 and 32, with one customer per request and with
+1,000 customers per request (random snapshot ids, the same sequence for every side), 2 s of warm-up then
+`--duration` seconds per cell on the same connections (the warm-up not counted, for every side), `--rounds`
+rounds with the cells interleaved. Every server is measured once all its workers answer ready. Latency is per
+request, pooled over the rounds; throughput is answers per second (customers per second for 1,000-customer
+requests); the goals' ratios are the median of the rounds' ratios. The load generator shares the machine's
+cores with the servers, and other processes on a shared machine move absolute numbers: the ratios against
+the bare service, measured in the same rounds, are what the goals are judged on.
 """
 
 from __future__ import annotations
@@ -234,7 +236,7 @@ def bodies_for(ids: list[str], customers: int, bare: bool, n: int = 400) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per cell and round")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds, cells interleaved")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, cells interleaved")
     parser.add_argument("--quick", action="store_true", help="do not record into bench/README.md")
     parser.add_argument(
         "--client",
