@@ -196,6 +196,10 @@ def wrk_loop(
     rows = serving_timeline.run_wrk(url, bodies, concurrency, warmup + duration, folder)
     t0 = min(sent for sent, _, _ in rows)
     kept = [(sent, answered, status) for sent, answered, status in rows if sent >= t0 + warmup]
+    if not kept:  # nothing sent after the warm-up came back before the end: slower than the run is long
+        raise SystemExit(
+            f"{url}: no answer within {warmup + duration:g} s after the warm-up; use a longer --duration"
+        )
     seconds = max(answered for _, answered, _ in kept) - (t0 + warmup)
     bad = sum(status != 200 for *_, status in kept)
     return {
