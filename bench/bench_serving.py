@@ -138,7 +138,10 @@ def start(name: str, work: Path, env: dict[str, str], workers: int) -> tuple[sub
         try:  # a new connection each time, so every worker gets asked
             answer = httpx.get(f"{url}/readyz", timeout=2)
             if answer.status_code == 200:
-                ready.add(answer.json().get("worker", 1))
+                try:
+                    ready.add(answer.json().get("worker", 1))
+                except ValueError:  # the bare service: BentoML's own /readyz, plain text, one worker
+                    ready.add(1)
                 if len(ready) >= workers:
                     return proc, url
         except httpx.TransportError:
