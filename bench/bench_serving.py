@@ -258,12 +258,11 @@ def main() -> None:
         print("setting up: CDNOW, the demo model, a batch snapshot ...", flush=True)
         env = prepare(work)
         ids = json.loads((work / "bare" / "ids.json").read_text())
-        servers = {
-            ("diamond", 1): start("diamond-1", work, env, 1),
-            ("diamond", 2): start("diamond-2", work, env, 2),
-            ("bare", 1): start("bare", work, env, 1),
-        }
-        try:
+        servers: dict[tuple[str, int], tuple[subprocess.Popen[bytes], str]] = {}
+        try:  # a server that fails to start stops the ones started before it too
+            servers[("diamond", 1)] = start("diamond-1", work, env, 1)
+            servers[("diamond", 2)] = start("diamond-2", work, env, 2)
+            servers[("bare", 1)] = start("bare", work, env, 1)
             results, rounds = measure(servers, ids, args.duration, args.rounds, args.client, work)
         finally:
             for proc, _ in servers.values():
