@@ -87,8 +87,8 @@ bench-model-quality: $(VENV)/.dev ## Model vs a plain peer, baselines and a perf
 bench-load: $(VENV)/.dev ## Load on a real diamond serve: 5 min each of healthz, single and 1,000-row /score
 	$(BIN)/python bench/bench_load.py --duration 300
 
-bench-serving: $(VENV)/.dev /usr/bin/wrk ## /score by id vs a bare BentoML service on the same booster, closed loop (~10 min)
-	$(BIN)/python bench/bench_serving.py --duration 10 --rounds 2
+bench-serving: $(VENV)/.dev /usr/bin/wrk ## /score by id vs a bare BentoML service on the same booster, closed loop (~15 min)
+	$(BIN)/python bench/bench_serving.py --duration 10 --rounds 3
 
 bench-reliability: bench-load ## The long reliability run: 5-min loads, then 10x fuzzing and 10x delivery faults (~35 min)
 	DIAMOND_FUZZ_EXAMPLES=300 DIAMOND_FAULT_ALERTS=1200 $(BIN)/pytest -s -q -p no:cacheprovider \

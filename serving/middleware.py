@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving import access, dashboard, refusals, webauth
+from serving import access, dashboard, refusals, traffic, webauth
 from serving.api import OPEN_PATHS, error_body
 from serving.config import ServingConfig
 
@@ -49,15 +49,19 @@ KEY_ERROR = "missing or wrong API key (Authorization: Bearer KEY)"
 FEWER = "send fewer customers"
 
 
-def guard(service: bentoml.Service[Any], routes: Sequence[BaseRoute]) -> None:
+def guard(
+    service: bentoml.Service[Any], routes: Sequence[BaseRoute], workers: Callable[[], int] = lambda: 1
+) -> None:
     """Add the middleware below to `service`, outermost first: nothing runs without a key, /score's limits
-    come before BentoML parses the body, and `routes` are answered ahead of BentoML's router."""
+    come before BentoML parses the body, and `routes` are answered ahead of BentoML's router; with
+    `workers()` > 1, serving.traffic.Rebalance spreads a client's connections over the workers."""
     service.add_asgi_middleware(refusals.LogRefusals)  # outermost: every 4xx, one line, no request values
     refusals.quiet_client_errors()  # and not BentoML's traceback of a refused body, values and all
     service.add_asgi_middleware(ApiKeys)
     service.add_asgi_middleware(ScoreBody)
     service.add_asgi_middleware(ErrorBodies)
     service.add_asgi_middleware(Routes, routes=routes)
+    service.add_asgi_middleware(traffic.Rebalance, workers=workers)
 
 
 class Json(JSONResponse):

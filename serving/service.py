@@ -11,7 +11,8 @@ cookie will do); that and the request limits are serving.middleware. Run with `d
 POST /score by id runs on the worker's event loop (a dictionary lookup and array operations over the
 snapshot held in memory, serving.champion.StoreSnapshot); inline histories, and a snapshot to (re)load, go
 to a small thread pool, so a slow inline request never holds up the by-id requests behind it. The answer is
-written as JSON straight from what serving.online built, not validated again field by field.
+written as JSON straight from what serving.online built, not validated again field by field. The request
+timeout (`traffic.timeout`) is serving.traffic's, which frees each request's objects when it answers.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving import dashboard, middleware, online, openapi, store
+from serving import dashboard, middleware, online, openapi, store, traffic
 from serving.api import Customer, ScoreRequest, ScoreResponse
 from serving.champion import ChampionHolder, StoreSnapshot
 from serving.config import ServingConfig
@@ -35,6 +36,7 @@ from serving.middleware import Json
 from training.tracking import MlflowConfig
 
 SLOW_THREADS = 4  # inline histories and snapshot loads at once per worker; by-id requests need none
+traffic.install()  # BentoML's request timeout kept every request's objects for 60 s: the latency tail
 
 
 @bentoml.asgi_app(dashboard.create_app(), path=dashboard.MOUNT)
@@ -95,11 +97,21 @@ def _holder() -> ChampionHolder | None:
     return holder
 
 
+def _workers() -> int:
+    """serving.yaml `workers` of this service (1 before it starts)."""
+    try:
+        workers: int = bentoml.get_current_service().config.workers
+    except BentoMLException:
+        return 1
+    return workers
+
+
 def readyz(_: Request) -> Response:
-    """The holder's status; 503 until a version is loaded."""
+    """The holder's status and which worker answered (BentoML's index, from 1); 503 until a version is
+    loaded."""
     holder = _holder()
     status = holder.status() if holder else {"ready": False, "last_error": "starting"}
-    return Json(status, 200 if status["ready"] else 503)
+    return Json({**status, "worker": bentoml.server_context.worker_index}, 200 if status["ready"] else 503)
 
 
 def model(_: Request) -> Response:
@@ -123,4 +135,5 @@ middleware.guard(
         Route("/model", middleware.GetOnly(model)),
         Route("/docs.json", docs, methods=["GET"]),
     ],
+    workers=_workers,
 )

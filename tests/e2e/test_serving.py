@@ -268,6 +268,39 @@ def test_two_workers_serve_side_by_side(
         for _ in range(10):
             answer = _score(url, {"customers": [{"customer_id": "00002"}]})
             assert answer.status_code == 200 and answer.json()["scores"][0]["found"]
+        # GET /readyz says which worker answered: on new connections, both answer, and both are ready
+        seen = {}
+        for _ in range(200):
+            ready = httpx.get(f"{url}/readyz").json()
+            seen[ready["worker"]] = ready["ready"]
+            if len(seen) == 2:
+                break
+        assert seen == {1: True, 2: True}
+        # a client's keep-alive pool is spread over both workers (serving.traffic.Rebalance), not left on
+        # the worker that happened to accept it: 8 persistent connections, 300 requests each
+        body = json.dumps({"customers": [{"customer_id": "00002"}]}).encode()
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+        clients = [
+            httpx.Client(base_url=url, headers=headers, limits=httpx.Limits(max_connections=1))
+            for _ in range(8)
+        ]
+        failures: list[int] = []
+
+        def load(client: httpx.Client) -> None:
+            for _ in range(300):
+                status = client.post("/score", content=body).status_code
+                if status != 200:
+                    failures.append(status)
+
+        threads = [threading.Thread(target=load, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        workers_now = {c.get("/readyz").json()["worker"] for c in clients}  # on each client's connection
+        for c in clients:
+            c.close()
+        assert failures == [] and workers_now == {1, 2}
 
 
 def test_a_promotion_is_picked_up_without_a_restart(server: tuple[str, Path], cdnow_dir: Path) -> None:
