@@ -215,6 +215,7 @@ class ScoringArtefact:
                 RfmRank.from_dict(c["rfm"]),
                 tuple(c["stack"]),
                 tuple(c["horizon_map"]),
+                c.get("label_days"),
             ),
             value=ValueModel(value_booster, encoder, v["objective"], tuple(v["horizon_map"])),
             tiers=spec["tiers"],
@@ -228,6 +229,13 @@ class ScoringArtefact:
         )
 
     def _spec(self) -> dict[str, Any]:
+        churn: dict[str, Any] = {
+            "stack": list(self.churn.stack),
+            "horizon_map": list(self.churn.horizon_map),
+            "rfm": self.churn.rfm.to_dict(),
+        }
+        if self.churn.label_days is not None:  # optional: an artefact without it is written as before
+            churn["label_days"] = self.churn.label_days
         spec = {
             "format": FORMAT,
             "feature_set": self.feature_set,
@@ -236,11 +244,7 @@ class ScoringArtefact:
             "cutoff": self.cutoff.isoformat(),
             "label_horizon_days": self.label_horizon_days,
             "horizon_days": self.horizon_days,
-            "churn": {
-                "stack": list(self.churn.stack),
-                "horizon_map": list(self.churn.horizon_map),
-                "rfm": self.churn.rfm.to_dict(),
-            },
+            "churn": churn,
             "value": {
                 "objective": self.value.objective,
                 "horizon_map": list(self.value.horizon_map),
