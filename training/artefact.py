@@ -38,7 +38,7 @@ from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
 from features.value import REVENUE, ValueTarget
-from training.contract import CONTRACT, SILENCE, ContractModel
+from training.contract import CONTRACT, SILENCE, ContractModel, under_contract
 from training.curve import HORIZONS, CurveSpec
 from training.levels import Levels
 from training.models import ChurnModel, Encoder, ValueModel
@@ -138,7 +138,10 @@ class ScoringArtefact:
         p = np.asarray(p, dtype=np.float64)
         v = np.asarray(v, dtype=np.float64)
         if self.levels is not None:
-            p, v = self.levels.churn(p), self.levels.value(v)
+            held = None
+            if self.levels.contract_mode is not None and len(rows):
+                held = under_contract(rows, self.levels.contract_mode)
+            p, v = self.levels.churn(p, held), self.levels.value(v)
         if self.contract is not None and len(rows):
             mask = self.contract.applies(rows)
             if mask.any():

@@ -99,6 +99,10 @@ class ContractConfig(Section):
 
     enabled: bool = True  # false: subscribers are scored by purchase silence like everybody else
     periods: Annotated[int, Field(ge=1)] = 12  # month ends stacked as 30-day person-periods
+    # auto: when the churn booster learns H-day labels (churn_labels: full), their labels for customers under
+    # contract are their cancellations, so it scores them too, with a level of their own; hazard: always the
+    # hazard model
+    scorer: Literal["auto", "hazard"] = "auto"
 
 
 class LevelsConfig(Section):

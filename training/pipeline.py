@@ -143,7 +143,8 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     late = split_latest(frame, h)[1]
     churn_late = split_latest(churn_frame, churn_h)[1]
     started = time.perf_counter()
-    contract_model = fit_contract(history, t, fs, columns, big_h, config)
+    booster_scores_contract = churn_h == big_h and churn_h != h and config.contract.scorer == "auto"
+    contract_model = None if booster_scores_contract else fit_contract(history, t, fs, columns, big_h, config)
     clock["contract_s"] = time.perf_counter() - started
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
     validation = {
@@ -158,7 +159,10 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     artefact.value_target = target  # what predicted_value (and value at risk, tiers) measure
     artefact.contract = contract_model
     started = time.perf_counter()
-    artefact.levels = fit_levels(history, t, fs, artefact, config)
+    contract_mode = contract.contract_mode(history) if booster_scores_contract else None
+    if not config.contract.enabled:
+        contract_mode = None
+    artefact.levels = fit_levels(history, t, fs, artefact, config, contract_mode)
     clock["levels_s"] = time.perf_counter() - started
     if artefact.levels is not None:  # tiers cut the final values
         artefact.tiers = tiers.tier_thresholds(
@@ -232,11 +236,17 @@ def fit_contract(
 
 
 def fit_levels(
-    history: History, cutoff: datetime, fs: FeatureSet, artefact: ScoringArtefact, config: TrainingConfig
+    history: History,
+    cutoff: datetime,
+    fs: FeatureSet,
+    artefact: ScoringArtefact,
+    config: TrainingConfig,
+    contract_mode: str | None = None,
 ) -> Levels | None:
     """Recalibrate the artefact's levels on a complete window before `cutoff` (training.levels): the silence
-    churn shift and the value factor returned, the contract model's level set on it. None when no window
-    is complete by `cutoff` (or `levels.window` is none)."""
+    churn shift and the value factor returned, the contract model's level set on it. `contract_mode`
+    (contractual | mixed; no contract model): the customers under contract, scored by the churn booster,
+    get a shift of their own. None when no window is complete by `cutoff` (or `levels.window` is none)."""
     big_h = artefact.horizon_days
     origin = levels.calibration_origin(history, cutoff, big_h, config.min_history_days, config.levels.window)
     if origin is None:
@@ -253,6 +263,7 @@ def fit_levels(
     p, v = artefact.churn.predict(rows, dm), artefact.value.predict(rows, dm)
     bound = artefact.contract
     mask = bound.applies(rows) if bound is not None else np.zeros(len(rows), bool)
+    held = contract.under_contract(rows, contract_mode) if contract_mode is not None else None
     info: dict[str, Any] = {
         "window": config.levels.window,
         "origin": f"{origin:%Y-%m-%d}",
@@ -277,6 +288,15 @@ def fit_levels(
     fitted = Levels(
         levels.fit_churn_shift(p[~mask], y[~mask]), levels.fit_value_factor(v, actual, slope), info, slope
     )
+    if held is not None and held.any():  # under contract, scored by the booster: their own shift
+        fitted.churn_shift = levels.fit_churn_shift(p[~held], y[~held])
+        fitted.contract_shift = levels.fit_churn_shift(p[held], y[held])
+        fitted.contract_mode = contract_mode
+        info.update(
+            contract_customers=int(held.sum()),
+            contract_churn_rate=float(y[held].mean()),
+            contract_mean_probability=float(p[held].mean()),
+        )
     info["recalibrated_value"] = float(fitted.value(v).sum())
     return fitted
 

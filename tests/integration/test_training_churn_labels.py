@@ -4,6 +4,7 @@ own window, ships its label horizon, and sees nothing after T."""
 
 from __future__ import annotations
 
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -64,6 +65,31 @@ def test_churn_learns_h_day_labels_itself_and_nothing_after_the_cutoff_changes_i
     blind = backtest(history.until(T), T, HORIZON, SMALL)
     assert blind.truth is None
     pd.testing.assert_frame_equal(blind.predictions, result.predictions)
+
+
+def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(history: History) -> None:
+    assert SMALL.contract.scorer == "auto"  # the default
+    result = backtest(history, T, HORIZON, SMALL)
+    art = result.trained.artefact
+    assert art.contract is None  # the booster learned the subscribers' H-day cancellations itself
+    assert art.levels is not None and art.levels.contract_shift is not None
+    assert art.levels.contract_mode == "mixed"
+    rows = result.trained.scoring_rows
+    sub = rows["attr_is_subscriber"].fillna(False).to_numpy(bool)
+    assert result.truth is not None
+    y = result.truth["churned"].to_numpy()
+    p = result.predictions["churn_probability"].to_numpy()
+    # their own shift: without it they would take the silence customers' one
+    plain = art.churn.predict(rows)
+    np.testing.assert_allclose(p[~sub], art.levels.churn(plain[~sub]))
+    np.testing.assert_allclose(p[sub], art.levels.churn(plain[sub], np.ones(int(sub.sum()), dtype=bool)))
+    assert art.levels.contract_shift != art.levels.churn_shift
+    # subscribers' mean predicted cancellation near the realised rate (about 250 of them: 25 % relative is
+    # 2.5 sampling sds, as in test_training_contract)
+    assert abs(p[sub].mean() / y[sub].mean() - 1) < 0.25
+    again = ScoringArtefact.load(art.save(Path(tempfile.mkdtemp()) / "model"))
+    assert again.levels == art.levels
+    np.testing.assert_allclose(again.score(rows)["churn_probability"], p)
 
 
 def test_short_labels_keep_the_bridged_design(history: History) -> None:
