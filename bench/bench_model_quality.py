@@ -759,6 +759,18 @@ SETUP_HEADER = (
 )
 
 
+def subscribers_scored(info: dict[str, Any]) -> str:
+    """Which model scored the subscribers, from the backtest's per-model counts."""
+    if (info.get("metrics", {}).get("by_model") or {}).get("contract_hazard_customers"):
+        return (
+            "Subscribers are scored by the contract hazard (training.contract), levelled on that window too."
+        )
+    return (
+        "Subscribers are scored by the churn booster, which learned their H-day cancellations "
+        "(`contract.scorer: auto`), with a level shift of their own fitted on that window."
+    )
+
+
 def churn_setup(info: dict[str, Any]) -> str:
     """How the model's churn booster was trained: on H-day labels at its own origins, or like value."""
     days, origins = info.get("churn_label_days"), info.get("churn_origins") or []
@@ -888,8 +900,7 @@ value errors are within the sampling noise (the levels tables above), so the der
   and {first.facts["season_window"]:.2f} over the scored window (ratio {ratio:.2f}, seed {first.seed}); no
   feature is a calendar input, so levels learned at the origins alone cannot follow the November–December
   peak (about {1 / ratio - 1:+.0%} from that alone): the calibrated levels (training.levels) recalibrate them
-  on the same season a year before T. Subscribers are scored by the contract hazard (training.contract),
-  levelled on that window too.
+  on the same season a year before T. {subscribers_scored(first.info)}
 - **The peer's levels.** The plain peer is off by {g["peer_agg"][0]:+.1%} ± {g["peer_agg"][1]:.1%} in
   aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It
   learns the H-day answer itself, cancellations included, from label windows whose seasonal factor averages
