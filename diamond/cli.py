@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from serving.config import ServingConfig
     from serving.monitoring import DriftResult
     from serving.outcomes import Recorded
+    from training.artefact import ScoringArtefact
     from training.pipeline import TrainResult
     from training.tracking import MlflowConfig
 
@@ -413,13 +414,19 @@ def _print_rolling(run: flows.RollingRun) -> None:
         out.print(f"MLflow run {run.run_id} (each backtest a nested run under it)")
 
 
+def _churn_labels(art: ScoringArtefact) -> str:
+    """`` (churn on H-day labels)`` when the churn model learned the target horizon itself."""
+    days = art.churn.label_days
+    return f" (churn on {days}-day labels)" if days is not None else ""
+
+
 def _print_backtest(run: flows.BacktestRun) -> None:
     result = run.result
     trained, art = result.trained, result.trained.artefact
     out.print(
         f"trained at {len(trained.origins)} origins "
         f"({', '.join(f'{o:%Y-%m-%d}' for o in trained.origins)}) on {trained.training_rows:,} rows, "
-        f"{art.label_horizon_days}-day labels mapped to {art.horizon_days} days, "
+        f"{art.label_horizon_days}-day labels mapped to {art.horizon_days} days{_churn_labels(art)}, "
         f"feature set {art.feature_set}, value objective {art.value.objective}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
@@ -468,7 +475,7 @@ def _print_training(result: TrainResult, mlcfg: MlflowConfig) -> None:
     out.print(
         f"trained at {art.cutoff:%Y-%m-%d} on {trained.training_rows:,} rows "
         f"({len(trained.origins)} origins, {art.label_horizon_days}-day labels mapped to "
-        f"{art.horizon_days} days), "
+        f"{art.horizon_days} days{_churn_labels(art)}), "
         f"feature set {art.feature_set}, value target: {art.value_target.target}, value objective "
         f"{art.value.objective}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())

@@ -38,7 +38,7 @@ from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
 from features.value import REVENUE, ValueTarget
-from training.contract import CONTRACT, SILENCE, ContractModel
+from training.contract import CONTRACT, SILENCE, ContractModel, under_contract
 from training.curve import HORIZONS, CurveSpec
 from training.levels import Levels
 from training.models import ChurnModel, Encoder, ValueModel
@@ -138,7 +138,10 @@ class ScoringArtefact:
         p = np.asarray(p, dtype=np.float64)
         v = np.asarray(v, dtype=np.float64)
         if self.levels is not None:
-            p, v = self.levels.churn(p), self.levels.value(v)
+            held = None
+            if self.levels.contract_mode is not None and len(rows):
+                held = under_contract(rows, self.levels.contract_mode)
+            p, v = self.levels.churn(p, held), self.levels.value(v)
         if self.contract is not None and len(rows):
             mask = self.contract.applies(rows)
             if mask.any():
@@ -215,6 +218,7 @@ class ScoringArtefact:
                 RfmRank.from_dict(c["rfm"]),
                 tuple(c["stack"]),
                 tuple(c["horizon_map"]),
+                c.get("label_days"),
             ),
             value=ValueModel(value_booster, encoder, v["objective"], tuple(v["horizon_map"])),
             tiers=spec["tiers"],
@@ -228,6 +232,13 @@ class ScoringArtefact:
         )
 
     def _spec(self) -> dict[str, Any]:
+        churn: dict[str, Any] = {
+            "stack": list(self.churn.stack),
+            "horizon_map": list(self.churn.horizon_map),
+            "rfm": self.churn.rfm.to_dict(),
+        }
+        if self.churn.label_days is not None:  # optional: an artefact without it is written as before
+            churn["label_days"] = self.churn.label_days
         spec = {
             "format": FORMAT,
             "feature_set": self.feature_set,
@@ -236,11 +247,7 @@ class ScoringArtefact:
             "cutoff": self.cutoff.isoformat(),
             "label_horizon_days": self.label_horizon_days,
             "horizon_days": self.horizon_days,
-            "churn": {
-                "stack": list(self.churn.stack),
-                "horizon_map": list(self.churn.horizon_map),
-                "rfm": self.churn.rfm.to_dict(),
-            },
+            "churn": churn,
             "value": {
                 "objective": self.value.objective,
                 "horizon_map": list(self.value.horizon_map),

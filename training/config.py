@@ -99,6 +99,10 @@ class ContractConfig(Section):
 
     enabled: bool = True  # false: subscribers are scored by purchase silence like everybody else
     periods: Annotated[int, Field(ge=1)] = 12  # month ends stacked as 30-day person-periods
+    # auto: when the churn booster learns H-day labels (churn_labels: full), their labels for customers under
+    # contract are their cancellations, so it scores them too, with a level of their own; hazard: always the
+    # hazard model
+    scorer: Literal["auto", "hazard"] = "auto"
 
 
 class LevelsConfig(Section):
@@ -130,6 +134,10 @@ class TrainingConfig(FileSettings):
     horizon_days: Annotated[int, Field(ge=1)] = 273  # H: predictions answer for (T, T + H]
     label_horizon_days: Annotated[int, Field(ge=1)] = 91  # h: the horizon models are trained on (docs)
     origins: Annotated[int, Field(ge=1)] = 4  # training cutoffs: month ends whose labels end by the cutoff
+    # churn labels: full = H-day labels when the history holds `churn_origins` month ends whose H-day labels
+    # end by T (else short); short = h-day labels bridged to H by BG/NBD (the design before issue 16)
+    churn_labels: Literal["full", "short"] = "full"
+    churn_origins: Annotated[int, Field(ge=1)] = 8  # month ends stacked for full-horizon churn labels
     min_history_days: int = 60  # the first origin has at least this much history behind it
     exclude_features: Names = AGE_FEATURES  # values that grow with customer age
     seed: int = 0

@@ -70,6 +70,29 @@ def training_origins(
     return chosen
 
 
+def churn_design(
+    history: History,
+    cutoff: datetime,
+    label_days: int,
+    target_days: int,
+    labels: str,
+    count: int,
+    min_history_days: int,
+) -> tuple[int, list[datetime]] | None:
+    """The churn model's own label horizon and origins when it learns the target horizon H directly:
+    `labels` full, H longer than h, and the latest `count` month ends whose H-day labels end by `cutoff`
+    (at least two) plus one a full H before the latest of them (it validates, as in `training_origins`).
+    None: the churn model shares the h-day origins and is bridged to H (short labels, or a history too
+    short for H-day labels, as CDNOW's classic protocol)."""
+    if labels != "full" or target_days <= label_days:
+        return None
+    try:
+        origins = training_origins(history, cutoff, target_days, count, min_history_days)
+    except ValueError:
+        return None  # not enough H-day labels before the cutoff: h-day labels and the bridge
+    return target_days, origins
+
+
 def model_columns(feature_set: FeatureSet, history: History, exclude: tuple[str, ...]) -> list[str]:
     """The set's columns this history can feed, minus the excluded (age-growing) ones."""
     return [c for c in resolve_columns(feature_set, history) if c not in exclude]

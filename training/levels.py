@@ -16,7 +16,9 @@ known at T:
   value_slope = the slope of log realised on log predicted mean value over ten equal-count bins, and
   value_factor = realised total / total of predicted ** value_slope; churn_shift = a with
   mean(sigmoid(logit p + a)) = the realised churn rate over the purchase-silence customers; the contract
-  model's level (training.contract) over the customers under contract.
+  model's level (training.contract) over the customers under contract, or, when the churn booster scores
+  them (it learned their H-day cancellations: `contract.scorer: auto`), a shift of their own fitted the
+  same way (`contract_shift`).
 - **Applied** after the models and the horizon maps, in the artefact, so batch, online and Spark scoring all
   see the same numbers. Rankings are unchanged (monotone maps); only levels move.
 
@@ -51,11 +53,19 @@ class Levels:
     value_factor: float = 1.0
     info: dict[str, Any] = field(default_factory=dict)  # the window, customers, realised and predicted
     value_slope: float = 1.0  # value -> value_factor * value ** value_slope (1: a pure level)
+    # customers under contract scored by the churn booster (no hazard model: training.contract `scorer`)
+    # get their own shift; contract_mode says who they are (contractual | mixed). None: one shift for all
+    contract_shift: float | None = None
+    contract_mode: str | None = None
 
-    def churn(self, p: np.ndarray) -> np.ndarray:
-        if self.churn_shift == 0.0:
+    def churn(self, p: np.ndarray, contract: np.ndarray | None = None) -> np.ndarray:
+        """The shifted P(churn); `contract` (a mask) marks the rows that take `contract_shift` when set."""
+        shift: float | np.ndarray = self.churn_shift
+        if self.contract_shift is not None and contract is not None:
+            shift = np.where(contract, self.contract_shift, self.churn_shift)
+        if np.all(np.asarray(shift) == 0.0):
             return np.asarray(p, dtype=np.float64)
-        return np.asarray(expit(logit(np.clip(p, P_EPS, 1 - P_EPS)) + self.churn_shift))
+        return np.asarray(expit(logit(np.clip(p, P_EPS, 1 - P_EPS)) + shift))
 
     def value(self, v: np.ndarray) -> np.ndarray:
         v = np.maximum(np.asarray(v, dtype=np.float64), 0.0)
@@ -69,6 +79,11 @@ class Levels:
             "value_factor": self.value_factor,
             "value_slope": self.value_slope,
             "info": self.info,
+            **(
+                {"contract_shift": self.contract_shift, "contract_mode": self.contract_mode}
+                if self.contract_shift is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -78,6 +93,8 @@ class Levels:
             float(spec["value_factor"]),
             dict(spec.get("info", {})),
             float(spec.get("value_slope", 1.0)),
+            None if spec.get("contract_shift") is None else float(spec["contract_shift"]),
+            spec.get("contract_mode"),
         )
 
 

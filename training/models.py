@@ -81,6 +81,7 @@ class ChurnModel:
     rfm: RfmRank
     stack: tuple[float, float, float]  # p_h = sigmoid(w_margin * margin + w_rfm * rfm_rank + b)
     horizon_map: tuple[float, float] = (0.0, 1.0)  # logit p_H = a + b * logit p_h
+    label_days: int | None = None  # the labels it learned when not the artefact's h (a churn model at H)
 
     def predict_label_horizon(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
         margin = self.booster.predict(dm or self.encoder.matrix(frame), output_margin=True)

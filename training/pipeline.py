@@ -25,7 +25,7 @@ from features.history import History
 from features.sets import FeatureSet
 from training import baselines, contract, design, drift, levels, metrics, segments, tiers, tuning
 from training.artefact import ScoringArtefact
-from training.config import TrainingConfig
+from training.config import ParityConfig, TrainingConfig
 from training.contract import ContractModel
 from training.curve import CurveSpec
 from training.levels import Levels
@@ -47,12 +47,24 @@ class Trained:
     tuning: dict[str, float]
     params: dict[str, dict[str, Any]]  # churn / value: the chosen XGBoost parameters
     validation_rows: pd.DataFrame  # the latest origin's rows with labels (the gate's window)
-    validation_predictions: pd.DataFrame  # churn_probability, predicted_value there (validation stage)
+    # churn_probability (NaN when the churn model validates on its own window), predicted_value there
+    validation_predictions: pd.DataFrame
     scoring_rows: pd.DataFrame  # every customer at the cutoff, model inputs (BTYD over H)
     bridge_rows: pd.DataFrame | None  # the same customers with BTYD over h (None when H <= h)
     training_rows: int
     seconds: dict[str, float] = field(default_factory=dict)
     segments: list[dict[str, Any]] = field(default_factory=list)  # quality by segment, validation window
+    # a churn model at H validates on its own latest origin (H-day labels): those rows and its probabilities
+    # there (None: it shares validation_rows)
+    churn_validation_rows: pd.DataFrame | None = None
+    churn_validation_probability: np.ndarray | None = None
+    churn_origins: list[datetime] | None = None  # the churn model's own origins (None: `origins`)
+
+    def churn_window(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """The churn model's validation rows (with labels) and its validation-stage probabilities there."""
+        if self.churn_validation_rows is not None and self.churn_validation_probability is not None:
+            return self.churn_validation_rows, self.churn_validation_probability
+        return self.validation_rows, self.validation_predictions["churn_probability"].to_numpy()
 
 
 @dataclass
@@ -78,11 +90,19 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     frame = design.training_frame(history, t, origins, h, big_h, fs, target)
     columns = design.model_columns(fs, history.until(t), config.exclude_features)
     rows, short = design.scoring_frames(history, t, h, big_h, fs)
+
+    own = design.churn_design(
+        history, t, h, big_h, config.churn_labels, config.churn_origins, config.min_history_days
+    )
+    churn_h, churn_frame = h, frame
+    if own is not None:  # the churn model learns H-day labels at its own (older) origins
+        churn_h = own[0]
+        churn_frame = design.training_frame(history, t, own[1], churn_h, big_h, fs, target)
     clock["features_s"] = time.perf_counter() - start
 
     churn_tuned = tuning.tune_churn(
-        frame,
-        h,
+        churn_frame,
+        churn_h,
         columns,
         config.xgboost.params(),
         config.search,
@@ -105,10 +125,15 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     clock["tuning_s"] = time.perf_counter() - start - clock["features_s"]
 
-    churn, churn_validated = fit_churn(frame, h, columns, churn_tuned.params, config.seed, config.n_jobs)
+    churn, churn_validated = fit_churn(
+        churn_frame, churn_h, columns, churn_tuned.params, config.seed, config.n_jobs
+    )
     churn = dataclasses.replace(churn, rfm=RfmRank.fit(rows))  # ranks are within the population at T
+    bridge = short if churn_h < big_h else None  # a churn model at H needs no map
     churn = dataclasses.replace(
-        churn, horizon_map=design.churn_horizon_map(churn.predict_label_horizon(rows), rows, short)
+        churn,
+        horizon_map=design.churn_horizon_map(churn.predict_label_horizon(rows), rows, bridge),
+        label_days=churn_h if churn_h != h else None,
     )
     value, value_validated = fit_value(frame, h, columns, value_tuned.params, config.seed, config.n_jobs)
     value = dataclasses.replace(
@@ -116,12 +141,14 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     )
     thresholds = tiers.tier_thresholds(value.predict(rows), config.tiers)
     late = split_latest(frame, h)[1]
+    churn_late = split_latest(churn_frame, churn_h)[1]
     started = time.perf_counter()
-    contract_model = fit_contract(history, t, fs, columns, big_h, config)
+    booster_scores_contract = churn_h == big_h and churn_h != h and config.contract.scorer == "auto"
+    contract_model = None if booster_scores_contract else fit_contract(history, t, fs, columns, big_h, config)
     clock["contract_s"] = time.perf_counter() - started
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
     validation = {
-        **metrics.churn_metrics(y, churn_validated),
+        **metrics.churn_metrics(churn_late["churned"].to_numpy(), churn_validated),
         **metrics.value_metrics(actual, value_validated),
         **_baseline_scores(late, h),
     }
@@ -132,7 +159,10 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     artefact.value_target = target  # what predicted_value (and value at risk, tiers) measure
     artefact.contract = contract_model
     started = time.perf_counter()
-    artefact.levels = fit_levels(history, t, fs, artefact, config)
+    contract_mode = contract.contract_mode(history) if booster_scores_contract else None
+    if not config.contract.enabled:
+        contract_mode = None
+    artefact.levels = fit_levels(history, t, fs, artefact, config, contract_mode)
     clock["levels_s"] = time.perf_counter() - started
     if artefact.levels is not None:  # tiers cut the final values
         artefact.tiers = tiers.tier_thresholds(
@@ -142,7 +172,25 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
     )
     clock["fit_s"] = time.perf_counter() - start - sum(clock.values())
-    by_segment = quality_by_segment(history, late, y, churn_validated, actual, value_validated, config)
+    own_window = churn_h != h
+    if own_window:  # value on its window, churn on its own (tiers there cut by the final value model)
+        by_segment = merge_churn_quality(
+            quality_by_segment(history, late, y, np.zeros(len(late)), actual, value_validated, config),
+            quality_by_segment(
+                history,
+                churn_late,
+                churn_late["churned"].to_numpy(),
+                churn_validated,
+                churn_late["future_value"].to_numpy(),
+                value.predict_label_horizon(churn_late),
+                config,
+            ),
+            config.parity,
+        )
+        churn_on_late = np.full(len(late), np.nan)  # the churn model's validation is churn_window()
+    else:
+        by_segment = quality_by_segment(history, late, y, churn_validated, actual, value_validated, config)
+        churn_on_late = churn_validated
     return Trained(
         artefact,
         origins,
@@ -151,13 +199,16 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         {"churn": churn_tuned.params, "value": value_tuned.params},
         late,
         pd.DataFrame(
-            {"churn_probability": churn_validated, "predicted_value": value_validated}, index=late.index
+            {"churn_probability": churn_on_late, "predicted_value": value_validated}, index=late.index
         ),
         rows,
         short,
         len(frame),
         clock,
         by_segment,
+        churn_late if own_window else None,
+        churn_validated if own_window else None,
+        own[1] if own is not None else None,
     )
 
 
@@ -185,11 +236,17 @@ def fit_contract(
 
 
 def fit_levels(
-    history: History, cutoff: datetime, fs: FeatureSet, artefact: ScoringArtefact, config: TrainingConfig
+    history: History,
+    cutoff: datetime,
+    fs: FeatureSet,
+    artefact: ScoringArtefact,
+    config: TrainingConfig,
+    contract_mode: str | None = None,
 ) -> Levels | None:
     """Recalibrate the artefact's levels on a complete window before `cutoff` (training.levels): the silence
-    churn shift and the value factor returned, the contract model's level set on it. None when no window
-    is complete by `cutoff` (or `levels.window` is none)."""
+    churn shift and the value factor returned, the contract model's level set on it. `contract_mode`
+    (contractual | mixed; no contract model): the customers under contract, scored by the churn booster,
+    get a shift of their own. None when no window is complete by `cutoff` (or `levels.window` is none)."""
     big_h = artefact.horizon_days
     origin = levels.calibration_origin(history, cutoff, big_h, config.min_history_days, config.levels.window)
     if origin is None:
@@ -206,6 +263,7 @@ def fit_levels(
     p, v = artefact.churn.predict(rows, dm), artefact.value.predict(rows, dm)
     bound = artefact.contract
     mask = bound.applies(rows) if bound is not None else np.zeros(len(rows), bool)
+    held = contract.under_contract(rows, contract_mode) if contract_mode is not None else None
     info: dict[str, Any] = {
         "window": config.levels.window,
         "origin": f"{origin:%Y-%m-%d}",
@@ -230,6 +288,15 @@ def fit_levels(
     fitted = Levels(
         levels.fit_churn_shift(p[~mask], y[~mask]), levels.fit_value_factor(v, actual, slope), info, slope
     )
+    if held is not None and held.any():  # under contract, scored by the booster: their own shift
+        fitted.churn_shift = levels.fit_churn_shift(p[~held], y[~held])
+        fitted.contract_shift = levels.fit_churn_shift(p[held], y[held])
+        fitted.contract_mode = contract_mode
+        info.update(
+            contract_customers=int(held.sum()),
+            contract_churn_rate=float(y[held].mean()),
+            contract_mean_probability=float(p[held].mean()),
+        )
     info["recalibrated_value"] = float(fitted.value(v).sum())
     return fitted
 
@@ -250,6 +317,35 @@ def quality_by_segment(
     return segments.segment_quality(
         labels, churned, probability, actual, value, config.parity, {"tier": list(config.tiers)}
     )
+
+
+CHURN_KEYS = ("churn_rate", "mean_probability", "calibration_gap", "churn_auc", "churn_brier")
+
+
+def merge_churn_quality(
+    value_table: list[dict[str, Any]], churn_table: list[dict[str, Any]], parity: ParityConfig
+) -> list[dict[str, Any]]:
+    """One segment table from two windows: value metrics from the value model's, churn metrics (and
+    `churn_customers`) from the churn model's (a churn model at H validates on an older origin); flags
+    recomputed, the churn ones judged on the churn window's size. A segment the churn window lacks is left
+    out."""
+    churn = {(r["by"], r["segment"]): r for r in churn_table}
+    out: list[dict[str, Any]] = []
+    for r in value_table:
+        c = churn.get((r["by"], r["segment"]))
+        if c is not None:
+            out.append({**r, **{k: c[k] for k in CHURN_KEYS}, "churn_customers": c["customers"]})
+    whole = out[0] if out and out[0]["by"] == segments.ALL else None
+    for r in out:
+        if whole is None or r is whole:
+            r["flags"] = []
+            continue
+        churn_part = {**r, "customers": r["churn_customers"], "value_error": None}  # judged on its own size
+        value_part = {**r, "calibration_gap": 0.0}
+        r["flags"] = segments.flags(churn_part, whole, parity, r["by"] != "tier") + segments.flags(
+            value_part, whole, parity, judge_auc=False
+        )
+    return out
 
 
 @dataclass

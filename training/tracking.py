@@ -342,12 +342,13 @@ def load_artefact(uri: str, mlcfg: MlflowConfig) -> ScoringArtefact:
 def report_figures(trained: Trained) -> dict[str, Figure]:
     """The report plots of a training run, on the latest validation window (validation-stage models)."""
     late, pred = trained.validation_rows, trained.validation_predictions
-    y, p = late["churned"].to_numpy(), pred["churn_probability"].to_numpy()
+    churn_rows, p = trained.churn_window()
+    y = churn_rows["churned"].to_numpy()
     from training import baselines
 
     figs: dict[str, Figure] = {}
     if 0 < y.sum() < len(y):
-        rfm = {"RFM rank": baselines.rfm_churn_score(late)}
+        rfm = {"RFM rank": baselines.rfm_churn_score(churn_rows)}
         figs.update(
             roc=plots.roc_figure(y, p, rfm),
             precision_recall=plots.pr_figure(y, p, rfm),

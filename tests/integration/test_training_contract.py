@@ -36,7 +36,8 @@ TOLERANCE = 0.25
 SMALL = TrainingConfig(
     trials=1,
     xgboost={"n_estimators": 60, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
-    contract={"periods": 12},
+    contract={"periods": 12, "scorer": "hazard"},
+    churn_labels="short",  # the bridged silence model beside the hazard (H-day churn: elsewhere)
 )
 
 

@@ -1,0 +1,102 @@
+"""The churn model at the target horizon (issue 16, `churn_labels: full`) on a small synthetic history: it
+learns H-day labels at month ends whose labels end by T, answers for H without a bridge, validates on its
+own window, ships its label horizon, and sees nothing after T."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.datasets import synthetic
+from features.history import History, load_history
+from training.artefact import ScoringArtefact
+from training.config import TrainingConfig
+from training.pipeline import backtest
+from training.tracking import report_figures
+
+CUSTOMERS, SEED = 3000, 3
+T, HORIZON = datetime(2025, 6, 30, 23, 59, 59, 999999), 182
+SMALL = TrainingConfig(
+    trials=1,
+    xgboost={"n_estimators": 60, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
+    churn_origins=4,
+)
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> History:
+    folder = tmp_path_factory.mktemp("synthetic") / "history"
+    synthetic.write(folder, CUSTOMERS, seed=SEED)
+    return load_history(folder)
+
+
+def test_churn_learns_h_day_labels_itself_and_nothing_after_the_cutoff_changes_it(
+    history: History, tmp_path: Path
+) -> None:
+    result = backtest(history, T, HORIZON, SMALL)
+    trained, art = result.trained, result.trained.artefact
+    assert art.churn.label_days == HORIZON and art.churn.horizon_map == (0.0, 1.0)  # no bridge
+    assert art.label_horizon_days == 91 and art.value.horizon_map != (0.0, 1.0)  # value keeps h and its map
+    origins = trained.churn_origins
+    assert origins is not None and len(origins) == 5  # four, plus the one a full H before the latest
+    assert all(o + timedelta(days=HORIZON) <= T for o in origins)  # every label known at T
+    assert origins[-1] == datetime(2024, 11, 30, 23, 59, 59, 999999)
+    # the churn model validates on its own latest origin, with H-day labels
+    rows, p = trained.churn_window()
+    assert len(rows) == len(p) and (rows["cutoff"] == pd.Timestamp(origins[-1])).all()
+    assert 0.5 < trained.validation["churn_auc"] < 1.0
+    assert trained.segments[0]["churn_customers"] == len(rows)
+    assert trained.segments[0]["customers"] == len(trained.validation_rows)
+    assert {"roc", "calibration", "value_deciles"} <= set(report_figures(trained))
+    assert result.metrics["model"]["churn_auc"] > result.metrics["bgnbd"]["churn_auc"]
+    # the artefact ships the churn model's label horizon and scores the same after a round trip
+    again = ScoringArtefact.load(art.save(tmp_path / "model"))
+    assert again.churn.label_days == HORIZON
+    scoring = trained.scoring_rows
+    np.testing.assert_allclose(
+        again.score(scoring)["churn_probability"], art.score(scoring)["churn_probability"]
+    )
+    # the history as known at T (every later event gone) gives the same predictions, bit for bit
+    blind = backtest(history.until(T), T, HORIZON, SMALL)
+    assert blind.truth is None
+    pd.testing.assert_frame_equal(blind.predictions, result.predictions)
+
+
+def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(history: History) -> None:
+    assert SMALL.contract.scorer == "auto"  # the default
+    result = backtest(history, T, HORIZON, SMALL)
+    art = result.trained.artefact
+    assert art.contract is None  # the booster learned the subscribers' H-day cancellations itself
+    assert art.levels is not None and art.levels.contract_shift is not None
+    assert art.levels.contract_mode == "mixed"
+    rows = result.trained.scoring_rows
+    sub = rows["attr_is_subscriber"].fillna(False).to_numpy(bool)
+    assert result.truth is not None
+    y = result.truth["churned"].to_numpy()
+    p = result.predictions["churn_probability"].to_numpy()
+    # their own shift: without it they would take the silence customers' one
+    plain = art.churn.predict(rows)
+    np.testing.assert_allclose(p[~sub], art.levels.churn(plain[~sub]))
+    np.testing.assert_allclose(p[sub], art.levels.churn(plain[sub], np.ones(int(sub.sum()), dtype=bool)))
+    assert art.levels.contract_shift != art.levels.churn_shift
+    # subscribers' mean predicted cancellation near the realised rate (about 250 of them: 25 % relative is
+    # 2.5 sampling sds, as in test_training_contract)
+    assert abs(p[sub].mean() / y[sub].mean() - 1) < 0.25
+    again = ScoringArtefact.load(art.save(Path(tempfile.mkdtemp()) / "model"))
+    assert again.levels == art.levels
+    np.testing.assert_allclose(again.score(rows)["churn_probability"], p)
+
+
+def test_short_labels_keep_the_bridged_design(history: History) -> None:
+    result = backtest(history, T, HORIZON, SMALL.model_copy(update={"churn_labels": "short"}))
+    trained = result.trained
+    assert trained.artefact.churn.label_days is None and trained.churn_origins is None
+    assert trained.artefact.churn.horizon_map != (0.0, 1.0)  # BG/NBD bridge from h to H
+    rows, p = trained.churn_window()
+    assert rows is trained.validation_rows and len(p) == len(rows)
+    assert "churn_customers" not in trained.segments[0]
