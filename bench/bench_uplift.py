@@ -72,7 +72,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def load(folder: Path) -> tuple[pd.DataFrame, dict[pd.Timestamp, pd.DataFrame], pd.DataFrame]:
-    """(episodes with realised and expected effects, inputs by run, mature outcomes joined to their inputs)."""
+    """(episodes with realised and expected effects, inputs by run, mature outcomes with their inputs)."""
     from diamond.flows import uplift_frame
 
     meta = json.loads((folder / "simulation.json").read_text(encoding="utf-8"))
@@ -81,7 +81,9 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict[pd.Timestamp, pd.DataFrame], 
     pot["opened_at"] = pd.to_datetime(pot["opened_at"])
     acted = pot[pot["acted"].astype(bool)]
     actions = actions_frame(acted["customer_id"].tolist(), (acted["opened_at"] + ACTION_DELAY).tolist())
-    exp = simulation.expected_outcomes(world, actions, pot[["customer_id", "opened_at"]], int(meta["period_days"]))
+    exp = simulation.expected_outcomes(
+        world, actions, pot[["customer_id", "opened_at"]], int(meta["period_days"])
+    )
     pot = pd.concat([pot, exp.drop(columns=["customer_id", "opened_at"])], axis=1)
     runs = sorted(pot["opened_at"].unique())
     inputs = {
@@ -146,9 +148,11 @@ def main() -> None:
     ap.add_argument("--capacities", default="100,250,500")
     ap.add_argument("--pick-runs", type=int, default=2, help="rankable runs used to pick (the earliest)")
     ap.add_argument("--out", type=Path, default=None, help="write every row as CSV")
+    ap.add_argument("--variants", default=None, help="comma-separated names of VARIANTS (default: all)")
     args = ap.parse_args()
     caps = [int(c) for c in args.capacities.split(",")]
-    table = pd.concat([measure(f, caps, VARIANTS) for f in args.folders], ignore_index=True)
+    chosen = VARIANTS if args.variants is None else {v: VARIANTS[v] for v in args.variants.split(",")}
+    table = pd.concat([measure(f, caps, chosen) for f in args.folders], ignore_index=True)
     if args.out:
         table.to_csv(args.out, index=False)
     first = table["run_index"].min()
@@ -157,7 +161,11 @@ def main() -> None:
     for part in ("pick", "report"):
         sub = table[table["part"] == part]
         print(f"\n== {part} runs: expected incremental value of the top k, summed over runs and worlds")
-        print(sub.pivot_table(index="ranking", columns="k_capacity", values="expected_value", aggfunc="sum").round(0))
+        print(
+            sub.pivot_table(
+                index="ranking", columns="k_capacity", values="expected_value", aggfunc="sum"
+            ).round(0)
+        )
         print(f"-- {part}: realised incremental value (one draw)")
         print(sub.pivot_table(index="ranking", columns="k_capacity", values="value", aggfunc="sum").round(0))
         print(f"-- {part}: mean Qini / AUUC on the run's realised outcomes")
@@ -165,7 +173,11 @@ def main() -> None:
         print(first_k.groupby("ranking")[["qini", "auuc"]].mean().round(5))
     report = table[table["part"] == "report"]
     print("\n== report runs, per world: expected value of the top k")
-    print(report.pivot_table(index=["world", "ranking"], columns="k_capacity", values="expected_value", aggfunc="sum").round(0))
+    print(
+        report.pivot_table(
+            index=["world", "ranking"], columns="k_capacity", values="expected_value", aggfunc="sum"
+        ).round(0)
+    )
 
 
 if __name__ == "__main__":

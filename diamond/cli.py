@@ -895,7 +895,8 @@ def uplift(
         return
     out.print(
         f"uplift version {fitted['version']}: learned from {fitted['learned_from']:,} outcomes, judged on "
-        f"{fitted['judged_on']:,} (run {fitted['as_of']}): Qini {fitted['qini']:.4f}, AUUC {fitted['auuc']:.4f}"
+        f"{fitted['judged_on']:,} (run {fitted['as_of']}): Qini {fitted['qini']:.4f}, "
+        f"AUUC {fitted['auuc']:.4f}"
     )
     out.print(f"gate: {fitted['reason']}")
 
@@ -1070,17 +1071,17 @@ def simulate(
         )  # fmt: skip
     out.print(grid)
     rank = Table(
-        "run", "candidates", "ranked by", "top-k", "P x value: value", "expected", "priority: value",
-        "expected", "oracle: expected", title="true incremental value of working the top k (realised, expected)",
+        "run", "cand.", "ranked by", "k", "PxV", "PxV exp.", "priority", "prio. exp.", "oracle exp.",
+        title="true incremental value of working the top k (realised; exp. = expected)",
     )  # fmt: skip
     for r in run.ranking.to_dict("records"):
+        version = r["uplift_version"]
         rank.add_row(
             f"{r['as_of']:%Y-%m-%d}", f"{r['candidates']:,}",
-            f"uplift v{r['uplift_version']}" if r["uplift_version"] else "p x value",
-            _num(r["k"], 0),
-            _num(r["p_x_value_value"], 2), _num(r["p_x_value_expected_value"], 2),
-            _num(r["priority_value"], 2), _num(r["priority_expected_value"], 2),
-            _num(r["oracle_expected_value"], 2),
+            f"uplift v{version}" if isinstance(version, str) else "p x value", _num(r["k"], 0),
+            _num(r["p_x_value_value"], 0), _num(r["p_x_value_expected_value"], 0),
+            _num(r["priority_value"], 0), _num(r["priority_expected_value"], 0),
+            _num(r["oracle_expected_value"], 0),
         )  # fmt: skip
     out.print(rank)
     for f in run.uplift:

@@ -723,7 +723,13 @@ def simulate(
     if control_share is not None and not 0.0 <= control_share < 1.0:
         raise ValueError(f"simulate: --control-share must be in [0, 1), got {control_share}")
     capacities = [top_k] if isinstance(top_k, int) else sorted(set(top_k))
-    if customers < 1 or not capacities or min(capacities) < 1 or (capacity is not None and capacity < 0) or period_days < 1:
+    if (
+        customers < 1
+        or not capacities
+        or min(capacities) < 1
+        or (capacity is not None and capacity < 0)
+        or period_days < 1
+    ):
         raise ValueError(
             "simulate: --customers, --top-k and --period-days must be at least 1 and --capacity at least 0, "
             f"got {customers}, {capacities}, {period_days} and {capacity}"
@@ -1004,16 +1010,20 @@ def uplift(
     import pandas as pd
 
     from features.history import load_history
-    from serving import runs, store
     from serving import outcomes as outcome_store
+    from serving import runs, store
     from serving.champion import ChampionHolder
 
     if serving.alerts is None:
-        raise ValueError("uplift: the serving config has no alerts section: there are no outcomes to learn from")
+        raise ValueError(
+            "uplift: the serving config has no alerts section: there are no outcomes to learn from"
+        )
     holder = ChampionHolder(mlcfg, serving.model_alias)
     holder.refresh()
     if holder.current is None:
-        raise ValueError(f"uplift: no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
+        raise ValueError(
+            f"uplift: no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)"
+        )
     art = holder.current.artefact
     eng = store.prepare(store.engine(serving.store_url))
     stored = outcome_store.read(eng)

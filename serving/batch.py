@@ -121,7 +121,7 @@ def _score_history(
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
         lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
-        costs = {t: float(b.cost or 0.0) for t, b in rules.playbooks.items()}  # a missing cost ranks as 0
+        costs = {t: float(b.cost or 0.0) for t, b in rules.playbooks.items() if b is not None}  # none: 0
         result.uplift_version, ranking = uplift_rank.champion_ranker(mlcfg, rows, costs)
         result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, lapse, ranking)
         step("alerts")

@@ -53,7 +53,9 @@ def ranker(model: UpliftModel | None, inputs: pd.DataFrame, costs: Mapping[str, 
     def rank(candidates: pd.DataFrame) -> np.ndarray:
         if model is None or candidates.empty:
             return priority(candidates).to_numpy()
-        extra = inputs.drop(columns=[c for c in inputs.columns if c in candidates.columns and c != "customer_id"])
+        extra = inputs.drop(
+            columns=[c for c in inputs.columns if c in candidates.columns and c != "customer_id"]
+        )
         joined = candidates[[c for c in candidates.columns]].merge(
             extra.drop_duplicates("customer_id"), on="customer_id", how="left"
         )

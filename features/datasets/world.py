@@ -53,10 +53,10 @@ from features.datasets.synthetic import (
 
 __all__ = [
     "ACTION_DELAY",
-    "EXPECTED_COLUMNS",
     "COMPLAINT_FACTOR",
     "EFFECTS",
     "END",
+    "EXPECTED_COLUMNS",
     "START",
     "World",
     "actions_frame",
@@ -83,10 +83,12 @@ EXPECTED_COLUMNS = [
     "expected_value_if_treated",
     "expected_value_if_not",
 ]
-"""What `World.expected` gives per customer: P(saved) and the mean value after, with and without the action."""
+"""What `World.expected` gives per customer: P(saved) and mean value after, with and without the action."""
 
 _DAY = 86_400.0
-_MAX_COMPLAINTS = 4  # future complaints followed in `World.expected` (after 4 more the hazard is 15^4 x: gone)
+_MAX_COMPLAINTS = (
+    4  # future complaints followed in `World.expected` (after 4 more the hazard is 15^4 x: gone)
+)
 _END_S = (END - START).total_seconds() + 1.0  # events at float seconds t < _END_S
 _LAUNCH_SHARE, _LAUNCH_DAYS = 0.3, 90.0  # 30 % sign up in the first 90 days, the rest over the whole world
 _BASE_HAZARD = 1.0 / 800.0
@@ -251,7 +253,11 @@ class World:
         return alive, rate
 
     def expected(
-        self, actions: pd.DataFrame | None, customer_ids: pd.Series | list[str], at: datetime, horizon_days: float
+        self,
+        actions: pd.DataFrame | None,
+        customer_ids: pd.Series | list[str],
+        at: datetime,
+        horizon_days: float,
     ) -> pd.DataFrame:
         """The world's *expected* outcomes of an alert opened at `at` for these customers, over (at, at +
         horizon], with and without an action at `at` (EXPECTED_COLUMNS, one row per customer in order):

@@ -37,7 +37,10 @@ def _config(tmp_path: Path, sim: Path, uplift: dict[str, object]) -> dict[str, s
     }
     (tmp_path / "serving.yaml").write_text(yaml.safe_dump(serving), encoding="utf-8")
     (tmp_path / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
-    mlflow = {"tracking_uri": f"sqlite:///{sim / 'mlflow.db'}", "artifact_root": (sim / "mlartifacts").as_uri()}
+    mlflow = {
+        "tracking_uri": f"sqlite:///{sim / 'mlflow.db'}",
+        "artifact_root": (sim / "mlartifacts").as_uri(),
+    }
     (tmp_path / "mlflow.yaml").write_text(yaml.safe_dump(mlflow), encoding="utf-8")
     return {
         "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
@@ -97,13 +100,15 @@ def test_diamond_uplift_fits_from_the_store_and_score_ranks_by_the_gated_champio
     holder = ChampionHolder(mlcfg, "champion")
     holder.refresh()
     assert holder.current is not None
-    rows = holder.current.artefact.feature_rows(load_history(sim / "history"), pd.Timestamp(last).to_pydatetime())
+    rows = holder.current.artefact.feature_rows(
+        load_history(sim / "history"), pd.Timestamp(last).to_pydatetime()
+    )
     inputs = fresh.drop(columns=["reasons"]).merge(
         rows.drop(columns=["cutoff"], errors="ignore"), on="customer_id", how="left"
     )
     expected = model.predict(inputs) * inputs["predicted_value"].to_numpy() - COST
     assert fresh["priority"].tolist() == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-6)
-    assert not fresh["priority"].to_numpy() == pytest.approx(fresh["value_at_risk"].to_numpy())
+    assert fresh["priority"].to_numpy() != pytest.approx(fresh["value_at_risk"].to_numpy())
     # the score table of a run that is gone: refused naming it, nothing registered
     for table in (sim / "scores").glob("*.parquet"):
         table.unlink()

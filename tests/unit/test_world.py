@@ -182,7 +182,9 @@ def test_expected_outcomes_by_hand() -> None:
     s0, e0 = _survival_integrals(np.array([0.01]), _COMPLAINT_RATE, 15.0, np.array([0.03]), 60.0)
     assert exp["expected_saved_if_treated"].tolist() == pytest.approx([s1[0], 0.0, s0[0]])
     assert exp["expected_saved_if_not"].tolist() == pytest.approx([s0[0], 0.0, s0[0]])
-    assert exp["expected_value_if_treated"].tolist() == pytest.approx([0.03 * 30 * e1[0], 0.0, 0.03 * 30 * e0[0]])
+    assert exp["expected_value_if_treated"].tolist() == pytest.approx(
+        [0.03 * 30 * e1[0], 0.0, 0.03 * 30 * e0[0]]
+    )
     assert exp["expected_effect_value"].tolist() == pytest.approx([0.03 * 30 * (e1[0] - e0[0]), 0.0, 0.0])
     assert exp["expected_effect_saved"].iloc[0] > 0
     # the episode's own action is left out, an earlier one is kept: A called at day 20 is at 0.005 by day 30
