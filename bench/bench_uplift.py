@@ -79,6 +79,7 @@ def load(folder: Path) -> tuple[pd.DataFrame, dict[pd.Timestamp, pd.DataFrame], 
     world = World.draw(int(meta["customers"]), int(meta["seed"]))
     pot = pd.read_parquet(folder / "potential_outcomes.parquet")
     pot["opened_at"] = pd.to_datetime(pot["opened_at"])
+    pot = pot.drop(columns=[c for c in pot.columns if c.startswith("expected_")])  # recomputed below
     acted = pot[pot["acted"].astype(bool)]
     actions = actions_frame(acted["customer_id"].tolist(), (acted["opened_at"] + ACTION_DELAY).tolist())
     exp = simulation.expected_outcomes(
