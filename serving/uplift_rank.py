@@ -53,12 +53,9 @@ def ranker(model: UpliftModel | None, inputs: pd.DataFrame, costs: Mapping[str, 
     def rank(candidates: pd.DataFrame) -> np.ndarray:
         if model is None or candidates.empty:
             return priority(candidates).to_numpy()
-        extra = inputs.drop(
-            columns=[c for c in inputs.columns if c in candidates.columns and c != "customer_id"]
-        )
-        joined = candidates[[c for c in candidates.columns]].merge(
-            extra.drop_duplicates("customer_id"), on="customer_id", how="left"
-        )
+        shared = [c for c in inputs.columns if c in candidates.columns and c != "customer_id"]
+        extra = inputs.drop(columns=shared).drop_duplicates("customer_id")
+        joined = candidates.merge(extra, on="customer_id", how="left")  # one row per candidate, in order
         return priority(joined.set_axis(candidates.index), model, costs).to_numpy()
 
     return rank
