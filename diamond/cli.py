@@ -873,6 +873,41 @@ def outcomes(
     _print_outcomes(done)
 
 
+@app.command()
+def uplift(
+    data: Annotated[str, typer.Option("--data", help="History folder the runs were scored from.")],
+    seed: Annotated[int, typer.Option(help="XGBoost seed.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the fit as JSON.")] = False,
+) -> None:
+    """Fit the uplift model from the store's treated and control outcomes, judge it on the latest mature
+    run's, register `<registered_model>-uplift` and gate it; `diamond score` ranks alerts by uplift x value
+    - cost while a gated one is champion, else by value at risk (docs/effect.md, Uplift ranking)."""
+    import json
+
+    from serving.config import ServingConfig
+    from training.tracking import MlflowConfig
+
+    with _user_errors(), _progress(None, "uplift") as advance:
+        fitted = flows.uplift(data, ServingConfig.load(), MlflowConfig.load(), seed, advance)
+    if as_json:
+        out.print_json(json.dumps(fitted))
+        return
+    if fitted is None:
+        need = ServingConfig.load().alerts
+        floor = need.uplift.min_outcomes if need is not None else 0
+        out.print(
+            f"not enough mature outcomes yet: the uplift model needs {floor:,} to learn from beyond the "
+            "latest mature run's, and both arms; alerts stay ranked by value at risk"
+        )
+        return
+    out.print(
+        f"uplift version {fitted['version']}: learned from {fitted['learned_from']:,} outcomes, judged on "
+        f"{fitted['judged_on']:,} (run {fitted['as_of']}): Qini {fitted['qini']:.4f}, "
+        f"AUUC {fitted['auuc']:.4f}"
+    )
+    out.print(f"gate: {fitted['reason']}")
+
+
 def _print_outcomes(done: Recorded | None) -> None:
     if done is None:
         return
@@ -1004,7 +1039,10 @@ def simulate(
     capacity: Annotated[
         int | None, typer.Option(help="Alerts the team works per run, by priority (default: all).")
     ] = None,
-    top_k: Annotated[int, typer.Option(help="Capacity at which the rankings are compared.")] = 100,
+    top_k: Annotated[
+        list[int] | None,
+        typer.Option(help="Capacity at which the rankings are compared (repeat for several; default 100)."),
+    ] = None,
     control_share: Annotated[
         float | None, typer.Option(help="Override alerts.control_share (default: serving.yaml's).")
     ] = None,
@@ -1022,7 +1060,7 @@ def simulate(
         t = _parse_time(first)
         assert t is not None
         run = flows.simulate(
-            out_dir, customers, seed, periods, t, period_days, capacity, top_k, control_share,
+            out_dir, customers, seed, periods, t, period_days, capacity, top_k or [100], control_share,
             EngineConfig.load(), TrainingConfig.load(config), ServingConfig.load(), MlflowConfig.load(),
             advance,
         )  # fmt: skip
@@ -1040,16 +1078,17 @@ def simulate(
         )  # fmt: skip
     out.print(grid)
     rank = Table(
-        "run", "candidates", "ranked by", "top-k", "P x value: saved", "value", "priority: saved", "value",
-        "oracle: value", title=f"true effect of working the top {top_k}",
+        "run", "cand.", "ranked by", "k", "PxV", "PxV exp.", "priority", "prio. exp.", "oracle exp.",
+        title="true incremental value of working the top k (realised; exp. = expected)",
     )  # fmt: skip
     for r in run.ranking.to_dict("records"):
+        version = r["uplift_version"]
         rank.add_row(
             f"{r['as_of']:%Y-%m-%d}", f"{r['candidates']:,}",
-            f"uplift v{r['uplift_version']}" if r["uplift_version"] else "p x value",
-            _num(r["priority_k"], 0),
-            _num(r["p_x_value_saved"], 1), _num(r["p_x_value_value"], 2), _num(r["priority_saved"], 1),
-            _num(r["priority_value"], 2), _num(r["oracle_value"], 2),
+            f"uplift v{version}" if isinstance(version, str) else "p x value", _num(r["k"], 0),
+            _num(r["p_x_value_value"], 0), _num(r["p_x_value_expected_value"], 0),
+            _num(r["priority_value"], 0), _num(r["priority_expected_value"], 0),
+            _num(r["oracle_expected_value"], 0),
         )  # fmt: skip
     out.print(rank)
     for f in run.uplift:

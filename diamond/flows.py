@@ -688,7 +688,7 @@ def simulate(
     first: datetime,
     period_days: int,
     capacity: int | None,
-    top_k: int,
+    top_k: int | list[int],
     control_share: float | None,
     settings: EngineConfig,
     training: TrainingConfig,
@@ -722,10 +722,17 @@ def simulate(
     times = simulation.schedule(first, periods, period_days)
     if control_share is not None and not 0.0 <= control_share < 1.0:
         raise ValueError(f"simulate: --control-share must be in [0, 1), got {control_share}")
-    if customers < 1 or top_k < 1 or (capacity is not None and capacity < 0) or period_days < 1:
+    capacities = [top_k] if isinstance(top_k, int) else sorted(set(top_k))
+    if (
+        customers < 1
+        or not capacities
+        or min(capacities) < 1
+        or (capacity is not None and capacity < 0)
+        or period_days < 1
+    ):
         raise ValueError(
             "simulate: --customers, --top-k and --period-days must be at least 1 and --capacity at least 0, "
-            f"got {customers}, {top_k}, {period_days} and {capacity}"
+            f"got {customers}, {capacities}, {period_days} and {capacity}"
         )
     out_dir = out_dir.absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -812,23 +819,33 @@ def simulate(
         pot = simulation.potential_outcomes(
             world, actions, candidates[["customer_id", "opened_at"]], period_days
         )
+        exp = simulation.expected_outcomes(
+            world, actions, candidates[["customer_id", "opened_at"]], period_days
+        )
+        pot = pd.concat([pot, exp.drop(columns=["customer_id", "opened_at"])], axis=1)
         pot["acted"] = worked.to_numpy()
         pot["treated"] = treated.to_numpy()
         potentials.append(pot)
-        k = top_k
-        ranking.append(
-            {
-                "as_of": t,
-                "candidates": len(candidates),
-                "uplift_version": champion[0] if champion is not None else None,
-                **{
-                    f"p_x_value_{a}": b
-                    for a, b in simulation.top_k(pot, candidates["value_at_risk"], k).items()
-                },
-                **{f"priority_{a}": b for a, b in simulation.top_k(pot, rank, k).items()},
-                **{f"oracle_{a}": b for a, b in simulation.top_k(pot, pot["effect_value"], k).items()},
-            }
-        )
+        rankings = {
+            "p_x_value": candidates["value_at_risk"],
+            "priority": rank,
+            "oracle": pot["expected_effect_value"],  # the best any ranking could do, in expectation
+        }
+        for k in capacities:
+            ranking.append(
+                {
+                    "as_of": t,
+                    "k": k,
+                    "candidates": len(candidates),
+                    "uplift_version": champion[0] if champion is not None else None,
+                    **{
+                        f"{name}_{a}": b
+                        for name, prio in rankings.items()
+                        for a, b in simulation.top_k(pot, prio.reset_index(drop=True), k).items()
+                        if a != "k"
+                    },
+                }
+            )
         run_rows.append(
             {
                 "as_of": t,
@@ -896,7 +913,7 @@ def simulate(
         "periods": periods,
         "period_days": period_days,
         "capacity": capacity,
-        "top_k": top_k,
+        "top_k": capacities,
         "runs": json.loads(result.runs.to_json(orient="records", date_format="iso")),
         "truth": json.loads(result.truth.to_json(orient="records", date_format="iso")),
         "ranking": json.loads(result.ranking.to_json(orient="records", date_format="iso")),
@@ -916,15 +933,26 @@ def _simulated_uplift(
     mlcfg: MlflowConfig,
     seed: int,
 ) -> dict[str, Any] | None:
-    """Fit both learners on the outcomes mature at times[-1] except the latest mature run's, judge them on
-    that run's (later) outcomes, log and register the configured one and gate it (training.uplift). None
-    while fewer than `config.min_outcomes` outcomes are there to learn from."""
+    """`fit_uplift` on the outcomes mature at times[-1], with the inputs the simulation kept per run."""
     import pandas as pd
 
     from serving import outcomes as outcome_store
+
+    found = fit_uplift(uplift_frame(outcome_store.read(eng), inputs), config, mlcfg, seed)
+    if found is not None:
+        found["as_of"] = f"{pd.Timestamp(times[-1]):%Y-%m-%d}"
+    return found
+
+
+def fit_uplift(frame: pd.DataFrame, config: Any, mlcfg: MlflowConfig, seed: int) -> dict[str, Any] | None:
+    """Fit both learners (`alerts.uplift`: outcome, params, shrinkage) on the mature outcomes of every run
+    but the latest mature one (`frame`, uplift_frame), judge them on that run's (later) outcomes, log and
+    register the configured learner and gate it (training.uplift.decide). None while fewer than
+    `config.min_outcomes` outcomes are there to learn from (or an arm has too few)."""
+    import pandas as pd
+
     from training import uplift
 
-    frame = uplift_frame(outcome_store.read(eng), inputs)
     if frame.empty:
         return None
     mature_runs = sorted(frame["opened_at"].unique())
@@ -934,8 +962,14 @@ def _simulated_uplift(
     learn, judge = frame[frame["opened_at"] < latest], frame[frame["opened_at"] == latest]
     if len(learn) < config.min_outcomes:
         return None
+    options = {
+        "outcome": config.outcome,
+        "prior_outcomes": config.prior_outcomes,
+        "params": dict(config.params),
+        "rounds": config.rounds,
+    }
     try:
-        models = {name: uplift.fit(learn, name, seed) for name in uplift.LEARNERS}
+        models = {name: uplift.fit(learn, name, seed, **options) for name in uplift.LEARNERS}
     except ValueError:
         return None  # an arm too small to learn from
     scores = {name: uplift.evaluate(m, judge) for name, m in models.items()}
@@ -952,7 +986,7 @@ def _simulated_uplift(
     )
     decision = uplift.decide(mlcfg, logged.version, judge, config.min_qini_gain)
     return {
-        "as_of": f"{pd.Timestamp(times[-1]):%Y-%m-%d}",
+        "as_of": f"{pd.Timestamp(latest):%Y-%m-%d}",
         "learned_from": len(learn),
         "judged_on": len(judge),
         "version": logged.version,
@@ -961,6 +995,61 @@ def _simulated_uplift(
         **{k: round(float(v), 5) for k, v in metrics.items()},
         **{k: round(float(v), 5) for k, v in decision.scores.items() if k.startswith("p_x_value_")},
     }
+
+
+def uplift(
+    data: str, serving: ServingConfig, mlcfg: MlflowConfig, seed: int = 0, progress: Progress = _silent
+) -> dict[str, Any] | None:
+    """`diamond uplift`: fit the uplift model from the production store's outcomes (treated alerts and
+    controls of `diamond score` runs, as recorded by `diamond score`/`diamond outcomes`) and register
+    `<registered_model>-uplift` through the gate (`fit_uplift`). Each opening run's inputs are rebuilt:
+    the run's scores from its Parquet table (churn probability, predicted value, value at risk, tier as
+    served then) joined to the served model's feature rows at that run's as_of from the history in `data`
+    (point-in-time: nothing after the run enters). None (nothing registered) while too few outcomes are
+    mature. ValueError when the alerts section is off or a run's score table is missing."""
+    import pandas as pd
+
+    from features.history import load_history
+    from serving import outcomes as outcome_store
+    from serving import runs, store
+    from serving.champion import ChampionHolder
+
+    if serving.alerts is None:
+        raise ValueError(
+            "uplift: the serving config has no alerts section: there are no outcomes to learn from"
+        )
+    holder = ChampionHolder(mlcfg, serving.model_alias)
+    holder.refresh()
+    if holder.current is None:
+        raise ValueError(
+            f"uplift: no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)"
+        )
+    art = holder.current.artefact
+    eng = store.prepare(store.engine(serving.store_url))
+    stored = outcome_store.read(eng)
+    done = stored[stored["mature"].astype(bool) & (stored["outcome"] != "pending")]
+    progress(f"{len(done):,} mature outcomes")
+    if done.empty:
+        return None
+    listed = runs.list_runs(eng)
+    tables = {pd.Timestamp(r["as_of"]): r["parquet"] for r in listed.to_dict("records")}
+    history = load_history(data)
+    inputs: dict[Any, pd.DataFrame] = {}
+    for when in sorted(pd.to_datetime(done["opened_at"]).unique()):
+        t = pd.Timestamp(when)
+        path = tables.get(t)
+        if path is None or not Path(str(path)).exists():
+            raise ValueError(
+                f"uplift: the score table of the run at {t:%Y-%m-%d %H:%M:%S} is missing ({path}); "
+                "its alerts' inputs cannot be rebuilt"
+            )
+        scores = pd.read_parquet(
+            path, columns=["customer_id", "churn_probability", "predicted_value", "value_at_risk", "tier"]
+        )
+        rows = art.feature_rows(history, t.to_pydatetime()).drop(columns=["cutoff"], errors="ignore")
+        inputs[t] = rows.merge(scores, on="customer_id", how="inner")
+        progress(f"inputs of the run at {t:%Y-%m-%d}")
+    return fit_uplift(uplift_frame(stored, inputs), serving.alerts.uplift, mlcfg, seed)
 
 
 def uplift_frame(stored: pd.DataFrame, inputs: dict[Any, pd.DataFrame]) -> pd.DataFrame:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.clock import utc_naive
+from serving import uplift_rank
 from serving.config import AlertConfig
 from training.tiers import DEFAULT_TIERS
 
@@ -44,11 +45,11 @@ LAPSE_COLUMNS = ["customer_id", "days_since_purchase", "past_value", "best_tier"
 
 
 def priority(candidates: pd.DataFrame) -> np.ndarray:
-    """The rank of each candidate alert, highest first: what the alert list, the capacity queues
-    (serving.capacity), the notifications and the export are ordered by, stored as `alerts.priority`. Today
-    the value at risk (P(churn) x predicted value). The one place to change the ranking (e.g. to the expected
-    incremental value saved, uplift x value - cost)."""
-    return candidates["value_at_risk"].to_numpy(dtype=np.float64, na_value=np.nan)
+    """The rank of each candidate alert without an uplift model, highest first: what the alert list, the
+    capacity queues (serving.capacity), the notifications and the export are ordered by, stored as
+    `alerts.priority`: serving.uplift_rank.priority (the one ranking function) with no model, the value at
+    risk. A run with a gated uplift model passes its ranker to `evaluate` instead."""
+    return uplift_rank.priority(candidates).to_numpy()
 
 
 def evaluate(
@@ -57,8 +58,10 @@ def evaluate(
     previous_tiers: Mapping[str, str] | pd.Series | None,
     as_of: datetime | pd.Timestamp | str,
     lapse: pd.DataFrame | None = None,
+    ranking: uplift_rank.Ranker | None = None,
 ) -> pd.DataFrame:
-    """Candidate alerts of one run, ranked by `priority` (highest first; then customer_id, kind).
+    """Candidate alerts of one run, ranked by `ranking` (serving.uplift_rank.ranker: uplift x value - cost
+    with a gated uplift model; default `priority`, the value at risk), highest first; then customer_id, kind.
 
     `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
     `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
@@ -142,7 +145,7 @@ def evaluate(
             mine = (out["kind"] == rule.kind).to_numpy()
             out.loc[mine, "playbook"] = rule.playbook.text
             out.loc[mine, "due_at"] = when + timedelta(hours=rule.playbook.due_within_hours)
-    out["priority"] = priority(out)
+    out["priority"] = (ranking or priority)(out) if len(out) else priority(out)
     out = out.sort_values(
         ["priority", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
     ).reset_index(drop=True)

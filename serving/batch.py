@@ -31,6 +31,7 @@ from serving import (
     scoring,
     store,
     tier_store,
+    uplift_rank,
     winback,
 )
 from serving.champion import Served
@@ -55,6 +56,7 @@ class BatchResult:
     alerts: alert_store.SyncResult | None = None  # None: alerts off
     drift: monitoring.DriftResult | None = None  # None: drift watch off or no reference in the model
     delivery: delivery.DeliveryReport | None = None  # None: no endpoints configured
+    uplift_version: str | None = None  # the uplift champion that ranked the alerts; None: value at risk
 
 
 def score_history(
@@ -119,7 +121,9 @@ def _score_history(
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
         lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
-        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, lapse)
+        costs = {t: float(b.cost or 0.0) for t, b in rules.playbooks.items() if b is not None}  # none: 0
+        result.uplift_version, ranking = uplift_rank.champion_ranker(mlcfg, rows, costs)
+        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, lapse, ranking)
         step("alerts")
     result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     step("drift")
@@ -231,13 +235,14 @@ def _raise_alerts(
     rules: AlertConfig,
     stopped: frozenset[str] | None,
     lapse: pd.DataFrame | None = None,
+    ranking: uplift_rank.Ranker | None = None,
 ) -> alert_store.SyncResult:
     """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
     every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate).
     The rules run on the score columns (and `lapse`, serving.winback, for a win-back rule); reasons in
     words are looked up for the alerts that need them."""
     previous = pd.Series(scores["previous_tier"].to_numpy(), index=scores["customer_id"].to_numpy())
-    candidates = alert_rules.evaluate(scores.drop(columns="reasons"), rules, previous, as_of, lapse)
+    candidates = alert_rules.evaluate(scores.drop(columns="reasons"), rules, previous, as_of, lapse, ranking)
     candidates, _ = control.hold_out(eng, as_of, candidates, rules)  # controls never alert (serving.control)
     at = pd.Index(scores["customer_id"]).get_indexer(candidates["customer_id"])
     synced = alert_store.sync_alerts(

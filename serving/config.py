@@ -80,6 +80,26 @@ class UpliftConfig(Section):
     min_outcomes: Annotated[int, Field(ge=20)] = 400  # mature treated + control outcomes before a first fit
     learner: Literal["t", "x"] = "x"  # the meta-learner registered (the other is measured beside it)
     min_qini_gain: float = 0.0  # its Qini on later outcomes must beat the champion's and P x value's by this
+    outcome: Literal["saved", "value"] = "saved"  # learn the change in P(saved), or in the value kept
+    # shrink tau toward "the effect is proportional to the risk" (the P x value ranking) with the weight
+    # prior_outcomes / (outcomes + prior_outcomes); 0: no shrinkage
+    prior_outcomes: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 100_000.0
+    # the XGBoost learners, regularised for a few thousand noisy outcomes (training.uplift.fit)
+    max_depth: Annotated[int, Field(ge=1, le=10)] = 2
+    min_child_weight: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 50.0
+    eta: Annotated[float, Field(gt=0.0, le=1.0)] = 0.05
+    reg_lambda: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = 10.0
+    rounds: Annotated[int, Field(ge=1, le=5000)] = 100
+
+    @property
+    def params(self) -> dict[str, float]:
+        """The XGBoost parameters of the learners."""
+        return {
+            "max_depth": self.max_depth,
+            "min_child_weight": self.min_child_weight,
+            "eta": self.eta,
+            "lambda": self.reg_lambda,
+        }
 
 
 class Rule(Section):

@@ -7,7 +7,12 @@
   is the episode's exact effect.
 - `true_effect`: summed over the episodes that were acted on, what the estimate of `diamond effect`
   estimates (intention to treat: an alert nobody worked has no effect).
-- `top_k`: at a capacity of k alerts, what a ranking would have saved (true incremental saves and value).
+- `expected_outcomes`: the same episodes' *expected* outcomes with and without the action (the world's mean
+  over everything not decided at the opening: the dropout draw, future complaints and purchases, given the
+  customer's state then; features.datasets.world.World.expected). One realised draw of a saved/lost outcome
+  is mostly noise at an effect of about one point; the expectation is what a ranking can be judged on.
+- `top_k`, `compare`: at a capacity of k alerts, what a ranking would have saved (true incremental saves and
+  value, realised and expected).
 
 `diamond simulate` (diamond/flows.py) runs the loop: history to T -> `diamond score` -> the world acts on the
 treated alerts -> history to the next T -> ...
@@ -20,7 +25,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from features.datasets.world import ACTION_DELAY, World, actions_frame
+from features.datasets.world import ACTION_DELAY, EXPECTED_COLUMNS, World, actions_frame
 from serving import outcomes
 
 POTENTIAL_COLUMNS = ["saved_if_treated", "saved_if_not", "value_if_treated", "value_if_not"]
@@ -62,6 +67,31 @@ def potential_outcomes(
     return out
 
 
+def expected_outcomes(
+    world: World, actions: pd.DataFrame, episodes: pd.DataFrame, horizon_days: int
+) -> pd.DataFrame:
+    """`episodes` (customer_id, opened_at) with EXPECTED_COLUMNS and `expected_effect_saved`,
+    `expected_effect_value` added: the world's expected outcome over (T0, T0 + horizon] with an action at
+    T0 + ACTION_DELAY and without one, given each customer's state at T0 under the other `actions` (the
+    actions of the episode's own run on these customers are left out; later ones do not enter the window
+    when the horizon is the period)."""
+    out = episodes.reset_index(drop=True).copy()
+    for col in EXPECTED_COLUMNS:
+        out[col] = np.nan
+    if not out.empty:
+        acts = actions.copy() if actions is not None else actions_frame([], [])
+        acts["at"] = pd.to_datetime(acts["at"])
+        for t0, rows in out.groupby(pd.to_datetime(out["opened_at"])):
+            when = pd.Timestamp(t0) + pd.Timedelta(ACTION_DELAY)
+            ids = rows["customer_id"].astype(str)
+            mine = acts["customer_id"].astype(str).isin(set(ids)) & (acts["at"] == when)
+            done = world.expected(acts[~mine], ids.tolist(), pd.Timestamp(t0).to_pydatetime(), horizon_days)
+            out.loc[rows.index, EXPECTED_COLUMNS] = done.to_numpy()
+    out["expected_effect_saved"] = out["expected_saved_if_treated"] - out["expected_saved_if_not"]
+    out["expected_effect_value"] = out["expected_value_if_treated"] - out["expected_value_if_not"]
+    return out
+
+
 def true_effect(potential: pd.DataFrame, acted: pd.Series) -> dict[str, float]:
     """The true incremental saves and value of the episodes acted on (`acted`, aligned with `potential`),
     and how many there were."""
@@ -75,13 +105,30 @@ def true_effect(potential: pd.DataFrame, acted: pd.Series) -> dict[str, float]:
 
 def top_k(potential: pd.DataFrame, priority: pd.Series, k: int) -> dict[str, float]:
     """What working the k candidates of highest `priority` (aligned with `potential`; ties in row order)
-    really saves: the sum of their true effects (saves and value after)."""
+    really saves: the sum of their true effects (saves and value after, realised: `saved`, `value`; and
+    expected, `expected_saved`, `expected_value`, when `potential` has them)."""
     order = np.argsort(-priority.to_numpy(dtype=np.float64), kind="stable")[: max(k, 0)]
-    return {
-        "k": float(len(order)),
-        "saved": float(potential["effect_saved"].to_numpy()[order].sum()),
-        "value": float(potential["effect_value"].to_numpy()[order].sum()),
-    }
+    out = {"k": float(len(order))}
+    for name, col in (
+        ("saved", "effect_saved"),
+        ("value", "effect_value"),
+        ("expected_saved", "expected_effect_saved"),
+        ("expected_value", "expected_effect_value"),
+    ):
+        if col in potential.columns:
+            out[name] = float(potential[col].to_numpy(dtype=np.float64)[order].sum())
+    return out
+
+
+def compare(potential: pd.DataFrame, rankings: dict[str, pd.Series], capacities: list[int]) -> pd.DataFrame:
+    """Every ranking (name -> priority aligned with `potential`) at every capacity k, the same k for all:
+    one row per (k, ranking) with `top_k`'s sums."""
+    rows = [
+        {"k_capacity": k, "ranking": name, **top_k(potential, prio, k)}
+        for k in capacities
+        for name, prio in rankings.items()
+    ]
+    return pd.DataFrame(rows)
 
 
 def within(estimate: float, low: float, high: float, truth: float) -> bool:

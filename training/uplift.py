@@ -42,6 +42,9 @@ NOT_INPUTS = frozenset(
 MAX_LEVELS = 20  # a text column with more levels is not an input (ids, free text)
 PARAMS: dict[str, Any] = {"max_depth": 3, "eta": 0.1, "min_child_weight": 10, "subsample": 0.8, "lambda": 1.0}
 ROUNDS = 100
+OUTCOMES = {"saved": "saved", "value": "value_after"}
+"""What an uplift model learns the change of: P(saved), or the value kept after the alert (value_after)."""
+MIN_THETA = 0.01
 
 
 def registered_name(mlcfg: MlflowConfig) -> str:
@@ -66,8 +69,14 @@ class UpliftModel:
         """The input matrix of `frame` (missing columns are missing values, unknown levels all zeros)."""
         return xgb.DMatrix(_design(frame, self.columns, self.levels), nthread=1)
 
+    @property
+    def outcome(self) -> str:
+        """`saved` (tau is a change in P(saved)) or `value` (tau is the value kept, in currency)."""
+        return str(self.meta.get("outcome", "saved"))
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """tau(x) for each row of `frame`, in [-1, 1]."""
+        """tau(x) for each row of `frame`: the change in P(saved), in [-1, 1] (or in the value after, for
+        outcome `value`), shrunk toward the prior when the model has one (`fit`, prior_outcomes)."""
         if frame.empty:
             return np.zeros(0)
         dm = self.matrix(frame)
@@ -76,7 +85,18 @@ class UpliftModel:
         else:
             g = self.propensity
             tau = g * self.boosters["tau0"].predict(dm) + (1 - g) * self.boosters["tau1"].predict(dm)
-        return np.clip(np.asarray(tau, dtype=np.float64), -1.0, 1.0)
+        tau = np.asarray(tau, dtype=np.float64)
+        w = float(self.meta.get("prior_weight", 0.0))
+        if w > 0:
+            risk_col = "churn_probability" if self.outcome == "saved" else "value_at_risk"
+            risk = (
+                pd.to_numeric(frame[risk_col], errors="coerce").to_numpy(dtype=np.float64)
+                if risk_col in frame.columns
+                else np.full(len(frame), np.nan)
+            )
+            prior = float(self.meta.get("prior_theta", MIN_THETA)) * risk
+            tau = np.where(np.isfinite(prior), (1 - w) * tau + w * prior, tau)
+        return np.clip(tau, -1.0, 1.0) if self.outcome == "saved" else tau
 
     def save(self, folder: Path) -> Path:
         """One JSON file in `folder`: metadata and every booster as XGBoost JSON."""
@@ -132,16 +152,32 @@ def fit(
     params: dict[str, Any] | None = None,
     rounds: int = ROUNDS,
     min_per_arm: int = 10,
+    *,
+    outcome: str = "saved",
+    propensity: float | None = None,
+    prior_outcomes: float = 0.0,
 ) -> UpliftModel:
-    """Fit an uplift model on episodes with a known outcome: columns `treated` (bool), `saved` (0/1) and the
-    inputs (`inputs`). ValueError when an arm has fewer than `min_per_arm` rows or the learner is unknown."""
+    """Fit an uplift model on episodes with a known outcome: columns `treated` (bool), the outcome (`saved`
+    0/1, or `value_after` for `outcome="value"`: the value kept, tau then in currency) and the inputs
+    (`inputs`). `propensity`: P(treated) of the arms' draw (1 - the control share; default the treated
+    share seen). `prior_outcomes` n0 > 0 shrinks tau toward a prior that the effect is proportional to the
+    risk, tau_prior = theta x churn_probability (x value_at_risk for value), with weight n0 / (n + n0):
+    with few outcomes the ranking stays close to P x value (`prior_theta`). ValueError when an arm has
+    fewer than `min_per_arm` rows, or the learner or outcome is unknown."""
     if learner not in LEARNERS:
         raise ValueError(f"uplift learner must be one of {LEARNERS}, got {learner!r}")
-    for col in ("treated", "saved"):
+    if outcome not in OUTCOMES:
+        raise ValueError(f"uplift outcome must be one of {OUTCOMES}, got {outcome!r}")
+    target = OUTCOMES[outcome]
+    for col in ("treated", target):
         if col not in frame.columns:
             raise ValueError(f"uplift: the outcomes have no {col!r} column")
+    if propensity is not None and not 0.0 < propensity < 1.0:
+        raise ValueError(f"uplift: propensity must be in (0, 1), got {propensity}")
+    if prior_outcomes < 0:
+        raise ValueError(f"uplift: prior_outcomes must be at least 0, got {prior_outcomes}")
     treated = frame["treated"].to_numpy(dtype=bool)
-    y = frame["saved"].to_numpy(dtype=np.float64)
+    y = frame[target].to_numpy(dtype=np.float64)
     n1, n0 = int(treated.sum()), int((~treated).sum())
     if min(n1, n0) < min_per_arm:
         raise ValueError(
@@ -150,21 +186,41 @@ def fit(
     columns, levels = inputs(frame)
     x = _design(frame, columns, levels)
     base = {**PARAMS, **(params or {}), "seed": seed, "nthread": 1}
+    first = "binary:logistic" if outcome == "saved" else "reg:squarederror"
 
-    def train(rows: np.ndarray, target: np.ndarray, objective: str) -> xgb.Booster:
-        dm = xgb.DMatrix(x[rows], label=target, nthread=1)
+    def train(rows: np.ndarray, label: np.ndarray, objective: str) -> xgb.Booster:
+        dm = xgb.DMatrix(x[rows], label=label, nthread=1)
         return xgb.train({**base, "objective": objective}, dm, num_boost_round=rounds)
 
-    mu1 = train(treated, y[treated], "binary:logistic")
-    mu0 = train(~treated, y[~treated], "binary:logistic")
-    g = n1 / (n1 + n0)
+    mu1 = train(treated, y[treated], first)
+    mu0 = train(~treated, y[~treated], first)
+    g = float(propensity) if propensity is not None else n1 / (n1 + n0)
     boosters = {"mu1": mu1, "mu0": mu0}
     if learner == "x":
         d1 = y[treated] - mu0.predict(xgb.DMatrix(x[treated], nthread=1))
         d0 = mu1.predict(xgb.DMatrix(x[~treated], nthread=1)) - y[~treated]
         boosters["tau1"] = train(treated, d1, "reg:squarederror")
         boosters["tau0"] = train(~treated, d0, "reg:squarederror")
-    return UpliftModel(learner, columns, levels, boosters, g, len(frame))
+    meta: dict[str, Any] = {"outcome": outcome, "prior_weight": 0.0, "prior_theta": 0.0}
+    if prior_outcomes > 0:
+        meta.update(prior_weight=prior_outcomes / (len(frame) + prior_outcomes),
+                    prior_theta=prior_theta(frame, outcome))  # fmt: skip
+    return UpliftModel(learner, columns, levels, boosters, g, len(frame), meta)
+
+
+def prior_theta(frame: pd.DataFrame, outcome: str = "saved") -> float:
+    """The prior's slope: the average effect (treated mean minus control mean of the outcome) over the mean
+    risk (churn_probability, or value_at_risk for value), at least MIN_THETA (so that with no evidence the
+    ranking is P x value, never its reverse)."""
+    risk_col = "churn_probability" if outcome == "saved" else "value_at_risk"
+    if risk_col not in frame.columns:
+        return MIN_THETA
+    t = frame["treated"].to_numpy(dtype=bool)
+    y = frame[OUTCOMES[outcome]].to_numpy(dtype=np.float64)
+    risk = float(np.nanmean(frame[risk_col].to_numpy(dtype=np.float64)))
+    ate = float(np.mean(y[t]) - np.mean(y[~t])) if t.any() and (~t).any() else 0.0
+    theta = ate / risk if np.isfinite(risk) and risk > 0 else 0.0
+    return float(max(theta, MIN_THETA)) if np.isfinite(theta) else MIN_THETA
 
 
 # --- evaluation -------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ __all__ = [
     "COMPLAINT_FACTOR",
     "EFFECTS",
     "END",
+    "EXPECTED_COLUMNS",
     "START",
     "World",
     "actions_frame",
@@ -76,7 +77,18 @@ EFFECTS: dict[tuple[str, bool], float] = {
 }
 """The share of the dropout hazard an action removes, by (segment, engaged)."""
 
+EXPECTED_COLUMNS = [
+    "expected_saved_if_treated",
+    "expected_saved_if_not",
+    "expected_value_if_treated",
+    "expected_value_if_not",
+]
+"""What `World.expected` gives per customer: P(saved) and mean value after, with and without the action."""
+
 _DAY = 86_400.0
+_MAX_COMPLAINTS = (
+    4  # future complaints followed in `World.expected` (after 4 more the hazard is 15^4 x: gone)
+)
 _END_S = (END - START).total_seconds() + 1.0  # events at float seconds t < _END_S
 _LAUNCH_SHARE, _LAUNCH_DAYS = 0.3, 90.0  # 30 % sign up in the first 90 days, the rest over the whole world
 _BASE_HAZARD = 1.0 / 800.0
@@ -221,6 +233,57 @@ class World:
             out[todo] = t_prev[todo] + left[todo] / rate[todo] * _DAY  # rate 0: never leaves (inf)
         return out
 
+    def state(self, actions: pd.DataFrame | None, at: datetime) -> tuple[np.ndarray, np.ndarray]:
+        """Each customer's state at `at` under `actions`: whether they are there (signed up, not gone) and
+        their dropout hazard per day then (the drawn hazard, x COMPLAINT_FACTOR per complaint made and x
+        (1 - effect) per action taken, both before `at` and before the dropout)."""
+        now = (at - START).total_seconds()
+        d = self.dropout(actions)
+        alive = (self.signup <= now) & (d > now)
+        rate = self.hazard.copy()
+        made = (self.complaint_t < np.minimum(d[self.complaint_c], now)) & (
+            self.complaint_t >= self.signup[self.complaint_c]
+        )
+        rate *= COMPLAINT_FACTOR ** np.bincount(self.complaint_c[made], minlength=self.n_customers)
+        if actions is not None and len(actions):
+            pos = self.index(actions["customer_id"])
+            at_s = _seconds(actions["at"])
+            took = (at_s >= self.signup[pos]) & (at_s < np.minimum(d[pos], now))
+            np.multiply.at(rate, pos[took], 1.0 - self.effect[pos[took]])
+        return alive, rate
+
+    def expected(
+        self,
+        actions: pd.DataFrame | None,
+        customer_ids: pd.Series | list[str],
+        at: datetime,
+        horizon_days: float,
+    ) -> pd.DataFrame:
+        """The world's *expected* outcomes of an alert opened at `at` for these customers, over (at, at +
+        horizon], with and without an action at `at` (EXPECTED_COLUMNS, one row per customer in order):
+        the mean over everything not yet decided at `at` (the customer's remaining exposure E, their future
+        complaints and purchases), given their state then (`state`: there or gone, hazard, effect, purchase
+        rate, mean spend) and no other action in the window. A customer gone at `at` has 0 everywhere.
+
+        Survival: the hazard is r x k, k = 1 - effect with the action (1 without), multiplied by
+        COMPLAINT_FACTOR at each complaint (a Poisson stream at the complaint rate c while the customer is
+        there). With p_j(s) = P(there at s, j complaints since at), dp_0/ds = -(a_0) p_0 and
+        dp_j/ds = -a_j p_j + c p_(j-1), a_j = k r F^j + c; solved in closed form as sums of exponentials
+        (distinct a_j), S(s) = sum_j p_j(s) (j up to _MAX_COMPLAINTS; beyond it the customer is taken as
+        gone). Purchases at rate lambda with mean spend m: P(saved) = int_0^H lambda e^(-lambda s) S(s) ds
+        (the first purchase comes before the dropout) and the mean value after = lambda m int_0^H S(s) ds."""
+        pos = self.index(customer_ids)
+        alive, rate = self.state(actions, at)
+        r, lam = rate[pos], self.purchase_rate[pos]
+        h = float(horizon_days)
+        out = {}
+        for name, k in (("if_treated", 1.0 - self.effect[pos]), ("if_not", np.ones(len(pos)))):
+            saved, exposure = _survival_integrals(r * k, _COMPLAINT_RATE, COMPLAINT_FACTOR, lam, h)
+            there = alive[pos]
+            out[f"expected_saved_{name}"] = np.where(there, saved, 0.0)
+            out[f"expected_value_{name}"] = np.where(there, lam * self.mean_spend[pos] * exposure, 0.0)
+        return pd.DataFrame(out)[EXPECTED_COLUMNS]
+
     # -- the history ---------------------------------------------------------------------------------------
 
     def history(self, actions: pd.DataFrame | None, until: datetime) -> dict[str, pa.Table]:
@@ -324,6 +387,28 @@ class World:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return out
+
+
+def _survival_integrals(
+    r: np.ndarray, c: float, factor: float, lam: np.ndarray, horizon: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For hazards r (per day, at s = 0) multiplied by `factor` at each event of a Poisson stream of rate c
+    (followed up to _MAX_COMPLAINTS events, then gone): (int_0^H lam e^(-lam s) S(s) ds, int_0^H S(s) ds),
+    S the survival. p_j(s) = sum_i C[j, i] e^(-a_i s), C[j, i] = c C[j-1, i] / (a_j - a_i) for i < j and
+    C[j, j] = -sum_(i<j) C[j, i] (so p_j(0) = 0; p_0 = e^(-a_0 s))."""
+    n_levels = _MAX_COMPLAINTS + 1
+    a = r[:, None] * factor ** np.arange(n_levels)[None, :] + c  # (n, J+1)
+    coef = np.zeros((len(r), n_levels, n_levels))
+    coef[:, 0, 0] = 1.0
+    for j in range(1, n_levels):
+        gap = a[:, j : j + 1] - a[:, :j]  # a_j - a_i > 0 for r > 0 (factor > 1)
+        coef[:, j, :j] = c * coef[:, j - 1, :j] / np.where(gap == 0, np.nan, gap)
+        coef[:, j, j] = -coef[:, j, :j].sum(axis=1)
+    weight = coef.sum(axis=1)  # S(s) = sum_i weight_i e^(-a_i s)
+    exposure = (weight * -np.expm1(-a * horizon) / a).sum(axis=1)
+    b = a + lam[:, None]
+    saved = (weight * lam[:, None] * -np.expm1(-b * horizon) / b).sum(axis=1)
+    return np.nan_to_num(saved), np.nan_to_num(exposure)
 
 
 def _poisson(rng: np.random.Generator, rate: np.ndarray, t0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from tests.helpers import SMALL_TRAINING, run_diamond
     "args",
     [
         *([], ["data"], ["data", "cdnow"], ["data", "synthetic"], ["data", "validate"], ["demo"]),
-        *(["backtest"], ["train"], ["promote"], ["models"], ["outcomes"], ["effect"]),
+        *(["backtest"], ["train"], ["promote"], ["models"], ["outcomes"], ["effect"], ["uplift"]),
     ],
 )
 def test_every_command_has_help(args: list[str]) -> None:

@@ -110,6 +110,64 @@ def test_priority_is_value_at_risk_until_a_model_then_uplift_times_value_minus_c
     assert got.idxmax() == 11  # segment b, where acting works, beats the most value at risk
 
 
+def test_the_value_outcome_the_propensity_and_the_shrinkage_toward_p_x_value() -> None:
+    """value_after = 100 x saved: a value model learns tau in currency (about 40 for segment b); the
+    propensity given is the X-learner's weight; shrinkage pulls tau toward theta x churn_probability with
+    weight n0 / (n + n0), theta = the average effect over the mean risk (at least MIN_THETA)."""
+    train = known_effect(4000, 0)
+    train = train.assign(value_after=100.0 * train["saved"], churn_probability=0.5, value_at_risk=50.0)
+    later = known_effect(2000, 1).assign(churn_probability=0.5, value_at_risk=50.0)
+    b = (later["segment"] == "b").to_numpy()
+    value = uplift.fit(train, "t", rounds=60, outcome="value")
+    assert value.outcome == "value" and value.predict(later)[b].mean() == pytest.approx(40.0, abs=7.0)
+    assert uplift.fit(train, "x", rounds=5, propensity=0.3).propensity == 0.3
+    plain = uplift.fit(train, "x", rounds=60)
+    shrunk = uplift.fit(train, "x", rounds=60, prior_outcomes=12_000.0)
+    t = train["treated"].to_numpy()
+    ate = train["saved"][t].mean() - train["saved"][~t].mean()
+    assert shrunk.meta["prior_weight"] == pytest.approx(0.75)
+    assert shrunk.meta["prior_theta"] == pytest.approx(ate / 0.5)
+    assert shrunk.predict(later) == pytest.approx(0.25 * plain.predict(later) + 0.75 * ate)
+    # no evidence of an effect: the prior keeps the P x value order, never its reverse
+    flat = train.assign(saved=0)
+    assert uplift.prior_theta(flat) == uplift.MIN_THETA
+    with pytest.raises(ValueError, match="outcome must be one of"):
+        uplift.fit(train, "t", outcome="margin")
+    with pytest.raises(ValueError, match="propensity must be in"):
+        uplift.fit(train, "x", propensity=1.0)
+    # a value model's priority is tau - cost (already in currency)
+    got = priority(later.assign(tier="gold", predicted_value=1000.0), value, {"gold": 5.0})
+    assert got.tolist() == pytest.approx((value.predict(later) - 5.0).tolist())
+
+
+def test_the_ranker_of_a_run_reads_the_feature_rows_and_the_alert_rules_rank_by_it() -> None:
+    """serving.uplift_rank.ranker joins the candidates to the run's feature rows (the inputs the score
+    columns lack); alert_rules.evaluate stores its priority, and value at risk without a model."""
+    from serving.alert_rules import evaluate
+    from serving.config import AlertConfig
+    from serving.uplift_rank import ranker
+
+    model = uplift.fit(known_effect(4000, 0), "t", rounds=60)
+    scores = pd.DataFrame(
+        {
+            "customer_id": ["p", "q"],
+            "churn_probability": [0.9, 0.6],
+            "predicted_value": [1000.0, 500.0],
+            "value_at_risk": [900.0, 300.0],
+            "tier": ["gold", "gold"],
+        }
+    )
+    rows = pd.DataFrame({"customer_id": ["q", "p"], "segment": ["b", "a"], "x2": [0.0, 0.0]})
+    config = AlertConfig.model_validate({"rules": [{"kind": "at-risk", "min_churn_probability": 0.5}]})
+    plain = evaluate(scores, config, None, "2024-01-01")
+    assert plain["customer_id"].tolist() == ["p", "q"] and plain["priority"].tolist() == [900.0, 300.0]
+    ranked = evaluate(scores, config, None, "2024-01-01", ranking=ranker(model, rows, {"gold": 5.0}))
+    tau = model.predict(pd.DataFrame({"segment": ["b", "a"], "x2": [0.0, 0.0]}))
+    assert ranked["customer_id"].tolist() == ["q", "p"]  # segment b, where acting works, comes first
+    assert ranked["priority"].tolist() == pytest.approx([tau[0] * 500 - 5, tau[1] * 1000 - 5])
+    assert ranker(None, rows, {})(scores).tolist() == [900.0, 300.0]
+
+
 def test_the_bgnbd_baseline_survives_a_fit_that_scored_nobody() -> None:
     """A small history (the simulation's first runs) can leave the BG/NBD fit unable to score anyone:
     training's baseline then gets 0.5 for all instead of stopping with 'predictions are NaN'."""
