@@ -519,7 +519,8 @@ def _pack(
         if not len(at):
             continue
         needed = ["timestamp", *(c for c in (amount, *shown) if c and c in table.column_names)]
-        taken = table.select(needed).take(pa.array(seq[at])).append_column("i", pa.array(at, pa.int64()))
+        rows, order = _take(table.select(needed), seq[at])
+        taken = rows.append_column("i", pa.array(at[order], pa.int64()))
         con.register(f"taken_{s}", taken)
         value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
         extra = [
@@ -544,6 +545,23 @@ def _pack(
     for name in ("packed", *(f"taken_{s}" for s in sources)):
         con.unregister(name)
     return pa.table({"customer_id": batch.column("customer_id"), "events": text.column("events")})
+
+
+def _take(table: pa.Table, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """The rows at positions `rows` of `table`, in ascending position, and which of `rows` each is (taken
+    row k is rows[order[k]]). Chunk by chunk: pyarrow's `take` on a table of many chunks first
+    concatenates every column whole, and a frame of a million customers' recent events was a copy of the
+    whole history's columns each time."""
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
+    parts, start = [], 0
+    for batch in table.to_batches():
+        end = start + batch.num_rows
+        lo, hi = np.searchsorted(wanted, [start, end], side="left")
+        if hi > lo:
+            parts.append(batch.take(pa.array(wanted[lo:hi] - start)))
+        start = end
+    return pa.Table.from_batches(parts, schema=table.schema), order
 
 
 _DETAIL_PARTS = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
