@@ -113,8 +113,9 @@ def _score_history(
         model_version=served.version,
     )
     step("tiers")
-    # ranked and written frame by frame in the snapshot transaction; erased customers stay erased
-    events = (erasure.without_erased(eng, f) for f in store.packed_event_batches(past))
+    # ranked frame by frame while the snapshot transaction writes the other tables (store.write_snapshot);
+    # erased customers stay erased
+    events = map(erasure.eraser(eng), store.packed_event_batches(past))
     target = _write(scores, rows, served, config, eng, as_of, events)
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)

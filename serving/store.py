@@ -19,6 +19,8 @@ PostgreSQL).
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -319,8 +321,9 @@ def write_snapshot(
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
     customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
-    row per customer: the first frame gives the table its column types). The store must be prepared
-    (`prepare`)."""
+    row per customer: the first frame gives the table its column types); they are then made in a thread
+    of their own while this one writes the other tables (`_Ahead`), and written as they come. The store
+    must be prepared (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -330,31 +333,36 @@ def write_snapshot(
             f"a run is logged with as_of and optionally {list(RUN_COLUMNS[1:])}; got {sorted(run)}"
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
-    tables: list[tuple[str, Iterable[pd.DataFrame], bool]] = [
-        (FEATURES, [features], True),
-        (SCORES, [scores], True),
-    ]
-    if events is not None:
-        tables.append((EVENTS, [events] if isinstance(events, pd.DataFrame) else events, False))
-    with eng.begin() as con:
-        for name, frames, _ in tables:
-            new = f"{name}__new"
-            table: sa.Table | None = None
-            for frame in frames:
-                if table is None:  # the table as pandas would create it (column types from the whole frame)
-                    frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
-                    table = bulk.table_of(con, new)
-                bulk.insert_frame(con, table, frame)
+    tables = [(FEATURES, True), (SCORES, True)] + ([(EVENTS, False)] if events is not None else [])
+    frames = [] if events is None else [events] if isinstance(events, pd.DataFrame) else events
+    with eng.begin() as con, _Ahead(frames) as coming:
+        made: dict[str, sa.Table] = {}
+
+        def write(name: str, frame: pd.DataFrame, whole: pd.DataFrame | None = None) -> None:
+            if name not in made:  # the table as pandas would create it (column types from the whole frame)
+                typed = frame if whole is None else whole
+                new = f"{name}__new"
+                frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(typed))
+                made[name] = bulk.table_of(con, new)
+            bulk.insert_frame(con, made[name], frame)
+
+        for name, whole in ((FEATURES, features), (SCORES, scores)):
+            for start in range(0, max(len(whole), 1), bulk.CHUNK):
+                write(name, whole.iloc[start : start + bulk.CHUNK], whole)
+                for frame in coming.ready():  # the recent events made meanwhile
+                    write(EVENTS, frame)
+        for frame in coming:
+            write(EVENTS, frame)
         _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
         keep = _keeps_snapshot(con, logged["as_of"])
-        replaced = {name for name, _, _ in tables}
+        replaced = {name for name, _ in tables}
         for name in schema.SNAPSHOT_TABLES:  # one this write leaves as it is: the checkpoint keeps a copy
             if keep and name not in replaced and sa.inspect(con).has_table(name):
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
                 con.execute(sa.text(f"CREATE TABLE {name}__prev AS SELECT * FROM {name}"))
-        for name, _, unique in tables:
+        for name, unique in tables:
             if keep:  # the run's checkpoint keeps the snapshot it replaces (serving.runs)
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
                 if sa.inspect(con).has_table(name):
@@ -365,6 +373,84 @@ def write_snapshot(
             kind = "UNIQUE INDEX" if unique else "INDEX"
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
+
+
+class _Ahead:
+    """The frames of `frames`, made in a thread of their own at most `depth` ahead of their reader: the
+    recent events are ranked and packed in DuckDB (which lets go of the GIL) while the snapshot's other
+    tables are written, instead of after them. `ready()` gives the frames made so far without waiting;
+    iterating gives the rest, waiting for each. An error in the thread is raised in the reader; leaving
+    the block (normally or by an error) stops the thread after its current frame, and closes `frames` in
+    it (a generator's DuckDB connections are closed where they were opened)."""
+
+    def __init__(self, frames: Iterable[pd.DataFrame], depth: int = 2) -> None:
+        self._frames = frames
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._make, name="diamond-recent-events", daemon=True)
+
+    def __enter__(self) -> _Ahead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:  # unblock a thread waiting to hand over a frame
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+    def _make(self) -> None:
+        frames = iter(self._frames)
+        try:
+            for frame in frames:
+                if not self._hand(("frame", frame)):
+                    return
+            self._hand(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, who raises it
+            self._hand(("error", exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+            self._frames = ()  # the last reference to a wrapped generator goes here: it is closed here
+
+    def _hand(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self, wait: bool) -> pd.DataFrame | None:
+        if self._finished:
+            return None
+        try:
+            kind, item = self._queue.get(block=wait)
+        except queue.Empty:
+            return None
+        if kind == "error":
+            self._finished = True
+            raise item
+        if kind == "end":
+            self._finished = True
+            return None
+        return item  # type: ignore[no-any-return]
+
+    def ready(self) -> list[pd.DataFrame]:
+        found = []
+        while (frame := self._take(wait=False)) is not None:
+            found.append(frame)
+        return found
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        while (frame := self._take(wait=True)) is not None:
+            yield frame
 
 
 def _keeps_snapshot(con: sa.Connection, as_of: datetime) -> bool:
