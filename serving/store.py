@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -397,10 +397,8 @@ class _Ahead:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         while self._thread.is_alive():
-            try:  # unblock a thread waiting to hand over a frame
+            with suppress(queue.Empty):  # unblock a thread waiting to hand over a frame
                 self._queue.get(timeout=0.05)
-            except queue.Empty:
-                pass
         self._thread.join()
 
     def _make(self) -> None:
@@ -410,7 +408,7 @@ class _Ahead:
                 if not self._hand(("frame", frame)):
                     return
             self._hand(("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader, who raises it
+        except BaseException as exc:  # handed to the reader, who raises it
             self._hand(("error", exc))
         finally:
             close = getattr(frames, "close", None)
@@ -440,7 +438,7 @@ class _Ahead:
         if kind == "end":
             self._finished = True
             return None
-        return item  # type: ignore[no-any-return]
+        return item
 
     def ready(self) -> list[pd.DataFrame]:
         found = []
