@@ -71,7 +71,10 @@ def score_history(
     transaction and safe to re-run for the same as_of, so a failed run can simply be run again; the previous
     snapshot stays until the new one is complete."""
     with _no_gc_pauses():
-        return _score_history(history, as_of, served, config, mlcfg, progress or _silent)
+        try:
+            return _score_history(history, as_of, served, config, mlcfg, progress or _silent)
+        finally:
+            store.settle()  # the snapshot's write-ahead log copied into the store file meanwhile
 
 
 def _score_history(
