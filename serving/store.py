@@ -375,7 +375,7 @@ def write_snapshot(
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
 
 
-WAL_AUTOCHECKPOINT = 1000  # SQLite's default: a commit copies the write-ahead log into the file past 1000 pages
+WAL_AUTOCHECKPOINT = 1000  # SQLite's default: a commit past 1000 pages of log copies it into the file
 _BEHIND: list[threading.Thread] = []
 
 
@@ -398,7 +398,7 @@ def _log_copied_behind(eng: sa.Engine) -> Iterator[sa.Connection]:
             if behind:
                 try:
                     raw.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-                except Exception:  # noqa: BLE001 - whatever it was, the connection is not reused
+                except Exception:  # whatever it was, the connection is not reused
                     con.invalidate()  # never back in the pool without its automatic checkpoints
     if behind:
         thread = threading.Thread(target=_checkpoint, args=(eng,), name="diamond-wal-checkpoint", daemon=True)
