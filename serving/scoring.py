@@ -147,9 +147,9 @@ def top_reasons(
 def _sentences(
     prefix: str, suffix: dict[bool, str], shown: list[str], codes: np.ndarray, up: np.ndarray
 ) -> np.ndarray:
-    """prefix + shown[code] + suffix[up] for each reason, one text object per distinct sentence: a million
-    rows' reasons say a few thousand different things, and a copy of each per row took half a gigabyte
-    for as long as the run."""
+    """prefix + shown[code] + suffix[up] for each reason, one text object per distinct sentence: values are
+    shown rounded, so a million rows' reasons repeat themselves, and a copy of each per row took about half
+    a gigabyte for as long as the run."""
     words, at = np.unique(np.array(shown, dtype=object), return_inverse=True)
     key = at.reshape(-1)[codes] * 2 + up
     distinct, which = np.unique(key, return_inverse=True)
