@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,7 +73,10 @@ def score_history(
     transaction and safe to re-run for the same as_of, so a failed run can simply be run again; the previous
     snapshot stays until the new one is complete."""
     with _no_gc_pauses():
-        return _score_history(history, as_of, served, config, mlcfg, progress or _silent)
+        try:
+            return _score_history(history, as_of, served, config, mlcfg, progress or _silent)
+        finally:
+            store.settle()  # the snapshot's write-ahead log copied into the store file meanwhile
 
 
 def _score_history(
@@ -114,8 +118,9 @@ def _score_history(
         model_version=served.version,
     )
     step("tiers")
-    # ranked and written frame by frame in the snapshot transaction; erased customers stay erased
-    events = (erasure.without_erased(eng, f) for f in store.packed_event_batches(past))
+    # ranked frame by frame while the snapshot transaction writes the other tables (store.write_snapshot);
+    # erased customers stay erased
+    events = map(erasure.eraser(eng), store.packed_event_batches(past))
     target = _write(scores, rows, served, config, eng, as_of, events)
     step("score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
@@ -218,12 +223,25 @@ def _write(
 
 def _write_parquet(table: pd.DataFrame, path: Path, rows: int = PARQUET_ROWS) -> None:
     """The score table as Parquet, converted to Arrow `rows` at a time (a million customers' reasons as
-    Arrow text at once would take another gigabyte); one schema, from the whole frame."""
-    schema = pa.Schema.from_pandas(table, preserve_index=False)
+    Arrow text at once would take another gigabyte); one schema, from the whole frame (`_schema`)."""
+    schema = _schema(table)
     with pq.ParquetWriter(path, schema) as writer:
         for start in range(0, max(len(table), 1), rows):
             part = table.iloc[start : start + rows]
             writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+
+
+def _schema(table: pd.DataFrame) -> pa.Schema:
+    """`pa.Schema.from_pandas(table)` without converting every text to Arrow to learn that it is text:
+    pyarrow infers an object column's type by converting the whole column (a million rows' reasons: half a
+    gigabyte and seconds, then thrown away). A column of text, missing values aside, is inferred from a
+    stand-in of empty strings instead, which gives the same type and the same pandas metadata."""
+    stand_in = {
+        c: pd.Series(np.full(len(table), "", dtype=object), index=table.index, dtype=object)
+        for c in table.columns
+        if table[c].dtype == object and pd.api.types.infer_dtype(table[c], skipna=True) == "string"
+    }
+    return pa.Schema.from_pandas(table.assign(**stand_in) if stand_in else table, preserve_index=False)
 
 
 def _raise_alerts(

@@ -224,9 +224,13 @@ def _values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: Any, s
         values: list[Any] = [None if v is pd.NaT else v.to_pydatetime() for v in column.tolist()]
     elif pd.api.types.is_float_dtype(dtype):
         raw = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        values = raw.tolist()
-        if np.isnan(raw).any():
-            values = [None if v != v else v for v in values]
+        missing = np.isnan(raw)
+        if missing.any():
+            boxed = raw.astype(object)
+            boxed[missing] = None
+            values = boxed.tolist()
+        else:
+            values = raw.tolist()
         if processor is processors.to_float:
             return values  # Python floats already: float() of each would change nothing
     elif pd.api.types.is_integer_dtype(dtype) and not column.hasnans:
@@ -244,9 +248,12 @@ def _values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: Any, s
 
 
 def _sqlite_datetimes(column: pd.Series) -> list[Any]:
-    """'YYYY-MM-DD HH:MM:SS.ffffff', the text SQLAlchemy's SQLite DATETIME stores; None for NaT."""
+    """'YYYY-MM-DD HH:MM:SS.ffffff', the text SQLAlchemy's SQLite DATETIME stores; None for NaT. Each
+    distinct time is written once (a run's million rows share one as_of)."""
     raw = column.to_numpy(dtype="datetime64[us]")
-    text = np.strings.replace(np.datetime_as_string(raw, unit="us"), "T", " ").astype(object)
+    codes, distinct = pd.factorize(raw.view(np.int64))
+    written = np.datetime_as_string(distinct.view("datetime64[us]"), unit="us")
+    text = np.strings.replace(written, "T", " ").astype(object)[codes]
     missing = np.isnat(raw)
     if missing.any():
         text[missing] = None

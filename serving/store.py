@@ -19,9 +19,11 @@ PostgreSQL).
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -319,8 +321,9 @@ def write_snapshot(
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
     customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
-    row per customer: the first frame gives the table its column types). The store must be prepared
-    (`prepare`)."""
+    row per customer: the first frame gives the table its column types); they are then made in a thread
+    of their own while this one writes the other tables (`_Ahead`), and written as they come. The store
+    must be prepared (`prepare`)."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -330,31 +333,36 @@ def write_snapshot(
             f"a run is logged with as_of and optionally {list(RUN_COLUMNS[1:])}; got {sorted(run)}"
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
-    tables: list[tuple[str, Iterable[pd.DataFrame], bool]] = [
-        (FEATURES, [features], True),
-        (SCORES, [scores], True),
-    ]
-    if events is not None:
-        tables.append((EVENTS, [events] if isinstance(events, pd.DataFrame) else events, False))
-    with eng.begin() as con:
-        for name, frames, _ in tables:
-            new = f"{name}__new"
-            table: sa.Table | None = None
-            for frame in frames:
-                if table is None:  # the table as pandas would create it (column types from the whole frame)
-                    frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(frame))
-                    table = bulk.table_of(con, new)
-                bulk.insert_frame(con, table, frame)
+    tables = [(FEATURES, True), (SCORES, True)] + ([(EVENTS, False)] if events is not None else [])
+    frames = [] if events is None else [events] if isinstance(events, pd.DataFrame) else events
+    with _log_copied_behind(eng) as con, _Ahead(frames) as coming:
+        made: dict[str, sa.Table] = {}
+
+        def write(name: str, frame: pd.DataFrame, whole: pd.DataFrame | None = None) -> None:
+            if name not in made:  # the table as pandas would create it (column types from the whole frame)
+                typed = frame if whole is None else whole
+                new = f"{name}__new"
+                frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(typed))
+                made[name] = bulk.table_of(con, new)
+            bulk.insert_frame(con, made[name], frame)
+
+        for name, whole in ((FEATURES, features), (SCORES, scores)):
+            for start in range(0, max(len(whole), 1), bulk.CHUNK):
+                write(name, whole.iloc[start : start + bulk.CHUNK], whole)
+                for frame in coming.ready():  # the recent events made meanwhile
+                    write(EVENTS, frame)
+        for frame in coming:
+            write(EVENTS, frame)
         _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
         keep = _keeps_snapshot(con, logged["as_of"])
-        replaced = {name for name, _, _ in tables}
+        replaced = {name for name, _ in tables}
         for name in schema.SNAPSHOT_TABLES:  # one this write leaves as it is: the checkpoint keeps a copy
             if keep and name not in replaced and sa.inspect(con).has_table(name):
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
                 con.execute(sa.text(f"CREATE TABLE {name}__prev AS SELECT * FROM {name}"))
-        for name, _, unique in tables:
+        for name, unique in tables:
             if keep:  # the run's checkpoint keeps the snapshot it replaces (serving.runs)
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
                 if sa.inspect(con).has_table(name):
@@ -365,6 +373,127 @@ def write_snapshot(
             kind = "UNIQUE INDEX" if unique else "INDEX"
             con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
+
+
+WAL_AUTOCHECKPOINT = 1000  # SQLite's default: a commit past 1000 pages of log copies it into the file
+_BEHIND: list[threading.Thread] = []
+
+
+@contextmanager
+def _log_copied_behind(eng: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction (`eng.begin()`) whose commit, on a SQLite file in WAL mode, does not also copy the
+    write-ahead log into the file (SQLite's automatic checkpoint, by the committing connection: a snapshot
+    of a million customers is two gigabytes copied and synced, seconds); a thread of its own does it after
+    the commit (`settle` waits for it), while the run goes on. Readers read the log meanwhile, as they do
+    before any checkpoint; the commit is as durable either way."""
+    behind = is_sqlite(eng) and eng.url.database not in (None, "", ":memory:")
+    with eng.connect() as con:
+        raw: Any = con.connection.dbapi_connection  # a connection setting, outside any transaction
+        if behind:
+            raw.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            with con.begin():
+                yield con
+        finally:
+            if behind:
+                try:
+                    raw.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+                except Exception:  # whatever it was, the connection is not reused
+                    con.invalidate()  # never back in the pool without its automatic checkpoints
+    if behind:
+        thread = threading.Thread(target=_checkpoint, args=(eng,), name="diamond-wal-checkpoint", daemon=True)
+        thread.start()
+        _BEHIND.append(thread)
+
+
+def _checkpoint(eng: sa.Engine) -> None:
+    """Copy what the write-ahead log holds into the SQLite file, as far as no reader needs the log
+    (PASSIVE: waits for no one). A failure (a full disk) is left for the next commit's checkpoint to meet:
+    the log keeps every committed page until a checkpoint succeeds."""
+    with suppress(sa.exc.DBAPIError), eng.connect() as con:
+        con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def settle() -> None:
+    """Wait for the write-ahead log copies `write_snapshot` left running (`_log_copied_behind`)."""
+    while _BEHIND:
+        _BEHIND.pop().join()
+
+
+class _Ahead:
+    """The frames of `frames`, made in a thread of their own at most `depth` ahead of their reader: the
+    recent events are ranked and packed in DuckDB (which lets go of the GIL) while the snapshot's other
+    tables are written, instead of after them. `ready()` gives the frames made so far without waiting;
+    iterating gives the rest, waiting for each. An error in the thread is raised in the reader; leaving
+    the block (normally or by an error) stops the thread after its current frame, and closes `frames` in
+    it (a generator's DuckDB connections are closed where they were opened)."""
+
+    def __init__(self, frames: Iterable[pd.DataFrame], depth: int = 2) -> None:
+        self._frames = frames
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._finished = False
+        self._thread = threading.Thread(target=self._make, name="diamond-recent-events", daemon=True)
+
+    def __enter__(self) -> _Ahead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            with suppress(queue.Empty):  # unblock a thread waiting to hand over a frame
+                self._queue.get(timeout=0.05)
+        self._thread.join()
+
+    def _make(self) -> None:
+        frames = iter(self._frames)
+        try:
+            for frame in frames:
+                if not self._hand(("frame", frame)):
+                    return
+            self._hand(("end", None))
+        except BaseException as exc:  # handed to the reader, who raises it
+            self._hand(("error", exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+            self._frames = ()  # the last reference to a wrapped generator goes here: it is closed here
+
+    def _hand(self, item: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self, wait: bool) -> pd.DataFrame | None:
+        if self._finished:
+            return None
+        try:
+            kind, item = self._queue.get(block=wait)
+        except queue.Empty:
+            return None
+        if kind == "error":
+            self._finished = True
+            raise item
+        if kind == "end":
+            self._finished = True
+            return None
+        return item
+
+    def ready(self) -> list[pd.DataFrame]:
+        found = []
+        while (frame := self._take(wait=False)) is not None:
+            found.append(frame)
+        return found
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        while (frame := self._take(wait=True)) is not None:
+            yield frame
 
 
 def _keeps_snapshot(con: sa.Connection, as_of: datetime) -> bool:
@@ -519,7 +648,8 @@ def _pack(
         if not len(at):
             continue
         needed = ["timestamp", *(c for c in (amount, *shown) if c and c in table.column_names)]
-        taken = table.select(needed).take(pa.array(seq[at])).append_column("i", pa.array(at, pa.int64()))
+        rows, order = _take(table.select(needed), seq[at])
+        taken = rows.append_column("i", pa.array(at[order], pa.int64()))
         con.register(f"taken_{s}", taken)
         value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
         extra = [
@@ -544,6 +674,23 @@ def _pack(
     for name in ("packed", *(f"taken_{s}" for s in sources)):
         con.unregister(name)
     return pa.table({"customer_id": batch.column("customer_id"), "events": text.column("events")})
+
+
+def _take(table: pa.Table, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    """The rows at positions `rows` of `table`, in ascending position, and which of `rows` each is (taken
+    row k is rows[order[k]]). Chunk by chunk: pyarrow's `take` on a table of many chunks first
+    concatenates every column whole, and a frame of a million customers' recent events was a copy of the
+    whole history's columns each time."""
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
+    parts, start = [], 0
+    for batch in table.to_batches():
+        end = start + batch.num_rows
+        lo, hi = np.searchsorted(wanted, [start, end], side="left")
+        if hi > lo:
+            parts.append(batch.take(pa.array(wanted[lo:hi] - start)))
+        start = end
+    return pa.Table.from_batches(parts, schema=table.schema), order
 
 
 _DETAIL_PARTS = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text

@@ -360,3 +360,48 @@ def test_a_failed_upgrade_leaves_the_store_as_it_was(old_store: Path) -> None:
         store.upgrade(eng)
     assert _rows(old_store) == before and store.revision(eng) == store.BEFORE_MIGRATIONS
     assert "alembic_version" not in sa.inspect(eng).get_table_names()
+
+
+def test_a_snapshot_commit_leaves_copying_the_log_to_a_thread_and_the_store_reads_the_same(
+    tmp_path: Path,
+) -> None:
+    """On a SQLite file the snapshot's commit does not copy the write-ahead log into the file itself (its
+    connection's automatic checkpoint is off for that transaction, back on after); a thread copies it
+    (`store.settle` waits for it). Readers see the new snapshot at once, the recent events included (made
+    in their own thread), and once the copy is done the whole log is in the file."""
+    import pandas as pd
+
+    db = tmp_path / "store.db"
+    eng = store.prepare(store.engine(f"sqlite:///{db}"))
+    ids = [f"c{i:05d}" for i in range(3000)]
+    features = pd.DataFrame({"customer_id": ids, "recency_days": [float(i) for i in range(3000)]})
+    scores = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "as_of": datetime(2025, 1, 31),
+            "churn_probability": 0.25,
+            "predicted_value": 10.0,
+            "value_at_risk": 2.5,
+            "tier": "gold",
+            "model_version": "1",
+        }
+    )
+    events = (pd.DataFrame({"customer_id": ids[i : i + 1000], "events": "{}"}) for i in range(0, 3000, 1000))
+    seen: list[int] = []
+
+    @sa.event.listens_for(eng, "commit")
+    def _autocheckpoint_at_commit(con: sa.Connection) -> None:
+        raw: Any = con.connection.dbapi_connection
+        seen.append(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+
+    store.write_snapshot(eng, features, scores, {"as_of": datetime(2025, 1, 31)}, events)
+    store.settle()
+    assert seen[0] == 0  # the snapshot's commit: no checkpoint of its own
+    with eng.connect() as con:
+        assert con.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == store.WAL_AUTOCHECKPOINT
+        assert con.exec_driver_sql("SELECT COUNT(*) FROM recent_events").scalar() == 3000
+        assert con.exec_driver_sql("SELECT COUNT(*) FROM score_history").scalar() == 3000
+        busy, log, copied = con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    assert busy == 0 and log == copied  # the thread had copied every frame already, or this call did
+    with sqlite3.connect(db) as raw:  # another reader: the same snapshot
+        assert raw.execute("SELECT COUNT(*) FROM feature_snapshot").fetchone()[0] == 3000
