@@ -119,8 +119,9 @@ class Score(BaseModel):
     rfm_segment: str | None = None
     reasons: list[Reason] = []
     cold_start: bool | None = None
-    # which model scored the customer: contract_hazard (under contract: the cancellation hazard) or
-    # purchase_silence (everybody else); null when not found
+    # which model scored the customer: contract_hazard (under contract: the cancellation hazard),
+    # contract_booster (under contract: the churn booster on H-day cancellations) or purchase_silence
+    # (everybody else); null when not found
     churn_model: str | None = None
     # time to churn (training.curve): P(churned by 30, 60, 90, 180 days), non-decreasing, P(churn over H) at
     # H; the expected days to churn given churn within H. Null where undefined and for older models.

@@ -61,7 +61,7 @@ from serving import (
     webauth,
 )
 from serving.config import ServingConfig, session_secret
-from training.contract import CONTRACT, SILENCE
+from training.contract import CONTRACT, CONTRACT_BOOSTER, SILENCE
 from training.tiers import DEFAULT_TIERS
 
 MOUNT = "/ui"
@@ -342,7 +342,11 @@ def customer(request: Request) -> Response:
     )
 
 
-CHURN_MODELS = {CONTRACT: "contract: cancellation hazard", SILENCE: "purchase silence"}
+CHURN_MODELS = {
+    CONTRACT: "contract: cancellation hazard",
+    CONTRACT_BOOSTER: "contract: churn model on cancellations",
+    SILENCE: "purchase silence",
+}
 
 
 def churn_model(now: dict[str, Any] | None) -> dict[str, str] | None:

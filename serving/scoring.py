@@ -42,8 +42,9 @@ SCORE_COLUMNS = [
 ]
 """The score table's columns (`score_frame`); `reasons` is the JSON text of the list of reason dicts;
 `churn_model` says which model scored the customer: `contract_hazard` (a customer under contract, by the
-cancellation hazard, training.contract) or `purchase_silence` (everybody else, and every customer of a model
-trained before the contract model)."""
+cancellation hazard, training.contract), `contract_booster` (under contract, by the churn booster that learned
+H-day cancellations, with a level of their own: training.yaml `contract.scorer`) or `purchase_silence`
+(everybody else, and every customer of a model trained before the contract model)."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from features.build import build_scoring_rows
 from features.history import History
 from features.sets import FeatureSetError, get_feature_set
 from features.value import REVENUE, ValueTarget
-from training.contract import CONTRACT, SILENCE, ContractModel, under_contract
+from training.contract import CONTRACT, CONTRACT_BOOSTER, SILENCE, ContractModel, under_contract
 from training.curve import HORIZONS, CurveSpec
 from training.levels import Levels
 from training.models import ChurnModel, Encoder, ValueModel
@@ -158,9 +158,15 @@ class ScoringArtefact:
         return [c for c in self.contract.encoder.columns if c not in self.columns]
 
     def churn_models(self, rows: pd.DataFrame) -> np.ndarray:
-        """Which model scored each row: 'contract_hazard' or 'purchase_silence'."""
-        mask = self.contract.applies(rows) if self.contract is not None else np.zeros(len(rows), bool)
-        return np.where(mask, CONTRACT, SILENCE).astype(object)
+        """Which model scored each row: 'contract_hazard' (under contract, the hazard), 'contract_booster'
+        (under contract, the churn booster on H-day cancellations with its own level: `contract.scorer`)
+        or 'purchase_silence'."""
+        if self.contract is not None:
+            return np.where(self.contract.applies(rows), CONTRACT, SILENCE).astype(object)
+        mode = self.levels.contract_mode if self.levels is not None else None
+        if mode is not None and len(rows):
+            return np.where(under_contract(rows, mode), CONTRACT_BOOSTER, SILENCE).astype(object)
+        return np.full(len(rows), SILENCE, dtype=object)
 
     def save(self, folder: str | Path) -> Path:
         """Write the folder atomically: a half-written artefact never appears under `folder`."""

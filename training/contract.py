@@ -48,6 +48,7 @@ TENURE_COLUMN = "signup_tenure_days"
 ATTRIBUTE_COLUMN = f"attr_{CONTRACT_ATTRIBUTE}"
 LEVEL_BOUNDS = (0.2, 5.0)  # a level outside these says the window is unlike T: clipped, not trusted more
 CONTRACT, SILENCE = "contract_hazard", "purchase_silence"  # which model scored a customer
+CONTRACT_BOOSTER = "contract_booster"  # under contract, by the churn booster on H-day cancellations
 HAZARD_PARAMS: dict[str, Any] = {
     "n_estimators": 200,
     "learning_rate": 0.05,

@@ -407,6 +407,13 @@ def value_target_text(art: ScoringArtefact) -> str:
 
 def churn_models_text(art: ScoringArtefact) -> str:
     """Which churn model scores whom, in words (a run parameter; the model report shows it)."""
+    mode = art.levels.contract_mode if art.levels is not None else None
+    if art.contract is None and mode is not None:
+        who = "every customer" if mode == "contractual" else "customers whose is_subscriber is true"
+        return (
+            f"churn booster on H-day cancellations for {who}, with a level of their own "
+            f"(shift {art.levels.contract_shift:+.3f}); purchase silence for the rest"  # type: ignore[union-attr]
+        )[:500]
     if art.contract is None:
         return "purchase silence for every customer"
     c = art.contract

@@ -431,9 +431,10 @@ def test_browser_customer_page(page: object, server: tuple[str, sa.Engine]) -> N
     # which model scored the customer, as the snapshot says
     model = page.locator("#churn-model")
     assert model.get_attribute("data-model") == now.churn_model
-    assert model.inner_text() == (
-        "contract: cancellation hazard" if now.churn_model == "contract_hazard" else "purchase silence"
-    )
+    assert model.inner_text() == {
+        "contract_hazard": "contract: cancellation hazard",
+        "contract_booster": "contract: churn model on cancellations",
+    }.get(now.churn_model, "purchase silence")
     page.screenshot(path=str(ARTEFACTS / "customer.png"), full_page=True)
 
 

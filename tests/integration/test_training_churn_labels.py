@@ -17,7 +17,7 @@ from features.history import History, load_history
 from training.artefact import ScoringArtefact
 from training.config import TrainingConfig
 from training.pipeline import backtest
-from training.tracking import report_figures
+from training.tracking import churn_models_text, report_figures
 
 CUSTOMERS, SEED = 3000, 3
 T, HORIZON = datetime(2025, 6, 30, 23, 59, 59, 999999), 182
@@ -76,6 +76,11 @@ def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(his
     assert art.levels.contract_mode == "mixed"
     rows = result.trained.scoring_rows
     sub = rows["attr_is_subscriber"].fillna(False).to_numpy(bool)
+    # the score table, the API and the report say who was scored by what
+    models = art.churn_models(rows)
+    assert set(models[sub]) == {"contract_booster"} and set(models[~sub]) == {"purchase_silence"}
+    assert art.score(rows)["churn_model"].tolist() == models.tolist()
+    assert churn_models_text(art).startswith("churn booster on H-day cancellations for customers whose")
     assert result.truth is not None
     y = result.truth["churned"].to_numpy()
     p = result.predictions["churn_probability"].to_numpy()
