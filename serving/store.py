@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
 RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
-EVENT_BATCH_ROWS = 250_000  # recent events converted and written at a time
 PACKED_BATCH_ROWS = 50_000  # customers' packed recent events (about 1 kB of JSON each) written at a time
 PACKED_EVENTS_PER_PASS = 2_000_000  # history events per pass of the recent events' top-n aggregate
 HISTORY_COLUMNS = [
@@ -544,33 +543,10 @@ def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
     bulk.insert_frame(con, t, rows.assign(as_of=rows["as_of"].map(naive)))
 
 
-def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
-    """Each customer's `n` latest events of the history (purchases, interactions, cancellations), newest
-    first (events at the same time: by kind, then in the order of their table): customer_id, timestamp,
-    kind, amount (purchases and valued interactions), detail."""
-    parts = list(last_event_batches(history, n))
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-
-
-def last_event_batches(
-    history: History, n: int = RECENT_EVENTS, rows: int = EVENT_BATCH_ROWS
-) -> Iterator[pd.DataFrame]:
-    """`last_events` in frames of at most `rows` rows (at least one frame, maybe empty). Events are ranked
-    on their keys alone and the detail text is written for the kept ones only."""
-    with _ranked_events(history, n) as (con, query):
-        empty = True
-        reader = con.sql(f"{query} ORDER BY customer_id, timestamp DESC, kind, seq").to_arrow_reader(rows)
-        for batch in reader:
-            empty = False
-            yield _event_frame(batch)
-        if empty:
-            yield _event_frame(reader.schema.empty_table())
-
-
 def packed_event_batches(
     history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS
 ) -> Iterator[pd.DataFrame]:
-    """What the store keeps as recent events (`write_snapshot`): each customer's `last_events` as one row,
+    """What the store keeps as recent events (`write_snapshot`): each customer's last `n` events as one row,
     customer_id and `events`, JSON text of the events' columns newest first ({"timestamp": [...], "kind":
     [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
     values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
@@ -731,72 +707,6 @@ def _packed_frame(batch: pa.Table) -> pd.DataFrame:
     )
 
 
-@contextmanager
-def _ranked_events(history: History, n: int) -> Iterator[tuple[duckdb.DuckDBPyConnection, str]]:
-    """A DuckDB connection with the history registered, and a query for each customer's `n` latest events
-    (customer_id, timestamp, kind, amount, detail, seq; unordered): newest first, events at the same time
-    by kind, then in the order of their table. Events are ranked on their keys alone and the detail text is
-    made for the kept ones only."""
-    parts, con = [], duckdb.connect()
-    raw = ("category", "channel", "order_id", "quantity", "type")  # what details are made of, as text
-    try:
-        for source, (name, kind, amount, shown) in enumerate(
-            (
-                ("transactions", "purchase", "amount", raw[:4]),
-                ("interactions", "interaction", "value", raw[4:]),
-                ("cancellations", "cancellation", None, ()),
-            )
-        ):
-            table = getattr(history, name)
-            if table is None:
-                continue
-            seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
-            con.register(name, table.select(["customer_id", "timestamp"]).append_column("seq", seq))
-            con.register(f"{name}_detail", table.append_column("seq", seq))
-            value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
-            extra = [
-                f"CAST({c} AS VARCHAR) AS {c}" if c in shown and c in table.column_names else f"NULL AS {c}"
-                for c in raw
-            ]
-            parts.append(
-                (
-                    f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, '{kind}' AS kind, "
-                    f"{source} AS source, seq FROM {name}",
-                    f"SELECT {source} AS source, seq, {value} AS amount, {', '.join(extra)} "
-                    f"FROM {name}_detail",
-                )
-            )
-        ranked = (
-            f"SELECT * FROM ({' UNION ALL '.join(p[0] for p in parts)}) QUALIFY row_number() OVER "
-            f"(PARTITION BY customer_id ORDER BY timestamp DESC, kind, seq) <= {int(n)}"
-        )
-        quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
-        detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
-        yield (
-            con,
-            f"SELECT r.customer_id, r.timestamp, r.kind, d.amount, {detail} AS detail, r.seq "
-            f"FROM ({ranked}) r JOIN ({' UNION ALL '.join(p[1] for p in parts)}) d USING (source, seq)",
-        )
-    finally:
-        con.close()
-
-
-def _event_frame(batch: pa.RecordBatch | pa.Table) -> pd.DataFrame:
-    """Recent events as plain Python text (not Arrow-backed strings) and float amounts."""
-    text = {
-        c: pd.Series(batch.column(c).to_pylist(), dtype=object) for c in ("customer_id", "kind", "detail")
-    }
-    return pd.DataFrame(
-        {
-            "customer_id": text["customer_id"],
-            "timestamp": pd.Series(batch.column("timestamp").to_numpy(zero_copy_only=False)),
-            "kind": text["kind"],
-            "amount": pd.Series(batch.column("amount").to_numpy(zero_copy_only=False), dtype=np.float64),
-            "detail": text["detail"],
-        }
-    )
-
-
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:
     """Rows of `table` for these customers (absent ids are simply not returned)."""
     if not customer_ids:
@@ -844,8 +754,8 @@ def score_history(eng: sa.Engine, customer_id: str, limit: int = 100) -> pd.Data
 
 
 def recent_events(eng: sa.Engine, customer_id: str) -> pd.DataFrame:
-    """The customer's latest events as of the last run (`last_events`), newest first: EVENT_COLUMNS. The
-    store keeps them as one row per customer (`packed_event_batches`); a snapshot written by a release
+    """The customer's latest events as of the last run, newest first: EVENT_COLUMNS. The store keeps them
+    as one row per customer (`packed_event_batches`); a snapshot written by a release
     before that (one row per event, e.g. restored by a rollback) is read as it is."""
     rows = read_rows(eng, EVENTS, [str(customer_id)])
     if rows.empty:

@@ -11,6 +11,7 @@ import pytest
 
 from features.history import history_from_frames
 from serving import charts, store
+from tests.helpers.events import last_events
 
 
 def test_last_events_keep_each_customers_newest_n() -> None:
@@ -27,7 +28,7 @@ def test_last_events_keep_each_customers_newest_n() -> None:
             {"customer_id": ["a"], "timestamp": [t("2024-01-07")], "type": ["support call"]}
         ),
     )
-    events = store.last_events(history, n=3)
+    events = last_events(history, n=3)
     a = events[events["customer_id"] == "a"]
     assert a["timestamp"].tolist() == [t("2024-01-09"), t("2024-01-07"), t("2024-01-05")]
     assert a["kind"].tolist() == ["purchase", "interaction", "purchase"]
@@ -69,7 +70,7 @@ def test_packed_events_hold_each_customers_last_events_in_order(monkeypatch: pyt
     ]
     assert a["detail"].tolist() == ['said "hi"', "quantity 2", "quantity 1.5", ""]  # as the rows had it
     # the same events, times as the per-event rows stored them, as last_events gives them
-    rows = store.last_events(history, n=4)
+    rows = last_events(history, n=4)
     same = rows[rows["customer_id"] == "a"].drop(columns="customer_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a, same, check_dtype=False)
     assert '"timestamp":["2024-01-02 00:00:00.000000"]' in frames[0]["events"].iloc[1]
