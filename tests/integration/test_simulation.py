@@ -81,7 +81,8 @@ def test_simulate_acts_on_the_treated_and_the_store_agrees_with_the_potential_ou
     assert fit["version"] == "1" and fit["learned_from"] > 20
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    uri = f"sqlite:///{out / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # never the worker's global registry
     assert client.get_model_version("diamond-uplift", "1").tags["gate"] == (
         "promoted" if fit["promoted"] else "refused"
     )

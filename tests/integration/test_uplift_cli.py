@@ -75,7 +75,8 @@ def test_diamond_uplift_fits_from_the_store_and_score_ranks_by_the_gated_champio
     assert fitted["as_of"] == f"{pd.Timestamp(runs[-1]):%Y-%m-%d}"  # judged on the latest mature run
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{sim / 'mlflow.db'}")
+    uri = f"sqlite:///{sim / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)  # never the worker's global registry
     assert client.get_model_version("diamond-uplift", "1").tags["gate"] == "promoted"
     assert str(client.get_model_version_by_alias("diamond-uplift", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("diamond", "champion").version) == "1"  # churn untouched
