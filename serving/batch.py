@@ -127,7 +127,8 @@ def _score_history(
     if rules is not None:
         lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
         costs = {t: float(b.cost or 0.0) for t, b in rules.playbooks.items() if b is not None}  # none: 0
-        result.uplift_version, ranking = uplift_rank.champion_ranker(mlcfg, rows, costs)
+        own = {r.kind: float(r.playbook.cost or 0.0) for r in rules.rules if r.playbook is not None}
+        result.uplift_version, ranking = uplift_rank.champion_ranker(mlcfg, rows, costs, own)
         result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, lapse, ranking)
         step("alerts")
     result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)

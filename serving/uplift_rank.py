@@ -28,12 +28,15 @@ Ranker = Callable[[pd.DataFrame], np.ndarray]
 
 
 def priority(
-    candidates: pd.DataFrame, model: UpliftModel | None = None, costs: Mapping[str, float] | None = None
+    candidates: pd.DataFrame,
+    model: UpliftModel | None = None,
+    costs: Mapping[str, float] | None = None,
+    kind_costs: Mapping[str, float] | None = None,
 ) -> pd.Series:
     """One priority per candidate alert (same index), higher first: `value_at_risk` without a model, else
-    uplift x `predicted_value` (uplift alone for a value model) - the cost of the candidate's tier (0 for a
-    tier not in `costs`). The model reads its inputs from the candidate's columns (missing ones are missing
-    values)."""
+    uplift x `predicted_value` (uplift alone for a value model) - the cost of the candidate's playbook: its
+    rule's own (`kind_costs`, by alert kind, e.g. win-back), else its tier's (`costs`; 0 for a tier not in
+    it). The model reads its inputs from the candidate's columns (missing ones are missing values)."""
     if model is None:
         return pd.Series(
             candidates["value_at_risk"].to_numpy(dtype=np.float64, na_value=np.nan), index=candidates.index
@@ -43,10 +46,18 @@ def priority(
     gain = tau if model.outcome == "value" else tau * value
     tiers = candidates["tier"] if "tier" in candidates.columns else pd.Series("", index=candidates.index)
     cost = np.array([float((costs or {}).get(str(t), 0.0)) for t in tiers], dtype=np.float64)
+    if kind_costs and "kind" in candidates.columns:  # a rule's own playbook costs what it says
+        own = candidates["kind"].map(lambda k: kind_costs.get(str(k), np.nan)).to_numpy(dtype=np.float64)
+        cost = np.where(np.isnan(own), cost, own)
     return pd.Series(gain - cost, index=candidates.index)
 
 
-def ranker(model: UpliftModel | None, inputs: pd.DataFrame, costs: Mapping[str, float]) -> Ranker:
+def ranker(
+    model: UpliftModel | None,
+    inputs: pd.DataFrame,
+    costs: Mapping[str, float],
+    kind_costs: Mapping[str, float] | None = None,
+) -> Ranker:
     """The ranking of one scoring run: `priority` with `model` (None: value at risk), the candidates joined
     by customer_id to `inputs` (the run's feature rows) for the model's inputs the score columns lack."""
 
@@ -56,21 +67,24 @@ def ranker(model: UpliftModel | None, inputs: pd.DataFrame, costs: Mapping[str, 
         shared = [c for c in inputs.columns if c in candidates.columns and c != "customer_id"]
         extra = inputs.drop(columns=shared).drop_duplicates("customer_id")
         joined = candidates.merge(extra, on="customer_id", how="left")  # one row per candidate, in order
-        return priority(joined.set_axis(candidates.index), model, costs).to_numpy()
+        return priority(joined.set_axis(candidates.index), model, costs, kind_costs).to_numpy()
 
     return rank
 
 
 def champion_ranker(
-    mlcfg: MlflowConfig | None, inputs: pd.DataFrame, costs: Mapping[str, float]
+    mlcfg: MlflowConfig | None,
+    inputs: pd.DataFrame,
+    costs: Mapping[str, float],
+    kind_costs: Mapping[str, float] | None = None,
 ) -> tuple[str | None, Ranker]:
     """(the uplift champion's version or None, the run's ranker): uplift x value - cost when a gated uplift
     model is at the `champion` alias of `<registered_model>-uplift`, else value at risk."""
     if mlcfg is None:
-        return None, ranker(None, inputs, costs)
+        return None, ranker(None, inputs, costs, kind_costs)
     from training import uplift
 
     found = uplift.load_champion(mlcfg)
     if found is None:
-        return None, ranker(None, inputs, costs)
-    return found[0], ranker(found[1], inputs, costs)
+        return None, ranker(None, inputs, costs, kind_costs)
+    return found[0], ranker(found[1], inputs, costs, kind_costs)

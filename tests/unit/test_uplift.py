@@ -108,6 +108,10 @@ def test_priority_is_value_at_risk_until_a_model_then_uplift_times_value_minus_c
     got = priority(candidates, model, costs)
     assert got.tolist() == pytest.approx([tau[0] * 1000 - 40, tau[1] * 1000 - 40, tau[2] * 100 - 5])
     assert got.idxmax() == 11  # segment b, where acting works, beats the most value at risk
+    # a rule's own playbook (by alert kind, e.g. win-back) costs what it says, whatever the tier
+    kinds = candidates.assign(kind=["at-risk", "win-back", "at-risk"])
+    own = priority(kinds, model, costs, {"win-back": 300.0})
+    assert own.tolist() == pytest.approx([tau[0] * 1000 - 40, tau[1] * 1000 - 300, tau[2] * 100 - 5])
 
 
 def test_the_value_outcome_the_propensity_and_the_shrinkage_toward_p_x_value() -> None:
