@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from features.history import History, history_from_frames
 from serving.config import AlertConfig
 from training.tiers import DEFAULT_TIERS
 
@@ -81,3 +82,18 @@ def raw_tiers(**tiers: str) -> pd.DataFrame:
 
 def by_id(frame: pd.DataFrame) -> dict[str, dict[str, object]]:
     return {r["customer_id"]: r for r in frame.to_dict("records")}
+
+
+# --- histories ----------------------------------------------------------------------------------------------
+
+
+def end_of_day(y: int, m: int, d: int) -> datetime:
+    """The last instant of a day: month-end cutoffs as training spells them."""
+    return datetime(y, m, d, 23, 59, 59, 999999)
+
+
+def weekly_history() -> History:
+    """One customer, one purchase a week, 2020-01-01 to 2021-06-30 (the declared end)."""
+    days = pd.date_range("2020-01-01", "2021-06-30", freq="7D")
+    tx = pd.DataFrame({"customer_id": "a", "timestamp": days, "amount": 10.0})
+    return history_from_frames(tx, as_of=end_of_day(2021, 6, 30))

@@ -4,25 +4,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-import pandas as pd
-
-from features.history import History, history_from_frames
+from tests.helpers.frames import end_of_day as _end
+from tests.helpers.frames import weekly_history as _history
 from training.config import ParityConfig, TrainingConfig
 from training.design import churn_design
 from training.pipeline import merge_churn_quality
-
-
-def _end(y: int, m: int, d: int) -> datetime:
-    return datetime(y, m, d, 23, 59, 59, 999999)
-
-
-def _history() -> History:
-    """One purchase a week, 2020-01-01 to 2021-06-30 (the declared end)."""
-    days = pd.date_range("2020-01-01", "2021-06-30", freq="7D")
-    tx = pd.DataFrame({"customer_id": "a", "timestamp": days, "amount": 10.0})
-    return history_from_frames(tx, as_of=_end(2021, 6, 30))
 
 
 def test_the_churn_model_learns_h_day_labels_at_month_ends_whose_labels_end_by_the_cutoff() -> None:

@@ -3,28 +3,15 @@ history and hand-built summaries."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import numpy as np
-import pandas as pd
 import pytest
 
-from features.history import History, history_from_frames
+from tests.helpers.frames import end_of_day as _end
+from tests.helpers.frames import weekly_history as _history
 from training.config import TrainingConfig
 from training.rolling import default_cutoffs, plan, summarise, summary_row, worst
 
 CONFIG = TrainingConfig(label_horizon_days=91, origins=2, min_history_days=60)
-
-
-def _end(y: int, m: int, d: int) -> datetime:
-    return datetime(y, m, d, 23, 59, 59, 999999)
-
-
-def _history() -> History:
-    """One purchase a week, 2020-01-01 to 2021-06-30 (the declared end)."""
-    days = pd.date_range("2020-01-01", "2021-06-30", freq="7D")
-    tx = pd.DataFrame({"customer_id": "a", "timestamp": days, "amount": 10.0})
-    return history_from_frames(tx, as_of=_end(2021, 6, 30))
 
 
 def test_quarter_ends_with_complete_labels_and_enough_origins() -> None:
