@@ -407,17 +407,17 @@ def value_target_text(art: ScoringArtefact) -> str:
 
 def churn_models_text(art: ScoringArtefact) -> str:
     """Which churn model scores whom, in words (a run parameter; the model report shows it)."""
-    mode = art.levels.contract_mode if art.levels is not None else None
-    if art.contract is None and mode is not None:
-        who = "every customer" if mode == "contractual" else "customers whose is_subscriber is true"
+    c, lv = art.contract, art.levels
+    mode = c.mode if c is not None else lv.contract_mode if lv is not None else None
+    if mode is None:
+        return "purchase silence for every customer"
+    who = "every customer" if mode == "contractual" else "customers whose is_subscriber is true"
+    if c is None:  # the churn booster learned their H-day cancellations (training.contract `scorer`)
+        shift = lv.contract_shift if lv is not None else None
         return (
             f"churn booster on H-day cancellations for {who}, with a level of their own "
-            f"(shift {art.levels.contract_shift:+.3f}); purchase silence for the rest"  # type: ignore[union-attr]
+            f"(shift {shift if shift is None else f'{shift:+.3f}'}); purchase silence for the rest"
         )[:500]
-    if art.contract is None:
-        return "purchase silence for every customer"
-    c = art.contract
-    who = "every customer" if c.mode == "contractual" else "customers whose is_subscriber is true"
     return (
         f"contract hazard for {who} ({c.period_days}-day periods, {c.info.get('person_periods', 0)} "
         f"person-periods, level {c.level:.3f}); purchase silence for the rest"
