@@ -12,8 +12,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.config import ConfigError, parse
+from features import history as history_mod
 from features.config import DatasetConfig
 from features.history import (
     MAX_ABS_NUMBER,
@@ -193,6 +196,34 @@ def test_the_whitespace_stripped_from_ids_is_pythons() -> None:
     got = ids.column("customer_id").to_pylist()
     assert got == [s.strip() for s in frame["customer_id"]]
     assert got[: len(spaces)] == ["id"] * len(spaces)
+
+
+_SPACES = [chr(c) for c in range(0x3100) if chr(c).isspace()]
+_ID_CHARACTERS = [*_SPACES, "a", "Z", "7", "-", "é", "€", "\u200b", "\x00", "\x7f"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.none() | st.text(alphabet=st.sampled_from(_ID_CHARACTERS)),
+        max_size=12,
+    ),
+    split=st.integers(0, 12),
+    skip=st.integers(0, 3),
+    large=st.booleans(),
+)
+def test_the_quick_tidy_check_agrees_with_the_exact_one(
+    values: list[str | None], split: int, skip: int, large: bool
+) -> None:
+    """The byte-level pre-check of ids (`_tidy_text`) answers exactly what trimming every value would, for any
+    mix of whitespace, multi-byte characters, empties and nulls, over chunked, sliced and large strings."""
+    kind = pa.large_string() if large else pa.string()
+    whole = pa.array(["pad", *values], type=kind).slice(1)  # a sliced array: offsets start past zero
+    column = pa.chunked_array([whole[:split], whole[split:]], type=kind)
+    column = column.slice(min(skip, len(column)))
+    shown = column.to_pylist()
+    exact = all(v is None or (v != "" and v.strip() == v) for v in shown)
+    assert history_mod._tidy_text(column) is exact
 
 
 def test_a_blank_id_of_whitespace_only_is_missing(tmp_path: Path) -> None:
