@@ -543,7 +543,8 @@ def _type_table(
         problems.extend(structural)
         return None
 
-    table = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    width = np.int32 if table.num_rows < 2**31 else np.int64  # half the memory for any real history
+    table = table.append_column("__row", pa.array(np.arange(table.num_rows, dtype=width)))
     con.register(f"raw_{name}", table)
     selects, checks = ["__row"], []
     same: list[str] = []  # columns whose typed values may equal the source's: passed through untouched
