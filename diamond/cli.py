@@ -939,9 +939,9 @@ def effect(
     ] = None,
 ) -> None:
     """Treated alerts against their held-out controls: save rates with 95 % intervals, incremental
-    customers saved and value retained, cost and ROI, by tier, alert kind, playbook and owner; the tier
-    migration matrix between runs and, with --data, realised retention, churn and repeat-purchase rates by
-    tier per run (docs/effect.md)."""
+    customers saved and value retained (in the served model's value target: revenue or margin), cost and
+    ROI, by tier, alert kind, playbook and owner; the tier migration matrix between runs and, with --data,
+    realised retention, churn and repeat-purchase rates by tier per run (docs/effect.md)."""
     from features.build import parse_horizon
     from serving import effect as fx
     from serving.config import ServingConfig
@@ -949,9 +949,15 @@ def effect(
     from training.tracking import MlflowConfig
 
     with _user_errors():
-        mlcfg = MlflowConfig.load() if mlflow else None
+        models = MlflowConfig.load()  # whose value target the outcomes measure (the served model's)
+        mlcfg = models if mlflow else None
         done = flows.effect(
-            ServingConfig.load(), by_run, mlcfg, data, parse_horizon(horizon) if horizon else None
+            ServingConfig.load(),
+            by_run,
+            mlcfg,
+            data,
+            parse_horizon(horizon) if horizon else None,
+            models,
         )
         if html is not None:
             html.parent.mkdir(parents=True, exist_ok=True)
@@ -966,6 +972,7 @@ def effect(
         console.print(f"report written to {html.resolve()}")
     if as_json:
         body = {
+            "value_target": done.value_record(),
             "effect": fx.records(table),
             "indicators": fx.records(done.rates),
             "migration": fx.records(done.migration),
@@ -973,6 +980,8 @@ def effect(
         out.print_json(json.dumps(body))
         return
     _print_programme(done.rates, done.migration, done.tier_order)
+    served = f"the served model's, version {done.model_version}" if done.model_version else "no served model"
+    out.print(f"value: {done.value_target.text()} ({served}; value_after and incr. value measure it)")
     if table.empty:
         out.print("no outcomes yet: run `diamond score` (with alerts) or `diamond outcomes`")
         return
@@ -1005,7 +1014,8 @@ def effect(
             continue
         grid = Table(
             *("run", "tier", "kind", "playbook", "treated", "saved", "control", "saved"),
-            *("difference (95 % CI)", "incr. saved", "incr. value (95 % CI)", "cost", "ROI", "pending"),
+            *("difference (95 % CI)", "incr. saved", f"incr. {done.value_target.target} (95 % CI)"),
+            *("cost", "ROI", "pending"),
             title=title,
         )
         for r in rows.to_dict("records"):

@@ -384,6 +384,16 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     )
 
     done = run_diamond("effect", "--json", "--mlflow", cwd=tmp_path, env=env)
+    # the incremental value is in the served model's value target: the CDNOW champion's is revenue
+    champion = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+        "diamond", "champion"
+    )
+    assert json.loads(done.stdout)["value_target"] == {
+        "target": "revenue",
+        "cost_to_serve": {},
+        "text": "revenue: net amount (refunds negative)",
+        "model_version": str(champion.version),
+    }
     reply = json.loads(done.stdout)["effect"]
     overall = next(r for r in reply if r["scope"] == "cumulative" and r["tier"] == "(all)")
     treated, controls = got[got["arm"] == "treated"], got[got["arm"] == "control"]
@@ -394,11 +404,18 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     assert overall["cost"] == pytest.approx(sum(costs.get(t, 0.0) for t in treated["tier"]))
     run_id = re.search(r"run (\w+) in experiment diamond-effect", done.stderr)
     assert run_id is not None, done.stderr
-    logged = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_run(run_id.group(1)).data.metrics
+    effect_run = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_run(run_id.group(1))
+    logged = effect_run.data.metrics
     assert (logged["treated"], logged["control"]) == (len(treated), len(controls))
     assert logged["difference"] == pytest.approx(overall["difference"])
+    assert effect_run.data.tags["value_target"] == "revenue"
     table = run_diamond("effect", cwd=tmp_path, env=env).stdout
     assert "effect, all runs" in table and "(all)" in table
+    assert (
+        f"value: revenue: net amount (refunds negative) (the served model's, version {champion.version}; "
+        "value_after and incr. value measure it)"
+    ) in " ".join(table.split())
+    assert "incr. revenue (95 % CI)" in table
 
     write_serving_config(
         tmp_path, {"alerts": yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5})}
