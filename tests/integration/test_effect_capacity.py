@@ -353,6 +353,7 @@ def test_the_cli_queues_resolves_wins_back_and_reports_the_programme(
     assert row["retention_rate"] == pytest.approx(len(buys) / len(gold))
     html = report.read_text(encoding="utf-8")
     assert '<table class="migration"' in html and 'data-tier="gold"' in html
+    assert "Value: revenue: net amount (refunds negative) (the served model&#39;s, version" in html
     run_id = re.search(r"run (\w+) in experiment diamond-effect", reply.stderr)
     assert run_id is not None
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
