@@ -939,9 +939,9 @@ def effect(
     ] = None,
 ) -> None:
     """Treated alerts against their held-out controls: save rates with 95 % intervals, incremental
-    customers saved and value retained, cost and ROI, by tier, alert kind, playbook and owner; the tier
-    migration matrix between runs and, with --data, realised retention, churn and repeat-purchase rates by
-    tier per run (docs/effect.md)."""
+    customers saved and value retained (in the served model's value target: revenue or margin), cost and
+    ROI, by tier, alert kind, playbook and owner; the tier migration matrix between runs and, with --data,
+    realised retention, churn and repeat-purchase rates by tier per run (docs/effect.md)."""
     from features.build import parse_horizon
     from serving import effect as fx
     from serving.config import ServingConfig
@@ -949,14 +949,22 @@ def effect(
     from training.tracking import MlflowConfig
 
     with _user_errors():
-        mlcfg = MlflowConfig.load() if mlflow else None
+        models = MlflowConfig.load()  # whose value target the outcomes measure (the served model's)
+        mlcfg = models if mlflow else None
         done = flows.effect(
-            ServingConfig.load(), by_run, mlcfg, data, parse_horizon(horizon) if horizon else None
+            ServingConfig.load(),
+            by_run,
+            mlcfg,
+            data,
+            parse_horizon(horizon) if horizon else None,
+            models,
         )
         if html is not None:
             html.parent.mkdir(parents=True, exist_ok=True)
             html.write_text(
-                effect_report_html(done.table, done.rates, done.migration, done.tier_order),
+                effect_report_html(
+                    done.table, done.rates, done.migration, done.tier_order, _value_line(done)
+                ),
                 encoding="utf-8",
             )
     table, run_id = done.table, done.run_id
@@ -966,6 +974,7 @@ def effect(
         console.print(f"report written to {html.resolve()}")
     if as_json:
         body = {
+            "value_target": done.value_record(),
             "effect": fx.records(table),
             "indicators": fx.records(done.rates),
             "migration": fx.records(done.migration),
@@ -973,6 +982,7 @@ def effect(
         out.print_json(json.dumps(body))
         return
     _print_programme(done.rates, done.migration, done.tier_order)
+    out.print(f"value: {_value_line(done)}")
     if table.empty:
         out.print("no outcomes yet: run `diamond score` (with alerts) or `diamond outcomes`")
         return
@@ -1005,7 +1015,8 @@ def effect(
             continue
         grid = Table(
             *("run", "tier", "kind", "playbook", "treated", "saved", "control", "saved"),
-            *("difference (95 % CI)", "incr. saved", "incr. value (95 % CI)", "cost", "ROI", "pending"),
+            *("difference (95 % CI)", "incr. saved", f"incr. {done.value_target.target} (95 % CI)"),
+            *("cost", "ROI", "pending"),
             title=title,
         )
         for r in rows.to_dict("records"):
@@ -1026,6 +1037,12 @@ def effect(
                 f"{r['pending']:,}",
             )
         out.print(grid)
+
+
+def _value_line(done: flows.EffectReport) -> str:
+    """What `diamond effect`'s incremental value (and every value_after) is in, in words."""
+    served = f"the served model's, version {done.model_version}" if done.model_version else "no served model"
+    return f"{done.value_target.text()} ({served}; value_after and incr. value measure it)"
 
 
 @app.command()

@@ -472,31 +472,51 @@ def record_outcomes(
     (serving.outcomes.record); episodes never recorded before take `horizon_days`. Value is measured as the
     served model measures it (its value target; revenue without `mlcfg` or without a served model)."""
     from features.history import load_history
-    from features.value import REVENUE
     from serving import outcomes, runs, store
-    from serving.champion import ChampionHolder
 
     eng = store.prepare(store.engine(config.store_url))
     runs.probe(eng)  # a read-only store is refused before the history is loaded
-    target = REVENUE
+    target, _ = outcome_value(config, mlcfg)
+    return outcomes.record(eng, load_history(data), horizon_days, value=target)
+
+
+def outcome_value(config: ServingConfig, mlcfg: MlflowConfig | None) -> tuple[ValueTarget, str | None]:
+    """The value target outcomes measure `value_after` in, and so `diamond effect` its incremental value:
+    the served model's (and its version), else revenue (and None: no served model, or no `mlcfg`)."""
+    from features.value import REVENUE
+    from serving.champion import ChampionHolder
+
     if mlcfg is not None:
         holder = ChampionHolder(mlcfg, config.model_alias)
         holder.refresh()
         if holder.current is not None:
-            target = holder.current.artefact.value_target
-    return outcomes.record(eng, load_history(data), horizon_days, value=target)
+            return holder.current.artefact.value_target, str(holder.current.version)
+    return REVENUE, None
 
 
 @dataclass(frozen=True)
 class EffectReport:
     """`diamond effect`: the effect table, the programme's indicators (empty without a history) and the
-    tier migration matrix, and the MLflow run they were logged to (None: not logged)."""
+    tier migration matrix, the MLflow run they were logged to (None: not logged), and the value target the
+    incremental value is measured in, with the served model version it is that of (None: no served model,
+    revenue)."""
 
     table: pd.DataFrame
     rates: pd.DataFrame
     migration: pd.DataFrame
     tier_order: list[str]
     run_id: str | None
+    value_target: ValueTarget
+    model_version: str | None
+
+    def value_record(self) -> dict[str, Any]:
+        """What the incremental value measures, for `--json`: the target, its costs-to-serve, in words, and
+        the served model version whose target it is (None: no served model: revenue)."""
+        return {
+            **self.value_target.to_dict(),
+            "text": self.value_target.text(),
+            "model_version": self.model_version,
+        }
 
 
 def effect(
@@ -505,11 +525,13 @@ def effect(
     mlcfg: MlflowConfig | None = None,
     data: str | None = None,
     horizon_days: int | None = None,
+    models: MlflowConfig | None = None,
 ) -> EffectReport:
     """The effect table of the stored outcomes (serving.effect.report), playbook costs from the config; the
     tier migration matrix of the store's tier history and, with a history folder `data`, the realised
     rates by tier per run over `horizon_days` (default: the stored outcomes' horizon) (serving.indicators);
-    with `mlcfg`, all of it logged as one MLflow run."""
+    with `mlcfg`, all of it logged as one MLflow run. The value target is the one `diamond outcomes`
+    measures with (`outcome_value`: the served model's, looked up in `models` or `mlcfg`)."""
     import pandas as pd
 
     from serving import effect as fx
@@ -529,10 +551,11 @@ def effect(
                 raise ValueError("the realised rates need a horizon: give --horizon (e.g. 90d)")
             horizon_days = int(known.mode().iloc[0])
         found = indicators.stored_rates(eng, load_history(data), horizon_days)
+    target, version = outcome_value(config, models or mlcfg)
     run_id = None
     if mlcfg is not None and not (table.empty and moves.empty and found.empty):
-        run_id = fx.log_to_mlflow(mlcfg, table, found, moves)
-    return EffectReport(table, found, moves, order, run_id)
+        run_id = fx.log_to_mlflow(mlcfg, table, found, moves, target.target)
+    return EffectReport(table, found, moves, order, run_id, target, version)
 
 
 def list_runs(config: ServingConfig) -> pd.DataFrame:

@@ -84,6 +84,14 @@ class ValueTarget:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "cost_to_serve": dict(sorted(self.cost_to_serve.items()))}
 
+    def text(self) -> str:
+        """What this value measures, in words (the training run's parameter, the model report, `diamond
+        effect`): one wording everywhere."""
+        if not self.is_margin:
+            return "revenue: net amount (refunds negative)"
+        costs = ", ".join(f"{k} {v:g}" for k, v in self.costs().items()) or "none"
+        return f"margin minus cost-to-serve per interaction ({costs})"[:500]
+
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any] | None) -> ValueTarget:
         """The target an artefact recorded; revenue for one that recorded none (trained before targets)."""

@@ -446,15 +446,19 @@ def effect_context(
 
 
 def effect_report_html(
-    table: pd.DataFrame, rates: pd.DataFrame, moves: pd.DataFrame, order: list[str]
+    table: pd.DataFrame,
+    rates: pd.DataFrame,
+    moves: pd.DataFrame,
+    order: list[str],
+    value: str | None = None,
 ) -> str:
     """`diamond effect --html`: the effect table, by owner, the realised rates and every migration matrix,
-    as one standalone page (escaped like the dashboard's)."""
+    as one standalone page (escaped like the dashboard's); `value` says what the incremental value is in."""
     context = effect_context(table, rates, moves, order, None)
     return (
         _templates()
         .get_template("effect_report.html")
-        .render(written=f"{utc_now():%Y-%m-%d %H:%M} UTC", **context)
+        .render(written=f"{utc_now():%Y-%m-%d %H:%M} UTC", value=value, **context)
     )
 
 

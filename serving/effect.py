@@ -240,10 +240,12 @@ def log_to_mlflow(
     table: pd.DataFrame,
     rates: pd.DataFrame | None = None,
     moves: pd.DataFrame | None = None,
+    value_target: str | None = None,
 ) -> str:
     """One run in the `<experiment>-effect` experiment: the cumulative "(all)" row's numbers as metrics
     (missing ones left out) and the whole table as `effect.json`; the programme's indicators and the tier
-    migration matrix when given (serving.indicators.log_to_mlflow). Returns the run id."""
+    migration matrix when given (serving.indicators.log_to_mlflow); the value target the incremental value
+    is measured in (revenue or margin) as the tag `value_target` when given. Returns the run id."""
     import json
 
     from mlflow.entities import Metric
@@ -257,7 +259,10 @@ def log_to_mlflow(
     run = client.create_run(
         mlcfg.experiment_id(client, f"{mlcfg.experiment}-effect"),
         run_name=f"effect {utc_now():%Y-%m-%d %H:%M}",
-        tags={"runs": str(len({r["run"] for r in rows if r["run"] is not None}))},
+        tags={
+            "runs": str(len({r["run"] for r in rows if r["run"] is not None})),
+            **({"value_target": value_target} if value_target is not None else {}),
+        },
     )
     metrics = [Metric(k, float(overall[k]), stamp, 0) for k in LOGGED if overall.get(k) is not None]
     client.log_batch(run.info.run_id, metrics=metrics)

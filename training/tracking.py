@@ -398,11 +398,7 @@ def _params(trained: Trained, config: TrainingConfig) -> dict[str, Any]:
 
 def value_target_text(art: ScoringArtefact) -> str:
     """What predicted value measures, in words (a run parameter; the model report shows it)."""
-    target = art.value_target
-    if not target.is_margin:
-        return "revenue: net amount (refunds negative)"
-    costs = ", ".join(f"{k} {v:g}" for k, v in target.costs().items()) or "none"
-    return f"margin minus cost-to-serve per interaction ({costs})"[:500]
+    return art.value_target.text()
 
 
 def churn_models_text(art: ScoringArtefact) -> str:

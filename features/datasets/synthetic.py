@@ -29,8 +29,6 @@ chunk by chunk into parquet with modest memory.
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -41,6 +39,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
+
+from features.datasets.tables import (
+    CANCELLATIONS_SCHEMA,
+    INTERACTIONS_SCHEMA,
+    TIMESTAMP,
+    TRANSACTIONS_SCHEMA,
+    contract_schema,
+    fixed_width_ids,
+    fresh_sibling,
+    replace_dir,
+    timestamps,
+)
 
 __all__ = [
     "AS_OF",
@@ -63,41 +73,21 @@ AS_OF: datetime = datetime(2025, 12, 31, 23, 59, 59)
 
 TABLES: tuple[str, ...] = ("transactions", "customers", "interactions", "cancellations", "truth")
 
-_TS = pa.timestamp("us")
-TRANSACTIONS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("timestamp", _TS),
-        ("amount", pa.float64()),
-        ("quantity", pa.int64()),
-        ("category", pa.string()),
-        ("channel", pa.string()),
-        ("order_id", pa.string()),
-        ("margin", pa.float64()),
-    ]
+_TS = TIMESTAMP
+CUSTOMERS_SCHEMA = contract_schema(
+    "customers",
+    (
+        "customer_id",
+        "signup_date",
+        "segment",
+        "region",
+        "acquisition_channel",
+        "plan",
+        "age",
+        "is_subscriber",
+        "email_opt_in",
+    ),
 )
-CUSTOMERS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("signup_date", _TS),
-        ("segment", pa.string()),
-        ("region", pa.string()),
-        ("acquisition_channel", pa.string()),
-        ("plan", pa.string()),
-        ("age", pa.int64()),
-        ("is_subscriber", pa.bool_()),
-        ("email_opt_in", pa.bool_()),
-    ]
-)
-INTERACTIONS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("timestamp", _TS),
-        ("type", pa.string()),
-        ("value", pa.float64()),
-    ]
-)
-CANCELLATIONS_SCHEMA = pa.schema([("customer_id", pa.string()), ("timestamp", _TS)])
 # truth (not part of the contract): churn_time = latent dropout (cancellation for subscribers) if on or before
 # AS_OF, else null; dropout_time = the same latent time even when after AS_OF (for future-window labels);
 # purchase_rate = base purchases per day (before seasonality and decay); mean_spend = expected amount of a
@@ -235,28 +225,9 @@ _FLAT_DAY_FACTOR = np.ones(_N_DAYS)
 # ---------------------------------------------------------------------------------------------------------
 # Small vectorised helpers
 # ---------------------------------------------------------------------------------------------------------
-def _fixed_width_ids(prefix: str, numbers: np.ndarray, width: int, suffix: str = "") -> pa.StringArray:
-    """Format integers as ``prefix + zero-padded number + suffix`` straight into an arrow string buffer."""
-    n = len(numbers)
-    head, tail = prefix.encode(), suffix.encode()
-    row = len(head) + width + len(tail)
-    buf = np.empty((n, row), dtype=np.uint8)
-    if head:
-        buf[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
-    if tail:
-        buf[:, len(head) + width :] = np.frombuffer(tail, dtype=np.uint8)
-    x = np.asarray(numbers, dtype=np.int64).copy()
-    for j in range(width - 1, -1, -1):
-        buf[:, len(head) + j] = 48 + x % 10
-        x //= 10
-    offsets = np.arange(n + 1, dtype=np.int32) * np.int32(row)  # chunks stay far below 2**31 bytes
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf))
-
-
 def _ts(seconds: np.ndarray) -> pa.Array:
     """Seconds since START (int64) -> arrow timestamp[us] (naive, UTC)."""
-    us = (np.asarray(seconds, dtype=np.int64) + _START_EPOCH_S) * 1_000_000
-    return pa.array(us.view("datetime64[us]"), type=_TS)
+    return timestamps(seconds, START)
 
 
 def _names(values: tuple[str, ...], codes: np.ndarray, mask: np.ndarray | None = None) -> pa.Array:
@@ -545,9 +516,9 @@ def _simulate_chunk(
     tx_t = np.concatenate((all_t, rf_t[rf]))
     tx_order = np.lexsort((np.concatenate((np.zeros(n_orders, np.int8), np.ones(n_rf, np.int8))), tx_t, tx_c))
     order_ids = pa.concat_arrays(
-        [_fixed_width_ids("O", order_no, 10), _fixed_width_ids("O", order_no[rf], 10, "-R")]
+        [fixed_width_ids("O", order_no, 10), fixed_width_ids("O", order_no[rf], 10, "-R")]
     ).take(pa.array(tx_order))
-    cust_ids = _fixed_width_ids("C", first_customer + 1 + np.arange(m), id_width)
+    cust_ids = fixed_width_ids("C", first_customer + 1 + np.arange(m), id_width)
     tx_c = tx_c[tx_order]
     transactions = pa.table(
         [
@@ -713,7 +684,7 @@ def write(
         raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda _msg: None)
-    tmp = _fresh_sibling(out, "tmp")
+    tmp = fresh_sibling(out, "tmp")
     try:
         writers = {name: pq.ParquetWriter(tmp / f"{name}.parquet", _SCHEMAS[name]) for name in TABLES}
         rows = dict.fromkeys(TABLES, 0)
@@ -731,35 +702,9 @@ def write(
         with open(tmp / "dataset.yaml", "w", encoding="utf-8") as fh:
             yaml.safe_dump(_dataset_yaml(n_customers, seed), fh, sort_keys=False)
         say(f"moving into place: {out}")
-        _replace_dir(tmp, out, overwrite)
+        replace_dir(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     say("done")
     return rows
-
-
-def _fresh_sibling(out: Path, tag: str) -> Path:
-    """Create a new hidden folder next to ``out`` (same file system, so renames are atomic; honours umask)."""
-    while True:
-        path = out.parent / f".{out.name}.{tag}-{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
-
-
-def _replace_dir(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished ``tmp`` folder to ``out``, replacing an existing ``out`` only if allowed."""
-    if out.is_dir():
-        if any(out.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it")
-            old = _fresh_sibling(out, "old")
-            os.rename(out, old / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        out.rmdir()
-    os.rename(tmp, out)

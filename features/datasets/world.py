@@ -43,12 +43,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from features.datasets.synthetic import (
+from features.datasets.tables import (
     INTERACTIONS_SCHEMA,
     TRANSACTIONS_SCHEMA,
-    _fixed_width_ids,
-    _fresh_sibling,
-    _replace_dir,
+    contract_schema,
+    fixed_width_ids,
+    fresh_sibling,
+    replace_dir,
+    timestamps,
 )
 
 __all__ = [
@@ -103,14 +105,7 @@ _ENGAGED_P = 0.45
 _BUSINESS_P = 0.25
 _REGIONS = ("north", "south", "east", "west")
 OFFICE_MARGIN, HOME_MARGIN = 0.25, 0.35  # margin rates of the two categories (the margin column)
-CUSTOMERS_SCHEMA = pa.schema(
-    [
-        ("customer_id", pa.string()),
-        ("signup_date", pa.timestamp("us")),
-        ("segment", pa.string()),
-        ("region", pa.string()),
-    ]
-)
+CUSTOMERS_SCHEMA = contract_schema("customers", ("customer_id", "signup_date", "segment", "region"))
 
 
 def actions_frame(customer_ids: list[str] | pd.Series, at: list[datetime] | pd.Series) -> pd.DataFrame:
@@ -307,7 +302,7 @@ class World:
                 pa.array(np.ones(len(bc), np.int64)),
                 pa.array(np.where(self.business[bc], "office", "home").astype(object), pa.string()),
                 pa.array(np.full(len(bc), "web", dtype=object), pa.string()),
-                _fixed_width_ids("O", order_no, 10),
+                fixed_width_ids("O", order_no, 10),
                 pa.array(self.buy_amount[buys] * np.where(self.business[bc], OFFICE_MARGIN, HOME_MARGIN)),
             ],
             schema=TRANSACTIONS_SCHEMA,
@@ -368,7 +363,7 @@ class World:
         replacing `out_dir` whole (written beside it, then renamed: never half-written)."""
         out = Path(out_dir).absolute()
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _fresh_sibling(out, "tmp")
+        tmp = fresh_sibling(out, "tmp")
         try:
             for name, table in self.history(actions, until).items():
                 pq.write_table(table, tmp / f"{name}.parquet")
@@ -380,7 +375,7 @@ class World:
                 "churn": "non_contractual",
             }
             (tmp / "dataset.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
-            _replace_dir(tmp, out, overwrite=True)
+            replace_dir(tmp, out, overwrite=True)
         except BaseException:
             import shutil
 
@@ -430,6 +425,4 @@ def _seconds(at: pd.Series) -> np.ndarray:
 
 
 def _ts(seconds: np.ndarray) -> pa.Array:
-    start = int(START.replace(tzinfo=UTC).timestamp())
-    us = (np.asarray(seconds, dtype=np.int64) + start) * 1_000_000
-    return pa.array(us.view("datetime64[us]"), type=pa.timestamp("us"))
+    return timestamps(seconds, START)

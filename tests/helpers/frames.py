@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -97,3 +98,26 @@ def weekly_history() -> History:
     days = pd.date_range("2020-01-01", "2021-06-30", freq="7D")
     tx = pd.DataFrame({"customer_id": "a", "timestamp": days, "amount": 10.0})
     return history_from_frames(tx, as_of=end_of_day(2021, 6, 30))
+
+
+# --- uplift -------------------------------------------------------------------------------------------------
+
+
+def known_effect(n: int, seed: int, effect: float = 0.4, value: bool = True) -> pd.DataFrame:
+    """Outcomes with a known uplift: half treated at random; P(saved) = 0.3 for everyone untreated, 0.3 +
+    `effect` for treated customers of segment "b" (and x2 = noise): the true uplift is `effect` for segment
+    b and 0 for segment a. With `value`, value_after is noise (drawn last: the other columns are the same)."""
+    rng = np.random.default_rng(seed)
+    seg = np.where(rng.random(n) < 0.5, "a", "b")
+    treated = rng.random(n) < 0.5
+    p = 0.3 + effect * (treated & (seg == "b"))
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(n)],
+            "segment": seg,
+            "x2": rng.normal(size=n),
+            "treated": treated,
+            "saved": (rng.random(n) < p).astype(int),
+        }
+    )
+    return frame.assign(value_after=rng.random(n)) if value else frame

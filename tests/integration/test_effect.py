@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from features.history import history_from_frames
-from serving import batch, control, effect, outcomes, store
+from serving import control, effect, outcomes, store
 from serving.alert_store import export_alerts, list_alerts
-from serving.config import ServingConfig
-from serving.scoring import Reasons
+from tests.helpers.effect import (
+    SECRET_ENV,
+    alert_step,
+    cli_store,
+    dashboard_get,
+    scores,
+    serving_config,
+    yaml_alerts,
+)
 from tests.helpers.frames import T0, score_table
 from tests.helpers.webhooks import WEBHOOK_SECRET, WebhookReceiver
 
@@ -40,52 +45,27 @@ RULES = {
 # c .328, d .125, e .536, f .864, g .138, h .011. With a share of 0.5: a, b, c, d, g, h held out.
 
 
-def _config(store_url: str, receiver: WebhookReceiver | None, **alerts: Any) -> ServingConfig:
-    hooks = (
+FIRING = scores("aefhx")  # x is silver: no rule fires
+
+
+def _purchases(**columns: list[float]) -> pd.DataFrame:
+    """a and f before T0 only, e at T0 + 5 d and 6 d, h at T0 + 12 d (with `columns` added, e.g. margin)."""
+    return pd.DataFrame(
         {
-            "endpoints": [
-                {"name": "crm", "url": receiver.url, "secret_env": "EFFECT_TEST_SECRET", "timeout_s": 2}
-            ]
+            "customer_id": ["a", "e", "e", "f", "h", "a"],
+            "timestamp": [T0 + k * D for k in (-40, 5, 6, -30, 12, -20)],
+            "amount": [10.0, 30.0, 20.0, 15.0, 90.0, 5.0],
+            **columns,
         }
-        if receiver is not None
-        else {}
     )
-    return ServingConfig(store_url=store_url, alerts={**RULES, **alerts}, webhooks=hooks)
-
-
-def _run(eng: sa.Engine, config: ServingConfig, at: datetime, *rows: tuple[str, str, float, float]) -> Any:
-    """The batch run's alert step on a hand-built score table, then delivery."""
-    scores = score_table(*rows).assign(previous_tier=None)
-    n = len(scores)
-    why = Reasons(
-        np.zeros((n, 1), dtype=bool),
-        np.zeros((n, 1)),
-        np.full((n, 1), "", dtype=object),
-        np.full((n, 1), "", dtype=object),
-    )
-    rules = config.alert_rules(["diamond", "gold", "silver", "bronze"])
-    assert rules is not None
-    synced = batch._raise_alerts(eng, scores, why, at, config, rules, None)
-    if config.endpoints():
-        batch.deliver(eng, config)
-    return synced
-
-
-FIRING = (
-    ("a", "diamond", 0.7, 1000.0),
-    ("e", "gold", 0.65, 300.0),
-    ("f", "gold", 0.8, 200.0),
-    ("h", "gold", 0.9, 100.0),
-    ("x", "silver", 0.9, 100.0),  # silver: no rule fires
-)
 
 
 def test_a_share_is_held_out_never_delivered_and_the_arms_stay_put(
     engine: sa.Engine, store_url: str, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("EFFECT_TEST_SECRET", WEBHOOK_SECRET)
-    config = _config(store_url, receiver)
-    first = _run(engine, config, T0, *FIRING)
+    monkeypatch.setenv(SECRET_ENV, WEBHOOK_SECRET)
+    config = serving_config(store_url, RULES, receiver)
+    first = alert_step(engine, config, T0, *FIRING)
     assert first.opened == 2  # e and f alerted; a and h held out
     alerts = list_alerts(engine, status="live")
     assert sorted(alerts["customer_id"]) == ["e", "f"]
@@ -97,7 +77,7 @@ def test_a_share_is_held_out_never_delivered_and_the_arms_stay_put(
     assert sent == {"e", "f"}  # nothing delivered for a control
 
     # the same run again: the same arms, nothing new anywhere
-    again = _run(engine, config, T0, *FIRING)
+    again = alert_step(engine, config, T0, *FIRING)
     assert (again.opened, again.notify) == (0, [])
     assert control.list_controls(engine)["id"].tolist() == held["id"].tolist()
     assert sorted(list_alerts(engine, status="live")["customer_id"]) == ["e", "f"]
@@ -106,7 +86,7 @@ def test_a_share_is_held_out_never_delivered_and_the_arms_stay_put(
     # (h at 0.56 >= 0.6 - 0.05 holds); b fires for the first time: drawn at T0 + 1 d
     later = T0 + D
     b_unit = control.unit("b", "at-risk", later)
-    _run(
+    alert_step(
         engine, config, later,
         ("a", "diamond", 0.9, 1000.0), ("e", "gold", 0.65, 300.0), ("f", "gold", 0.8, 200.0),
         ("h", "gold", 0.56, 100.0), ("b", "gold", 0.7, 500.0),
@@ -118,7 +98,7 @@ def test_a_share_is_held_out_never_delivered_and_the_arms_stay_put(
     assert not ({"a", "h"} & set(list_alerts(engine, status=None)["customer_id"]))
 
     # h no longer holds: its control closes; a fires on: still a control, never an alert
-    _run(engine, config, later + D, ("a", "diamond", 0.9, 1000.0), ("h", "gold", 0.3, 100.0))
+    alert_step(engine, config, later + D, ("a", "diamond", 0.9, 1000.0), ("h", "gold", 0.3, 100.0))
     everyone = control.list_controls(engine).set_index("customer_id")
     assert everyone.loc["h", "closed_at"] == later + D and pd.isna(everyone.loc["a", "closed_at"])
     sent = {json.loads(r.body)["customer_id"] for r in receiver.requests}
@@ -126,10 +106,10 @@ def test_a_share_is_held_out_never_delivered_and_the_arms_stay_put(
 
 
 def test_a_live_alert_stays_treated_when_controls_are_switched_on(engine: sa.Engine, store_url: str) -> None:
-    _run(engine, _config(store_url, None, control_share=0.0), T0, *FIRING)
+    alert_step(engine, serving_config(store_url, RULES, control_share=0.0), T0, *FIRING)
     assert sorted(list_alerts(engine, status="live")["customer_id"]) == ["a", "e", "f", "h"]
     # a's and h's numbers at T0 + 1 d decide nothing: their alerts are live, and they stay in them
-    _run(engine, _config(store_url, None, control_share=0.9), T0 + D, *FIRING)
+    alert_step(engine, serving_config(store_url, RULES, control_share=0.9), T0 + D, *FIRING)
     assert sorted(list_alerts(engine, status="live")["customer_id"]) == ["a", "e", "f", "h"]
     assert control.list_controls(engine).empty
 
@@ -137,15 +117,9 @@ def test_a_live_alert_stays_treated_when_controls_are_switched_on(engine: sa.Eng
 def test_outcomes_recorded_from_the_history_as_known_and_the_effect_table(
     engine: sa.Engine, store_url: str, tmp_path: Path
 ) -> None:
-    config = _config(store_url, None)
-    _run(engine, config, T0, *FIRING)  # treated e, f; control a, h
-    tx = pd.DataFrame(
-        {
-            "customer_id": ["a", "e", "e", "f", "h", "a"],
-            "timestamp": [T0 + k * D for k in (-40, 5, 6, -30, 12, -20)],
-            "amount": [10.0, 30.0, 20.0, 15.0, 90.0, 5.0],
-        }
-    )
+    config = serving_config(store_url, RULES)
+    alert_step(engine, config, T0, *FIRING)  # treated e, f; control a, h
+    tx = _purchases()
     history = history_from_frames(tx, as_of=T0 + 60 * D)
 
     # known at T0 + 10 d: e bought (saved, 5 days, 50 so far); the rest pending, never lost
@@ -208,16 +182,9 @@ def test_outcomes_and_the_effect_in_profit_when_the_model_predicts_margin(
     cost-to-serve of the interactions in the window; a history without margins is refused, nothing written."""
     from features.value import ValueTarget, ValueTargetError
 
-    config = _config(store_url, None)
-    _run(engine, config, T0, *FIRING)  # treated e, f; control a, h
-    tx = pd.DataFrame(
-        {
-            "customer_id": ["a", "e", "e", "f", "h", "a"],
-            "timestamp": [T0 + k * D for k in (-40, 5, 6, -30, 12, -20)],
-            "amount": [10.0, 30.0, 20.0, 15.0, 90.0, 5.0],
-            "margin": [3.0, 9.0, -2.0, 4.0, 30.0, 1.0],
-        }
-    )
+    config = serving_config(store_url, RULES)
+    alert_step(engine, config, T0, *FIRING)  # treated e, f; control a, h
+    tx = _purchases(margin=[3.0, 9.0, -2.0, 4.0, 30.0, 1.0])
     ix = pd.DataFrame(
         {
             "customer_id": ["e", "e", "f", "h", "h"],
@@ -250,7 +217,7 @@ def test_outcomes_of_a_mixed_history_judge_subscribers_by_cancellation(
 ) -> None:
     from features.config import DatasetConfig
 
-    _run(engine, _config(store_url, None), T0, *FIRING)  # treated e, f; control a, h
+    alert_step(engine, serving_config(store_url, RULES), T0, *FIRING)  # treated e, f; control a, h
     history = history_from_frames(
         pd.DataFrame(
             {"customer_id": ["a", "e", "f", "h"], "timestamp": [T0 - 9 * D] * 4, "amount": [1.0] * 4}
@@ -273,7 +240,7 @@ def test_outcomes_of_a_mixed_history_judge_subscribers_by_cancellation(
 def test_outcomes_without_a_horizon_are_refused_before_anything_is_written(
     engine: sa.Engine, store_url: str
 ) -> None:
-    _run(engine, _config(store_url, None), T0, *FIRING)
+    alert_step(engine, serving_config(store_url, RULES), T0, *FIRING)
     history = history_from_frames(
         pd.DataFrame({"customer_id": ["e"], "timestamp": [T0 + D], "amount": [5.0]})
     )
@@ -287,19 +254,19 @@ def test_outcomes_without_a_horizon_are_refused_before_anything_is_written(
 def test_a_rollback_undoes_the_runs_controls_and_their_outcomes(engine: sa.Engine, store_url: str) -> None:
     from serving import runs
 
-    config = _config(store_url, None)
+    config = serving_config(store_url, RULES)
     history = history_from_frames(
         pd.DataFrame({"customer_id": ["a"], "timestamp": [T0 - D], "amount": [1.0]}), as_of=T0 + 60 * D
     )
     runs.checkpoint(engine, T0)
-    _run(engine, config, T0, *FIRING)  # controls a and h
+    alert_step(engine, config, T0, *FIRING)  # controls a and h
     outcomes.record(engine, history, 30, T0)
     before = control.list_controls(engine)
     later = T0 + D
     newcomer = next(c for c in "bcdg" if control.unit(c, "at-risk", later) < 0.5)
     runs.checkpoint(engine, later)
     # h falls out (its control closes), the newcomer fires and is held out at T0 + 1 d
-    _run(engine, config, later, ("a", "diamond", 0.7, 1000.0), (newcomer, "gold", 0.9, 100.0))
+    alert_step(engine, config, later, ("a", "diamond", 0.7, 1000.0), (newcomer, "gold", 0.9, 100.0))
     outcomes.record(engine, history, 30, later)
     after = control.list_controls(engine).set_index("customer_id")
     assert after.loc["h", "closed_at"] == later and after.loc[newcomer, "opened_at"] == later
@@ -315,35 +282,13 @@ def test_a_rollback_undoes_the_runs_controls_and_their_outcomes(engine: sa.Engin
     assert set(treated["episode_id"]) == set(list_alerts(engine, status=None)["id"])
 
 
-def _get(path: str) -> Any:
-    """GET a dashboard page in process (the store and config from the environment)."""
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
-
-    from serving import dashboard
-
-    async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=dashboard.create_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
-            return await client.get(path)
-
-    dashboard._state.cache_clear()
-    try:
-        with ThreadPoolExecutor(1) as pool:  # a thread of its own: an event loop may run in this one
-            return pool.submit(asyncio.run, get()).result()
-    finally:
-        dashboard._state.cache_clear()
-
-
 def test_the_effect_page(
     engine: sa.Engine, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import yaml
 
-    config = _config(store_url, None)
-    _run(engine, config, T0, *FIRING)  # treated e, f (gold); control a (diamond), h (gold)
+    config = serving_config(store_url, RULES)
+    alert_step(engine, config, T0, *FIRING)  # treated e, f (gold); control a (diamond), h (gold)
     tx = pd.DataFrame(
         {"customer_id": ["e", "h"], "timestamp": [T0 + 5 * D, T0 + 12 * D], "amount": [50.0, 90.0]}
     )
@@ -351,7 +296,7 @@ def test_the_effect_page(
     (tmp_path / "serving.yaml").write_text(yaml.safe_dump({"alerts": RULES}), encoding="utf-8")
     monkeypatch.setenv("DIAMOND_STORE_URL", store_url)
     monkeypatch.setenv("DIAMOND_SERVING_CONFIG", str(tmp_path / "serving.yaml"))
-    page = _get("/effect")
+    page = dashboard_get("/effect")
     assert page.status_code == 200
     gold = re.search(r'<tr data-tier="gold" data-kind="at-risk">(.*?)</tr>', page.text, re.S)
     assert gold is not None
@@ -366,40 +311,22 @@ def test_the_effect_page(
 
     broken = {**RULES, "playbooks": {**RULES["playbooks"], "gold": {"text": "email", "due_within_hours": 1}}}
     (tmp_path / "serving.yaml").write_text(yaml.safe_dump({"alerts": broken}), encoding="utf-8")
-    refused = _get("/effect")
+    refused = dashboard_get("/effect")
     assert refused.status_code == 200 and "alerts.playbooks.gold.cost: missing" in refused.text
 
 
 def test_the_customer_page_shows_each_alerts_outcome(
     engine: sa.Engine, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
-    from concurrent.futures import ThreadPoolExecutor
-
-    import httpx
-
-    from serving import dashboard
-
-    scores = score_table(("e", "gold", 0.65, 300.0), ("f", "gold", 0.8, 200.0)).assign(
+    table = score_table(("e", "gold", 0.65, 300.0), ("f", "gold", 0.8, 200.0)).assign(
         as_of=T0, model_version="1", reasons="[]", rfm_segment="loyal", cold_start=False
     )
-    store.write_snapshot(engine, scores[["customer_id"]], scores, {"as_of": T0.isoformat()})
-    _run(engine, _config(store_url, None, control_share=0.0), T0, *FIRING[1:3])
+    store.write_snapshot(engine, table[["customer_id"]], table, {"as_of": T0.isoformat()})
+    alert_step(engine, serving_config(store_url, RULES, control_share=0.0), T0, *FIRING[1:3])
     tx = pd.DataFrame({"customer_id": ["e"], "timestamp": [T0 + 3 * D], "amount": [42.0]})
     outcomes.record(engine, history_from_frames(tx, as_of=T0 + 10 * D), 30)
     monkeypatch.setenv("DIAMOND_STORE_URL", store_url)
-
-    async def get(path: str) -> httpx.Response:
-        transport = httpx.ASGITransport(app=dashboard.create_app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
-            return await client.get(path)
-
-    dashboard._state.cache_clear()
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            e, f = (pool.submit(asyncio.run, get(f"/customers/{c}")).result() for c in "ef")
-    finally:
-        dashboard._state.cache_clear()
+    e, f = (dashboard_get(f"/customers/{c}") for c in "ef")
     assert e.status_code == 200 and f.status_code == 200
     assert 'data-outcome="saved"' in e.text and "saved after 3 day(s)" in e.text
     assert "window still open" in e.text
@@ -414,17 +341,10 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     from mlflow import MlflowClient
 
     from features.history import load_history
-    from tests.helpers import CUTOFF, copy_store, run_diamond, write_serving_config
+    from tests.helpers import CUTOFF, run_diamond, write_serving_config
 
-    copy_store(cdnow_champion / "trained", tmp_path)
     alerts = yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5, "silver": 1})
-    write_serving_config(tmp_path, {"alerts": alerts})
-    url = f"sqlite:///{tmp_path / 'diamond.db'}"
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "DIAMOND_STORE_URL": url,
-        "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
-    }
+    env, url = cli_store(cdnow_champion, tmp_path, alerts)
     first = " ".join(
         run_diamond(
             "score", "--data", str(cdnow_dir), "--as-of", CUTOFF, cwd=tmp_path, env=env
@@ -464,6 +384,16 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     )
 
     done = run_diamond("effect", "--json", "--mlflow", cwd=tmp_path, env=env)
+    # the incremental value is in the served model's value target: the CDNOW champion's is revenue
+    champion = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_model_version_by_alias(
+        "diamond", "champion"
+    )
+    assert json.loads(done.stdout)["value_target"] == {
+        "target": "revenue",
+        "cost_to_serve": {},
+        "text": "revenue: net amount (refunds negative)",
+        "model_version": str(champion.version),
+    }
     reply = json.loads(done.stdout)["effect"]
     overall = next(r for r in reply if r["scope"] == "cumulative" and r["tier"] == "(all)")
     treated, controls = got[got["arm"] == "treated"], got[got["arm"] == "control"]
@@ -474,11 +404,18 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     assert overall["cost"] == pytest.approx(sum(costs.get(t, 0.0) for t in treated["tier"]))
     run_id = re.search(r"run (\w+) in experiment diamond-effect", done.stderr)
     assert run_id is not None, done.stderr
-    logged = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_run(run_id.group(1)).data.metrics
+    effect_run = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"]).get_run(run_id.group(1))
+    logged = effect_run.data.metrics
     assert (logged["treated"], logged["control"]) == (len(treated), len(controls))
     assert logged["difference"] == pytest.approx(overall["difference"])
+    assert effect_run.data.tags["value_target"] == "revenue"
     table = run_diamond("effect", cwd=tmp_path, env=env).stdout
     assert "effect, all runs" in table and "(all)" in table
+    assert (
+        f"value: revenue: net amount (refunds negative) (the served model's, version {champion.version}; "
+        "value_after and incr. value measure it)"
+    ) in " ".join(table.split())
+    assert "incr. revenue (95 % CI)" in table
 
     write_serving_config(
         tmp_path, {"alerts": yaml_alerts(control_share=0.3, costs={"diamond": 40, "gold": 5})}
@@ -490,16 +427,3 @@ def test_the_cli_holds_out_records_outcomes_and_reports_the_effect(
     write_serving_config(tmp_path, {"alerts": yaml_alerts(0.3, {"diamond": 40, "gold": -1, "silver": 1})})
     negative = run_diamond("effect", cwd=tmp_path, env=env, check=False)
     assert negative.returncode == 2 and "alerts.playbooks.gold.cost" in " ".join(negative.stderr.split())
-
-
-def yaml_alerts(control_share: float, costs: dict[str, float]) -> dict[str, Any]:
-    """The repository's serving.yaml alerts section with a control share and these playbook costs."""
-    import yaml
-
-    from tests.helpers import ROOT
-
-    section = yaml.safe_load((ROOT / "serving.yaml").read_text(encoding="utf-8"))["alerts"]
-    section["control_share"] = control_share
-    for tier, cost in costs.items():
-        section["playbooks"][tier]["cost"] = cost
-    return dict(section)

@@ -10,22 +10,26 @@ import json
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from features.history import history_from_frames
 from serving import alert_store, batch, capacity, outcomes, store, winback
-from serving.config import ServingConfig
-from serving.scoring import Reasons
-from tests.helpers.frames import T0, score_table
+from tests.helpers.effect import (
+    SECRET_ENV,
+    alert_step,
+    cli_store,
+    dashboard_get,
+    scores,
+    serving_config,
+    yaml_alerts,
+)
+from tests.helpers.frames import T0, TIERS
 from tests.helpers.webhooks import WEBHOOK_SECRET, WebhookReceiver
 
 D, H = timedelta(days=1), timedelta(hours=1)
-TIERS = ["diamond", "gold", "silver", "bronze"]
 PLAYBOOKS = {
     "diamond": {"text": "account manager call", "due_within_hours": 24, "cost": 40},
     "gold": {"text": "personal email with offer", "due_within_hours": 72, "cost": 5},
@@ -45,43 +49,6 @@ ALERTS = {
 }
 
 
-def _config(store_url: str, receiver: WebhookReceiver | None, **alerts: Any) -> ServingConfig:
-    hooks = (
-        {
-            "endpoints": [
-                {"name": "crm", "url": receiver.url, "secret_env": "CAPACITY_TEST_SECRET", "timeout_s": 2}
-            ]
-        }
-        if receiver is not None
-        else {}
-    )
-    return ServingConfig(store_url=store_url, alerts={**ALERTS, **alerts}, webhooks=hooks)
-
-
-def _run(
-    eng: sa.Engine,
-    config: ServingConfig,
-    at: datetime,
-    *rows: tuple[str, str, float, float],
-    lapse: pd.DataFrame | None = None,
-) -> alert_store.SyncResult:
-    """The batch run's alert step on a hand-built score table, then delivery."""
-    scores = score_table(*rows).assign(previous_tier=None)
-    n = len(scores)
-    why = Reasons(
-        np.zeros((n, 1), dtype=bool),
-        np.zeros((n, 1)),
-        np.full((n, 1), "", dtype=object),
-        np.full((n, 1), "", dtype=object),
-    )
-    rules = config.alert_rules(TIERS)
-    assert rules is not None
-    synced = batch._raise_alerts(eng, scores, why, at, config, rules, None, lapse)
-    if config.endpoints():
-        batch.deliver(eng, config)
-    return synced
-
-
 def _sent(receiver: WebhookReceiver) -> list[str]:
     return [json.loads(r.body)["customer_id"] for r in receiver.requests]
 
@@ -93,18 +60,11 @@ def _by_customer(eng: sa.Engine, status: str | None = None) -> pd.DataFrame:
 def test_alerts_beyond_the_budget_wait_and_enter_by_priority_when_it_frees(
     engine: sa.Engine, store_url: str, receiver: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("CAPACITY_TEST_SECRET", WEBHOOK_SECRET)
-    config = _config(store_url, receiver)
+    monkeypatch.setenv(SECRET_ENV, WEBHOOK_SECRET)
+    config = serving_config(store_url, ALERTS, receiver)
     # priorities (value at risk): a 700, b 350, e 195, f 160, h 90
-    firing = (
-        ("a", "diamond", 0.7, 1000.0),
-        ("b", "gold", 0.7, 500.0),
-        ("e", "gold", 0.65, 300.0),
-        ("f", "gold", 0.8, 200.0),
-        ("h", "gold", 0.9, 100.0),
-        ("x", "silver", 0.9, 100.0),  # silver: no rule fires
-    )
-    first = _run(engine, config, T0, *firing)
+    firing = scores("abefhx")  # x is silver: no rule fires
+    first = alert_step(engine, config, T0, *firing)
     assert (first.opened, first.queued, first.entered) == (2, 3, 0)
     assert sorted(_sent(receiver)) == ["a", "b"]  # nothing delivered for a queued alert
     assert sorted(_by_customer(engine, "live").index) == ["a", "b"]
@@ -125,7 +85,7 @@ def test_alerts_beyond_the_budget_wait_and_enter_by_priority_when_it_frees(
     assert sorted(outcomes.read(engine)["customer_id"]) == ["a", "b"]
 
     # the same run again: nothing moves
-    again = _run(engine, config, T0, *firing)
+    again = alert_step(engine, config, T0, *firing)
     assert (again.opened, again.queued, again.entered, again.notify) == (0, 0, 0, [])
 
     # b resolved by hand in the same week: its budget stays used (done this period), nothing enters
@@ -137,7 +97,7 @@ def test_alerts_beyond_the_budget_wait_and_enter_by_priority_when_it_frees(
     # the next week's run (b and h no longer fire): a in hand uses 1 of 2: e enters, highest first; h leaves
     # the queue without entering
     week = T0 + 2 * D
-    nxt = _run(engine, config, week, firing[0], firing[2], firing[3])
+    nxt = alert_step(engine, config, week, firing[0], firing[2], firing[3])
     assert (nxt.entered, nxt.resolved) == (1, 1)
     now = _by_customer(engine, None)
     assert now.loc["e", "status"] == "open" and now.loc["e", "entered_at"] == week
@@ -165,44 +125,20 @@ def test_a_queued_customer_is_not_drawn_for_control_and_controls_are_never_queue
 ) -> None:
     from serving import control
 
-    config = _config(store_url, None, control_share=0.5)
+    config = serving_config(store_url, ALERTS, control_share=0.5)
     # assignment numbers at T0 (tests/integration/test_effect.py): a .482, b .027, e .536, f .864, h .011
-    _run(
-        engine,
-        config,
-        T0,
-        ("a", "diamond", 0.7, 1000.0),
-        ("e", "gold", 0.65, 300.0),
-        ("f", "gold", 0.8, 200.0),
-        ("h", "gold", 0.9, 100.0),
-    )
+    alert_step(engine, config, T0, *scores("aefh"))
     held = sorted(control.list_controls(engine)["customer_id"])
     assert held == ["a", "h"]  # drawn before the queue: a control takes no budget
     assert sorted(_by_customer(engine, "live").index) == ["e", "f"] and _by_customer(engine, "queued").empty
     # the next day, with more firing: b (new) fires and queues; its arm was drawn at T0 + 1 d
     later = T0 + D
     b_unit = control.unit("b", "at-risk", later)
-    _run(
-        engine,
-        config,
-        later,
-        ("a", "diamond", 0.7, 1000.0),
-        ("b", "gold", 0.7, 500.0),
-        ("e", "gold", 0.65, 300.0),
-        ("f", "gold", 0.8, 200.0),
-        ("h", "gold", 0.9, 100.0),
-    )
+    alert_step(engine, config, later, *scores("abefh"))
     queued = list(_by_customer(engine, "queued").index)
     assert queued == ([] if b_unit < 0.5 else ["b"])
     # a third run: b (if queued) is not drawn again while it waits
-    _run(
-        engine,
-        config,
-        later + D,
-        ("b", "gold", 0.7, 500.0),
-        ("e", "gold", 0.65, 300.0),
-        ("f", "gold", 0.8, 200.0),
-    )
+    alert_step(engine, config, later + D, *scores("bef"))
     assert sorted(control.list_controls(engine)["customer_id"]) == sorted(
         held + (["b"] if b_unit < 0.5 else [])
     )
@@ -219,7 +155,7 @@ def test_win_back_alerts_from_the_history_their_playbook_and_reactivation(
         "min_past_value": 100,
         "playbook": {"text": "win-back call with an offer", "due_within_hours": 48, "cost": 15},
     }
-    config = _config(store_url, None, rules=[ALERTS["rules"][0], win_back], capacity=None)
+    config = serving_config(store_url, ALERTS, rules=[ALERTS["rules"][0], win_back], capacity=None)
     tx = pd.DataFrame(
         {
             "customer_id": ["p", "p", "q", "r", "s", "p"],
@@ -245,7 +181,7 @@ def test_win_back_alerts_from_the_history_their_playbook_and_reactivation(
         "s": 80.0,
     }
     scored = (("p", "bronze", 0.95, 2.0), ("q", "gold", 0.3, 400.0), ("r", "bronze", 0.9, 1.0))
-    _run(engine, config, T0, *scored, ("s", "silver", 0.97, 3.0), lapse=lapse)
+    alert_step(engine, config, T0, *scored, ("s", "silver", 0.97, 3.0), lapse=lapse)
     alerts = _by_customer(engine, "live")
     assert sorted(alerts.index) == ["p", "s"] and set(alerts["kind"]) == {"win-back"}
     assert set(alerts["playbook"]) == {"win-back call with an offer"} and set(alerts["due_at"]) == {
@@ -267,7 +203,7 @@ def test_win_back_alerts_from_the_history_their_playbook_and_reactivation(
     bare = {k: v for k, v in win_back.items() if k != "playbook"} | {
         "playbook": {"text": "call", "due_within_hours": 1}
     }
-    missing = _config(store_url, None, rules=[ALERTS["rules"][0], bare], capacity=None)
+    missing = serving_config(store_url, ALERTS, rules=[ALERTS["rules"][0], bare], capacity=None)
     with pytest.raises(Exception, match=r"alerts\.rules\.1\.playbook\.cost: missing"):
         effect.stored_report(engine, missing.alert_rules(TIERS), by_run=False)
 
@@ -278,28 +214,19 @@ def test_the_queue_page_and_the_effect_page_show_queue_owners_and_migration(
     import yaml
 
     from serving import tier_store
-    from tests.integration.test_effect import _get
 
-    config = _config(store_url, None)
+    config = serving_config(store_url, ALERTS)
     for at, tiers in (
         (T0, {"a": "diamond", "e": "gold", "f": "gold"}),
         (T0 + D, {"a": "gold", "e": "gold", "g": "silver"}),
     ):
         frame = pd.DataFrame({"customer_id": list(tiers), "tier_raw": list(tiers.values())})
         tier_store.update_tiers(engine, at, frame, TIERS, 1)
-    _run(
-        engine,
-        config,
-        T0,
-        ("a", "diamond", 0.7, 1000.0),
-        ("e", "gold", 0.65, 300.0),
-        ("f", "gold", 0.8, 200.0),
-        ("<b>&", "gold", 0.9, 100.0),
-    )
+    alert_step(engine, config, T0, *scores("aef"), ("<b>&", "gold", 0.9, 100.0))
     (tmp_path / "serving.yaml").write_text(yaml.safe_dump({"alerts": ALERTS}), encoding="utf-8")
     monkeypatch.setenv("DIAMOND_STORE_URL", store_url)
     monkeypatch.setenv("DIAMOND_SERVING_CONFIG", str(tmp_path / "serving.yaml"))
-    page = _get("/queue")
+    page = dashboard_get("/queue")
     assert page.status_code == 200
     assert "&lt;b&gt;&amp;" in page.text and "<b>&" not in page.text  # escaped
     rows = re.findall(r'<tr data-customer="([^"]+)"', page.text)
@@ -311,7 +238,7 @@ def test_the_queue_page_and_the_effect_page_show_queue_owners_and_migration(
     ]
     assert cells[:6] == ["accounts", "2", "2", "0", "0", "2"]
 
-    effect_page = _get("/effect")
+    effect_page = dashboard_get("/effect")
     assert effect_page.status_code == 200
     table = re.search(r'<table class="migration"[^>]*>(.*?)</table>', effect_page.text, re.S)
     assert table is not None
@@ -339,10 +266,8 @@ def test_the_cli_queues_resolves_wins_back_and_reports_the_programme(
     from mlflow import MlflowClient
 
     from features.history import load_history
-    from tests.helpers import CUTOFF, copy_store, run_diamond, write_serving_config
-    from tests.integration.test_effect import yaml_alerts
+    from tests.helpers import CUTOFF, run_diamond
 
-    copy_store(cdnow_champion / "trained", tmp_path)
     alerts = yaml_alerts(control_share=0.0, costs={"diamond": 40, "gold": 5, "silver": 1})
     win_back = {"kind": "win-back", "lapsed_days": 180, "min_past_value": 100}
     alerts["rules"] = [
@@ -358,13 +283,7 @@ def test_the_cli_queues_resolves_wins_back_and_reports_the_programme(
             }
         }
     }
-    write_serving_config(tmp_path, {"alerts": alerts})
-    url = f"sqlite:///{tmp_path / 'diamond.db'}"
-    env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "DIAMOND_STORE_URL": url,
-        "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
-    }
+    env, url = cli_store(cdnow_champion, tmp_path, alerts)
     first_run = "1997-06-30"
     for at in (first_run, CUTOFF):
         run_diamond("score", "--data", str(cdnow_dir), "--as-of", at, cwd=tmp_path, env=env)
@@ -434,6 +353,7 @@ def test_the_cli_queues_resolves_wins_back_and_reports_the_programme(
     assert row["retention_rate"] == pytest.approx(len(buys) / len(gold))
     html = report.read_text(encoding="utf-8")
     assert '<table class="migration"' in html and 'data-tier="gold"' in html
+    assert "Value: revenue: net amount (refunds negative) (the served model&#39;s, version" in html
     run_id = re.search(r"run (\w+) in experiment diamond-effect", reply.stderr)
     assert run_id is not None
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])

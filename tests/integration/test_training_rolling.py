@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from tests.helpers import run_diamond
+from tests.helpers.history_files import truncated_copy
 from training.tracking import MlflowConfig
 
 SMALL = {
@@ -23,17 +24,6 @@ CUTOFFS = ("1997-09-30", "1997-12-31", "1998-03-31")
 KEY = ["cutoff", "customer_id"]
 
 
-def _truncated(cdnow_dir: Path, folder: Path, end: str) -> Path:
-    """A copy of the history as it was at `end`: every later event deleted."""
-    folder.mkdir()
-    spec = yaml.safe_load((cdnow_dir / "dataset.yaml").read_text(encoding="utf-8"))
-    spec["as_of"] = f"{end}T23:59:59"
-    (folder / "dataset.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
-    tx = pd.read_csv(cdnow_dir / "transactions.csv.gz", dtype=str)
-    tx[tx["timestamp"] <= end].to_csv(folder / "transactions.csv", index=False)
-    return folder
-
-
 def test_rolling_backtest_is_leakage_free_scored_and_logged(cdnow_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "training.yaml"
     config.write_text(yaml.safe_dump(SMALL), encoding="utf-8")
@@ -41,7 +31,7 @@ def test_rolling_backtest_is_leakage_free_scored_and_logged(cdnow_dir: Path, tmp
     # the full history: the default cutoffs are the quarter ends with complete 91-day labels
     full = run_diamond(*common, "--data", str(cdnow_dir), "--out", str(tmp_path / "full.parquet")).stdout
     # the history as it was at the last cutoff, with the same cutoffs given
-    cut_dir = _truncated(cdnow_dir, tmp_path / "truncated", CUTOFFS[-1])
+    cut_dir = truncated_copy(cdnow_dir, tmp_path / "truncated", CUTOFFS[-1])
     given = [a for c in CUTOFFS for a in ("--cutoff", c)]
     blind = run_diamond(
         *common, *given, "--no-track", "--data", str(cut_dir), "--out", str(tmp_path / "cut.parquet")

@@ -10,25 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers.frames import known_effect
 from training import registry, uplift
 from training.tracking import MlflowConfig
 
 
 def outcomes(n: int, seed: int, effect: float = 0.4) -> pd.DataFrame:
     """Half treated at random; P(saved) = 0.3, plus `effect` for treated customers of segment b."""
-    rng = np.random.default_rng(seed)
-    seg = np.where(rng.random(n) < 0.5, "a", "b")
-    treated = rng.random(n) < 0.5
-    p = 0.3 + effect * (treated & (seg == "b"))
-    return pd.DataFrame(
-        {
-            "customer_id": [f"c{i}" for i in range(n)],
-            "segment": seg,
-            "x2": rng.normal(size=n),
-            "treated": treated,
-            "saved": (rng.random(n) < p).astype(int),
-        }
-    )
+    return known_effect(n, seed, effect, value=False)
 
 
 @pytest.fixture

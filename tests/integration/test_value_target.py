@@ -6,6 +6,7 @@ trained or written."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -77,6 +78,37 @@ def test_a_margin_model_says_so_everywhere(
 
     scored = run_diamond("score", "--data", str(history), cwd=tmp_path, env=_env(tmp_path)).stdout
     assert "value: margin" in scored
+
+
+def test_diamond_effect_says_its_incremental_value_is_the_served_models_margin(
+    history: Path, margin_store: tuple[Path, str], tmp_path: Path
+) -> None:
+    """`diamond effect`, text and --json, names the value its incremental value is measured in: the served
+    model's target (margin, its costs-to-serve, the version), the one its outcomes were measured with."""
+    from tests.helpers import copy_store, write_serving_config
+    from tests.helpers.effect import yaml_alerts
+
+    copy_store(margin_store[0], tmp_path)
+    write_serving_config(tmp_path, {"alerts": yaml_alerts(0.3, {"diamond": 40, "gold": 5, "silver": 1})})
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "DIAMOND_STORE_URL": f"sqlite:///{tmp_path / 'diamond.db'}",
+        "DIAMOND_SERVING_CONFIG": str(tmp_path / "serving.yaml"),
+    }
+    run_diamond("score", "--data", str(history), cwd=tmp_path, env=env)  # alerts, pending outcomes
+    body = json.loads(run_diamond("effect", "--json", cwd=tmp_path, env=env).stdout)
+    words = "margin minus cost-to-serve per interaction (complaint 15, support_ticket 4)"
+    assert body["value_target"] == {
+        "target": "margin",
+        "cost_to_serve": {"complaint": 15.0, "support_ticket": 4.0},
+        "text": words,
+        "model_version": "1",
+    }
+    overall = next(r for r in body["effect"] if r["scope"] == "cumulative" and r["tier"] == "(all)")
+    assert overall["pending"] > 0  # at the history's end every window is still open
+    text = " ".join(run_diamond("effect", cwd=tmp_path, env=env).stdout.split())
+    assert f"value: {words} (the served model's, version 1; value_after and incr. value measure it)" in text
+    assert "incr. margin (95 % CI)" in text and "incr. revenue" not in text
 
 
 def test_margin_target_on_a_history_without_margins_is_refused_before_training(

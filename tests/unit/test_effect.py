@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from serving.config import ServingConfig
 from serving.control import drawn, unit
 from serving.effect import newcombe, playbook_costs, report, wilson
 from serving.outcomes import compute
+from tests.helpers.effect import load_serving
 from tests.helpers.frames import ALERTS_YAML, T0, alert_config
 from training.tiers import DEFAULT_TIERS
 
@@ -129,21 +131,19 @@ def test_a_bad_control_share_is_refused_naming_the_key() -> None:
 # --- costs --------------------------------------------------------------------------------------------------
 
 
-def _serving(tmp_path: object, costs: dict[str, object]) -> ServingConfig:
-    raw = yaml.safe_load(ALERTS_YAML)
+def _serving(tmp_path: Path, costs: dict[str, object]) -> ServingConfig:
+    alerts = yaml.safe_load(ALERTS_YAML)["alerts"]
     for tier, cost in costs.items():
-        raw["alerts"]["playbooks"][tier]["cost"] = cost
-    path = tmp_path / "serving.yaml"  # type: ignore[operator]
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return ServingConfig.load(path)
+        alerts["playbooks"][tier]["cost"] = cost
+    return load_serving(tmp_path, alerts)
 
 
-def test_a_negative_playbook_cost_is_refused_naming_the_key(tmp_path: object) -> None:
+def test_a_negative_playbook_cost_is_refused_naming_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"alerts\.playbooks\.gold\.cost"):
         _serving(tmp_path, {"diamond": 40, "gold": -5, "silver": 1})
 
 
-def test_a_missing_playbook_cost_is_refused_naming_the_key(tmp_path: object) -> None:
+def test_a_missing_playbook_cost_is_refused_naming_the_key(tmp_path: Path) -> None:
     config = _serving(tmp_path, {"diamond": 40, "gold": 8})
     assert config.alerts is not None
     with pytest.raises(ConfigError, match=r"alerts\.playbooks\.silver\.cost: missing"):

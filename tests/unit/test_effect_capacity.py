@@ -4,11 +4,11 @@ every expected value worked out by hand (the store side: tests/integration/test_
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from core.config import ConfigError
 from serving.alert_rules import evaluate, priority
@@ -16,6 +16,7 @@ from serving.capacity import QUEUED, choose, loads, period
 from serving.config import AlertConfig, Capacity, ServingConfig
 from serving.outcomes import compute
 from serving.winback import lapse_of
+from tests.helpers.effect import load_serving
 from tests.helpers.frames import T0, score_table
 
 D = timedelta(days=1)
@@ -86,13 +87,10 @@ def test_the_priority_is_value_at_risk_today() -> None:
 # --- config -------------------------------------------------------------------------------------------------
 
 
-def _load(tmp_path: object, capacity: object) -> ServingConfig:
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "serving.yaml"
-    alerts = {"rules": [{"kind": "at-risk", "min_churn_probability": 0.5}], "capacity": capacity}
-    path.write_text(yaml.safe_dump({"alerts": alerts}), encoding="utf-8")
-    return ServingConfig.load(path)
+def _load(tmp_path: Path, capacity: object) -> ServingConfig:
+    return load_serving(
+        tmp_path, {"rules": [{"kind": "at-risk", "min_churn_probability": 0.5}], "capacity": capacity}
+    )
 
 
 @pytest.mark.parametrize(
@@ -117,13 +115,13 @@ def _load(tmp_path: object, capacity: object) -> ServingConfig:
     ],
 )
 def test_hostile_capacity_settings_are_refused_naming_the_key(
-    tmp_path: object, capacity: object, key: str
+    tmp_path: Path, capacity: object, key: str
 ) -> None:
     with pytest.raises(ConfigError, match=rf"serving\.yaml: {key}"):
         _load(tmp_path, capacity)
 
 
-def test_team_tiers_are_checked_against_the_models_tiers(tmp_path: object) -> None:
+def test_team_tiers_are_checked_against_the_models_tiers(tmp_path: Path) -> None:
     config = _load(tmp_path, {"teams": {"vip": {"budget": 5, "tiers": ["platinum"]}}})
     with pytest.raises(ConfigError, match=r"alerts\.capacity\.teams\.vip\.tiers.*'platinum' is not one of"):
         config.alert_rules(TIERS)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from features.datasets import synthetic
+from features.datasets import synthetic, tables
 
 N = 4000
 SEED = 7
@@ -92,6 +92,31 @@ def test_schemas_exact(data: dict[str, pa.Table]) -> None:
     assert truth.field("customer_id").type == pa.string()
     assert truth.field("churn_time").type == ts
     assert truth.field("is_subscriber").type == pa.bool_()
+
+
+def test_the_schemas_come_from_the_contract() -> None:
+    """features/datasets/tables.py derives each column's type from its kind in features.history.CONTRACT
+    and refuses a column the contract does not have, or a schema without a required column."""
+    assert tables.contract_schema("cancellations", ("customer_id", "timestamp")) == pa.schema(
+        [("customer_id", pa.string()), ("timestamp", pa.timestamp("us"))]
+    )
+    assert tables.contract_schema(
+        "transactions", ("customer_id", "timestamp", "amount", "quantity")
+    ).types == [
+        pa.string(),
+        pa.timestamp("us"),
+        pa.float64(),
+        pa.int64(),
+    ]
+    with pytest.raises(ValueError, match="transactions: column 'colour' is not in the history contract"):
+        tables.contract_schema("transactions", ("customer_id", "timestamp", "amount", "colour"))
+    with pytest.raises(ValueError, match="interactions: column 'segment' is not in the history contract"):
+        tables.contract_schema("interactions", ("customer_id", "timestamp", "type", "segment"))
+    with pytest.raises(ValueError, match="the contract requires amount"):
+        tables.contract_schema("transactions", ("customer_id", "timestamp"))
+    with pytest.raises(ValueError, match="'orders' is not a contract table"):
+        tables.contract_schema("orders", ("customer_id",))
+    assert synthetic.TRANSACTIONS_SCHEMA is tables.TRANSACTIONS_SCHEMA
 
 
 def test_same_seed_identical_other_seed_differs() -> None:

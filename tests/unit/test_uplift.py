@@ -10,26 +10,8 @@ import pandas as pd
 import pytest
 
 from serving.uplift_rank import priority
+from tests.helpers.frames import known_effect
 from training import uplift
-
-
-def known_effect(n: int, seed: int) -> pd.DataFrame:
-    """Half treated at random; P(saved) = 0.3 for everyone untreated, 0.3 + 0.4 for treated customers of
-    segment "b" (and x2 = noise): the true uplift is 0.4 for segment b and 0 for segment a."""
-    rng = np.random.default_rng(seed)
-    seg = np.where(rng.random(n) < 0.5, "a", "b")
-    treated = rng.random(n) < 0.5
-    p = 0.3 + 0.4 * (treated & (seg == "b"))
-    return pd.DataFrame(
-        {
-            "customer_id": [f"c{i}" for i in range(n)],
-            "segment": seg,
-            "x2": rng.normal(size=n),
-            "treated": treated,
-            "saved": (rng.random(n) < p).astype(int),
-            "value_after": rng.random(n),
-        }
-    )
 
 
 @pytest.mark.parametrize("learner", uplift.LEARNERS)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.datasets import synthetic
 from features.datasets.world import ACTION_DELAY, COMPLAINT_FACTOR, START, World, actions_frame
 from serving import simulation
 
@@ -132,6 +133,18 @@ def test_an_action_never_changes_the_past_of_a_drawn_world() -> None:
     later, now = w.dropout(acts), w.dropout()
     assert (later >= now - 1e-3).all() and (later > now + DAY).any()
     assert (w.effect[~w.business & ~w.engaged] == 0).all()
+
+
+def test_the_world_writes_the_contract_tables_with_the_synthetic_history_s_columns() -> None:
+    """One source of truth (features/datasets/tables.py): each world table has the synthetic history's
+    columns and types, the world's customers a subset of the synthetic history's attributes."""
+    w = World.draw(50, seed=1).history(None, datetime(2024, 6, 30))
+    assert w["transactions"].schema == synthetic.TRANSACTIONS_SCHEMA
+    assert w["interactions"].schema == synthetic.INTERACTIONS_SCHEMA
+    customers = w["customers"].schema
+    assert customers.names == ["customer_id", "signup_date", "segment", "region"]
+    for field in customers:
+        assert synthetic.CUSTOMERS_SCHEMA.field(field.name).type == field.type, field.name
 
 
 def test_the_schedule_must_fit_in_the_world() -> None:
