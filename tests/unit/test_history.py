@@ -235,6 +235,24 @@ def test_duplicate_rows_error_drop_and_keep(tmp_path: Path) -> None:
     assert load_history(tmp_path, DatasetConfig(duplicates="keep")).transactions.num_rows == 3
 
 
+def test_rows_equal_in_the_required_columns_only_are_not_duplicates(tmp_path: Path) -> None:
+    """The duplicate check first hashes the required columns; a repeat there is only a lead: rows that differ
+    in an optional column are kept, and rows equal in every column are still found."""
+    write(
+        tmp_path,
+        "transactions.csv",
+        "customer_id,timestamp,amount,order_id,channel\n"
+        "a,2024-01-02,1,o1,web\na,2024-01-02,1,o2,web\na,2024-01-02,1,o1,shop\nb,2024-01-02,1,o3,web\n",
+    )
+    assert load_history(tmp_path).transactions.num_rows == 4
+    write(
+        tmp_path,
+        "transactions.csv",
+        "customer_id,timestamp,amount,order_id\na,2024-01-02,1,o1\na,2024-01-02,1,o1\n",
+    )
+    assert "1 exact duplicate rows" in error_of(tmp_path)
+
+
 def test_events_for_unknown_customers(tmp_path: Path) -> None:
     write(tmp_path, "transactions.csv", TX + "a,2024-01-02,1\nzz,2024-01-02,1\n")
     write(tmp_path, "customers.csv", "customer_id\na\n")
