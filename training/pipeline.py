@@ -301,7 +301,8 @@ def fit_levels(
             contract_customers=int(pooled_y.size),  # subscriber-windows pooled
             contract_churn_rate=float(pooled_y.mean()),
             contract_mean_probability=float(pooled_p.mean()),
-            contract_window_churn_rate=float(y[held].mean()),  # the levels' window alone
+            contract_window_customers=int(held.sum()),  # the levels' window alone
+            contract_window_churn_rate=float(y[held].mean()),
             contract_window_mean_probability=float(p[held].mean()),
         )
     info["recalibrated_value"] = float(fitted.value(v).sum())
