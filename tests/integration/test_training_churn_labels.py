@@ -85,6 +85,7 @@ def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(his
     assert set(models[sub]) == {"contract_booster"} and set(models[~sub]) == {"purchase_silence"}
     assert art.score(rows)["churn_model"].tolist() == models.tolist()
     assert churn_models_text(art).startswith("churn booster on H-day cancellations for customers whose")
+    assert f"{art.levels.contract_shift:+.3f} pooled over 12 windows)" in churn_models_text(art)
     assert result.truth is not None
     y = result.truth["churned"].to_numpy()
     p = result.predictions["churn_probability"].to_numpy()

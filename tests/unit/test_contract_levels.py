@@ -172,6 +172,10 @@ def test_the_subscribers_shift_pools_the_latest_complete_windows_and_the_levels_
     twelve = contract_origins(history, t, 182, 60, 12, june)
     assert len(twelve) == 12 and twelve[0] == _end(2023, 12, 31) and twelve[-1] == _end(2024, 11, 30)
     assert june in twelve
+    # at 400 days the levels' window (June 2023, above) is older than the latest complete ones (the latest
+    # month end 400 days before T is 2024-04-30): it is added to them
+    june23 = _end(2023, 6, 30)
+    assert contract_origins(history, t, 400, 60, 2, june23) == [june23, _end(2024, 3, 31), _end(2024, 4, 30)]
     # 1: the levels' window alone, as before the pooling
     assert contract_origins(history, t, 182, 60, 1, june) == [june]
     with pytest.raises(ValueError, match="contract_windows 0"):
