@@ -104,6 +104,7 @@ def backtest_child(data: str, cutoff: str | None, horizon: int, out: str) -> Non
                 "churn_origins": [o.isoformat() for o in bt.trained.churn_origins or []],
                 "churn_label_days": bt.trained.artefact.churn.label_days,
                 "feature_set": bt.trained.artefact.feature_set,
+                "levels": lv.to_dict() if (lv := bt.trained.artefact.levels) is not None else None,
                 "config": config_summary,
                 "peer": peer,
             },
@@ -759,15 +760,32 @@ SETUP_HEADER = (
 )
 
 
-def subscribers_scored(info: dict[str, Any]) -> str:
-    """Which model scored the subscribers, from the backtest's per-model counts."""
-    if (info.get("metrics", {}).get("by_model") or {}).get("contract_hazard_customers"):
+def subscribers_scored(runs: list[SeedRun]) -> str:
+    """Which model scored the subscribers, from the backtest's per-model counts, and on which windows their
+    level was fitted (each seed's artefact levels)."""
+    if (runs[0].info.get("metrics", {}).get("by_model") or {}).get("contract_hazard_customers"):
         return (
             "Subscribers are scored by the contract hazard (training.contract), levelled on that window too."
         )
+    shifts = []
+    for r in runs:
+        lv = r.info.get("levels") or {}
+        windows = (lv.get("info") or {}).get("contract_windows") or []
+        if lv.get("contract_shift") is not None and windows:
+            shifts.append(
+                f"seed {r.seed}: {lv['contract_shift']:+.3f} in logit over {len(windows)} window(s) starting "
+                f"{windows[0]} to {windows[-1]}"
+            )
+    where = (
+        "fitted on that window"
+        if not shifts
+        else "fitted on their rows pooled over the latest complete windows (`levels.contract_windows`; "
+        + "; ".join(shifts)
+        + ")"
+    )
     return (
         "Subscribers are scored by the churn booster, which learned their H-day cancellations "
-        "(`contract.scorer: auto`), with a level shift of their own fitted on that window."
+        f"(`contract.scorer: auto`), with a level shift of their own, {where}."
     )
 
 
@@ -900,7 +918,7 @@ value errors are within the sampling noise (the levels tables above), so the der
   and {first.facts["season_window"]:.2f} over the scored window (ratio {ratio:.2f}, seed {first.seed}); no
   feature is a calendar input, so levels learned at the origins alone cannot follow the November–December
   peak (about {1 / ratio - 1:+.0%} from that alone): the calibrated levels (training.levels) recalibrate them
-  on the same season a year before T. {subscribers_scored(first.info)}
+  on the same season a year before T. {subscribers_scored(runs)}
 - **The peer's levels.** The plain peer is off by {g["peer_agg"][0]:+.1%} ± {g["peer_agg"][1]:.1%} in
   aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It
   learns the H-day answer itself, cancellations included, from label windows whose seasonal factor averages

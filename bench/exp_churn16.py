@@ -34,10 +34,10 @@ EXCLUDE = (
     "refund_count", "refund_amount", "purchases_180d", "amount_180d", "purchases_365d", "amount_365d",
 )  # fmt: skip
 BTYD = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
-PEER = {"eta": 0.3, "max_depth": 6, "tree_method": "hist", "nthread": 2, "seed": 0}
+PEER = {"eta": 0.3, "max_depth": 6, "tree_method": "hist", "nthread": 1, "seed": 0}
 SHALLOW = {
     "eta": 0.05, "max_depth": 3, "min_child_weight": 20, "subsample": 0.8, "tree_method": "hist",
-    "nthread": 2, "seed": 0,
+    "nthread": 1, "seed": 0,
 }  # fmt: skip
 
 
@@ -132,6 +132,52 @@ def make_short(params, rounds, k=5, btyd=True):
     return v
 
 
+def make_bag(params, rounds, k=8, seeds=(0, 1, 2)):
+    """Several boosters on the same rows, seeds (and so subsamples) apart, their probabilities averaged."""
+
+    def v(f, c):
+        tr = f[f.cutoff.isin(origins_for(f, c, H, k))]
+        cols = columns(f)
+        rows = matrix(f[f.cutoff == c], cols)
+        bag = {**params, "colsample_bytree": 0.8}
+        return np.mean(
+            [fit(tr, "churned_182", cols, {**bag, "seed": s}, rounds).predict(rows) for s in seeds], 0
+        )
+
+    return v
+
+
+RECENCY = ("recency_days", "ipt_last_days", "recency_over_ipt", "days_since_visit", "days_since_login")
+
+
+def make_mono(params, rounds, k=8):
+    """Churn may only rise with the recency-like columns (a monotone constraint on each)."""
+
+    def v(f, c):
+        tr = f[f.cutoff.isin(origins_for(f, c, H, k))]
+        cols = columns(f)
+        mono = "(" + ",".join("1" if c in RECENCY else "0" for c in cols) + ")"
+        return fit(tr, "churned_182", cols, {**params, "monotone_constraints": mono}, rounds), cols
+
+    return v
+
+
+def make_blend(weight_short, k_short=5, k=8):
+    """Logit blend of the 182-day booster and a 91-day one (more recent origins): a ranking, not a level."""
+
+    def v(f, c):
+        rows = f[f.cutoff == c]
+        out = []
+        for maker in (make_h(SHALLOW, 400, k=k), make_short(SHALLOW, 400, k=k_short)):
+            booster, cols = maker(f, c)
+            p = np.clip(booster.predict(matrix(rows, cols)), 1e-6, 1 - 1e-6)
+            out.append(np.log(p / (1 - p)))
+        z = (1 - weight_short) * out[0] + weight_short * out[1]
+        return 1 / (1 + np.exp(-z))
+
+    return v
+
+
 VARIANTS = {
     "peer": peer,
     "peer_btyd": make_h(PEER, 100),
@@ -141,6 +187,11 @@ VARIANTS = {
     "shallow_H12_hl6": make_h(SHALLOW, 400, k=12, hl=6),
     "shallow_h5": make_short(SHALLOW, 400),
     "d4_H8": make_h({**SHALLOW, "max_depth": 4}, 600, k=8),
+    "shallow_H8_hl6": make_h(SHALLOW, 400, k=8, hl=6),
+    "shallow_H8_bag3": make_bag(SHALLOW, 400),
+    "shallow_H8_mono": make_mono(SHALLOW, 400),
+    "blend_h5_H8_30": make_blend(0.3),
+    "blend_h5_H8_50": make_blend(0.5),
 }
 
 

@@ -109,6 +109,9 @@ class LevelsConfig(Section):
     """`levels:` which complete window recalibrates the churn and value levels (training.levels)."""
 
     window: Literal["seasonal", "seasonal_or_latest", "latest", "none"] = "seasonal"
+    # subscribers scored by the churn booster (contract.scorer: auto): their own shift is fitted on their rows
+    # pooled over the latest this many complete H-windows and the levels' window (1: that window alone)
+    contract_windows: Annotated[int, Field(ge=1)] = 12
 
 
 Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]

@@ -288,17 +288,67 @@ def fit_levels(
     fitted = Levels(
         levels.fit_churn_shift(p[~mask], y[~mask]), levels.fit_value_factor(v, actual, slope), info, slope
     )
-    if held is not None and held.any():  # under contract, scored by the booster: their own shift
+    if held is not None and contract_mode is not None and held.any():
+        # under contract, scored by the booster: their own shift, pooled over the latest complete windows
         fitted.churn_shift = levels.fit_churn_shift(p[~held], y[~held])
-        fitted.contract_shift = levels.fit_churn_shift(p[held], y[held])
+        pooled_p, pooled_y, used = contract_windows(
+            known, cutoff, fs, artefact, config, contract_mode, origin, (p[held], y[held])
+        )
+        fitted.contract_shift = levels.fit_churn_shift(pooled_p, pooled_y)
         fitted.contract_mode = contract_mode
         info.update(
-            contract_customers=int(held.sum()),
-            contract_churn_rate=float(y[held].mean()),
-            contract_mean_probability=float(p[held].mean()),
+            contract_windows=[f"{o:%Y-%m-%d}" for o in used],
+            contract_customers=int(pooled_y.size),  # subscriber-windows pooled
+            contract_churn_rate=float(pooled_y.mean()),
+            contract_mean_probability=float(pooled_p.mean()),
+            contract_window_customers=int(held.sum()),  # the levels' window alone
+            contract_window_churn_rate=float(y[held].mean()),
+            contract_window_mean_probability=float(p[held].mean()),
         )
     info["recalibrated_value"] = float(fitted.value(v).sum())
     return fitted
+
+
+def contract_windows(
+    known: History,
+    cutoff: datetime,
+    fs: FeatureSet,
+    artefact: ScoringArtefact,
+    config: TrainingConfig,
+    mode: str,
+    origin: datetime,
+    at_origin: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, list[datetime]]:
+    """The churn booster's P(churn) and the realised churn of the customers under contract, pooled over the
+    latest `levels.contract_windows` complete H-windows before `cutoff` (training.levels.contract_origins),
+    and the windows used; `at_origin` (the levels' own window's, already scored) is reused there."""
+    big_h = artefact.horizon_days
+    chosen = levels.contract_origins(
+        known, cutoff, big_h, config.min_history_days, config.levels.contract_windows, origin
+    )
+    ps: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
+    used: list[datetime] = []
+    for o in chosen:
+        if o == origin:
+            p, y = at_origin
+        else:
+            rows = build_scoring_rows(known, o, fs, big_h).to_pandas()
+            if rows.empty:
+                continue
+            spine = build_spine(known, [o])
+            truth = build_labels(known, spine, big_h, value=config.value.spec()).to_pandas()
+            if not np.array_equal(truth["customer_id"].to_numpy(), rows["customer_id"].to_numpy()):
+                raise RuntimeError("labels and calibration rows are not in the same customer order")
+            held = contract.under_contract(rows, mode)
+            if not held.any():
+                continue
+            p = artefact.churn.predict(rows, artefact.matrix(rows))[held]
+            y = truth["churned"].to_numpy()[held]
+        ps.append(np.asarray(p, dtype=np.float64))
+        ys.append(np.asarray(y, dtype=np.float64))
+        used.append(o)
+    return np.concatenate(ps), np.concatenate(ys), used
 
 
 def quality_by_segment(

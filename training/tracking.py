@@ -410,9 +410,11 @@ def churn_models_text(art: ScoringArtefact) -> str:
     who = "every customer" if mode == "contractual" else "customers whose is_subscriber is true"
     if c is None:  # the churn booster learned their H-day cancellations (training.contract `scorer`)
         shift = lv.contract_shift if lv is not None else None
+        windows = len(lv.info.get("contract_windows") or []) if lv is not None else 0
+        pooled = f" pooled over {windows} windows" if windows > 1 else ""
         return (
             f"churn booster on H-day cancellations for {who}, with a level of their own "
-            f"(shift {shift if shift is None else f'{shift:+.3f}'}); purchase silence for the rest"
+            f"(shift {shift if shift is None else f'{shift:+.3f}'}{pooled}); purchase silence for the rest"
         )[:500]
     return (
         f"contract hazard for {who} ({c.period_days}-day periods, {c.info.get('person_periods', 0)} "

@@ -307,6 +307,11 @@ def test_the_shipped_files_load_and_match_the_built_in_defaults(monkeypatch: pyt
         ),
         (
             "training.yaml",
+            "levels: {contract_windows: 0}\n",
+            "levels.contract_windows: input should be greater than or equal to 1",
+        ),
+        (
+            "training.yaml",
             "levels: {window: newest}\n",
             "'levels.window' is 'newest'; expected one of seasonal,",
         ),

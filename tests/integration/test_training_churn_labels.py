@@ -11,12 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import expit, logit
 
+from features.build import build_labels, build_scoring_rows, build_spine
 from features.datasets import synthetic
 from features.history import History, load_history
+from features.sets import get_feature_set
 from training.artefact import ScoringArtefact
-from training.config import TrainingConfig
-from training.pipeline import backtest
+from training.config import LevelsConfig, TrainingConfig
+from training.models import P_EPS
+from training.pipeline import backtest, fit_levels
 from training.tracking import churn_models_text, report_figures
 
 CUSTOMERS, SEED = 3000, 3
@@ -81,6 +85,7 @@ def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(his
     assert set(models[sub]) == {"contract_booster"} and set(models[~sub]) == {"purchase_silence"}
     assert art.score(rows)["churn_model"].tolist() == models.tolist()
     assert churn_models_text(art).startswith("churn booster on H-day cancellations for customers whose")
+    assert f"{art.levels.contract_shift:+.3f} pooled over 12 windows)" in churn_models_text(art)
     assert result.truth is not None
     y = result.truth["churned"].to_numpy()
     p = result.predictions["churn_probability"].to_numpy()
@@ -89,6 +94,34 @@ def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(his
     np.testing.assert_allclose(p[~sub], art.levels.churn(plain[~sub]))
     np.testing.assert_allclose(p[sub], art.levels.churn(plain[sub], np.ones(int(sub.sum()), dtype=bool)))
     assert art.levels.contract_shift != art.levels.churn_shift
+    # their shift is fitted on their rows pooled over the 12 latest complete 182-day windows (December 2023
+    # to November 2024; the levels' June window among them), not June alone
+    info = art.levels.info
+    assert info["contract_windows"][0] == "2023-12-31" and info["contract_windows"][-1] == "2024-11-30"
+    assert len(info["contract_windows"]) == 12 and info["origin"] in info["contract_windows"]
+    known = history.until(T)
+    counts, churned = 0, 0.0
+    for day in info["contract_windows"]:
+        o = datetime.fromisoformat(day).replace(hour=23, minute=59, second=59, microsecond=999999)
+        window = build_scoring_rows(known, o, get_feature_set(art.feature_set), HORIZON).to_pandas()
+        held = window["attr_is_subscriber"].fillna(False).to_numpy(bool)
+        labels = build_labels(known, build_spine(known, [o]), HORIZON).to_pandas()
+        counts += int(held.sum())
+        churned += float(labels["churned"].to_numpy()[held].sum())
+        if day == info["origin"]:
+            assert int(held.sum()) == info["contract_window_customers"]
+            june_p = art.churn.predict(window)[held]
+            june_rate = float(labels["churned"].to_numpy()[held].mean())
+    assert info["contract_customers"] == counts > 5 * info["contract_window_customers"]
+    assert info["contract_churn_rate"] == pytest.approx(churned / counts)
+    # with levels.contract_windows 1, the levels' window alone: the shift that matches its rate
+    one = SMALL.model_copy(update={"levels": LevelsConfig(contract_windows=1)})
+    alone = fit_levels(history, T, get_feature_set(art.feature_set), art, one, "mixed")
+    assert alone is not None and alone.info["contract_windows"] == [info["origin"]]
+    assert alone.info["contract_churn_rate"] == pytest.approx(june_rate) == info["contract_window_churn_rate"]
+    shifted = expit(logit(np.clip(june_p, P_EPS, 1 - P_EPS)) + alone.contract_shift)
+    assert float(shifted.mean()) == pytest.approx(june_rate, abs=1e-6)
+    assert alone.contract_shift != art.levels.contract_shift
     # subscribers' mean predicted cancellation near the realised rate (about 250 of them: 25 % relative is
     # 2.5 sampling sds, as in test_training_contract)
     assert abs(p[sub].mean() / y[sub].mean() - 1) < 0.25

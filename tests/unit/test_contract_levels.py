@@ -23,7 +23,13 @@ from training.contract import (
     survival_from_hazards,
     under_contract,
 )
-from training.levels import Levels, calibration_origin, fit_churn_shift, fit_value_factor
+from training.levels import (
+    Levels,
+    calibration_origin,
+    contract_origins,
+    fit_churn_shift,
+    fit_value_factor,
+)
 from training.models import Encoder
 
 
@@ -146,3 +152,31 @@ def test_the_calibration_window_is_an_earlier_years_season() -> None:
     assert calibration_origin(history, _end(2023, 6, 30), 182, 60, "seasonal") is None
     with pytest.raises(ValueError, match="levels window 'yearly'"):
         calibration_origin(history, t, 182, 60, "yearly")
+
+
+def test_the_subscribers_shift_pools_the_latest_complete_windows_and_the_levels_window() -> None:
+    days = pd.date_range("2023-01-01", "2025-06-30", freq="7D")
+    history = history_from_frames(
+        pd.DataFrame({"customer_id": "a", "timestamp": days, "amount": 10.0}), as_of=_end(2025, 6, 30)
+    )
+    t, june = _end(2025, 6, 30), _end(2024, 6, 30)
+    # the latest complete 182-day window starts 2024-11-30 (above); three back: September to November,
+    # and the levels' June window beside them
+    assert contract_origins(history, t, 182, 60, 3, june) == [
+        june,
+        _end(2024, 9, 30),
+        _end(2024, 10, 31),
+        _end(2024, 11, 30),
+    ]
+    # twelve back (December 2023 to November 2024) already hold June: no duplicate
+    twelve = contract_origins(history, t, 182, 60, 12, june)
+    assert len(twelve) == 12 and twelve[0] == _end(2023, 12, 31) and twelve[-1] == _end(2024, 11, 30)
+    assert june in twelve
+    # at 400 days the levels' window (June 2023, above) is older than the latest complete ones (the latest
+    # month end 400 days before T is 2024-04-30): it is added to them
+    june23 = _end(2023, 6, 30)
+    assert contract_origins(history, t, 400, 60, 2, june23) == [june23, _end(2024, 3, 31), _end(2024, 4, 30)]
+    # 1: the levels' window alone, as before the pooling
+    assert contract_origins(history, t, 182, 60, 1, june) == [june]
+    with pytest.raises(ValueError, match="contract_windows 0"):
+        contract_origins(history, t, 182, 60, 0, june)
