@@ -286,7 +286,7 @@ def _check_scores(scores: pd.DataFrame, tiers: Sequence[str]) -> pd.DataFrame:
     )
     if scores["customer_id"].isna().any() or s["customer_id"].duplicated().any():
         raise ValueError("scores: customer_id must be present and unique")
-    unknown = sorted({str(x) for x in s["tier"]} - set(tiers))
+    unknown = sorted({str(x) for x in pd.unique(s["tier"].to_numpy(dtype=object))} - set(tiers))
     if unknown:
         raise ValueError(f"scores: {tier_col} {unknown} not among the tiers {list(tiers)}")
     return s

@@ -109,7 +109,7 @@ def _score_history(
         order,
         config.tiers.demote_after,
     )
-    tiered = tiered.set_index("customer_id").loc[scores["customer_id"]]
+    tiered = _aligned(tiered, scores["customer_id"])
     scores = scores.assign(
         tier_raw=scores["tier"],
         tier=tiered["tier"].to_numpy(),
@@ -137,6 +137,15 @@ def _score_history(
         result.delivery = deliver(eng, config)
         step("webhooks")
     return result
+
+
+def _aligned(tiered: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """`tiered`'s rows in the order of `ids`: as they come (update_tiers keeps its input's order), else
+    looked up by customer_id (883k text ids looked up took a second for nothing)."""
+    mine = tiered["customer_id"].to_numpy(dtype=object)
+    if len(mine) == len(ids) and (mine == ids.to_numpy(dtype=object)).all():
+        return tiered
+    return tiered.set_index("customer_id").loc[ids]
 
 
 def _known_at(history: History, as_of: datetime) -> History:
