@@ -310,19 +310,74 @@ def _migrating(eng: sa.Engine) -> Iterator[sa.Connection]:
 # --- snapshots ----------------------------------------------------------------------------------------------
 
 
+class Staged:
+    """`write_snapshot`'s `events` when the recent events were written beforehand by `stage_events`."""
+
+
+STAGED = Staged()
+
+
+def can_stage(eng: sa.Engine) -> bool:
+    """Whether `stage_events` may run in a thread beside a run's reads and before its other writes:
+    PostgreSQL, or a SQLite file (`prepare` puts it in WAL mode: readers never wait for the writer)."""
+    if eng.dialect.name == "postgresql":
+        return True
+    database = eng.url.database
+    in_file = bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    return is_sqlite(eng) and in_file
+
+
+def stage_events(eng: sa.Engine, frames: Iterable[pd.DataFrame], stop: threading.Event | None = None) -> None:
+    """Write the recent events of the snapshot about to be written (`packed_event_batches` frames) into
+    their new table, `recent_events__new`, in one transaction of their own; `write_snapshot(...,
+    events=STAGED)` then swaps it in with the other tables, in its own. Readers never see the new table
+    (they read `recent_events`); it replaces any left by an earlier run. Batch scoring stages them in a
+    thread while DuckDB computes the feature rows (serving.batch). Setting `stop` rolls the transaction
+    back at the next frame (raising StagingStopped): nothing is left written; `drop_staged` removes a
+    staged table no snapshot took."""
+    with _log_copied_behind(eng) as con:
+        made: sa.Table | None = None
+        for frame in frames:
+            if stop is not None and stop.is_set():
+                raise StagingStopped("the run stopped: its recent events were not kept")
+            if made is None:
+                made = _new_table(con, EVENTS, frame, frame)
+            bulk.insert_frame(con, made, frame)
+        if made is None:
+            raise ValueError("no frame of recent events to stage (packed_event_batches gives at least one)")
+
+
+class StagingStopped(RuntimeError):
+    """`stage_events` was told to stop: its transaction rolled back."""
+
+
+def drop_staged(eng: sa.Engine) -> None:
+    """Remove staged recent events that no snapshot took (the run failed after staging them)."""
+    with eng.begin() as con:
+        con.execute(sa.text(f"DROP TABLE IF EXISTS {EVENTS}__new"))
+
+
+def _new_table(con: sa.Connection, name: str, frame: pd.DataFrame, typed: pd.DataFrame) -> sa.Table:
+    """`<name>__new`, empty, as pandas would create it for `frame` (column types from `typed`)."""
+    new = f"{name}__new"
+    frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(typed))
+    return bulk.table_of(con, new)
+
+
 def write_snapshot(
     eng: sa.Engine,
     features: pd.DataFrame,
     scores: pd.DataFrame,
     run: dict[str, Any],
-    events: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
+    events: pd.DataFrame | Iterable[pd.DataFrame] | Staged | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
     customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
     row per customer: the first frame gives the table its column types); they are then made in a thread
     of their own while this one writes the other tables (`_Ahead`), and written as they come. The store
-    must be prepared (`prepare`)."""
+    must be prepared (`prepare`). `events` STAGED: they are in `recent_events__new` already
+    (`stage_events`), and only swapped in here."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -333,16 +388,21 @@ def write_snapshot(
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
     tables = [(FEATURES, True), (SCORES, True)] + ([(EVENTS, False)] if events is not None else [])
-    frames = [] if events is None else [events] if isinstance(events, pd.DataFrame) else events
+    frames: Iterable[pd.DataFrame] = (
+        []
+        if events is None or isinstance(events, Staged)
+        else [events]
+        if isinstance(events, pd.DataFrame)
+        else events
+    )
     with _log_copied_behind(eng) as con, _Ahead(frames) as coming:
         made: dict[str, sa.Table] = {}
+        if isinstance(events, Staged) and not sa.inspect(con).has_table(f"{EVENTS}__new"):
+            raise ValueError(f"no staged recent events ({EVENTS}__new): stage them first (stage_events)")
 
         def write(name: str, frame: pd.DataFrame, whole: pd.DataFrame | None = None) -> None:
             if name not in made:  # the table as pandas would create it (column types from the whole frame)
-                typed = frame if whole is None else whole
-                new = f"{name}__new"
-                frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(typed))
-                made[name] = bulk.table_of(con, new)
+                made[name] = _new_table(con, name, frame, frame if whole is None else whole)
             bulk.insert_frame(con, made[name], frame)
 
         for name, whole in ((FEATURES, features), (SCORES, scores)):
@@ -620,8 +680,7 @@ def _customer_codes(tables: dict[int, pa.Table]) -> tuple[pa.Array, dict[int, pa
     found = pc.unique(pa.concat_arrays(list(words.values()))) if words else pa.array([], pa.string())
     names = found.take(pc.sort_indices(found))
     codes = {
-        s: pc.index_in(words[s], value_set=names).cast(pa.int32()).take(d.indices)
-        for s, d in encoded.items()
+        s: pc.index_in(words[s], value_set=names).cast(pa.int32()).take(d.indices) for s, d in encoded.items()
     }
     return names, codes
 
