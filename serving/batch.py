@@ -94,7 +94,8 @@ def _score_history(
     past = _known_at(history, as_of)
     # the recent events (erased customers stay erased) are ranked, packed and written into their new table
     # by a thread while DuckDB computes the feature rows; the snapshot's transaction swaps them in
-    staging = _Staging(eng, store.packed_event_batches(past), erasure.eraser(eng))
+    # (one DuckDB thread: the feature rows' query, on one thread, is what the run waits for)
+    staging = _Staging(eng, store.packed_event_batches(past, threads=1), erasure.eraser(eng))
     try:
         rows = erasure.without_erased(eng, art.feature_rows(past, as_of))  # erased customers stay erased
         step("feature rows")

@@ -604,7 +604,7 @@ def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
 
 
 def packed_event_batches(
-    history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS
+    history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS, threads: int | None = None
 ) -> Iterator[pd.DataFrame]:
     """What the store keeps as recent events (`write_snapshot`): each customer's last `n` events as one row,
     customer_id and `events`, JSON text of the events' columns newest first ({"timestamp": [...], "kind":
@@ -620,9 +620,12 @@ def packed_event_batches(
     tables by position and only they get their detail text and JSON. Customers are numbered once, in id
     order (`_customer_codes`): a pass then picks its range by a number, not by hashing every event's id
     text again (at a million customers, a pass per two million of 25 million events hashed them all
-    thirteen times)."""
+    thirteen times). `threads`: DuckDB threads per connection (None: DuckDB's default, every core)."""
     con, packer = duckdb.connect(), duckdb.connect()  # the packer's queries run while the top-n streams
     try:
+        if threads is not None:
+            for c in (con, packer):
+                c.execute(f"SET threads = {int(threads)}")
         sources = {source: (table, amount, shown) for source, table, amount, shown in _event_sources(history)}
         names, codes = _customer_codes({s: table for s, (table, _, _) in sources.items()})
         keys = []
