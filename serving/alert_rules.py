@@ -85,11 +85,8 @@ def evaluate(
     level = s["tier"].map(rank).to_numpy(dtype=np.float64)
     prev = _previous_levels(s["customer_id"], previous_tiers, rank)
     p = s["churn_probability"].to_numpy(dtype=np.float64, na_value=np.nan)
-    by_risk = s.assign(_v=s["value_at_risk"].fillna(-np.inf)).sort_values(
-        ["_v", "customer_id"], ascending=[False, True], kind="stable"
-    )
-    position = np.empty(len(s), dtype=np.int64)
-    position[by_risk.index.to_numpy()] = np.arange(len(s))
+    tops = [r.top_k_value_at_risk for r in config.rules if r.top_k_value_at_risk is not None]
+    position = _places(s, max(tops, default=0))
     days = past = best = None
     if any(r.win_back for r in config.rules):
         days, past, best = _lapse(s["customer_id"], lapse, rank)
@@ -286,10 +283,28 @@ def _check_scores(scores: pd.DataFrame, tiers: Sequence[str]) -> pd.DataFrame:
     )
     if scores["customer_id"].isna().any() or s["customer_id"].duplicated().any():
         raise ValueError("scores: customer_id must be present and unique")
-    unknown = sorted({str(x) for x in s["tier"]} - set(tiers))
+    unknown = sorted({str(x) for x in pd.unique(s["tier"].to_numpy(dtype=object))} - set(tiers))
     if unknown:
         raise ValueError(f"scores: {tier_col} {unknown} not among the tiers {list(tiers)}")
     return s
+
+
+def _places(s: pd.DataFrame, k: int) -> np.ndarray:
+    """Each row's place by value at risk, largest first (missing last), then by customer_id: exact for the
+    first `k` places, `k` for every other row (a top-k rule asks no more). Only the rows at or above the
+    k-th largest value are sorted, not a million."""
+    v = s["value_at_risk"].fillna(-np.inf).to_numpy(dtype=np.float64)
+    n = len(v)
+    position = np.full(n, k, dtype=np.int64)
+    if k <= 0 or n == 0:
+        return position
+    near = np.flatnonzero(v >= np.partition(v, n - k)[n - k]) if k < n else np.arange(n)
+    ranked = pd.DataFrame(
+        {"_v": v[near], "customer_id": s["customer_id"].to_numpy(dtype=object)[near], "_at": near}
+    ).sort_values(["_v", "customer_id"], ascending=[False, True], kind="stable")
+    first = ranked["_at"].to_numpy()[:k]
+    position[first] = np.arange(len(first))
+    return position
 
 
 def _previous_levels(

@@ -157,8 +157,11 @@ def sync_alerts(
         }
         # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
         fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
-        keys = pd.MultiIndex.from_arrays([ids, candidates["kind"].astype(str)])
-        known = keys.isin(list(live)) if live else np.zeros(len(candidates), dtype=bool)
+        if live:  # a first run has no live alert: no (customer, kind) index of every candidate to build
+            keys = pd.MultiIndex.from_arrays([ids, candidates["kind"].astype(str)])
+            known = keys.isin(list(live))
+        else:
+            known = np.zeros(len(candidates), dtype=bool)
         wanted = fires.to_numpy(dtype=bool) | known
         kept = candidates[wanted]
         if reasons is not None:

@@ -58,17 +58,39 @@ def _executemany(
 ) -> None:
     mark = "?" if con.dialect.paramstyle == "qmark" else "%s"
     quote = con.dialect.identifier_preparer
-    sql = (
-        f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))})"
-    )
+    head = f"INSERT INTO {quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)}) VALUES "
     sqlite = con.dialect.name == "sqlite"
     kinds = [table.c[c].type for c in columns]
     processors = [t._cached_bind_processor(con.dialect) for t in kinds]
     for start in range(0, len(frame), chunk):
         part = frame.iloc[start : start + chunk]
         values = [_values(part.iloc[:, i], kinds[i], processors[i], sqlite) for i in range(len(columns))]
-        con.exec_driver_sql(sql, list(zip(*values, strict=True)))
+        # on SQLite, a column with one value in every row of the chunk (a run's as_of, its model version,
+        # a curve the model lacks) is written once into the statement: SQLite's cost is per bound value
+        fixed = [_literal(v) if sqlite and len(part) > 1 else None for v in values]
+        marks = [mark if f is None else f for f in fixed]
+        bound = [v for v, f in zip(values, fixed, strict=True) if f is None]
+        rows = list(zip(*bound, strict=True)) if bound else [()] * len(part)
+        con.exec_driver_sql(f"{head}({', '.join(marks)})", rows)
+
+
+def _literal(values: list[Any]) -> str | None:
+    """SQLite's literal for a column's values when they are all one NULL, integer or text (what binding
+    each would store, the column's affinity applied alike), else None (bound row by row). Floats are
+    always bound: a literal's decimal text would be parsed by SQLite, and its last bit is not promised."""
+    first = values[0]
+    if first is None:
+        return "NULL" if values.count(None) == len(values) else None
+    kind = type(first)
+    if kind not in (int, str) or values.count(first) != len(values):
+        return None
+    if set(map(type, values)) != {kind}:
+        return None  # 1 == 1.0 == True: one value, but not one type
+    if kind is int:
+        return str(first)
+    if "\x00" in first:
+        return None
+    return "'" + first.replace("'", "''") + "'"
 
 
 def _copy(con: sa.Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], chunk: int) -> None:

@@ -35,7 +35,8 @@ def apply_hysteresis(
         )
     else:
         prev = _check_previous(previous, order)
-    merged = cur.merge(prev, on="customer_id", how="left", validate="one_to_one", sort=False)
+    # one row per customer on both sides (checked above): no validation pass over a million ids again
+    merged = cur.merge(prev, on="customer_id", how="left", sort=False)
 
     rank = {name: i for i, name in enumerate(order)}
     raw_level = merged["tier_raw"].map(rank).to_numpy(dtype=np.float64)

@@ -189,7 +189,8 @@ def episodes(engine: Engine) -> pd.DataFrame:
     )
     done = sa.select(o.c.arm, o.c.episode_id, o.c.horizon_days, o.c.computed_at, o.c.mature)
     with engine.connect() as conn:
-        rows = [*conn.execute(treated).all(), *conn.execute(control).all()]
+        # plain tuples: pandas asks each SQLAlchemy row for attributes it lacks (an exception a row)
+        rows = [tuple(r) for query in (treated, control) for r in conn.execute(query).all()]
         known = pd.DataFrame(
             conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at", "final"]
         )

@@ -125,23 +125,22 @@ def top_reasons(
         shown = [_shown(name, v) for v in uniques]
         up = chosen[r, c] > 0
         text[r, c] = _sentences(prefix, suffix, shown, codes, up)
-        escaped = np.array([_escape(s) for s in shown], dtype=object)[codes]
-        value = np.array([_json_value(v) for v in uniques], dtype=object)[codes]
-        direction = np.where(up, _RAISES_ITEM, _LOWERS_ITEM).astype(object)
+        escaped = np.array([_escape(s) for s in shown], dtype=object)[codes].tolist()
+        value = np.array([_json_value(v) for v in uniques], dtype=object)[codes].tolist()
         exact = [round(x, 6) for x in chosen[r, c].tolist()]  # Python's rounding, as json.dumps saw it
         rounded[r, c] = exact
-        contribution = np.array([repr(x) for x in exact], dtype=object)
-        ends_escaped = np.where(up, _escape(suffix[True]), _escape(suffix[False])).astype(object)
-        item[r, c] = (
-            f'{{"feature": {json.dumps(name)}, "value": '
-            + value
-            + direction
-            + contribution
-            + f', "text": "{_escape(prefix)}'
-            + escaped
-            + ends_escaped
-            + '"}'
-        )
+        # each reason's JSON object text built in one go (no partial texts of every reason on the way)
+        head, middle = f'{{"feature": {json.dumps(name)}, "value": ', f', "text": "{_escape(prefix)}'
+        ends = {
+            True: (_RAISES_ITEM, _escape(suffix[True]) + '"}'),
+            False: (_LOWERS_ITEM, _escape(suffix[False]) + '"}'),
+        }
+        made = np.empty(len(r), dtype=object)
+        made[:] = [
+            f"{head}{v}{ends[u][0]}{x!r}{middle}{e}{ends[u][1]}"
+            for v, u, x, e in zip(value, up.tolist(), exact, escaped, strict=True)
+        ]
+        item[r, c] = made
     return Reasons(filled, rounded, text, _rows_json(filled, item))
 
 

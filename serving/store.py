@@ -310,19 +310,74 @@ def _migrating(eng: sa.Engine) -> Iterator[sa.Connection]:
 # --- snapshots ----------------------------------------------------------------------------------------------
 
 
+class Staged:
+    """`write_snapshot`'s `events` when the recent events were written beforehand by `stage_events`."""
+
+
+STAGED = Staged()
+
+
+def can_stage(eng: sa.Engine) -> bool:
+    """Whether `stage_events` may run in a thread beside a run's reads and before its other writes:
+    PostgreSQL, or a SQLite file (`prepare` puts it in WAL mode: readers never wait for the writer)."""
+    if eng.dialect.name == "postgresql":
+        return True
+    database = eng.url.database
+    in_file = bool(database) and database != ":memory:" and not str(database).startswith("file:")
+    return is_sqlite(eng) and in_file
+
+
+def stage_events(eng: sa.Engine, frames: Iterable[pd.DataFrame], stop: threading.Event | None = None) -> None:
+    """Write the recent events of the snapshot about to be written (`packed_event_batches` frames) into
+    their new table, `recent_events__new`, in one transaction of their own; `write_snapshot(...,
+    events=STAGED)` then swaps it in with the other tables, in its own. Readers never see the new table
+    (they read `recent_events`); it replaces any left by an earlier run. Batch scoring stages them in a
+    thread while DuckDB computes the feature rows (serving.batch). Setting `stop` rolls the transaction
+    back at the next frame (raising StagingStopped): nothing is left written; `drop_staged` removes a
+    staged table no snapshot took."""
+    with _log_copied_behind(eng) as con:
+        made: sa.Table | None = None
+        for frame in frames:
+            if stop is not None and stop.is_set():
+                raise StagingStopped("the run stopped: its recent events were not kept")
+            if made is None:
+                made = _new_table(con, EVENTS, frame, frame)
+            bulk.insert_frame(con, made, frame)
+        if made is None:
+            raise ValueError("no frame of recent events to stage (packed_event_batches gives at least one)")
+
+
+class StagingStopped(RuntimeError):
+    """`stage_events` was told to stop: its transaction rolled back."""
+
+
+def drop_staged(eng: sa.Engine) -> None:
+    """Remove staged recent events that no snapshot took (the run failed after staging them)."""
+    with eng.begin() as con:
+        con.execute(sa.text(f"DROP TABLE IF EXISTS {EVENTS}__new"))
+
+
+def _new_table(con: sa.Connection, name: str, frame: pd.DataFrame, typed: pd.DataFrame) -> sa.Table:
+    """`<name>__new`, empty, as pandas would create it for `frame` (column types from `typed`)."""
+    new = f"{name}__new"
+    frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(typed))
+    return bulk.table_of(con, new)
+
+
 def write_snapshot(
     eng: sa.Engine,
     features: pd.DataFrame,
     scores: pd.DataFrame,
     run: dict[str, Any],
-    events: pd.DataFrame | Iterable[pd.DataFrame] | None = None,
+    events: pd.DataFrame | Iterable[pd.DataFrame] | Staged | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
     customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
     row per customer: the first frame gives the table its column types); they are then made in a thread
     of their own while this one writes the other tables (`_Ahead`), and written as they come. The store
-    must be prepared (`prepare`)."""
+    must be prepared (`prepare`). `events` STAGED: they are in `recent_events__new` already
+    (`stage_events`), and only swapped in here."""
     missing = set(HISTORY_COLUMNS) - set(scores.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
@@ -333,16 +388,21 @@ def write_snapshot(
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
     tables = [(FEATURES, True), (SCORES, True)] + ([(EVENTS, False)] if events is not None else [])
-    frames = [] if events is None else [events] if isinstance(events, pd.DataFrame) else events
+    frames: Iterable[pd.DataFrame] = (
+        []
+        if events is None or isinstance(events, Staged)
+        else [events]
+        if isinstance(events, pd.DataFrame)
+        else events
+    )
     with _log_copied_behind(eng) as con, _Ahead(frames) as coming:
         made: dict[str, sa.Table] = {}
+        if isinstance(events, Staged) and not sa.inspect(con).has_table(f"{EVENTS}__new"):
+            raise ValueError(f"no staged recent events ({EVENTS}__new): stage them first (stage_events)")
 
         def write(name: str, frame: pd.DataFrame, whole: pd.DataFrame | None = None) -> None:
             if name not in made:  # the table as pandas would create it (column types from the whole frame)
-                typed = frame if whole is None else whole
-                new = f"{name}__new"
-                frame.iloc[:0].to_sql(new, con, if_exists="replace", index=False, dtype=_sql_types(typed))
-                made[name] = bulk.table_of(con, new)
+                made[name] = _new_table(con, name, frame, frame if whole is None else whole)
             bulk.insert_frame(con, made[name], frame)
 
         for name, whole in ((FEATURES, features), (SCORES, scores)):
@@ -544,33 +604,38 @@ def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
 
 
 def packed_event_batches(
-    history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS
+    history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS, threads: int | None = None
 ) -> Iterator[pd.DataFrame]:
     """What the store keeps as recent events (`write_snapshot`): each customer's last `n` events as one row,
     customer_id and `events`, JSON text of the events' columns newest first ({"timestamp": [...], "kind":
     [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
     values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
     customers' ten events each were ten million inserts. In frames of at most `rows` customers (at least
-    one frame, maybe empty), in customer order within each pass.
+    one frame, maybe empty), in customer order.
 
     Lean on purpose: one top-n aggregate (DuckDB's arg_max) keeps each customer's `n` largest event keys
     (time, then kind, then table order, in one 128-bit integer) as 64-bit event ids, so no sort of the
-    whole history and its state bounded (a pass per PACKED_EVENTS_PER_PASS events, each over a share of
+    whole history and its state bounded (a pass per PACKED_EVENTS_PER_PASS events, each over a range of
     the customers); each frame's events are then taken from the history's
-    tables by position and only they get their detail text and JSON."""
+    tables by position and only they get their detail text and JSON. Customers are numbered once, in id
+    order (`_customer_codes`): a pass then picks its range by a number, not by hashing every event's id
+    text again (at a million customers, a pass per two million of 25 million events hashed them all
+    thirteen times). `threads`: DuckDB threads per connection (None: DuckDB's default, every core)."""
     con, packer = duckdb.connect(), duckdb.connect()  # the packer's queries run while the top-n streams
     try:
+        if threads is not None:
+            for c in (con, packer):
+                c.execute(f"SET threads = {int(threads)}")
         sources = {source: (table, amount, shown) for source, table, amount, shown in _event_sources(history)}
+        names, codes = _customer_codes({s: table for s, (table, _, _) in sources.items()})
         keys = []
         for source, (table, _, _) in sources.items():
             seq = pa.array(np.arange(table.num_rows, dtype=np.int64))
             con.register(
-                f"keys_{source}", table.select(["customer_id", "timestamp"]).append_column("seq", seq)
+                f"keys_{source}",
+                pa.table({"c": codes[source], "timestamp": table.column("timestamp"), "seq": seq}),
             )
-            keys.append(
-                f"SELECT CAST(customer_id AS VARCHAR) AS customer_id, timestamp, {source} AS source, seq "
-                f"FROM keys_{source}"
-            )
+            keys.append(f"SELECT c, timestamp, {source} AS source, seq FROM keys_{source}")
         if not keys:
             yield _packed_frame(
                 pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
@@ -582,20 +647,23 @@ def packed_event_batches(
             f"CAST(epoch_us(timestamp) AS HUGEINT) * {1 << 40} + source * {1 << _SEQ_BITS} "
             f"+ ({_SEQ_MASK} - seq)"
         )
-        # in passes over a share of the customers each (by a hash of their id), so that the aggregate's
-        # state stays bounded whatever the history's size; customers in id order within a pass
+        # in passes over a range of the customers each, so that the aggregate's state stays bounded
+        # whatever the history's size; customers in id order
         events = sum(table.num_rows for table, _, _ in sources.values())
         passes = max(1, -(-events // PACKED_EVENTS_PER_PASS))
         empty = True
         for part in range(passes):
-            share = f"WHERE hash(customer_id) % {passes} = {part}" if passes > 1 else ""
+            lo, hi = part * len(names) // passes, (part + 1) * len(names) // passes
             top = (
-                f"SELECT customer_id, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
-                f"FROM ({' UNION ALL '.join(keys)}) {share} GROUP BY customer_id ORDER BY customer_id"
+                f"SELECT c, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
+                f"FROM ({' UNION ALL '.join(keys)}) WHERE c >= {lo} AND c < {hi} GROUP BY c ORDER BY c"
             )
             for batch in con.sql(top).to_arrow_reader(rows):
                 empty = False
-                yield _packed_frame(_pack(packer, sources, batch))
+                named = pa.RecordBatch.from_arrays(
+                    [names.take(batch.column("c")), batch.column("ids")], ["customer_id", "ids"]
+                )
+                yield _packed_frame(_pack(packer, sources, named))
         if empty:
             yield _packed_frame(
                 pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
@@ -603,6 +671,21 @@ def packed_event_batches(
     finally:
         con.close()
         packer.close()
+
+
+def _customer_codes(tables: dict[int, pa.Table]) -> tuple[pa.Array, dict[int, pa.Array]]:
+    """Every customer id of the event tables as text, sorted (each once), and each table's rows as
+    positions in it (int32): each table's ids are hashed once, into a dictionary of its own."""
+    encoded = {
+        s: pc.dictionary_encode(table.column("customer_id")).combine_chunks() for s, table in tables.items()
+    }
+    words = {s: pc.cast(d.dictionary, pa.string()) for s, d in encoded.items()}
+    found = pc.unique(pa.concat_arrays(list(words.values()))) if words else pa.array([], pa.string())
+    names = found.take(pc.sort_indices(found))
+    codes = {
+        s: pc.index_in(words[s], value_set=names).cast(pa.int32()).take(d.indices) for s, d in encoded.items()
+    }
+    return names, codes
 
 
 _SEQ_BITS = 38  # an event id: source * 2**38 + its row in that table

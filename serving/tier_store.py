@@ -145,8 +145,10 @@ def tier_movements(
 
 
 def _text_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    ids = frame["customer_id"]
+    if ids.dtype == object and pd.api.types.infer_dtype(ids, skipna=False) == "string":
+        return frame  # text already (a batch run's million ids): no copy, no conversion
     out = frame.copy()
-    ids = out["customer_id"]
     out["customer_id"] = ids.where(ids.isna(), ids.astype(str))
     return out
 

@@ -63,6 +63,42 @@ def test_insert_frame_stores_what_to_sql_stores(tmp_path: Path) -> None:
     assert _stored(path, "by_bulk")[0][4] == "2024-01-01 10:00:00.123456"
 
 
+def test_columns_with_one_value_are_stored_as_bound_ones_are(tmp_path: Path) -> None:
+    """On SQLite a column with one value in every row of a chunk is written into the statement once
+    (a run's as_of, its model version, a curve the model lacks): the same values and types as bound."""
+    path = tmp_path / "s.db"
+    eng = sa.create_engine(f"sqlite:///{path}")
+    at = datetime(2026, 1, 2, 3, 4, 5, 6)
+    frame = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "version": ["it's 7"] * 4,  # a quote in the text
+            "n": [3] * 4,
+            "missing": [np.nan] * 4,  # a float column all NaN: NULL
+            "x": [0.1] * 4,  # floats are always bound
+            "as_of": [at] * 4,
+            "flag": [True] * 4,
+            "mixed": pd.Series([1, 1.0, True, 1], dtype=object),  # equal, not one type: bound
+            "none": pd.Series([None] * 4, dtype=object),
+        }
+    )
+    with eng.begin() as con:
+        frame.to_sql("by_pandas", con, index=False)
+        frame.iloc[:0].to_sql("by_bulk", con, index=False)
+        assert bulk.insert_frame(con, bulk.table_of(con, "by_bulk"), frame, chunk=3) == len(frame)
+    typed = "SELECT {} FROM {} ORDER BY rowid"
+    columns = ", ".join(f"{c}, typeof({c})" for c in frame.columns)
+    con = sqlite3.connect(path)
+    try:
+        got = con.execute(typed.format(columns, "by_bulk")).fetchall()
+        want = con.execute(typed.format(columns, "by_pandas")).fetchall()
+    finally:
+        con.close()
+    assert got == want
+    assert got[0][2:4] == ("it's 7", "text") and got[3][6:8] == (None, "null")
+    assert got[0][10:12] == ("2026-01-02 03:04:05.000006", "text")
+
+
 def test_insert_frame_is_part_of_the_callers_transaction(tmp_path: Path) -> None:
     eng = sa.create_engine(f"sqlite:///{tmp_path / 's.db'}")
     t = sa.Table(

@@ -4,6 +4,7 @@ tests/integration/test_alerts.py."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -98,3 +99,20 @@ def test_scores_with_only_raw_tiers_and_unknown_tiers() -> None:
     bad = SCORES.assign(tier=["diamond", "gold", "silver", "bronze", "platinum"])
     with pytest.raises(ValueError, match="platinum"):
         evaluate(bad, AT_RISK, None, T0)
+
+
+def test_places_by_value_at_risk_are_exact_for_the_top_k_only() -> None:
+    """Largest value at risk first, ties by customer_id, missing last; places past k are all k."""
+    from serving.alert_rules import _places
+
+    s = pd.DataFrame(
+        {
+            "customer_id": ["d", "b", "a", "c", "e", "f"],
+            "value_at_risk": [5.0, 7.0, 5.0, np.nan, 5.0, 1.0],
+        }
+    )
+    # by value: b 7; then a, d, e at 5 (by id); f 1; c missing
+    assert _places(s, 3).tolist() == [2, 0, 1, 3, 3, 3]
+    assert _places(s, 6).tolist() == [2, 0, 1, 5, 3, 4]
+    assert _places(s, 10).tolist() == [2, 0, 1, 5, 3, 4]
+    assert _places(s, 0).tolist() == [0] * 6

@@ -1,0 +1,104 @@
+"""Batch scoring writes the recent events into their new table in a thread of their own while the feature
+rows are computed (serving.batch._Staging, serving.store.stage_events); the snapshot's transaction swaps
+them in. A run that fails after that, or while the thread is still writing, leaves the store as it was:
+the previous snapshot whole and no staged table behind."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from features.datasets import synthetic
+from features.history import load_history
+from serving import batch, store, tier_store
+from serving.scoring import SCORE_COLUMNS
+from tests.helpers import golden
+from training.artefact import ScoringArtefact
+
+
+def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = sqlite3.connect(path)
+    try:
+        names = [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: sorted(con.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr) for n in names}
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Any:
+    synthetic.write(tmp_path / "history", 200, seed=5)
+    history = load_history(tmp_path / "history")
+    (tmp_path / "run").mkdir()
+    config = golden.serving_config(tmp_path / "run")
+    champion = golden.served(golden.GOLDEN / golden.SYNTHETIC.name / "model")
+
+    def score(day: str) -> batch.BatchResult:
+        return batch.score_history(history, datetime.fromisoformat(day), champion, config)
+
+    score.db = tmp_path / "run" / "diamond.db"  # type: ignore[attr-defined]
+    return score
+
+
+def test_the_staged_events_are_the_snapshots_events(run: Any) -> None:
+    result = run("2025-12-31")
+    tables = _tables(run.db)
+    assert "recent_events__new" not in tables
+    events = tables["recent_events"]
+    assert len(events) > 100
+    # what the snapshot transaction wrote from frames before staging: the same rows
+    history = load_history(run.db.parents[1] / "history")
+    packed = pd.concat(list(store.packed_event_batches(batch._known_at(history, datetime(2025, 12, 31)))))
+    assert sorted(zip(packed["customer_id"], packed["events"], strict=True)) == sorted(events)
+    assert list(result.scores.columns)[: len(SCORE_COLUMNS)] == SCORE_COLUMNS
+
+
+def test_a_run_failing_after_staging_leaves_the_previous_snapshot_and_no_staged_table(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("2025-09-30")
+    before = _tables(run.db)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tiers broke")
+
+    monkeypatch.setattr(tier_store, "update_tiers", broken)  # after the events were staged
+    with pytest.raises(RuntimeError, match="tiers broke"):
+        run("2025-12-31")
+    after = _tables(run.db)
+    assert "recent_events__new" not in after
+    assert after == before
+
+
+def test_a_run_failing_while_the_events_are_staged_rolls_them_back(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("2025-09-30")
+    before = _tables(run.db)
+    staging, go_on = threading.Event(), threading.Event()
+    real = store.bulk.insert_frame
+
+    def slow(con: Any, table: Any, frame: pd.DataFrame, *args: Any, **kwargs: Any) -> int:
+        if table.name == "recent_events__new":
+            staging.set()
+            go_on.wait(10)  # the run fails meanwhile
+        return real(con, table, frame, *args, **kwargs)
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        assert staging.wait(10)  # the thread is writing its first frame
+        go_on.set()
+        raise RuntimeError("feature rows broke")
+
+    monkeypatch.setattr(store.bulk, "insert_frame", slow)
+    monkeypatch.setattr(ScoringArtefact, "feature_rows", failing)
+    with pytest.raises(RuntimeError, match="feature rows broke"):
+        run("2025-12-31")
+    after = _tables(run.db)
+    assert "recent_events__new" not in after
+    assert after == before
