@@ -430,7 +430,8 @@ def _read_file(path: Path) -> tuple[pa.Table, bool]:
     suffixes = "".join(path.suffixes[-2:]).lower()
     try:
         if path.is_dir() or path.suffix.lower() == ".parquet":
-            return _read_parquet(path), False
+            # no pre-buffering: for a local file it only adds a copy of each column chunk (1M: 2.0 -> 1.5 s)
+            return pq.read_table(path, pre_buffer=False), False
         if suffixes.endswith(".csv") or suffixes.endswith(".csv.gz"):
             header = _csv_header(path)
             if len(set(header)) != len(header):
@@ -455,36 +456,6 @@ def _read_file(path: Path) -> tuple[pa.Table, bool]:
             [Problem(path.name, f"cannot be read: {_short(str(exc), 300)}", droppable=False)]
         ) from exc
     raise HistoryError([Problem(path.name, "is not a .parquet, .csv or .csv.gz file", droppable=False)])
-
-
-def _read_parquet(path: Path) -> pa.Table:
-    """A Parquet file through DuckDB's reader (the same table as pyarrow's in less time and memory at a
-    million customers) when it gives the columns pyarrow would; otherwise (a folder of parts, a type DuckDB
-    reads differently, a file it cannot read) through pyarrow, whose error is the one reported."""
-    if not path.is_dir():
-        try:
-            expected = pq.read_schema(path)
-            with duckdb.connect() as con:
-                con.execute("SET TimeZone = 'UTC'")
-                reader = con.sql("SELECT * FROM read_parquet(?)", params=[str(path)]).arrow()
-                if _same_columns(reader.schema, expected):
-                    return reader.read_all() if isinstance(reader, pa.RecordBatchReader) else reader
-        except (duckdb.Error, pa.ArrowInvalid, OSError):
-            pass
-    return pq.read_table(path)
-
-
-def _same_columns(got: pa.Schema, expected: pa.Schema) -> bool:
-    """Same names in the same order, and types equal up to what typing ignores anyway: text as a plain
-    string rather than a dictionary, a timestamp's unit or zone."""
-    if got.names != expected.names:
-        return False
-    for a, b in zip(got.types, expected.types, strict=True):
-        if pa.types.is_dictionary(b) and _is_text(b):
-            b = b.value_type
-        if a != b and not (pa.types.is_timestamp(a) and pa.types.is_timestamp(b)):
-            return False
-    return True
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -867,6 +838,9 @@ def _suspect_edges(chunk: pa.Array) -> np.ndarray:
     data = np.frombuffer(data_buffer, dtype=np.uint8)
     start, end = offsets[:-1], offsets[1:]
     suspect = np.less_equal(end, start)  # empty: the byte looked at below may be another row's
+    used = data[offsets[0] : offsets[-1]]
+    if used.size and used.min() > 0x20 and used.max() < 0x7F:  # no such byte anywhere: only empties
+        return suspect
     for edge in (data[np.minimum(start, data.size - 1)], data[np.maximum(end - 1, 0)]):
         suspect |= (edge <= 0x20) | (edge >= 0x7F)
     return suspect

@@ -88,9 +88,9 @@ def test_typed_parquet_keeps_its_values_order_and_attribute_types(tmp_path: Path
 
 
 def test_parquet_files_load_as_the_tables_pyarrow_reads(tmp_path: Path) -> None:
-    """Parquet files are read by DuckDB (faster at a million customers); what comes out equals validating the
-    tables pyarrow reads, for the types a CRM export writes (a pandas categorical, zoned and millisecond
-    timestamps, 8-bit integers, decimals), and over many row groups, in file order."""
+    """A Parquet file loads as validating the table pyarrow reads from it, for the types a CRM export
+    writes (a pandas categorical, zoned and millisecond timestamps, 8-bit integers, decimals, names equal
+    but for case), over many row groups, in file order: a guard for any faster reader."""
     n = 5_000
     rng = np.random.default_rng(0)
     tx = pa.table(
@@ -108,7 +108,7 @@ def test_parquet_files_load_as_the_tables_pyarrow_reads(tmp_path: Path) -> None:
     )
     customers = pa.table({"customer_id": ["a", "b", "c"], "Age": [1, 2, 3], "age": [4.0, 5.0, None]})
     pq.write_table(tx, tmp_path / "transactions.parquet", row_group_size=700)
-    pq.write_table(customers, tmp_path / "customers.parquet")  # names equal but for case: pyarrow reads it
+    pq.write_table(customers, tmp_path / "customers.parquet")
     loaded = load_history(tmp_path)
     expected = history_from_frames(
         pq.read_table(tmp_path / "transactions.parquet"), pq.read_table(tmp_path / "customers.parquet")
