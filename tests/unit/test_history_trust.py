@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,6 +66,34 @@ def test_a_stray_row_far_past_the_bulk_is_refused(tmp_path: Path) -> None:
     assert load_history(tmp_path).transactions.num_rows == 301
     write(tmp_path, "dataset.yaml", "max_gap_days: 10000\n")
     assert load_history(tmp_path).transactions.num_rows == 301
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 400),
+    span=st.integers(0, 15),
+    late_days=st.lists(st.integers(0, 60), max_size=6),
+    gap=st.integers(1, 20),
+)
+def test_stray_rows_are_those_past_the_exact_bulk(
+    size: int, span: int, late_days: list[int], gap: int
+) -> None:
+    """Whatever shortcut the check takes, the rows refused as stray are exactly those more than `gap` days
+    after the table's 0.99 quantile (DuckDB's quantile_disc over every row, the definition): a bulk of rows
+    and a few later ones, in any number around the 1 % the quantile leaves above it."""
+    days = [i % (span + 1) for i in range(size)] + late_days
+    stamps = [datetime(2024, 1, 1) + timedelta(days=d) for d in days]
+    with duckdb.connect() as con:
+        query = "SELECT quantile_disc(t, 0.99) FROM (SELECT unnest(?::TIMESTAMP[]) AS t)"
+        bulk_at = con.execute(query, [stamps]).fetchall()[0][0]
+    strays = sum(t > bulk_at + timedelta(days=gap) for t in stamps)
+    frame = pd.DataFrame({"customer_id": "a", "timestamp": stamps, "amount": 1.0})
+    config = DatasetConfig(max_gap_days=gap, duplicates="keep")
+    if strays:
+        with pytest.raises(HistoryError, match=f"{strays} values are more than {gap} days after the bulk"):
+            history_from_frames(frame, config=config)
+    else:
+        assert history_from_frames(frame, config=config).transactions.num_rows == len(days)
 
 
 def test_a_run_far_past_the_history_is_refused(tmp_path: Path) -> None:
