@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import xgboost as xgb
 
 from features.definitions import REGISTRY
+from serving import numtext
 from training.artefact import ScoringArtefact
 from training.curve import HORIZONS
 from training.rfm import RfmReference, rfm_segments
@@ -114,58 +117,93 @@ def top_reasons(
     del effects
     filled = chosen != 0
     text = np.full(order.shape, "", dtype=object)
-    item = np.full(order.shape, "", dtype=object)
     rounded = np.zeros(order.shape, dtype=np.float64)
+    places, items = [], []
     for j in np.unique(order[filled]).tolist():
         r, c = np.nonzero((order == j) & filled)
         name = names[j]
         raw = rank[r] if name == RFM_REASON else _column(rows[name], r)
-        codes, uniques = _factorize(raw)
+        codes, value, shown = _value_texts(name, raw)
         prefix, suffix = _sentence(name)
-        shown = [_shown(name, v) for v in uniques]
         up = chosen[r, c] > 0
         text[r, c] = _sentences(prefix, suffix, shown, codes, up)
-        escaped = np.array([_escape(s) for s in shown], dtype=object)[codes].tolist()
-        value = np.array([_json_value(v) for v in uniques], dtype=object)[codes].tolist()
-        exact = [round(x, 6) for x in chosen[r, c].tolist()]  # Python's rounding, as json.dumps saw it
+        exact = numtext.rounded(chosen[r, c], 6)  # Python's rounding, as json.dumps saw it
         rounded[r, c] = exact
-        # each reason's JSON object text built in one go (no partial texts of every reason on the way)
-        head, middle = f'{{"feature": {json.dumps(name)}, "value": ', f', "text": "{_escape(prefix)}'
-        ends = {
-            True: (_RAISES_ITEM, _escape(suffix[True]) + '"}'),
-            False: (_LOWERS_ITEM, _escape(suffix[False]) + '"}'),
-        }
-        made = np.empty(len(r), dtype=object)
-        made[:] = [
-            f"{head}{v}{ends[u][0]}{x!r}{middle}{e}{ends[u][1]}"
-            for v, u, x, e in zip(value, up.tolist(), exact, escaped, strict=True)
-        ]
-        item[r, c] = made
-    return Reasons(filled, rounded, text, _rows_json(filled, item))
+        # each reason's JSON object text, joined column by column in Arrow (no Python text per reason)
+        raises = pa.array(up)
+        items.append(
+            pc.binary_join_element_wise(
+                f'{{"feature": {json.dumps(name)}, "value": ',
+                pc.take(value, codes),
+                pc.if_else(raises, _RAISES_ITEM, _LOWERS_ITEM),
+                numtext.reprs(exact),
+                f', "text": "{_escape(prefix)}',
+                pc.take(_escaped(shown), codes),
+                pc.if_else(raises, _escape(suffix[True]) + '"}', _escape(suffix[False]) + '"}'),
+                "",
+            )
+        )
+        places.append(r * top + c)
+    return Reasons(filled, rounded, text, _rows_json(filled, places, items))
+
+
+def _value_texts(name: str, raw: np.ndarray) -> tuple[np.ndarray, pa.Array, pa.Array]:
+    """Codes of the distinct values (as `_value` reads them), and per distinct value its JSON text (as
+    json.dumps writes it) and its text in the sentence (`_shown`). Numbers are written as arrays
+    (serving.numtext, Python's own texts), anything else by Python, once per distinct value."""
+    if raw.dtype != np.float64:
+        codes, uniques = pd.factorize(pd.Series(raw, dtype=object), use_na_sentinel=False)
+        values = [_value(v) for v in uniques]
+        json_texts = pa.array([_json_value(v) for v in values], type=pa.string())
+        return codes, json_texts, pa.array([_shown(name, v) for v in values], type=pa.string())
+    codes, bits = pd.factorize(raw.view(np.int64))  # by bits: -0.0 and 0.0 stay distinct as they print
+    x = np.asarray(bits).view(np.float64)
+    missing = pa.array(np.isnan(x))  # _value reads NaN as None: null in JSON, "none" in words
+    finite = np.isfinite(x)
+    json_texts = pc.if_else(
+        pa.array(finite),
+        numtext.reprs(np.where(finite, x, 0.0)),
+        pc.if_else(missing, "null", pc.if_else(pa.array(x > 0), "Infinity", "-Infinity")),
+    )
+    shown = numtext.percent0(x) if name == RFM_REASON else pc.if_else(missing, "none", numtext.fixed2(x))
+    return codes, json_texts, shown
+
+
+def _escaped(shown: pa.Array) -> pa.Array:
+    """`_escape` of each text: numbers and most words need nothing (checked in Arrow), the rest Python."""
+    plain = pc.and_(pc.string_is_ascii(shown), pc.utf8_is_printable(shown))
+    plain = pc.and_(plain, pc.invert(pc.or_(pc.match_substring(shown, '"'), pc.match_substring(shown, "\\"))))
+    if pc.all(plain).as_py() in (True, None):
+        return shown
+    texts = shown.to_pylist()
+    return pa.array([t if ok else _escape(t) for t, ok in zip(texts, plain.to_pylist(), strict=True)])
 
 
 def _sentences(
-    prefix: str, suffix: dict[bool, str], shown: list[str], codes: np.ndarray, up: np.ndarray
+    prefix: str, suffix: dict[bool, str], shown: pa.Array, codes: np.ndarray, up: np.ndarray
 ) -> np.ndarray:
     """prefix + shown[code] + suffix[up] for each reason, one text object per distinct sentence: values are
     shown rounded, so a million rows' reasons repeat themselves, and a copy of each per row took about half
     a gigabyte for as long as the run."""
-    words, at = np.unique(np.array(shown, dtype=object), return_inverse=True)
-    key = at.reshape(-1)[codes] * 2 + up
+    encoded = pc.dictionary_encode(shown)
+    words = encoded.dictionary.to_pylist()
+    key = np.asarray(encoded.indices, dtype=np.int64)[codes] * 2 + up
     distinct, which = np.unique(key, return_inverse=True)
     made = [prefix + words[k // 2] + suffix[bool(k % 2)] for k in distinct.tolist()]
     return np.array(made, dtype=object)[which.reshape(-1)]
 
 
-def _rows_json(filled: np.ndarray, item: np.ndarray) -> np.ndarray:
-    """Each row's reasons as one JSON text: `json.dumps(list of reason dicts)`, from each reason's JSON
-    object text (`item`); each text written once (no partial texts of every row on the way)."""
-    out = np.empty(len(filled), dtype=object)
-    out[:] = [
-        "[" + ", ".join([x for x, f in zip(row, keep, strict=True) if f]) + "]"
-        for row, keep in zip(item.tolist(), filled.tolist(), strict=True)
-    ]
-    return out
+def _rows_json(filled: np.ndarray, places: list[np.ndarray], items: list[pa.Array]) -> np.ndarray:
+    """Each row's reasons as one JSON text, `json.dumps(list of reason dicts)`: the reasons' JSON object
+    texts (`items`, at flat positions row * top + slot in `places`) joined row by row in Arrow."""
+    at = np.concatenate(places) if places else np.zeros(0, dtype=np.int64)
+    flat = pa.concat_arrays(items) if items else pa.array([], type=pa.string())
+    flat = flat.take(pa.array(np.argsort(at, kind="stable")))  # row by row, each row's slots in order
+    offsets = np.zeros(len(filled) + 1, dtype=np.int32)
+    np.cumsum(filled.sum(axis=1), out=offsets[1:])
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), flat), ", ")
+    out = pc.binary_join_element_wise("[", joined, "]", "").to_numpy(zero_copy_only=False)
+    return np.asarray(out, dtype=object)
 
 
 _RAISES_ITEM = ', "direction": "raises churn risk", "contribution": '
@@ -285,16 +323,6 @@ def _column(column: pd.Series, positions: np.ndarray) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)[positions]
     return column.to_numpy(dtype=object)[positions]
-
-
-def _factorize(values: np.ndarray) -> tuple[np.ndarray, list[Any]]:
-    """Codes into the distinct values (as `_value` reads them: float, str or None). Floats are told apart
-    by their bits, so -0.0 and 0.0 stay distinct as they print."""
-    if values.dtype == np.float64:
-        codes, bits = pd.factorize(values.view(np.int64))
-        return codes, [_value(float(v)) for v in np.asarray(bits).view(np.float64).tolist()]
-    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=False)
-    return codes, [_value(v) for v in uniques]
 
 
 def _value(v: Any) -> float | str | None:
