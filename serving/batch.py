@@ -8,11 +8,12 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -96,17 +97,19 @@ def _score_history(
     # by a thread while DuckDB computes the feature rows; the snapshot's transaction swaps them in
     # (one DuckDB thread: the feature rows' query, on one thread, is what the run waits for)
     staging = _Staging(eng, store.packed_event_batches(past, threads=1), erasure.eraser(eng))
+    shap = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diamond-reasons")
     try:
         rows = erasure.without_erased(eng, art.feature_rows(past, as_of))  # erased customers stay erased
         step("feature rows")
         events = staging.wait()  # before the reasons' Python work, which would hold the thread back
-        with _threads(art, os.cpu_count() or 1):  # a million rows: every core pays (identical results)
-            scores, why = scoring.score_frame(
-                art, rows, config.reasons, config.cold_start_min_purchase_days, served.rfm
-            )
-        if scores.empty:
+        if rows.empty:
             raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
-        step("scores and reasons")
+        dm = art.matrix(rows)
+        with _threads(art, os.cpu_count() or 1):  # a million rows: every core pays (identical results)
+            scores = scoring.score_table(art, rows, config.cold_start_min_purchase_days, served.rfm, dm)
+        # TreeSHAP (C++, one core, no GIL) runs beside the tiers and the store's first inserts on the other
+        effects = shap.submit(scoring.reason_effects, art, rows, dm)
+        step("scores")
         order = list(config.tiers.order or art.tiers)
         rules = config.alert_rules(order)  # None: alerts are off
         tiered = tier_store.update_tiers(
@@ -125,11 +128,21 @@ def _score_history(
             model_version=served.version,
         )
         step("tiers")
-        target = _write(scores, rows, served, config, eng, as_of, events)
+        made: dict[str, Any] = {}
+
+        def complete() -> pd.DataFrame:  # asked for by the snapshot once its other tables are written
+            made["why"] = scoring.reasons_of(art, rows, effects.result(), config.reasons)
+            made["scores"] = scoring.with_reasons(scores, made["why"])
+            return made["scores"]
+
+        target = _write(scores, complete, rows, served, config, eng, as_of, events)
+        scores, why = made["scores"], made["why"]
     except BaseException:  # staged recent events no snapshot took are not left behind
         staging.abandon()
         raise
-    step("score table, snapshot and recent events")
+    finally:
+        shap.shutdown(wait=True)  # a failed run waits for TreeSHAP: no thread outlives it
+    step("reasons, score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
         lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
@@ -252,6 +265,7 @@ def deliver(eng: sa.Engine, config: ServingConfig) -> delivery.DeliveryReport:
 
 def _write(
     scores: pd.DataFrame,
+    complete: Callable[[], pd.DataFrame],
     rows: pd.DataFrame,
     served: Served,
     config: ServingConfig,
@@ -259,13 +273,19 @@ def _write(
     as_of: datetime,
     events: Iterable[pd.DataFrame] | store.Staged,
 ) -> Path:
-    table = scores  # reasons are JSON text already (scoring.score_frame)
+    """The snapshot's transaction: the feature snapshot and the score history (`scores` without reasons),
+    then `complete()`'s score table (with reasons) as Parquet and as the score snapshot."""
     folder = Path(config.scores_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
+
+    def table() -> pd.DataFrame:
+        done = complete()  # reasons are JSON text (scoring.with_reasons)
+        _write_parquet(done, tmp)
+        return done
+
     try:
-        _write_parquet(table, tmp)
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
@@ -277,6 +297,7 @@ def _write(
                 "parquet": str(target),
             },
             events,
+            history=scores[store.HISTORY_COLUMNS],
         )
     except BaseException:  # nothing half-written is left behind, even on Ctrl-C
         tmp.unlink(missing_ok=True)

@@ -99,22 +99,36 @@ def contract_effects(artefact: ScoringArtefact, rows: pd.DataFrame) -> tuple[np.
 def top_reasons(
     artefact: ScoringArtefact, rows: pd.DataFrame, top: int, dm: xgb.DMatrix | None = None
 ) -> Reasons:
-    """Per customer, the `top` inputs that move churn risk most: for the purchase-silence model, XGBoost's
-    pred_contribs on the booster margin scaled by the stacker's weight, plus the RFM rank's own term; for
-    customers under contract, the contract hazard's own contributions (`contract_effects`). Largest
-    |effect| first (equal ones: the earlier column first); zero effects are left out."""
+    """Per customer, the `top` inputs that move churn risk most (`reason_effects`), in words
+    (`reasons_of`)."""
+    return reasons_of(artefact, rows, reason_effects(artefact, rows, dm), top)
+
+
+def reason_effects(
+    artefact: ScoringArtefact, rows: pd.DataFrame, dm: xgb.DMatrix | None = None
+) -> np.ndarray:
+    """(rows, `reason_names`) effects on churn risk: for the purchase-silence model, XGBoost's pred_contribs
+    on the booster margin scaled by the stacker's weight, plus the RFM rank's own term; for customers under
+    contract, the contract hazard's own contributions (`contract_effects`). The costly part of the reasons
+    (TreeSHAP), and nearly all of it outside Python: batch scoring runs it beside its store writes."""
     contribs = artefact.churn.contributions(rows, dm)[:, :-1] * artefact.churn.stack[0]
-    rank = artefact.churn.rfm.score(rows)
-    rfm_effect = artefact.churn.stack[1] * (rank - 0.5)  # relative to a middling customer
+    rfm_effect = artefact.churn.stack[1] * (artefact.churn.rfm.score(rows) - 0.5)  # vs a middling customer
     names = reason_names(artefact)
     effects = np.c_[contribs, rfm_effect, np.zeros((len(rows), len(names) - len(artefact.columns) - 1))]
     del contribs
     contract, theirs = contract_effects(artefact, rows)
     if contract.any():
         effects[contract] = theirs
-    order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :top].copy()  # not a view of every rank
+    return effects
+
+
+def reasons_of(artefact: ScoringArtefact, rows: pd.DataFrame, effects: np.ndarray, top: int) -> Reasons:
+    """The `top` reasons of each row from its `reason_effects`: largest |effect| first (equal ones: the
+    earlier column first); zero effects are left out."""
+    names = reason_names(artefact)
+    rank = artefact.churn.rfm.score(rows)
+    order = _top_columns(np.abs(effects), top)
     chosen = np.take_along_axis(effects, order, axis=1)
-    del effects
     filled = chosen != 0
     text = np.full(order.shape, "", dtype=object)
     rounded = np.zeros(order.shape, dtype=np.float64)
@@ -145,6 +159,18 @@ def top_reasons(
         )
         places.append(r * top + c)
     return Reasons(filled, rounded, text, _rows_json(filled, places, items))
+
+
+def _top_columns(size: np.ndarray, top: int) -> np.ndarray:
+    """Per row, the columns of the `top` largest values, largest first, ties to the earlier column: a
+    stable descending sort's first `top`, found by `top` passes of argmax (which takes the first maximum)."""
+    size = size.copy()
+    rows = np.arange(len(size))
+    order = np.empty((len(size), min(top, size.shape[1])), dtype=np.int64)
+    for k in range(order.shape[1]):
+        order[:, k] = np.argmax(size, axis=1)
+        size[rows, order[:, k]] = -np.inf  # taken: below every |effect|
+    return order
 
 
 def _value_texts(name: str, raw: np.ndarray) -> tuple[np.ndarray, pa.Array, pa.Array]:
@@ -248,9 +274,21 @@ def score_frame(
         none = Reasons(empty, empty.astype(np.float64), empty.astype(object), np.zeros(0, dtype=object))
         return pd.DataFrame({c: [] for c in SCORE_COLUMNS}), none
     dm = artefact.matrix(rows)
-    scored = artefact.score(rows, dm)
+    frame = score_table(artefact, rows, cold_start_min_purchase_days, reference, dm)
     why = top_reasons(artefact, rows, top, dm)
-    del dm
+    return with_reasons(frame, why), why
+
+
+def score_table(
+    artefact: ScoringArtefact,
+    rows: pd.DataFrame,
+    cold_start_min_purchase_days: int,
+    reference: RfmReference | None = None,
+    dm: xgb.DMatrix | None = None,
+) -> pd.DataFrame:
+    """`score_frame`'s table without the reasons (`reasons` None until `with_reasons`): the scores, tiers,
+    segments, cold start and time to churn of non-empty `rows`."""
+    scored = artefact.score(rows, dm if dm is not None else artefact.matrix(rows))
     segments = rfm_segments(rows, reference or RfmReference.from_rank(artefact.churn.rfm)).to_numpy()
     n = len(rows)
     frame = pd.DataFrame(
@@ -262,7 +300,7 @@ def score_frame(
             "value_at_risk": scored["value_at_risk"].to_numpy(dtype=np.float64),
             "tier": pd.Series(scored["tier"].astype(str).to_numpy(dtype=object), dtype=object),
             "rfm_segment": pd.Series(segments, dtype=object),
-            "reasons": pd.Series(why.rows_json, dtype=object),  # plain objects: no copy into Arrow strings
+            "reasons": pd.Series(np.full(n, None, dtype=object), dtype=object),
             "cold_start": cold_start(rows, cold_start_min_purchase_days),
             "churn_model": pd.Series(scored["churn_model"].to_numpy(dtype=object), dtype=object),
         }
@@ -270,7 +308,16 @@ def score_frame(
     curve = churn_curve(artefact, rows, frame["churn_probability"].to_numpy())
     for j, name in enumerate(CURVE_COLUMNS):
         frame[name] = curve[:, j]
-    return frame, why
+    return frame
+
+
+def with_reasons(frame: pd.DataFrame, why: Reasons) -> pd.DataFrame:
+    """`frame` (`score_table`'s rows, in order) with each row's reasons as JSON text."""
+    if len(why.rows_json) != len(frame):
+        raise ValueError(f"{len(why.rows_json)} rows of reasons for {len(frame)} scores")
+    out = frame.copy(deep=False)
+    out["reasons"] = pd.Series(why.rows_json, dtype=object, index=frame.index)  # plain objects, no Arrow copy
+    return out
 
 
 def churn_curve(artefact: ScoringArtefact, rows: pd.DataFrame, probability: np.ndarray) -> np.ndarray:

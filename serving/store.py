@@ -22,7 +22,7 @@ import json
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from functools import cache
@@ -367,9 +367,10 @@ def _new_table(con: sa.Connection, name: str, frame: pd.DataFrame, typed: pd.Dat
 def write_snapshot(
     eng: sa.Engine,
     features: pd.DataFrame,
-    scores: pd.DataFrame,
+    scores: pd.DataFrame | Callable[[], pd.DataFrame],
     run: dict[str, Any],
     events: pd.DataFrame | Iterable[pd.DataFrame] | Staged | None = None,
+    history: pd.DataFrame | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
     history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
@@ -377,8 +378,14 @@ def write_snapshot(
     row per customer: the first frame gives the table its column types); they are then made in a thread
     of their own while this one writes the other tables (`_Ahead`), and written as they come. The store
     must be prepared (`prepare`). `events` STAGED: they are in `recent_events__new` already
-    (`stage_events`), and only swapped in here."""
-    missing = set(HISTORY_COLUMNS) - set(scores.columns)
+    (`stage_events`), and only swapped in here. `scores` may come late: a callable asked for the frame once
+    the features and the score history (`history`, then required: its HISTORY_COLUMNS) are written, so that
+    batch scoring makes its reasons meanwhile."""
+    if history is None:
+        if callable(scores):
+            raise ValueError("scores that come late need the score history's rows (history=) up front")
+        history = scores
+    missing = set(HISTORY_COLUMNS) - set(history.columns)
     if missing:
         raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
     unknown = set(run) - set(RUN_COLUMNS)
@@ -405,14 +412,17 @@ def write_snapshot(
                 made[name] = _new_table(con, name, frame, frame if whole is None else whole)
             bulk.insert_frame(con, made[name], frame)
 
-        for name, whole in ((FEATURES, features), (SCORES, scores)):
+        def write_all(name: str, whole: pd.DataFrame) -> None:
             for start in range(0, max(len(whole), 1), bulk.CHUNK):
                 write(name, whole.iloc[start : start + bulk.CHUNK], whole)
                 for frame in coming.ready():  # the recent events made meanwhile
                     write(EVENTS, frame)
+
+        write_all(FEATURES, features)
+        _append_history(con, history)
+        write_all(SCORES, scores() if callable(scores) else scores)
         for frame in coming:
             write(EVENTS, frame)
-        _append_history(con, scores)
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
         keep = _keeps_snapshot(con, logged["as_of"])
