@@ -8,7 +8,6 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -97,7 +96,7 @@ def _score_history(
     # by a thread while DuckDB computes the feature rows; the snapshot's transaction swaps them in
     # (one DuckDB thread: the feature rows' query, on one thread, is what the run waits for)
     staging = _Staging(eng, store.packed_event_batches(past, threads=1), erasure.eraser(eng))
-    shap = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diamond-reasons")
+    effects: _Effects | None = None
     try:
         rows = erasure.without_erased(eng, art.feature_rows(past, as_of))  # erased customers stay erased
         step("feature rows")
@@ -106,9 +105,14 @@ def _score_history(
             raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
         dm = art.matrix(rows)
         with _threads(art, os.cpu_count() or 1):  # a million rows: every core pays (identical results)
-            scores = scoring.score_table(art, rows, config.cold_start_min_purchase_days, served.rfm, dm)
-        # TreeSHAP (C++, one core, no GIL) runs beside the tiers and the store's first inserts on the other
-        effects = shap.submit(scoring.reason_effects, art, rows, dm)
+            scored = art.score(rows, dm)
+        del dm
+        # TreeSHAP (C++, no GIL) runs on the other core beside the scores' Python, the tiers and the
+        # store's first inserts
+        effects = _Effects(art, rows)
+        scores = scoring.score_table(
+            art, rows, config.cold_start_min_purchase_days, served.rfm, scored=scored
+        )
         step("scores")
         order = list(config.tiers.order or art.tiers)
         rules = config.alert_rules(order)  # None: alerts are off
@@ -141,7 +145,8 @@ def _score_history(
         staging.abandon()
         raise
     finally:
-        shap.shutdown(wait=True)  # a failed run waits for TreeSHAP: no thread outlives it
+        if effects is not None:
+            effects.stop()  # no thread outlives the run
     step("reasons, score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
     if rules is not None:
@@ -226,6 +231,54 @@ class _Staging:
         self._thread.join()
         if self._error is None:
             store.drop_staged(self._eng)  # nothing to drop once a snapshot swapped them in
+
+
+class _Effects:
+    """`scoring.reason_effects` of every row, in chunks, by a thread of its own from the start and by the
+    caller of `result` too: TreeSHAP lets go of the GIL, so the run's other work goes on beside it, and
+    a wait for the last chunks becomes a second core's work. Each row's effects are its own: chunking
+    changes no number."""
+
+    CHUNK = 50_000
+
+    def __init__(self, art: ScoringArtefact, rows: pd.DataFrame) -> None:
+        self._art, self._rows = art, rows
+        self._parts = [(a, min(a + self.CHUNK, len(rows))) for a in range(0, len(rows), self.CHUNK)]
+        self._done: list[np.ndarray | None] = [None] * len(self._parts)
+        self._next = 0
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="diamond-reasons", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= len(self._parts):
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _work(self) -> None:
+        try:
+            while (i := self._take()) is not None:
+                a, b = self._parts[i]
+                self._done[i] = scoring.reason_effects(self._art, self._rows.iloc[a:b])
+        except BaseException as exc:  # raised in the run's thread by `result`
+            self._error = exc
+
+    def result(self) -> np.ndarray:
+        """(rows, reason names) effects, once every chunk is done (the caller doing its share)."""
+        self._work()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return np.concatenate([d for d in self._done if d is not None])
+
+    def stop(self) -> None:
+        """No chunk is started any more; the one under way is waited for."""
+        with self._lock:
+            self._next = len(self._parts)
+        self._thread.join()
 
 
 @contextmanager

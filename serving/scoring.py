@@ -285,10 +285,13 @@ def score_table(
     cold_start_min_purchase_days: int,
     reference: RfmReference | None = None,
     dm: xgb.DMatrix | None = None,
+    scored: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """`score_frame`'s table without the reasons (`reasons` None until `with_reasons`): the scores, tiers,
-    segments, cold start and time to churn of non-empty `rows`."""
-    scored = artefact.score(rows, dm if dm is not None else artefact.matrix(rows))
+    segments, cold start and time to churn of non-empty `rows`; `scored` is `artefact.score(rows)` when the
+    caller has it already."""
+    if scored is None:
+        scored = artefact.score(rows, dm if dm is not None else artefact.matrix(rows))
     segments = rfm_segments(rows, reference or RfmReference.from_rank(artefact.churn.rfm)).to_numpy()
     n = len(rows)
     frame = pd.DataFrame(

@@ -16,7 +16,7 @@ import pytest
 
 from features.datasets import synthetic
 from features.history import load_history
-from serving import batch, store, tier_store
+from serving import batch, scoring, store, tier_store
 from serving.scoring import SCORE_COLUMNS
 from tests.helpers import golden
 from training.artefact import ScoringArtefact
@@ -102,3 +102,47 @@ def test_a_run_failing_while_the_events_are_staged_rolls_them_back(
     after = _tables(run.db)
     assert "recent_events__new" not in after
     assert after == before
+
+
+def test_reasons_made_in_chunks_beside_the_run_are_those_made_in_one_go(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TreeSHAP runs in chunks (serving.batch._Effects), by its thread and by the run when it asks: the
+    reasons are the ones `scoring.score_frame` gives the same rows at once."""
+    monkeypatch.setattr(batch._Effects, "CHUNK", 7)  # many chunks, taken by both threads
+    result = run("2025-12-31")
+    champion = golden.served(golden.GOLDEN / golden.SYNTHETIC.name / "model")
+    history = load_history(run.db.parents[1] / "history")
+    rows = champion.artefact.feature_rows(history, datetime(2025, 12, 31))
+    frame, _ = scoring.score_frame(champion.artefact, rows, 3, 2, champion.rfm)
+    assert len(rows) > 100
+    assert result.scores["reasons"].tolist() == frame["reasons"].tolist()
+    assert result.scores["customer_id"].tolist() == frame["customer_id"].tolist()
+
+
+def test_a_failing_chunk_fails_the_run_and_leaves_the_previous_snapshot(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run("2025-09-30")
+    before = _tables(run.db)
+    real = scoring.reason_effects
+    calls = {"n": 0}
+
+    def third_fails(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("TreeSHAP broke")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch._Effects, "CHUNK", 20)
+    monkeypatch.setattr(scoring, "reason_effects", third_fails)
+    with pytest.raises(RuntimeError, match="TreeSHAP broke"):
+        run("2025-12-31")
+    after = _tables(run.db)
+    assert "recent_events__new" not in after
+    # the tiers' step committed before the snapshot's (each step is a transaction); the snapshot, the
+    # score history and the run log are as they were, and the run can simply be run again
+    for name in (*store.schema.SNAPSHOT_TABLES, "score_history", "score_runs"):
+        assert after[name] == before[name], name
+    monkeypatch.setattr(scoring, "reason_effects", real)
+    assert run("2025-12-31").scores["reasons"].notna().all()
