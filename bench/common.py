@@ -51,7 +51,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-READY_TIMEOUT_S = 180.0  # a server loads its model and snapshot first: well under a minute on two cores
+READY_TIMEOUT_S = 180.0  # the tests' bound, and about bench_load's (bench_serving gave up after about 120 s)
 
 
 def wait_ready(
