@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import machine, record_row
+from bench.common import free_port, machine, record_row, wait_ready
 
 DIAMOND = str(Path(sys.executable).with_name("diamond"))
 KEY = "bench-key"
@@ -41,12 +40,6 @@ HEADER = (
     "| machine |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str]) -> str:
@@ -74,7 +67,7 @@ def setup(work: Path) -> tuple[subprocess.Popen[bytes], str, list[str], dict[str
     import pandas as pd
 
     ids = pd.read_csv(work / "cdnow" / "transactions.csv.gz", dtype={"customer_id": str})["customer_id"]
-    port = _free_port()
+    port = free_port()
     log = (work / "serve.log").open("w")
     proc = subprocess.Popen(
         [DIAMOND, "serve", "--port", str(port)],
@@ -85,14 +78,8 @@ def setup(work: Path) -> tuple[subprocess.Popen[bytes], str, list[str], dict[str
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(360):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url, sorted(set(ids)), env
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("the server did not become ready: " + (work / "serve.log").read_text()[-2000:])
+    wait_ready(url, proc, work / "serve.log")
+    return proc, url, sorted(set(ids)), env
 
 
 def rss_mib(pid: int) -> float:

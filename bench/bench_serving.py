@@ -31,7 +31,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,11 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import serving_timeline
-from bench.common import ROOT, machine, record_row
+from bench.common import ROOT, free_port, machine, record_row, wait_ready
 
 BIN = Path(sys.executable).parent
 KEY = "bench-key"
@@ -59,12 +57,6 @@ HEADER = (
 )
 GOALS_START, GOALS_END = "<!-- serving-goals:start -->", "<!-- serving-goals:end -->"
 GOALS_HEADER = "| date | goal | measured | result |\n|---|---|---|---|\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _run(*args: str, cwd: Path, env: dict[str, str]) -> None:
@@ -108,7 +100,7 @@ def start(name: str, work: Path, env: dict[str, str], workers: int) -> tuple[sub
     """`diamond serve` with serving.yaml `workers`, or the bare service; waits until every worker answers
     ready (GET /readyz names the worker that answered; a worker still loading would leave the other one all
     the load, as in a session-8 round that measured 2 workers at 1.08x one)."""
-    port = _free_port()
+    port = free_port()
     folder = work / name
     folder.mkdir(exist_ok=True)
     (folder / "serving.yaml").write_text(f"workers: {workers}\npoll_s: 30\n", encoding="utf-8")
@@ -133,25 +125,8 @@ def start(name: str, work: Path, env: dict[str, str], workers: int) -> tuple[sub
     log = (folder / "serve.log").open("w")
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=log, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    ready: set[object] = set()
-    for _ in range(480):
-        try:  # a new connection each time, so every worker gets asked
-            answer = httpx.get(f"{url}/readyz", timeout=2)
-            if answer.status_code == 200:
-                try:
-                    ready.add(answer.json().get("worker", 1))
-                except ValueError:  # the bare service: BentoML's own /readyz, plain text, one worker
-                    ready.add(1)
-                if len(ready) >= workers:
-                    return proc, url
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.25)
-    raise SystemExit(
-        f"{name}: {len(ready)} of {workers} workers ready: " + (folder / "serve.log").read_text()[-3000:]
-    )
+    wait_ready(url, proc, folder / "serve.log", workers)
+    return proc, url
 
 
 async def closed_loop(

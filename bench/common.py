@@ -1,4 +1,5 @@
-"""What every benchmark here shares: run a child process and measure it, and record a results row."""
+"""What every benchmark here shares: run a child process and measure it, wait for a server to answer ready,
+and record a results row. The tests start their servers with `wait_ready` too (tests/helpers)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import json
 import os
 import platform
 import re
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 README = Path(__file__).resolve().with_name("README.md")
@@ -38,6 +42,56 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> Measured:
         raise SystemExit(f"{' '.join(cmd[:4])} ... failed with exit code {code}")
     # ru_maxrss is in KiB on Linux (the same field resource.getrusage(RUSAGE_CHILDREN) reports)
     return Measured(wall, usage.ru_maxrss / 1024, json.loads(stdout.strip().splitlines()[-1]))
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+READY_TIMEOUT_S = 180.0  # the tests' bound, and about bench_load's (bench_serving gave up after about 120 s)
+
+
+def wait_ready(
+    url: str,
+    proc: subprocess.Popen[Any],
+    log: Path,
+    workers: int = 1,
+    timeout_s: float = READY_TIMEOUT_S,
+) -> None:
+    """Return once GET `url`/readyz has answered 200 from `workers` distinct workers (Diamond's /readyz
+    names the worker; a plain-text one counts as one), asking on a new connection each time so that every
+    worker gets asked. Raises RuntimeError with the server's output (`log`) if `proc` exits first or time
+    runs out: a server that cannot start says why in its log, not in the caller's."""
+    ready: set[object] = set()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"{url}/readyz", timeout=2)
+            if answer.status_code == 200:
+                try:
+                    ready.add(answer.json().get("worker", 1))
+                except ValueError:  # BentoML's own /readyz (the bare service): plain text, one worker
+                    ready.add(1)
+                if len(ready) >= workers:
+                    return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"the server at {url} exited (code {proc.returncode}) before it was ready:\n{_text(log)}"
+            )
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"the server at {url} never became ready in {timeout_s:g} s ({len(ready)} of {workers} worker(s) "
+        f"ready):\n{_text(log)}"
+    )
+
+
+def _text(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else f"(no output: {log} does not exist)"
 
 
 def machine() -> str:

@@ -959,12 +959,11 @@ def effect(
             parse_horizon(horizon) if horizon else None,
             models,
         )
+        value = fx.value_line(done.value_target, done.model_version)
         if html is not None:
             html.parent.mkdir(parents=True, exist_ok=True)
             html.write_text(
-                effect_report_html(
-                    done.table, done.rates, done.migration, done.tier_order, _value_line(done)
-                ),
+                effect_report_html(done.table, done.rates, done.migration, done.tier_order, value),
                 encoding="utf-8",
             )
     table, run_id = done.table, done.run_id
@@ -982,7 +981,7 @@ def effect(
         out.print_json(json.dumps(body))
         return
     _print_programme(done.rates, done.migration, done.tier_order)
-    out.print(f"value: {_value_line(done)}")
+    out.print(f"value: {value}")
     if table.empty:
         out.print("no outcomes yet: run `diamond score` (with alerts) or `diamond outcomes`")
         return
@@ -1037,12 +1036,6 @@ def effect(
                 f"{r['pending']:,}",
             )
         out.print(grid)
-
-
-def _value_line(done: flows.EffectReport) -> str:
-    """What `diamond effect`'s incremental value (and every value_after) is in, in words."""
-    served = f"the served model's, version {done.model_version}" if done.model_version else "no served model"
-    return f"{done.value_target.text()} ({served}; value_after and incr. value measure it)"
 
 
 @app.command()

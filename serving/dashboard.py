@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import jinja2
@@ -43,6 +44,7 @@ from starlette.types import Scope
 
 from core.clock import utc_now
 from core.config import ConfigError
+from features.value import REVENUE
 from serving import (
     access,
     alert_rules,
@@ -63,6 +65,9 @@ from serving import (
 from serving.config import ServingConfig, session_secret
 from training.contract import CONTRACT, CONTRACT_BOOSTER, SILENCE
 from training.tiers import DEFAULT_TIERS
+
+if TYPE_CHECKING:
+    from serving.champion import Served
 
 MOUNT = "/ui"
 LOGIN = f"{MOUNT}/login"
@@ -376,8 +381,14 @@ def _curve(now: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def effect_page(request: Request) -> Response:
     """Treated alerts against their held-out controls, all runs together, by owner too (serving.effect,
-    docs/effect.md), and the tier migration matrix of the latest runs (serving.indicators)."""
+    docs/effect.md), and the tier migration matrix of the latest runs (serving.indicators); the value line
+    says what the incremental value is in, as `diamond effect` does: the served model's value target (revenue
+    when none is loaded)."""
     state = _state()
+    served: Served | None = request.app.state.served()
+    value = effect.value_line(
+        served.artefact.value_target if served else REVENUE, served.version if served else None
+    )
     try:
         table = effect.stored_report(
             state.engine, state.config.alerts, state.config.file or "serving.yaml", False
@@ -387,7 +398,8 @@ def effect_page(request: Request) -> Response:
         table, problem = pd.DataFrame(columns=effect.REPORT_COLUMNS), str(exc)
     tiers, order = indicators.tier_history(state.engine)
     moves = indicators.migration(tiers)
-    return _page(request, "effect.html", problem=problem, **effect_context(table, None, moves, order, MOVES))
+    context = effect_context(table, None, moves, order, MOVES)
+    return _page(request, "effect.html", problem=problem, value=value, **context)
 
 
 QUEUE_PAGE = 100  # queued alerts shown per team
@@ -650,9 +662,14 @@ def _missing(value: object) -> bool:
     return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
 
 
-def create_app() -> Starlette:
-    """The dashboard as an ASGI app, routes relative to MOUNT."""
-    return Starlette(
+def _no_model() -> Served | None:
+    return None
+
+
+def create_app(served: Callable[[], Served | None] = _no_model) -> Starlette:
+    """The dashboard as an ASGI app, routes relative to MOUNT; `served()` is the model the service serves
+    now (serving.service: this worker's champion), whose value target the effect page names."""
+    app = Starlette(
         routes=[
             Route("/", alert_list, methods=["GET"]),
             Route("/login", login_form, methods=["GET"]),
@@ -668,6 +685,8 @@ def create_app() -> Starlette:
         ],
         exception_handlers={sa.exc.OperationalError: _store_unavailable},
     )
+    app.state.served = served
+    return app
 
 
 def _store_unavailable(request: Request, exc: Exception) -> Response:

@@ -34,6 +34,7 @@ from serving.config import AlertConfig
 from serving.schema import alerts_table
 
 if TYPE_CHECKING:
+    from features.value import ValueTarget
     from training.tracking import MlflowConfig
 
 Z = 1.959963984540054  # the two-sided 95 % normal quantile
@@ -215,6 +216,14 @@ def records(table: pd.DataFrame) -> list[dict[str, Any]]:
                 row[k] = v
         out.append(row)
     return out
+
+
+def value_line(target: ValueTarget, model_version: str | None) -> str:
+    """What the incremental value (and every value_after) is in, in words, with whose target it is: the
+    served model's `model_version` (None: no served model, so revenue). One wording for `diamond effect`
+    (text and --html) and the dashboard's effect page."""
+    served = f"the served model's, version {model_version}" if model_version else "no served model"
+    return f"{target.text()} ({served}; value_after and incr. value measure it)"
 
 
 LOGGED = (

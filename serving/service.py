@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from serving import dashboard, middleware, online, openapi, store, traffic
 from serving.api import Customer, ScoreRequest, ScoreResponse
-from serving.champion import ChampionHolder, StoreSnapshot
+from serving.champion import ChampionHolder, Served, StoreSnapshot
 from serving.config import ServingConfig
 from serving.middleware import Json
 from training.tracking import MlflowConfig
@@ -39,7 +39,23 @@ SLOW_THREADS = 4  # inline histories and snapshot loads at once per worker; by-i
 traffic.install()  # BentoML's request timeout kept every request's objects for 60 s: the latency tail
 
 
-@bentoml.asgi_app(dashboard.create_app(), path=dashboard.MOUNT)
+def _holder() -> ChampionHolder | None:
+    """This worker's champion: the service instance's own holder (none before it starts or after it stops)."""
+    try:
+        holder: ChampionHolder = bentoml.get_current_service().holder
+    except BentoMLException:
+        return None
+    return holder
+
+
+def _served() -> Served | None:
+    """The version this worker serves now (None before one is loaded): the dashboard's effect page names
+    its value target."""
+    holder = _holder()
+    return holder.current if holder else None
+
+
+@bentoml.asgi_app(dashboard.create_app(_served), path=dashboard.MOUNT)
 @bentoml.service(
     name="diamond",
     logging={"access": {"enabled": False}},  # the per-request access log dominated the latency tail
@@ -86,15 +102,6 @@ class Diamond:
         except online.RequestError as exc:
             raise InvalidArgument(str(exc)) from None
         return Response(body, media_type="application/json")
-
-
-def _holder() -> ChampionHolder | None:
-    """This worker's champion: the service instance's own holder (none before it starts or after it stops)."""
-    try:
-        holder: ChampionHolder = bentoml.get_current_service().holder
-    except BentoMLException:
-        return None
-    return holder
 
 
 def _workers() -> int:

@@ -7,6 +7,7 @@ Screenshots of the main pages go to test-artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -298,6 +299,25 @@ def test_a_viewer_sees_no_action_buttons_and_an_admin_sees_erase(
     # a bearer key may read pages but never act: acting needs a session's CSRF token
     bearer = httpx.get(f"{url}/ui/", headers={"authorization": f"Bearer {keys['admin']}"})
     assert bearer.status_code == 200 and "Acknowledge alert" not in bearer.text
+
+
+def test_the_effect_page_names_the_value_target_of_the_served_model(
+    server: tuple[str, sa.Engine], keys: dict[str, str]
+) -> None:
+    """Any signed-in role reads /ui/effect (a viewer here, as MATRIX has it); the page says what its
+    incremental value is in: the value target of the version this service serves (GET /model), in the
+    words of `diamond effect`."""
+    url, _ = server
+    model = httpx.get(f"{url}/model", headers={"authorization": f"Bearer {keys['viewer']}"}).json()
+    assert model["value_target"]["target"] == "revenue"  # CDNOW has no margin
+    page = _login(url, keys["viewer"]).get("/ui/effect")
+    assert page.status_code == 200
+    line = re.search(r'<p class="hint" data-value-target>(.*?)</p>', page.text, re.S)
+    assert line is not None, page.text
+    assert html.unescape(" ".join(line.group(1).split())) == (
+        f"Value: revenue: net amount (refunds negative) (the served model's, version {model['version']}; "
+        "value_after and incr. value measure it)."
+    )
 
 
 def test_wrong_keys_are_throttled_per_address_and_logged(

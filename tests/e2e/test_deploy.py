@@ -5,7 +5,6 @@ the service built as a Bento (`bentofile.yaml`, `bentoml build`) serves the cham
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,9 +12,16 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.helpers import API_KEY, AUTH, ROOT, copy_store, free_port, serve_champion, write_serving_config
+from tests.helpers import (
+    API_KEY,
+    AUTH,
+    ROOT,
+    copy_store,
+    running_server,
+    serve_champion,
+    write_serving_config,
+)
 
 BUSY_TIMEOUT_S = 1.0  # the store URL's ?timeout=: a blocked reader would fail after this long
 
@@ -82,36 +88,11 @@ def test_the_built_bento_serves_the_champion_over_http(cdnow_champion: Path, tmp
     assert (bento / "src" / "serving" / "service.py").exists() and (bento / "src" / "serving.yaml").exists()
     assert not list((bento / "src").rglob("*.db"))  # no store and no model ride along
 
-    port = free_port()
-    with (tmp_path / "bento.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [bentoml, "serve", "diamond:latest", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=work,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail("bentoml serve exited:\n" + (tmp_path / "bento.log").read_text())
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        else:
-            pytest.fail("the Bento never became ready:\n" + (tmp_path / "bento.log").read_text())
+    serve = [bentoml, "serve", "diamond:latest", "--host", "127.0.0.1"]
+    with running_server(serve, work, tmp_path / "bento.log", env) as (url, _):
         reply = httpx.post(f"{url}/score", json={"customers": [{"customer_id": "00002"}]}, headers=AUTH)
         assert reply.status_code == 200, reply.text
         body = reply.json()
         assert body["model_version"] == "1"
         assert [s["customer_id"] for s in body["scores"]] == ["00002"] and body["scores"][0]["found"]
         assert httpx.post(f"{url}/score", json={"customers": []}).status_code == 401  # keys still needed
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)

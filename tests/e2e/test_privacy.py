@@ -11,11 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -26,40 +22,8 @@ import sqlalchemy as sa
 import yaml
 
 from serving import alert_rules, alert_store, audit, store
-from tests.helpers import DIAMOND, ROOT, copy_store, free_port, run_diamond, write_serving_config
+from tests.helpers import DIAMOND, ROOT, copy_store, run_diamond, running_server, write_serving_config
 from tests.helpers.webhooks import WEBHOOK_SECRET, WebhookReceiver
-
-
-@contextmanager
-def _serving(work: Path, env: dict[str, str]) -> Iterator[str]:
-    """`diamond serve` on a free port in `work` with `env`; yields its URL once ready."""
-    port = free_port()
-    with (work / "serve.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [DIAMOND, "serve", "--port", str(port)],
-            cwd=work,
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (work / "serve.log").read_text()
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +64,7 @@ def scored(
     history = synthetic_champion / "history"
     (work / "score.out").write_text(run_diamond("score", "--data", str(history), cwd=work, env=env).stdout)
     env.update({f"KEY_{r.upper()}": k for r, k in keys.items()})
-    with _serving(work, env) as url:
+    with running_server([DIAMOND, "serve"], work, work / "serve.log", {**os.environ, **env}) as (url, _):
         yield work, env, url
 
 

@@ -1,5 +1,6 @@
 """What the tests of every tier share: run the real `diamond` executable as a user would, serve a real
-champion, pick a free port. Fixtures live in conftest.py; this module is plain functions and constants."""
+champion (or run any server until it answers ready), pick a free port. Fixtures live in conftest.py; this
+module is plain functions and constants."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ import fcntl
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
+
+from bench.common import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: serving.yaml, notebooks/, test-artifacts/
 DIAMOND = str(Path(sys.executable).with_name("diamond"))
@@ -46,10 +46,32 @@ def run_diamond(
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@contextmanager
+def running_server(
+    cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """Run the server `cmd` (`diamond serve`, `bentoml serve`) with `--port` a free 127.0.0.1 port, in `cwd`
+    and its own process group, its output in `log`; yields (URL, pid) once it answers ready
+    (bench.common.wait_ready: the error names its output if it dies or never answers), and stops the whole
+    group afterwards."""
+    port = free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, proc, log)
+        yield url, proc.pid
+    finally:
+        with suppress(ProcessLookupError):  # a server that died has no group left to stop
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
 
 
 def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
@@ -163,7 +185,6 @@ def serve_champion(
         }
     )
     write_serving_config(work, serving)
-    proc: subprocess.Popen[bytes] | None = None
     try:
         (work / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
         if serving is None and store_url is None:  # the same config as champion/scored: its copy
@@ -174,36 +195,12 @@ def serve_champion(
         else:
             copy_store(champion / "trained", work)
             _score_cdnow(cdnow_dir, work, store_url)
-        port = free_port()
-        with (work / "serve.log").open("wb") as log:
-            proc = subprocess.Popen(
-                [DIAMOND, "serve", "--port", str(port)],
-                cwd=work,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        (work / "serve.pid").write_text(str(proc.pid), encoding="utf-8")  # for memory readings
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None:
-                raise AssertionError("the server exited:\n" + (work / "serve.log").read_text())
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the server never became ready:\n" + (work / "serve.log").read_text())
-        if restore_env_early:
-            os.environ.clear()
-            os.environ.update(saved)
-        yield url
+        with running_server([DIAMOND, "serve"], work, work / "serve.log") as (url, pid):
+            (work / "serve.pid").write_text(str(pid), encoding="utf-8")  # for memory readings
+            if restore_env_early:
+                os.environ.clear()
+                os.environ.update(saved)
+            yield url
     finally:
-        if proc is not None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
         os.environ.clear()
         os.environ.update(saved)

@@ -8,7 +8,7 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import numpy as np
@@ -22,6 +22,9 @@ from serving.scoring import Reasons
 from tests.helpers import ROOT, copy_store, write_serving_config
 from tests.helpers.frames import TIERS, score_table
 from tests.helpers.webhooks import WebhookReceiver
+
+if TYPE_CHECKING:
+    from serving.champion import Served
 
 SECRET_ENV = "EFFECT_TEST_SECRET"
 """The environment variable the webhook endpoint of `serving_config` reads its signing secret from."""
@@ -82,12 +85,13 @@ def alert_step(
     return synced
 
 
-def dashboard_get(path: str) -> httpx.Response:
-    """GET a dashboard page in process (the store and config from the environment), on a fresh state."""
+def dashboard_get(path: str, served: Served | None = None) -> httpx.Response:
+    """GET a dashboard page in process (the store and config from the environment), on a fresh state;
+    `served` is the model the service would be serving (default: none loaded)."""
     from serving import dashboard
 
     async def get() -> httpx.Response:
-        transport = httpx.ASGITransport(app=dashboard.create_app())
+        transport = httpx.ASGITransport(app=dashboard.create_app(lambda: served))
         async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as client:
             return await client.get(path)
 

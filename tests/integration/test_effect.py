@@ -5,6 +5,7 @@ history are the hand-computed ones. Pure parts: tests/unit/test_effect.py."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from datetime import timedelta
@@ -308,6 +309,11 @@ def test_the_effect_page(
     assert cells[3:7] == ["2", "50.0 %", "1", "100.0 %"]
     assert cells[7].startswith("-50.0 pts") and cells[8] == "-1.0"
     assert cells[9].startswith("-130.00") and cells[10:13] == ["10.00", "-1400 %", "0"]
+    # no model served here (the dashboard in process): revenue, as `diamond effect` says without one
+    assert (
+        "Value: revenue: net amount (refunds negative) (no served model; value_after and incr. value "
+        "measure it)."
+    ) in " ".join(html.unescape(page.text).split())
 
     broken = {**RULES, "playbooks": {**RULES["playbooks"], "gold": {"text": "email", "due_within_hours": 1}}}
     (tmp_path / "serving.yaml").write_text(yaml.safe_dump({"alerts": broken}), encoding="utf-8")

@@ -3,12 +3,13 @@ side effect; a missing store or an empty database says exactly that (exit code 2
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.helpers import API_KEY, free_port, run_diamond
+from tests.helpers import API_KEY, DIAMOND, free_port, run_diamond, running_server
 from tests.helpers.postgres import PostgresCluster
 
 COMMANDS = (
@@ -54,3 +55,17 @@ def test_an_empty_tracking_database_is_reported_and_left_empty(
     assert code == 2 and "is empty (no MLflow tables)" in said, said
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     assert sa.inspect(engine).get_table_names() == []
+
+
+def test_a_server_that_exits_before_it_is_ready_fails_with_its_output(tmp_path: Path) -> None:
+    """running_server (bench.common.wait_ready under it): `diamond serve` refusing to start ends the wait at
+    once with its exit code and what it said, not after the readiness timeout."""
+    missing = tmp_path / "nowhere" / "mlflow.db"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{missing}", "DIAMOND_API_KEYS": API_KEY}
+    log = tmp_path / "serve.log"
+    with pytest.raises(RuntimeError) as failed, running_server([DIAMOND, "serve"], tmp_path, log, env):
+        pytest.fail("the server answered ready without a tracking store")
+    said = str(failed.value)
+    assert "exited (code 2) before it was ready" in said, said
+    assert f"the MLflow tracking store sqlite:///{missing} does not exist" in " ".join(said.split()), said
+    assert log.read_text() in said

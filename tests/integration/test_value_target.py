@@ -80,13 +80,22 @@ def test_a_margin_model_says_so_everywhere(
     assert "value: margin" in scored
 
 
-def test_diamond_effect_says_its_incremental_value_is_the_served_models_margin(
-    history: Path, margin_store: tuple[Path, str], tmp_path: Path
+def test_diamond_effect_and_the_effect_page_say_the_incremental_value_is_the_served_models_margin(
+    history: Path, margin_store: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`diamond effect`, text and --json, names the value its incremental value is measured in: the served
-    model's target (margin, its costs-to-serve, the version), the one its outcomes were measured with."""
+    model's target (margin, its costs-to-serve, the version), the one its outcomes were measured with; the
+    dashboard's effect page (in process, serving the champion a ChampionHolder loads, as the service does)
+    says the same line, escaped."""
+    import dataclasses
+    import html
+    import re
+
+    from features.value import ValueTarget
+    from serving.champion import ChampionHolder
     from tests.helpers import copy_store, write_serving_config
-    from tests.helpers.effect import yaml_alerts
+    from tests.helpers.effect import dashboard_get, yaml_alerts
+    from training.tracking import MlflowConfig
 
     copy_store(margin_store[0], tmp_path)
     write_serving_config(tmp_path, {"alerts": yaml_alerts(0.3, {"diamond": 40, "gold": 5, "silver": 1})})
@@ -109,6 +118,28 @@ def test_diamond_effect_says_its_incremental_value_is_the_served_models_margin(
     text = " ".join(run_diamond("effect", cwd=tmp_path, env=env).stdout.split())
     assert f"value: {words} (the served model's, version 1; value_after and incr. value measure it)" in text
     assert "incr. margin (95 % CI)" in text and "incr. revenue" not in text
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    holder = ChampionHolder(MlflowConfig.load(), "champion")
+    holder.refresh()
+    served = holder.current
+    assert served is not None
+
+    def value_line(page: str) -> str:
+        found = re.search(r"<p class=\"hint\" data-value-target>(.*?)</p>", page, re.S)
+        assert found is not None, page
+        return " ".join(found.group(1).split())
+
+    page = dashboard_get("/effect", served)
+    assert page.status_code == 200
+    said = re.search(r"value: (.*? measure it\))", text)
+    assert said is not None
+    assert html.unescape(value_line(page.text)) == f"Value: {said.group(1)}."  # the CLI's very line
+    art = dataclasses.replace(served.artefact, value_target=ValueTarget("margin", {"<b>call</b>": 2.0}))
+    marked = dashboard_get("/effect", dataclasses.replace(served, artefact=art)).text
+    assert value_line(marked).startswith("Value: margin minus cost-to-serve per interaction (&lt;b&gt;call")
+    assert "<b>call" not in marked
 
 
 def test_margin_target_on_a_history_without_margins_is_refused_before_training(
