@@ -184,7 +184,9 @@ V1 = set(get_feature_set("core_v1").features) | {"attr_segment", "attr_region", 
     "attr_plan", "attr_age", "attr_is_subscriber", "attr_email_opt_in"}  # fmt: skip
 V2_FAMILIES = {"interaction_value", "tickets", "complaints", "campaign_response", "engagement_trend",
     "category_preferences"}  # fmt: skip
-INTERACTION_KINDS = ("support_ticket", "complaint", "campaign_sent", "campaign_click", "email_open", "login", "visit")
+INTERACTION_KINDS = (
+    "support_ticket", "complaint", "campaign_sent", "campaign_click", "email_open", "login", "visit",
+)  # fmt: skip
 
 
 def family(name: str) -> tuple[str, ...]:
@@ -193,7 +195,9 @@ def family(name: str) -> tuple[str, ...]:
     return {**CORE_V2_FAMILIES, **CORE_V3_FAMILIES}[name]
 
 
-def cols_v1(f: pd.DataFrame, btyd: bool = True, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()) -> list[str]:
+def cols_v1(
+    f: pd.DataFrame, btyd: bool = True, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()
+) -> list[str]:
     """core_v1's model columns (the pipeline's default set) plus `add`, minus `drop`."""
     keep = V1 | set(add)
     base = [c for c in columns(f, btyd=btyd, drop=drop) if c in keep]
@@ -244,7 +248,9 @@ S11 = {
     "peer_v1+age": make_v1(PEER, 100, k=4, btyd=False, add=("tenure_days", "signup_tenure_days")),
     "v1+excluded_nobtyd": make_v1(SHALLOW, 400, btyd=False, add=EXCLUDE),
     "v1+age": make_v1(SHALLOW, 400, add=("tenure_days", "signup_tenure_days")),
-    "v1+counts": make_v1(SHALLOW, 400, add=("n_purchases", "frequency_days", "purchases_180d", "purchases_365d")),
+    "v1+counts": make_v1(
+        SHALLOW, 400, add=("n_purchases", "frequency_days", "purchases_180d", "purchases_365d")
+    ),
     "v1+amounts": make_v1(SHALLOW, 400, add=("monetary_sum", "net_amount", "amount_180d", "amount_365d")),
     "v1+refunds": make_v1(SHALLOW, 400, add=("refund_count", "refund_amount")),
     "v1+excluded_H4": make_v1(SHALLOW, 400, k=4, add=EXCLUDE),
@@ -255,7 +261,8 @@ S11 = {
     "v1_noattr": make_v1(SHALLOW, 400, drop=tuple(c for c in V1 if c.startswith("attr_"))),
     **{f"v1-{k_}": make_v1(SHALLOW, 400, drop=interactions_of(k_)) for k_ in INTERACTION_KINDS},
     "v1-monetary": make_v1(SHALLOW, 400, drop=("monetary_mean", "monetary_max", "monetary_std",
-        "monetary_first", "monetary_last", "amount_30d", "amount_90d", "trend_amount_90d", "btyd_expected_spend")),
+        "monetary_first", "monetary_last", "amount_30d", "amount_90d", "trend_amount_90d",
+        "btyd_expected_spend")),
     "d4_H8_v1": make_v1({**SHALLOW, "max_depth": 4}, 600),
     "d5_H8_v1": make_v1({**SHALLOW, "max_depth": 5}, 600),
     "d6_H8_v1": make_v1({**SHALLOW, "max_depth": 6}, 600),

@@ -13,8 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -46,7 +44,9 @@ def main() -> None:
     preds = {"model": (truth["churn_probability"].to_numpy(), truth["predicted_value"].to_numpy())}
     value_cols = art.value.encoder.columns
     preds["peer"] = plain_peer(history, art.cutoff, a.horizon, config, rows, art.columns, value_cols)[:2]
-    preds["peer_value_columns"] = plain_peer(history, art.cutoff, a.horizon, config, rows, value_cols, value_cols)[:2]
+    preds["peer_value_columns"] = plain_peer(
+        history, art.cutoff, a.horizon, config, rows, value_cols, value_cols
+    )[:2]
     for name, (pc, pv) in preds.items():
         out[name] = {
             "auc": round(metrics.roc_auc(y, pc), 5),

@@ -17,11 +17,11 @@ from features.build import build_labels, build_scoring_rows, build_spine
 from features.datasets import synthetic
 from features.history import History, load_history
 from features.sets import get_feature_set
+from serving.champion import _score_rows
 from training.artefact import ScoringArtefact
 from training.config import LevelsConfig, TrainingConfig
 from training.models import P_EPS
 from training.pipeline import backtest, fit_levels
-from serving.champion import _score_rows
 from training.tracking import churn_models_text, report_figures
 
 CUSTOMERS, SEED = 3000, 3

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from features.sets import get_feature_set
 from tests.helpers.frames import end_of_day as _end
 from tests.helpers.frames import weekly_history as _history
 from training.config import ParityConfig, TrainingConfig
-from features.sets import get_feature_set
 from training.design import churn_columns, churn_design, model_columns
 from training.pipeline import merge_churn_quality
 
