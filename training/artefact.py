@@ -1,6 +1,8 @@
 """The scoring artefact: everything serving needs to score a customer, saved as one folder.
 
-    scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
+    scoring.json   feature set, model columns (the churn booster's; `value_columns`, the value booster's,
+                   when a churn model at H keeps columns value does not: training.design.churn_columns),
+                   horizons, category levels, churn stacker and RFM reference,
                    value objective and target (revenue or margin, with the costs-to-serve it
                    subtracted: features.value), horizon maps, tier thresholds, training metrics, the drift
                    reference (training.drift: the inputs' and scores' distributions at T), and the
