@@ -248,6 +248,8 @@ S11 = {
     "peer_v1+age": make_v1(PEER, 100, k=4, btyd=False, add=("tenure_days", "signup_tenure_days")),
     "v1+excluded_nobtyd": make_v1(SHALLOW, 400, btyd=False, add=EXCLUDE),
     "v1+age": make_v1(SHALLOW, 400, add=("tenure_days", "signup_tenure_days")),
+    "v1+age_d4": make_v1({**SHALLOW, "max_depth": 4}, 600, add=("tenure_days", "signup_tenure_days")),
+    "v1+age_H12": make_v1(SHALLOW, 400, k=12, add=("tenure_days", "signup_tenure_days")),
     "v1+counts": make_v1(
         SHALLOW, 400, add=("n_purchases", "frequency_days", "purchases_180d", "purchases_365d")
     ),
