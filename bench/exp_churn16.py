@@ -33,6 +33,7 @@ EXCLUDE = (
     "tenure_days", "signup_tenure_days", "n_purchases", "frequency_days", "monetary_sum", "net_amount",
     "refund_count", "refund_amount", "purchases_180d", "amount_180d", "purchases_365d", "amount_365d",
 )  # fmt: skip
+DERIVED = ("rate_365d", "rate_life", "cutoff_month")  # derive(): not in any feature set
 BTYD = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
 PEER = {"eta": 0.3, "max_depth": 6, "tree_method": "hist", "nthread": 1, "seed": 0}
 SHALLOW = {
@@ -42,7 +43,7 @@ SHALLOW = {
 
 
 def columns(f: pd.DataFrame, btyd: bool = True, drop: tuple[str, ...] = ()) -> list[str]:
-    skip = {"customer_id", "cutoff", *EXCLUDE, *drop}
+    skip = {"customer_id", "cutoff", *EXCLUDE, *DERIVED, *drop}
     out = [c for c in f.columns if c not in skip and not c.startswith(("churned_", "value_"))]
     return [c for c in out if btyd or c not in BTYD]
 
@@ -178,6 +179,110 @@ def make_blend(weight_short, k_short=5, k=8):
     return v
 
 
+# --- session 11 (churn16c): column sets, capacity at more rows, blends of shallow and deep ---------------
+V1 = set(get_feature_set("core_v1").features) | {"attr_segment", "attr_region", "attr_acquisition_channel",
+    "attr_plan", "attr_age", "attr_is_subscriber", "attr_email_opt_in"}  # fmt: skip
+V2_FAMILIES = {"interaction_value", "tickets", "complaints", "campaign_response", "engagement_trend",
+    "category_preferences"}  # fmt: skip
+INTERACTION_KINDS = (
+    "support_ticket", "complaint", "campaign_sent", "campaign_click", "email_open", "login", "visit",
+)  # fmt: skip
+
+
+def family(name: str) -> tuple[str, ...]:
+    from features.sets import CORE_V2_FAMILIES, CORE_V3_FAMILIES
+
+    return {**CORE_V2_FAMILIES, **CORE_V3_FAMILIES}[name]
+
+
+def cols_v1(
+    f: pd.DataFrame, btyd: bool = True, add: tuple[str, ...] = (), drop: tuple[str, ...] = ()
+) -> list[str]:
+    """core_v1's model columns (the pipeline's default set) plus `add`, minus `drop`."""
+    keep = V1 | set(add)
+    base = [c for c in columns(f, btyd=btyd, drop=drop) if c in keep]
+    return base + [c for c in add if c not in base]
+
+
+def make_v1(params, rounds, k=8, btyd=True, add=(), drop=(), label="churned_182", h=H):
+    def v(f, c):
+        tr = f[f.cutoff.isin(origins_for(f, c, h, k))]
+        cols = cols_v1(f, btyd=btyd, add=add, drop=drop)
+        return fit(tr, label, cols, params, rounds), cols
+
+    return v
+
+
+def make_mix(parts, weights_):
+    """Logit blend of several variants' probabilities at the same cutoff."""
+
+    def v(f, c):
+        z = 0.0
+        for maker, w in zip(parts, weights_, strict=True):
+            p = np.clip(predict_with(maker, f, c), 1e-6, 1 - 1e-6)
+            z = z + w * np.log(p / (1 - p))
+        return 1 / (1 + np.exp(-z))
+
+    return v
+
+
+def predict_with(maker, f, c):
+    out = maker(f, c)
+    if isinstance(out, np.ndarray):
+        return out
+    booster, cols = out
+    return booster.predict(matrix(f[f.cutoff == c], cols))
+
+
+def interactions_of(kind: str) -> tuple[str, ...]:
+    return (f"{kind}_30d", f"{kind}_90d", f"{kind}_365d", f"days_since_{kind}")
+
+
+PEER_V1 = make_v1(PEER, 100, k=4, btyd=False)
+PEER_V1X = make_v1(PEER, 100, k=4, btyd=False, add=EXCLUDE)  # the peer on the churn model's wider columns
+S8 = make_v1(SHALLOW, 400)
+S11 = {
+    "peer_v1": PEER_V1,
+    "shallow_H8_v1": S8,
+    "peer_v1+excluded": PEER_V1X,
+    "peer_v1+age": make_v1(PEER, 100, k=4, btyd=False, add=("tenure_days", "signup_tenure_days")),
+    "v1+excluded_nobtyd": make_v1(SHALLOW, 400, btyd=False, add=EXCLUDE),
+    "v1+age": make_v1(SHALLOW, 400, add=("tenure_days", "signup_tenure_days")),
+    "v1+age_d4": make_v1({**SHALLOW, "max_depth": 4}, 600, add=("tenure_days", "signup_tenure_days")),
+    "v1+age_H12": make_v1(SHALLOW, 400, k=12, add=("tenure_days", "signup_tenure_days")),
+    "v1+counts": make_v1(
+        SHALLOW, 400, add=("n_purchases", "frequency_days", "purchases_180d", "purchases_365d")
+    ),
+    "v1+amounts": make_v1(SHALLOW, 400, add=("monetary_sum", "net_amount", "amount_180d", "amount_365d")),
+    "v1+refunds": make_v1(SHALLOW, 400, add=("refund_count", "refund_amount")),
+    "v1+excluded_H4": make_v1(SHALLOW, 400, k=4, add=EXCLUDE),
+    "v1+excluded_H12": make_v1(SHALLOW, 400, k=12, add=EXCLUDE),
+    "v1+excluded_d4": make_v1({**SHALLOW, "max_depth": 4}, 600, add=EXCLUDE),
+    **{f"v1+{n}": make_v1(SHALLOW, 400, add=family(n)) for n in sorted(V2_FAMILIES | {"margin"})},
+    "v1_nobtyd": make_v1(SHALLOW, 400, btyd=False),
+    "v1_noattr": make_v1(SHALLOW, 400, drop=tuple(c for c in V1 if c.startswith("attr_"))),
+    **{f"v1-{k_}": make_v1(SHALLOW, 400, drop=interactions_of(k_)) for k_ in INTERACTION_KINDS},
+    "v1-monetary": make_v1(SHALLOW, 400, drop=("monetary_mean", "monetary_max", "monetary_std",
+        "monetary_first", "monetary_last", "amount_30d", "amount_90d", "trend_amount_90d",
+        "btyd_expected_spend")),
+    "d4_H8_v1": make_v1({**SHALLOW, "max_depth": 4}, 600),
+    "d5_H8_v1": make_v1({**SHALLOW, "max_depth": 5}, 600),
+    "d6_H8_v1": make_v1({**SHALLOW, "max_depth": 6}, 600),
+    "peer_H8_v1": make_v1(PEER, 100, k=8, btyd=False),
+    "peer_H8_btyd_v1": make_v1(PEER, 100, k=8),
+    "colsample05_H8_v1": make_v1({**SHALLOW, "colsample_bynode": 0.5}, 400),
+    "shallow_H12_v1": make_v1(SHALLOW, 400, k=12),
+    "blend_s8_peer_50": make_mix([S8, PEER_V1], [0.5, 0.5]),
+    **{f"v1+{c}": make_v1(SHALLOW, 400, add=(c,)) for c in EXCLUDE},
+    "v1+excluded": make_v1(SHALLOW, 400, add=EXCLUDE),
+    "v1+rates": make_v1(SHALLOW, 400, add=("rate_365d", "rate_life")),
+    "v1+rate_365d": make_v1(SHALLOW, 400, add=("rate_365d",)),
+    "v1+cutoff_month": make_v1(SHALLOW, 400, add=("cutoff_month",)),
+    "d4_H8_v1_900": make_v1({**SHALLOW, "max_depth": 4, "eta": 0.03}, 900),
+    "shallow_H8_v1_800": make_v1({**SHALLOW, "eta": 0.03}, 800),
+    "blend_s8_d6_50": make_mix([S8, make_v1({**SHALLOW, "max_depth": 6}, 600)], [0.5, 0.5]),
+}  # fmt: skip
+
 VARIANTS = {
     "peer": peer,
     "peer_btyd": make_h(PEER, 100),
@@ -192,6 +297,7 @@ VARIANTS = {
     "shallow_H8_mono": make_mono(SHALLOW, 400),
     "blend_h5_H8_30": make_blend(0.3),
     "blend_h5_H8_50": make_blend(0.5),
+    **S11,
 }
 
 
@@ -204,8 +310,17 @@ def predict(name, f, c):
     return booster.predict(matrix(rows, cols))
 
 
+def derive(f: pd.DataFrame) -> pd.DataFrame:
+    """Columns the feature sets lack, built from cached ones: purchase rates that do not grow with age."""
+    age = f["tenure_days"].clip(lower=1.0)
+    f["rate_365d"] = f["purchases_365d"] / age.clip(upper=365.0)
+    f["rate_life"] = f["n_purchases"] / age
+    f["cutoff_month"] = pd.to_datetime(f["cutoff"]).dt.month.astype(float)
+    return f
+
+
 def run(f, names):
-    f = f.copy()
+    f = derive(f.copy())
     f["cutoff"] = pd.to_datetime(f["cutoff"])
     cuts = sorted(f["cutoff"].unique())
     hold = cuts[-1]

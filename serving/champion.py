@@ -228,7 +228,8 @@ def _score_rows(
     churn, value = art.churn, art.value
     x = np.ascontiguousarray(x)
     p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
-    v = value.from_raw(value.booster.inplace_predict(x))
+    pos = art.value_positions  # a churn model at H may have columns value does not (churn_keep_features)
+    v = value.from_raw(value.booster.inplace_predict(x if pos is None else np.ascontiguousarray(x[:, pos])))
     contribs = churn.booster.predict(xgb.DMatrix(x, feature_names=art.columns, nthread=1), pred_contribs=True)
     effects = np.c_[contribs[:, :-1] * churn.stack[0], churn.stack[1] * (rank - 0.5)]
     order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :reasons]

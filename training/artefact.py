@@ -1,6 +1,8 @@
 """The scoring artefact: everything serving needs to score a customer, saved as one folder.
 
-    scoring.json   feature set, model columns, horizons, category levels, churn stacker and RFM reference,
+    scoring.json   feature set, model columns (the churn booster's; `value_columns`, the value booster's,
+                   when a churn model at H keeps columns value does not: training.design.churn_columns),
+                   horizons, category levels, churn stacker and RFM reference,
                    value objective and target (revenue or margin, with the costs-to-serve it
                    subtracted: features.value), horizon maps, tier thresholds, training metrics, the drift
                    reference (training.drift: the inputs' and scores' distributions at T), and the
@@ -87,14 +89,30 @@ class ScoringArtefact:
         return table.to_pandas()
 
     def matrix(self, rows: pd.DataFrame) -> xgb.DMatrix:
-        """The model inputs of `rows`, built once for both boosters (they share columns and encodings)."""
+        """The model inputs of `rows` (`columns`: the churn booster's), built once for both boosters when
+        they share columns and encodings."""
         return self.churn.encoder.matrix(rows)
+
+    def value_matrix(self, rows: pd.DataFrame, dm: xgb.DMatrix | None = None) -> xgb.DMatrix:
+        """The value booster's inputs of `rows`: `dm` (the churn booster's) when they share columns, else
+        its own (a churn model at H keeps some columns value never sees: `churn_keep_features`)."""
+        if dm is not None and self.value_positions is None:
+            return dm
+        return self.value.encoder.matrix(rows)
+
+    @property
+    def value_positions(self) -> list[int] | None:
+        """Where the value booster's columns sit in `columns` (None: the same columns, in order), for
+        callers that hold the inputs as one float matrix (serving.champion)."""
+        own = self.value.encoder.columns
+        return None if own == self.columns else [self.columns.index(c) for c in own]
 
     def score(self, rows: pd.DataFrame, dm: xgb.DMatrix | None = None) -> pd.DataFrame:
         """churn_probability and predicted_value over H, value_at_risk and tier, for feature rows built with
         this artefact's feature set at horizon H."""
         dm = dm or self.matrix(rows)
-        p, v = self.finish(rows, self.churn.predict(rows, dm), self.value.predict(rows, dm))
+        p = self.churn.predict(rows, dm)
+        p, v = self.finish(rows, p, self.value.predict(rows, self.value_matrix(rows, dm)))
         return pd.DataFrame(
             {
                 "customer_id": rows["customer_id"].to_numpy(),
@@ -199,6 +217,12 @@ class ScoringArtefact:
             )
         check_compatible(spec["feature_set"], spec["columns"], str(spec_file))
         encoder = Encoder(spec["columns"], spec["categories"])
+        own = spec.get("value_columns")  # absent: value shares the churn booster's columns
+        value_encoder = (
+            encoder
+            if own is None
+            else Encoder(own, {k: v for k, v in spec["categories"].items() if k in own})
+        )
         churn_booster, value_booster = xgb.Booster(), xgb.Booster()
         churn_booster.load_model(folder / "churn.ubj")
         value_booster.load_model(folder / "value.ubj")
@@ -226,7 +250,7 @@ class ScoringArtefact:
                 tuple(c["horizon_map"]),
                 c.get("label_days"),
             ),
-            value=ValueModel(value_booster, encoder, v["objective"], tuple(v["horizon_map"])),
+            value=ValueModel(value_booster, value_encoder, v["objective"], tuple(v["horizon_map"])),
             tiers=spec["tiers"],
             metrics=spec.get("metrics", {}),
             btyd_params=spec.get("btyd_params"),
@@ -265,7 +289,9 @@ class ScoringArtefact:
             "drift_reference": self.drift_reference,
             "curve": self.curve.to_dict() if self.curve is not None else None,
         }
-        if self.contract is not None:  # optional keys: an artefact without them is written as before
+        if self.value_positions is not None:  # optional keys: an artefact without them is written as before
+            spec["value_columns"] = self.value.encoder.columns
+        if self.contract is not None:
             spec["contract"] = self.contract.to_dict()
         if self.levels is not None:
             spec["levels"] = self.levels.to_dict()

@@ -143,6 +143,8 @@ class TrainingConfig(FileSettings):
     churn_origins: Annotated[int, Field(ge=1)] = 8  # month ends stacked for full-horizon churn labels
     min_history_days: int = 60  # the first origin has at least this much history behind it
     exclude_features: Names = AGE_FEATURES  # values that grow with customer age
+    # excluded features the churn model keeps where it learns H-day labels itself (docs/training.md)
+    churn_keep_features: Names = ("tenure_days", "signup_tenure_days")
     seed: int = 0
     n_jobs: int = 1  # XGBoost threads: 1 is deterministic and never stalls on a busy machine
     trials: Annotated[int, Field(ge=1)] = 20  # Optuna trials per model

@@ -94,16 +94,19 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     own = design.churn_design(
         history, t, h, big_h, config.churn_labels, config.churn_origins, config.min_history_days
     )
-    churn_h, churn_frame = h, frame
+    churn_h, churn_frame, churn_columns = h, frame, columns
     if own is not None:  # the churn model learns H-day labels at its own (older) origins
         churn_h = own[0]
         churn_frame = design.training_frame(history, t, own[1], churn_h, big_h, fs, target)
+        churn_columns = design.churn_columns(
+            fs, history.until(t), config.exclude_features, config.churn_keep_features
+        )
     clock["features_s"] = time.perf_counter() - start
 
     churn_tuned = tuning.tune_churn(
         churn_frame,
         churn_h,
-        columns,
+        churn_columns,
         config.xgboost.params(),
         config.search,
         config.trials,
@@ -126,7 +129,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     clock["tuning_s"] = time.perf_counter() - start - clock["features_s"]
 
     churn, churn_validated = fit_churn(
-        churn_frame, churn_h, columns, churn_tuned.params, config.seed, config.n_jobs
+        churn_frame, churn_h, churn_columns, churn_tuned.params, config.seed, config.n_jobs
     )
     churn = dataclasses.replace(churn, rfm=RfmRank.fit(rows))  # ranks are within the population at T
     bridge = short if churn_h < big_h else None  # a churn model at H needs no map
@@ -152,8 +155,17 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         **metrics.value_metrics(actual, value_validated),
         **_baseline_scores(late, h),
     }
-    artefact = ScoringArtefact(
-        fs.key, columns, t, h, big_h, churn, value, thresholds, validation, rows.attrs.get("btyd_params")
+    artefact = ScoringArtefact(  # its columns are the churn booster's (value's are the same or fewer)
+        fs.key,
+        churn_columns,
+        t,
+        h,
+        big_h,
+        churn,
+        value,
+        thresholds,
+        validation,
+        rows.attrs.get("btyd_params"),
     )
     artefact.curve = CurveSpec(history.churn)  # time to churn follows the history's churn definition
     artefact.value_target = target  # what predicted_value (and value at risk, tiers) measure
@@ -169,7 +181,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
             artefact.score(rows)["predicted_value"].to_numpy(), config.tiers
         )
     artefact.drift_reference = drift.reference(
-        drift.model_frame(rows, artefact.score(rows), columns), churn.encoder.categories
+        drift.model_frame(rows, artefact.score(rows), churn_columns), churn.encoder.categories
     )
     clock["fit_s"] = time.perf_counter() - start - sum(clock.values())
     own_window = churn_h != h
@@ -260,7 +272,7 @@ def fit_levels(
         raise RuntimeError("labels and calibration rows are not in the same customer order")
     y, actual = truth["churned"].to_numpy(), truth["future_value"].to_numpy(dtype=np.float64)
     dm = artefact.matrix(rows)
-    p, v = artefact.churn.predict(rows, dm), artefact.value.predict(rows, dm)
+    p, v = artefact.churn.predict(rows, dm), artefact.value.predict(rows, artefact.value_matrix(rows, dm))
     bound = artefact.contract
     mask = bound.applies(rows) if bound is not None else np.zeros(len(rows), bool)
     held = contract.under_contract(rows, contract_mode) if contract_mode is not None else None

@@ -367,7 +367,7 @@ def report_figures(trained: Trained) -> dict[str, Figure]:
         sample = rows.sample(min(len(rows), CONTRIB_ROWS), random_state=0) if len(rows) else rows
         if len(sample):
             figs[f"{name}_contributions"] = plots.contributions_figure(
-                model.contributions(sample), art.columns
+                model.contributions(sample), model.encoder.columns
             )
     return figs
 

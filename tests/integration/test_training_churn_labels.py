@@ -17,6 +17,7 @@ from features.build import build_labels, build_scoring_rows, build_spine
 from features.datasets import synthetic
 from features.history import History, load_history
 from features.sets import get_feature_set
+from serving.champion import _score_rows
 from training.artefact import ScoringArtefact
 from training.config import LevelsConfig, TrainingConfig
 from training.models import P_EPS
@@ -58,13 +59,18 @@ def test_churn_learns_h_day_labels_itself_and_nothing_after_the_cutoff_changes_i
     assert trained.segments[0]["customers"] == len(trained.validation_rows)
     assert {"roc", "calibration", "value_deciles"} <= set(report_figures(trained))
     assert result.metrics["model"]["churn_auc"] > result.metrics["bgnbd"]["churn_auc"]
-    # the artefact ships the churn model's label horizon and scores the same after a round trip
+    # the churn model keeps the customer's age (churn_keep_features); value never sees it
+    age = {"tenure_days", "signup_tenure_days"}
+    assert age <= set(art.columns) and not age & set(art.value.encoder.columns)
+    assert art.value_positions == [art.columns.index(c) for c in art.value.encoder.columns]
+    # the artefact ships the churn model's label horizon and both column lists, and scores the same after
+    # a round trip
     again = ScoringArtefact.load(art.save(tmp_path / "model"))
     assert again.churn.label_days == HORIZON
+    assert again.columns == art.columns and again.value.encoder.columns == art.value.encoder.columns
     scoring = trained.scoring_rows
-    np.testing.assert_allclose(
-        again.score(scoring)["churn_probability"], art.score(scoring)["churn_probability"]
-    )
+    for column in ("churn_probability", "predicted_value"):
+        np.testing.assert_allclose(again.score(scoring)[column], art.score(scoring)[column])
     # the history as known at T (every later event gone) gives the same predictions, bit for bit
     blind = backtest(history.until(T), T, HORIZON, SMALL)
     assert blind.truth is None
@@ -138,3 +144,20 @@ def test_short_labels_keep_the_bridged_design(history: History) -> None:
     rows, p = trained.churn_window()
     assert rows is trained.validation_rows and len(p) == len(rows)
     assert "churn_customers" not in trained.segments[0]
+
+
+def test_the_float_matrix_path_scores_a_churn_model_with_columns_value_lacks(history: History) -> None:
+    # transactions-only columns (rfm_v1: no text attributes): the served snapshot scores from one float
+    # matrix of the churn booster's columns (serving.champion), value reads its own among them
+    config = SMALL.model_copy(update={"feature_set": "rfm_v1"})
+    art = backtest(history, T, HORIZON, config).trained.artefact
+    assert "tenure_days" in art.columns and "tenure_days" not in art.value.encoder.columns
+    rows = build_scoring_rows(history.until(T), T, get_feature_set("rfm_v1"), HORIZON, art.btyd_params)
+    frame = rows.to_pandas()
+    x = frame[art.columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    p, v, _, _ = _score_rows(art, x, art.churn.rfm.score(frame), 3)
+    p, v = art.finish(frame, p, v)
+    scored = art.score(frame)
+    np.testing.assert_allclose(p, scored["churn_probability"], rtol=1e-6)
+    np.testing.assert_allclose(v, scored["predicted_value"], rtol=1e-6)
+    assert np.ptp(v) > 0

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from features.sets import get_feature_set
 from tests.helpers.frames import end_of_day as _end
 from tests.helpers.frames import weekly_history as _history
 from training.config import ParityConfig, TrainingConfig
-from training.design import churn_design
+from training.design import churn_columns, churn_design, model_columns
 from training.pipeline import merge_churn_quality
 
 
@@ -89,3 +90,17 @@ def test_segment_tables_take_churn_from_the_churn_window_and_value_from_the_valu
     assert len(north["flags"]) == 2 and "gap +0.100" in north["flags"][0] and "+40.0%" in north["flags"][1]
     assert south["churn_auc"] == 0.7 and south["flags"] == []  # value window: 1000 customers, nothing off
     assert whole["flags"] == []
+
+
+def test_a_churn_model_at_h_keeps_the_customer_age_columns_it_is_told_to_and_no_other() -> None:
+    history = _history()
+    fs = get_feature_set("rfm_v1")
+    exclude = TrainingConfig().exclude_features
+    value = model_columns(fs, history, exclude)
+    churn = churn_columns(fs, history, exclude, ("tenure_days",))
+    assert "tenure_days" not in value and "tenure_days" in churn
+    assert [c for c in churn if c != "tenure_days"] == value  # the value columns, in the same order
+    assert churn.index("tenure_days") < churn.index("monetary_mean")  # where the set has it
+    # nothing kept: the value columns; a kept name that is not excluded adds nothing
+    assert churn_columns(fs, history, exclude, ()) == value
+    assert churn_columns(fs, history, exclude, ("recency_days",)) == value
