@@ -122,9 +122,29 @@ def reason_effects(
     return effects
 
 
+REASON_ROWS = 100_000  # rows whose reasons are written at a time: Arrow's texts of a million rows at once
+# (each reason's, joined, then each row's) took over a gigabyte more at the peak
+
+
 def reasons_of(artefact: ScoringArtefact, rows: pd.DataFrame, effects: np.ndarray, top: int) -> Reasons:
     """The `top` reasons of each row from its `reason_effects`: largest |effect| first (equal ones: the
-    earlier column first); zero effects are left out."""
+    earlier column first); zero effects are left out. Written REASON_ROWS rows at a time (each row's
+    reasons are its own)."""
+    if len(rows) <= REASON_ROWS:
+        return _reasons_of(artefact, rows, effects, top)
+    parts = [
+        _reasons_of(artefact, rows.iloc[a : a + REASON_ROWS], effects[a : a + REASON_ROWS], top)
+        for a in range(0, len(rows), REASON_ROWS)
+    ]
+    return Reasons(
+        np.concatenate([p.filled for p in parts]),
+        np.concatenate([p.contribution for p in parts]),
+        np.concatenate([p.text for p in parts]),
+        np.concatenate([p.rows_json for p in parts]),
+    )
+
+
+def _reasons_of(artefact: ScoringArtefact, rows: pd.DataFrame, effects: np.ndarray, top: int) -> Reasons:
     names = reason_names(artefact)
     rank = artefact.churn.rfm.score(rows)
     order = _top_columns(np.abs(effects), top)

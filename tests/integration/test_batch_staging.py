@@ -107,15 +107,17 @@ def test_a_run_failing_while_the_events_are_staged_rolls_them_back(
 def test_reasons_made_in_chunks_beside_the_run_are_those_made_in_one_go(
     run: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """TreeSHAP runs in chunks (serving.batch._Effects), by its thread and by the run when it asks: the
-    reasons are the ones `scoring.score_frame` gives the same rows at once."""
-    monkeypatch.setattr(batch._Effects, "CHUNK", 7)  # many chunks, taken by both threads
-    result = run("2025-12-31")
+    """TreeSHAP runs in chunks (serving.batch._Effects), by its thread and by the run when it asks, and the
+    words are written in chunks of rows (scoring.REASON_ROWS): the reasons are the ones
+    `scoring.score_frame` gives the same rows at once."""
     champion = golden.served(golden.GOLDEN / golden.SYNTHETIC.name / "model")
     history = load_history(run.db.parents[1] / "history")
     rows = champion.artefact.feature_rows(history, datetime(2025, 12, 31))
-    frame, _ = scoring.score_frame(champion.artefact, rows, 3, 2, champion.rfm)
+    frame, _ = scoring.score_frame(champion.artefact, rows, 3, 2, champion.rfm)  # in one go
     assert len(rows) > 100
+    monkeypatch.setattr(batch._Effects, "CHUNK", 7)  # many chunks, taken by both threads
+    monkeypatch.setattr(scoring, "REASON_ROWS", 13)  # the words written 13 rows at a time
+    result = run("2025-12-31")
     assert result.scores["reasons"].tolist() == frame["reasons"].tolist()
     assert result.scores["customer_id"].tolist() == frame["customer_id"].tolist()
 
