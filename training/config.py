@@ -167,6 +167,16 @@ class TrainingConfig(FileSettings):
     levels: Annotated[LevelsConfig, OrEmpty] = LevelsConfig()
     value: Annotated[ValueConfig, OrEmpty] = ValueConfig()
 
+    @field_validator("churn_keep_features")
+    @classmethod
+    def _known_features(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from features.definitions import REGISTRY  # every feature a set can hold
+
+        unknown = [n for n in names if n not in REGISTRY]
+        if unknown:  # a typo would otherwise keep nothing, silently
+            raise ValueError(f"not features: {', '.join(unknown)}")
+        return names
+
     @field_validator("tiers")
     @classmethod
     def _shares(cls, tiers: dict[str, float | None]) -> dict[str, float | None]:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from pydantic import ValidationError
+
 from features.sets import get_feature_set
 from tests.helpers.frames import end_of_day as _end
 from tests.helpers.frames import weekly_history as _history
@@ -104,3 +107,11 @@ def test_a_churn_model_at_h_keeps_the_customer_age_columns_it_is_told_to_and_no_
     # nothing kept: the value columns; a kept name that is not excluded adds nothing
     assert churn_columns(fs, history, exclude, ()) == value
     assert churn_columns(fs, history, exclude, ("recency_days",)) == value
+
+
+def test_churn_keep_features_names_a_typo() -> None:
+    """A name in churn_keep_features that is no feature is refused by name, not silently ignored."""
+    with pytest.raises(ValidationError, match="churn_keep_features") as err:
+        TrainingConfig(churn_keep_features=["tenure_days", "tenure_dayz"])
+    assert "tenure_dayz" in str(err.value)
+    assert TrainingConfig(exclude_features=[]).churn_keep_features == ("tenure_days", "signup_tenure_days")
