@@ -82,7 +82,7 @@ def evaluate(
     s = _check_scores(scores, tiers)
     given = scores["reasons"].to_numpy(dtype=object) if "reasons" in scores else None
     rank = {name: i for i, name in enumerate(tiers)}
-    level = s["tier"].map(rank).to_numpy(dtype=np.float64)
+    level = _levels(s["tier"], rank)
     prev = _previous_levels(s["customer_id"], previous_tiers, rank)
     p = s["churn_probability"].to_numpy(dtype=np.float64, na_value=np.nan)
     tops = [r.top_k_value_at_risk for r in config.rules if r.top_k_value_at_risk is not None]
@@ -133,10 +133,11 @@ def evaluate(
     rows = out["_row"].to_numpy(dtype=np.int64)
     out["reasons"] = [reason_texts(given[i]) for i in rows] if given is not None else [[] for _ in rows]
     books = {t: b for t in tiers if (b := config.playbooks.get(t)) is not None}  # per tier, not per row
-    tier = out["tier"].astype(object)
-    out["playbook"] = tier.map({t: b.text for t, b in books.items()}).astype(object)
-    due = {t: when + timedelta(hours=b.due_within_hours) for t, b in books.items()}
-    out["due_at"] = tier.map(due).astype(object).where(tier.isin(list(due)), None)
+    at = pd.Index(list(tiers)).get_indexer(out["tier"])  # each row's tier by position; -1: none
+    texts = [books[t].text if t in books else np.nan for t in tiers] + [np.nan]  # no playbook: NaN
+    due = [when + timedelta(hours=books[t].due_within_hours) if t in books else None for t in tiers] + [None]
+    out["playbook"] = pd.Series(np.array(texts, dtype=object)[at], index=out.index, dtype=object)
+    out["due_at"] = pd.Series(np.array(due, dtype=object)[at], index=out.index, dtype=object)
     for rule in config.rules:  # a rule's own playbook, for every tier
         if rule.playbook is not None:
             mine = (out["kind"] == rule.kind).to_numpy()
@@ -316,8 +317,16 @@ def _previous_levels(
     prev = prev.astype(object)
     prev.index = prev.index.map(str)
     prev = prev[~prev.index.duplicated(keep="last")]  # a mapping's last word
-    levels = prev.map(rank)  # missing or unknown tiers: NaN
+    levels = pd.Series(_levels(prev, rank), index=prev.index)  # missing or unknown tiers: NaN
     return levels.reindex(ids.to_numpy(dtype=object)).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _levels(tiers: pd.Series, rank: dict[str, int]) -> np.ndarray:
+    """Each row's tier level (`rank`'s value: 0 the best), NaN for a missing or unknown tier; looked up by
+    hash in one pass (Series.map called Python for each of a million rows)."""
+    at = pd.Index(list(rank), dtype=object).get_indexer(tiers)
+    levels = np.append(np.array(list(rank.values()), dtype=np.float64), np.nan)
+    return levels[at]  # -1 (not found): the NaN at the end
 
 
 def _lapse(
@@ -336,7 +345,7 @@ def _lapse(
     by = by.set_index("customer_id").reindex(ids.to_numpy(dtype=object))
     days = by["days_since_purchase"].to_numpy(dtype=np.float64, na_value=np.nan)
     past = by["past_value"].to_numpy(dtype=np.float64, na_value=np.nan)
-    best = by["best_tier"].map(rank).to_numpy(dtype=np.float64, na_value=np.nan)
+    best = _levels(by["best_tier"], rank)
     return days, past, best
 
 

@@ -304,9 +304,9 @@ def _texts(column: pd.Series) -> list[str | None]:
 
 def _times(column: pd.Series) -> list[datetime | None]:
     """Naive UTC datetimes (None for missing), each distinct value converted once (a due time per tier)."""
-    values = column.tolist()
-    naive = {v: utc_naive(v) for v in set(values) if not is_missing(v)}
-    return [naive.get(v) if not is_missing(v) else None for v in values]
+    codes, distinct = pd.factorize(column.to_numpy(dtype=object))  # missing (None, NaN, NaT): -1
+    naive = np.array([utc_naive(v) for v in distinct] + [None], dtype=object)
+    return list(naive[codes])  # -1: the None at the end
 
 
 def list_alerts(

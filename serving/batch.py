@@ -132,10 +132,15 @@ def _score_history(
             model_version=served.version,
         )
         step("tiers")
+        # the alert rules read the scores and tiers only: evaluated now, beside TreeSHAP, and synced with
+        # the stored alerts once the snapshot is in (the alerts' step, as before)
+        found = _candidates(eng, scores, past, rows, as_of, rules, mlcfg) if rules is not None else None
+        if found is not None:
+            step("alert rules")
         made: dict[str, Any] = {}
 
         def complete() -> pd.DataFrame:  # asked for by the snapshot once its other tables are written
-            made["why"] = scoring.reasons_of(art, rows, effects.result(), config.reasons)
+            made["why"] = effects.reasons(config.reasons)
             made["scores"] = scoring.with_reasons(scores, made["why"])
             return made["scores"]
 
@@ -149,12 +154,9 @@ def _score_history(
             effects.stop()  # no thread outlives the run
     step("reasons, score table, snapshot and recent events")
     result = BatchResult(scores, target, as_of, served.version)
-    if rules is not None:
-        lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
-        costs = {t: float(b.cost or 0.0) for t, b in rules.playbooks.items() if b is not None}  # none: 0
-        own = {r.kind: float(r.playbook.cost or 0.0) for r in rules.rules if r.playbook is not None}
-        result.uplift_version, ranking = uplift_rank.champion_ranker(mlcfg, rows, costs, own)
-        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, lapse, ranking)
+    if rules is not None and found is not None:
+        result.uplift_version, candidates = found
+        result.alerts = _raise_alerts(eng, scores, why, as_of, config, rules, stopped, candidates)
         step("alerts")
     result.drift = _watch_drift(eng, rows, scores, served, as_of, config, rules, mlcfg)
     step("drift")
@@ -234,10 +236,11 @@ class _Staging:
 
 
 class _Effects:
-    """`scoring.reason_effects` of every row, in chunks, by a thread of its own from the start and by the
-    caller of `result` too: TreeSHAP lets go of the GIL, so the run's other work goes on beside it, and
-    a wait for the last chunks becomes a second core's work. Each row's effects are its own: chunking
-    changes no number."""
+    """Each row's reasons (`scoring.reason_effects`, then `scoring.reasons_of`), in chunks: TreeSHAP by a
+    thread of its own from the start (it lets go of the GIL, so the run's other work goes on beside it),
+    and by the caller of `reasons` too, who meanwhile writes the reasons of the chunks done, so that a
+    wait for the last chunks becomes a second core's work. Each row's effects and reasons are its own:
+    chunking changes no number and no text."""
 
     CHUNK = 50_000
 
@@ -246,37 +249,64 @@ class _Effects:
         self._parts = [(a, min(a + self.CHUNK, len(rows))) for a in range(0, len(rows), self.CHUNK)]
         self._done: list[np.ndarray | None] = [None] * len(self._parts)
         self._next = 0
-        self._lock = threading.Lock()
+        self._changed = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="diamond-reasons", daemon=True)
         self._thread.start()
 
     def _take(self) -> int | None:
-        with self._lock:
+        with self._changed:
             if self._next >= len(self._parts):
                 return None
             self._next += 1
             return self._next - 1
 
+    def _effects(self, i: int) -> None:
+        a, b = self._parts[i]
+        found = scoring.reason_effects(self._art, self._rows.iloc[a:b])
+        with self._changed:
+            self._done[i] = found
+            self._changed.notify_all()
+
     def _work(self) -> None:
         try:
             while (i := self._take()) is not None:
-                a, b = self._parts[i]
-                self._done[i] = scoring.reason_effects(self._art, self._rows.iloc[a:b])
-        except BaseException as exc:  # raised in the run's thread by `result`
-            self._error = exc
+                self._effects(i)
+        except BaseException as exc:  # raised in the run's thread by `reasons`
+            with self._changed:
+                self._error = exc
+                self._changed.notify_all()
 
-    def result(self) -> np.ndarray:
-        """(rows, reason names) effects, once every chunk is done (the caller doing its share)."""
-        self._work()
+    def reasons(self, top: int) -> scoring.Reasons:
+        """Every row's `top` reasons, once every chunk is done: the caller words each chunk done (its
+        effects then let go), computes a chunk itself when none is waiting, and waits when neither is
+        left."""
+        worded: list[scoring.Reasons | None] = [None] * len(self._parts)
+        while True:
+            with self._changed:
+                if self._error is not None:
+                    raise self._error
+                ready = next((i for i, d in enumerate(self._done) if d is not None), None)
+                mine = self._take() if ready is None else None
+                if ready is None and mine is None:
+                    if all(w is not None for w in worded):
+                        break
+                    self._changed.wait()
+                    continue
+                effects = self._done[ready] if ready is not None else None
+                if ready is not None:
+                    self._done[ready] = None
+            if ready is not None and effects is not None:
+                a, b = self._parts[ready]
+                worded[ready] = scoring.reasons_of(self._art, self._rows.iloc[a:b], effects, top)
+            elif mine is not None:
+                self._effects(mine)
         self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return np.concatenate([d for d in self._done if d is not None])
+        return scoring.Reasons.concat([w for w in worded if w is not None])
 
     def stop(self) -> None:
         """No chunk is started any more; the one under way is waited for."""
-        with self._lock:
+        with self._changed:
             self._next = len(self._parts)
         self._thread.join()
 
@@ -350,7 +380,6 @@ def _write(
                 "parquet": str(target),
             },
             events,
-            history=scores[store.HISTORY_COLUMNS],
         )
     except BaseException:  # nothing half-written is left behind, even on Ctrl-C
         tmp.unlink(missing_ok=True)
@@ -382,6 +411,39 @@ def _schema(table: pd.DataFrame) -> pa.Schema:
     return pa.Schema.from_pandas(table.assign(**stand_in) if stand_in else table, preserve_index=False)
 
 
+def _candidates(
+    eng: sa.Engine,
+    scores: pd.DataFrame,
+    past: History,
+    rows: pd.DataFrame,
+    as_of: datetime,
+    rules: AlertConfig,
+    mlcfg: MlflowConfig | None,
+) -> tuple[str | None, pd.DataFrame]:
+    """(the uplift champion's version or None, this run's candidate alerts): `evaluate_rules` with each
+    customer's lapse (serving.winback) for a win-back rule, ranked by the uplift champion when one is gated
+    (serving.uplift_rank), else by value at risk. Reads only."""
+    lapse = winback.lapse(eng, past, as_of) if any(r.win_back for r in rules.rules) else None
+    costs = {t: float(b.cost or 0.0) for t, b in rules.playbooks.items() if b is not None}  # none: 0
+    own = {r.kind: float(r.playbook.cost or 0.0) for r in rules.rules if r.playbook is not None}
+    version, ranking = uplift_rank.champion_ranker(mlcfg, rows, costs, own)
+    return version, evaluate_rules(scores, as_of, rules, lapse, ranking)
+
+
+def evaluate_rules(
+    scores: pd.DataFrame,
+    as_of: datetime,
+    rules: AlertConfig,
+    lapse: pd.DataFrame | None = None,
+    ranking: uplift_rank.Ranker | None = None,
+) -> pd.DataFrame:
+    """The alert rules on a run's score table (its tiers after hysteresis and `previous_tier`), as
+    serving.alert_rules.evaluate; reasons in words are looked up later, for the alerts that need them."""
+    previous = pd.Series(scores["previous_tier"].to_numpy(), index=scores["customer_id"].to_numpy())
+    given = scores.drop(columns="reasons", errors="ignore")
+    return alert_rules.evaluate(given, rules, previous, as_of, lapse, ranking)
+
+
 def _raise_alerts(
     eng: sa.Engine,
     scores: pd.DataFrame,
@@ -390,17 +452,18 @@ def _raise_alerts(
     config: ServingConfig,
     rules: AlertConfig,
     stopped: frozenset[str] | None,
-    lapse: pd.DataFrame | None = None,
-    ranking: uplift_rank.Ranker | None = None,
+    candidates: pd.DataFrame,
 ) -> alert_store.SyncResult:
-    """Alert rules over this run, synced with the open alerts; what needs notifying goes to the outbox for
-    every endpoint (the webhook id carries alert id and version: retries and re-runs never duplicate).
-    The rules run on the score columns (and `lapse`, serving.winback, for a win-back rule); reasons in
-    words are looked up for the alerts that need them."""
-    previous = pd.Series(scores["previous_tier"].to_numpy(), index=scores["customer_id"].to_numpy())
-    candidates = alert_rules.evaluate(scores.drop(columns="reasons"), rules, previous, as_of, lapse, ranking)
+    """This run's candidate alerts (`_candidates`) synced with the open alerts; what needs notifying goes
+    to the outbox for every endpoint (the webhook id carries alert id and version: retries and re-runs
+    never duplicate). Reasons in words are looked up for the alerts that need them."""
     candidates, _ = control.hold_out(eng, as_of, candidates, rules)  # controls never alert (serving.control)
-    at = pd.Index(scores["customer_id"]).get_indexer(candidates["customer_id"])
+    # each candidate's row in the score table (a hash of a million ids in Arrow: pandas took 2 s)
+    ids = pa.array(scores["customer_id"].to_numpy(dtype=object), pa.string())
+    found = pc.index_in(
+        pa.array(candidates["customer_id"].to_numpy(dtype=object), pa.string()), value_set=ids
+    )
+    at = found.fill_null(-1).to_numpy(zero_copy_only=False)
     synced = alert_store.sync_alerts(
         eng, as_of, candidates, rules, reasons=lambda rows: why.risk_texts(at[rows])
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,16 @@ class Reasons:
     contribution: np.ndarray  # float64: the signed effect rounded to 6 places (> 0: raises churn risk)
     text: np.ndarray  # object: the sentence
     rows_json: np.ndarray  # object: one JSON text per row
+
+    @staticmethod
+    def concat(parts: Sequence[Reasons]) -> Reasons:
+        """The reasons of consecutive row chunks as one (each row's reasons are its own)."""
+        return Reasons(
+            np.concatenate([p.filled for p in parts]),
+            np.concatenate([p.contribution for p in parts]),
+            np.concatenate([p.text for p in parts]),
+            np.concatenate([p.rows_json for p in parts]),
+        )
 
     def risk_texts(self, rows: np.ndarray | None = None) -> list[list[str]]:
         """The sentences an agent acts on, for every row or the positions `rows`: the reasons that raise
@@ -132,15 +143,11 @@ def reasons_of(artefact: ScoringArtefact, rows: pd.DataFrame, effects: np.ndarra
     reasons are its own)."""
     if len(rows) <= REASON_ROWS:
         return _reasons_of(artefact, rows, effects, top)
-    parts = [
-        _reasons_of(artefact, rows.iloc[a : a + REASON_ROWS], effects[a : a + REASON_ROWS], top)
-        for a in range(0, len(rows), REASON_ROWS)
-    ]
-    return Reasons(
-        np.concatenate([p.filled for p in parts]),
-        np.concatenate([p.contribution for p in parts]),
-        np.concatenate([p.text for p in parts]),
-        np.concatenate([p.rows_json for p in parts]),
+    return Reasons.concat(
+        [
+            _reasons_of(artefact, rows.iloc[a : a + REASON_ROWS], effects[a : a + REASON_ROWS], top)
+            for a in range(0, len(rows), REASON_ROWS)
+        ]
     )
 
 

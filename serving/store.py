@@ -370,24 +370,18 @@ def write_snapshot(
     scores: pd.DataFrame | Callable[[], pd.DataFrame],
     run: dict[str, Any],
     events: pd.DataFrame | Iterable[pd.DataFrame] | Staged | None = None,
-    history: pd.DataFrame | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
-    history (`scores` with HISTORY_COLUMNS) and log the run (`run`: as_of and optionally model_version,
-    customers, parquet), all in one transaction. `events` may come in frames (`packed_event_batches`, one
-    row per customer: the first frame gives the table its column types); they are then made in a thread
-    of their own while this one writes the other tables (`_Ahead`), and written as they come. The store
-    must be prepared (`prepare`). `events` STAGED: they are in `recent_events__new` already
-    (`stage_events`), and only swapped in here. `scores` may come late: a callable asked for the frame once
-    the features and the score history (`history`, then required: its HISTORY_COLUMNS) are written, so that
-    batch scoring makes its reasons meanwhile."""
-    if history is None:
-        if callable(scores):
-            raise ValueError("scores that come late need the score history's rows (history=) up front")
-        history = scores
-    missing = set(HISTORY_COLUMNS) - set(history.columns)
-    if missing:
-        raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
+    history (the score snapshot's HISTORY_COLUMNS, copied inside the database) and log the run (`run`:
+    as_of and optionally model_version, customers, parquet), all in one transaction. `events` may come in
+    frames (`packed_event_batches`, one row per customer: the first frame gives the table its column
+    types); they are then made in a thread of their own while this one writes the other tables (`_Ahead`),
+    and written as they come. The store must be prepared (`prepare`). `events` STAGED: they are in
+    `recent_events__new` already (`stage_events`), and only swapped in here. `scores` may come late: a
+    callable asked for the frame once the features are written, so that batch scoring makes its reasons
+    meanwhile."""
+    if not callable(scores):
+        _check_history(scores)
     unknown = set(run) - set(RUN_COLUMNS)
     if unknown or "as_of" not in run:
         raise ValueError(
@@ -419,8 +413,10 @@ def write_snapshot(
                     write(EVENTS, frame)
 
         write_all(FEATURES, features)
-        _append_history(con, history)
-        write_all(SCORES, scores() if callable(scores) else scores)
+        scored = scores() if callable(scores) else scores
+        as_of = _check_history(scored)
+        write_all(SCORES, scored)
+        _append_history(con, made[SCORES], as_of)
         for frame in coming:
             write(EVENTS, frame)
         con.execute(sa.insert(score_runs_table).values(**logged))
@@ -603,14 +599,33 @@ _INFERRED: dict[str, Any] = {
 """pandas' own choices (pandas.io.sql) for object columns that hold numbers, booleans or times."""
 
 
-def _append_history(con: sa.Connection, scores: pd.DataFrame) -> None:
+def _check_history(scores: pd.DataFrame) -> datetime | None:
+    """The one as_of of a score snapshot's rows (naive UTC; None: no rows), refusing scores that lack a
+    score history column or hold several as_of."""
+    missing = set(HISTORY_COLUMNS) - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores lack column(s) {sorted(missing)} for the score history")
+    found = {utc_naive(a) for a in scores["as_of"].unique()}
+    if len(found) > 1:
+        raise ValueError(f"scores hold {len(found)} as_of values; a snapshot is of one run")
+    return next(iter(found), None)
+
+
+def _append_history(con: sa.Connection, new: sa.Table, as_of: datetime | None) -> None:
+    """The score history's rows of this as_of (a re-run replaces them): the new score snapshot's, copied
+    inside the database (binding a million rows' values again from Python took seconds)."""
     t = score_history_table
-    rows = scores[HISTORY_COLUMNS].astype({"customer_id": str, "model_version": str})
-    naive = {a: utc_naive(a) for a in rows["as_of"].unique()}
-    con.execute(
-        sa.delete(t).where(t.c.as_of.in_(set(naive.values())))
-    )  # a re-run of an as_of replaces its rows
-    bulk.insert_frame(con, t, rows.assign(as_of=rows["as_of"].map(naive)))
+    if as_of is None:
+        return
+    con.execute(sa.delete(t).where(t.c.as_of == as_of))
+    text = sa.String()
+    picked = sa.select(
+        sa.cast(new.c.customer_id, text),
+        sa.literal(as_of, sa.DateTime()),
+        *(new.c[c] for c in ("churn_probability", "predicted_value", "value_at_risk", "tier")),
+        sa.cast(new.c.model_version, text),
+    )
+    con.execute(sa.insert(t).from_select(HISTORY_COLUMNS, picked))
 
 
 def packed_event_batches(

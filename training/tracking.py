@@ -26,7 +26,6 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.config import FileSettings, load
-from training import plots, segments
 from training.artefact import ScoringArtefact
 
 if TYPE_CHECKING:
@@ -194,7 +193,7 @@ def log_training(
                 segments_payload(trained.segments, "validation", art.label_horizon_days, config),
                 SEGMENTS.format(window="validation"),
             )
-            mlflow.log_metrics(segments.mlflow_metrics(trained.segments, ""))
+            mlflow.log_metrics(mlflow_segment_metrics(trained.segments, ""))
         mlflow.log_dict(fingerprint, "data/fingerprint.json")
         mlflow.log_dict({"columns": art.columns, "tiers": art.tiers}, "model/columns_and_tiers.json")
         for name, fig in report_figures(trained).items():
@@ -239,7 +238,7 @@ def log_segments(
     payload = segments_payload(table, "holdout", horizon_days, config)
     client.log_dict(run_id, payload, SEGMENTS.format(window="holdout"))
     now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in segments.mlflow_metrics(table, "holdout_").items()]
+    items = [Metric(k, v, now, 0) for k, v in mlflow_segment_metrics(table, "holdout_").items()]
     client.log_batch(run_id, metrics=items)  # MLflow splits a long batch itself
 
 
@@ -306,6 +305,14 @@ def _json_safe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def mlflow_segment_metrics(table: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """training.segments.mlflow_metrics, imported here: scikit-learn's metrics are training's imports, and a
+    service or batch run that only reads the tracking settings should not pay their second."""
+    from training import segments
+
+    return segments.mlflow_metrics(table, prefix)
+
+
 def segments_payload(
     table: list[dict[str, Any]], window: str, horizon_days: int, config: TrainingConfig
 ) -> dict[str, Any]:
@@ -344,7 +351,7 @@ def report_figures(trained: Trained) -> dict[str, Figure]:
     late, pred = trained.validation_rows, trained.validation_predictions
     churn_rows, p = trained.churn_window()
     y = churn_rows["churned"].to_numpy()
-    from training import baselines
+    from training import baselines, plots  # matplotlib and scikit-learn: training's, not scoring's imports
 
     figs: dict[str, Figure] = {}
     if 0 < y.sum() < len(y):

@@ -79,7 +79,8 @@ def alert_step(
     )
     rules = config.alert_rules(TIERS)
     assert rules is not None
-    synced = batch._raise_alerts(eng, table, why, at, config, rules, None, lapse)
+    candidates = batch.evaluate_rules(table, at, rules, lapse)
+    synced = batch._raise_alerts(eng, table, why, at, config, rules, None, candidates)
     if config.endpoints():
         batch.deliver(eng, config)
     return synced
