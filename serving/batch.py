@@ -100,16 +100,13 @@ def _score_history(
     try:
         rows = erasure.without_erased(eng, art.feature_rows(past, as_of))  # erased customers stay erased
         step("feature rows")
-        events = staging.wait()  # before the reasons' Python work, which would hold the thread back
         if rows.empty:
             raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
-        dm = art.matrix(rows)
-        with _threads(art, os.cpu_count() or 1):  # a million rows: every core pays (identical results)
-            scored = art.score(rows, dm)
-        del dm
-        # TreeSHAP (C++, no GIL) runs on the other core beside the scores' Python, the tiers and the
-        # store's first inserts
+        # TreeSHAP (C++, no GIL) from now on, beside everything else up to the snapshot; the scores on one
+        # thread (XGBoost's prediction is thread-safe) while the recent events' thread ends its inserts
         effects = _Effects(art, rows)
+        scored = art.score(rows, art.matrix(rows))
+        events = staging.wait()  # before the score table's Python, which would hold the thread back
         scores = scoring.score_table(
             art, rows, config.cold_start_min_purchase_days, served.rfm, scored=scored
         )
@@ -138,13 +135,17 @@ def _score_history(
         if found is not None:
             step("alert rules")
         made: dict[str, Any] = {}
+        shap = effects
 
-        def complete() -> pd.DataFrame:  # asked for by the snapshot once its other tables are written
-            made["why"] = effects.reasons(config.reasons)
+        def chunks() -> Iterator[pd.DataFrame]:  # asked for by the snapshot once the features are written
+            parts = []
+            for a, b, why in shap.worded(config.reasons):
+                parts.append(why)
+                yield scoring.with_reasons(scores.iloc[a:b], why)
+            made["why"] = scoring.Reasons.concat(parts)
             made["scores"] = scoring.with_reasons(scores, made["why"])
-            return made["scores"]
 
-        target = _write(scores, complete, rows, served, config, eng, as_of, events)
+        target = _write(scores, chunks, made, rows, served, config, eng, as_of, events)
         scores, why = made["scores"], made["why"]
     except BaseException:  # staged recent events no snapshot took are not left behind
         staging.abandon()
@@ -238,7 +239,7 @@ class _Staging:
 class _Effects:
     """Each row's reasons (`scoring.reason_effects`, then `scoring.reasons_of`), in chunks: TreeSHAP by a
     thread of its own from the start (it lets go of the GIL, so the run's other work goes on beside it),
-    and by the caller of `reasons` too, who meanwhile writes the reasons of the chunks done, so that a
+    and by the caller of `worded` too, who meanwhile words the chunks done and writes them, so that a
     wait for the last chunks becomes a second core's work. Each row's effects and reasons are its own:
     chunking changes no number and no text."""
 
@@ -277,32 +278,33 @@ class _Effects:
                 self._error = exc
                 self._changed.notify_all()
 
-    def reasons(self, top: int) -> scoring.Reasons:
-        """Every row's `top` reasons, once every chunk is done: the caller words each chunk done (its
-        effects then let go), computes a chunk itself when none is waiting, and waits when neither is
-        left."""
-        worded: list[scoring.Reasons | None] = [None] * len(self._parts)
-        while True:
-            with self._changed:
-                if self._error is not None:
-                    raise self._error
-                ready = next((i for i, d in enumerate(self._done) if d is not None), None)
-                mine = self._take() if ready is None else None
-                if ready is None and mine is None:
-                    if all(w is not None for w in worded):
-                        break
-                    self._changed.wait()
-                    continue
-                effects = self._done[ready] if ready is not None else None
-                if ready is not None:
-                    self._done[ready] = None
-            if ready is not None and effects is not None:
-                a, b = self._parts[ready]
-                worded[ready] = scoring.reasons_of(self._art, self._rows.iloc[a:b], effects, top)
-            elif mine is not None:
-                self._effects(mine)
+    def worded(self, top: int) -> Iterator[tuple[int, int, scoring.Reasons]]:
+        """(first row, end row, their `top` reasons) of every chunk, in row order. Until the next chunk
+        is worded, the caller words any chunk done (its effects then let go), else computes a chunk itself,
+        else waits; between two chunks it does what it likes with the one given (the run writes it)."""
+        words: dict[int, scoring.Reasons] = {}
+        for nxt in range(len(self._parts)):
+            while nxt not in words:
+                with self._changed:
+                    if self._error is not None:
+                        raise self._error
+                    done = [i for i, d in enumerate(self._done) if d is not None]
+                    ready = nxt if nxt in done else (done[0] if done else None)
+                    mine = self._take() if ready is None else None
+                    if ready is None and mine is None:
+                        self._changed.wait()
+                        continue
+                    effects = self._done[ready] if ready is not None else None
+                    if ready is not None:
+                        self._done[ready] = None
+                if ready is not None and effects is not None:
+                    a, b = self._parts[ready]
+                    words[ready] = scoring.reasons_of(self._art, self._rows.iloc[a:b], effects, top)
+                elif mine is not None:
+                    self._effects(mine)
+            a, b = self._parts[nxt]
+            yield a, b, words.pop(nxt)
         self._thread.join()
-        return scoring.Reasons.concat([w for w in worded if w is not None])
 
     def stop(self) -> None:
         """No chunk is started any more; the one under way is waited for."""
@@ -324,20 +326,6 @@ def _no_gc_pauses() -> Iterator[None]:
             gc.enable()
 
 
-@contextmanager
-def _threads(art: ScoringArtefact, n: int) -> Iterator[None]:
-    """Both boosters predict with `n` threads inside, one again after (what serving loads them with: one
-    request waits on no second thread). Each row is predicted by one thread: the numbers do not change."""
-    boosters = (art.churn.booster, art.value.booster)
-    for b in boosters:
-        b.set_param({"nthread": n})
-    try:
-        yield
-    finally:
-        for b in boosters:
-            b.set_param({"nthread": 1})
-
-
 def _silent(step: str) -> None:
     """No one watches the steps."""
 
@@ -348,7 +336,8 @@ def deliver(eng: sa.Engine, config: ServingConfig) -> delivery.DeliveryReport:
 
 def _write(
     scores: pd.DataFrame,
-    complete: Callable[[], pd.DataFrame],
+    chunks: Callable[[], Iterator[pd.DataFrame]],
+    made: dict[str, Any],
     rows: pd.DataFrame,
     served: Served,
     config: ServingConfig,
@@ -356,23 +345,23 @@ def _write(
     as_of: datetime,
     events: Iterable[pd.DataFrame] | store.Staged,
 ) -> Path:
-    """The snapshot's transaction: the feature snapshot and the score history (`scores` without reasons),
-    then `complete()`'s score table (with reasons) as Parquet and as the score snapshot."""
+    """The snapshot's transaction: the feature snapshot, then the score snapshot chunk by chunk as
+    `chunks()` gives its rows with reasons (then `made["scores"]`, the whole table, goes to Parquet), the
+    score history and the run log."""
     folder = Path(config.scores_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
 
-    def table() -> pd.DataFrame:
-        done = complete()  # reasons are JSON text (scoring.with_reasons)
-        _write_parquet(done, tmp)
-        return done
+    def table() -> Iterator[pd.DataFrame]:
+        yield from chunks()  # reasons are JSON text (scoring.with_reasons)
+        _write_parquet(made["scores"], tmp)
 
     try:
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
-            table,
+            store.LateScores(scores, table),
             {
                 "as_of": as_of.isoformat(),
                 "model_version": served.version,

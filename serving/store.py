@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from pathlib import Path
@@ -364,10 +365,20 @@ def _new_table(con: sa.Connection, name: str, frame: pd.DataFrame, typed: pd.Dat
     return bulk.table_of(con, new)
 
 
+@dataclass(frozen=True)
+class LateScores:
+    """A score snapshot whose rows come late, in chunks (batch scoring writes each chunk's reasons while
+    TreeSHAP works on the next): `typed` holds every row and every column but the late ones (the column
+    types and the score history's checks come from it), `chunks` gives the rows, in order, when asked."""
+
+    typed: pd.DataFrame
+    chunks: Callable[[], Iterable[pd.DataFrame]]
+
+
 def write_snapshot(
     eng: sa.Engine,
     features: pd.DataFrame,
-    scores: pd.DataFrame | Callable[[], pd.DataFrame],
+    scores: pd.DataFrame | LateScores,
     run: dict[str, Any],
     events: pd.DataFrame | Iterable[pd.DataFrame] | Staged | None = None,
 ) -> None:
@@ -377,11 +388,10 @@ def write_snapshot(
     frames (`packed_event_batches`, one row per customer: the first frame gives the table its column
     types); they are then made in a thread of their own while this one writes the other tables (`_Ahead`),
     and written as they come. The store must be prepared (`prepare`). `events` STAGED: they are in
-    `recent_events__new` already (`stage_events`), and only swapped in here. `scores` may come late: a
-    callable asked for the frame once the features are written, so that batch scoring makes its reasons
-    meanwhile."""
-    if not callable(scores):
-        _check_history(scores)
+    `recent_events__new` already (`stage_events`), and only swapped in here. `scores` may come late
+    (`LateScores`): its chunks are asked for once the features are written, so that batch scoring makes
+    its reasons meanwhile."""
+    as_of = _check_history(scores.typed if isinstance(scores, LateScores) else scores)
     unknown = set(run) - set(RUN_COLUMNS)
     if unknown or "as_of" not in run:
         raise ValueError(
@@ -413,9 +423,15 @@ def write_snapshot(
                     write(EVENTS, frame)
 
         write_all(FEATURES, features)
-        scored = scores() if callable(scores) else scores
-        as_of = _check_history(scored)
-        write_all(SCORES, scored)
+        if isinstance(scores, LateScores):
+            for frame in scores.chunks():
+                write(SCORES, frame, scores.typed)
+                for ready in coming.ready():
+                    write(EVENTS, ready)
+            if SCORES not in made:
+                raise ValueError("no score rows came: a snapshot needs its scores")
+        else:
+            write_all(SCORES, scores)
         _append_history(con, made[SCORES], as_of)
         for frame in coming:
             write(EVENTS, frame)

@@ -405,3 +405,66 @@ def test_a_snapshot_commit_leaves_copying_the_log_to_a_thread_and_the_store_read
     assert busy == 0 and log == copied  # the thread had copied every frame already, or this call did
     with sqlite3.connect(db) as raw:  # another reader: the same snapshot
         assert raw.execute("SELECT COUNT(*) FROM feature_snapshot").fetchone()[0] == 3000
+
+
+def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> None:
+    """Batch scoring gives the score snapshot late, chunk by chunk (store.LateScores): the tables, their
+    column types (from the whole frame: a column empty in the first chunk holds numbers later) and the
+    score history (copied from the new snapshot inside the database) are what one frame writes."""
+    import pandas as pd
+
+    ids = [f"c{i}" for i in range(5)]
+    scores = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "as_of": datetime(2025, 1, 31),
+            "churn_probability": [0.1, 0.2, 0.3, 0.4, 0.5],
+            "predicted_value": [10.0, 20.0, 30.0, 40.0, 50.0],
+            "value_at_risk": [1.0, 4.0, 9.0, 16.0, 25.0],
+            "tier": ["gold", None, "silver", "gold", "bronze"],
+            "model_version": "7",
+            "paid": pd.Series([None, None, 2.5, None, 1.0], dtype=object),  # floats, none in chunk one
+        }
+    )
+    late = pd.Series([f'["r{i}"]' for i in range(5)], dtype=object)
+    features = scores[["customer_id"]].assign(recency_days=[1.0, 2.0, 3.0, 4.0, 5.0])
+
+    def dump(eng: sa.Engine) -> dict[str, Any]:
+        with eng.connect() as con:
+            return {
+                t: (
+                    con.exec_driver_sql(f"SELECT * FROM {t} ORDER BY customer_id").all(),
+                    [(c["name"], str(c["type"])) for c in sa.inspect(con).get_columns(t)],
+                )
+                for t in ("feature_snapshot", "score_snapshot", "score_history")
+            }
+
+    whole = store.prepare(store.engine(f"sqlite:///{tmp_path / 'whole.db'}"))
+    store.write_snapshot(whole, features, scores.assign(reasons=late), {"as_of": datetime(2025, 1, 31)})
+    chunked = store.prepare(store.engine(f"sqlite:///{tmp_path / 'chunked.db'}"))
+    asked: list[int] = []
+
+    def chunks() -> Any:
+        for a in (0, 2, 4):
+            asked.append(a)
+            yield scores.iloc[a : a + 2].assign(reasons=late.iloc[a : a + 2])
+
+    store.write_snapshot(
+        chunked, features, store.LateScores(scores, chunks), {"as_of": datetime(2025, 1, 31)}
+    )
+    assert asked == [0, 2, 4]
+    got, want = dump(chunked), dump(whole)
+    assert got == want
+    assert [r[-2] for r in got["score_snapshot"][0]] == [None, None, 2.5, None, 1.0]  # not text
+    history = got["score_history"][0]
+    assert [(r[0], r[2], r[5], r[6]) for r in history] == [
+        ("c0", 0.1, "gold", "7"),
+        ("c1", 0.2, None, "7"),
+        ("c2", 0.3, "silver", "7"),
+        ("c3", 0.4, "gold", "7"),
+        ("c4", 0.5, "bronze", "7"),
+    ]
+    with pytest.raises(ValueError, match="no score rows came"):
+        store.write_snapshot(
+            chunked, features, store.LateScores(scores, lambda: iter([])), {"as_of": "2025-02-28"}
+        )
