@@ -448,10 +448,8 @@ def _raise_alerts(
     never duplicate). Reasons in words are looked up for the alerts that need them."""
     candidates, _ = control.hold_out(eng, as_of, candidates, rules)  # controls never alert (serving.control)
     # each candidate's row in the score table (a hash of a million ids in Arrow: pandas took 2 s)
-    ids = pa.array(scores["customer_id"].to_numpy(dtype=object), pa.string())
-    found = pc.index_in(
-        pa.array(candidates["customer_id"].to_numpy(dtype=object), pa.string()), value_set=ids
-    )
+    ids = pa.array(scores["customer_id"], pa.string())
+    found = pc.index_in(pa.array(candidates["customer_id"], pa.string()), value_set=ids)
     at = found.fill_null(-1).to_numpy(zero_copy_only=False)
     synced = alert_store.sync_alerts(
         eng, as_of, candidates, rules, reasons=lambda rows: why.risk_texts(at[rows])

@@ -116,3 +116,17 @@ def test_places_by_value_at_risk_are_exact_for_the_top_k_only() -> None:
     assert _places(s, 6).tolist() == [2, 0, 1, 5, 3, 4]
     assert _places(s, 10).tolist() == [2, 0, 1, 5, 3, 4]
     assert _places(s, 0).tolist() == [0] * 6
+
+
+def test_candidates_repeating_a_customer_and_kind_are_refused_by_name() -> None:
+    """One alert per (customer, kind): the same customer under two kinds is fine, twice under one is not."""
+    from serving.alert_rules import CANDIDATE_COLUMNS, check_candidates
+
+    rows = pd.DataFrame({c: [None] * 4 for c in CANDIDATE_COLUMNS})
+    rows["customer_id"] = ["a", "a", "b", "c"]
+    rows["kind"] = ["churn_risk", "tier_drop", "churn_risk", "churn_risk"]
+    check_candidates(rows)  # no repeat
+    rows.loc[3, "customer_id"] = "a"
+    rows.loc[3, "kind"] = "tier_drop"
+    with pytest.raises(ValueError, match=r"repeat \(customer_id, kind\), e\.g\. \['a', 'tier_drop'\]"):
+        check_candidates(rows)

@@ -137,3 +137,36 @@ def test_rfm_reference_from_the_rank_a_model_ships() -> None:
     )
     shipped = RfmRank.from_dict(RfmRank.fit(rows).to_dict())
     assert RfmReference.from_rank(shipped) == RfmReference.fit(rows) == RfmReference(50.0, 1.0, 5.0)
+
+
+def test_rfm_ranks_of_many_rows_look_each_value_up_once_with_the_same_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past `UNIQUE_FROM` rows, RfmRank looks each distinct value up once: the same ranks as row by row,
+    ties, missing and infinite values included; and a hand-computed rank for one row."""
+    import numpy as np
+
+    from training import rfm
+
+    rng = np.random.default_rng(3)
+    n = 3_000
+    rows = pd.DataFrame(
+        {
+            "recency_days": rng.integers(0, 400, n).astype(float),
+            "frequency_days": rng.integers(1, 9, n).astype(float),
+            "monetary_sum": rng.exponential(40.0, n).round(2),
+        }
+    )
+    rows.loc[::7, "monetary_sum"] = np.nan
+    rows.loc[::11, "recency_days"] = np.inf
+    rank = RfmRank.fit(rows.iloc[:500])
+    monkeypatch.setattr(rfm, "UNIQUE_FROM", 10**9)
+    one_by_one = rank.axes(rows)
+    monkeypatch.setattr(rfm, "UNIQUE_FROM", 100)
+    at_once = rank.axes(rows)
+    assert set(at_once) == set(one_by_one)
+    for axis, values in at_once.items():
+        np.testing.assert_array_equal(values, one_by_one[axis])
+    small = RfmRank({"recency_days": np.array([1.0, 2.0, 2.0, 3.0])})
+    # 2 sits between 1 and 3 with a tie of two: ranks 1..3 of 4, the middle (1 + 3) / 8
+    assert small.axes(pd.DataFrame({"recency_days": [2.0] * 150}))["recency_days"].tolist() == [0.5] * 150
