@@ -36,9 +36,10 @@ SHALLOW = {"n_estimators": 400, "learning_rate": 0.05, "max_depth": 3, "min_chil
            "subsample": 0.8, "colsample_bytree": 1.0, "reg_lambda": 1.0}  # fmt: skip
 
 
-def frames(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """The churn model's training frame (its own origins at H), the rows at T with H-day truth, its columns."""
-    cache = data.parent / f"exp16tune-{data.name}"
+def frames(data: Path, count: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The churn model's training frame (its own `count` origins at H), the rows at T with H-day truth, its
+    columns."""
+    cache = data.parent / (f"exp16tune-{data.name}" + (f"-o{count}" if count != 8 else ""))
     if (cache / "frame.parquet").exists():
         cols = json.loads((cache / "columns.json").read_text())
         return pd.read_parquet(cache / "frame.parquet"), pd.read_parquet(cache / "rows.parquet"), cols
@@ -46,7 +47,7 @@ def frames(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     t = monthly_cutoffs(history, H)[-1]
     config = TrainingConfig.load()
     fs = design.choose_feature_set(history, config.feature_set)
-    own = design.churn_design(history, t, 91, H, "full", config.churn_origins, config.min_history_days)
+    own = design.churn_design(history, t, 91, H, "full", count, config.min_history_days)
     assert own is not None
     frame = design.training_frame(history, t, own[1], H, H, fs)
     cols = design.churn_columns(fs, history.until(t), config.exclude_features, config.churn_keep_features)
@@ -64,7 +65,9 @@ def frames(data: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return frame, rows, cols
 
 
-def run(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, spec: dict[str, Any]) -> dict:
+def run(
+    frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, spec: dict[str, Any], data: Path
+) -> dict:
     config = TrainingConfig.load()
     use = [c for c in cols if c not in spec.get("drop", ())]
     t0 = time.perf_counter()
@@ -75,8 +78,9 @@ def run(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, spe
         tuned_loss, trials = float("nan"), 0
     else:
         search = {**config.search, **spec.get("search", {})}
+        tune_frame = frames(data, spec["tune_origins"])[0] if "tune_origins" in spec else frame
         tuned = tuning.tune_churn(
-            frame, H, use, {**config.xgboost.params(), **spec.get("start", {})}, search,
+            tune_frame, H, use, {**config.xgboost.params(), **spec.get("start", {})}, search,
             spec.get("trials", config.trials), 3600, config.seed, 1,
         )  # fmt: skip
         params, tuned_loss, trials = tuned.params, tuned.best_loss, tuned.trials
@@ -123,11 +127,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default": {},  # training.yaml's search, 20 trials: the pipeline's churn booster
     "fixed_shallow": {"fixed": SHALLOW},
     "wide": {"search": {"max_depth": (1, 6), "n_estimators": (50, 1500)}, "trials": 40},
-    "deep_reg": {"search": {"max_depth": (4, 6), "min_child_weight": (20.0, 300.0), "reg_lambda": (1.0, 50.0)},
-                 "start": {"max_depth": 6, "min_child_weight": 50.0, "reg_lambda": 10.0}, "trials": 30},
+    "deep_reg": {  # the peer's depth with Diamond's regularisation
+        "search": {"max_depth": (4, 6), "min_child_weight": (20.0, 300.0), "reg_lambda": (1.0, 50.0)},
+        "start": {"max_depth": 6, "min_child_weight": 50.0, "reg_lambda": 10.0}, "trials": 30,
+    },
     "rounds_x2": {"scale_rounds": 2.0},
     "rounds_x4": {"scale_rounds": 4.0},
     "trials40": {"trials": 40},
+    # tuned where its training rows match the final model's: 14 origins, the 8 a full H before the latest
+    # train each trial (the default tunes on 2), then the chosen parameters refit on the usual 8 origins
+    "matched": {"tune_origins": 14, "search": {"max_depth": (2, 6), "n_estimators": (50, 1200)}},
+    "matched_default": {"tune_origins": 14},
     "nobtyd": {"drop": BTYD},
     **{f"no_{k}": {"drop": (f"{k}_30d", f"{k}_90d", f"{k}_365d", f"days_since_{k}")} for k in KINDS},
 }  # fmt: skip
@@ -143,7 +153,7 @@ def main() -> None:
     frame, rows, cols = frames(data)
     print(f"frame {len(frame):,} rows, {len(cols)} columns; rows at T {len(rows):,}", flush=True)
     for name in a.variants:
-        out = run(frame, rows, cols, name, VARIANTS[name])
+        out = run(frame, rows, cols, name, VARIANTS[name], data)
         print(json.dumps({"customers": a.customers, "seed": a.seed, **out}), flush=True)
 
 
