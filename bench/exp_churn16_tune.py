@@ -139,6 +139,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "matched": {"tune_origins": 14, "search": {"max_depth": (2, 6), "n_estimators": (50, 1200)}},
     "matched_default": {"tune_origins": 14},
     "nobtyd": {"drop": BTYD},
+    "no_login_click": {  # the two drops whose validation loss was lowest at 20,000 (by < 0.0002)
+        "drop": tuple(f"{k}_{w}" for k in ("login", "campaign_click") for w in ("30d", "90d", "365d"))
+        + ("days_since_login", "days_since_campaign_click")
+    },
     **{f"no_{k}": {"drop": (f"{k}_30d", f"{k}_90d", f"{k}_365d", f"days_since_{k}")} for k in KINDS},
 }  # fmt: skip
 
