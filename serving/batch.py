@@ -135,7 +135,7 @@ def _score_history(
         if found is not None:
             step("alert rules")
         made: dict[str, Any] = {}
-        shap = effects
+        shap = effects  # the thread's chunks (`effects` is None only before it starts)
 
         def chunks() -> Iterator[pd.DataFrame]:  # asked for by the snapshot once the features are written
             parts = []
@@ -273,7 +273,7 @@ class _Effects:
         try:
             while (i := self._take()) is not None:
                 self._effects(i)
-        except BaseException as exc:  # raised in the run's thread by `reasons`
+        except BaseException as exc:  # raised in the run's thread by `worded`
             with self._changed:
                 self._error = exc
                 self._changed.notify_all()
