@@ -25,10 +25,15 @@ API_KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 CUTOFF = "1997-09-30"
 STORES = ("sqlite", "postgresql")  # the serving stores the store-backed tests run on (fixture `store_url`)
-# a small, fast model: one Optuna trial, 50 shallow trees
+# serving.yaml settings only `diamond serve` reads: a champion served with them needs no batch run of its own
+SERVE_ONLY = frozenset({"workers"})
+# a small, fast model: one Optuna trial, 50 shallow trees, and the subscribers' churn shift pooled over 2
+# complete windows, not 12 (each window is a feature build: on a synthetic history of 1,500 customers the
+# other 10 were a quarter of a `diamond train`'s CPU; the 12 windows are pinned in test_training_churn_labels)
 SMALL_TRAINING = {
     "trials": 1,
     "xgboost": {"n_estimators": 50, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
+    "levels": {"contract_windows": 2},
 }
 
 
@@ -168,8 +173,9 @@ def serve_champion(
 ) -> Iterator[str]:
     """Serve `champion` (from build_cdnow_champion) from a copy in `work`, with API_KEY on a free 127.0.0.1
     port; yields the base URL. The copy has been batch-scored on CDNOW at CUTOFF (its output in score.out):
-    without `serving` overrides the copy is champion/scored, else `serving` overrides serving.yaml settings
-    (default: no webhook endpoints) and the copy of champion/trained is scored here. `env` adds variables.
+    without `serving` overrides (or with only SERVE_ONLY ones, which no batch run reads) the copy is
+    champion/scored, else `serving` overrides serving.yaml settings (default: no webhook endpoints) and the
+    copy of champion/trained is scored here. `env` adds variables.
     `store_url` (e.g. a PostgreSQL database) replaces the serving store work/diamond.db, and is scored here.
     Everything lives in `work` (work/training.yaml is the small training config) and the environment is
     restored afterwards (`restore_env_early`: as soon as the server is up, for callers that only send it
@@ -187,7 +193,7 @@ def serve_champion(
     write_serving_config(work, serving)
     try:
         (work / "training.yaml").write_text(yaml.safe_dump(SMALL_TRAINING), encoding="utf-8")
-        if serving is None and store_url is None:  # the same config as champion/scored: its copy
+        if set(serving or {}) <= SERVE_ONLY and store_url is None:  # as champion/scored was: its copy
             for name in ("mlflow.db", "diamond.db", "diamond.db-wal", "score.out"):
                 if (champion / "scored" / name).exists():  # the store's write-ahead log, if any, with it
                     shutil.copyfile(champion / "scored" / name, work / name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import run_diamond
+from tests.helpers import SMALL_TRAINING, run_diamond
 
 # a deliberately weak model: one depth-1 booster over features with almost no signal
 WEAK = {
@@ -23,10 +23,12 @@ WEAK = {
         "trend_amount_90d",
     ],
     "xgboost": {"n_estimators": 50, "learning_rate": 0.05, "max_depth": 1, "min_child_weight": 20},
+    "levels": SMALL_TRAINING["levels"],  # 2 pooled windows, as the small config (tests/helpers)
 }
 GOOD = {
     "trials": 2,
     "xgboost": {"n_estimators": 100, "learning_rate": 0.1, "max_depth": 2, "min_child_weight": 20},
+    "levels": SMALL_TRAINING["levels"],
 }
 
 
@@ -44,11 +46,11 @@ def _config(folder: Path, name: str, settings: dict) -> str:
     return str(path)
 
 
-def test_train_logs_registers_and_gates_both_ways(store: Path) -> None:
+def test_train_logs_registers_and_gates_both_ways(store: Path, synthetic_champion: Path) -> None:
     from mlflow import MlflowClient
 
-    history = store / "history"
-    run_diamond("data", "synthetic", "--customers", "1500", "--out", str(history))
+    # the session's synthetic history (1,500 customers, seed 0), read only: its own store is not used here
+    history = synthetic_champion / "history"
     weak, good = _config(store, "weak", WEAK), _config(store, "good", GOOD)
 
     first = run_diamond("train", "--data", str(history), "--config", weak, cwd=store).stdout
@@ -114,4 +116,4 @@ def test_train_logs_registers_and_gates_both_ways(store: Path) -> None:
     audited = run_diamond("audit", "--action", "promote", cwd=store, env={"COLUMNS": "400"}).stdout
     assert "2 row(s)" in audited and "forced by test-user: drill" in audited  # the serving store's audit
     assert "promoted: beats the champion" in audited  # table: who, the version, the gate's reason
-    shutil.rmtree(store)  # the store, its artifacts and the history: nothing left behind
+    shutil.rmtree(store)  # the store and its artifacts: nothing left behind
