@@ -193,7 +193,9 @@ def log_training(
                 segments_payload(trained.segments, "validation", art.label_horizon_days, config),
                 SEGMENTS.format(window="validation"),
             )
-            mlflow.log_metrics(mlflow_segment_metrics(trained.segments, ""))
+            from training import segments  # scikit-learn's metrics: training's imports, not scoring's
+
+            mlflow.log_metrics(segments.mlflow_metrics(trained.segments, ""))
         mlflow.log_dict(fingerprint, "data/fingerprint.json")
         mlflow.log_dict({"columns": art.columns, "tiers": art.tiers}, "model/columns_and_tiers.json")
         for name, fig in report_figures(trained).items():
@@ -234,11 +236,13 @@ def log_segments(
     reads it) and `holdout_segment/...` metrics."""
     from mlflow.entities import Metric
 
+    from training import segments
+
     client = mlcfg.client()
     payload = segments_payload(table, "holdout", horizon_days, config)
     client.log_dict(run_id, payload, SEGMENTS.format(window="holdout"))
     now = int(time.time() * 1000)
-    items = [Metric(k, v, now, 0) for k, v in mlflow_segment_metrics(table, "holdout_").items()]
+    items = [Metric(k, v, now, 0) for k, v in segments.mlflow_metrics(table, "holdout_").items()]
     client.log_batch(run_id, metrics=items)  # MLflow splits a long batch itself
 
 
@@ -303,14 +307,6 @@ def _json_safe(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             clean[k] = v
         out.append(clean)
     return out
-
-
-def mlflow_segment_metrics(table: list[dict[str, Any]], prefix: str) -> dict[str, float]:
-    """training.segments.mlflow_metrics, imported here: scikit-learn's metrics are training's imports, and a
-    service or batch run that only reads the tracking settings should not pay their second."""
-    from training import segments
-
-    return segments.mlflow_metrics(table, prefix)
 
 
 def segments_payload(
