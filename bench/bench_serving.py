@@ -85,7 +85,7 @@ def prepare(work: Path) -> dict[str, str]:
         "ServingConfig; from training.tracking import MlflowConfig;"
         "h = champion.ChampionHolder(MlflowConfig.load()); assert h.refresh(), h.last_error;"
         "art = h.current.artefact; art.churn.booster.save_model('bare/churn.ubj');"
-        "rows = champion.read_snapshot(store.engine(ServingConfig.load().store_url));"
+        "rows = store.read_features(store.engine(ServingConfig.load().store_url));"
         "np.save('bare/inputs.npy', rows[art.columns].to_numpy(dtype=np.float32, na_value=np.nan));"
         "json.dump(rows['customer_id'].astype(str).tolist(), open('bare/ids.json', 'w'))"
     )

@@ -242,7 +242,7 @@ def _values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: Any, s
     dtype = column.dtype
     if pd.api.types.is_datetime64_any_dtype(dtype):
         if sqlite and isinstance(kind, sa.DateTime) and getattr(dtype, "tz", None) is None:
-            return _sqlite_datetimes(column)  # SQLAlchemy's SQLite DATETIME text, written in one pass
+            return sqlite_datetimes(column)  # SQLAlchemy's SQLite DATETIME text, written in one pass
         values: list[Any] = [None if v is pd.NaT else v.to_pydatetime() for v in column.tolist()]
     elif pd.api.types.is_float_dtype(dtype):
         raw = column.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -269,7 +269,7 @@ def _values(column: pd.Series, kind: sa.types.TypeEngine[Any], processor: Any, s
     return values
 
 
-def _sqlite_datetimes(column: pd.Series) -> list[Any]:
+def sqlite_datetimes(column: pd.Series) -> list[Any]:
     """'YYYY-MM-DD HH:MM:SS.ffffff', the text SQLAlchemy's SQLite DATETIME stores; None for NaT. Each
     distinct time is written once (a run's million rows share one as_of)."""
     raw = column.to_numpy(dtype="datetime64[us]")
@@ -287,7 +287,7 @@ def _iso_datetimes(column: pd.Series, with_zone: bool) -> list[Any]:
     `timestamp with time zone` column; naive values as they are (Diamond's times are naive UTC)."""
     if getattr(column.dtype, "tz", None) is not None:
         column = column.dt.tz_convert("UTC").dt.tz_localize(None)
-    text = _sqlite_datetimes(column)
+    text = sqlite_datetimes(column)
     if with_zone:
         text = [None if v is None else f"{v}+00:00" for v in text]
     return text

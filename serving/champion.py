@@ -301,7 +301,8 @@ class StoreSnapshot:
             run = self._latest_run()
             held = self._current
             if held is None or held.served is not served or held.run != run:
-                held = ModelInputs.build(served, read_snapshot(self.eng), run, self.cold_days, self.reasons)
+                rows = store.read_features(self.eng)
+                held = ModelInputs.build(served, rows, run, self.cold_days, self.reasons)
                 if self.finish is not None:
                     self.finish(held)
                 if self._current is not None and self._current.served is not served:
@@ -331,19 +332,6 @@ class StoreSnapshot:
 def _erased_since(held: object, now: object) -> bool:
     """True when customers were erased since the held snapshot was read (the run keys' erasure counts)."""
     return isinstance(held, tuple) and isinstance(now, tuple) and held[2] != now[2]
-
-
-def read_snapshot(eng: sa.Engine) -> pd.DataFrame:
-    """The whole feature snapshot, read as `store.read_rows` reads a few of its rows (the same values and
-    types); an empty frame before the first batch run."""
-    try:
-        with eng.connect() as con:
-            result = con.execute(sa.text(f"SELECT * FROM {store.FEATURES}"))
-            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    except sa.exc.DBAPIError as exc:  # no snapshot yet
-        if "no such table" in str(exc) or "does not exist" in str(exc):
-            return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
-        raise
 
 
 def _stat(path: str) -> tuple[int, int]:

@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from serving import audit, schema
+from serving import audit, schema, store
 from serving.alert_rules import MODEL_ID
 from serving.schema import (
     alert_actions_table,
@@ -85,7 +85,9 @@ def forget(
         tables = set(sa.inspect(con).get_table_names())
         # the snapshots, and the previous run's copies a checkpoint keeps for `diamond runs rollback`
         for name in [n for base in schema.SNAPSHOT_TABLES for n in (base, f"{base}__prev")]:
-            if name in tables:
+            if name in tables and name.startswith(store.FEATURES):
+                deleted[name] = store.forget_features(con, name, ids)
+            elif name in tables:
                 query = sa.text(f"DELETE FROM {name} WHERE customer_id IN :ids").bindparams(
                     sa.bindparam("ids", expanding=True)
                 )

@@ -27,7 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from core.clock import utc_naive, utc_now
-from serving import schema
+from serving import schema, store
 from serving.schema import (
     alert_actions_table,
     alert_controls_table,
@@ -233,8 +233,7 @@ def _restore_snapshot(con: sa.Connection, kept: bool) -> str:
         con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))
         if inspector.has_table(f"{name}__prev"):
             con.execute(sa.text(f"ALTER TABLE {name}__prev RENAME TO {name}"))
-            unique = "UNIQUE INDEX" if name != schema.SNAPSHOT_TABLES[2] else "INDEX"
-            con.execute(sa.text(f"CREATE {unique} ix_{name}_id ON {name} (customer_id)"))
+            con.execute(sa.text(store.snapshot_index(con, name, name)))
             restored = True
     return "restored" if restored else "removed"
 

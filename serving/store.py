@@ -57,6 +57,7 @@ RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
 PACKED_BATCH_ROWS = 50_000  # customers' packed recent events (about 1 kB of JSON each) written at a time
 PACKED_EVENTS_PER_PASS = 2_000_000  # history events per pass of the recent events' top-n aggregate
+FEATURE_PART_ROWS = 50_000  # customers per part of the packed feature snapshot (`pack_features`)
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
@@ -358,6 +359,97 @@ def drop_staged(eng: sa.Engine) -> None:
         con.execute(sa.text(f"DROP TABLE IF EXISTS {EVENTS}__new"))
 
 
+def snapshot_index(con: sa.Connection, table: str, name: str) -> str:
+    """The CREATE INDEX statement of snapshot table `name` (held as `table`: its `__new` or `__prev` name
+    too): unique per customer (per part for a packed feature snapshot), the recent events of a release
+    before packing several rows per customer. Index names are global: the one snapshot in use has it."""
+    columns = {c["name"] for c in sa.inspect(con).get_columns(table)}
+    key = "part" if "batch" in columns else "customer_id"
+    kind = "INDEX" if name == EVENTS and "events" not in columns else "UNIQUE INDEX"
+    return f"CREATE {kind} ix_{name}_id ON {table} ({key})"
+
+
+def pack_features(frame: pd.DataFrame, rows: int = FEATURE_PART_ROWS) -> Iterator[dict[str, Any]]:
+    """The feature snapshot as the store keeps it: parts of `rows` customers in row order, each an Arrow IPC
+    stream (LZ4) with its part number and row count. The service reads the snapshot whole, and a million
+    customers' 34 columns inserted row by row were SQLite's B-tree work for seconds; packed, the values come
+    back exactly as they went in (NaN as null), times as the store's DATETIME text (what a SQLite snapshot
+    of rows gave back)."""
+    times = {str(c): bulk.sqlite_datetimes(frame[c]) for c in frame.columns if _is_time(frame[c])}
+    table = pa.Table.from_pandas(frame.assign(**times) if times else frame, preserve_index=False)
+    for part, start in enumerate(range(0, max(table.num_rows, 1), rows)):
+        piece = table.slice(start, rows)
+        yield {"part": part, "customers": piece.num_rows, "batch": _ipc(piece)}
+
+
+def _ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as out:
+        out.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _is_time(column: pd.Series) -> bool:
+    return pd.api.types.is_datetime64_any_dtype(column.dtype) and getattr(column.dtype, "tz", None) is None
+
+
+def _unpack(batch: bytes) -> pa.Table:
+    return pa.ipc.open_stream(batch).read_all()
+
+
+def _new_packed(con: sa.Connection, name: str) -> sa.Table:
+    """`<name>__new`, empty, for a packed snapshot (`pack_features`); its index comes at the swap."""
+    table = sa.Table(
+        f"{name}__new",
+        sa.MetaData(),
+        sa.Column("part", sa.Integer, nullable=False),
+        sa.Column("customers", sa.Integer, nullable=False),
+        sa.Column("batch", sa.LargeBinary, nullable=False),
+    )
+    table.drop(con, checkfirst=True)
+    table.create(con)
+    return table
+
+
+def _is_packed(con: sa.Connection, table: str) -> bool:
+    return "batch" in {c["name"] for c in sa.inspect(con).get_columns(table)}
+
+
+def read_features(eng: sa.Engine) -> pd.DataFrame:
+    """The whole feature snapshot, every column as batch scoring gave it (`pack_features`); a snapshot of a
+    release before packing (one row per customer, e.g. restored by a rollback) is read as it is. An empty
+    frame before the first batch run."""
+    try:
+        with eng.connect() as con:
+            if not _is_packed(con, FEATURES):
+                result = con.execute(sa.text(f"SELECT * FROM {FEATURES}"))
+                return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+            found = con.execute(sa.text(f"SELECT batch FROM {FEATURES} ORDER BY part")).scalars().all()
+    except sa.exc.NoSuchTableError:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
+    return pa.concat_tables([_unpack(b) for b in found]).to_pandas()
+
+
+def forget_features(con: sa.Connection, table: str, ids: list[str]) -> int:
+    """Remove these customers from a feature snapshot (`table`: it, or a checkpoint's `__prev` copy), in the
+    caller's transaction; returns the rows removed. A packed one has the parts holding them rewritten."""
+    if not _is_packed(con, table):
+        query = sa.text(f"DELETE FROM {table} WHERE customer_id IN :ids")
+        return int(con.execute(query.bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids}).rowcount)
+    removed = 0
+    wanted = pa.array(ids, pa.string())
+    for part, batch in con.execute(sa.text(f"SELECT part, batch FROM {table} ORDER BY part")).all():
+        held = _unpack(batch)
+        gone = pc.is_in(held.column("customer_id").cast(pa.string()), value_set=wanted).fill_null(False)
+        n = pc.sum(gone).as_py() or 0
+        if n:
+            kept = held.filter(pc.invert(gone))
+            rewrite = sa.text(f"UPDATE {table} SET batch = :b, customers = :n WHERE part = :p")
+            con.execute(rewrite, {"b": _ipc(kept), "n": kept.num_rows, "p": part})
+            removed += n
+    return removed
+
+
 def _new_table(con: sa.Connection, name: str, frame: pd.DataFrame, typed: pd.DataFrame) -> sa.Table:
     """`<name>__new`, empty, as pandas would create it for `frame` (column types from `typed`)."""
     new = f"{name}__new"
@@ -398,7 +490,7 @@ def write_snapshot(
             f"a run is logged with as_of and optionally {list(RUN_COLUMNS[1:])}; got {sorted(run)}"
         )
     logged = {**run, "as_of": utc_naive(run["as_of"]), "created_at": utc_now()}
-    tables = [(FEATURES, True), (SCORES, True)] + ([(EVENTS, False)] if events is not None else [])
+    tables = [FEATURES, SCORES] + ([EVENTS] if events is not None else [])
     frames: Iterable[pd.DataFrame] = (
         []
         if events is None or isinstance(events, Staged)
@@ -422,7 +514,11 @@ def write_snapshot(
                 for frame in coming.ready():  # the recent events made meanwhile
                     write(EVENTS, frame)
 
-        write_all(FEATURES, features)
+        made[FEATURES] = _new_packed(con, FEATURES)
+        for part in pack_features(features):
+            con.execute(sa.insert(made[FEATURES]).values(**part))
+            for frame in coming.ready():
+                write(EVENTS, frame)
         if isinstance(scores, LateScores):
             for frame in scores.chunks():
                 write(SCORES, frame, scores.typed)
@@ -438,12 +534,12 @@ def write_snapshot(
         con.execute(sa.insert(score_runs_table).values(**logged))
         # the swap comes last: on PostgreSQL, DROP locks the old table, and its readers wait for the commit
         keep = _keeps_snapshot(con, logged["as_of"])
-        replaced = {name for name, _ in tables}
+        replaced = set(tables)
         for name in schema.SNAPSHOT_TABLES:  # one this write leaves as it is: the checkpoint keeps a copy
             if keep and name not in replaced and sa.inspect(con).has_table(name):
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
                 con.execute(sa.text(f"CREATE TABLE {name}__prev AS SELECT * FROM {name}"))
-        for name, unique in tables:
+        for name in tables:
             if keep:  # the run's checkpoint keeps the snapshot it replaces (serving.runs)
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}__prev"))
                 if sa.inspect(con).has_table(name):
@@ -451,8 +547,7 @@ def write_snapshot(
                     con.execute(sa.text(f"ALTER TABLE {name} RENAME TO {name}__prev"))
             else:
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
-            kind = "UNIQUE INDEX" if unique else "INDEX"
-            con.execute(sa.text(f"CREATE {kind} ix_{name}_id ON {name}__new (customer_id)"))
+            con.execute(sa.text(snapshot_index(con, f"{name}__new", name)))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
 
 
@@ -832,9 +927,13 @@ def _packed_frame(batch: pa.Table) -> pd.DataFrame:
 
 
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:
-    """Rows of `table` for these customers (absent ids are simply not returned)."""
+    """Rows of `table` for these customers (absent ids are simply not returned). The feature snapshot is
+    read whole for it (`read_features`): the service holds it in memory and never asks for a few rows."""
     if not customer_ids:
         return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
+    if table == FEATURES:
+        whole = read_features(eng)
+        return whole[whole["customer_id"].isin(list(customer_ids))].reset_index(drop=True)
     query = sa.text(f"SELECT * FROM {table} WHERE customer_id IN :ids").bindparams(
         sa.bindparam("ids", expanding=True)
     )

@@ -404,7 +404,7 @@ def test_a_snapshot_commit_leaves_copying_the_log_to_a_thread_and_the_store_read
         busy, log, copied = con.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     assert busy == 0 and log == copied  # the thread had copied every frame already, or this call did
     with sqlite3.connect(db) as raw:  # another reader: the same snapshot
-        assert raw.execute("SELECT COUNT(*) FROM feature_snapshot").fetchone()[0] == 3000
+        assert raw.execute("SELECT SUM(customers) FROM feature_snapshot").fetchone()[0] == 3000  # packed
 
 
 def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> None:
@@ -436,8 +436,8 @@ def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> No
                     con.exec_driver_sql(f"SELECT * FROM {t} ORDER BY customer_id").all(),
                     [(c["name"], str(c["type"])) for c in sa.inspect(con).get_columns(t)],
                 )
-                for t in ("feature_snapshot", "score_snapshot", "score_history")
-            }
+                for t in ("score_snapshot", "score_history")
+            } | {"feature_snapshot": store.read_features(eng).to_dict("list")}
 
     whole = store.prepare(store.engine(f"sqlite:///{tmp_path / 'whole.db'}"))
     store.write_snapshot(whole, features, scores.assign(reasons=late), {"as_of": datetime(2025, 1, 31)})
@@ -455,6 +455,7 @@ def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> No
     assert asked == [0, 2, 4]
     got, want = dump(chunked), dump(whole)
     assert got == want
+    assert got["feature_snapshot"]["recency_days"] == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert [r[-2] for r in got["score_snapshot"][0]] == [None, None, 2.5, None, 1.0]  # not text
     history = got["score_history"][0]
     assert [(r[0], r[2], r[5], r[6]) for r in history] == [
