@@ -138,6 +138,13 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
 
     assert _diff(eng) == [] and store.revision(eng) == store.head()
 
+    # its feature snapshot, one row per customer (written before packing), is read and erased as it is
+    rows = store.read_features(eng)
+    assert rows["customer_id"].tolist() == [r["customer_id"] for r in before["feature_snapshot"]]
+    with eng.begin() as con:
+        assert store.forget_features(con, "feature_snapshot", [rows["customer_id"].iloc[0]]) == 1
+    assert store.read_features(eng)["customer_id"].tolist() == rows["customer_id"].tolist()[1:]
+
     # the upgraded store serves today's code: the acknowledged alert, its log, the dead letters
     acked = alert_store.get_alert(eng, 3)
     assert (acked["status"], acked["owner"]) == ("acknowledged", "anna")
@@ -405,6 +412,38 @@ def test_a_snapshot_commit_leaves_copying_the_log_to_a_thread_and_the_store_read
     assert busy == 0 and log == copied  # the thread had copied every frame already, or this call did
     with sqlite3.connect(db) as raw:  # another reader: the same snapshot
         assert raw.execute("SELECT SUM(customers) FROM feature_snapshot").fetchone()[0] == 3000  # packed
+
+
+def test_the_feature_snapshot_comes_back_as_written_and_erasure_rewrites_its_parts(tmp_path: Path) -> None:
+    """The feature snapshot is kept packed (parts of Arrow IPC, store.pack_features): read back, every value
+    and type is the batch's (NaN as missing, the as_of as the store's DATETIME text), in row order; erasing
+    a customer rewrites only the part that held them."""
+    import pandas as pd
+
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'store.db'}"))
+    features = pd.DataFrame(
+        {
+            "customer_id": ["b", "a", "c"],
+            "recency_days": [1.5, float("nan"), 3.0],
+            "n_purchases": [2, 1, 7],
+            "feature_set": "core_v1",
+            "as_of": datetime(2025, 1, 31, 23, 59, 59),
+        }
+    )
+    scores = features[["customer_id", "as_of"]].assign(
+        churn_probability=0.5, predicted_value=1.0, value_at_risk=0.5, tier="gold", model_version="1"
+    )
+    store.write_snapshot(eng, features, scores, {"as_of": datetime(2025, 1, 31, 23, 59, 59)})
+    back = store.read_features(eng)
+    assert back["customer_id"].tolist() == ["b", "a", "c"] and back["n_purchases"].tolist() == [2, 1, 7]
+    assert back["recency_days"].iloc[0] == 1.5 and pd.isna(back["recency_days"].iloc[1])
+    assert set(back["as_of"]) == {"2025-01-31 23:59:59.000000"}
+    assert store.read_rows(eng, store.FEATURES, ["c", "x"])["n_purchases"].tolist() == [7]
+    parts = list(store.pack_features(features, rows=2))
+    assert [p["customers"] for p in parts] == [2, 1] and [p["part"] for p in parts] == [0, 1]
+    with eng.begin() as con:
+        assert store.forget_features(con, store.FEATURES, ["a", "x"]) == 1
+    assert store.read_features(eng)["customer_id"].tolist() == ["b", "c"]
 
 
 def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> None:
