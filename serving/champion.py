@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-import xgboost as xgb
 
 from serving import scoring, store
 from serving.schema import audit_table, score_runs_table
@@ -230,8 +229,7 @@ def _score_rows(
     p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
     pos = art.value_positions  # a churn model at H may have columns value does not (churn_keep_features)
     v = value.from_raw(value.booster.inplace_predict(x if pos is None else np.ascontiguousarray(x[:, pos])))
-    contribs = churn.booster.predict(xgb.DMatrix(x, feature_names=art.columns, nthread=1), pred_contribs=True)
-    effects = np.c_[contribs[:, :-1] * churn.stack[0], churn.stack[1] * (rank - 0.5)]
+    effects = np.c_[churn.shap_of(x) * churn.stack[0], churn.stack[1] * (rank - 0.5)]
     order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :reasons]
     chosen = np.take_along_axis(effects, order, axis=1)
     return p, v, np.where(chosen == 0, -1, order).astype(np.int16), chosen

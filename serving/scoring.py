@@ -122,7 +122,7 @@ def reason_effects(
     on the booster margin scaled by the stacker's weight, plus the RFM rank's own term; for customers under
     contract, the contract hazard's own contributions (`contract_effects`). The costly part of the reasons
     (TreeSHAP), and nearly all of it outside Python: batch scoring runs it beside its store writes."""
-    contribs = artefact.churn.contributions(rows, dm)[:, :-1] * artefact.churn.stack[0]
+    contribs = artefact.churn.shap(rows, dm) * artefact.churn.stack[0]
     rfm_effect = artefact.churn.stack[1] * (artefact.churn.rfm.score(rows) - 0.5)  # vs a middling customer
     names = reason_names(artefact)
     effects = np.c_[contribs, rfm_effect, np.zeros((len(rows), len(names) - len(artefact.columns) - 1))]

@@ -15,6 +15,7 @@ what training fitted (training.artefact saves and loads them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from sklearn.linear_model import LogisticRegression
 
 from training import metrics
 from training.rfm import RfmRank
+from training.treeshap import Stumps
 
 P_EPS = 1e-6  # probabilities are kept in [eps, 1 - eps] before taking logits
 VALUE_FLOOR = 0.01  # smallest value (currency units) the log-scale horizon map is applied to
@@ -105,6 +107,26 @@ class ChurnModel:
     def contributions(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
         """Per-feature contributions to the booster's margin (last column: bias), XGBoost's pred_contribs."""
         return self.booster.predict(dm or self.encoder.matrix(frame), pred_contribs=True)
+
+    def shap(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
+        """(rows, columns) each input's exact TreeSHAP contribution to the margin, bias left out: computed
+        in numpy for a booster of stumps (training.treeshap: XGBoost's numbers, bit for bit), else by
+        XGBoost's pred_contribs."""
+        if self.stumps is not None:
+            return self.stumps.contributions(self.encoder.frame(frame).to_numpy(dtype=np.float64))
+        return self.contributions(frame, dm)[:, :-1]
+
+    def shap_of(self, x: np.ndarray) -> np.ndarray:
+        """`shap` of rows given as the encoder's float matrix (numeric inputs, in `encoder.columns` order)."""
+        if self.stumps is not None:
+            return self.stumps.contributions(x)
+        dm = xgb.DMatrix(x, feature_names=self.encoder.columns, nthread=1)
+        return np.asarray(self.booster.predict(dm, pred_contribs=True))[:, :-1]
+
+    @cached_property
+    def stumps(self) -> Stumps | None:
+        """The booster as stumps (training.treeshap), or None: deeper trees, or categorical inputs."""
+        return None if self.encoder.categories else Stumps.of(self.booster)
 
 
 @dataclass
