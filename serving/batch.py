@@ -102,9 +102,10 @@ def _score_history(
         step("feature rows")
         if rows.empty:
             raise ValueError(f"no customer is eligible at {as_of:%Y-%m-%d %H:%M}: nothing to score")
-        # TreeSHAP (C++, no GIL) from now on, beside everything else up to the snapshot; the scores on one
-        # thread (XGBoost's prediction is thread-safe) while the recent events' thread ends its inserts
-        effects = _Effects(art, rows)
+        # the reasons (TreeSHAP and their words) by a thread from now on, beside everything else up to the
+        # snapshot; the scores on one thread (XGBoost's prediction is thread-safe) while the recent events'
+        # thread ends its inserts
+        effects = _Effects(art, rows, config.reasons)
         scored = art.score(rows, art.matrix(rows))
         events = staging.wait()  # before the score table's Python, which would hold the thread back
         scores = scoring.score_table(
@@ -139,7 +140,7 @@ def _score_history(
 
         def chunks() -> Iterator[pd.DataFrame]:  # asked for by the snapshot once the features are written
             parts = []
-            for a, b, why in shap.worded(config.reasons):
+            for a, b, why in shap.worded():
                 parts.append(why)
                 yield scoring.with_reasons(scores.iloc[a:b], why)
             made["why"] = scoring.Reasons.concat(parts)
@@ -237,18 +238,18 @@ class _Staging:
 
 
 class _Effects:
-    """Each row's reasons (`scoring.reason_effects`, then `scoring.reasons_of`), in chunks: TreeSHAP by a
-    thread of its own from the start (it lets go of the GIL, so the run's other work goes on beside it),
-    and by the caller of `worded` too, who meanwhile words the chunks done and writes them, so that a
-    wait for the last chunks becomes a second core's work. Each row's effects and reasons are its own:
-    chunking changes no number and no text."""
+    """Each row's reasons (`scoring.reason_effects`, then `scoring.reasons_of`), in chunks: by a thread of
+    its own from the start, TreeSHAP and the wording alike, so that the run's own thread meanwhile scores,
+    applies the tiers and writes (SQLite's inserts and Arrow let go of the GIL); `worded` gives the chunks
+    in order, and its caller computes a chunk no one has started rather than wait. Each row's effects and
+    reasons are its own: chunking changes no number and no text."""
 
     CHUNK = 50_000
 
-    def __init__(self, art: ScoringArtefact, rows: pd.DataFrame) -> None:
-        self._art, self._rows = art, rows
+    def __init__(self, art: ScoringArtefact, rows: pd.DataFrame, top: int) -> None:
+        self._art, self._rows, self._top = art, rows, top
         self._parts = [(a, min(a + self.CHUNK, len(rows))) for a in range(0, len(rows), self.CHUNK)]
-        self._done: list[np.ndarray | None] = [None] * len(self._parts)
+        self._done: list[scoring.Reasons | None] = [None] * len(self._parts)
         self._next = 0
         self._changed = threading.Condition()
         self._error: BaseException | None = None
@@ -262,9 +263,10 @@ class _Effects:
             self._next += 1
             return self._next - 1
 
-    def _effects(self, i: int) -> None:
+    def _word(self, i: int) -> None:
         a, b = self._parts[i]
-        found = scoring.reason_effects(self._art, self._rows.iloc[a:b])
+        rows = self._rows.iloc[a:b]
+        found = scoring.reasons_of(self._art, rows, scoring.reason_effects(self._art, rows), self._top)
         with self._changed:
             self._done[i] = found
             self._changed.notify_all()
@@ -272,38 +274,33 @@ class _Effects:
     def _work(self) -> None:
         try:
             while (i := self._take()) is not None:
-                self._effects(i)
+                self._word(i)
         except BaseException as exc:  # raised in the run's thread by `worded`
             with self._changed:
                 self._error = exc
                 self._changed.notify_all()
 
-    def worded(self, top: int) -> Iterator[tuple[int, int, scoring.Reasons]]:
-        """(first row, end row, their `top` reasons) of every chunk, in row order. Until the next chunk
-        is worded, the caller words any chunk done (its effects then let go), else computes a chunk itself,
-        else waits; between two chunks it does what it likes with the one given (the run writes it)."""
-        words: dict[int, scoring.Reasons] = {}
+    def worded(self) -> Iterator[tuple[int, int, scoring.Reasons]]:
+        """(first row, end row, their reasons) of every chunk, in row order; while the next is not ready the
+        caller words a chunk no one has started, else waits. Between two chunks it does what it likes with
+        the one given (the run writes it)."""
         for nxt in range(len(self._parts)):
-            while nxt not in words:
+            while True:
                 with self._changed:
                     if self._error is not None:
                         raise self._error
-                    done = [i for i, d in enumerate(self._done) if d is not None]
-                    ready = nxt if nxt in done else (done[0] if done else None)
-                    mine = self._take() if ready is None else None
-                    if ready is None and mine is None:
+                    found = self._done[nxt]
+                    mine = self._take() if found is None else None
+                    if found is None and mine is None:
                         self._changed.wait()
                         continue
-                    effects = self._done[ready] if ready is not None else None
-                    if ready is not None:
-                        self._done[ready] = None
-                if ready is not None and effects is not None:
-                    a, b = self._parts[ready]
-                    words[ready] = scoring.reasons_of(self._art, self._rows.iloc[a:b], effects, top)
-                elif mine is not None:
-                    self._effects(mine)
+                    self._done[nxt] = None
+                if found is not None:
+                    break
+                if mine is not None:
+                    self._word(mine)
             a, b = self._parts[nxt]
-            yield a, b, words.pop(nxt)
+            yield a, b, found
         self._thread.join()
 
     def stop(self) -> None:
