@@ -10,6 +10,7 @@ Stage modules are imported inside the flows, as in the command, so `diamond --he
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -422,12 +423,17 @@ def _score(
     from serving import runs, store
     from serving.champion import ChampionHolder
 
-    holder = ChampionHolder(mlcfg, config.model_alias)
-    holder.refresh()
-    if holder.current is None:
-        raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
-    served = holder.current
-    progress(f"load {holder.uri} (version {served.version})")
+    with ThreadPoolExecutor(1, thread_name_prefix="diamond-load-history") as pool:
+        # the history is read and checked (Arrow and DuckDB, mostly without the GIL) while MLflow loads the
+        # model; a missing model is still reported first
+        loading = pool.submit(_load_history, data) if settings.engine != "spark" else None
+        holder = ChampionHolder(mlcfg, config.model_alias)
+        holder.refresh()
+        if holder.current is None:
+            raise ValueError(f"no model behind {holder.uri}: {holder.last_error} (run `diamond train` first)")
+        served = holder.current
+        progress(f"load {holder.uri} (version {served.version})")
+        history = loading.result() if loading is not None else None
     tiers = tuple(served.artefact.tiers)
     if settings.engine == "spark":
         from features import spark as fsp
@@ -439,10 +445,10 @@ def _score(
         done = spark_batch.score_history(spark_history, t, served, config, target)
         progress("score and write on spark")
         return SparkScoreRun(t, tiers, done)
-    from features.history import check_run_time, load_history
+    from features.history import check_run_time
     from serving.batch import score_history
 
-    history = load_history(data)
+    assert history is not None
     progress("load history")
     # a model predicting margin is judged on margins: refused before anything is written without them
     served.artefact.value_target.check(history)
@@ -463,6 +469,12 @@ def _score(
         )
         progress("outcomes")
     return ScoreRun(t, tiers, result, found, served.artefact.value_target.target)
+
+
+def _load_history(data: str) -> History:
+    from features.history import load_history
+
+    return load_history(data)
 
 
 def record_outcomes(
