@@ -162,6 +162,67 @@ def seasonal_alive(data: Path, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
     return pd.concat(out).rename_axis("customer_id").reset_index()
 
 
+LAM = np.geomspace(0.003, 6.0, 24)  # purchase days per week
+MU = np.geomspace(1e-4, 1.0, 18)  # dropout hazard per week
+
+
+def pareto_grid(x: np.ndarray, tx: np.ndarray, big_t: np.ndarray, h: float, iters: int = 150) -> tuple:
+    """Pareto/NBD with a nonparametric mixing distribution: (lambda, mu) on a fixed log grid, the weights by
+    EM (NPMLE) on the distinct (x, t_x, T) rows. While alive a customer buys as Poisson(lambda) and drops out
+    at an exponential(mu) time, as the generator does (no BG/NBD 'dropout only after a purchase').
+    Returns P(alive at T) and P(no purchase in (T, T + h]) per row; times in weeks."""
+    lam, mu = np.meshgrid(LAM, MU, indexing="ij")
+    lam, mu = lam.ravel(), mu.ravel()
+    key = np.c_[x, tx, big_t]
+    uniq, inv, cnt = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    ux, utx, ut = uniq[:, 0:1], uniq[:, 1:2], uniq[:, 2:3]
+    s = lam + mu
+    log_alive = ux * np.log(lam) - s * ut
+    gap = np.maximum(ut - utx, 1e-9)
+    log_dead = ux * np.log(lam) + np.log(mu / s) - s * utx + np.log(-np.expm1(-s * gap))
+    log_l = np.logaddexp(log_alive, log_dead)
+    shift = log_l.max(axis=1, keepdims=True)
+    like = np.exp(log_l - shift)
+    w = np.full(len(lam), 1.0 / len(lam))
+    for _ in range(iters):
+        post = like * w
+        post /= post.sum(axis=1, keepdims=True)
+        w = (cnt[:, None] * post).sum(axis=0) / cnt.sum()
+    den = like @ w
+    alive = np.exp(log_alive - shift) @ w / den
+    quiet = mu / s + lam / s * np.exp(-s * h)  # alive at T, no purchase in h (dropout may come first)
+    no_buy = (np.exp(log_dead - shift) @ w + (np.exp(log_alive - shift) * quiet) @ w) / den
+    return alive[inv], no_buy[inv]
+
+
+def pareto(data: Path, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
+    """pareto_grid at each cutoff, on purchase days (on activity days, purchases, visits and logins, it
+    scored as on purchase days in a one-cutoff check: single-input AUC 0.9386 against 0.9394)."""
+    tx = pd.read_parquet(data / "transactions.parquet", columns=["customer_id", "timestamp", "amount"])
+    pur = tx.loc[tx.amount > 0, ["customer_id", "timestamp"]]
+    streams = {}
+    for name, ev in (("pnbd", pur),):
+        ev = ev.assign(day=ev.timestamp.dt.floor("D")).drop_duplicates(["customer_id", "day"])
+        streams[name] = ev
+    out = []
+    for c in cutoffs:
+        cols = {}
+        for name, ev in streams.items():
+            g = ev[ev.timestamp <= c].groupby("customer_id").day.agg(["min", "max", "size"])
+            x = (g["size"] - 1).to_numpy(float)
+            txw = ((g["max"] - g["min"]) / DAY).to_numpy(float) / 7
+            tw = ((c.floor("D") - g["min"]) / DAY).to_numpy(float) / 7
+            alive, no_buy = pareto_grid(x, txw, tw, E.H / 7)
+            cols[f"{name}_p_alive"] = pd.Series(alive, index=g.index)
+            cols[f"{name}_p_no_purchase"] = pd.Series(no_buy, index=g.index)
+        g = pd.DataFrame(cols)
+        g["cutoff"] = c
+        out.append(g)
+        print(c.date(), "pareto", flush=True)
+    return pd.concat(out).rename_axis("customer_id").reset_index()
+
+
+PNBD = ("pnbd_p_alive", "pnbd_p_no_purchase")
 SEASON = ("eng_p_alive_season", "btyd_p_alive_season")
 LIFE = ("life_complaints", "life_tickets", "life_ticket_sev")
 NEW = ("eng_p_alive", "eng_unopened", "eng_p_alive_mail", "eng_days_since_activity")
@@ -175,6 +236,9 @@ E.VARIANTS.update(
         "peer_v1+unopened": E.make_v1(E.PEER, 100, k=4, btyd=False, add=("eng_unopened",)),
         "v1+season": E.make_v1(E.SHALLOW, 400, add=SEASON),
         "v1+season+eng_all": E.make_v1(E.SHALLOW, 400, add=(*SEASON, *NEW)),
+        "v1+pnbd": E.make_v1(E.SHALLOW, 400, add=PNBD),
+        "v1+pnbd+eng_all": E.make_v1(E.SHALLOW, 400, add=(*PNBD, *NEW)),
+        "peer_v1+pnbd": E.make_v1(E.PEER, 100, k=4, btyd=False, add=PNBD),
         "v1+life": E.make_v1(E.SHALLOW, 400, add=LIFE),
         "peer_v1+life": E.make_v1(E.PEER, 100, k=4, btyd=False, add=LIFE),
         "v1+life+eng_all": E.make_v1(E.SHALLOW, 400, add=(*LIFE, *NEW)),
@@ -207,6 +271,10 @@ def main() -> None:
     cache = data.parent / f"exp16season-{a.customers}-{a.seed}.parquet"
     if not cache.exists():
         seasonal_alive(data, sorted(f["cutoff"].unique())).to_parquet(cache)
+    f = f.merge(pd.read_parquet(cache), on=["customer_id", "cutoff"], how="left", validate="1:1")
+    cache = data.parent / f"exp16pnbd-{a.customers}-{a.seed}.parquet"
+    if not cache.exists():
+        pareto(data, sorted(f["cutoff"].unique())).to_parquet(cache)
     f = f.merge(pd.read_parquet(cache), on=["customer_id", "cutoff"], how="left", validate="1:1")
     for c in LIFE:
         f[c] = f[c].fillna(0.0)

@@ -32,6 +32,7 @@ H = 182
 AGE = ("tenure_days", "signup_tenure_days")
 KINDS = ("support_ticket", "complaint", "campaign_sent", "campaign_click", "email_open", "login", "visit")
 BTYD = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
+PNBD = ("pnbd_p_alive", "pnbd_p_no_purchase")
 ENG = ("eng_p_alive", "eng_unopened", "eng_p_alive_mail", "eng_days_since_activity")
 SHALLOW = {"n_estimators": 400, "learning_rate": 0.05, "max_depth": 3, "min_child_weight": 20.0,
            "subsample": 0.8, "colsample_bytree": 1.0, "reg_lambda": 1.0}  # fmt: skip
@@ -175,7 +176,7 @@ def peer_predict(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str]) -> np
     any session-13 engagement input)."""
     import xgboost as xgb
 
-    use = [c for c in cols if c not in BTYD and c not in ENG]
+    use = [c for c in cols if c not in (*BTYD, *ENG, *PNBD)]
     train = frame[frame["cutoff"].isin(sorted(frame["cutoff"].unique())[-4:])]
     encoder = Encoder.fit(train, use)
     dm = encoder.matrix(train)
@@ -205,7 +206,7 @@ def peer(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, t0
 def with_engagement(data: Path, frame: pd.DataFrame, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The frame and the rows at T with exp_churn16_engage's inputs, each at its own cutoff (cached)."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from exp_churn16_engage import engagement
+    from exp_churn16_engage import engagement, pareto
 
     cache = data.parent / f"exp16tune-{data.name}" / "engagement.parquet"
     t = pd.Timestamp(rows["cutoff"].iloc[0]) if "cutoff" in rows else None
@@ -215,6 +216,10 @@ def with_engagement(data: Path, frame: pd.DataFrame, rows: pd.DataFrame) -> tupl
     else:
         eng = engagement(data, cuts)
         eng.to_parquet(cache)
+    cache = cache.with_name("pareto.parquet")
+    if not cache.exists():
+        pareto(data, cuts).to_parquet(cache)
+    eng = eng.merge(pd.read_parquet(cache), on=["customer_id", "cutoff"], how="outer", validate="1:1")
     out = []
     for f in (frame, rows):
         f = f.copy()
@@ -255,6 +260,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fixed_shallow+eng_mail": {"fixed": SHALLOW, "add": ("eng_p_alive_mail",)},
     "fixed_shallow+eng_all": {"fixed": SHALLOW, "add": ENG},
     "eng_all": {"add": ENG},
+    "fixed_shallow+pnbd": {"fixed": SHALLOW, "add": PNBD},
+    "fixed_shallow+pnbd+eng_all": {"fixed": SHALLOW, "add": (*PNBD, *ENG)},
+    "topk+pnbd+eng_all": {"topk": (1, 3, 5), "add": (*PNBD, *ENG)},
     "topk": {"topk": (1, 3, 5)},
     "topk+eng_all": {"topk": (1, 3, 5), "add": ENG},
 }  # fmt: skip
