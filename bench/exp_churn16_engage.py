@@ -223,6 +223,30 @@ def pareto(data: Path, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
 
 
 PNBD = ("pnbd_p_alive", "pnbd_p_no_purchase")
+def _offset(rows: pd.DataFrame, column: str) -> np.ndarray:
+    """logit of a model-based P(churn) input as the booster's base margin (0 where it is missing)."""
+    p = rows[column].clip(1e-4, 1 - 1e-4)
+    return np.log(p / (1 - p)).fillna(0.0).to_numpy()
+
+
+def make_offset(column: str, add: tuple[str, ...] = ()):
+    """The shallow booster on core_v1 columns (+ `add`), boosted from logit(`column`) instead of from 0."""
+
+    def v(f, c):
+        tr = f[f.cutoff.isin(E.origins_for(f, c, E.H, 8))]
+        cols = E.cols_v1(f, add=add)
+        dm = E.matrix(tr, cols)
+        dm.set_label(tr["churned_182"].to_numpy(float))
+        dm.set_base_margin(_offset(tr, column))
+        booster = E.xgb.train({**E.SHALLOW, "objective": "binary:logistic"}, dm, 400)
+        rows = f[f.cutoff == c]
+        out = E.matrix(rows, cols)
+        out.set_base_margin(_offset(rows, column))
+        return booster.predict(out)
+
+    return v
+
+
 SEASON = ("eng_p_alive_season", "btyd_p_alive_season")
 LIFE = ("life_complaints", "life_tickets", "life_ticket_sev")
 NEW = ("eng_p_alive", "eng_unopened", "eng_p_alive_mail", "eng_days_since_activity")
@@ -239,6 +263,9 @@ E.VARIANTS.update(
         "v1+pnbd": E.make_v1(E.SHALLOW, 400, add=PNBD),
         "v1+pnbd+eng_all": E.make_v1(E.SHALLOW, 400, add=(*PNBD, *NEW)),
         "peer_v1+pnbd": E.make_v1(E.PEER, 100, k=4, btyd=False, add=PNBD),
+        "offset_pnbd": make_offset("pnbd_p_no_purchase"),
+        "offset_pnbd+pnbd+eng_all": make_offset("pnbd_p_no_purchase", (*PNBD, *NEW)),
+        "offset_btyd": make_offset("btyd_p_no_purchase"),
         "v1+life": E.make_v1(E.SHALLOW, 400, add=LIFE),
         "peer_v1+life": E.make_v1(E.PEER, 100, k=4, btyd=False, add=LIFE),
         "v1+life+eng_all": E.make_v1(E.SHALLOW, 400, add=(*LIFE, *NEW)),
