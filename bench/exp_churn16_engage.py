@@ -223,6 +223,8 @@ def pareto(data: Path, cutoffs: list[pd.Timestamp]) -> pd.DataFrame:
 
 
 PNBD = ("pnbd_p_alive", "pnbd_p_no_purchase")
+
+
 def _offset(rows: pd.DataFrame, column: str) -> np.ndarray:
     """logit of a model-based P(churn) input as the booster's base margin (0 where it is missing)."""
     p = rows[column].clip(1e-4, 1 - 1e-4)
