@@ -26,12 +26,14 @@ from features.build import build_labels, monthly_cutoffs  # noqa: E402
 from features.history import load_history  # noqa: E402
 from training import design, metrics, tuning  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
-from training.models import fit_churn, split_latest  # noqa: E402
+from training.models import Encoder, fit_churn, split_latest  # noqa: E402
 
 H = 182
 AGE = ("tenure_days", "signup_tenure_days")
 KINDS = ("support_ticket", "complaint", "campaign_sent", "campaign_click", "email_open", "login", "visit")
 BTYD = ("btyd_expected_purchases", "btyd_p_alive", "btyd_p_no_purchase", "btyd_expected_spend")
+PNBD = ("pnbd_p_alive", "pnbd_p_no_purchase")
+ENG = ("eng_p_alive", "eng_unopened", "eng_p_alive_mail", "eng_days_since_activity")
 SHALLOW = {"n_estimators": 400, "learning_rate": 0.05, "max_depth": 3, "min_child_weight": 20.0,
            "subsample": 0.8, "colsample_bytree": 1.0, "reg_lambda": 1.0}  # fmt: skip
 
@@ -69,10 +71,12 @@ def run(
     frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, spec: dict[str, Any], data: Path
 ) -> dict:
     config = TrainingConfig.load()
-    use = [c for c in cols if c not in spec.get("drop", ())]
+    use = [c for c in cols if c not in spec.get("drop", ())] + list(spec.get("add", ()))
     t0 = time.perf_counter()
     if spec.get("peer"):
         return peer(frame, rows, use, name, t0)
+    if "topk" in spec:
+        return topk(frame, rows, use, name, spec, t0)
     if "fixed" in spec:
         params = spec["fixed"]
         tuned_loss, trials = float("nan"), 0
@@ -103,11 +107,88 @@ def run(
     }
 
 
+def topk(
+    frame: pd.DataFrame, rows: pd.DataFrame, use: list[str], name: str, spec: dict[str, Any], t0: float
+) -> dict:
+    """Session 13: the default search (its own seeded study, as training.tuning runs it), then the k best
+    trials' stacked boosters averaged in logits, for each k in spec["topk"]; model minus peer on the rows at
+    T with a paired bootstrap (the same customers resampled for both)."""
+    import optuna
+
+    from training.models import churn_validation_loss
+
+    config = TrainingConfig.load()
+    early, late = split_latest(frame, H)
+    encoder = Encoder.fit(frame, use)
+    space = tuning._space(config.search)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=config.seed))
+    study.enqueue_trial(tuning._start(config.xgboost.params()), skip_if_exists=True)
+    study.optimize(
+        lambda t: churn_validation_loss(early, late, encoder, space(t), config.seed, 1),
+        n_trials=config.trials,
+    )
+    done = sorted((t for t in study.trials if t.value is not None), key=lambda t: t.value)
+    y, yv = rows["churned"].to_numpy(), late["churned"].to_numpy()
+    peer_p = peer_predict(frame, rows, use)
+    logit_t, logit_v, out = (
+        [],
+        [],
+        {"variant": name, "columns": len(use), "best_logloss": round(done[0].value, 5)},
+    )
+    for i, trial in enumerate(done[: max(spec["topk"])]):
+        model, validated = fit_churn(frame, H, use, {**trial.params}, config.seed, 1)
+        p = np.clip(model.predict_label_horizon(rows), 1e-7, 1 - 1e-7)
+        v = np.clip(validated, 1e-7, 1 - 1e-7)
+        logit_t.append(np.log(p / (1 - p)))
+        logit_v.append(np.log(v / (1 - v)))
+        if i + 1 in spec["topk"]:
+            pt = 1 / (1 + np.exp(-np.mean(logit_t, 0)))
+            pv = 1 / (1 + np.exp(-np.mean(logit_v, 0)))
+            diff, se = paired_bootstrap(y, pt, peer_p)
+            out[f"top{i + 1}"] = {
+                "val_auc": round(metrics.roc_auc(yv, pv), 5),
+                "val_logloss": round(metrics.logloss(yv, pv), 5),
+                "holdout_auc": round(metrics.roc_auc(y, pt), 5),
+                "holdout_brier": round(metrics.brier(y, pt), 5),
+                "minus_peer": round(diff, 5),
+                "bootstrap_se": round(se, 5),
+            }
+    out["peer_holdout_auc"] = round(metrics.roc_auc(y, peer_p), 5)
+    out["seconds"] = round(time.perf_counter() - t0)
+    return out
+
+
+def paired_bootstrap(
+    y: np.ndarray, p: np.ndarray, q: np.ndarray, n: int = 300, seed: int = 0
+) -> tuple[float, float]:
+    """AUC(p) - AUC(q) on all rows, and its standard error over `n` resamples of the same customers."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        diffs.append(metrics.roc_auc(y[i], p[i]) - metrics.roc_auc(y[i], q[i]))
+    return float(metrics.roc_auc(y, p) - metrics.roc_auc(y, q)), float(np.std(diffs, ddof=1))
+
+
+def peer_predict(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str]) -> np.ndarray:
+    """bench_model_quality's plain peer's P(churn) at T: library defaults, the latest 4 origins, no BTYD (nor
+    any session-13 engagement input)."""
+    import xgboost as xgb
+
+    use = [c for c in cols if c not in (*BTYD, *ENG, *PNBD)]
+    train = frame[frame["cutoff"].isin(sorted(frame["cutoff"].unique())[-4:])]
+    encoder = Encoder.fit(train, use)
+    dm = encoder.matrix(train)
+    dm.set_label(train["churned"].to_numpy(np.float64))
+    params = {"eta": 0.3, "max_depth": 6, "tree_method": "hist", "nthread": 1, "seed": 0}
+    booster = xgb.train({**params, "objective": "binary:logistic"}, dm, 100)
+    return np.asarray(booster.predict(encoder.matrix(rows)), dtype=np.float64)
+
+
 def peer(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, t0: float) -> dict:
     """bench_model_quality's plain peer: library defaults, the latest 4 origins, the columns minus BTYD."""
     import xgboost as xgb
-
-    from training.models import Encoder
 
     use = [c for c in cols if c not in BTYD]
     train = frame[frame["cutoff"].isin(sorted(frame["cutoff"].unique())[-4:])]
@@ -120,6 +201,32 @@ def peer(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, t0
     return {"variant": name, "columns": len(use), "train_rows": len(train),
             "holdout_auc": round(metrics.roc_auc(y, p), 5), "holdout_brier": round(metrics.brier(y, p), 5),
             "seconds": round(time.perf_counter() - t0)}  # fmt: skip
+
+
+def with_engagement(data: Path, frame: pd.DataFrame, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The frame and the rows at T with exp_churn16_engage's inputs, each at its own cutoff (cached)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from exp_churn16_engage import engagement, pareto
+
+    cache = data.parent / f"exp16tune-{data.name}" / "engagement.parquet"
+    t = pd.Timestamp(rows["cutoff"].iloc[0]) if "cutoff" in rows else None
+    cuts = sorted({*pd.to_datetime(frame["cutoff"]).unique(), *([t] if t is not None else [])})
+    if cache.exists():
+        eng = pd.read_parquet(cache)
+    else:
+        eng = engagement(data, cuts)
+        eng.to_parquet(cache)
+    cache = cache.with_name("pareto.parquet")
+    if not cache.exists():
+        pareto(data, cuts).to_parquet(cache)
+    eng = eng.merge(pd.read_parquet(cache), on=["customer_id", "cutoff"], how="outer", validate="1:1")
+    out = []
+    for f in (frame, rows):
+        f = f.copy()
+        key = pd.to_datetime(f["cutoff"])
+        m = f.assign(_c=key).merge(eng.rename(columns={"cutoff": "_c"}), on=["customer_id", "_c"], how="left")
+        out.append(m.drop(columns="_c"))
+    return out[0], out[1]
 
 
 def of_kind(kind: str) -> tuple[str, ...]:
@@ -148,6 +255,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "drop": (*of_kind("login"), *of_kind("campaign_click"))
     },
     **{f"no_{k}": {"drop": of_kind(k)} for k in KINDS},
+    # session 13: model-based engagement inputs (bench/exp_churn16_engage.py), not given to the peer
+    "fixed_shallow+eng_p_alive": {"fixed": SHALLOW, "add": ("eng_p_alive",)},
+    "fixed_shallow+eng_mail": {"fixed": SHALLOW, "add": ("eng_p_alive_mail",)},
+    "fixed_shallow+eng_all": {"fixed": SHALLOW, "add": ENG},
+    "eng_all": {"add": ENG},
+    "fixed_shallow+pnbd": {"fixed": SHALLOW, "add": PNBD},
+    "fixed_shallow+pnbd+eng_all": {"fixed": SHALLOW, "add": (*PNBD, *ENG)},
+    "topk+pnbd+eng_all": {"topk": (1, 3, 5), "add": (*PNBD, *ENG)},
+    "topk": {"topk": (1, 3, 5)},
+    "topk+eng_all": {"topk": (1, 3, 5), "add": ENG},
 }  # fmt: skip
 
 
@@ -159,6 +276,8 @@ def main() -> None:
     a = p.parse_args()
     data = ROOT / "bench" / ".data" / f"synthetic-{a.customers}-seed{a.seed}"
     frame, rows, cols = frames(data)
+    if any("add" in VARIANTS[n] for n in a.variants):
+        frame, rows = with_engagement(data, frame, rows)
     print(f"frame {len(frame):,} rows, {len(cols)} columns; rows at T {len(rows):,}", flush=True)
     for name in a.variants:
         out = run(frame, rows, cols, name, VARIANTS[name], data)
