@@ -62,6 +62,22 @@ def evaluate(
 ) -> pd.DataFrame:
     """Candidate alerts of one run, ranked by `ranking` (serving.uplift_rank.ranker: uplift x value - cost
     with a gated uplift model; default `priority`, the value at risk), highest first; then customer_id, kind.
+    `evaluate_at` without the rows."""
+    return evaluate_at(scores, config, previous_tiers, as_of, lapse, ranking)[0]
+
+
+def evaluate_at(
+    scores: pd.DataFrame,
+    config: AlertConfig,
+    previous_tiers: Mapping[str, str] | pd.Series | None,
+    as_of: datetime | pd.Timestamp | str,
+    lapse: pd.DataFrame | None = None,
+    ranking: uplift_rank.Ranker | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(candidate alerts of one run, each candidate's row in `scores` by position): the candidates ranked by
+    `ranking` (serving.uplift_rank.ranker: uplift x value - cost with a gated uplift model; default
+    `priority`, the value at risk), highest first; then customer_id, kind. The rows let a batch run find
+    each candidate's reasons without looking a million customer ids up.
 
     `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
     `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
@@ -148,7 +164,7 @@ def evaluate(
         ["priority", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
     ).reset_index(drop=True)
     out["fires"] = out["fires"].astype(bool)
-    return out[CANDIDATE_COLUMNS]
+    return out[CANDIDATE_COLUMNS], out["_row"].to_numpy(dtype=np.int64)
 
 
 def should_renotify(

@@ -210,11 +210,11 @@ def sync_alerts(
         if len(fresh):  # in candidate order, so ids rise with priority as one by one did
             bulk.insert_frame(conn, t, fresh)
             query = sa.select(t.c.id, t.c.customer_id, t.c.kind).where(t.c.status == "open", side)
-            new_ids = {(c, k): int(i) for i, c, k in conn.execute(query.where(t.c.opened_at == when))}
+            stored = conn.execute(query.where(t.c.opened_at == when)).all()
             opening = fresh[~waits]
-            places = np.flatnonzero(~known)[~waits].tolist()
-            news = zip(opening["customer_id"], opening["kind"], places, strict=True)
-            pending = sorted([*renotify, *((p, new_ids[(c, k)], 1) for c, k, p in news)])
+            new_ids = _ids_of(stored, opening["customer_id"], opening["kind"])
+            places = np.flatnonzero(~known)[~waits]
+            pending = _in_order(renotify, places, new_ids)
         notify = [(alert_id, version) for _, alert_id, version in pending]  # in candidate order
         if updates:
             cols = [k for k in updates[0] if k != "b_id"]
@@ -251,6 +251,33 @@ def sync_alerts(
         queued=queued,
         entered=len(entered),
     )
+
+
+def _ids_of(stored: Sequence[Sequence[Any]], customer_ids: pd.Series, kinds: pd.Series) -> np.ndarray:
+    """The id of each (customer_id, kind) among the `stored` (id, customer_id, kind) rows, as one hash
+    lookup of the pairs (a first run opens hundreds of thousands); KeyError naming a pair not stored."""
+    ids, who, what = (list(c) for c in zip(*stored, strict=True)) if stored else ([], [], [])
+    at = pd.MultiIndex.from_arrays([who, what]).get_indexer(
+        pd.MultiIndex.from_arrays([customer_ids.to_numpy(dtype=object), kinds.to_numpy(dtype=object)])
+    )
+    if (at < 0).any():
+        first = int(np.flatnonzero(at < 0)[0])
+        raise KeyError((customer_ids.iloc[first], kinds.iloc[first]))
+    return np.asarray(ids, dtype=np.int64)[at]
+
+
+def _in_order(
+    renotify: list[tuple[int, int, int]], places: np.ndarray, new_ids: np.ndarray
+) -> list[tuple[int, int, int]]:
+    """(position, alert id, version) of the re-notified alerts and of the new ones (version 1, at `places`
+    with ids `new_ids`), by position: what `sorted` gives the tuples (positions are distinct), as arrays."""
+    old = np.array(renotify, dtype=np.int64).reshape(-1, 3)
+    places = np.asarray(places, dtype=np.int64)
+    position = np.concatenate([old[:, 0], places])
+    order = np.argsort(position, kind="stable")
+    alert_id = np.concatenate([old[:, 1], np.asarray(new_ids, dtype=np.int64)])[order]
+    version = np.concatenate([old[:, 2], np.ones(len(places), dtype=np.int64)])[order]
+    return list(zip(position[order].tolist(), alert_id.tolist(), version.tolist(), strict=True))
 
 
 def _scored(row: Any, when: datetime) -> dict[str, Any]:
@@ -291,11 +318,19 @@ def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = 
             "churn_probability": rows["churn_probability"].to_numpy(dtype=np.float64),
             "predicted_value": rows["predicted_value"].to_numpy(dtype=np.float64),
             "value_at_risk": value_at_risk,
-            "reasons": [json.dumps(reason_texts(r)) for r in rows["reasons"].tolist()],
+            "reasons": _reasons_json(rows["reasons"]),
             "playbook": _texts(rows["playbook"]),
             "updated_at": when,
         }
     )
+
+
+def _reasons_json(column: pd.Series) -> list[str]:
+    """Each cell's `reason_texts` as JSON text; a list of texts (what a batch run gives) written as it is."""
+    return [
+        json.dumps(r) if type(r) is list and all(type(x) is str for x in r) else json.dumps(reason_texts(r))
+        for r in column.tolist()
+    ]
 
 
 def _texts(column: pd.Series) -> list[str | None]:
