@@ -151,9 +151,14 @@ def sync_alerts(
     notify: list[tuple[int, int]] = []
     opened = updated = renotified = resolved = 0
     with engine.begin() as conn:
+        # what the sync reads of a live alert (not its reasons' text nor its scores: it writes them)
+        read = [t.c[c] for c in ("id", "customer_id", "kind", "status", "version", "snoozed_until")]
+        read += [t.c.due_at, t.c.last_notified_at, t.c.notified_value_at_risk]
         live = {
             (r.customer_id, r.kind): r
-            for r in conn.execute(sa.select(t).where(t.c.status.in_(WAITING), side).order_by(t.c.id)).all()
+            for r in conn.execute(
+                sa.select(*read).where(t.c.status.in_(WAITING), side).order_by(t.c.id)
+            ).all()
         }
         # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
         fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
@@ -300,8 +305,8 @@ def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = 
     version 1, notified now; where `queued`, waiting for capacity instead: not entered, not notified."""
     value_at_risk = rows["value_at_risk"].to_numpy(dtype=np.float64)
     waits = np.zeros(len(rows), dtype=bool) if queued is None else queued
-    now = np.array([when] * len(rows), dtype=object)
-    never = np.full(len(rows), None, dtype=object)
+    # typed columns (not objects for pandas to infer): NaT and NaN are stored as NULL alike
+    now = np.where(waits, np.datetime64("NaT", "us"), np.datetime64(when, "us"))
     return pd.DataFrame(
         {
             "customer_id": rows["customer_id"].astype(str).to_numpy(dtype=object),
@@ -309,9 +314,9 @@ def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = 
             "status": np.where(waits, capacity.QUEUED, "open").astype(object),
             "due_at": _times(rows["due_at"]),
             "opened_at": when,
-            "entered_at": np.where(waits, never, now),
-            "last_notified_at": np.where(waits, never, now),
-            "notified_value_at_risk": np.where(waits, never, value_at_risk.astype(object)),
+            "entered_at": now,
+            "last_notified_at": now,
+            "notified_value_at_risk": np.where(waits, np.nan, value_at_risk),
             "priority": alert_rules_priorities(rows),
             "version": 1,
             "tier": _texts(rows["tier"]),
