@@ -259,16 +259,11 @@ def sync_alerts(
 
 
 def _ids_of(stored: Sequence[Sequence[Any]], customer_ids: pd.Series, kinds: pd.Series) -> np.ndarray:
-    """The id of each (customer_id, kind) among the `stored` (id, customer_id, kind) rows, as one hash
-    lookup of the pairs (a first run opens hundreds of thousands); KeyError naming a pair not stored."""
-    ids, who, what = (list(c) for c in zip(*stored, strict=True)) if stored else ([], [], [])
-    at = pd.MultiIndex.from_arrays([who, what]).get_indexer(
-        pd.MultiIndex.from_arrays([customer_ids.to_numpy(dtype=object), kinds.to_numpy(dtype=object)])
-    )
-    if (at < 0).any():
-        first = int(np.flatnonzero(at < 0)[0])
-        raise KeyError((customer_ids.iloc[first], kinds.iloc[first]))
-    return np.asarray(ids, dtype=np.int64)[at]
+    """The id of each (customer_id, kind) among the `stored` (id, customer_id, kind) rows; KeyError naming
+    a pair not stored."""
+    found = {(who, what): alert_id for alert_id, who, what in stored}
+    pairs = zip(customer_ids.tolist(), kinds.tolist(), strict=True)
+    return np.array([found[pair] for pair in pairs], dtype=np.int64)
 
 
 def _in_order(
