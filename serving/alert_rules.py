@@ -203,7 +203,7 @@ def check_candidates(candidates: pd.DataFrame) -> None:
     missing = need - set(candidates.columns)
     if missing:
         raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
-    ids, kinds = candidates["customer_id"].astype(str), candidates["kind"].astype(str)
+    ids, kinds = as_text(candidates["customer_id"]), as_text(candidates["kind"])
     # each (customer_id, kind) as one integer: duplicated() on two text columns took seconds a million
     who, _ = pd.factorize(ids)
     what, distinct = pd.factorize(kinds)
@@ -213,6 +213,15 @@ def check_candidates(candidates: pd.DataFrame) -> None:
         raise ValueError(
             f"candidates repeat (customer_id, kind), e.g. {[ids.iloc[first], kinds.iloc[first]]}"
         )
+
+
+def as_text(column: pd.Series) -> pd.Series:
+    """`column.astype(str)` as Python texts (object dtype, same index); a column of texts already is kept as
+    it is (pandas' text dtype would copy a million of them into Arrow and back)."""
+    values = column.to_numpy(dtype=object)
+    if column.dtype == object and all(type(v) is str for v in values):
+        return column
+    return pd.Series(column.astype(str).to_numpy(dtype=object), index=column.index, dtype=object)
 
 
 def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:

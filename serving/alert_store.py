@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from core.clock import utc_naive, utc_now
 from serving import bulk, capacity
 from serving.alert_rules import (
     MODEL_ID,
+    as_text,
     candidate_rows,
     check_candidates,
     is_missing,
@@ -139,7 +141,7 @@ def sync_alerts(
     """
     when = utc_naive(as_of)
     check_candidates(candidates)
-    ids = candidates["customer_id"].astype(str)
+    ids = as_text(candidates["customer_id"])
     wrong = ids[(ids == MODEL_ID) != model]
     if not wrong.empty:
         raise ValueError(
@@ -163,7 +165,7 @@ def sync_alerts(
         # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
         fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
         if live:  # a first run has no live alert: no (customer, kind) index of every candidate to build
-            keys = pd.MultiIndex.from_arrays([ids, candidates["kind"].astype(str)])
+            keys = pd.MultiIndex.from_arrays([ids, as_text(candidates["kind"])])
             known = keys.isin(list(live))
         else:
             known = np.zeros(len(candidates), dtype=bool)
@@ -318,19 +320,22 @@ def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = 
             "churn_probability": rows["churn_probability"].to_numpy(dtype=np.float64),
             "predicted_value": rows["predicted_value"].to_numpy(dtype=np.float64),
             "value_at_risk": value_at_risk,
-            "reasons": _reasons_json(rows["reasons"]),
+            "reasons": reasons_json(rows["reasons"]),
             "playbook": _texts(rows["playbook"]),
             "updated_at": when,
         }
     )
 
 
-def _reasons_json(column: pd.Series) -> list[str]:
-    """Each cell's `reason_texts` as JSON text; a list of texts (what a batch run gives) written as it is."""
-    return [
-        json.dumps(r) if type(r) is list and all(type(x) is str for x in r) else json.dumps(reason_texts(r))
-        for r in column.tolist()
-    ]
+def reasons_json(column: pd.Series) -> list[str]:
+    """Each cell's `reason_texts` as the JSON text `json.dumps` writes: a list of texts (what a batch run
+    gives) joined from each text's JSON string (json's own encoder for them), without json.dumps' per-call
+    set-up (a first run opens hundreds of thousands of alerts)."""
+    out = []
+    for r in column.tolist():
+        texts = r if type(r) is list and all(type(x) is str for x in r) else reason_texts(r)
+        out.append("[" + ", ".join(map(encode_basestring_ascii, texts)) + "]")
+    return out
 
 
 def _texts(column: pd.Series) -> list[str | None]:

@@ -159,3 +159,24 @@ def test_new_alert_ids_are_found_by_customer_and_kind_and_merged_by_position() -
     assert merged == sorted([*renotify, (0, 9, 1), (2, 7, 1), (3, 8, 1)])
     assert _in_order([], np.array([1, 0]), np.array([5, 6])) == [(0, 6, 1), (1, 5, 1)]
     assert _in_order(renotify, np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == renotify
+
+
+def test_reasons_are_written_as_json_dumps_writes_them() -> None:
+    import json
+
+    from serving.alert_rules import reason_texts
+    from serving.alert_store import reasons_json
+
+    cells = [["a", 'b"c', "é \u2028 \x01 \\ / tab\t"], [], None, np.nan, "one", ("x", 3)]
+    assert reasons_json(pd.Series(cells, dtype=object)) == [json.dumps(reason_texts(c)) for c in cells]
+
+
+def test_as_text_keeps_texts_and_converts_anything_else_as_astype_str() -> None:
+    from serving.alert_rules import as_text
+
+    texts = pd.Series(["a", "b"], dtype=object, index=[3, 5])
+    assert as_text(texts) is texts
+    mixed = pd.Series(["a", 7, 2.5], dtype=object, index=[1, 2, 3])
+    out = as_text(mixed)
+    assert out.tolist() == ["a", "7", "2.5"] and out.index.tolist() == [1, 2, 3] and out.dtype == object
+    assert as_text(pd.Series([1, 2])).tolist() == ["1", "2"]
