@@ -62,6 +62,22 @@ def evaluate(
 ) -> pd.DataFrame:
     """Candidate alerts of one run, ranked by `ranking` (serving.uplift_rank.ranker: uplift x value - cost
     with a gated uplift model; default `priority`, the value at risk), highest first; then customer_id, kind.
+    `evaluate_at` without the rows."""
+    return evaluate_at(scores, config, previous_tiers, as_of, lapse, ranking)[0]
+
+
+def evaluate_at(
+    scores: pd.DataFrame,
+    config: AlertConfig,
+    previous_tiers: Mapping[str, str] | pd.Series | None,
+    as_of: datetime | pd.Timestamp | str,
+    lapse: pd.DataFrame | None = None,
+    ranking: uplift_rank.Ranker | None = None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """(candidate alerts of one run, each candidate's row in `scores` by position): the candidates ranked by
+    `ranking` (serving.uplift_rank.ranker: uplift x value - cost with a gated uplift model; default
+    `priority`, the value at risk), highest first; then customer_id, kind. The rows let a batch run find
+    each candidate's reasons without looking a million customer ids up.
 
     `scores`: customer_id, churn_probability, predicted_value, value_at_risk, reasons and the customer's tier:
     `tier` (after hysteresis, preferred) or else `tier_raw`. `previous_tiers`: customer_id -> tier at the
@@ -148,7 +164,7 @@ def evaluate(
         ["priority", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
     ).reset_index(drop=True)
     out["fires"] = out["fires"].astype(bool)
-    return out[CANDIDATE_COLUMNS]
+    return out[CANDIDATE_COLUMNS], out["_row"].to_numpy(dtype=np.int64)
 
 
 def should_renotify(
@@ -187,7 +203,7 @@ def check_candidates(candidates: pd.DataFrame) -> None:
     missing = need - set(candidates.columns)
     if missing:
         raise ValueError(f"candidates lack column(s) {sorted(missing)}; build them with evaluate()")
-    ids, kinds = candidates["customer_id"].astype(str), candidates["kind"].astype(str)
+    ids, kinds = as_text(candidates["customer_id"]), as_text(candidates["kind"])
     # each (customer_id, kind) as one integer: duplicated() on two text columns took seconds a million
     who, _ = pd.factorize(ids)
     what, distinct = pd.factorize(kinds)
@@ -199,35 +215,53 @@ def check_candidates(candidates: pd.DataFrame) -> None:
         )
 
 
+def as_text(column: pd.Series) -> pd.Series:
+    """`column.astype(str)` as Python texts (object dtype, same index); a column of texts already is kept as
+    it is (pandas' text dtype would copy a million of them into Arrow and back)."""
+    values = column.to_numpy(dtype=object)
+    if column.dtype == object and all(type(v) is str for v in values):
+        return column
+    return pd.Series(column.astype(str).to_numpy(dtype=object), index=column.index, dtype=object)
+
+
 def candidate_rows(candidates: pd.DataFrame) -> list[SimpleNamespace]:
     """The candidate rows (from `evaluate`, or serving.monitoring's model-health ones) as plain Python values
-    (None, never NaN or NaT), refusing missing columns and repeated (customer_id, kind)."""
+    (None, never NaN or NaT), refusing missing columns and repeated (customer_id, kind). Converted column
+    by column, each distinct due time once."""
     check_candidates(candidates)
-    rows, seen = [], set()
     fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
-    ranks = priorities(candidates)
-    for record, fire, rank in zip(candidates.to_dict("records"), fires, ranks, strict=True):
-        key = (str(record["customer_id"]), str(record["kind"]))
-        if key in seen:
-            raise ValueError(f"candidates repeat (customer_id, kind), e.g. {list(key)}")
-        seen.add(key)
-        due = record["due_at"]
-        rows.append(
-            SimpleNamespace(
-                customer_id=key[0],
-                kind=key[1],
-                tier=None if is_missing(record["tier"]) else str(record["tier"]),
-                churn_probability=float(record["churn_probability"]),
-                predicted_value=float(record["predicted_value"]),
-                value_at_risk=float(record["value_at_risk"]),
-                reasons=reason_texts(record["reasons"]),
-                playbook=None if is_missing(record["playbook"]) else str(record["playbook"]),
-                due_at=None if is_missing(due) else utc_naive(due),
-                fires=bool(fire),
-                priority=float(rank),
-            )
+    codes, distinct = pd.factorize(candidates["due_at"].to_numpy(dtype=object))  # missing: -1
+    due = [utc_naive(v) for v in distinct] + [None]
+    columns = zip(
+        candidates["customer_id"].tolist(),
+        candidates["kind"].tolist(),
+        candidates["tier"].tolist(),
+        candidates["churn_probability"].tolist(),
+        candidates["predicted_value"].tolist(),
+        candidates["value_at_risk"].tolist(),
+        candidates["reasons"].tolist(),
+        candidates["playbook"].tolist(),
+        codes.tolist(),
+        fires.tolist(),
+        priorities(candidates).tolist(),
+        strict=True,
+    )
+    return [
+        SimpleNamespace(
+            customer_id=str(who),
+            kind=str(kind),
+            tier=None if is_missing(tier) else str(tier),
+            churn_probability=float(p),
+            predicted_value=float(value),
+            value_at_risk=float(at_risk),
+            reasons=reason_texts(why),
+            playbook=None if is_missing(book) else str(book),
+            due_at=due[when],
+            fires=bool(fire),
+            priority=float(rank),
         )
-    return rows
+        for who, kind, tier, p, value, at_risk, why, book, when, fire, rank in columns
+    ]
 
 
 def priorities(candidates: pd.DataFrame) -> np.ndarray:
@@ -319,7 +353,9 @@ def _previous_levels(
         return np.full(len(ids), np.nan)
     prev = previous if isinstance(previous, pd.Series) else pd.Series(dict(previous), dtype=object)
     prev = prev.astype(object)
-    prev.index = prev.index.map(str)
+    # ids as text: mapped only when some is not (mapping a million took 0.5 s)
+    if not all(type(k) is str for k in prev.index.to_numpy(dtype=object)):
+        prev.index = prev.index.map(str)
     prev = prev[~prev.index.duplicated(keep="last")]  # a mapping's last word
     levels = pd.Series(_levels(prev, rank), index=prev.index)  # missing or unknown tiers: NaN
     return levels.reindex(ids.to_numpy(dtype=object)).to_numpy(dtype=np.float64, na_value=np.nan)

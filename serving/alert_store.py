@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from core.clock import utc_naive, utc_now
 from serving import bulk, capacity
 from serving.alert_rules import (
     MODEL_ID,
+    as_text,
     candidate_rows,
     check_candidates,
     is_missing,
@@ -139,7 +141,7 @@ def sync_alerts(
     """
     when = utc_naive(as_of)
     check_candidates(candidates)
-    ids = candidates["customer_id"].astype(str)
+    ids = as_text(candidates["customer_id"])
     wrong = ids[(ids == MODEL_ID) != model]
     if not wrong.empty:
         raise ValueError(
@@ -151,14 +153,19 @@ def sync_alerts(
     notify: list[tuple[int, int]] = []
     opened = updated = renotified = resolved = 0
     with engine.begin() as conn:
+        # what the sync reads of a live alert (not its reasons' text nor its scores: it writes them)
+        read = [t.c[c] for c in ("id", "customer_id", "kind", "status", "version", "snoozed_until")]
+        read += [t.c.due_at, t.c.last_notified_at, t.c.notified_value_at_risk]
         live = {
             (r.customer_id, r.kind): r
-            for r in conn.execute(sa.select(t).where(t.c.status.in_(WAITING), side).order_by(t.c.id)).all()
+            for r in conn.execute(
+                sa.select(*read).where(t.c.status.in_(WAITING), side).order_by(t.c.id)
+            ).all()
         }
         # a row that neither fires nor has a live alert to keep changes nothing: left out before conversion
         fires = candidates["fires"] if "fires" in candidates else pd.Series(True, index=candidates.index)
         if live:  # a first run has no live alert: no (customer, kind) index of every candidate to build
-            keys = pd.MultiIndex.from_arrays([ids, candidates["kind"].astype(str)])
+            keys = pd.MultiIndex.from_arrays([ids, as_text(candidates["kind"])])
             known = keys.isin(list(live))
         else:
             known = np.zeros(len(candidates), dtype=bool)
@@ -210,11 +217,11 @@ def sync_alerts(
         if len(fresh):  # in candidate order, so ids rise with priority as one by one did
             bulk.insert_frame(conn, t, fresh)
             query = sa.select(t.c.id, t.c.customer_id, t.c.kind).where(t.c.status == "open", side)
-            new_ids = {(c, k): int(i) for i, c, k in conn.execute(query.where(t.c.opened_at == when))}
+            stored = conn.execute(query.where(t.c.opened_at == when)).all()
             opening = fresh[~waits]
-            places = np.flatnonzero(~known)[~waits].tolist()
-            news = zip(opening["customer_id"], opening["kind"], places, strict=True)
-            pending = sorted([*renotify, *((p, new_ids[(c, k)], 1) for c, k, p in news)])
+            new_ids = _ids_of(stored, opening["customer_id"], opening["kind"])
+            places = np.flatnonzero(~known)[~waits]
+            pending = _in_order(renotify, places, new_ids)
         notify = [(alert_id, version) for _, alert_id, version in pending]  # in candidate order
         if updates:
             cols = [k for k in updates[0] if k != "b_id"]
@@ -253,6 +260,28 @@ def sync_alerts(
     )
 
 
+def _ids_of(stored: Sequence[Sequence[Any]], customer_ids: pd.Series, kinds: pd.Series) -> np.ndarray:
+    """The id of each (customer_id, kind) among the `stored` (id, customer_id, kind) rows; KeyError naming
+    a pair not stored."""
+    found = {(who, what): alert_id for alert_id, who, what in stored}
+    pairs = zip(customer_ids.tolist(), kinds.tolist(), strict=True)
+    return np.array([found[pair] for pair in pairs], dtype=np.int64)
+
+
+def _in_order(
+    renotify: list[tuple[int, int, int]], places: np.ndarray, new_ids: np.ndarray
+) -> list[tuple[int, int, int]]:
+    """(position, alert id, version) of the re-notified alerts and of the new ones (version 1, at `places`
+    with ids `new_ids`), by position: what `sorted` gives the tuples (positions are distinct), as arrays."""
+    old = np.array(renotify, dtype=np.int64).reshape(-1, 3)
+    places = np.asarray(places, dtype=np.int64)
+    position = np.concatenate([old[:, 0], places])
+    order = np.argsort(position, kind="stable")
+    alert_id = np.concatenate([old[:, 1], np.asarray(new_ids, dtype=np.int64)])[order]
+    version = np.concatenate([old[:, 2], np.ones(len(places), dtype=np.int64)])[order]
+    return list(zip(position[order].tolist(), alert_id.tolist(), version.tolist(), strict=True))
+
+
 def _scored(row: Any, when: datetime) -> dict[str, Any]:
     """What a run writes into a live alert from its candidate row (serving.alert_rules.candidate_rows)."""
     return {
@@ -273,8 +302,8 @@ def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = 
     version 1, notified now; where `queued`, waiting for capacity instead: not entered, not notified."""
     value_at_risk = rows["value_at_risk"].to_numpy(dtype=np.float64)
     waits = np.zeros(len(rows), dtype=bool) if queued is None else queued
-    now = np.array([when] * len(rows), dtype=object)
-    never = np.full(len(rows), None, dtype=object)
+    # typed columns (not objects for pandas to infer): NaT and NaN are stored as NULL alike
+    now = np.where(waits, np.datetime64("NaT", "us"), np.datetime64(when, "us"))
     return pd.DataFrame(
         {
             "customer_id": rows["customer_id"].astype(str).to_numpy(dtype=object),
@@ -282,20 +311,31 @@ def _new_alerts(rows: pd.DataFrame, when: datetime, queued: np.ndarray | None = 
             "status": np.where(waits, capacity.QUEUED, "open").astype(object),
             "due_at": _times(rows["due_at"]),
             "opened_at": when,
-            "entered_at": np.where(waits, never, now),
-            "last_notified_at": np.where(waits, never, now),
-            "notified_value_at_risk": np.where(waits, never, value_at_risk.astype(object)),
+            "entered_at": now,
+            "last_notified_at": now,
+            "notified_value_at_risk": np.where(waits, np.nan, value_at_risk),
             "priority": alert_rules_priorities(rows),
             "version": 1,
             "tier": _texts(rows["tier"]),
             "churn_probability": rows["churn_probability"].to_numpy(dtype=np.float64),
             "predicted_value": rows["predicted_value"].to_numpy(dtype=np.float64),
             "value_at_risk": value_at_risk,
-            "reasons": [json.dumps(reason_texts(r)) for r in rows["reasons"].tolist()],
+            "reasons": reasons_json(rows["reasons"]),
             "playbook": _texts(rows["playbook"]),
             "updated_at": when,
         }
     )
+
+
+def reasons_json(column: pd.Series) -> list[str]:
+    """Each cell's `reason_texts` as the JSON text `json.dumps` writes: a list of texts (what a batch run
+    gives) joined from each text's JSON string (json's own encoder for them), without json.dumps' per-call
+    set-up (a first run opens hundreds of thousands of alerts)."""
+    out = []
+    for r in column.tolist():
+        texts = r if type(r) is list and all(type(x) is str for x in r) else reason_texts(r)
+        out.append("[" + ", ".join(map(encode_basestring_ascii, texts)) + "]")
+    return out
 
 
 def _texts(column: pd.Series) -> list[str | None]:

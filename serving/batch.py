@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 
 PARQUET_ROWS = 100_000  # score table rows converted to Arrow and written at a time
+SCORE_ROW = "score_row"  # the candidates' column (`evaluate_rules`) naming each one's row in the score table
 
 
 @dataclass
@@ -424,10 +425,12 @@ def evaluate_rules(
     ranking: uplift_rank.Ranker | None = None,
 ) -> pd.DataFrame:
     """The alert rules on a run's score table (its tiers after hysteresis and `previous_tier`), as
-    serving.alert_rules.evaluate; reasons in words are looked up later, for the alerts that need them."""
+    serving.alert_rules.evaluate, with each candidate's row in the score table (SCORE_ROW): reasons in
+    words are looked up later, by row, for the alerts that need them."""
     previous = pd.Series(scores["previous_tier"].to_numpy(), index=scores["customer_id"].to_numpy())
     given = scores.drop(columns="reasons", errors="ignore")
-    return alert_rules.evaluate(given, rules, previous, as_of, lapse, ranking)
+    found, at = alert_rules.evaluate_at(given, rules, previous, as_of, lapse, ranking)
+    return found.assign(**{SCORE_ROW: at})
 
 
 def _raise_alerts(
@@ -444,12 +447,9 @@ def _raise_alerts(
     to the outbox for every endpoint (the webhook id carries alert id and version: retries and re-runs
     never duplicate). Reasons in words are looked up for the alerts that need them."""
     candidates, _ = control.hold_out(eng, as_of, candidates, rules)  # controls never alert (serving.control)
-    # each candidate's row in the score table (a hash of a million ids in Arrow: pandas took 2 s)
-    ids = pa.array(scores["customer_id"], pa.string())
-    found = pc.index_in(pa.array(candidates["customer_id"], pa.string()), value_set=ids)
-    at = found.fill_null(-1).to_numpy(zero_copy_only=False)
+    at = candidates[SCORE_ROW].to_numpy(dtype=np.int64)  # each candidate's row in the score table
     synced = alert_store.sync_alerts(
-        eng, as_of, candidates, rules, reasons=lambda rows: why.risk_texts(at[rows])
+        eng, as_of, candidates.drop(columns=SCORE_ROW), rules, reasons=lambda rows: why.risk_texts(at[rows])
     )
     consent.mark(eng, stopped or ())  # "do not contact" before anything is queued (serving.consent)
     _enqueue(eng, synced.notify, config)

@@ -110,7 +110,9 @@ def loads(alerts: pd.DataFrame, when: datetime, capacity: Capacity) -> dict[str,
 
 def teams_of(alerts: pd.DataFrame, capacity: Capacity) -> pd.Series:
     """The team of each alert (None: no team), by its tier and kind."""
-    pairs = list(zip(alerts["tier"].astype(object), alerts["kind"].astype(str), strict=True))
+    pairs = list(
+        zip(alerts["tier"].astype(object).tolist(), alerts["kind"].astype(str).tolist(), strict=True)
+    )
     known: dict[tuple[Any, str], str | None] = {}
     out = []
     for tier, kind in pairs:
@@ -173,7 +175,7 @@ def admit(conn: Connection, when: datetime, config: AlertConfig) -> list[tuple[i
         t.c.customer_id != MODEL_ID,
         sa.or_(t.c.status.in_((*_LIVE, QUEUED)), t.c.entered_at >= start),
     )
-    alerts = pd.DataFrame(conn.execute(query).all(), columns=[c.name for c in cols])
+    alerts = pd.DataFrame([tuple(r) for r in conn.execute(query).all()], columns=[c.name for c in cols])
     chosen = choose(alerts, when, config.capacity)
     if chosen.empty:
         return []
@@ -272,7 +274,7 @@ def queue(engine: Engine, config: AlertConfig | None, when: datetime) -> tuple[p
         t.c.customer_id != MODEL_ID, sa.or_(t.c.status.in_((*_LIVE, QUEUED)), t.c.entered_at >= start)
     )
     with engine.connect() as conn:
-        alerts = pd.DataFrame(conn.execute(query).all(), columns=[c.name for c in cols])
+        alerts = pd.DataFrame([tuple(r) for r in conn.execute(query).all()], columns=[c.name for c in cols])
     waiting = alerts[alerts["status"] == QUEUED].sort_values(["priority", "id"], ascending=[False, True])
     team = teams_of(waiting, capacity) if capacity is not None else pd.Series(None, index=waiting.index)
     waiting = waiting.assign(team=team.fillna(NO_TEAM).to_numpy())

@@ -59,6 +59,14 @@ def mark(engine: sa.Engine, stopped: Collection[str]) -> list[int]:
     """Set do_not_contact on every live customer alert (true for `stopped` customers, false otherwise) and
     withdraw the undelivered outbox messages of the alerts now marked; returns the marked alert ids."""
     a, o = alerts_table, outbox_table
+    if not stopped:  # everyone may be contacted: only alerts marked earlier change, nothing is withdrawn
+        with engine.begin() as con:
+            con.execute(
+                sa.update(a)
+                .where(a.c.status != "resolved", a.c.customer_id != MODEL_ID, a.c.do_not_contact == sa.true())
+                .values(do_not_contact=False)
+            )
+        return []
     with engine.begin() as con:
         live = con.execute(
             sa.select(a.c.id, a.c.customer_id, a.c.do_not_contact).where(

@@ -62,7 +62,7 @@ def drawn(customer_ids: pd.Series, kinds: pd.Series, opened_at: datetime, shares
     """True where a would-be alert opening at `opened_at` is held out: its `unit` is below its share."""
     stamp = f"{utc_naive(opened_at):%Y-%m-%dT%H:%M:%S}"  # once: formatting a time costs more than hashing
     u = np.fromiter(
-        (_unit(str(c), str(k), stamp) for c, k in zip(customer_ids, kinds, strict=True)),
+        (_unit(str(c), str(k), stamp) for c, k in zip(customer_ids.tolist(), kinds.tolist(), strict=True)),
         dtype=np.float64,
         count=len(customer_ids),
     )
@@ -92,7 +92,10 @@ def hold_out(
         keys = pd.MultiIndex.from_arrays([ids, kinds])
         in_control = keys.isin(list(live)) if live else np.zeros(len(candidates), dtype=bool)
         share = np.array(
-            [shares_by.get((k, str(t)), 0.0) for k, t in zip(kinds, candidates["tier"], strict=True)],
+            [
+                shares_by.get((k, str(t)), 0.0)
+                for k, t in zip(kinds.tolist(), candidates["tier"].astype(object).tolist(), strict=True)
+            ],
             dtype=np.float64,
         )
         may = (

@@ -38,9 +38,8 @@ def apply_hysteresis(
     # one row per customer on both sides (checked above): no validation pass over a million ids again
     merged = cur.merge(prev, on="customer_id", how="left", sort=False)
 
-    rank = {name: i for i, name in enumerate(order)}
-    raw_level = merged["tier_raw"].map(rank).to_numpy(dtype=np.float64)
-    prev_level = merged["previous_tier"].map(rank).to_numpy(dtype=np.float64, na_value=np.nan)
+    raw_level = _levels(merged["tier_raw"], order)
+    prev_level = _levels(merged["previous_tier"], order)
     prev_runs = merged["prev_runs"].to_numpy(dtype=np.float64, na_value=np.nan)
     new = np.isnan(prev_level)
     below = ~new & (raw_level > prev_level)
@@ -79,7 +78,7 @@ def check_current(current: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
         raise ValueError(f"current scores lack column(s) {sorted(missing)}")
     cur = current[["customer_id", "tier_raw"]].reset_index(drop=True)
     _check_ids(cur, "current scores")
-    unknown = sorted(set(cur["tier_raw"].dropna()) - set(order)) + (
+    unknown = sorted(set(pd.unique(cur["tier_raw"].dropna())) - set(order)) + (
         ["<null>"] if cur["tier_raw"].isna().any() else []
     )
     if unknown:
@@ -107,12 +106,19 @@ def _check_previous(previous: pd.DataFrame, order: Sequence[str]) -> pd.DataFram
         raise ValueError(f"previous tiers lack column(s) {sorted(missing)}")
     prev = previous[["customer_id", "tier", "runs_below"]].reset_index(drop=True)
     _check_ids(prev, "previous tiers")
-    unknown = sorted(set(prev["tier"].dropna()) - set(order))
+    unknown = sorted(set(pd.unique(prev["tier"].dropna())) - set(order))
     if unknown:
         raise ValueError(
             f"previous tiers: {unknown} not among the tiers {list(order)}; renamed tiers need a reset"
         )
     return prev.rename(columns={"tier": "previous_tier", "runs_below": "prev_runs"})
+
+
+def _levels(tiers: pd.Series, order: Sequence[str]) -> np.ndarray:
+    """Each row's place in `order` (0 the best) as a float, NaN for a missing tier; one hash lookup of the
+    column (Series.map called Python for each of a million rows)."""
+    at = pd.Index(list(order), dtype=object).get_indexer(tiers.to_numpy(dtype=object))
+    return np.where(at >= 0, at, np.nan).astype(np.float64)
 
 
 def _check_ids(frame: pd.DataFrame, what: str) -> None:

@@ -192,7 +192,8 @@ def episodes(engine: Engine) -> pd.DataFrame:
         # plain tuples: pandas asks each SQLAlchemy row for attributes it lacks (an exception a row)
         rows = [tuple(r) for query in (treated, control) for r in conn.execute(query).all()]
         known = pd.DataFrame(
-            conn.execute(done).all(), columns=["arm", "episode_id", "horizon_days", "computed_at", "final"]
+            [tuple(r) for r in conn.execute(done).all()],
+            columns=["arm", "episode_id", "horizon_days", "computed_at", "final"],
         )
     frame = pd.DataFrame(rows, columns=EPISODE_COLUMNS)
     frame["episode_id"] = frame["episode_id"].astype(np.int64)
@@ -233,40 +234,16 @@ def record(
             )
         todo.loc[missing, "horizon_days"] = int(horizon_days)
     todo["horizon_days"] = todo["horizon_days"].astype(np.int64)
-    new_keys = set(zip(todo.loc[missing, "arm"], todo.loc[missing, "episode_id"], strict=True))
     if todo.empty:
         return Recorded(end, {}, int(later.sum()))
     value.check(history)
-    tx, cx, contract, ix = _events(history, set(todo["customer_id"].astype(str)), end, value)
+    # sets from lists: iterating pandas' Arrow-backed text boxes each value (seconds a million)
+    tx, cx, contract, ix = _events(history, set(todo["customer_id"].astype(str).tolist()), end, value)
     done = compute(todo, tx, end, cx, contract, ix, value)
     o = alert_outcomes_table
-    is_new = np.array(
-        [k in new_keys for k in zip(done["arm"], done["episode_id"].astype(np.int64), strict=True)],
-        dtype=bool,
-    )
+    is_new = missing.to_numpy(dtype=bool)  # no horizon recorded yet: a new row (`compute` keeps the order)
     fresh = _outcome_frame(done[is_new], end)  # converted column by column: a run opens many
-    rows = [
-        {
-            "arm": r["arm"],
-            "episode_id": int(r["episode_id"]),
-            "customer_id": str(r["customer_id"]),
-            "kind": str(r["kind"]),
-            "tier": None if pd.isna(r["tier"]) else str(r["tier"]),
-            "playbook": None if pd.isna(r["playbook"]) else str(r["playbook"]),
-            "value_at_risk": float(r["value_at_risk"]),
-            "opened_at": utc_naive(r["opened_at"]),
-            "horizon_days": int(r["horizon_days"]),
-            "outcome": str(r["outcome"]),
-            "outcome_at": None if pd.isna(r["outcome_at"]) else utc_naive(r["outcome_at"]),
-            "days_to_outcome": None if np.isnan(r["days_to_outcome"]) else float(r["days_to_outcome"]),
-            "value_after": float(r["value_after"]),
-            "observed_until": utc_naive(r["observed_until"]),
-            "mature": bool(r["mature"]),
-            "computed_at": end,
-        }
-        for r in done[~is_new].to_dict("records")
-    ]
-    again = rows
+    again = _outcome_frame(done[~is_new], end)  # recomputed: only the moving columns are written
     moving = (
         "outcome",
         "outcome_at",
@@ -279,15 +256,12 @@ def record(
     with engine.begin() as conn:
         if not fresh.empty:
             bulk.insert_frame(conn, o, fresh)
-        if again:
+        if not again.empty:
             conn.execute(
                 sa.update(o)
                 .where(o.c.arm == sa.bindparam("b_arm"), o.c.episode_id == sa.bindparam("b_id"))
                 .values({k: sa.bindparam(f"v_{k}") for k in moving}),
-                [
-                    {"b_arm": r["arm"], "b_id": r["episode_id"], **{f"v_{k}": r[k] for k in moving}}
-                    for r in again
-                ],
+                _parameters(again, {"b_arm": "arm", "b_id": "episode_id", **{f"v_{k}": k for k in moving}}),
             )
     counts = done.groupby(["arm", "outcome"]).size()
     return Recorded(end, {(str(a), str(b)): int(n) for (a, b), n in counts.items()}, int(later.sum()))
@@ -327,6 +301,20 @@ def _outcome_frame(done: pd.DataFrame, end: datetime) -> pd.DataFrame:
             "computed_at": pd.Series(end, index=done.index).astype("datetime64[us]"),
         }
     ).reset_index(drop=True)
+
+
+def _parameters(frame: pd.DataFrame, names: dict[str, str]) -> list[dict[str, object]]:
+    """One dict of plain Python values per row of an `_outcome_frame` (parameter name -> its column): text as
+    str, numbers as int or float, `mature` as bool, times as naive datetimes, None for anything missing."""
+    columns = []
+    for column in names.values():
+        values = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(values.dtype):
+            plain = values.to_numpy(dtype="datetime64[us]").astype(object).tolist()  # NaT: None
+        else:
+            plain = values.astype(object).where(values.notna(), None).tolist()
+        columns.append(plain)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def read(engine: Engine, customer_id: str | None = None, arm: str | None = None) -> pd.DataFrame:
@@ -388,7 +376,7 @@ def _events(
     ):
         c = history.customers.select(["customer_id", CONTRACT_ATTRIBUTE]).to_pandas()
         flag = c[CONTRACT_ATTRIBUTE].astype(str).str.strip().str.lower().isin(_TRUE)
-        contract = set(c.loc[flag, "customer_id"].astype(str)) & customers
+        contract = set(c.loc[flag, "customer_id"].astype(str).tolist()) & customers
     else:
         contract = set()
     return tx, cx, contract, ix

@@ -185,7 +185,8 @@ def _replay(conn: Connection, when: datetime, cur: pd.DataFrame) -> pd.DataFrame
 def _read_state(conn: Connection) -> pd.DataFrame:
     t = tier_state_table
     rows = conn.execute(sa.select(t.c.customer_id, t.c.tier, t.c.runs_below)).all()
-    return pd.DataFrame(rows, columns=["customer_id", "tier", "runs_below"])
+    # plain tuples: pandas asks each SQLAlchemy row for attributes it lacks (an exception a row)
+    return pd.DataFrame([tuple(r) for r in rows], columns=["customer_id", "tier", "runs_below"])
 
 
 def _write_state(conn: Connection, when: datetime, previous: pd.DataFrame, result: pd.DataFrame) -> None:

@@ -58,6 +58,12 @@ def test_consent_marks_live_alerts_and_withdraws_their_pending_messages(tmp_path
     consent.mark(eng, {"c"})  # b said yes again: contact allowed from the next notification on
     flags = alert_store.list_alerts(eng, "live").set_index("customer_id")["do_not_contact"].to_dict()
     assert flags == {"a": False, "b": False, "c": True}
+    assert consent.mark(eng, set()) == []  # consent back for everyone: nothing marked, nothing withdrawn
+    flags = alert_store.list_alerts(eng, "live").set_index("customer_id")["do_not_contact"].to_dict()
+    assert flags == {"a": False, "b": False, "c": False}
+    with eng.connect() as con:
+        left = dict(con.execute(sa.text("SELECT webhook_id, status FROM outbox")).all())
+    assert left == {f"alert-{ids['a']}-v1-crm": "pending", f"alert-{ids['c']}-v1-crm": "delivered"}
 
 
 def test_forget_deletes_every_row_about_a_customer_and_keeps_a_salted_hash(tmp_path: Path) -> None:

@@ -130,3 +130,53 @@ def test_candidates_repeating_a_customer_and_kind_are_refused_by_name() -> None:
     rows.loc[3, "kind"] = "tier_drop"
     with pytest.raises(ValueError, match=r"repeat \(customer_id, kind\), e\.g\. \['a', 'tier_drop'\]"):
         check_candidates(rows)
+
+
+def test_each_candidate_knows_its_row_in_the_score_table() -> None:
+    """`evaluate_at` gives the candidates `evaluate` gives and, for each, its row in the scores by position:
+    the row holding the same customer (a batch run finds the reasons there)."""
+    from serving.alert_rules import evaluate_at
+
+    rules = alert_config(
+        {"kind": "churn", "min_churn_probability": 0.5}, {"kind": "top", "top_k_value_at_risk": 2}
+    )
+    out, rows = evaluate_at(SCORES, rules, None, T0)
+    pd.testing.assert_frame_equal(out, evaluate(SCORES, rules, None, T0))
+    assert len(rows) == len(out) and len(set(out["kind"])) == 2
+    assert SCORES["customer_id"].to_numpy()[rows].tolist() == out["customer_id"].tolist()
+
+
+def test_new_alert_ids_are_found_by_customer_and_kind_and_merged_by_position() -> None:
+    from serving.alert_store import _ids_of, _in_order
+
+    stored = [(7, "a", "churn"), (8, "a", "top"), (9, "b", "churn")]
+    ids = _ids_of(stored, pd.Series(["b", "a", "a"]), pd.Series(["churn", "churn", "top"]))
+    assert ids.tolist() == [9, 7, 8]
+    with pytest.raises(KeyError, match="'c', 'churn'"):
+        _ids_of(stored, pd.Series(["a", "c"]), pd.Series(["top", "churn"]))
+    renotify = [(1, 3, 2), (4, 5, 3)]  # (position, id, version) of live alerts notified again
+    merged = _in_order(renotify, np.array([0, 2, 3]), ids)
+    assert merged == sorted([*renotify, (0, 9, 1), (2, 7, 1), (3, 8, 1)])
+    assert _in_order([], np.array([1, 0]), np.array([5, 6])) == [(0, 6, 1), (1, 5, 1)]
+    assert _in_order(renotify, np.array([], dtype=np.int64), np.array([], dtype=np.int64)) == renotify
+
+
+def test_reasons_are_written_as_json_dumps_writes_them() -> None:
+    import json
+
+    from serving.alert_rules import reason_texts
+    from serving.alert_store import reasons_json
+
+    cells = [["a", 'b"c', "é \u2028 \x01 \\ / tab\t"], [], None, np.nan, "one", ("x", 3)]
+    assert reasons_json(pd.Series(cells, dtype=object)) == [json.dumps(reason_texts(c)) for c in cells]
+
+
+def test_as_text_keeps_texts_and_converts_anything_else_as_astype_str() -> None:
+    from serving.alert_rules import as_text
+
+    texts = pd.Series(["a", "b"], dtype=object, index=[3, 5])
+    assert as_text(texts) is texts
+    mixed = pd.Series(["a", 7, 2.5], dtype=object, index=[1, 2, 3])
+    out = as_text(mixed)
+    assert out.tolist() == ["a", "7", "2.5"] and out.index.tolist() == [1, 2, 3] and out.dtype == object
+    assert as_text(pd.Series([1, 2])).tolist() == ["1", "2"]
