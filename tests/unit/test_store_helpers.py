@@ -76,7 +76,7 @@ def test_ahead_stops_its_thread_when_the_reader_leaves_early() -> None:
 def test_sqlite_datetimes_are_sqlalchemys_text_with_none_for_missing() -> None:
     at = pd.Timestamp("2025-01-02 03:04:05.000006")
     t = pd.Series([at, pd.NaT, at, pd.Timestamp("1999-12-31")], dtype="datetime64[us]")
-    assert bulk._sqlite_datetimes(t) == [
+    assert bulk.sqlite_datetimes(t) == [
         "2025-01-02 03:04:05.000006",
         None,
         "2025-01-02 03:04:05.000006",
