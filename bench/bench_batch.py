@@ -110,6 +110,7 @@ def child_diamond(data: Path, work: Path, store_url: str | None = None) -> dict[
     (work / "serving.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
     os.environ["DIAMOND_SERVING_CONFIG"] = str(work / "serving.yaml")
     os.environ.pop("DIAMOND_STORE_URL", None)
+    from core.memory import keep_freed_memory
     from diamond import flows
     from features.engine import EngineConfig
     from serving.config import ServingConfig
@@ -117,6 +118,7 @@ def child_diamond(data: Path, work: Path, store_url: str | None = None) -> dict[
 
     split: dict[str, float] = {}
     t0 = last = time.perf_counter()
+    keep_freed_memory()  # as `diamond score` does
 
     def progress(step: str) -> None:
         nonlocal last
