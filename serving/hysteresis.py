@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 RESULT_COLUMNS = ["customer_id", "tier", "tier_raw", "runs_below", "changed", "previous_tier"]
 
@@ -28,15 +30,20 @@ def apply_hysteresis(
     False for new customers (their previous_tier is missing). Customers only in `previous` are not returned.
     """
     check_settings(order, demote_after)
-    cur = check_current(current, order)
-    if previous is None or previous.empty:
-        prev = pd.DataFrame(
-            {"customer_id": cur["customer_id"].iloc[:0], "previous_tier": [], "prev_runs": []}
-        )
+    return hysteresis_of(previous, check_current(current, order), order, demote_after)
+
+
+def hysteresis_of(
+    previous: pd.DataFrame | None, cur: pd.DataFrame, order: Sequence[str], demote_after: int
+) -> pd.DataFrame:
+    """`apply_hysteresis` for raw tiers `check_current` has checked already (a batch run checks them once,
+    before its transaction)."""
+    if previous is None or previous.empty:  # everyone is new: nothing to join
+        none = pd.Series(np.full(len(cur), None, dtype=object), index=cur.index, dtype=object)
+        merged = cur.assign(previous_tier=none, prev_runs=np.nan)
     else:
-        prev = _check_previous(previous, order)
-    # one row per customer on both sides (checked above): no validation pass over a million ids again
-    merged = cur.merge(prev, on="customer_id", how="left", sort=False)
+        # one row per customer on both sides (checked): no validation pass over a million ids again
+        merged = cur.merge(_check_previous(previous, order), on="customer_id", how="left", sort=False)
 
     raw_level = _levels(merged["tier_raw"], order)
     prev_level = _levels(merged["previous_tier"], order)
@@ -50,18 +57,15 @@ def apply_hysteresis(
     raw = merged["tier_raw"].to_numpy(dtype=object)
     before = merged["previous_tier"].to_numpy(dtype=object, na_value=None)
     tier = np.where(keep, before, raw)
-    return result_frame(
-        pd.DataFrame(
-            {
-                "customer_id": merged["customer_id"].to_numpy(dtype=object),
-                "tier": tier,
-                "tier_raw": raw,
-                "runs_below": runs,
-                "changed": ~new & (tier != before),
-                "previous_tier": before,
-            }
-        )
-    )
+    text = {  # held as Python text, as result_frame gives it (not converted to Arrow's and back)
+        "customer_id": merged["customer_id"].to_numpy(dtype=object),
+        "tier": tier,
+        "tier_raw": raw,
+        "previous_tier": before,
+    }
+    columns = {c: pd.Series(v, dtype=object) for c, v in text.items()}
+    columns.update(runs_below=pd.Series(runs), changed=pd.Series(~new & (tier != before)))
+    return result_frame(pd.DataFrame(columns))
 
 
 def check_settings(order: Sequence[str], demote_after: int) -> None:
@@ -117,17 +121,34 @@ def _check_previous(previous: pd.DataFrame, order: Sequence[str]) -> pd.DataFram
 def _levels(tiers: pd.Series, order: Sequence[str]) -> np.ndarray:
     """Each row's place in `order` (0 the best) as a float, NaN for a missing tier; one hash lookup of the
     column (Series.map called Python for each of a million rows)."""
-    at = pd.Index(list(order), dtype=object).get_indexer(tiers.to_numpy(dtype=object))
-    return np.where(at >= 0, at, np.nan).astype(np.float64)
+    try:  # Arrow's text (pandas' str columns) looked up as it is, without a Python string per row
+        at = pc.index_in(pa.array(tiers, from_pandas=True), value_set=pa.array(list(order), pa.string()))
+        return at.to_numpy(zero_copy_only=False).astype(np.float64)  # a missing or unknown tier: NaN
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # not text: by Python value
+        found = pd.Index(list(order), dtype=object).get_indexer(tiers.to_numpy(dtype=object))
+        return np.where(found >= 0, found, np.nan).astype(np.float64)
 
 
 def _check_ids(frame: pd.DataFrame, what: str) -> None:
     ids = frame["customer_id"]
     if ids.isna().any():
         raise ValueError(f"{what}: {int(ids.isna().sum())} row(s) without a customer_id")
+    if _increasing(ids):
+        return  # sorted, as a batch run has them: no id can repeat (hashing a million ids took 0.3 s)
     dup = ids[ids.duplicated()]
     if not dup.empty:
         raise ValueError(f"{what}: customer_id repeated, e.g. {list(dup.unique()[:5])}")
+
+
+def _increasing(ids: pd.Series) -> bool:
+    """Is every id greater than the one before it (so none repeats)?"""
+    if len(ids) < 2:
+        return True
+    try:
+        values = pa.array(ids, from_pandas=True)
+        return bool(pc.all(pc.greater(values[1:], values[:-1])).as_py())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # mixed types
+        return False
 
 
 def _check_order(order: Sequence[str]) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from core.clock import utc_naive, utc_now
 from serving import bulk
 from serving.config import DEFAULT_DEMOTE_AFTER
-from serving.hysteresis import RESULT_COLUMNS, apply_hysteresis, check_current, check_settings, result_frame
+from serving.hysteresis import RESULT_COLUMNS, check_current, check_settings, hysteresis_of, result_frame
 from serving.schema import tier_history_table, tier_runs_table, tier_state_table
 
 
@@ -68,7 +68,7 @@ def update_tiers(
                 )
             )
             previous = _read_state(conn)
-            result = apply_hysteresis(previous, cur, order, demote_after)
+            result = hysteresis_of(previous, cur, order, demote_after)
             _write_state(conn, when, previous, result)
             _write_history(conn, when, result)
             return result

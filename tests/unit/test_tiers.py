@@ -79,6 +79,27 @@ def test_bad_inputs_are_named() -> None:
         apply_hysteresis(None, raw_tiers(a="gold"), TIERS, 0)
 
 
+@pytest.mark.parametrize(
+    "ids",
+    [["a", "b", "a"], ["a", "b", "b", "c"], ["c", "b", "a", "c"], [3, "3", 3], [2, 1, 2]],
+    ids=["unsorted", "sorted, one repeat", "descending", "mixed types", "numbers"],
+)
+def test_a_repeated_customer_is_refused_whatever_the_order_or_type_of_the_ids(ids: list[object]) -> None:
+    current = pd.DataFrame({"customer_id": pd.Series(ids, dtype=object), "tier_raw": ["gold"] * len(ids)})
+    with pytest.raises(ValueError, match="repeated"):
+        apply_hysteresis(None, current, TIERS, 2)
+
+
+def test_sorted_and_unsorted_ids_give_the_same_tiers() -> None:
+    state = pd.DataFrame({"customer_id": ["b", "c"], "tier": ["diamond", "gold"], "runs_below": [1, 0]})
+    ordered = raw_tiers(a="gold", b="silver", c="diamond")
+    shuffled = ordered.iloc[[2, 0, 1]]
+    got = apply_hysteresis(state, shuffled, TIERS, 2).set_index("customer_id").sort_index()
+    assert got.equals(apply_hysteresis(state, ordered, TIERS, 2).set_index("customer_id"))
+    assert got["tier"].to_dict() == {"a": "gold", "b": "silver", "c": "diamond"}
+    assert got["previous_tier"].to_dict() == {"a": None, "b": "diamond", "c": "gold"}
+
+
 def test_tier_config_from_yaml() -> None:
     raw = yaml.safe_load("tiers:\n  demote_after: 3\n  order: [diamond, gold, silver, bronze]\n")["tiers"]
     assert TierConfig.model_validate(raw) == TierConfig(demote_after=3, order=tuple(TIERS))
