@@ -17,6 +17,7 @@ import hashlib
 import io
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -1003,15 +1004,33 @@ def _check_duplicates(
 
 
 def _repeated_hash(con: duckdb.DuckDBPyConnection, hashes: str) -> bool:
-    """Does the query's one column of row hashes repeat a value? Equal rows have equal hashes, so False proves
-    there is no duplicate row; True sends the caller to the exact check. Sorting the 64-bit hashes in numpy
-    costs a fraction of DuckDB grouping twenty million distinct values."""
-    reader = con.sql(hashes).arrow()
+    """Does the query's one column of row hashes (DuckDB's `hash`, unsigned 64-bit) repeat a value? Equal rows
+    have equal hashes, so False proves there is no duplicate row; True sends the caller to the exact check.
+    Sorting the hashes in numpy costs a fraction of DuckDB grouping twenty million distinct values; equal
+    hashes fall in the same half of the range, so each half is sorted by a thread of its own, the first
+    while DuckDB fetches the second (numpy lets go of the GIL while it sorts)."""
+    halves = (f"v < {_HALF}::UBIGINT", f"v >= {_HALF}::UBIGINT")
+    with ThreadPoolExecutor(2, thread_name_prefix="diamond-history-hashes") as pool:
+        sorting = [
+            pool.submit(_sorted_repeats, _fetch(con, f"SELECT v FROM ({hashes}) AS h(v) WHERE {w}"))
+            for w in halves
+        ]
+        return any(done.result() for done in sorting)
+
+
+_HALF = 2**63  # the middle of the hashes' range
+
+
+def _fetch(con: duckdb.DuckDBPyConnection, query: str) -> np.ndarray:
+    """The query's one column as a numpy array of our own."""
+    reader = con.sql(query).arrow()
     table = reader.read_all() if isinstance(reader, pa.RecordBatchReader) else reader
-    if table.num_rows < 2:
-        return False
-    values = np.concatenate([chunk.to_numpy() for chunk in table.column(0).chunks])  # a copy of our own
-    del table
+    chunks = [chunk.to_numpy() for chunk in table.column(0).chunks]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
+
+
+def _sorted_repeats(values: np.ndarray) -> bool:
+    """Sort `values` in place; does any value repeat?"""
     values.sort()
     return bool((values[1:] == values[:-1]).any())
 

@@ -7,6 +7,7 @@ import gzip
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.config import ConfigError, parse
+from features import history as history_module
 from features.config import DatasetConfig
 from features.history import HistoryError, history_from_frames, load_history
 from tests.helpers.history_files import TX, error_of, write
@@ -415,3 +417,21 @@ def test_config_round_trips() -> None:
     config = parse(DatasetConfig, raw, "dataset.yaml")
     assert parse(DatasetConfig, config.model_dump(mode="json"), "dataset.yaml") == config
     assert config.as_of == datetime(2024, 6, 30, 23, 59, 59)
+
+
+@pytest.mark.parametrize(
+    ("hashes", "repeated"),
+    [
+        ([], False),
+        ([7], False),
+        ([1, 2, 3], False),
+        ([3, 2, 3], True),  # a repeat in the lower half of the range
+        ([2**63 + 5, 7, 2**63 + 5], True),  # in the upper half
+        ([2**63 - 1, 2**63, 0, 2**64 - 1], False),  # the halves' edges, none repeated
+        ([2**63, 2**63 - 1, 2**63], True),
+    ],
+)
+def test_repeated_hashes_are_found_in_either_half_of_their_range(hashes: list[int], repeated: bool) -> None:
+    con = duckdb.connect()
+    query = f"SELECT unnest({hashes}::UBIGINT[])" if hashes else "SELECT 1::UBIGINT WHERE false"
+    assert history_module._repeated_hash(con, query) is repeated
