@@ -76,7 +76,7 @@ bench-synthetic: $(VENV)/.dev ## Benchmark the synthetic generator at 1M custome
 
 bench-features: $(VENV)/.dev ## Benchmark feature building vs hand-written SQL and pandas (100k/1M/3M; ~15 min)
 	$(BIN)/python bench/bench_features.py --customers 100000 1000000 3000000
-	$(BIN)/python bench/bench_features.py --customers 1000000 --threads 2
+	$(BIN)/python bench/bench_features.py --customers 1000000 --threads 2 --pin
 
 bench-batch: $(VENV)/.dev ## diamond score vs a hand-written DuckDB + inplace_predict reference, 100k and 1M customers
 	$(BIN)/python bench/bench_batch.py --customers 100000 1000000

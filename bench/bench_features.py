@@ -14,9 +14,12 @@ that child's own. Sides:
   included).
 
 Every side writes its rows; the 22 columns of all sides must agree (relative tolerance 1e-9), or the
-benchmark fails. Results go to the table in ``bench/README.md``.
+benchmark fails. Results go to the table in ``bench/README.md``; at 1M customers the run prints issue 15's
+goals, PASS or FAIL. ``--threads N``: the query's DuckDB threads (default 1, the issue's protocol); the
+pipeline runs its defaults (DuckDB parts by customer, one thread each, as many at once as there are cores,
+and the history's checks on every core). ``--pin`` keeps every side on N cores: equal cores for both.
 
-Usage: ``python bench/bench_features.py --customers 1000000 [--threads 1] [--data-dir DIR] [--no-readme]``
+Usage: ``python bench/bench_features.py --customers 1000000 [--threads N] [--pin] [--no-readme]``
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ FEATURES_22 = (
     "complaint_90d", "support_ticket_90d", "campaign_click_30d", "days_since_complaint", "days_since_login",
 )  # fmt: skip
 WINDOWS = (30, 90, 180, 365)
+GOAL_RATIO = 0.4  # issue 15: features end to end (load + validate + spine + 22 features) >= 0.4x the query
+GOAL_CORE_S = 30.0  # issue 15: core_v1 end to end < 30 s at 1M customers
 SIDES = ("sql", "sql-mem", "pandas", "pipeline-22", "pipeline-core")
 
 
@@ -234,10 +239,15 @@ def child_pipeline(data: Path, feature_set: str) -> tuple[object, dict[str, floa
     return rows.drop_columns(["cutoff"]), {"load": t1 - t0, "spine": t2 - t1, "features": t3 - t2}
 
 
-def run_child(side: str, data: Path, threads: int, out: Path) -> None:
+def run_child(side: str, data: Path, threads: int, out: Path, pin: bool) -> None:
+    """One side: the query runs `threads` DuckDB threads, the pipeline its defaults (DuckDB parts by
+    customer, one thread each, as many at once as it has cores); `pin` keeps it on `threads` cores."""
     import pyarrow.parquet as pq
 
-    os.environ["DIAMOND_DUCKDB_THREADS"] = str(threads)
+    if pin and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
+    if side in ("sql", "sql-mem"):
+        os.environ["DIAMOND_DUCKDB_THREADS"] = str(threads)
     if side in ("sql", "sql-mem"):
         table, split = child_sql(data, threads, in_memory=side == "sql-mem")
     elif side == "pandas":
@@ -293,7 +303,8 @@ def compare(tables: dict[str, object]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, nargs="+", default=[1_000_000])
-    parser.add_argument("--threads", type=int, default=1, help="DuckDB threads for sql and pipeline")
+    parser.add_argument("--threads", type=int, default=1, help="DuckDB threads of the hand-written query")
+    parser.add_argument("--pin", action="store_true", help="pin every side to --threads cores (equal cores)")
     parser.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=str(ROOT / "bench" / ".data"), help="cached histories")
@@ -303,7 +314,7 @@ def main() -> None:
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_child(args.child, Path(args.data), args.threads, Path(args.out))
+        run_child(args.child, Path(args.data), args.threads, Path(args.out), args.pin)
         return
 
     import pyarrow.parquet as pq
@@ -317,11 +328,14 @@ def main() -> None:
                 out = Path(tmp) / f"{side}.parquet"
                 cmd = [sys.executable, __file__, "--child", side, "--data", str(folder), "--out", str(out)]
                 print(f"{customers:,} customers, {side} ...", flush=True)
-                results[side] = measure([*cmd, "--threads", str(args.threads)])
+                results[side] = measure(
+                    [*cmd, "--threads", str(args.threads), *(["--pin"] if args.pin else [])]
+                )
                 tables[side] = pq.read_table(out)
         compare(tables)
         ref = results["sql"]
-        print(f"\n{customers:,} customers, {events:,} events at or before {CUTOFF}, {args.threads} thread(s)")
+        how = f"{args.threads} pinned" if args.pin else str(args.threads)
+        print(f"\n{customers:,} customers, {events:,} events at or before {CUTOFF}, threads: {how}")
         print(
             "| side | wall s | events/s | peak RSS MiB | speed vs sql | memory vs sql | feature s "
             "| feature speed vs sql | split |"
@@ -342,11 +356,28 @@ def main() -> None:
             print(f"| {side} | {cells} | {split} |")
             if not args.no_readme:
                 row = (
-                    f"| {date.today().isoformat()} | {customers:,} | {args.threads} | {side} | {events:,} "
+                    f"| {date.today().isoformat()} | {customers:,} | {how} | {side} | {events:,} "
                     f"| {cells} | {split} | {machine()} |"
                 )
                 record_row(START_MARK, END_MARK, TABLE_HEADER, row, key_columns=4)
         print()
+        if customers == 1_000_000:
+            print_goals(
+                results, f"query on {args.threads} thread(s)" + (", every side pinned" if args.pin else "")
+            )
+
+
+def print_goals(results: dict, how: str) -> None:
+    """Issue 15's feature goals at 1M customers, PASS or FAIL, for the sides this run measured."""
+    ref = results["sql"].result["seconds"]
+    if "pipeline-22" in results:
+        ratio = ref / results["pipeline-22"].result["seconds"]
+        verdict = "PASS" if ratio >= GOAL_RATIO else "FAIL"
+        print(f"{verdict}  features end to end >= {GOAL_RATIO}x the query ({how}): {ratio:.2f}x")
+    if "pipeline-core" in results:
+        seconds = results["pipeline-core"].result["seconds"]
+        verdict = "PASS" if seconds < GOAL_CORE_S else "FAIL"
+        print(f"{verdict}  core_v1 end to end < {GOAL_CORE_S:.0f} s ({how}): {seconds:.1f} s")
 
 
 if __name__ == "__main__":

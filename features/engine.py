@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -32,10 +33,18 @@ CONFIG_ENV = "DIAMOND_ENGINE_CONFIG"
 EngineName = Literal["duckdb", "spark"]
 ENGINES: tuple[EngineName, ...] = get_args(EngineName)
 KEYS = ["customer_id", "cutoff"]  # a spine row: one customer at one cutoff
-# One DuckDB thread by default: parallel aggregation merges partial float sums in a varying order, so the
-# last bits of a mean or std could differ between runs or between a history and its truncated copy.
-# Set DIAMOND_DUCKDB_THREADS to trade bit-for-bit reproducibility for speed.
+# One DuckDB thread per query by default: parallel aggregation merges partial float sums in a varying order,
+# so the last bits of a mean or std could differ between runs. Set DIAMOND_DUCKDB_THREADS to trade
+# bit-for-bit reproducibility for speed.
 THREADS_ENV = "DIAMOND_DUCKDB_THREADS"
+# Reproducible parallelism instead: a spine of PARTITION_ROWS rows or more is split by a hash of the customer
+# id into DIAMOND_DUCKDB_PARTS parts (default 2), each computed by its own one-thread connection, all parts
+# at once on up to as many cores. Every feature and label is per customer, so a part computes exactly its
+# customers' rows, each customer's events summed in the same order on every run and every machine (the
+# part count, not the core count, decides the numbers).
+PARTS_ENV = "DIAMOND_DUCKDB_PARTS"
+DEFAULT_PARTS = 2
+PARTITION_ROWS = 100_000
 
 
 # --- the choice ----------------------------------------------------------------------------------
@@ -132,21 +141,42 @@ class Engine:
 
 
 class DuckDBEngine(Engine):
-    """A DuckDB connection holding the history's Arrow tables (and a spine); runs compiled expressions."""
+    """DuckDB holding the history's Arrow tables (and a spine); runs compiled expressions.
 
-    def __init__(self, history: History, spine: pa.Table | None = None, exact: bool = False) -> None:
+    With a spine of PARTITION_ROWS rows or more (or `parts` given), a run is split by customer into parts
+    computed at once (see PARTS_ENV); its rows come back in (cutoff, customer_id) order, the order every
+    builder asks for."""
+
+    def __init__(
+        self,
+        history: History,
+        spine: pa.Table | None = None,
+        exact: bool = False,
+        parts: int | None = None,
+    ) -> None:
         super().__init__()
-        self.con = duckdb.connect()
-        self.con.execute("SET TimeZone = 'UTC'")
-        if not exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
-            self.con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
-        for name, table in history.tables().items():
-            self._register(name, table)
+        self.exact = exact
+        self.arrow: dict[str, pa.Table] = dict(history.tables())
         if spine is not None:
-            self._register("spine", spine.select(KEYS))
-            self._register("spine_cutoffs", pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))}))
+            self.arrow["spine"] = spine.select(KEYS)
+            self.arrow["spine_cutoffs"] = pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))})
+        wanted: int | str = 1 if parts is None else parts
+        if parts is None and spine is not None and spine.num_rows >= PARTITION_ROWS:
+            wanted = os.environ.get(PARTS_ENV, DEFAULT_PARTS)
+        self.parts = _parts(wanted)
+        self.con = self._connect()
+        for name, table in self.arrow.items():
+            self._register(name, table)
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        if not self.exact:  # exact queries (min, max, joins; no float sums) are order-free: use every core
+            con.execute(f"SET threads = {int(os.environ.get(THREADS_ENV, '1'))}")
+        return con
 
     def _register(self, name: str, table: pa.Table) -> None:
+        self.arrow[name] = table
         self.con.register(name, table)
         self._declare(name, ibis.Schema.from_pyarrow(table.schema))
 
@@ -155,8 +185,45 @@ class DuckDBEngine(Engine):
         return self.table("cutoffs")
 
     def run(self, expr: ir.Table) -> pa.Table:
-        sql = ibis.to_sql(expr, dialect="duckdb")
-        return self.con.sql(str(sql)).arrow().read_all()
+        sql = str(ibis.to_sql(expr, dialect="duckdb"))
+        if self.parts == 1:
+            return self.con.sql(sql).arrow().read_all()
+        workers = min(self.parts, _cores())
+        with ThreadPoolExecutor(workers) as pool:  # DuckDB lets go of the GIL while it runs a query
+            parts = list(pool.map(lambda k: self._run_part(sql, k), range(self.parts)))
+        return pa.concat_tables(parts).sort_by([("cutoff", "ascending"), ("customer_id", "ascending")])
+
+    def _run_part(self, sql: str, part: int) -> pa.Table:
+        """`sql` over part `part`'s customers: every table with a customer id seen through a view that keeps
+        the rows whose id hashes to this part (in their order, so each customer's sums are the same)."""
+        con = self._connect()
+        for name, table in self.arrow.items():
+            con.register(f"_all_{name}", table)
+            by_customer = "customer_id" in table.column_names
+            keep = f"hash(customer_id) % {self.parts} = {part}" if by_customer else "true"
+            con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM "_all_{name}" WHERE {keep}')
+        try:
+            return con.sql(sql).arrow().read_all()
+        finally:
+            con.close()
+
+
+def _parts(value: int | str) -> int:
+    """A part count (the argument or DIAMOND_DUCKDB_PARTS), refused unless a whole number >= 1."""
+    try:
+        parts = int(value)
+    except ValueError:
+        parts = 0
+    if parts < 1:
+        raise ValueError(f"{PARTS_ENV}={value!r}: expected a whole number of parts, 1 or more")
+    return parts
+
+
+def _cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def cutoffs_table(cutoffs: list[datetime]) -> pa.Table:
