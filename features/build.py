@@ -166,15 +166,17 @@ def build_features(
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     horizon: str | int = "90d",
     btyd_params: dict[str, list[float]] | None = None,
+    parts: int | None = None,
 ) -> pa.Table:
     """Feature rows for each (customer_id, cutoff) of the spine, in the spine's order of cutoff then id.
 
     BG/NBD and Gamma-Gamma are fitted per cutoff on that cutoff's customers, and the fitted parameters are
     kept in the table's schema metadata (`btyd_fits`); `btyd_params` (`{"bgnbd": [r, alpha, a, b],
     "gamma_gamma": [p, q, v]}`, as a model ships them) applies given parameters instead of fitting, so one
-    customer scored online gets the numbers the batch got."""
+    customer scored online gets the numbers the batch got. `parts`: the query's parts by customer (None:
+    the engine's default, features.engine)."""
     fs = get_feature_set(feature_set) if isinstance(feature_set, str) else feature_set
-    engine = DuckDBEngine(history, spine)
+    engine = DuckDBEngine(history, spine, parts=parts)
     expr, with_btyd = features_expr(engine, fs)
     table = engine.run(expr.order_by(["cutoff", "customer_id"]))
     if with_btyd:
@@ -324,9 +326,10 @@ def build_scoring_rows(
     feature_set: FeatureSet | str = DEFAULT_FEATURE_SET,
     horizon: str | int = "90d",
     btyd_params: dict[str, list[float]] | None = None,
+    parts: int | None = None,
 ) -> pa.Table:
     """Feature rows for every customer eligible at one cutoff: the same builder as training, no labels."""
-    return build_features(history, build_spine(history, [cutoff]), feature_set, horizon, btyd_params)
+    return build_features(history, build_spine(history, [cutoff]), feature_set, horizon, btyd_params, parts)
 
 
 def check_columns(expected: Sequence[str], rows: pa.Table, feature_set: str) -> None:

@@ -82,10 +82,13 @@ class ScoringArtefact:
     levels: Levels | None = None  # recalibrated churn and value levels (training.levels)
     value_target: ValueTarget = REVENUE  # what predicted_value measures (features.value): revenue or margin
 
-    def feature_rows(self, history: History, as_of: datetime) -> pd.DataFrame:
+    def feature_rows(self, history: History, as_of: datetime, parts: int | None = None) -> pd.DataFrame:
         """Model inputs for every customer eligible at `as_of`: the training feature set, BTYD over H with
-        the parameters fitted at training time. Batch and online scoring both come through here."""
-        table = build_scoring_rows(history, as_of, self.feature_set, self.horizon_days, self.btyd_params)
+        the parameters fitted at training time. Batch and online scoring both come through here; `parts`
+        as in features.build.build_features."""
+        table = build_scoring_rows(
+            history, as_of, self.feature_set, self.horizon_days, self.btyd_params, parts
+        )
         return table.to_pandas()
 
     def matrix(self, rows: pd.DataFrame) -> xgb.DMatrix:
