@@ -160,10 +160,9 @@ class DuckDBEngine(Engine):
         if spine is not None:
             self.arrow["spine"] = spine.select(KEYS)
             self.arrow["spine_cutoffs"] = pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))})
-        wanted: int | str = 1 if parts is None else parts
-        if parts is None and spine is not None and spine.num_rows >= PARTITION_ROWS:
-            wanted = os.environ.get(PARTS_ENV, DEFAULT_PARTS)
-        self.parts = _parts(wanted)
+        configured = _parts(os.environ.get(PARTS_ENV, DEFAULT_PARTS))  # checked whatever the spine's size
+        large = spine is not None and spine.num_rows >= PARTITION_ROWS
+        self.parts = _parts(parts) if parts is not None else configured if large else 1
         self.con = self._connect()
         for name, table in self.arrow.items():
             self._register(name, table)
