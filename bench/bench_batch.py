@@ -15,7 +15,7 @@ same customers, measured in the same run (bench/README.md, "Batch scoring").
 
 Each side runs in its own subprocess (wall time around it, that child's peak RSS, imports and the model's
 load from MLflow included on both sides); both use every core (the reference's DuckDB query its default
-threads, Diamond's feature rows one-thread parts by customer at once). The reference's scores must equal
+threads; Diamond its threads beside its one-thread feature query). The reference's scores must equal
 Diamond's for the same customers (1e-6) or the script fails. The champion is trained once on CDNOW with the
 repository's training.yaml (what `diamond demo` trains on all the data) and kept in bench/.data with the
 synthetic histories.
@@ -230,7 +230,7 @@ def child_reference(data: Path, work: Path) -> dict[str, Any]:
     art = load_artefact(f"models:/{mlcfg.registered_model}@champion", mlcfg)
     split["model"] = round(time.perf_counter() - t0, 2)
     t1 = time.perf_counter()
-    con = duckdb.connect()  # DuckDB's default: every core, as Diamond's feature rows use them (by parts)
+    con = duckdb.connect()  # DuckDB's default threads: every core, as Diamond's run uses both
     source = {
         n: f"read_parquet('{data / n}.parquet')"
         for n in ("transactions", "interactions", "customers", "cancellations")

@@ -248,7 +248,6 @@ def run_child(side: str, data: Path, threads: int, out: Path, pin: bool) -> None
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:threads])
     if side in ("sql", "sql-mem"):
         os.environ["DIAMOND_DUCKDB_THREADS"] = str(threads)
-    if side in ("sql", "sql-mem"):
         table, split = child_sql(data, threads, in_memory=side == "sql-mem")
     elif side == "pandas":
         table, split = child_pandas(data)

@@ -160,9 +160,9 @@ class DuckDBEngine(Engine):
         if spine is not None:
             self.arrow["spine"] = spine.select(KEYS)
             self.arrow["spine_cutoffs"] = pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))})
-        configured = _parts(os.environ.get(PARTS_ENV, DEFAULT_PARTS))  # checked whatever the spine's size
+        configured = _parts(os.environ.get(PARTS_ENV, DEFAULT_PARTS), PARTS_ENV)  # checked on every run
         large = spine is not None and spine.num_rows >= PARTITION_ROWS
-        self.parts = _parts(parts) if parts is not None else configured if large else 1
+        self.parts = _parts(parts, "parts") if parts is not None else configured if large else 1
         self.con = self._connect()
         for name, table in self.arrow.items():
             self._register(name, table)
@@ -207,14 +207,14 @@ class DuckDBEngine(Engine):
             con.close()
 
 
-def _parts(value: int | str) -> int:
-    """A part count (the argument or DIAMOND_DUCKDB_PARTS), refused unless a whole number >= 1."""
+def _parts(value: int | str, name: str) -> int:
+    """A part count (`name`: where it came from), refused unless a whole number >= 1."""
     try:
         parts = int(value)
     except ValueError:
         parts = 0
     if parts < 1:
-        raise ValueError(f"{PARTS_ENV}={value!r}: expected a whole number of parts, 1 or more")
+        raise ValueError(f"{name}={value!r}: expected a whole number of parts, 1 or more")
     return parts
 
 

@@ -94,10 +94,9 @@ def _score_history(
     stopped = consent.no_contact(history, config.consent)  # a missing consent column: refused before work
     past = _known_at(history, as_of)
     # the recent events (erased customers stay erased) are ranked, packed and written into their new table
-    # by a thread while DuckDB computes the feature rows; the snapshot's transaction swaps them in
-    # (one DuckDB thread: the feature rows' query, on one thread, is what the run waits for). The feature
-    # rows in one part (features.engine): two would share the other core with that thread (1M customers:
-    # 73.1 / 77.6 s a run in two parts against 70.6 / 70.1 s in one, alternating)
+    # by a thread while DuckDB computes the feature rows; the snapshot's transaction swaps them in. Both
+    # run on one DuckDB thread: the feature rows in one part (features.engine), since two would share that
+    # thread's core (1M customers: 73.1 / 77.6 s a run in two parts against 70.6 / 70.1 s in one)
     staging = _Staging(eng, store.packed_event_batches(past, threads=1), erasure.eraser(eng))
     effects: _Effects | None = None
     try:
