@@ -8,6 +8,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -345,22 +346,30 @@ def _write(
     events: Iterable[pd.DataFrame] | store.Staged,
 ) -> Path:
     """The snapshot's transaction: the feature snapshot, then the score snapshot chunk by chunk as
-    `chunks()` gives its rows with reasons (then `made["scores"]`, the whole table, goes to Parquet), the
-    score history and the run log."""
+    `chunks()` gives its rows with reasons, the score history and the run log. `made["scores"]`, the whole
+    table, goes to Parquet by a thread meanwhile (SQLite copies the score history and builds the indexes
+    in long statements that let go of the GIL); the transaction commits once the file is complete."""
     folder = Path(config.scores_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
+    pool = ThreadPoolExecutor(1, thread_name_prefix="diamond-score-table")
+    writing: list[Future[None]] = []
 
     def table() -> Iterator[pd.DataFrame]:
         yield from chunks()  # reasons are JSON text (scoring.with_reasons)
-        _write_parquet(made["scores"], tmp)
+        writing.append(pool.submit(_write_parquet, made["scores"], tmp))
+
+    def written() -> None:
+        if not writing:
+            raise RuntimeError("the score table was not written: its rows never all came")
+        writing[0].result()  # its error, raised here, rolls the snapshot back
 
     try:
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
-            store.LateScores(scores, table),
+            store.LateScores(scores, table, written),
             {
                 "as_of": as_of.isoformat(),
                 "model_version": served.version,
@@ -370,8 +379,10 @@ def _write(
             events,
         )
     except BaseException:  # nothing half-written is left behind, even on Ctrl-C
+        pool.shutdown(wait=True)  # the file is not written on after it is gone
         tmp.unlink(missing_ok=True)
         raise
+    pool.shutdown(wait=True)
     os.replace(tmp, target)
     return target
 

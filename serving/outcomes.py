@@ -238,7 +238,12 @@ def record(
         return Recorded(end, {}, int(later.sum()))
     value.check(history)
     # sets from lists: iterating pandas' Arrow-backed text boxes each value (seconds a million)
-    tx, cx, contract, ix = _events(history, set(todo["customer_id"].astype(str).tolist()), end, value)
+    customers = set(todo["customer_id"].astype(str).tolist())
+    # events are looked at only in (T0, end]: the customers of episodes opened at or after `end` (those a
+    # run opens) have none to look at, and their events are not read (a million customers' history)
+    opened = pd.to_datetime(todo["opened_at"]).to_numpy(dtype="datetime64[us]")
+    watched = set(todo.loc[opened < np.datetime64(end, "us"), "customer_id"].astype(str).tolist())
+    tx, cx, contract, ix = _events(history, customers, end, value, watched)
     done = compute(todo, tx, end, cx, contract, ix, value)
     o = alert_outcomes_table
     is_new = missing.to_numpy(dtype=bool)  # no horizon recorded yet: a new row (`compute` keeps the order)
@@ -349,16 +354,22 @@ def for_alerts(engine: Engine, alert_ids: list[int]) -> pd.DataFrame:
 
 
 def _events(
-    history: History, customers: set[str], end: datetime, value: ValueTarget = REVENUE
+    history: History,
+    customers: set[str],
+    end: datetime,
+    value: ValueTarget = REVENUE,
+    watched: set[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, set[str], pd.DataFrame | None]:
-    """The transactions and cancellations of these customers known at `end` (timestamp and, where
-    recorded, recorded_at at or before it), which of them are judged by cancellation, and, when a margin
-    `value` has costs-to-serve, their interactions."""
-    ids = pa.array(sorted(customers), pa.string())
+    """The transactions and cancellations known at `end` (timestamp and, where recorded, recorded_at at or
+    before it) of the `watched` customers (None: all of `customers`), which of `customers` are judged by
+    cancellation, and, when a margin `value` has costs-to-serve, the watched customers' interactions."""
+    ids = pa.array(sorted(customers if watched is None else watched), pa.string())
 
     def of(table: pa.Table | None, columns: list[str]) -> pd.DataFrame | None:
         if table is None:
             return None
+        if not len(ids):  # no one to watch: no event is read
+            return table.slice(0, 0).select(["customer_id", "timestamp", *columns]).to_pandas()
         mine = table.filter(pc.is_in(table.column("customer_id").cast(pa.string()), value_set=ids))
         sub = History(transactions=mine).until(end).transactions if mine.num_rows else mine
         return sub.select(["customer_id", "timestamp", *columns]).to_pandas()

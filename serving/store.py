@@ -465,6 +465,9 @@ class LateScores:
 
     typed: pd.DataFrame
     chunks: Callable[[], Iterable[pd.DataFrame]]
+    # called last inside the transaction, after the swap (batch scoring waits there for its Parquet file,
+    # written meanwhile by a thread): an error it raises rolls the whole snapshot back
+    done: Callable[[], None] | None = None
 
 
 def write_snapshot(
@@ -549,6 +552,8 @@ def write_snapshot(
                 con.execute(sa.text(f"DROP TABLE IF EXISTS {name}"))  # its index goes with it
             con.execute(sa.text(snapshot_index(con, f"{name}__new", name)))
             con.execute(sa.text(f"ALTER TABLE {name}__new RENAME TO {name}"))
+        if isinstance(scores, LateScores) and scores.done is not None:
+            scores.done()
 
 
 WAL_AUTOCHECKPOINT = 1000  # SQLite's default: a commit past 1000 pages of log copies it into the file

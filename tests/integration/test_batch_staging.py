@@ -148,3 +148,30 @@ def test_a_failing_chunk_fails_the_run_and_leaves_the_previous_snapshot(
         assert after[name] == before[name], name
     monkeypatch.setattr(scoring, "reason_effects", real)
     assert run("2025-12-31").scores["reasons"].notna().all()
+
+
+def test_a_score_table_failing_in_its_thread_rolls_the_snapshot_back_and_leaves_no_file(
+    run: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Parquet score table is written by a thread while the snapshot's transaction copies the score
+    history and builds its indexes; the transaction commits only once the file is complete: a failure there
+    fails the run, the snapshot stays the previous one and neither the file nor its temporary is left."""
+    run("2025-09-30")
+    before = _tables(run.db)
+    scores_dir = run.db.parent / "scores"
+    files = sorted(p.name for p in scores_dir.iterdir())
+    threads: list[str] = []
+
+    def broken(table: pd.DataFrame, path: Path, *args: Any, **kwargs: Any) -> None:
+        threads.append(threading.current_thread().name)
+        path.write_bytes(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(batch, "_write_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run("2025-12-31")
+    after = _tables(run.db)
+    for name in (*store.schema.SNAPSHOT_TABLES, "score_history", "score_runs"):
+        assert after[name] == before[name], name
+    assert sorted(p.name for p in scores_dir.iterdir()) == files  # no new file, no temporary
+    assert threads and threads[0].startswith("diamond-score-table")

@@ -87,7 +87,7 @@ def test_a_failure_mid_write_leaves_nothing_behind(engine: sa.Engine) -> None:
     update_tiers(engine, T0, raw_tiers(a="gold", b="gold"), TIERS, demote_after=1)
     run2 = T0 + timedelta(days=1)
     # a stray history row for (b, run 2): the run's history insert violates the primary key after the run
-    # ledger, the state updates (a demoted) and the state insert (new customer c) were already written
+    # ledger and the run's temporary result table were written; the state (a demoted, new customer c) never is
     with engine.begin() as conn:
         conn.execute(
             sa.text(

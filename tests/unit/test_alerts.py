@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.alert_rules import evaluate
 from serving.config import Playbook, Rule
@@ -116,6 +118,41 @@ def test_places_by_value_at_risk_are_exact_for_the_top_k_only() -> None:
     assert _places(s, 6).tolist() == [2, 0, 1, 5, 3, 4]
     assert _places(s, 10).tolist() == [2, 0, 1, 5, 3, 4]
     assert _places(s, 0).tolist() == [0] * 6
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "Z", "ä", "a1"]), min_size=1, max_size=6, unique=True),
+    st.lists(
+        st.tuples(
+            st.integers(0, 5), st.sampled_from(["x", "y"]), st.sampled_from([1.0, 0.5, -0.0, 0.0, np.nan])
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+def test_candidates_are_ordered_as_a_stable_sort_on_priority_customer_and_kind(
+    ids: list[str], picks: list[tuple[int, str, float]], sort_ids: bool
+) -> None:
+    """`candidate_order` (lexsort on each candidate's row where the score ids are sorted) orders as pandas'
+    stable sort on (priority descending, missing last; customer_id; kind) does, sorted ids or not."""
+    from serving.alert_rules import candidate_order
+
+    score_ids = pd.Series(sorted(ids) if sort_ids else ids, dtype=object)
+    seen = {(i % len(ids), kind): p for i, kind, p in picks}  # one candidate per (customer, kind)
+    rows = [r for r, _ in seen]
+    out = pd.DataFrame(
+        {
+            "customer_id": pd.Series(score_ids.to_numpy()[rows], dtype=object),
+            "kind": [k for _, k in seen],
+            "priority": list(seen.values()),
+            "_row": np.array(rows, dtype=np.int64),
+        }
+    )
+    expected = out.sort_values(
+        ["priority", "customer_id", "kind"], ascending=[False, True, True], kind="stable"
+    ).index.to_numpy()
+    assert candidate_order(out, score_ids).tolist() == expected.tolist()
 
 
 def test_candidates_repeating_a_customer_and_kind_are_refused_by_name() -> None:
