@@ -461,7 +461,7 @@ def _score(
         from serving import outcomes
 
         found = outcomes.record(
-            store.engine(config.store_url),
+            store.engine(config.store_url, store.BATCH_CACHE_MIB),
             history,
             served.artefact.horizon_days,
             t,

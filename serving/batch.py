@@ -91,7 +91,8 @@ def _score_history(
     step: Callable[[str], None],
 ) -> BatchResult:
     art = served.artefact
-    eng = store.prepare(store.engine(config.store_url))  # refuses a store of another revision, writes nothing
+    # refuses a store of another revision, writes nothing
+    eng = store.prepare(store.engine(config.store_url, store.BATCH_CACHE_MIB))
     stopped = consent.no_contact(history, config.consent)  # a missing consent column: refused before work
     past = _known_at(history, as_of)
     # the recent events (erased customers stay erased) are ranked, packed and written into their new table

@@ -90,16 +90,31 @@ class StoreBusy(ValueError):
     """Another batch run holds the store's score lock (a ValueError: `diamond score` exits 2 saying who)."""
 
 
-def engine(url: str) -> sa.Engine:
+def engine(url: str, cache_mib: int | None = None) -> sa.Engine:
     """An engine on the store at `url`. SQLite: the file's folder is created on first use, and writers wait
-    SQLITE_BUSY_TIMEOUT_S for one another (`prepare` puts the file in WAL mode, so readers never wait).
+    SQLITE_BUSY_TIMEOUT_S for one another (`prepare` puts the file in WAL mode, so readers never wait);
+    `cache_mib`: each connection's page cache (None: SQLite's 2 MiB; a batch run takes BATCH_CACHE_MIB).
     PostgreSQL: pooled connections are checked before use, so a restarted server costs no failed request."""
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return sa.create_engine(parsed, pool_pre_ping=True)
     if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # a file: URI names its own
-    return sa.create_engine(parsed, connect_args=_sqlite_connect_args(parsed))
+    eng = sa.create_engine(parsed, connect_args=_sqlite_connect_args(parsed))
+    if cache_mib is not None:
+        pages = -int(cache_mib) * 1024  # negative: KiB
+
+        @sa.event.listens_for(eng, "connect")
+        def _cache(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute(f"PRAGMA cache_size = {pages}")
+
+    return eng
+
+
+# a batch run's page cache per SQLite connection: its inserts into indexed tables in an order of their own
+# (new alerts by priority, outcomes) touch index pages all over; in SQLite's 2 MiB they were read back from
+# the file again and again (197k new alerts: 2.7-3.1 s against 1.8-2.0 s in 64 MiB)
+BATCH_CACHE_MIB = 64
 
 
 def _sqlite_connect_args(url: sa.URL) -> dict[str, Any]:

@@ -508,3 +508,17 @@ def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> No
         store.write_snapshot(
             chunked, features, store.LateScores(scores, lambda: iter([])), {"as_of": "2025-02-28"}
         )
+
+
+def test_a_batch_engine_gives_each_sqlite_connection_its_larger_page_cache(tmp_path: Path) -> None:
+    """`store.engine(url, cache_mib)` sets every new connection's page cache (a batch run's inserts into
+    indexed tables); without it SQLite keeps its own 2 MiB."""
+    url = f"sqlite:///{tmp_path / 'diamond.db'}"
+    plain = store.prepare(store.engine(url))
+    batch = store.prepare(store.engine(url, store.BATCH_CACHE_MIB))
+    for eng, pages in ((plain, -2000), (batch, -store.BATCH_CACHE_MIB * 1024)):
+        with eng.connect() as first, eng.connect() as second:  # two connections of the pool: each set
+            for con in (first, second):
+                assert con.exec_driver_sql("PRAGMA cache_size").scalar() == pages
+    plain.dispose()
+    batch.dispose()
