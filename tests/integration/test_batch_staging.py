@@ -175,3 +175,15 @@ def test_a_score_table_failing_in_its_thread_rolls_the_snapshot_back_and_leaves_
         assert after[name] == before[name], name
     assert sorted(p.name for p in scores_dir.iterdir()) == files  # no new file, no temporary
     assert threads and threads[0].startswith("diamond-score-table")
+
+
+def test_scores_made_by_two_threads_on_halves_of_the_rows_are_the_whole_scores(run: Any) -> None:
+    """`batch._score_in_halves`: two threads, half the rows each, give exactly `ScoringArtefact.score` of all
+    the rows at once, in their order: an odd count, three rows and one row (scored in one go) alike."""
+    champion = golden.served(golden.GOLDEN / golden.SYNTHETIC.name / "model")
+    history = load_history(run.db.parents[1] / "history")
+    art = champion.artefact
+    rows = art.feature_rows(history, datetime(2025, 12, 31))
+    assert len(rows) > 100
+    for some in (rows.iloc[: len(rows) // 2 * 2 - 1], rows.iloc[:3], rows.iloc[:1]):
+        pd.testing.assert_frame_equal(batch._score_in_halves(art, some), art.score(some, art.matrix(some)))
