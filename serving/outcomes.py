@@ -238,11 +238,11 @@ def record(
         return Recorded(end, {}, int(later.sum()))
     value.check(history)
     # sets from lists: iterating pandas' Arrow-backed text boxes each value (seconds a million)
-    customers = set(todo["customer_id"].astype(str).tolist())
+    ids = todo["customer_id"].astype(str)
     # events are looked at only in (T0, end]: the customers of episodes opened at or after `end` (those a
     # run opens) have none to look at, and their events are not read (a million customers' history)
     opened = pd.to_datetime(todo["opened_at"]).to_numpy(dtype="datetime64[us]")
-    watched = set(todo.loc[opened < np.datetime64(end, "us"), "customer_id"].astype(str).tolist())
+    customers, watched = set(ids.tolist()), set(ids[opened < np.datetime64(end, "us")].tolist())
     tx, cx, contract, ix = _events(history, customers, end, value, watched)
     done = compute(todo, tx, end, cx, contract, ix, value)
     o = alert_outcomes_table
