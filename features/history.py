@@ -17,7 +17,6 @@ import hashlib
 import io
 import math
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -1006,33 +1005,21 @@ def _check_duplicates(
 def _repeated_hash(con: duckdb.DuckDBPyConnection, hashes: str) -> bool:
     """Does the query's one column of row hashes (DuckDB's `hash`, unsigned 64-bit) repeat a value? Equal rows
     have equal hashes, so False proves there is no duplicate row; True sends the caller to the exact check.
-    Sorting the hashes in numpy costs a fraction of DuckDB grouping twenty million distinct values; equal
-    hashes fall in the same half of the range, so each half is sorted by a thread of its own, the first
-    while DuckDB fetches the second (numpy lets go of the GIL while it sorts)."""
-    halves = (f"v < {_HALF}::UBIGINT", f"v >= {_HALF}::UBIGINT")
-    with ThreadPoolExecutor(2, thread_name_prefix="diamond-history-hashes") as pool:
-        sorting = [
-            pool.submit(_sorted_repeats, _fetch(con, f"SELECT v FROM ({hashes}) AS h(v) WHERE {w}"))
-            for w in halves
-        ]
-        return any(done.result() for done in sorting)
+    DuckDB sorts the hashes (on every core) and streams them in order; equal neighbours are looked for a
+    batch at a time, and across each batch's edge. 20M hashes: 1.0 s, against 1.7-2.0 s for two halves
+    fetched and sorted in numpy and 2.6 s for DuckDB grouping twenty million distinct values."""
+    last = None
+    for batch in con.sql(f"SELECT v FROM ({hashes}) AS h(v) ORDER BY v").to_arrow_reader(HASH_BATCH):
+        values = batch.column(0).to_numpy()
+        if not len(values):
+            continue
+        if values[0] == last or bool((values[1:] == values[:-1]).any()):
+            return True
+        last = values[-1]
+    return False
 
 
-_HALF = 2**63  # the middle of the hashes' range
-
-
-def _fetch(con: duckdb.DuckDBPyConnection, query: str) -> np.ndarray:
-    """The query's one column as a numpy array of our own."""
-    reader = con.sql(query).arrow()
-    table = reader.read_all() if isinstance(reader, pa.RecordBatchReader) else reader
-    chunks = [chunk.to_numpy() for chunk in table.column(0).chunks]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint64)
-
-
-def _sorted_repeats(values: np.ndarray) -> bool:
-    """Sort `values` in place; does any value repeat?"""
-    values.sort()
-    return bool((values[1:] == values[:-1]).any())
+HASH_BATCH = 1 << 20  # sorted hashes compared per batch (8 MiB)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -425,13 +425,20 @@ def test_config_round_trips() -> None:
         ([], False),
         ([7], False),
         ([1, 2, 3], False),
-        ([3, 2, 3], True),  # a repeat in the lower half of the range
-        ([2**63 + 5, 7, 2**63 + 5], True),  # in the upper half
-        ([2**63 - 1, 2**63, 0, 2**64 - 1], False),  # the halves' edges, none repeated
-        ([2**63, 2**63 - 1, 2**63], True),
+        ([3, 2, 3], True),
+        ([2**63 + 5, 7, 2**63 + 5], True),
+        ([2**63 - 1, 2**63, 0, 2**64 - 1], False),  # the range's edges, none repeated
+        ([2**64 - 1, 5, 2**64 - 1], True),
+        ([9, 1, 4, 2, 9], True),  # sorted: 1 2 | 4 9 | 9: the repeat across two batches
+        ([9, 1, 4, 2, 8, 6, 9], True),  # 1 2 | 4 6 | 8 9 | 9
+        ([9, 1, 4, 2, 8, 6], False),
     ],
 )
-def test_repeated_hashes_are_found_in_either_half_of_their_range(hashes: list[int], repeated: bool) -> None:
+@pytest.mark.parametrize("batch", [2, history_module.HASH_BATCH])
+def test_repeated_hashes_are_found_within_and_across_batches(
+    hashes: list[int], repeated: bool, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history_module, "HASH_BATCH", batch)
     con = duckdb.connect()
     query = f"SELECT unnest({hashes}::UBIGINT[])" if hashes else "SELECT 1::UBIGINT WHERE false"
     assert history_module._repeated_hash(con, query) is repeated
