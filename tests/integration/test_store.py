@@ -95,6 +95,9 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     assert f"upgraded from the schema before migrations to revision {store.head()}" in done.replace("\n", " ")
 
     after = _rows(old_store)
+    con = sqlite3.connect(old_store)  # SQLite fixes the page size when it makes the file
+    assert con.execute("PRAGMA page_size").fetchone()[0] == 4096
+    con.close()
     added = {"sessions", "audit", "store_secrets"}  # 0004, empty
     added |= {"run_checkpoint", "checkpoint_tier_state", "checkpoint_alerts"}  # 0005: empty until a run
     added |= {"alert_controls", "alert_outcomes"}  # 0006: empty until a run
@@ -197,9 +200,10 @@ def test_a_new_store_is_created_at_head_without_asking(
     assert store.revision(eng) == store.head()
     assert set(sa.inspect(eng).get_table_names()) == set(schema.metadata.tables) | {"alembic_version"}
     assert _diff(eng) == []
-    if store.is_sqlite(eng):  # readers never wait for a writer
+    if store.is_sqlite(eng):  # readers never wait for a writer; a batch run's rows in larger pages
         with eng.connect() as con:
             assert con.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert con.exec_driver_sql("PRAGMA page_size").scalar() == store.SQLITE_PAGE_BYTES == 16384
 
     other = new_store()
     monkeypatch.setenv("DIAMOND_STORE_URL", other)
