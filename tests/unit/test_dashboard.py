@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import re
 
+import duckdb
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from features.config import DatasetConfig
 from features.history import history_from_frames
 from serving import charts, store
 from tests.helpers.events import last_events
@@ -112,3 +116,72 @@ def test_the_customer_page_names_the_model_that_scored_the_customer() -> None:
     assert churn_model({"churn_probability": 0.4}) is None
     assert churn_model({"churn_model": None}) is None
     assert churn_model(None) is None
+
+
+_UNITS = {"s": 1_000_000, "ms": 1000, "us": 1}
+
+
+@st.composite
+def _event_histories(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Purchases and interactions of three customers at a few times (ties at one time and across kinds), in
+    whole seconds, milliseconds or microseconds, and from before 1970 or after."""
+    unit = _UNITS[draw(st.sampled_from(sorted(_UNITS)))]
+    start = pd.Timestamp(draw(st.sampled_from(["1969-12-31 23:59:50", "2024-01-01"])))
+    times = st.integers(0, 5).map(lambda k: start + pd.Timedelta(microseconds=k * 7 * unit))
+    event = st.tuples(st.sampled_from("abc"), times)
+    bought = draw(st.lists(event, min_size=1, max_size=12))
+    called = draw(st.lists(event, max_size=6))
+    purchases = pd.DataFrame(
+        {
+            "customer_id": [c for c, _ in bought],
+            "timestamp": [t for _, t in bought],
+            "amount": [float(i) for i in range(len(bought))],
+        }
+    )
+    calls = pd.DataFrame(
+        {"customer_id": [c for c, _ in called], "timestamp": [t for _, t in called], "type": "call"}
+    )
+    return purchases, calls
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=_event_histories(), compact=st.booleans())
+def test_packed_events_equal_the_oracle_with_either_order_key(
+    frames: tuple[pd.DataFrame, pd.DataFrame], compact: bool
+) -> None:
+    """The 64-bit order key (times in their coarsest unit) and the 128-bit one pack the same events as the
+    oracle's window function: newest first, ties by kind, then table order."""
+    purchases, calls = frames
+    history = history_from_frames(
+        purchases,
+        interactions=calls if len(calls) else None,
+        config=DatasetConfig(duplicates="keep"),  # a call repeated at one time is two calls
+        as_of=pd.Timestamp("2030-01-01"),
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        if not compact:  # no room for any key in 64 bits: the 128-bit one
+            patch.setattr(store, "COMPACT_KEY_BITS", 0)
+        packed = pd.concat(list(store.packed_event_batches(history, n=3)))
+    oracle = last_events(history, n=3)
+    assert sorted(packed["customer_id"]) == sorted(oracle["customer_id"].unique())
+    for cid, text in zip(packed["customer_id"], packed["events"], strict=True):
+        want = oracle[oracle["customer_id"] == cid].drop(columns="customer_id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(store.unpack_events(text), want, check_dtype=False)
+
+
+def test_the_event_order_key_fits_64_bits_when_the_times_leave_room() -> None:
+    con = duckdb.connect()
+    events = (
+        "SELECT * FROM (VALUES ({t}::TIMESTAMP, 0, 5), ({u}::TIMESTAMP, 1, 0)) AS e(timestamp, source, seq)"
+    )
+
+    def key(t: str, u: str, rows: int = 6) -> str:
+        return store._event_order_key(con, events.format(t=f"'{t}'", u=f"'{u}'"), rows)
+
+    seconds = key("2020-01-01", "2025-06-30 12:00:01")
+    assert "HUGEINT" not in seconds and "// 1000000)" in seconds
+    assert "// 1000)" in key("2020-01-01", "2025-06-30 12:00:01.002")
+    assert "// 1)" in key("2020-01-01", "2025-06-30 12:00:01.000003")
+    # fifty years in microseconds (51 bits) beside 33M rows' numbers (25 bits): 128 bits; in seconds (31): 64
+    assert "HUGEINT" in key("1975-01-01", "2025-06-30 12:00:01.000003", rows=2**25)
+    assert "HUGEINT" not in key("1975-01-01", "2025-06-30 12:00:01", rows=2**25)
