@@ -297,7 +297,9 @@ SQLITE_PAGE_BYTES = 16384
 """The page size of a new SQLite store (SQLite's default is 4096). A batch run writes rows of about 750 bytes
 (the score snapshot with its reasons) by the hundred thousand: in 16 KiB pages the score rows' insert, their
 copy into the score history, the index and the commit took 4.7-5.8 s against 6.7-10.9 s in 4 KiB pages
-(883,628 rows, alternating runs). A store made with another size keeps it (SQLite fixes it at creation)."""
+(883,628 rows, alternating runs), while a small commit costs the same (a webhook claimed and marked delivered,
+two commits: 0.66-0.86 ms in 4 KiB pages, 0.70-0.72 ms in 16 KiB). A store made with another size keeps it
+(SQLite fixes it at creation)."""
 
 
 @contextmanager
