@@ -321,9 +321,8 @@ def _migrating(eng: sa.Engine) -> Iterator[sa.Connection]:
         dbapi_con: sqlite3.Connection, _record: ConnectionPoolEntry
     ) -> None:
         dbapi_con.isolation_level = None
-        dbapi_con.execute(
-            f"PRAGMA page_size = {SQLITE_PAGE_BYTES}"
-        )  # a new file's (a made one keeps its own)
+        # the page size of a file this migration creates; a store made before keeps its own
+        dbapi_con.execute(f"PRAGMA page_size = {SQLITE_PAGE_BYTES}")
 
     @sa.event.listens_for(locked, "begin")
     def _begin_immediate(con: sa.Connection) -> None:
