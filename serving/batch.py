@@ -98,8 +98,9 @@ def _score_history(
     # the recent events (erased customers stay erased) are ranked, packed and written into their new table
     # by a thread while DuckDB computes the feature rows; the snapshot's transaction swaps them in. Both
     # run on one DuckDB thread: the feature rows in one part (features.engine), since two would share that
-    # thread's core (1M customers: 73.1 / 77.6 s a run in two parts against 70.6 / 70.1 s in one)
-    staging = _Staging(eng, store.packed_event_batches(past, threads=1), erasure.eraser(eng))
+    # thread's core (1M customers: 73.1 / 77.6 s a run in two parts against 70.6 / 70.1 s in one; with the
+    # events in parts, 13.1-15.3 s for the feature rows in two parts, 13.5-14.5 s in one)
+    staging = _Staging(eng, store.packed_event_batches(past, threads=1, keep=erasure.eraser(eng)))
     effects: _Effects | None = None
     try:
         rows = erasure.without_erased(eng, art.feature_rows(past, as_of, parts=1))  # erased stay erased
@@ -214,10 +215,8 @@ class _Staging:
     file in WAL mode); elsewhere (an in-memory SQLite) they go to the snapshot's transaction as frames,
     made beside its inserts (store.write_snapshot)."""
 
-    def __init__(
-        self, eng: sa.Engine, frames: Iterator[pd.DataFrame], keep: Callable[[pd.DataFrame], pd.DataFrame]
-    ) -> None:
-        self._eng, self._frames, self._keep = eng, frames, keep
+    def __init__(self, eng: sa.Engine, frames: Iterator[pd.DataFrame]) -> None:
+        self._eng, self._frames = eng, frames
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
@@ -227,7 +226,7 @@ class _Staging:
 
     def _run(self) -> None:
         try:
-            store.stage_events(self._eng, map(self._keep, self._frames), self._stop)
+            store.stage_events(self._eng, self._frames, self._stop)
         except BaseException as exc:  # raised in the run's thread by `wait`
             self._error = exc
         finally:
@@ -239,7 +238,7 @@ class _Staging:
         """What `store.write_snapshot` takes as the events: STAGED once the thread has written them (its
         error raised here), or the frames themselves."""
         if self._thread is None:
-            return map(self._keep, self._frames)
+            return self._frames
         self._thread.join()
         if self._error is not None:
             raise self._error

@@ -85,13 +85,8 @@ def forget(
         tables = set(sa.inspect(con).get_table_names())
         # the snapshots, and the previous run's copies a checkpoint keeps for `diamond runs rollback`
         for name in [n for base in schema.SNAPSHOT_TABLES for n in (base, f"{base}__prev")]:
-            if name in tables and name.startswith(store.FEATURES):
-                deleted[name] = store.forget_features(con, name, ids)
-            elif name in tables:
-                query = sa.text(f"DELETE FROM {name} WHERE customer_id IN :ids").bindparams(
-                    sa.bindparam("ids", expanding=True)
-                )
-                deleted[name] = con.execute(query, {"ids": ids}).rowcount
+            if name in tables:
+                deleted[name] = store.forget_rows(con, name, ids)
         for table in (
             score_history_table,
             tier_state_table,

@@ -27,6 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from itertools import count
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +56,9 @@ if TYPE_CHECKING:
 FEATURES, SCORES, EVENTS = schema.SNAPSHOT_TABLES
 RUNS = score_runs_table.name
 RECENT_EVENTS = 10  # events kept per customer for the dashboard
-PACKED_BATCH_ROWS = 50_000  # customers' packed recent events (about 1 kB of JSON each) written at a time
+PACKED_BATCH_ROWS = 50_000  # customers whose recent events are ranked and packed at a time
+EVENT_PART_ROWS = 1_000  # customers per part of the recent events (`packed_event_batches`)
+EVENT_PART_COLUMNS = ["part", "first_key", "last_key", "customers", "n_events", "batch"]
 PACKED_EVENTS_PER_PASS = 2_000_000  # history events per pass of the recent events' top-n aggregate
 FEATURE_PART_ROWS = 50_000  # customers per part of the packed feature snapshot (`pack_features`)
 HISTORY_COLUMNS = [
@@ -369,7 +372,7 @@ def stage_events(eng: sa.Engine, frames: Iterable[pd.DataFrame], stop: threading
             if stop is not None and stop.is_set():
                 raise StagingStopped("the run stopped: its recent events were not kept")
             if made is None:
-                made = _new_table(con, EVENTS, frame, frame)
+                made = _new_packed(con, EVENTS)
             bulk.insert_frame(con, made, frame)
         if made is None:
             raise ValueError("no frame of recent events to stage (packed_event_batches gives at least one)")
@@ -387,11 +390,13 @@ def drop_staged(eng: sa.Engine) -> None:
 
 def snapshot_index(con: sa.Connection, table: str, name: str) -> str:
     """The CREATE INDEX statement of snapshot table `name` (held as `table`: its `__new` or `__prev` name
-    too): unique per customer (per part for a packed feature snapshot), the recent events of a release
-    before packing several rows per customer. Index names are global: the one snapshot in use has it."""
+    too): unique per customer; per part of a packed feature snapshot; by first customer of the recent
+    events' parts (`recent_events` looks a customer's part up by it); per event for the recent events of a
+    release before packing several rows per customer. Index names are global: the one snapshot in use has
+    it."""
     columns = {c["name"] for c in sa.inspect(con).get_columns(table)}
-    key = "part" if "batch" in columns else "customer_id"
-    kind = "INDEX" if name == EVENTS and "events" not in columns else "UNIQUE INDEX"
+    key = "first_key" if "first_key" in columns else "part" if "batch" in columns else "customer_id"
+    kind = "INDEX" if name == EVENTS and not {"events", "batch"} & columns else "UNIQUE INDEX"
     return f"CREATE {kind} ix_{name}_id ON {table} ({key})"
 
 
@@ -424,12 +429,19 @@ def _unpack(batch: bytes) -> pa.Table:
 
 
 def _new_packed(con: sa.Connection, name: str) -> sa.Table:
-    """`<name>__new`, empty, for a packed snapshot (`pack_features`); its index comes at the swap."""
+    """`<name>__new`, empty, for a packed snapshot (`pack_features`; the recent events' parts,
+    `packed_event_batches`, with their customers' range); its index comes at the swap."""
+    ranged = [
+        sa.Column("first_key", sa.LargeBinary, nullable=False),
+        sa.Column("last_key", sa.LargeBinary, nullable=False),
+    ]
     table = sa.Table(
         f"{name}__new",
         sa.MetaData(),
         sa.Column("part", sa.Integer, nullable=False),
+        *(ranged if name == EVENTS else []),
         sa.Column("customers", sa.Integer, nullable=False),
+        *([sa.Column("n_events", sa.Integer, nullable=False)] if name == EVENTS else []),
         sa.Column("batch", sa.LargeBinary, nullable=False),
     )
     table.drop(con, checkfirst=True)
@@ -456,23 +468,26 @@ def read_features(eng: sa.Engine) -> pd.DataFrame:
     return pa.concat_tables([_unpack(b) for b in found]).to_pandas()
 
 
-def forget_features(con: sa.Connection, table: str, ids: list[str]) -> int:
-    """Remove these customers from a feature snapshot (`table`: it, or a checkpoint's `__prev` copy), in the
-    caller's transaction; returns the rows removed. A packed one has the parts holding them rewritten."""
+def forget_rows(con: sa.Connection, table: str, ids: list[str]) -> int:
+    """Remove these customers from a snapshot table (`table`: it, or a checkpoint's `__prev` copy), in the
+    caller's transaction; returns the customers removed. A packed one (the feature snapshot's parts, the
+    recent events' parts) has the parts holding them rewritten."""
     if not _is_packed(con, table):
         query = sa.text(f"DELETE FROM {table} WHERE customer_id IN :ids")
         return int(con.execute(query.bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids}).rowcount)
+    events = "n_events" in {c["name"] for c in sa.inspect(con).get_columns(table)}
     removed = 0
     wanted = pa.array(ids, pa.string())
     for part, batch in con.execute(sa.text(f"SELECT part, batch FROM {table} ORDER BY part")).all():
         held = _unpack(batch)
-        gone = pc.is_in(held.column("customer_id").cast(pa.string()), value_set=wanted).fill_null(False)
-        n = pc.sum(gone).as_py() or 0
-        if n:
+        who = held.column("customer_id").cast(pa.string())
+        gone = pc.is_in(who, value_set=wanted).fill_null(False)
+        if pc.any(gone).as_py():
             kept = held.filter(pc.invert(gone))
-            rewrite = sa.text(f"UPDATE {table} SET batch = :b, customers = :n WHERE part = :p")
-            con.execute(rewrite, {"b": _ipc(kept), "n": kept.num_rows, "p": part})
-            removed += n
+            counts = {"n": pc.count_distinct(kept.column("customer_id")).as_py(), "e": kept.num_rows}
+            rewrite = f"UPDATE {table} SET batch = :b, customers = :n{', n_events = :e' if events else ''}"
+            con.execute(sa.text(f"{rewrite} WHERE part = :p"), {"b": _ipc(kept), "p": part, **counts})
+            removed += pc.count_distinct(who.filter(gone)).as_py()
     return removed
 
 
@@ -533,6 +548,8 @@ def write_snapshot(
             raise ValueError(f"no staged recent events ({EVENTS}__new): stage them first (stage_events)")
 
         def write(name: str, frame: pd.DataFrame, whole: pd.DataFrame | None = None) -> None:
+            if name not in made and name == EVENTS and "batch" in frame.columns:
+                made[name] = _new_packed(con, EVENTS)  # the recent events' parts (packed_event_batches)
             if name not in made:  # the table as pandas would create it (column types from the whole frame)
                 made[name] = _new_table(con, name, frame, frame if whole is None else whole)
             bulk.insert_frame(con, made[name], frame)
@@ -771,24 +788,32 @@ def _append_history(con: sa.Connection, new: sa.Table, as_of: datetime | None) -
 
 
 def packed_event_batches(
-    history: History, n: int = RECENT_EVENTS, rows: int = PACKED_BATCH_ROWS, threads: int | None = None
+    history: History,
+    n: int = RECENT_EVENTS,
+    rows: int = PACKED_BATCH_ROWS,
+    threads: int | None = None,
+    keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    part_rows: int = EVENT_PART_ROWS,
 ) -> Iterator[pd.DataFrame]:
-    """What the store keeps as recent events (`write_snapshot`): each customer's last `n` events as one row,
-    customer_id and `events`, JSON text of the events' columns newest first ({"timestamp": [...], "kind":
-    [...], "amount": [...], "detail": [...]}; times as stored text 'YYYY-MM-DD HH:MM:SS.ffffff', missing
-    values null; `unpack_events` reads it back). A tenth of the rows one row per event took: a million
-    customers' ten events each were ten million inserts. In frames of at most `rows` customers (at least
-    one frame, maybe empty), in customer order.
+    """What the store keeps as recent events (`write_snapshot`): each customer's last `n` events, newest
+    first, in parts of `part_rows` customers in id order (`EVENT_PART_COLUMNS`: the part's number, its first
+    and last customer id as UTF-8 bytes, its customers and events, and `batch`: an Arrow IPC stream, LZ4,
+    of the events' rows, customer_id and EVENT_COLUMNS; `unpack_event_part` reads one). The dashboard
+    reads one customer's part (`recent_events`): a million customers' events were a million JSON texts,
+    made and inserted in seconds, where a thousand parts are written in a fraction. In frames of the parts
+    of at most `rows` customers (at least one frame, maybe empty), in customer order. `keep`: which
+    customers to keep, as `erasure.eraser` gives it (a frame of customer_id in, the kept rows out).
 
     Lean on purpose: one top-n aggregate (DuckDB's arg_max) keeps each customer's `n` largest event keys
     (time, then kind, then table order, in one integer: `_event_order_key`) as 64-bit event ids, so no
     sort of the whole history and its state bounded (a pass per PACKED_EVENTS_PER_PASS events, each over a
     range of the customers); each frame's events are then taken from the history's tables by position
-    and only they get their detail text and JSON. Customers are numbered once, in id order
-    (`_customer_codes`): a pass then picks its range by a number, not by hashing every event's id text
-    again (at a million customers, a pass per two million of 25 million events hashed them all
-    thirteen times). `threads`: DuckDB threads per connection (None: DuckDB's default, every core)."""
+    and only they get their detail text. Customers are numbered once, in id order (`_customer_codes`): a
+    pass then picks its range by a number, not by hashing every event's id text again (at a million
+    customers, a pass per two million of 25 million events hashed them all thirteen times). `threads`:
+    DuckDB threads per connection (None: DuckDB's default, every core)."""
     con, packer = duckdb.connect(), duckdb.connect()  # the packer's queries run while the top-n streams
+    numbered = count()
     try:
         if threads is not None:
             for c in (con, packer):
@@ -803,33 +828,32 @@ def packed_event_batches(
                 pa.table({"c": codes[source], "timestamp": table.column("timestamp"), "seq": seq}),
             )
             keys.append(f"SELECT c, timestamp, {source} AS source, seq FROM keys_{source}")
-        if not keys:
-            yield _packed_frame(
-                pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
-            )
-            return
-        key = _event_order_key(con, " UNION ALL ".join(keys), max(t.num_rows for t, _, _ in sources.values()))
-        # in passes over a range of the customers each, so that the aggregate's state stays bounded
-        # whatever the history's size; customers in id order
-        events = sum(table.num_rows for table, _, _ in sources.values())
-        passes = max(1, -(-events // PACKED_EVENTS_PER_PASS))
         empty = True
-        for part in range(passes):
-            lo, hi = part * len(names) // passes, (part + 1) * len(names) // passes
-            top = (
-                f"SELECT c, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
-                f"FROM ({' UNION ALL '.join(keys)}) WHERE c >= {lo} AND c < {hi} GROUP BY c ORDER BY c"
+        if keys:
+            key = _event_order_key(
+                con, " UNION ALL ".join(keys), max(t.num_rows for t, _, _ in sources.values())
             )
-            for batch in con.sql(top).to_arrow_reader(rows):
-                empty = False
-                named = pa.RecordBatch.from_arrays(
-                    [names.take(batch.column("c")), batch.column("ids")], ["customer_id", "ids"]
+            # in passes over a range of the customers each, so that the aggregate's state stays bounded
+            # whatever the history's size; customers in id order
+            events = sum(table.num_rows for table, _, _ in sources.values())
+            passes = max(1, -(-events // PACKED_EVENTS_PER_PASS))
+            for part in range(passes):
+                lo, hi = part * len(names) // passes, (part + 1) * len(names) // passes
+                top = (
+                    f"SELECT c, arg_max(source * {1 << _SEQ_BITS} + seq, {key}, {int(n)}) AS ids "
+                    f"FROM ({' UNION ALL '.join(keys)}) WHERE c >= {lo} AND c < {hi} GROUP BY c ORDER BY c"
                 )
-                yield _packed_frame(_pack(packer, sources, named))
+                for batch in con.sql(top).to_arrow_reader(rows):
+                    ids = names.take(batch.column("c"))
+                    if keep is not None:
+                        kept = keep(pd.DataFrame({"customer_id": ids.to_pandas(types_mapper=None)}))
+                        if len(kept) < len(ids):
+                            mask = pc.is_in(ids, value_set=pa.array(kept["customer_id"], pa.string()))
+                            batch, ids = batch.filter(mask), ids.filter(mask)
+                    empty = False
+                    yield _event_parts(_pack(packer, sources, ids, batch.column("ids")), numbered, part_rows)
         if empty:
-            yield _packed_frame(
-                pa.table({"customer_id": pa.array([], pa.string()), "events": pa.array([], pa.string())})
-            )
+            yield pd.DataFrame({c: [] for c in EVENT_PART_COLUMNS})
     finally:
         con.close()
         packer.close()
@@ -887,44 +911,72 @@ _SEQ_MASK = (1 << _SEQ_BITS) - 1
 def _pack(
     con: duckdb.DuckDBPyConnection,
     sources: dict[int, tuple[pa.Table, str | None, tuple[str, ...]]],
-    batch: pa.RecordBatch,
-) -> pa.Table:
-    """customer_id and events (JSON text) for one frame of `packed_event_batches`' top-n event ids."""
-    ids = batch.column("ids")
+    customers: pa.Array,
+    ids: pa.ListArray,
+) -> tuple[pa.Table, np.ndarray]:
+    """The events of one frame's top-n event ids (`ids`, a list per customer of `customers`) as rows:
+    customer_id and EVENT_COLUMNS, each customer's newest first; and where each customer's rows start
+    (the list offsets, one more than the customers)."""
+    offsets = ids.offsets.to_numpy().astype(np.int64)
+    offsets = offsets - offsets[0]  # a frame may be a slice of a longer list array
     flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False).astype(np.int64)
     source, seq = flat >> _SEQ_BITS, flat & _SEQ_MASK
-    parts = []
+    parts, where = [], []
     for s, (table, amount, shown) in sources.items():
         at = np.flatnonzero(source == s)
         if not len(at):
             continue
         needed = ["timestamp", *(c for c in (amount, *shown) if c and c in table.column_names)]
         rows, order = _take(table.select(needed), seq[at])
-        taken = rows.append_column("i", pa.array(at[order], pa.int64()))
-        con.register(f"taken_{s}", taken)
-        value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL"
-        extra = [
-            f"CAST({c} AS VARCHAR) AS {c}" if c in shown and c in table.column_names else f"NULL AS {c}"
-            for c in _DETAIL_PARTS
-        ]
+        con.register("taken", rows)
+        value = f"CAST({amount} AS DOUBLE)" if amount and amount in table.column_names else "NULL::DOUBLE"
+        extra = [_detail_part(c) if c in shown and c in table.column_names else "NULL" for c in _DETAIL_PARTS]
         parts.append(
-            f"SELECT i, strftime(timestamp, '{_EVENT_TIME}') AS timestamp, '{_EVENT_KINDS[s]}' AS kind, "
-            f"{value} AS amount, {', '.join(extra)} FROM taken_{s}"
+            con.sql(
+                f"SELECT CAST(timestamp AS TIMESTAMP) AS timestamp, '{_EVENT_KINDS[s]}' AS kind, "
+                f"{value} AS amount, concat_ws(', ', {', '.join(extra)}) AS detail FROM taken"
+            ).to_arrow_table()
         )
-    quantity = "'quantity ' || regexp_replace(quantity, '\\.0+$', '')"
-    detail = f"concat_ws(', ', category, channel, 'order ' || order_id, {quantity}, type)"
-    events = con.sql(
-        f"SELECT timestamp, kind, amount, {detail} AS detail FROM ({' UNION ALL '.join(parts)}) ORDER BY i"
-    ).to_arrow_table()
-    offsets = ids.offsets.to_numpy()
-    offsets = pa.array(offsets - offsets[0])  # a frame may be a slice of a longer list array
-    lists = {c: pa.ListArray.from_arrays(offsets, events.column(c).combine_chunks()) for c in EVENT_COLUMNS}
-    con.register("packed", pa.table(lists))
-    fields = ", ".join(f"'{c}': {c}" for c in EVENT_COLUMNS)
-    text = con.sql(f"SELECT CAST(to_json({{{fields}}}) AS VARCHAR) AS events FROM packed").to_arrow_table()
-    for name in ("packed", *(f"taken_{s}" for s in sources)):
-        con.unregister(name)
-    return pa.table({"customer_id": batch.column("customer_id"), "events": text.column("events")})
+        con.unregister("taken")
+        where.append(at[order])  # the taken rows' places among the frame's events
+    if not parts:
+        events = pa.table(
+            {"timestamp": pa.array([], pa.timestamp("us")), "kind": pa.array([], pa.string()),
+             "amount": pa.array([], pa.float64()), "detail": pa.array([], pa.string())}
+        )  # fmt: skip
+    else:
+        placed = np.concatenate(where)
+        back = np.empty(len(placed), dtype=np.int64)
+        back[placed] = np.arange(len(placed))  # the frame's k-th event is the concatenation's back[k]-th
+        events = pa.concat_tables(parts).combine_chunks().take(pa.array(back))
+    owner = pc.list_parent_indices(ids)
+    return events.add_column(0, "customer_id", customers.take(owner)), offsets
+
+
+def _detail_part(column: str) -> str:
+    """One column's words in an event's detail text (DuckDB SQL over the taken rows)."""
+    if column == "order_id":
+        return "'order ' || CAST(order_id AS VARCHAR)"
+    if column == "quantity":  # a whole number without its '.0': the regular expression only where needed
+        text = "CAST(quantity AS VARCHAR)"
+        return (
+            f"'quantity ' || CASE WHEN suffix({text}, '.0') AND NOT suffix({text}, '.00') "
+            f"THEN left({text}, length({text}) - 2) ELSE regexp_replace({text}, '\\.0+$', '') END"
+        )
+    return f"CAST({column} AS VARCHAR)"
+
+
+def _event_parts(frame: tuple[pa.Table, np.ndarray], numbered: Iterator[int], part_rows: int) -> pd.DataFrame:
+    """One frame's events (`_pack`) as parts of `part_rows` customers: EVENT_PART_COLUMNS, a row a part."""
+    events, offsets = frame
+    customers = len(offsets) - 1
+    rows = []
+    for a in range(0, customers, part_rows):
+        b = min(a + part_rows, customers)
+        piece = events.slice(int(offsets[a]), int(offsets[b] - offsets[a]))
+        first, last = (events.column("customer_id")[int(offsets[i])].as_py() for i in (a, b - 1))
+        rows.append((next(numbered), first.encode(), last.encode(), b - a, piece.num_rows, _ipc(piece)))
+    return pd.DataFrame(rows, columns=EVENT_PART_COLUMNS)
 
 
 def _take(table: pa.Table, rows: np.ndarray) -> tuple[pa.Table, np.ndarray]:
@@ -962,24 +1014,26 @@ def _event_sources(history: History) -> Iterator[tuple[int, pa.Table, str | None
             yield source, table, amount, shown
 
 
-_EVENT_TIME = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME text, as the per-event rows stored it
+_EVENT_TIME = (
+    "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME text, as the JSON of a release before kept it
+)
 EVENT_COLUMNS = ["timestamp", "kind", "amount", "detail"]
 
 
+def unpack_event_part(batch: bytes) -> pd.DataFrame:
+    """One part of the store's recent events (`packed_event_batches`): customer_id and EVENT_COLUMNS, each
+    customer's events newest first, times as naive Timestamps."""
+    return _unpack(batch).to_pandas()
+
+
 def unpack_events(packed: str | None) -> pd.DataFrame:
-    """One customer's recent events from the store's JSON text (`packed_event_batches`): EVENT_COLUMNS,
-    newest first, times as naive Timestamps."""
+    """One customer's recent events from the JSON text a release before the parts kept (one row per
+    customer): EVENT_COLUMNS, newest first, times as naive Timestamps."""
     raw = json.loads(packed) if packed else {}
     frame = pd.DataFrame({c: raw.get(c, []) for c in EVENT_COLUMNS})
-    frame["timestamp"] = pd.to_datetime(frame["timestamp"], format="%Y-%m-%d %H:%M:%S.%f")
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], format=_EVENT_TIME)
     frame["amount"] = frame["amount"].astype(np.float64)
     return frame
-
-
-def _packed_frame(batch: pa.Table) -> pd.DataFrame:
-    return pd.DataFrame(
-        {c: pd.Series(batch.column(c).to_pylist(), dtype=object) for c in ("customer_id", "events")}
-    )
 
 
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:
@@ -1034,9 +1088,26 @@ def score_history(eng: sa.Engine, customer_id: str, limit: int = 100) -> pd.Data
 
 def recent_events(eng: sa.Engine, customer_id: str) -> pd.DataFrame:
     """The customer's latest events as of the last run, newest first: EVENT_COLUMNS. The store keeps them
-    as one row per customer (`packed_event_batches`); a snapshot written by a release
-    before that (one row per event, e.g. restored by a rollback) is read as it is."""
-    rows = read_rows(eng, EVENTS, [str(customer_id)])
+    in parts of customers in id order (`packed_event_batches`): the one whose range holds the customer is
+    read. A snapshot written by a release before that (one row per customer with JSON text, or one row
+    per event; e.g. restored by a rollback) is read as it is."""
+    cid = str(customer_id)
+    found: list[bytes] = []
+    try:
+        with eng.connect() as con:
+            columns = {c["name"] for c in sa.inspect(con).get_columns(EVENTS)}
+            if "first_key" in columns:
+                query = sa.text(f"SELECT batch FROM {EVENTS} WHERE first_key <= :k AND last_key >= :k")
+                found = list(con.execute(query, {"k": cid.encode()}).scalars())
+    except sa.exc.NoSuchTableError:
+        return pd.DataFrame(columns=EVENT_COLUMNS)
+    if "first_key" in columns:
+        held = [unpack_event_part(b) for b in found]
+        mine = [f[f["customer_id"] == cid] for f in held]
+        if not mine:
+            return pd.DataFrame(columns=EVENT_COLUMNS)
+        return pd.concat(mine)[EVENT_COLUMNS].reset_index(drop=True)
+    rows = read_rows(eng, EVENTS, [cid])
     if rows.empty:
         return pd.DataFrame(columns=EVENT_COLUMNS)
     if "events" in rows.columns:

@@ -1,6 +1,7 @@
 """The oracle of the store's recent events (serving.store.packed_event_batches): each customer's latest
 events as one row per event, by a plain window function over the whole history. Slow and obviously
-right; the store packs the same events as one JSON row per customer (tests/unit/test_dashboard.py)."""
+right; the store packs the same events in parts of customers (tests/unit/test_dashboard.py), which
+`stored_events` reads back as one row per event."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 
 from features.history import History
+from serving import store
 from serving.store import RECENT_EVENTS
 
 
@@ -60,3 +62,13 @@ def last_events(history: History, n: int = RECENT_EVENTS) -> pd.DataFrame:
             "detail": text["detail"],
         }
     )
+
+
+def stored_events(parts: pd.DataFrame) -> pd.DataFrame:
+    """The store's recent events (`store.packed_event_batches`' parts, in any order) as one row per event:
+    customer_id and store.EVENT_COLUMNS, in part order."""
+    held = [store.unpack_event_part(b) for b in parts.sort_values("part")["batch"]]
+    columns = ["customer_id", *store.EVENT_COLUMNS]
+    if not held:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(held, ignore_index=True)[columns]

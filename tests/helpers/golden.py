@@ -26,6 +26,7 @@ from features.history import History
 from serving.batch import score_history
 from serving.champion import Served
 from serving.config import ServingConfig
+from tests.helpers.events import stored_events
 from training.artefact import ScoringArtefact
 from training.rfm import RfmReference
 
@@ -120,16 +121,12 @@ def dump(path: Path) -> dict[str, pd.DataFrame]:
 
 
 def _per_event(packed: pd.DataFrame) -> pd.DataFrame:
-    """The store's recent events (one row per customer, JSON of the events' columns:
-    store.packed_event_batches) as the one-row-per-event table the fixtures were saved from: customer_id,
-    timestamp (as stored text), kind, amount, detail; missing values as SQLite gave them (None)."""
-    columns = ["customer_id", "timestamp", "kind", "amount", "detail"]
-    rows = [
-        (cid, *event)
-        for cid, text in zip(packed["customer_id"], packed["events"], strict=True)
-        for event in zip(*(json.loads(text)[c] for c in columns[1:]), strict=True)
-    ]
-    return pd.DataFrame(rows, columns=columns)
+    """The store's recent events (parts of Arrow IPC: store.packed_event_batches) as the one-row-per-event
+    table the fixtures were saved from: customer_id, timestamp (as the per-event rows stored it: text),
+    kind, amount, detail; missing values as SQLite gave them (None)."""
+    frame = stored_events(packed)
+    frame["timestamp"] = frame["timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _per_customer(packed: pd.DataFrame) -> pd.DataFrame:

@@ -145,7 +145,7 @@ def test_db_upgrade_migrates_the_previous_release_store_in_place_with_nothing_lo
     rows = store.read_features(eng)
     assert rows["customer_id"].tolist() == [r["customer_id"] for r in before["feature_snapshot"]]
     with eng.begin() as con:
-        assert store.forget_features(con, "feature_snapshot", [rows["customer_id"].iloc[0]]) == 1
+        assert store.forget_rows(con, "feature_snapshot", [rows["customer_id"].iloc[0]]) == 1
     assert store.read_features(eng)["customer_id"].tolist() == rows["customer_id"].tolist()[1:]
 
     # the upgraded store serves today's code: the acknowledged alert, its log, the dead letters
@@ -446,8 +446,75 @@ def test_the_feature_snapshot_comes_back_as_written_and_erasure_rewrites_its_par
     parts = list(store.pack_features(features, rows=2))
     assert [p["customers"] for p in parts] == [2, 1] and [p["part"] for p in parts] == [0, 1]
     with eng.begin() as con:
-        assert store.forget_features(con, store.FEATURES, ["a", "x"]) == 1
+        assert store.forget_rows(con, store.FEATURES, ["a", "x"]) == 1
     assert store.read_features(eng)["customer_id"].tolist() == ["b", "c"]
+
+
+def test_recent_events_come_back_per_customer_from_their_part_and_erasure_rewrites_it(engine: Any) -> None:
+    """The recent events are kept in parts of customers in id order (store.packed_event_batches): one
+    customer's are read from the part whose range holds them, in SQLite and PostgreSQL alike (the range
+    compared as bytes, not in the database's collation); erasure rewrites the part without them."""
+    import pandas as pd
+
+    from features.history import history_from_frames
+    from tests.helpers.events import last_events
+
+    ids = ["B", "a", "b", "\u00e9", "c", "Z"]  # upper before lower, é after every ASCII letter in UTF-8
+    t = pd.Timestamp("2025-01-01")
+    history = history_from_frames(
+        pd.DataFrame(
+            {
+                "customer_id": [c for c in ids for _ in range(3)],
+                "timestamp": [t + pd.Timedelta(days=d) for _ in ids for d in range(3)],
+                "amount": [float(k) for k in range(3 * len(ids))],
+            }
+        )
+    )
+    scores = pd.DataFrame({"customer_id": ids}).assign(
+        as_of=datetime(2025, 1, 31), churn_probability=0.5, predicted_value=1.0, value_at_risk=0.5,
+        tier="gold", model_version="1",
+    )  # fmt: skip
+    events = store.packed_event_batches(history, n=2, rows=4, part_rows=2)
+    store.write_snapshot(engine, scores[["customer_id"]], scores, {"as_of": datetime(2025, 1, 31)}, events)
+    want = last_events(history, n=2)
+    for cid in ids:
+        mine = want[want["customer_id"] == cid].drop(columns="customer_id").reset_index(drop=True)
+        pd.testing.assert_frame_equal(store.recent_events(engine, cid), mine, check_dtype=False)
+    assert store.recent_events(engine, "bb").empty and store.recent_events(engine, "0").empty
+    with engine.begin() as con:
+        assert store.forget_rows(con, store.EVENTS, ["b", "x"]) == 1
+        parts = con.execute(sa.text("SELECT first_key, customers, n_events FROM recent_events")).all()
+    assert store.recent_events(engine, "b").empty
+    assert len(store.recent_events(engine, "\u00e9")) == 2  # the rewritten part keeps the others
+    assert sorted((bytes(k), n, e) for k, n, e in parts) == [
+        (b"B", 2, 4), (b"a", 1, 2), (b"c", 2, 4)
+    ]  # fmt: skip
+
+
+def test_recent_events_of_an_earlier_release_are_still_read(tmp_path: Path) -> None:
+    """A snapshot of the release before the parts (one row per customer, the events as JSON text), e.g.
+    restored by `diamond runs rollback`, is read as it was written."""
+    import pandas as pd
+
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'store.db'}"))
+    text = (
+        '{"timestamp": ["2025-01-02 00:00:00.000000", "2025-01-01 10:30:00.250000"], '
+        '"kind": ["interaction", "purchase"], "amount": [null, 2.5], "detail": ["call", "quantity 2"]}'
+    )
+    events = pd.DataFrame({"customer_id": ["a", "b"], "events": [text, "{}"]})
+    scores = pd.DataFrame({"customer_id": ["a", "b"]}).assign(
+        as_of=datetime(2025, 1, 31), churn_probability=0.5, predicted_value=1.0, value_at_risk=0.5,
+        tier="gold", model_version="1",
+    )  # fmt: skip
+    store.write_snapshot(eng, scores[["customer_id"]], scores, {"as_of": datetime(2025, 1, 31)}, events)
+    a = store.recent_events(eng, "a")
+    assert a["timestamp"].tolist() == [pd.Timestamp("2025-01-02"), pd.Timestamp("2025-01-01 10:30:00.25")]
+    assert a["kind"].tolist() == ["interaction", "purchase"] and a["detail"].tolist() == [
+        "call",
+        "quantity 2",
+    ]
+    assert pd.isna(a["amount"].iloc[0]) and a["amount"].iloc[1] == 2.5
+    assert store.recent_events(eng, "b").empty and store.recent_events(eng, "x").empty
 
 
 def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> None:

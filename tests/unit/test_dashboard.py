@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from features.config import DatasetConfig
 from features.history import history_from_frames
 from serving import charts, store
-from tests.helpers.events import last_events
+from tests.helpers.events import last_events, stored_events
 
 
 def test_last_events_keep_each_customers_newest_n() -> None:
@@ -60,9 +60,14 @@ def test_packed_events_hold_each_customers_last_events_in_order(monkeypatch: pyt
         ),
         cancellations=pd.DataFrame({"customer_id": ["a"], "timestamp": [t("2024-01-07")]}),
     )
-    frames = list(store.packed_event_batches(history, n=4, rows=2))
-    assert [f["customer_id"].tolist() for f in frames] == [["a", "b"], ["c"]]  # customer order, 2 a frame
-    a = store.unpack_events(frames[0]["events"].iloc[0])
+    frames = list(store.packed_event_batches(history, n=4, rows=2, part_rows=1))
+    # customer order, 2 customers a frame, one a part; each part says its range and counts
+    assert [f["part"].tolist() for f in frames] == [[0, 1], [2]]
+    parts = pd.concat(frames)
+    assert parts["first_key"].tolist() == parts["last_key"].tolist() == [b"a", b"b", b"c"]
+    assert parts["customers"].tolist() == [1, 1, 1] and parts["n_events"].tolist() == [4, 1, 1]
+    events = stored_events(parts)
+    a = events[events["customer_id"] == "a"].drop(columns="customer_id").reset_index(drop=True)
     # newest first; at the same time by kind (interaction before purchase), then in table order
     assert a["timestamp"].tolist() == [t("2024-01-09")] * 3 + [t("2024-01-07")]
     assert a["kind"].tolist() == ["interaction", "purchase", "purchase", "cancellation"]
@@ -73,17 +78,38 @@ def test_packed_events_hold_each_customers_last_events_in_order(monkeypatch: pyt
         True,
     ]
     assert a["detail"].tolist() == ['said "hi"', "quantity 2", "quantity 1.5", ""]  # as the rows had it
-    # the same events, times as the per-event rows stored them, as last_events gives them
-    rows = last_events(history, n=4)
-    same = rows[rows["customer_id"] == "a"].drop(columns="customer_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, same, check_dtype=False)
-    assert '"timestamp":["2024-01-02 00:00:00.000000"]' in frames[0]["events"].iloc[1]
+    # the same events as last_events gives them
+    pd.testing.assert_frame_equal(events, last_events(history, n=4), check_dtype=False)
+    # two customers a part: the same events in fewer parts
+    pd.testing.assert_frame_equal(
+        stored_events(pd.concat(store.packed_event_batches(history, n=4, rows=2, part_rows=2))), events
+    )
     # a long history goes in passes over a share of the customers each: the same rows
     monkeypatch.setattr(store, "PACKED_EVENTS_PER_PASS", 3)  # 8 events: 3 passes
     passes = pd.concat(list(store.packed_event_batches(history, n=4, rows=2)))
-    assert sorted(zip(passes["customer_id"], passes["events"], strict=True)) == sorted(
-        zip(*(pd.concat(frames)[c] for c in ("customer_id", "events")), strict=True)
+    pd.testing.assert_frame_equal(stored_events(passes), events)
+
+
+def test_packed_events_leave_out_the_customers_keep_drops() -> None:
+    t = pd.Timestamp
+    history = history_from_frames(
+        pd.DataFrame(
+            {
+                "customer_id": ["a", "b", "b", "c"],
+                "timestamp": [t("2024-01-01"), t("2024-01-02"), t("2024-01-03"), t("2024-01-04")],
+                "amount": [1.0, 2.0, 3.0, 4.0],
+            }
+        )
     )
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame[frame["customer_id"] != "b"]
+
+    parts = pd.concat(store.packed_event_batches(history, keep=keep, part_rows=1))
+    assert parts["first_key"].tolist() == [b"a", b"c"]
+    assert stored_events(parts)["customer_id"].tolist() == ["a", "c"]
+    everybody = pd.concat(store.packed_event_batches(history, keep=lambda f: f.iloc[:0]))
+    assert everybody.empty and list(everybody.columns) == store.EVENT_PART_COLUMNS
 
 
 def test_charts_say_their_numbers_and_escape_labels() -> None:
@@ -119,12 +145,14 @@ def test_the_customer_page_names_the_model_that_scored_the_customer() -> None:
 
 
 _UNITS = {"s": 1_000_000, "ms": 1000, "us": 1}
+_QUANTITIES = st.sampled_from([1.0, 10.0, 2.5, -0.0, -3.0, 0.1, 1e-07, 123456.75, 1e11, float("nan")])
 
 
 @st.composite
 def _event_histories(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Purchases and interactions of three customers at a few times (ties at one time and across kinds), in
-    whole seconds, milliseconds or microseconds, and from before 1970 or after."""
+    whole seconds, milliseconds or microseconds, and from before 1970 or after; the purchases' quantities
+    whole, fractional, signed, tiny, large or missing (their detail text drops a whole number's '.0')."""
     unit = _UNITS[draw(st.sampled_from(sorted(_UNITS)))]
     start = pd.Timestamp(draw(st.sampled_from(["1969-12-31 23:59:50", "2024-01-01"])))
     times = st.integers(0, 5).map(lambda k: start + pd.Timedelta(microseconds=k * 7 * unit))
@@ -136,6 +164,7 @@ def _event_histories(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
             "customer_id": [c for c, _ in bought],
             "timestamp": [t for _, t in bought],
             "amount": [float(i) for i in range(len(bought))],
+            "quantity": draw(st.lists(_QUANTITIES, min_size=len(bought), max_size=len(bought))),
         }
     )
     calls = pd.DataFrame(
@@ -161,12 +190,8 @@ def test_packed_events_equal_the_oracle_with_either_order_key(
     with pytest.MonkeyPatch.context() as patch:
         if not compact:  # no room for any key in 64 bits: the 128-bit one
             patch.setattr(store, "COMPACT_KEY_BITS", 0)
-        packed = pd.concat(list(store.packed_event_batches(history, n=3)))
-    oracle = last_events(history, n=3)
-    assert sorted(packed["customer_id"]) == sorted(oracle["customer_id"].unique())
-    for cid, text in zip(packed["customer_id"], packed["events"], strict=True):
-        want = oracle[oracle["customer_id"] == cid].drop(columns="customer_id").reset_index(drop=True)
-        pd.testing.assert_frame_equal(store.unpack_events(text), want, check_dtype=False)
+        packed = stored_events(pd.concat(list(store.packed_event_batches(history, n=3, part_rows=2))))
+    pd.testing.assert_frame_equal(packed, last_events(history, n=3), check_dtype=False)
 
 
 def test_the_event_order_key_fits_64_bits_when_the_times_leave_room() -> None:
