@@ -139,12 +139,14 @@ def test_forget_erases_a_customer_everywhere(
     )
     assert weak.returncode == 2 and "has role agent; this needs admin" in weak.stderr
     assert not store.read_rows(engine, store.SCORES, [cid]).empty  # nothing happened
+    assert not store.recent_events(engine, cid).empty
     done = run_diamond("customers", "forget", cid, cwd=work, env={**env, "DIAMOND_API_KEY": env["KEY_ADMIN"]})
     assert "forgot 1 customer(s)" in done.stdout and "score table(s) rewritten" in done.stdout
 
     # the store
-    for table in store.FEATURES, store.SCORES, store.EVENTS:
+    for table in store.FEATURES, store.SCORES:
         assert store.read_rows(engine, table, [cid]).empty, table
+    assert store.recent_events(engine, cid).empty  # their part of the recent events rewritten
     assert store.score_history(engine, cid).empty
     with engine.connect() as con:
         for table in ("tier_state", "tier_history", "alerts"):
