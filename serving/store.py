@@ -1038,12 +1038,21 @@ def unpack_events(packed: str | None) -> pd.DataFrame:
 
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:
     """Rows of `table` for these customers (absent ids are simply not returned). The feature snapshot is
-    read whole for it (`read_features`): the service holds it in memory and never asks for a few rows."""
+    read whole for it (`read_features`): the service holds it in memory and never asks for a few rows; the
+    recent events' parts give one row per event (`recent_events` gives one customer's)."""
     if not customer_ids:
         return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
     if table == FEATURES:
         whole = read_features(eng)
         return whole[whole["customer_id"].isin(list(customer_ids))].reset_index(drop=True)
+    if table == EVENTS:  # in parts: one row per event of these customers (customer_id, EVENT_COLUMNS)
+        try:
+            with eng.connect() as con:
+                events = _event_rows(con, [str(c) for c in dict.fromkeys(customer_ids)])
+        except sa.exc.NoSuchTableError:
+            return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
+        if events is not None:
+            return events.to_pandas()
     query = sa.text(f"SELECT * FROM {table} WHERE customer_id IN :ids").bindparams(
         sa.bindparam("ids", expanding=True)
     )
@@ -1092,31 +1101,44 @@ def recent_events(eng: sa.Engine, customer_id: str) -> pd.DataFrame:
     read. A snapshot written by a release before that (one row per customer with JSON text, or one row
     per event; e.g. restored by a rollback) is read as it is."""
     cid = str(customer_id)
-    found: list[bytes] = []
     try:
         with eng.connect() as con:
-            columns = {c["name"] for c in sa.inspect(con).get_columns(EVENTS)}
-            if "first_key" in columns:
-                # the last part starting at or before the id (found in the index), if it reaches the id
-                query = sa.text(
-                    f"SELECT batch FROM {EVENTS} WHERE last_key >= :k AND first_key = (SELECT first_key "
-                    f"FROM {EVENTS} WHERE first_key <= :k ORDER BY first_key DESC LIMIT 1)"
-                )
-                found = list(con.execute(query, {"k": cid.encode()}).scalars())
+            mine = _event_rows(con, [cid])
     except sa.exc.NoSuchTableError:
         return pd.DataFrame(columns=EVENT_COLUMNS)
-    if "first_key" in columns:  # the customer's rows taken in Arrow: a part holds about 10,000 events
-        parts = [_unpack(b) for b in found]
-        mine = [p.filter(pc.equal(p.column("customer_id"), cid)).select(EVENT_COLUMNS) for p in parts]
-        if not mine:
-            return pd.DataFrame(columns=EVENT_COLUMNS)
-        return pa.concat_tables(mine).to_pandas()
+    if mine is not None:
+        return mine.select(EVENT_COLUMNS).to_pandas()
     rows = read_rows(eng, EVENTS, [cid])
     if rows.empty:
         return pd.DataFrame(columns=EVENT_COLUMNS)
     if "events" in rows.columns:
         return unpack_events(rows["events"].iloc[0])
     return rows.sort_values("timestamp", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _event_rows(con: sa.Connection, ids: list[str]) -> pa.Table | None:
+    """These customers' rows of the recent events' parts (customer_id and EVENT_COLUMNS, in the order of
+    `ids`, each customer's newest first), or None when the snapshot is not in parts (an earlier release's).
+    Each customer's part is the last one starting at or before the id (found through the index on
+    first_key), if it reaches the id; its rows are taken in Arrow (a part holds about 2,500 events)."""
+    if "first_key" not in {c["name"] for c in sa.inspect(con).get_columns(EVENTS)}:
+        return None
+    query = sa.text(
+        f"SELECT batch FROM {EVENTS} WHERE last_key >= :k AND first_key = (SELECT first_key "
+        f"FROM {EVENTS} WHERE first_key <= :k ORDER BY first_key DESC LIMIT 1)"
+    )
+    taken = []
+    for cid in ids:
+        for batch in con.execute(query, {"k": cid.encode()}).scalars():
+            part = _unpack(batch)
+            taken.append(part.filter(pc.equal(part.column("customer_id"), cid)))
+    if not taken:
+        return pa.table(
+            {"customer_id": pa.array([], pa.string()), "timestamp": pa.array([], pa.timestamp("us")),
+             "kind": pa.array([], pa.string()), "amount": pa.array([], pa.float64()),
+             "detail": pa.array([], pa.string())}
+        )  # fmt: skip
+    return pa.concat_tables(taken)
 
 
 def tier_summary(eng: sa.Engine) -> dict[str, tuple[int, float]]:

@@ -144,7 +144,7 @@ def test_forget_erases_a_customer_everywhere(
     assert "forgot 1 customer(s)" in done.stdout and "score table(s) rewritten" in done.stdout
 
     # the store
-    for table in store.FEATURES, store.SCORES:
+    for table in store.FEATURES, store.SCORES, store.EVENTS:
         assert store.read_rows(engine, table, [cid]).empty, table
     assert store.recent_events(engine, cid).empty  # their part of the recent events rewritten
     assert store.score_history(engine, cid).empty

@@ -481,6 +481,9 @@ def test_recent_events_come_back_per_customer_from_their_part_and_erasure_rewrit
         mine = want[want["customer_id"] == cid].drop(columns="customer_id").reset_index(drop=True)
         pd.testing.assert_frame_equal(store.recent_events(engine, cid), mine, check_dtype=False)
     assert store.recent_events(engine, "bb").empty and store.recent_events(engine, "0").empty
+    both = store.read_rows(engine, store.EVENTS, ["c", "x", "B", "c"])  # one row per event, ids once each
+    ordered = pd.concat([want[want["customer_id"] == c] for c in ("c", "B")], ignore_index=True)
+    pd.testing.assert_frame_equal(both, ordered, check_dtype=False)
     with engine.begin() as con:
         assert store.forget_rows(con, store.EVENTS, ["b", "x"]) == 1
         parts = con.execute(sa.text("SELECT first_key, customers, n_events FROM recent_events")).all()
