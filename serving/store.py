@@ -940,10 +940,7 @@ def _pack(
         con.unregister("taken")
         where.append(at[order])  # the taken rows' places among the frame's events
     if not parts:
-        events = pa.table(
-            {"timestamp": pa.array([], pa.timestamp("us")), "kind": pa.array([], pa.string()),
-             "amount": pa.array([], pa.float64()), "detail": pa.array([], pa.string())}
-        )  # fmt: skip
+        events = pa.schema(list(_EVENT_ROWS)[1:]).empty_table()
     else:
         placed = np.concatenate(where)
         back = np.empty(len(placed), dtype=np.int64)
@@ -1018,6 +1015,10 @@ _EVENT_TIME = (
     "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DATETIME text, as the JSON of a release before kept it
 )
 EVENT_COLUMNS = ["timestamp", "kind", "amount", "detail"]
+_EVENT_ROWS = pa.schema(  # a part's rows (`packed_event_batches`)
+    [("customer_id", pa.string()), ("timestamp", pa.timestamp("us")), ("kind", pa.string()),
+     ("amount", pa.float64()), ("detail", pa.string())]
+)  # fmt: skip
 
 
 def unpack_event_part(batch: bytes) -> pd.DataFrame:
@@ -1132,13 +1133,7 @@ def _event_rows(con: sa.Connection, ids: list[str]) -> pa.Table | None:
         for batch in con.execute(query, {"k": cid.encode()}).scalars():
             part = _unpack(batch)
             taken.append(part.filter(pc.equal(part.column("customer_id"), cid)))
-    if not taken:
-        return pa.table(
-            {"customer_id": pa.array([], pa.string()), "timestamp": pa.array([], pa.timestamp("us")),
-             "kind": pa.array([], pa.string()), "amount": pa.array([], pa.float64()),
-             "detail": pa.array([], pa.string())}
-        )  # fmt: skip
-    return pa.concat_tables(taken)
+    return pa.concat_tables(taken) if taken else _EVENT_ROWS.empty_table()
 
 
 def tier_summary(eng: sa.Engine) -> dict[str, tuple[int, float]]:
