@@ -846,7 +846,7 @@ def packed_event_batches(
                 for batch in con.sql(top).to_arrow_reader(rows):
                     ids = names.take(batch.column("c"))
                     if keep is not None:
-                        kept = keep(pd.DataFrame({"customer_id": ids.to_pandas(types_mapper=None)}))
+                        kept = keep(pd.DataFrame({"customer_id": ids.to_pandas()}))
                         if len(kept) < len(ids):
                             mask = pc.is_in(ids, value_set=pa.array(kept["customer_id"], pa.string()))
                             batch, ids = batch.filter(mask), ids.filter(mask)
