@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import gzip
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.config import ConfigError, parse
 from features import history as history_module
@@ -119,6 +122,94 @@ def test_parquet_files_load_as_the_tables_pyarrow_reads(tmp_path: Path) -> None:
     assert loaded.customers is not None and expected.customers is not None
     assert loaded.customers.equals(expected.customers)
     assert loaded.customers.column_names == ["customer_id", "Age", "age"]
+
+
+def _decoded(table: pa.Table) -> pa.Table:
+    """`table` with its dictionary columns as plain text: the values, whatever each chunk's dictionary."""
+    return pa.table(
+        [c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c for c in table.columns],
+        names=table.column_names,
+    )
+
+
+def test_labels_are_dictionaries_whatever_the_source(tmp_path: Path) -> None:
+    """Category, channel and interaction type come out as LABEL_TYPE from CSV, Parquet (plain text, a pandas
+    categorical, many row groups each with its own dictionary) and frames alike, with the same values."""
+    rows = ["web", "shop ", None, "web", "\u00a0phone", "shop"] * 3  # padded values trimmed as any text
+    ids = [f"c{i % 4}" for i in range(len(rows))]
+    tx = pa.table(
+        {
+            "customer_id": ids,
+            "timestamp": pa.array([datetime(2024, 1, 1 + i) for i in range(len(rows))]),
+            "amount": [float(i) for i in range(len(rows))],
+            "category": pa.array(rows).dictionary_encode(),  # as pandas writes a categorical
+            "channel": rows,
+        }
+    )
+    ix = pa.table({"customer_id": ids[:5], "timestamp": tx.column("timestamp")[:5], "type": ["visit"] * 5})
+    pq.write_table(tx, tmp_path / "transactions.parquet", row_group_size=4)
+    pq.write_table(ix, tmp_path / "interactions.parquet")
+    from_file = load_history(tmp_path)
+    from_frames = history_from_frames(
+        tx.to_pandas().astype({"category": object}), interactions=ix.to_pandas()
+    )
+    for history in (from_file, from_frames):
+        assert history.interactions is not None
+        for table, column in ((history.transactions, "category"), (history.transactions, "channel")):
+            assert table.schema.field(column).type == history_module.LABEL_TYPE
+            assert table.column(column).to_pylist() == [None if v is None else v.strip() for v in rows]
+        assert history.interactions.schema.field("type").type == history_module.LABEL_TYPE
+    assert _decoded(from_file.transactions).equals(_decoded(from_frames.transactions))
+    csv = tmp_path / "csv"
+    write(csv, "transactions.csv", "customer_id,timestamp,amount,channel\na,2024-01-01,1, web\n")
+    loaded = load_history(csv).transactions
+    assert loaded.schema.field("channel").type == history_module.LABEL_TYPE
+    assert loaded.column("channel").to_pylist() == ["web"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["complaint", "visit", " visit", "visit\t", "\u2003", "", "Visit", "é "]) | st.none(),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(1, 5),
+)
+def test_labels_read_as_dictionaries_validate_as_plain_text_does(
+    types: list[str | None], row_group: int
+) -> None:
+    """Oracle: a Parquet label column read as dictionaries (its own dictionary per row group) gives the
+    history, or the problems, that the same values as plain text give: trimming, blanks, missing values."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _check_labels_as_plain_text(Path(tmp), types, row_group)
+
+
+def _check_labels_as_plain_text(folder: Path, types: list[str | None], row_group: int) -> None:
+    n = len(types)
+    tx = pa.table({"customer_id": ["a"], "timestamp": [datetime(2024, 1, 1)], "amount": [1.0]})
+    ix = pa.table(
+        {
+            "customer_id": ["a"] * n,
+            "timestamp": [datetime(2024, 1, 1, 0, i) for i in range(n)],
+            "type": pa.array(types, pa.string()),
+        }
+    )
+    pq.write_table(tx, folder / "transactions.parquet")
+    pq.write_table(ix, folder / "interactions.parquet", row_group_size=row_group)
+    try:
+        expected = history_from_frames(tx, interactions=ix)
+    except HistoryError as exc:
+        with pytest.raises(HistoryError) as got:
+            load_history(folder)
+        assert [(p.column, p.message, p.count) for p in got.value.problems] == [
+            (p.column, p.message, p.count) for p in exc.problems
+        ]
+        return
+    loaded = load_history(folder)
+    assert loaded.interactions is not None and expected.interactions is not None
+    assert loaded.interactions.schema.field("type").type == history_module.LABEL_TYPE
+    assert _decoded(loaded.interactions).equals(_decoded(expected.interactions))
 
 
 def test_in_memory_frames_are_validated_like_files() -> None:
