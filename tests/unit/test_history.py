@@ -132,6 +132,18 @@ def _decoded(table: pa.Table) -> pa.Table:
     )
 
 
+def test_a_folder_of_parquet_parts_is_one_table(tmp_path: Path) -> None:
+    folder = tmp_path / "transactions.parquet"
+    folder.mkdir()
+    for i, channel in enumerate(("web", "shop")):
+        part = {"customer_id": [f"c{i}"], "timestamp": [datetime(2024, 1, 1 + i)], "amount": [1.0 + i]}
+        pq.write_table(pa.table({**part, "channel": [channel]}), folder / f"part-{i}.parquet")
+    tx = load_history(tmp_path).transactions
+    assert sorted(tx.column("customer_id").to_pylist()) == ["c0", "c1"]
+    assert tx.schema.field("channel").type == history_module.LABEL_TYPE
+    assert sorted(tx.column("channel").to_pylist()) == ["shop", "web"]
+
+
 def test_labels_are_dictionaries_whatever_the_source(tmp_path: Path) -> None:
     """Category, channel and interaction type come out as LABEL_TYPE from CSV, Parquet (plain text, a pandas
     categorical, many row groups each with its own dictionary) and frames alike, with the same values."""
