@@ -119,7 +119,7 @@ def child_diamond(data: Path, work: Path, store_url: str | None = None) -> dict[
 
     split: dict[str, float] = {}
     t0 = last = time.perf_counter()
-    keep_freed_memory()  # as `diamond score` does
+    keep_freed_memory()  # as every `diamond` command does
 
     def progress(step: str) -> None:
         nonlocal last

@@ -9,7 +9,8 @@ that child's own. Sides:
 - ``sql-mem``: the same query over the tables already in memory (Arrow), as the pipeline's builder sees them.
 - ``pandas``: the same 22 features in idiomatic pandas (read Parquet, filter, groupby-agg).
 - ``pipeline-22``: Diamond itself on the same 22 features: ``load_history`` (read + validate the contract),
-  ``build_spine``, ``build_features``.
+  ``build_spine``, ``build_features``, in a process set up as every ``diamond`` command sets it up
+  (``core.memory.keep_freed_memory``: freed memory reused, Arrow's buffers on glibc's heap).
 - ``pipeline-core``: Diamond with the whole default feature set ``core_v1`` (71 columns, BTYD fits
   included).
 
@@ -224,11 +225,13 @@ def child_pandas(data: Path) -> tuple[object, dict[str, float]]:
 
 
 def child_pipeline(data: Path, feature_set: str) -> tuple[object, dict[str, float]]:
+    from core.memory import keep_freed_memory
     from features.build import build_features, build_spine
     from features.history import load_history
     from features.sets import FeatureSet
 
     fs = FeatureSet("bench", 22, FEATURES_22) if feature_set == "22" else feature_set
+    keep_freed_memory()  # as every `diamond` command does (core.memory)
     t0 = time.perf_counter()
     history = load_history(data)
     t1 = time.perf_counter()

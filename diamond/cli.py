@@ -134,6 +134,9 @@ def _print_summary(summary: dict[str, Any], title: str) -> None:
 @app.callback()
 def main() -> None:
     """Diamond: churn risk and customer value from CRM history."""
+    from core.memory import keep_freed_memory
+
+    keep_freed_memory()  # every command is a run that ends: what it frees, it reuses (core.memory)
 
 
 @data_app.command("cdnow")
@@ -594,7 +597,6 @@ def score(
     ] = None,
 ) -> None:
     """Score every eligible customer with the champion: a Parquet score table and the service's snapshot."""
-    from core.memory import keep_freed_memory
     from features.build import parse_cutoff
     from features.engine import EngineConfig
     from serving.config import ServingConfig
@@ -604,7 +606,6 @@ def score(
         settings = EngineConfig.load(engine=engine)
         config, mlcfg = ServingConfig.load(), MlflowConfig.load()
         t = parse_cutoff(as_of) if as_of else None
-        keep_freed_memory()  # this process ends with the run: what it frees, it reuses
         run = flows.score(settings, data, t, config, mlcfg, out_dir, advance)
     if isinstance(run, flows.SparkScoreRun):
         done = run.result
