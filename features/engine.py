@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -117,11 +119,7 @@ class Engine:
         out = {"transactions": _events(self.table("transactions"), s)}
         tx = out["transactions"]
         p = tx.filter(tx.amount >= 0)
-        days = p.group_by([*KEYS, p.timestamp.date().name("day")]).aggregate(
-            day_amount=p.amount.sum(), age_days=p.age_days.min()
-        )
-        w = ibis.window(group_by=[days.customer_id, days.cutoff], order_by=days.day)
-        out["purchase_days"] = days.mutate(gap_days=days.day.delta(days.day.lag().over(w), unit="day"))
+        out["purchase_days"] = _days(p, KEYS, day_amount=lambda d: d.amount.sum())
         if "category" in tx.columns:
             c = p.filter(p.category.notnull())
             out["category_spend"] = c.group_by([*KEYS, "category"]).aggregate(
@@ -129,13 +127,10 @@ class Engine:
             )
         if self.has("interactions"):
             out["interactions"] = i = _events(self.table("interactions"), s)
-            per_day = {"age_days": i.age_days.min(), "n": i.count()}
+            per_day: dict[str, Callable[[ir.Table], ir.Value]] = {"n": lambda d: d.count()}
             if "value" in i.columns:
-                per_day["value_mean"] = i.value.mean()
-            idays = i.group_by([*KEYS, "type", i.timestamp.date().name("day")]).aggregate(**per_day)
-            w = ibis.window(group_by=[idays.customer_id, idays.cutoff, idays.type], order_by=idays.day)
-            idays = idays.mutate(gap_days=idays.day.delta(idays.day.lag().over(w), unit="day"))
-            out["interaction_days"] = idays
+                per_day["value_mean"] = lambda d: d.value.mean()
+            out["interaction_days"] = idays = _days(i, [*KEYS, "type"], **per_day)
             out["click_days"] = _click_days(idays, out["purchase_days"])
         return out
 
@@ -157,9 +152,11 @@ class DuckDBEngine(Engine):
         super().__init__()
         self.exact = exact
         self.arrow: dict[str, pa.Table] = dict(history.tables())
+        self.ids: pa.Array | None = None  # the spine's customer ids, sorted: DuckDB sees their positions
         if spine is not None:
-            self.arrow["spine"] = spine.select(KEYS)
-            self.arrow["spine_cutoffs"] = pa.table({"cutoff": pa.compute.unique(spine.column("cutoff"))})
+            self.ids = _sorted_ids(spine.column("customer_id"))
+            self.arrow = _coded({**self.arrow, "spine": spine.select(KEYS)}, self.ids)
+            self.arrow["spine_cutoffs"] = pa.table({"cutoff": pc.unique(spine.column("cutoff"))})
         configured = _parts(os.environ.get(PARTS_ENV, DEFAULT_PARTS), PARTS_ENV)  # checked on every run
         large = spine is not None and spine.num_rows >= PARTITION_ROWS
         self.parts = _parts(parts, "parts") if parts is not None else configured if large else 1
@@ -186,11 +183,19 @@ class DuckDBEngine(Engine):
     def run(self, expr: ir.Table) -> pa.Table:
         sql = str(ibis.to_sql(expr, dialect="duckdb"))
         if self.parts == 1:
-            return self.con.sql(sql).arrow().read_all()
+            return self._decoded(self.con.sql(sql).arrow().read_all())
         workers = min(self.parts, _cores())
         with ThreadPoolExecutor(workers) as pool:  # DuckDB lets go of the GIL while it runs a query
             parts = list(pool.map(lambda k: self._run_part(sql, k), range(self.parts)))
-        return pa.concat_tables(parts).sort_by([("cutoff", "ascending"), ("customer_id", "ascending")])
+        whole = pa.concat_tables(parts).sort_by([("cutoff", "ascending"), ("customer_id", "ascending")])
+        return self._decoded(whole)
+
+    def _decoded(self, table: pa.Table) -> pa.Table:
+        """`table` with the customer ids its query saw as positions in `ids` given back as text."""
+        if self.ids is None or "customer_id" not in table.column_names:
+            return table
+        i = table.column_names.index("customer_id")
+        return table.set_column(i, "customer_id", pc.take(self.ids, table.column(i)))
 
     def _run_part(self, sql: str, part: int) -> pa.Table:
         """`sql` over part `part`'s customers: every table with a customer id seen through a view that keeps
@@ -225,8 +230,52 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
+def _sorted_ids(ids: pa.ChunkedArray) -> pa.Array:
+    """The distinct customer ids of a spine as text, in sorted order: a query that joins, groups and sorts
+    by their positions gives the rows it would give by the ids themselves (in the same order) for less work
+    (integers hash and compare faster than text: 1M customers' feature query 12.7 -> 8.0-9.5 s)."""
+    distinct = pc.unique(ids.cast(pa.string()))
+    if len(distinct) > 1 and not pc.all(pc.less(distinct[:-1], distinct[1:])).as_py():
+        distinct = pc.take(distinct, pc.array_sort_indices(distinct))  # a spine of one cutoff is sorted
+    return distinct
+
+
+def _coded(tables: dict[str, pa.Table], ids: pa.Array) -> dict[str, pa.Table]:
+    """`tables` with each customer id replaced by its position in `ids` (null for customers outside the
+    spine: their rows join no spine row, so no feature sees them). One lookup over every table's ids: each
+    lookup hashes `ids` again (0.2 s at 1M customers)."""
+    keyed = [name for name, table in tables.items() if "customer_id" in table.column_names]
+    columns = [tables[name].column("customer_id").cast(pa.string()) for name in keyed]
+    every = pa.chunked_array([c for column in columns for c in column.chunks], pa.string())
+    codes = pc.index_in(every, value_set=ids)
+    out, start = dict(tables), 0
+    for name, column in zip(keyed, columns, strict=True):
+        table = tables[name]
+        i = table.column_names.index("customer_id")
+        out[name] = table.set_column(i, "customer_id", codes.slice(start, len(column)))
+        start += len(column)
+    return out
+
+
 def cutoffs_table(cutoffs: list[datetime]) -> pa.Table:
     return pa.table({"cutoff": pa.array(cutoffs, pa.timestamp("us"))})
+
+
+def _days(events: ir.Table, keys: list[str], **per_day: Callable[[ir.Table], ir.Value]) -> ir.Table:
+    """One row per `keys` and calendar day of `events` (timestamped, with an `age_days` that is the same
+    on every row of a day): the day, its `age_days`, the `per_day` aggregates over its rows, and
+    `gap_days`, the days since the previous day. One sort of the events, by `keys` then day, serves every
+    column (windows over each day's rows, and `lag`): a hash aggregate of the days, then a window sorting
+    them again, took ~40 % longer (1M customers, 20M events)."""
+    e = events.mutate(day=events.timestamp.date())
+    by = [e[k] for k in keys]
+    same_day = ibis.window(group_by=by, order_by=e.day, range=(0, 0))
+    before = e.day.lag().over(ibis.window(group_by=by, order_by=e.day))
+    rows = e.mutate(_before=before, **{name: fn(e).over(same_day) for name, fn in per_day.items()})
+    first = rows.filter(rows._before.isnull() | (rows._before != rows.day))  # one row of each day
+    return first.select(
+        *keys, "day", "age_days", *per_day, gap_days=first.day.delta(first._before, unit="day")
+    )
 
 
 def _click_days(idays: ir.Table, pdays: ir.Table) -> ir.Table:

@@ -824,3 +824,26 @@ def test_a_part_count_that_is_not_a_whole_number_above_zero_is_refused(
     monkeypatch.setenv(features.engine.PARTS_ENV, parts)  # refused even for a small spine
     with pytest.raises(ValueError, match=f"DIAMOND_DUCKDB_PARTS='{parts}': expected a whole number"):
         features.engine.DuckDBEngine(history, spine)
+
+
+def test_any_spine_gives_its_rows_in_cutoff_then_id_order(history: History, features_v2: pa.Table) -> None:
+    """The engine computes over the spine's customers by their positions in its sorted ids (features.engine):
+    a spine given in any order, of any subset of the pairs, still gets text ids, in (cutoff, id) order, each
+    row the one the whole spine's run gave."""
+    whole = features_v2.to_pylist()
+    picked = [r for i, r in enumerate(whole) if i % 3 != 1][::-1]  # a subset, backwards
+    spine = pa.table(
+        {
+            "customer_id": [r["customer_id"] for r in picked],
+            "cutoff": pa.array([r["cutoff"] for r in picked], pa.timestamp("us")),
+        }
+    )
+    got = build_features(history, spine, "core_v2", horizon=f"{HORIZON}d")
+    assert got.schema.field("customer_id").type == pa.string()
+    want = sorted(picked, key=lambda r: (r["cutoff"], r["customer_id"]))
+    assert [(r["customer_id"], r["cutoff"]) for r in got.to_pylist()] == [
+        (r["customer_id"], r["cutoff"]) for r in want
+    ]
+    for row, expected in zip(got.to_pylist(), want, strict=True):
+        for column in (c for c in expected if c not in BTYD):  # BTYD is fitted on the spine's customers
+            assert_same(row[column], expected[column], f"{row['customer_id']} at {row['cutoff']}: {column}")
