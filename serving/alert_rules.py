@@ -216,8 +216,9 @@ def check_candidates(candidates: pd.DataFrame) -> None:
 def as_text(column: pd.Series) -> pd.Series:
     """`column.astype(str)` as Python texts (object dtype, same index); a column of texts already is kept as
     it is (pandas' text dtype would copy a million of them into Arrow and back)."""
-    values = column.to_numpy(dtype=object)
-    if column.dtype == object and all(type(v) is str for v in values):
+    if isinstance(column.dtype, pd.StringDtype):  # texts (or missing) already: converted once, not twice
+        return pd.Series(column.to_numpy(dtype=object), index=column.index, dtype=object)
+    if column.dtype == object and all(type(v) is str for v in column.to_numpy(dtype=object)):
         return column
     return pd.Series(column.astype(str).to_numpy(dtype=object), index=column.index, dtype=object)
 

@@ -217,3 +217,8 @@ def test_as_text_keeps_texts_and_converts_anything_else_as_astype_str() -> None:
     out = as_text(mixed)
     assert out.tolist() == ["a", "7", "2.5"] and out.index.tolist() == [1, 2, 3] and out.dtype == object
     assert as_text(pd.Series([1, 2])).tolist() == ["1", "2"]
+    text_dtype = pd.Series(["a", None, "b"], dtype="str", index=[4, 6, 8])
+    out = as_text(text_dtype)  # pandas' text dtype: the same values astype(str) gives, as Python texts
+    assert out.dtype == object and out.index.tolist() == [4, 6, 8]
+    assert out.tolist()[::2] == ["a", "b"] and pd.isna(out.iloc[1])
+    assert out.tolist()[::2] == text_dtype.astype(str).to_numpy(dtype=object).tolist()[::2]
