@@ -180,8 +180,9 @@ def test_the_run_that_opens_episodes_records_them_pending_as_computed_from_every
     engine: sa.Engine, store_url: str
 ) -> None:
     """Episodes opened at the history's end have nothing in (T0, end] to look at: recorded at the opening
-    run without reading their events (`_events` watches no one), exactly as `compute` gives them from every
-    event, a purchase at T0 itself included (outside the window)."""
+    run inside the database, neither read back nor their events read, exactly as `compute` gives them from
+    every event, a purchase at T0 itself included (outside the window); recorded again at the same end,
+    they go through `compute` and stay the same."""
     alert_step(engine, serving_config(store_url, RULES), T0, *FIRING)  # treated e, f; control a, h
     tx = pd.concat(
         [_purchases(), pd.DataFrame({"customer_id": ["e"], "timestamp": [T0], "amount": [7.0]})],
@@ -189,8 +190,10 @@ def test_the_run_that_opens_episodes_records_them_pending_as_computed_from_every
     )
     history = history_from_frames(tx, as_of=T0 + 60 * D)
     assert outcomes._events(history, {"a", "e"}, T0, watched=set())[0].empty
+    assert outcomes.episodes(engine, T0).empty and len(outcomes.episodes(engine, T0 + D)) == 4
     opened = outcomes.record(engine, history, 30, T0)
     assert opened.count("treated", "pending") == 2 and opened.count("control", "pending") == 2
+    assert opened.count("treated") + opened.count("control") == 4
     got = outcomes.read(engine).sort_values(["arm", "episode_id"]).reset_index(drop=True)
     eps = outcomes.episodes(engine).sort_values(["arm", "episode_id"]).reset_index(drop=True)
     every = outcomes.compute(eps.assign(horizon_days=30), tx, T0)
@@ -198,6 +201,11 @@ def test_the_run_that_opens_episodes_records_them_pending_as_computed_from_every
         stored, computed = ([None if pd.isna(v) else v for v in f[column]] for f in (got, every))
         assert stored == computed, column
     assert (got["value_after"] == 0.0).all() and set(got["observed_until"]) == {T0}
+    assert set(got["horizon_days"]) == {30} and set(got["computed_at"]) == {T0}
+    assert len(outcomes.episodes(engine, T0)) == 4  # recorded now: read back from here on
+    again = outcomes.record(engine, history, 30, T0)
+    assert again.counts == opened.counts
+    assert outcomes.read(engine).sort_values(["arm", "episode_id"]).reset_index(drop=True).equals(got)
 
 
 def test_outcomes_and_the_effect_in_profit_when_the_model_predicts_margin(
