@@ -9,7 +9,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from training.tracking import MlflowConfig
 
 
-PARQUET_ROWS = 100_000  # score table rows converted to Arrow and written at a time
 SCORE_ROW = "score_row"  # the candidates' column (`evaluate_rules`) naming each one's row in the score table
 
 
@@ -359,31 +358,38 @@ def _write(
     as_of: datetime,
     events: Iterable[pd.DataFrame] | store.Staged,
 ) -> Path:
-    """The snapshot's transaction: the feature snapshot, then the score snapshot chunk by chunk as
-    `chunks()` gives its rows with reasons, the score history and the run log. `made["scores"]`, the whole
-    table, goes to Parquet by a thread meanwhile (SQLite copies the score history and builds the indexes
-    in long statements that let go of the GIL); the transaction commits once the file is complete."""
+    """The snapshot's transaction: the feature snapshot, the score history, then the score snapshot chunk by
+    chunk as `chunks()` gives its rows with reasons, and the run log. Each chunk, once converted to Arrow
+    for the snapshot, goes on to the Parquet score table by a thread (Parquet's encoding lets go of the
+    GIL); the transaction commits once the file is complete."""
     folder = Path(config.scores_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"scores_{as_of:%Y%m%dT%H%M%S}_v{served.version}.parquet"
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")  # unique per run
     pool = ThreadPoolExecutor(1, thread_name_prefix="diamond-score-table")
     writing: list[Future[None]] = []
+    writer: dict[str, pq.ParquetWriter] = {}  # opened by the first chunk, in the pool's thread
+    complete: list[bool] = []
+
+    def each(chunk: pa.Table) -> None:
+        writing.append(pool.submit(_write_parquet, chunk, tmp, writer))
 
     def table() -> Iterator[pd.DataFrame]:
         yield from chunks()  # reasons are JSON text (scoring.with_reasons)
-        writing.append(pool.submit(_write_parquet, made["scores"], tmp))
+        complete.append(True)
 
     def written() -> None:
-        if not writing:
+        if not complete:
             raise RuntimeError("the score table was not written: its rows never all came")
-        writing[0].result()  # its error, raised here, rolls the snapshot back
+        for part in writing:
+            part.result()  # its error, raised here, rolls the snapshot back
+        pool.submit(_close_parquet, writer, tmp, made["scores"]).result()
 
     try:
         store.write_snapshot(
             eng,
             rows.drop(columns=["cutoff"]).assign(as_of=as_of, feature_set=served.artefact.feature_set),
-            store.LateScores(scores, table, written),
+            store.LateScores(scores, table, written, each),
             {
                 "as_of": as_of.isoformat(),
                 "model_version": served.version,
@@ -394,6 +400,9 @@ def _write(
         )
     except BaseException:  # nothing half-written is left behind, even on Ctrl-C
         pool.shutdown(wait=True)  # the file is not written on after it is gone
+        if "file" in writer:
+            with suppress(Exception):  # the run's own error is the one raised
+                writer.pop("file").close()
         tmp.unlink(missing_ok=True)
         raise
     pool.shutdown(wait=True)
@@ -401,27 +410,20 @@ def _write(
     return target
 
 
-def _write_parquet(table: pd.DataFrame, path: Path, rows: int = PARQUET_ROWS) -> None:
-    """The score table as Parquet, converted to Arrow `rows` at a time (a million customers' reasons as
-    Arrow text at once would take another gigabyte); one schema, from the whole frame (`_schema`)."""
-    schema = _schema(table)
-    with pq.ParquetWriter(path, schema) as writer:
-        for start in range(0, max(len(table), 1), rows):
-            part = table.iloc[start : start + rows]
-            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+def _write_parquet(chunk: pa.Table, path: Path, writer: dict[str, pq.ParquetWriter]) -> None:
+    """One chunk of the score table appended to its Parquet file at `path` (opened by the first, with its
+    schema: every chunk has the score snapshot's)."""
+    if "file" not in writer:
+        writer["file"] = pq.ParquetWriter(path, chunk.schema)
+    writer["file"].write_table(chunk)
 
 
-def _schema(table: pd.DataFrame) -> pa.Schema:
-    """`pa.Schema.from_pandas(table)` without converting every text to Arrow to learn that it is text:
-    pyarrow infers an object column's type by converting the whole column (a million rows' reasons: half a
-    gigabyte and seconds, then thrown away). A column of text, missing values aside, is inferred from a
-    stand-in of empty strings instead, which gives the same type and the same pandas metadata."""
-    stand_in = {
-        c: pd.Series(np.full(len(table), "", dtype=object), index=table.index, dtype=object)
-        for c in table.columns
-        if table[c].dtype == object and pd.api.types.infer_dtype(table[c], skipna=True) == "string"
-    }
-    return pa.Schema.from_pandas(table.assign(**stand_in) if stand_in else table, preserve_index=False)
+def _close_parquet(writer: dict[str, pq.ParquetWriter], path: Path, whole: pd.DataFrame) -> None:
+    """The Parquet file complete: closed, or written empty (the columns of `whole`) when no row came."""
+    if "file" in writer:
+        writer.pop("file").close()
+    else:
+        pq.write_table(pa.Table.from_pandas(whole.iloc[:0], preserve_index=False), path)
 
 
 def _candidates(

@@ -61,6 +61,7 @@ EVENT_PART_ROWS = 250  # customers per part of the recent events (`packed_event_
 EVENT_PART_COLUMNS = ["part", "first_key", "last_key", "customers", "n_events", "batch"]
 PACKED_EVENTS_PER_PASS = 2_000_000  # history events per pass of the recent events' top-n aggregate
 FEATURE_PART_ROWS = 50_000  # customers per part of the packed feature snapshot (`pack_features`)
+SCORE_PART_ROWS = 1_000  # customers per part of the packed score snapshot (`_ScoreParts`)
 HISTORY_COLUMNS = [
     "customer_id",
     "as_of",
@@ -413,6 +414,113 @@ def pack_features(frame: pd.DataFrame, rows: int = FEATURE_PART_ROWS) -> Iterato
         yield {"part": part, "customers": piece.num_rows, "batch": _ipc(piece)}
 
 
+class _ScoreParts:
+    """The score snapshot as the store keeps it, written as its rows come (`write_snapshot`): parts of
+    SCORE_PART_ROWS customers in id order, each an Arrow IPC stream (LZ4) with its first and last customer id
+    (UTF-8 bytes: the dashboard reads one customer's part, `read_rows`) and its customers per tier with their
+    value at risk (JSON [[tier, customers, value at risk], ...]: `tier_summary` adds them up). Row by row, a
+    million customers' 19 columns, reasons in words among them, were SQLite's B-tree work for 5-7 s of
+    every run. Every chunk is converted with one schema: the first chunk's columns, typed as in
+    `arrow_schema(typed)` (a column `typed` lacks or leaves null, a late one, takes the first chunk's type);
+    times are kept as the store's DATETIME text, as in `pack_features`. The rows must come in ascending
+    customer id, each id once (ValueError)."""
+
+    def __init__(
+        self,
+        con: sa.Connection,
+        table: sa.Table,
+        typed: pd.DataFrame,
+        each: Callable[[pa.Table], None] | None,
+    ) -> None:
+        self.con, self.table, self.each = con, table, each
+        self.schema = arrow_schema(typed.assign(customer_id=_text(typed["customer_id"])))
+        self.typed = False  # late columns typed from a chunk yet
+        self.last: str | None = None
+        self.parts = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        frame = frame.assign(customer_id=_text(frame["customer_id"]))
+        if not self.typed:  # the chunk's columns, typed as `typed` has them where it can
+            found, known = arrow_schema(frame), {f.name: f for f in self.schema}
+            self.schema = pa.schema(
+                [
+                    known[f.name] if f.name in known and not pa.types.is_null(known[f.name].type) else f
+                    for f in found
+                ]
+            )
+            self.typed = True
+        chunk = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        ids = chunk.column("customer_id").combine_chunks()
+        if ids.null_count or (len(ids) > 1 and not pc.all(pc.less(ids[:-1], ids[1:])).as_py()):
+            raise ValueError("score snapshot rows must come in ascending customer_id, each id once")
+        first = ids[0].as_py()
+        if self.last is not None and first <= self.last:
+            raise ValueError(f"score snapshot rows must come in ascending customer_id: {first!r} came late")
+        self.last = ids[-1].as_py()
+        if self.each is not None:
+            self.each(chunk)
+        for i, field in enumerate(chunk.schema):
+            if pa.types.is_timestamp(field.type):  # the store's DATETIME text, as in `pack_features`
+                column = chunk.column(i).to_pandas()
+                chunk = chunk.set_column(i, field.name, pa.array(bulk.sqlite_datetimes(column), pa.string()))
+        n = chunk.num_rows
+        starts = range(0, n, SCORE_PART_ROWS)
+        sums = _tier_sums(
+            frame["tier"].to_numpy(dtype=object),
+            frame["value_at_risk"].to_numpy(dtype=np.float64, na_value=np.nan),
+            np.arange(n) // SCORE_PART_ROWS,
+        )
+        rows = []
+        for k, start in enumerate(starts):
+            piece = chunk.slice(start, SCORE_PART_ROWS)
+            last = min(start + SCORE_PART_ROWS, n) - 1
+            rows.append(
+                {
+                    "part": self.parts + k,
+                    "first_key": ids[start].as_py().encode(),
+                    "last_key": ids[last].as_py().encode(),
+                    "customers": piece.num_rows,
+                    "tiers": sums[k],
+                    "batch": _ipc(piece),
+                }
+            )
+        self.parts += len(rows)
+        self.con.execute(sa.insert(self.table), rows)
+
+
+def _tier_sums(tiers: np.ndarray, value_at_risk: np.ndarray, part: np.ndarray) -> list[str]:
+    """Each part's customers and value at risk per tier (`part`: each row's part, 0, 1, ...), as the JSON
+    text `_ScoreParts` keeps: [[tier or null, customers, value at risk], ...], tiers in order of first
+    appearance; a missing value at risk counts as none (SQL's SUM)."""
+    codes, names = pd.factorize(pd.Series(tiers, dtype=object), use_na_sentinel=False)
+    parts, k = int(part.max()) + 1 if len(part) else 0, max(len(names), 1)
+    cell = part * k + codes
+    counts = np.bincount(cell, minlength=parts * k).reshape(parts, k)
+    money = np.bincount(cell, np.nan_to_num(value_at_risk, nan=0.0), minlength=parts * k).reshape(parts, k)
+    labels = [None if pd.isna(t) else str(t) for t in names]
+    return [
+        json.dumps(
+            [[labels[j], int(counts[i, j]), float(money[i, j])] for j in range(len(labels)) if counts[i, j]]
+        )
+        for i in range(parts)
+    ]
+
+
+def arrow_schema(frame: pd.DataFrame) -> pa.Schema:
+    """`pa.Schema.from_pandas(frame)` without converting every text to Arrow to learn that it is text:
+    pyarrow infers an object column's type by converting the whole column (a million rows' reasons: half a
+    gigabyte and seconds, then thrown away). A column of text, missing values aside, is inferred from a
+    stand-in of empty strings instead, which gives the same type and the same pandas metadata."""
+    stand_in = {
+        c: pd.Series(np.full(len(frame), "", dtype=object), index=frame.index, dtype=object)
+        for c in frame.columns
+        if frame[c].dtype == object and pd.api.types.infer_dtype(frame[c], skipna=True) == "string"
+    }
+    return pa.Schema.from_pandas(frame.assign(**stand_in) if stand_in else frame, preserve_index=False)
+
+
 def _ipc(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as out:
@@ -430,7 +538,8 @@ def _unpack(batch: bytes) -> pa.Table:
 
 def _new_packed(con: sa.Connection, name: str) -> sa.Table:
     """`<name>__new`, empty, for a packed snapshot (`pack_features`; the recent events' parts,
-    `packed_event_batches`, with their customers' range); its index comes at the swap."""
+    `packed_event_batches`, and the score snapshot's, `_ScoreParts`, with their customers' range); its
+    index comes at the swap."""
     ranged = [
         sa.Column("first_key", sa.LargeBinary, nullable=False),
         sa.Column("last_key", sa.LargeBinary, nullable=False),
@@ -439,9 +548,10 @@ def _new_packed(con: sa.Connection, name: str) -> sa.Table:
         f"{name}__new",
         sa.MetaData(),
         sa.Column("part", sa.Integer, nullable=False),
-        *(ranged if name == EVENTS else []),
+        *(ranged if name in (EVENTS, SCORES) else []),
         sa.Column("customers", sa.Integer, nullable=False),
         *([sa.Column("n_events", sa.Integer, nullable=False)] if name == EVENTS else []),
+        *([sa.Column("tiers", sa.Text, nullable=False)] if name == SCORES else []),
         sa.Column("batch", sa.LargeBinary, nullable=False),
     )
     table.drop(con, checkfirst=True)
@@ -468,14 +578,29 @@ def read_features(eng: sa.Engine) -> pd.DataFrame:
     return pa.concat_tables([_unpack(b) for b in found]).to_pandas()
 
 
+def read_scores(eng: sa.Engine) -> pd.DataFrame:
+    """The whole score snapshot, one row per customer in id order, every column as batch scoring gave it
+    (`_ScoreParts`); a snapshot of a release before packing (one row per customer) is read as it is."""
+    with eng.connect() as con:
+        if not _is_packed(con, SCORES):
+            result = con.execute(sa.text(f"SELECT * FROM {SCORES}"))
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        found = con.execute(sa.text(f"SELECT batch FROM {SCORES} ORDER BY part")).scalars().all()
+    if not found:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
+    return pa.concat_tables([_unpack(b) for b in found]).to_pandas()
+
+
 def forget_rows(con: sa.Connection, table: str, ids: list[str]) -> int:
     """Remove these customers from a snapshot table (`table`: it, or a checkpoint's `__prev` copy), in the
-    caller's transaction; returns the customers removed. A packed one (the feature snapshot's parts, the
-    recent events' parts) has the parts holding them rewritten."""
+    caller's transaction; returns the customers removed. A packed one (the feature snapshot's, the score
+    snapshot's and the recent events' parts) has the parts holding them rewritten (a score part's sums per
+    tier with them)."""
     if not _is_packed(con, table):
         query = sa.text(f"DELETE FROM {table} WHERE customer_id IN :ids")
         return int(con.execute(query.bindparams(sa.bindparam("ids", expanding=True)), {"ids": ids}).rowcount)
-    events = "n_events" in {c["name"] for c in sa.inspect(con).get_columns(table)}
+    columns = {c["name"] for c in sa.inspect(con).get_columns(table)}
+    events, scores = "n_events" in columns, "tiers" in columns
     removed = 0
     wanted = pa.array(ids, pa.string())
     for part, batch in con.execute(sa.text(f"SELECT part, batch FROM {table} ORDER BY part")).all():
@@ -486,6 +611,15 @@ def forget_rows(con: sa.Connection, table: str, ids: list[str]) -> int:
             kept = held.filter(pc.invert(gone))
             counts = {"n": pc.count_distinct(kept.column("customer_id")).as_py(), "e": kept.num_rows}
             rewrite = f"UPDATE {table} SET batch = :b, customers = :n{', n_events = :e' if events else ''}"
+            if scores:  # the part's sums per tier, without them
+                rewrite += ", tiers = :t"
+                tiers = kept.column("tier").to_numpy(zero_copy_only=False).astype(object)
+                money = kept.column("value_at_risk").to_numpy(zero_copy_only=False).astype(np.float64)
+                counts["t"] = (
+                    _tier_sums(tiers, money, np.zeros(kept.num_rows, dtype=np.int64))[0]
+                    if len(tiers)
+                    else "[]"
+                )
             con.execute(sa.text(f"{rewrite} WHERE part = :p"), {"b": _ipc(kept), "p": part, **counts})
             removed += pc.count_distinct(who.filter(gone)).as_py()
     return removed
@@ -509,6 +643,8 @@ class LateScores:
     # called last inside the transaction, after the swap (batch scoring waits there for its Parquet file,
     # written meanwhile by a thread): an error it raises rolls the whole snapshot back
     done: Callable[[], None] | None = None
+    # given each chunk as Arrow (`_ScoreParts`' schema, times as they are), in order, as it is packed
+    each: Callable[[pa.Table], None] | None = None
 
 
 def write_snapshot(
@@ -519,14 +655,14 @@ def write_snapshot(
     events: pd.DataFrame | Iterable[pd.DataFrame] | Staged | None = None,
 ) -> None:
     """Replace the feature and score snapshots (and the recent events, if given), append the run's score
-    history (the score snapshot's HISTORY_COLUMNS, copied inside the database) and log the run (`run`:
-    as_of and optionally model_version, customers, parquet), all in one transaction. `events` may come in
-    frames (`packed_event_batches`, one row per customer: the first frame gives the table its column
-    types); they are then made in a thread of their own while this one writes the other tables (`_Ahead`),
-    and written as they come. The store must be prepared (`prepare`). `events` STAGED: they are in
-    `recent_events__new` already (`stage_events`), and only swapped in here. `scores` may come late
+    history (the score snapshot's HISTORY_COLUMNS, written before its late columns come) and log the run
+    (`run`: as_of and optionally model_version, customers, parquet), all in one transaction. `events` may
+    come in frames (`packed_event_batches`, one row per customer: the first frame gives the table its
+    column types); they are then made in a thread of their own while this one writes the other tables
+    (`_Ahead`), and written as they come. The store must be prepared (`prepare`). `events` STAGED: they are
+    in `recent_events__new` already (`stage_events`), and only swapped in here. `scores` may come late
     (`LateScores`): its chunks are asked for once the features are written, so that batch scoring makes
-    its reasons meanwhile."""
+    its reasons meanwhile. The score snapshot is kept in parts (`_ScoreParts`)."""
     as_of = _check_history(scores.typed if isinstance(scores, LateScores) else scores)
     unknown = set(run) - set(RUN_COLUMNS)
     if unknown or "as_of" not in run:
@@ -554,27 +690,29 @@ def write_snapshot(
                 made[name] = _new_table(con, name, frame, frame if whole is None else whole)
             bulk.insert_frame(con, made[name], frame)
 
-        def write_all(name: str, whole: pd.DataFrame) -> None:
-            for start in range(0, max(len(whole), 1), bulk.CHUNK):
-                write(name, whole.iloc[start : start + bulk.CHUNK], whole)
-                for frame in coming.ready():  # the recent events made meanwhile
-                    write(EVENTS, frame)
-
         made[FEATURES] = _new_packed(con, FEATURES)
         for part in pack_features(features):
             con.execute(sa.insert(made[FEATURES]).values(**part))
             for frame in coming.ready():
                 write(EVENTS, frame)
+        late = isinstance(scores, LateScores)
+        typed = scores.typed if isinstance(scores, LateScores) else scores
+        # the history's numbers are known before the late columns come: written first
+        _append_history(con, typed, as_of)
+        parts = _ScoreParts(con, _new_packed(con, SCORES), typed, scores.each if late else None)
+        made[SCORES] = parts.table
         if isinstance(scores, LateScores):
+            came = False
             for frame in scores.chunks():
-                write(SCORES, frame, scores.typed)
+                parts.write(frame)
+                came = True
                 for ready in coming.ready():
                     write(EVENTS, ready)
-            if SCORES not in made:
+            if not came:
                 raise ValueError("no score rows came: a snapshot needs its scores")
         else:
-            write_all(SCORES, scores)
-        _append_history(con, made[SCORES], as_of)
+            ids = _text(scores["customer_id"]).to_numpy(dtype=object)
+            parts.write(scores.iloc[np.argsort(ids, kind="stable")] if len(scores) else scores)
         for frame in coming:
             write(EVENTS, frame)
         con.execute(sa.insert(score_runs_table).values(**logged))
@@ -770,21 +908,25 @@ def _check_history(scores: pd.DataFrame) -> datetime | None:
     return next(iter(found), None)
 
 
-def _append_history(con: sa.Connection, new: sa.Table, as_of: datetime | None) -> None:
-    """The score history's rows of this as_of (a re-run replaces them): the new score snapshot's, copied
-    inside the database (binding a million rows' values again from Python took seconds)."""
+def _append_history(con: sa.Connection, scores: pd.DataFrame, as_of: datetime | None) -> None:
+    """The score history's rows of this as_of (a re-run replaces them): HISTORY_COLUMNS of the score
+    snapshot's rows, ids and model versions as text."""
     t = score_history_table
     if as_of is None:
         return
     con.execute(sa.delete(t).where(t.c.as_of == as_of))
-    text = sa.String()
-    picked = sa.select(
-        sa.cast(new.c.customer_id, text),
-        sa.literal(as_of, sa.DateTime()),
-        *(new.c[c] for c in ("churn_probability", "predicted_value", "value_at_risk", "tier")),
-        sa.cast(new.c.model_version, text),
+    rows = scores[HISTORY_COLUMNS].assign(
+        customer_id=_text(scores["customer_id"]), as_of=as_of, model_version=_text(scores["model_version"])
     )
-    con.execute(sa.insert(t).from_select(HISTORY_COLUMNS, picked))
+    bulk.insert_frame(con, t, rows)
+
+
+def _text(column: pd.Series) -> pd.Series:
+    """Python texts, None for missing (ids and versions given as numbers become their text)."""
+    values = column.astype(object)
+    if pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+        return values.where(values.notna(), None)
+    return values.map(lambda v: None if pd.isna(v) else str(v))
 
 
 def packed_event_batches(
@@ -1040,20 +1182,21 @@ def unpack_events(packed: str | None) -> pd.DataFrame:
 def read_rows(eng: sa.Engine, table: str, customer_ids: list[str]) -> pd.DataFrame:
     """Rows of `table` for these customers (absent ids are simply not returned). The feature snapshot is
     read whole for it (`read_features`): the service holds it in memory and never asks for a few rows; the
-    recent events' parts give one row per event (`recent_events` gives one customer's)."""
+    score snapshot's parts give each customer's row from its part; the recent events' parts give one row
+    per event (`recent_events` gives one customer's)."""
     if not customer_ids:
         return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
     if table == FEATURES:
         whole = read_features(eng)
         return whole[whole["customer_id"].isin(list(customer_ids))].reset_index(drop=True)
-    if table == EVENTS:  # in parts: one row per event of these customers (customer_id, EVENT_COLUMNS)
+    if table in (EVENTS, SCORES):  # in parts: the scores' rows, one row per event of the recent events
         try:
             with eng.connect() as con:
-                events = _event_rows(con, [str(c) for c in dict.fromkeys(customer_ids)])
+                found = _ranged_rows(con, table, [str(c) for c in dict.fromkeys(customer_ids)])
         except sa.exc.NoSuchTableError:
             return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
-        if events is not None:
-            return events.to_pandas()
+        if found is not None:
+            return found.to_pandas()
     query = sa.text(f"SELECT * FROM {table} WHERE customer_id IN :ids").bindparams(
         sa.bindparam("ids", expanding=True)
     )
@@ -1104,7 +1247,7 @@ def recent_events(eng: sa.Engine, customer_id: str) -> pd.DataFrame:
     cid = str(customer_id)
     try:
         with eng.connect() as con:
-            mine = _event_rows(con, [cid])
+            mine = _ranged_rows(con, EVENTS, [cid])
     except sa.exc.NoSuchTableError:
         return pd.DataFrame(columns=EVENT_COLUMNS)
     if mine is not None:
@@ -1117,30 +1260,41 @@ def recent_events(eng: sa.Engine, customer_id: str) -> pd.DataFrame:
     return rows.sort_values("timestamp", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _event_rows(con: sa.Connection, ids: list[str]) -> pa.Table | None:
-    """These customers' rows of the recent events' parts (customer_id and EVENT_COLUMNS, in the order of
-    `ids`, each customer's newest first), or None when the snapshot is not in parts (an earlier release's).
-    Each customer's part is the last one starting at or before the id (found through the index on
-    first_key), if it reaches the id; its rows are taken in Arrow (a part holds about 2,500 events)."""
-    if "first_key" not in {c["name"] for c in sa.inspect(con).get_columns(EVENTS)}:
+def _ranged_rows(con: sa.Connection, table: str, ids: list[str]) -> pa.Table | None:
+    """These customers' rows of a snapshot kept in parts of customers in id order (the recent events, the
+    scores), in the order of `ids` (a customer's events newest first), or None when the snapshot is not
+    in parts (an earlier release's). Each customer's part is the last one starting at or before the id
+    (found through the index on first_key), if it reaches the id; its rows are taken in Arrow."""
+    if "first_key" not in {c["name"] for c in sa.inspect(con).get_columns(table)}:
         return None
     query = sa.text(
-        f"SELECT batch FROM {EVENTS} WHERE last_key >= :k AND first_key = (SELECT first_key "
-        f"FROM {EVENTS} WHERE first_key <= :k ORDER BY first_key DESC LIMIT 1)"
+        f"SELECT batch FROM {table} WHERE last_key >= :k AND first_key = (SELECT first_key "
+        f"FROM {table} WHERE first_key <= :k ORDER BY first_key DESC LIMIT 1)"
     )
     taken = []
     for cid in ids:
         for batch in con.execute(query, {"k": cid.encode()}).scalars():
             part = _unpack(batch)
             taken.append(part.filter(pc.equal(part.column("customer_id"), cid)))
-    return pa.concat_tables(taken) if taken else _EVENT_ROWS.empty_table()
+    if taken:
+        return pa.concat_tables(taken)
+    return (
+        _EVENT_ROWS.empty_table() if table == EVENTS else pa.table({"customer_id": pa.array([], pa.string())})
+    )
 
 
 def tier_summary(eng: sa.Engine) -> dict[str, tuple[int, float]]:
     """Customers and total value at risk per tier in the latest score snapshot (empty before a run)."""
     if not sa.inspect(eng).has_table(SCORES):
         return {}
-    query = f"SELECT tier, COUNT(*), COALESCE(SUM(value_at_risk), 0) FROM {SCORES} GROUP BY tier"
     with eng.connect() as con:
+        if _is_packed(con, SCORES):  # each part's own sums (`_ScoreParts`)
+            found: dict[str, tuple[int, float]] = {}
+            for text in con.execute(sa.text(f"SELECT tiers FROM {SCORES}")).scalars():
+                for tier, n, v in json.loads(text):
+                    had = found.get(str(tier), (0, 0.0))
+                    found[str(tier)] = (had[0] + int(n), had[1] + float(v))
+            return found
+        query = f"SELECT tier, COUNT(*), COALESCE(SUM(value_at_risk), 0) FROM {SCORES} GROUP BY tier"
         rows = con.execute(sa.text(query)).all()
     return {str(tier): (int(n), float(v)) for tier, n, v in rows}

@@ -111,7 +111,7 @@ def dump(path: Path) -> dict[str, pd.DataFrame]:
             frame = pd.read_sql_query(f'SELECT * FROM "{name}"', con)
             if name == "recent_events":
                 frame = _per_event(frame)
-            if name == "feature_snapshot":
+            if name in ("feature_snapshot", "score_snapshot") and "batch" in frame.columns:
                 frame = _per_customer(frame)
             frame = frame.drop(columns=[c for c in frame.columns if c in WALL_CLOCK])
             out[f"table_{name}"] = _sorted(frame)
@@ -130,8 +130,8 @@ def _per_event(packed: pd.DataFrame) -> pd.DataFrame:
 
 
 def _per_customer(packed: pd.DataFrame) -> pd.DataFrame:
-    """The store's feature snapshot (parts of Arrow IPC: store.pack_features) as the one-row-per-customer
-    table the fixtures were saved from; missing values as SQLite gave them (None)."""
+    """The store's feature or score snapshot (parts of Arrow IPC: store.pack_features, store._ScoreParts) as
+    the one-row-per-customer table the fixtures were saved from; missing values as SQLite gave them (None)."""
     parts = [pa.ipc.open_stream(b).read_all() for b in packed.sort_values("part")["batch"]]
     frame = pa.concat_tables(parts).to_pandas()
     return frame.astype(object).where(frame.notna(), None)

@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
@@ -132,11 +133,14 @@ def test_the_snapshot_is_kept_by_renaming_it_and_a_run_that_stopped_before_it_ke
     assert done.snapshot == "restored" and _state(path) == before
     _run(eng, later, ("a", "bronze", 0.9, 100.0))
     with sqlite3.connect(path) as con:  # the snapshot it replaced, renamed, without its index
-        kept = con.execute("SELECT customer_id, tier FROM score_snapshot__prev").fetchall()
+        parts = con.execute("SELECT batch FROM score_snapshot__prev ORDER BY part").fetchall()
         indexes = con.execute(
             "SELECT tbl_name FROM sqlite_master WHERE name = 'ix_score_snapshot_id'"
         ).fetchall()
         flag = con.execute("SELECT snapshot_kept FROM run_checkpoint").fetchall()
+    kept = [
+        (r["customer_id"], r["tier"]) for (b,) in parts for r in pa.ipc.open_stream(b).read_all().to_pylist()
+    ]
     assert kept == [("a", "gold")] and indexes == [("score_snapshot",)] and flag == [(1,)]
     runs.rollback(eng, later)
     assert _state(path) == before

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 from alembic import command
@@ -520,10 +522,75 @@ def test_recent_events_of_an_earlier_release_are_still_read(tmp_path: Path) -> N
     assert store.recent_events(eng, "b").empty and store.recent_events(eng, "x").empty
 
 
+def test_the_score_snapshot_in_parts_gives_each_customer_its_row_the_tier_sums_and_forgets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The score snapshot is kept in parts of customers in id order (store._ScoreParts): each customer's row
+    is read from its part, whichever part and wherever in it; the dashboard's sums per tier are the rows'
+    (a missing tier as SQL groups it); forgetting customers rewrites their
+    parts and sums; rows out of id order or repeated are refused, nothing written."""
+    import pandas as pd
+
+    monkeypatch.setattr(store, "SCORE_PART_ROWS", 3)
+    ids = ["a", "b", "bb", "c", "d", "e", "f", "é"]  # 'é' after 'f' in UTF-8 bytes too
+    tiers = ["gold", None, "gold", "silver", "gold", "bronze", None, "silver"]
+    risk = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    scores = pd.DataFrame(
+        {
+            "customer_id": ids[::-1],  # a frame in any order: written in id order
+            "as_of": datetime(2025, 1, 31),
+            "churn_probability": 0.5,
+            "predicted_value": 10.0,
+            "value_at_risk": risk[::-1],
+            "tier": pd.Series(tiers[::-1], dtype=object),
+            "model_version": "7",
+            "reasons": [f'["{c}"]' for c in ids[::-1]],
+        }
+    )
+    eng = store.prepare(store.engine(f"sqlite:///{tmp_path / 'd.db'}"))
+    features = scores[["customer_id"]].assign(f=1.0)
+    store.write_snapshot(eng, features, scores, {"as_of": datetime(2025, 1, 31)})
+    with eng.connect() as con:
+        parts = con.exec_driver_sql("SELECT part, first_key, last_key, customers FROM score_snapshot").all()
+    assert [tuple(p) for p in parts] == [
+        (0, b"a", b"bb", 3),
+        (1, b"c", b"e", 3),
+        (2, b"f", "é".encode(), 2),
+    ]
+    for cid, tier, why in zip(ids, tiers, risk, strict=True):
+        row = store.read_rows(eng, store.SCORES, [cid])
+        assert row["customer_id"].tolist() == [cid] and row["reasons"].tolist() == [f'["{cid}"]']
+        assert (row["tier"].iloc[0] if tier is not None else None) == tier or pd.isna(row["tier"].iloc[0])
+        assert row["value_at_risk"].iloc[0] == why or (
+            np.isnan(why) and pd.isna(row["value_at_risk"].iloc[0])
+        )
+    assert store.read_rows(eng, store.SCORES, ["ba", "0", "zz"]).empty
+    assert store.read_scores(eng)["customer_id"].tolist() == ids
+    frame = pd.DataFrame({"tier": pd.Series(tiers, dtype=object).fillna("None"), "v": risk})
+    want = {t: (len(g), float(g["v"].sum())) for t, g in frame.groupby("tier")}
+    assert store.tier_summary(eng) == want
+    with eng.begin() as con:
+        assert store.forget_rows(con, "score_snapshot", ["bb", "f", "x"]) == 2
+    assert store.read_scores(eng)["customer_id"].tolist() == ["a", "b", "c", "d", "e", "é"]
+    assert store.read_rows(eng, store.SCORES, ["f"]).empty and store.tier_summary(eng) == {
+        "gold": (2, 6.0),
+        "None": (1, 2.0),
+        "silver": (2, 12.0),
+        "bronze": (1, 6.0),
+    }
+    before = store.read_scores(eng)
+    # out of order; then repeated (the score history's key refuses it first)
+    for wrong in (scores.iloc[[0, 1]], scores.iloc[[0, 0]]):  # scores: ids in descending order
+        late = store.LateScores(wrong.drop(columns="reasons"), lambda w=wrong: iter([w]))
+        with pytest.raises((ValueError, sa.exc.IntegrityError), match=r"ascending customer_id|UNIQUE"):
+            store.write_snapshot(eng, features, late, {"as_of": datetime(2025, 2, 28)})
+    pd.testing.assert_frame_equal(store.read_scores(eng), before)
+
+
 def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> None:
-    """Batch scoring gives the score snapshot late, chunk by chunk (store.LateScores): the tables, their
-    column types (from the whole frame: a column empty in the first chunk holds numbers later) and the
-    score history (copied from the new snapshot inside the database) are what one frame writes."""
+    """Batch scoring gives the score snapshot late, chunk by chunk (store.LateScores): the snapshot, its
+    column types (from the whole frame: a column empty in the first chunk holds numbers later), the score
+    history and each chunk as Arrow (`each`) are what one frame writes."""
     import pandas as pd
 
     ids = [f"c{i}" for i in range(5)]
@@ -544,13 +611,13 @@ def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> No
 
     def dump(eng: sa.Engine) -> dict[str, Any]:
         with eng.connect() as con:
-            return {
-                t: (
-                    con.exec_driver_sql(f"SELECT * FROM {t} ORDER BY customer_id").all(),
-                    [(c["name"], str(c["type"])) for c in sa.inspect(con).get_columns(t)],
-                )
-                for t in ("score_snapshot", "score_history")
-            } | {"feature_snapshot": store.read_features(eng).to_dict("list")}
+            history = con.exec_driver_sql("SELECT * FROM score_history ORDER BY customer_id").all()
+        snapshot = store.read_scores(eng)
+        return {
+            "score_snapshot": (repr(snapshot.to_dict("list")), snapshot.dtypes.astype(str).to_dict()),
+            "score_history": history,
+            "feature_snapshot": store.read_features(eng).to_dict("list"),
+        }
 
     whole = store.prepare(store.engine(f"sqlite:///{tmp_path / 'whole.db'}"))
     store.write_snapshot(whole, features, scores.assign(reasons=late), {"as_of": datetime(2025, 1, 31)})
@@ -562,15 +629,22 @@ def test_late_scores_in_chunks_write_what_one_frame_writes(tmp_path: Path) -> No
             asked.append(a)
             yield scores.iloc[a : a + 2].assign(reasons=late.iloc[a : a + 2])
 
+    arrow: list[pa.Table] = []
     store.write_snapshot(
-        chunked, features, store.LateScores(scores, chunks), {"as_of": datetime(2025, 1, 31)}
+        chunked,
+        features,
+        store.LateScores(scores, chunks, each=arrow.append),
+        {"as_of": datetime(2025, 1, 31)},
     )
-    assert asked == [0, 2, 4]
+    assert asked == [0, 2, 4] and [t.num_rows for t in arrow] == [2, 2, 1]
     got, want = dump(chunked), dump(whole)
     assert got == want
     assert got["feature_snapshot"]["recency_days"] == [1.0, 2.0, 3.0, 4.0, 5.0]
-    assert [r[-2] for r in got["score_snapshot"][0]] == [None, None, 2.5, None, 1.0]  # not text
-    history = got["score_history"][0]
+    paid = store.read_scores(chunked)["paid"]
+    assert paid.dtype == np.float64 and paid.fillna(-1.0).tolist() == [-1.0, -1.0, 2.5, -1.0, 1.0]  # not text
+    assert pa.concat_tables(arrow).column("paid").to_pylist() == [None, None, 2.5, None, 1.0]
+    assert store.read_scores(chunked)["reasons"].tolist() == late.tolist()
+    history = got["score_history"]
     assert [(r[0], r[2], r[5], r[6]) for r in history] == [
         ("c0", 0.1, "gold", "7"),
         ("c1", 0.2, None, "7"),

@@ -1,5 +1,5 @@
-"""Pieces of serving.batch on hand-built frames: the score table written in slices reads back as the whole
-frame written at once."""
+"""Pieces of serving.batch on hand-built frames: the score table written chunk by chunk (as the score
+snapshot's Arrow chunks come) reads back as the whole frame written at once."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from serving.batch import _write_parquet
+from serving import store
+from serving.batch import _close_parquet, _write_parquet
 
 
 def test_the_score_table_written_in_slices_is_the_table_written_at_once(tmp_path: Path) -> None:
@@ -25,11 +26,19 @@ def test_the_score_table_written_in_slices_is_the_table_written_at_once(tmp_path
             "as_of": datetime(2025, 1, 1),
         }
     )
-    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "whole.parquet")
-    _write_parquet(frame, tmp_path / "sliced.parquet", rows=2)
+    schema = store.arrow_schema(frame)
+    pq.write_table(
+        pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp_path / "whole.parquet"
+    )
+    writer: dict[str, pq.ParquetWriter] = {}
+    for start in (0, 2, 4):
+        chunk = pa.Table.from_pandas(frame.iloc[start : start + 2], schema=schema, preserve_index=False)
+        _write_parquet(chunk, tmp_path / "sliced.parquet", writer)
+    _close_parquet(writer, tmp_path / "sliced.parquet", frame)
     whole, sliced = pd.read_parquet(tmp_path / "whole.parquet"), pd.read_parquet(tmp_path / "sliced.parquet")
     pd.testing.assert_frame_equal(sliced, whole)
     assert pq.read_schema(tmp_path / "sliced.parquet").equals(pq.read_schema(tmp_path / "whole.parquet"))
-    assert pq.ParquetFile(tmp_path / "sliced.parquet").num_row_groups == 3
-    _write_parquet(frame.iloc[:0], tmp_path / "empty.parquet", rows=2)
-    assert list(pd.read_parquet(tmp_path / "empty.parquet").columns) == list(frame.columns)
+    assert pq.ParquetFile(tmp_path / "sliced.parquet").num_row_groups == 3 and not writer
+    _close_parquet({}, tmp_path / "empty.parquet", frame)  # no chunk came: the columns, no row
+    empty = pd.read_parquet(tmp_path / "empty.parquet")
+    assert list(empty.columns) == list(frame.columns) and empty.empty

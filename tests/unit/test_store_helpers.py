@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from serving import bulk, store
-from serving.batch import _schema
 
 
 def _chunked() -> pa.Table:
@@ -101,4 +100,6 @@ def test_schema_is_pyarrows_own_for_text_empty_and_mixed_object_columns() -> Non
             "boxed_ints": pd.Series([1, 2, 3], dtype=object),
         }
     )
-    assert _schema(frame).equals(pa.Schema.from_pandas(frame, preserve_index=False), check_metadata=True)
+    assert store.arrow_schema(frame).equals(
+        pa.Schema.from_pandas(frame, preserve_index=False), check_metadata=True
+    )
