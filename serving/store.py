@@ -695,11 +695,11 @@ def write_snapshot(
             con.execute(sa.insert(made[FEATURES]).values(**part))
             for frame in coming.ready():
                 write(EVENTS, frame)
-        late = isinstance(scores, LateScores)
         typed = scores.typed if isinstance(scores, LateScores) else scores
+        each = scores.each if isinstance(scores, LateScores) else None
         # the history's numbers are known before the late columns come: written first
         _append_history(con, typed, as_of)
-        parts = _ScoreParts(con, _new_packed(con, SCORES), typed, scores.each if late else None)
+        parts = _ScoreParts(con, _new_packed(con, SCORES), typed, each)
         made[SCORES] = parts.table
         if isinstance(scores, LateScores):
             came = False
