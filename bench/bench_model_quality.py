@@ -3,10 +3,10 @@ truth, at two seeds.
 
 For each seed, runs ``training.pipeline.backtest`` on a cached synthetic history and, in the same measured
 subprocess (wall time and peak RSS), a **plain peer**: untuned XGBoost (library defaults) on the model's own
-columns minus the BTYD ones, trained on H-day labels at the latest month-end origins whose H-day labels end by
-T, with no BTYD input, no bridge and no stacker (``plain_peer``). It then scores two perfect models built from
-the ``truth`` table and the generator's own equations (``features.datasets.synthetic``) on the same customers
-and labels:
+columns minus the BTYD ones, trained on H-day labels (churn at the churn model's own origins, spend at the
+latest month ends whose H-day labels end by T), with no BTYD input, no bridge and no stacker (``plain_peer``).
+It then scores two perfect models built from the ``truth`` table and the generator's own equations
+(``features.datasets.synthetic``) on the same customers and labels:
 
 * **oracle**: knows every latent (rates, spend, hazard, frailty, favourite category) and whether the
   customer had already dropped out at the cutoff, but not the future: the dropout time after the cutoff is
@@ -79,7 +79,15 @@ def backtest_child(data: str, cutoff: str | None, horizon: int, out: str) -> Non
     start = time.perf_counter()
     art = bt.trained.artefact
     peer_p, peer_v, peer = plain_peer(
-        history, art.cutoff, horizon, config, bt.trained.scoring_rows, art.columns, art.value.encoder.columns
+        history,
+        art.cutoff,
+        horizon,
+        config,
+        bt.trained.scoring_rows,
+        art.columns,
+        art.value.encoder.columns,
+        bt.trained.churn_origins,
+        bt.trained.origins if art.label_horizon_days >= horizon else None,  # value learned H-day labels
     )
     peer["seconds"] = time.perf_counter() - start
     rows = bt.trained.scoring_rows
@@ -104,6 +112,8 @@ def backtest_child(data: str, cutoff: str | None, horizon: int, out: str) -> Non
                 "origins": [o.isoformat() for o in bt.trained.origins],
                 "churn_origins": [o.isoformat() for o in bt.trained.churn_origins or []],
                 "churn_label_days": bt.trained.artefact.churn.label_days,
+                "label_horizon_days": bt.trained.artefact.label_horizon_days,  # what value learned
+                "horizon_days": horizon,
                 "feature_set": bt.trained.artefact.feature_set,
                 "levels": lv.to_dict() if (lv := bt.trained.artefact.levels) is not None else None,
                 "config": config_summary,
@@ -126,12 +136,17 @@ def plain_peer(
     scoring_rows: pd.DataFrame,
     churn_columns: list[str],
     value_columns: list[str],
+    churn_origins: list[datetime] | None = None,
+    value_origins: list[datetime] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """The plain peer: XGBoost with its default parameters (no tuning), on the model's own columns minus the
     BTYD ones (churn on the churn model's, value on the value model's: they differ by the customer age a
-    churn model at H keeps), trained on H-day labels stacked over the latest `origins` month ends whose H-day
-    labels end by T (the model's origin rule, at H instead of h: no bridge, no stacker, no horizon map),
-    then applied to the customers at T. Returns P(churn over H), value over H and what it was trained on."""
+    churn model at H keeps), trained on H-day labels, then applied to the customers at T. No bridge, no
+    stacker, no horizon map. Each at its model's own origins where that model learns H-day labels itself
+    (`churn_origins`, `value_origins`: the issue's "at the same origins"); a value model on h-day labels, at
+    origins that cannot carry H-day ones, is matched by the latest `origins` month ends whose H-day labels
+    end by T (the model's origin rule at H). Returns P(churn over H), value over H and what it was trained
+    on."""
     import xgboost as xgb
 
     from features.build import monthly_cutoffs
@@ -141,23 +156,28 @@ def plain_peer(
 
     fs = design.choose_feature_set(history, config.feature_set)
     known = history.until(t)
-    origins = monthly_cutoffs(known, horizon, config.min_history_days)[-config.origins :]
-    frame = design.training_frame(history, t, origins, horizon, horizon, fs)
+    latest = monthly_cutoffs(known, horizon, config.min_history_days)[-config.origins :]
+    origins = list(value_origins or latest)
+    churn_at = list(churn_origins or origins)
+    frame = design.training_frame(history, t, sorted({*origins, *churn_at}), horizon, horizon, fs)
     seed = {"seed": config.seed}
     out = []
-    for wanted, label, objective in (
-        (churn_columns, "churned", "binary:logistic"),
-        (value_columns, "future_value", "reg:tweedie"),
+    for wanted, at, label, objective in (
+        (churn_columns, churn_at, "churned", "binary:logistic"),
+        (value_columns, origins, "future_value", "reg:tweedie"),
     ):
         columns = [c for c in wanted if c not in BTYD_FEATURES]
-        encoder = Encoder.fit(frame, columns)
-        train = encoder.matrix(frame)
-        train.set_label(np.clip(frame[label].to_numpy(np.float64), 0.0, None))
+        rows = frame[frame["cutoff"].isin(pd.to_datetime(at))]
+        encoder = Encoder.fit(rows, columns)
+        train = encoder.matrix(rows)
+        train.set_label(np.clip(rows[label].to_numpy(np.float64), 0.0, None))
         booster = xgb.train({**PEER_PARAMS, **seed, "objective": objective}, train, PEER_ROUNDS)
         out.append(booster.predict(encoder.matrix(scoring_rows)).astype(np.float64))
     info = {
         "origins": [o.isoformat() for o in origins],
-        "rows": len(frame),
+        "churn_origins": [o.isoformat() for o in churn_at],
+        "rows": int(frame["cutoff"].isin(pd.to_datetime(origins)).sum()),
+        "churn_rows": int(frame["cutoff"].isin(pd.to_datetime(churn_at)).sum()),
         "columns": len([c for c in value_columns if c not in BTYD_FEATURES]),
         "churn_columns": len([c for c in churn_columns if c not in BTYD_FEATURES]),
     }
@@ -553,7 +573,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> SeedRun:
     se["rfm"]["churn_brier"] = float("nan")
     sd_abs = value_sd(cust, t, args.horizon)
     origins = [(datetime.fromisoformat(o) - S.START) / timedelta(days=1) for o in info["origins"]]
-    h = info["config"]["label_horizon_days"]
+    h = info.get("label_horizon_days", info["config"]["label_horizon_days"])
     sub = cust.sub
     facts = {
         "sd": sd_abs / value.sum(),
@@ -750,7 +770,9 @@ def levels(
     sd: float,
 ) -> str:
     """Markdown rows: churn rate and value by group, then each predictor's mean P(churn), value error and
-    z = (predicted - actual total) / sampling sd."""
+    z = (predicted - actual total) / sampling sd; then each predictor's churn AUC within each group."""
+    from training import metrics
+
     groups = (np.ones_like(sub), sub, ~sub)
     out = [
         "| | all | subscribers | others | all | subscribers | others | z |",
@@ -765,12 +787,17 @@ def levels(
         ]
         z = (v.sum() - value.sum()) / sd
         out.append(f"| {name}: mean P(churn), value error | {' | '.join(cells)} | {z:+.1f} |")
+    out += ["", "Churn AUC by group (within each group; subscribers churn by cancelling):", ""]
+    out += ["| predictor | all | subscribers | others |", "|---|---:|---:|---:|"]
+    for name, (p, _) in preds.items():
+        cells = [f"{metrics.roc_auc(y[g], p[g]):.4f}" for g in groups]
+        out.append(f"| {name} | {' | '.join(cells)} |")
     return "\n".join(out)
 
 
 SETUP_HEADER = (
-    "| seed | T | customers at T | subscribers | churn rate | actual value | model rows | peer rows "
-    "| backtest | peer | child wall | child peak RSS | value sampling sd |\n"
+    "| seed | T | customers at T | subscribers | churn rate | actual value | model rows "
+    "| peer rows (churn / spend) | backtest | peer | child wall | child peak RSS | value sampling sd |\n"
     "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 )
 
@@ -804,6 +831,47 @@ def subscribers_scored(runs: list[SeedRun]) -> str:
     )
 
 
+def value_at_h(info: dict[str, Any]) -> bool:
+    """Whether the value model learned H-day labels itself (`value_labels: full`)."""
+    return bool(info.get("label_horizon_days", 0) >= info.get("horizon_days", 1 << 30))
+
+
+def model_setup(info: dict[str, Any]) -> str:
+    """The model's origins and labels, as the backtest trained them."""
+    listed = ", ".join(x[:10] for x in info["origins"])
+    if value_at_h(info):
+        return (
+            f"churn and value learn **{info['horizon_days']}-day** labels themselves (`churn_labels`, "
+            f"`value_labels: full`) at the same {len(info['origins'])} origins ({listed}), the customer's "
+            "age among their columns; the latest validates (tuning, stacker), trained on those a full H "
+            "before it"
+        )
+    return (
+        f"{len(info['origins'])} origins ({listed}), label horizon h = "
+        f"{info['config']['label_horizon_days']} days bridged to H by BG/NBD for value{churn_setup(info)}"
+    )
+
+
+def peer_value_origins(info: dict[str, Any]) -> str:
+    """Why the peer's spend booster has the origins it has."""
+    if value_at_h(info):
+        return "the value model's own, since it learns H-day labels too"
+    return (
+        "the latest month ends whose H-day labels end by T (the value model's origin rule at H), since its "
+        "own origins cannot carry H-day labels without looking past T"
+    )
+
+
+def peer_levels_why(info: dict[str, Any]) -> str:
+    """The end of the peer's levels sentence: what differs from the model's way to its level."""
+    if value_at_h(info):
+        return (
+            " (the same windows): the model's own level is recalibrated on a complete window "
+            "(training.levels), the peer's is what its origins taught it."
+        )
+    return ": no bridge from h to H, and no purchase-silence map applied to subscribers."
+
+
 def churn_setup(info: dict[str, Any]) -> str:
     """How the model's churn booster was trained: on H-day labels at its own origins, or like value."""
     days, origins = info.get("churn_label_days"), info.get("churn_origins") or []
@@ -825,7 +893,8 @@ def report(args: argparse.Namespace, runs: list[SeedRun]) -> str:
         f"| {r.seed} | {r.info['cutoff'][:10]} | {len(r.frame):,} | {r.cust.sub.mean():.1%} "
         f"| {r.frame['churned'].mean():.1%} | {r.frame['future_value'].sum():,.0f} "
         f"| {r.info['training_rows']:,} "
-        f"| {r.info['peer']['rows']:,} | {r.info['backtest_s']:.0f} s | {r.info['peer']['seconds']:.0f} s "
+        f"| {r.info['peer'].get('churn_rows', r.info['peer']['rows']):,} / {r.info['peer']['rows']:,} "
+        f"| {r.info['backtest_s']:.0f} s | {r.info['peer']['seconds']:.0f} s "
         f"| {r.wall_s:.0f} s | {r.peak_rss_mib:,.0f} MiB | {r.facts['sd']:.1%} |"
         for r in runs
     )
@@ -854,17 +923,16 @@ Generated by `bench/bench_model_quality.py` on {date.today().isoformat()} ({mach
   over (T, T + H] (labels as `features.build.build_labels`: subscribers churn by cancelling, everybody else by
   not buying; value = net amount, refunds negative, subscription fees included).
 - **model** (Diamond): `backtest(history, T, "{args.horizon}d", config)` with the project's `training.yaml`
-  (H = {args.horizon}): feature set `{info["feature_set"]}`, {len(info["origins"])} origins
-  ({", ".join(x[:10] for x in info["origins"])}), label horizon h = {cfg["label_horizon_days"]} days
-  bridged to H by BG/NBD for value{churn_setup(info)}, BTYD inputs, {cfg["trials"]} Optuna trials per
-  model, the RFM stacker.
+  (H = {args.horizon}): feature set `{info["feature_set"]}`, {model_setup(info)}, BTYD inputs,
+  {cfg["trials"]} Optuna trials per model, the RFM stacker.
 - **peer** (the plain peer): XGBoost with its library defaults (100 trees, eta 0.3, depth 6, no tuning;
   `binary:logistic` for churn, `reg:tweedie` for spend) on the models' own columns minus the four BTYD ones
   ({peer.get("churn_columns", peer["columns"])} for churn, {peer["columns"]} for spend), trained on
-  **H-day** labels stacked over the latest {len(peer["origins"])} month ends
-  whose H-day labels end by T ({", ".join(x[:10] for x in peer["origins"])}): the model's origin rule at H,
-  since the model's own origins cannot carry H-day labels without looking past T. No BTYD input, no bridge, no
-  stacker, no horizon map: it answers for H directly.
+  **H-day** labels: churn at the churn model's own {len(peer["churn_origins"])} origins
+  ({", ".join(x[:10] for x in peer["churn_origins"])}; {peer["churn_rows"]:,} rows), spend at
+  {len(peer["origins"])} origins ({", ".join(x[:10] for x in peer["origins"])}; {peer["rows"]:,} rows):
+  {peer_value_origins(info)}. No BTYD input, no bridge, no stacker, no horizon map: it answers for H
+  directly.
 - **bgnbd** and **rfm**: the baselines on the same customers (BG/NBD + Gamma-Gamma over H; the RFM rank and
   run rate). **oracle** and **clairvoyant**: the generator's truth (below).
 - Standard errors: across seeds, sd / √n (for two seeds, |a − b| / 2); within a seed, {args.boot} bootstrap
@@ -938,9 +1006,8 @@ value errors are within the sampling noise (the levels tables above), so the der
 - **The peer's levels.** The plain peer is off by {g["peer_agg"][0]:+.1%} ± {g["peer_agg"][1]:.1%} in
   aggregate and by {g["peer_sub"][0]:+.1%} ± {g["peer_sub"][1]:.1%} on subscribers' cancellation. It
   learns the H-day answer itself, cancellations included, from label windows whose seasonal factor averages
-  {first.facts["season_peer"]:.2f} (they hold a November–December) against the model's
-  {first.facts["season_train"]:.2f}: no bridge from h to H, and no purchase-silence map applied to
-  subscribers.
+  {first.facts["season_peer"]:.2f} against the model's
+  {first.facts["season_train"]:.2f}{peer_levels_why(info)}
 """
 
 

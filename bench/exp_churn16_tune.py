@@ -74,9 +74,11 @@ def run(
     use = [c for c in cols if c not in spec.get("drop", ())] + list(spec.get("add", ()))
     t0 = time.perf_counter()
     if spec.get("peer"):
-        return peer(frame, rows, use, name, t0)
+        return peer(frame, rows, use, name, t0, spec.get("origins", 4))
     if "topk" in spec:
         return topk(frame, rows, use, name, spec, t0)
+    if "blend_deep" in spec:
+        return blend_deep(frame, rows, use, name, spec, t0)
     if "fixed" in spec:
         params = spec["fixed"]
         tuned_loss, trials = float("nan"), 0
@@ -186,12 +188,15 @@ def peer_predict(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str]) -> np
     return np.asarray(booster.predict(encoder.matrix(rows)), dtype=np.float64)
 
 
-def peer(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, t0: float) -> dict:
-    """bench_model_quality's plain peer: library defaults, the latest 4 origins, the columns minus BTYD."""
+def peer(
+    frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, t0: float, origins: int = 4
+) -> dict:
+    """bench_model_quality's plain peer: library defaults, the latest `origins` origins (4 as the benchmark;
+    8 = the churn model's own), the columns minus BTYD."""
     import xgboost as xgb
 
     use = [c for c in cols if c not in BTYD]
-    train = frame[frame["cutoff"].isin(sorted(frame["cutoff"].unique())[-4:])]
+    train = frame[frame["cutoff"].isin(sorted(frame["cutoff"].unique())[-origins:])]
     encoder = Encoder.fit(train, use)
     dm = encoder.matrix(train)
     dm.set_label(train["churned"].to_numpy(np.float64))
@@ -201,6 +206,47 @@ def peer(frame: pd.DataFrame, rows: pd.DataFrame, cols: list[str], name: str, t0
     return {"variant": name, "columns": len(use), "train_rows": len(train),
             "holdout_auc": round(metrics.roc_auc(y, p), 5), "holdout_brier": round(metrics.brier(y, p), 5),
             "seconds": round(time.perf_counter() - t0)}  # fmt: skip
+
+
+def blend_deep(
+    frame: pd.DataFrame, rows: pd.DataFrame, use: list[str], name: str, spec: dict[str, Any], t0: float
+) -> dict:
+    """Session 23: the shallow booster (spec["blend_deep"] parameters) blended in logits with a deep,
+    untuned booster (the peer's parameters) trained on the same origins and columns (BTYD included), the
+    weight chosen on the validation origin (both trained on the origins a full H before it), both refit on
+    all 8 origins for T."""
+    import xgboost as xgb
+
+    config = TrainingConfig.load()
+    model, validated = fit_churn(frame, H, use, spec["blend_deep"], config.seed, 1)
+    early, late = split_latest(frame, H)
+    encoder = Encoder.fit(frame, use)
+    deep_params = {"eta": 0.3, "max_depth": 6, "tree_method": "hist", "nthread": 1, "seed": 0,
+                   "objective": "binary:logistic", **spec.get("deep", {})}  # fmt: skip
+
+    def deep(train: pd.DataFrame, at: pd.DataFrame) -> np.ndarray:
+        dm = encoder.matrix(train)
+        dm.set_label(train["churned"].to_numpy(np.float64))
+        booster = xgb.train(deep_params, dm, spec.get("deep_rounds", 100))
+        return np.asarray(booster.predict(encoder.matrix(at)), dtype=np.float64)
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return np.log(p / (1 - p))
+
+    yv, yt = late["churned"].to_numpy(), rows["churned"].to_numpy()
+    dv, dt = deep(early, late), deep(frame, rows)
+    mt = model.predict_label_horizon(rows)
+    out = []
+    for w in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5):
+        pv = 1 / (1 + np.exp(-((1 - w) * logit(validated) + w * logit(dv))))
+        pt = 1 / (1 + np.exp(-((1 - w) * logit(mt) + w * logit(dt))))
+        out.append({"w": w, "val_logloss": round(metrics.logloss(yv, pv), 5),
+                    "val_auc": round(metrics.roc_auc(yv, pv), 5),
+                    "holdout_auc": round(metrics.roc_auc(yt, pt), 5),
+                    "holdout_brier": round(metrics.brier(yt, pt), 5)})  # fmt: skip
+    best = min(out, key=lambda r: r["val_logloss"])
+    return {"variant": name, "chosen_w": best["w"], "rows": out, "seconds": round(time.perf_counter() - t0)}
 
 
 def with_engagement(data: Path, frame: pd.DataFrame, rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -236,6 +282,7 @@ def of_kind(kind: str) -> tuple[str, ...]:
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "peer": {"peer": True},
+    "peer_8": {"peer": True, "origins": 8},  # session 23: the peer at the churn model's own origins
     "default": {},  # training.yaml's search, 20 trials: the pipeline's churn booster
     "fixed_shallow": {"fixed": SHALLOW},
     "wide": {"search": {"max_depth": (1, 6), "n_estimators": (50, 1500)}, "trials": 40},
@@ -264,6 +311,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fixed_shallow+pnbd+eng_all": {"fixed": SHALLOW, "add": (*PNBD, *ENG)},
     "topk+pnbd+eng_all": {"topk": (1, 3, 5), "add": (*PNBD, *ENG)},
     "topk": {"topk": (1, 3, 5)},
+    # session 23: the shallow booster blended with a deep untuned one on the same origins
+    "blend_deep": {"blend_deep": SHALLOW},
+    "blend_deep_reg": {"blend_deep": SHALLOW, "deep_rounds": 300,
+                       "deep": {"eta": 0.1, "min_child_weight": 20.0, "subsample": 0.8}},
     "topk+eng_all": {"topk": (1, 3, 5), "add": ENG},
 }  # fmt: skip
 

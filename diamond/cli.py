@@ -417,10 +417,14 @@ def _print_rolling(run: flows.RollingRun) -> None:
         out.print(f"MLflow run {run.run_id} (each backtest a nested run under it)")
 
 
-def _churn_labels(art: ScoringArtefact) -> str:
-    """`` (churn on H-day labels)`` when the churn model learned the target horizon itself."""
+def _labels(art: ScoringArtefact) -> str:
+    """What the boosters learned: h-day labels mapped to H (the churn model's own H-day labels said), or
+    H-day labels (both models learned the target horizon itself)."""
+    if art.label_horizon_days >= art.horizon_days:
+        return f"{art.horizon_days}-day labels"
     days = art.churn.label_days
-    return f" (churn on {days}-day labels)" if days is not None else ""
+    churn = f" (churn on {days}-day labels)" if days is not None else ""
+    return f"{art.label_horizon_days}-day labels mapped to {art.horizon_days} days{churn}"
 
 
 def _print_backtest(run: flows.BacktestRun) -> None:
@@ -429,8 +433,7 @@ def _print_backtest(run: flows.BacktestRun) -> None:
     out.print(
         f"trained at {len(trained.origins)} origins "
         f"({', '.join(f'{o:%Y-%m-%d}' for o in trained.origins)}) on {trained.training_rows:,} rows, "
-        f"{art.label_horizon_days}-day labels mapped to {art.horizon_days} days{_churn_labels(art)}, "
-        f"feature set {art.feature_set}, value objective {art.value.objective}; "
+        f"{_labels(art)}, feature set {art.feature_set}, value objective {art.value.objective}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
     if result.metrics:
@@ -477,8 +480,7 @@ def _print_training(result: TrainResult, mlcfg: MlflowConfig) -> None:
     trained, art, d = result.trained, result.trained.artefact, result.decision
     out.print(
         f"trained at {art.cutoff:%Y-%m-%d} on {trained.training_rows:,} rows "
-        f"({len(trained.origins)} origins, {art.label_horizon_days}-day labels mapped to "
-        f"{art.horizon_days} days{_churn_labels(art)}), "
+        f"({len(trained.origins)} origins, {_labels(art)}), "
         f"feature set {art.feature_set}, value target: {art.value_target.target}, value objective "
         f"{art.value.objective}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())

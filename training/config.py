@@ -141,9 +141,14 @@ class TrainingConfig(FileSettings):
     # end by T (else short); short = h-day labels bridged to H by BG/NBD (the design before issue 16)
     churn_labels: Literal["full", "short"] = "full"
     churn_origins: Annotated[int, Field(ge=1)] = 8  # month ends stacked for full-horizon churn labels
+    # value labels: full = where the churn model learns H-day labels itself, the value model learns them too,
+    # at the same origins and on the same columns (the customer's age included); short = h-day labels at the
+    # `origins` month ends, mapped to H by BG/NBD
+    value_labels: Literal["full", "short"] = "full"
     min_history_days: int = 60  # the first origin has at least this much history behind it
     exclude_features: Names = AGE_FEATURES  # values that grow with customer age
-    # excluded features the churn model keeps where it learns H-day labels itself (docs/training.md)
+    # excluded features the churn model (and a value model on its labels) keeps where it learns H-day labels
+    # itself (docs/training.md)
     churn_keep_features: Names = ("tenure_days", "signup_tenure_days")
     seed: int = 0
     n_jobs: int = 1  # XGBoost threads: 1 is deterministic and never stalls on a busy machine

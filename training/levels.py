@@ -14,7 +14,10 @@ known at T:
 - **The fit.** The artefact, as fitted at T, scores the customers eligible at o (features at o, BTYD fitted
   at o, as at any origin); against what they did in (o, o + H]:
   value_slope = the slope of log realised on log predicted mean value over ten equal-count bins, and
-  value_factor = realised total / total of predicted ** value_slope; churn_shift = a with
+  value_factor = realised total / total of predicted ** value_slope (a pure level, slope 1, when that
+  factor would be out of bounds, or when the value model learned H-day labels itself: the window is then
+  one of its training origins, and a slope there measures the booster's fit, not a calibration; the
+  factor still carries the season, which the booster averages over its origins); churn_shift = a with
   mean(sigmoid(logit p + a)) = the realised churn rate over the purchase-silence customers; the contract
   model's level (training.contract) over the customers under contract, or, when the churn booster scores
   them (it learned their H-day cancellations: `contract.scorer: auto`), a shift of their own fitted the
@@ -163,6 +166,20 @@ def fit_value_factor(predicted: np.ndarray, actual: np.ndarray, slope: float = 1
         return 1.0
     lo, hi = FACTOR_BOUNDS
     return float(np.clip(float(np.sum(actual)) / total, lo, hi))
+
+
+def fit_value_level(predicted: np.ndarray, actual: np.ndarray, slope: bool = True) -> tuple[float, float]:
+    """(value_factor, value_slope): the slope over bins (`slope` false: 1, a pure level), then the factor
+    for it. A slope whose factor would fall outside FACTOR_BOUNDS is dropped for a pure level: a clipped
+    factor would no longer match the window's total, and the aggregate could be off by the power of the
+    slope (seen: slope 1.38, factor clipped at 0.25, the window's total predicted 4.5x too high)."""
+    b = fit_value_slope(predicted, actual) if slope else 1.0
+    if b != 1.0:
+        total = float(np.sum(np.power(np.maximum(np.asarray(predicted, dtype=np.float64), 0.0), b)))
+        lo, hi = FACTOR_BOUNDS
+        if not (total > 0 and np.isfinite(total) and lo <= float(np.sum(actual)) / total <= hi):
+            b = 1.0
+    return fit_value_factor(predicted, actual, b), b
 
 
 def fit_value_slope(predicted: np.ndarray, actual: np.ndarray, bins: int = 10) -> float:

@@ -86,16 +86,20 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     target.check(history)  # a margin target without margins is refused before anything is built
     big_h, h = config.horizon_days, min(config.label_horizon_days, config.horizon_days)
     fs = design.choose_feature_set(history, config.feature_set)
-    origins = design.training_origins(history, t, h, config.origins, config.min_history_days)
-    frame = design.training_frame(history, t, origins, h, big_h, fs, target)
     columns = design.model_columns(fs, history.until(t), config.exclude_features)
-    rows, short = design.scoring_frames(history, t, h, big_h, fs)
-
     own = design.churn_design(
         history, t, h, big_h, config.churn_labels, config.churn_origins, config.min_history_days
     )
+    if own is not None and config.value_labels == "full":  # both models learn H-day labels, same origins
+        h, origins = own
+        known = history.until(t)
+        columns = design.churn_columns(fs, known, config.exclude_features, config.churn_keep_features)
+    else:
+        origins = design.training_origins(history, t, h, config.origins, config.min_history_days)
+    frame = design.training_frame(history, t, origins, h, big_h, fs, target)
+    rows, short = design.scoring_frames(history, t, h, big_h, fs)
     churn_h, churn_frame, churn_columns = h, frame, columns
-    if own is not None:  # the churn model learns H-day labels at its own (older) origins
+    if own is not None and own[0] != h:  # the churn model alone learns H-day labels at its own origins
         churn_h = own[0]
         churn_frame = design.training_frame(history, t, own[1], churn_h, big_h, fs, target)
         churn_columns = design.churn_columns(
@@ -146,7 +150,7 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     late = split_latest(frame, h)[1]
     churn_late = split_latest(churn_frame, churn_h)[1]
     started = time.perf_counter()
-    booster_scores_contract = churn_h == big_h and churn_h != h and config.contract.scorer == "auto"
+    booster_scores_contract = own is not None and config.contract.scorer == "auto"
     contract_model = None if booster_scores_contract else fit_contract(history, t, fs, columns, big_h, config)
     clock["contract_s"] = time.perf_counter() - started
     y, actual = late["churned"].to_numpy(), late["future_value"].to_numpy()
@@ -296,10 +300,9 @@ def fit_levels(
             calibration_cancellation_rate=float(y[mask].mean()),
             calibration_mean_probability_before=float(np.mean(1 - survival)),
         )
-    slope = levels.fit_value_slope(v, actual)
-    fitted = Levels(
-        levels.fit_churn_shift(p[~mask], y[~mask]), levels.fit_value_factor(v, actual, slope), info, slope
-    )
+    # value on H-day labels trained on this window: a level only (training.levels)
+    factor, slope = levels.fit_value_level(v, actual, slope=artefact.label_horizon_days < big_h)
+    fitted = Levels(levels.fit_churn_shift(p[~mask], y[~mask]), factor, info, slope)
     if held is not None and contract_mode is not None and held.any():
         # under contract, scored by the booster: their own shift, pooled over the latest complete windows
         fitted.churn_shift = levels.fit_churn_shift(p[~held], y[~held])

@@ -1,6 +1,7 @@
-"""The churn model at the target horizon (issue 16, `churn_labels: full`) on a small synthetic history: it
-learns H-day labels at month ends whose labels end by T, answers for H without a bridge, validates on its
-own window, ships its label horizon, and sees nothing after T."""
+"""The models at the target horizon (issue 16, `churn_labels: full`, `value_labels: full`) on a small
+synthetic history: both learn H-day labels at the same month ends whose labels end by T, answer for H without
+a bridge, ship their label horizon, and see nothing after T; with `value_labels: short` the churn model alone
+learns them, at its own origins, and validates on its own window."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ SMALL = TrainingConfig(
     xgboost={"n_estimators": 60, "learning_rate": 0.2, "max_depth": 2, "min_child_weight": 20},
     churn_origins=4,
 )
+SHORT_VALUE = SMALL.model_copy(update={"value_labels": "short"})  # value on h-day labels, bridged to H
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +42,44 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> History:
     return load_history(folder)
 
 
-def test_churn_learns_h_day_labels_itself_and_nothing_after_the_cutoff_changes_it(
+def test_both_models_learn_h_day_labels_at_the_same_origins_and_nothing_after_the_cutoff_changes_them(
     history: History, tmp_path: Path
 ) -> None:
+    assert SMALL.value_labels == "full"  # the default
     result = backtest(history, T, HORIZON, SMALL)
+    trained, art = result.trained, result.trained.artefact
+    assert art.label_horizon_days == HORIZON and art.churn.label_days is None  # both learned H: no override
+    assert art.churn.horizon_map == (0.0, 1.0) and art.value.horizon_map == (0.0, 1.0)  # no bridge
+    assert trained.bridge_rows is None
+    origins = trained.origins
+    assert trained.churn_origins == origins and len(origins) == 5  # four, plus one a full H before the latest
+    assert all(o + timedelta(days=HORIZON) <= T for o in origins)  # every label known at T
+    assert origins[-1] == datetime(2024, 11, 30, 23, 59, 59, 999999)
+    # one validation window, H-day labels, for both models
+    rows, p = trained.churn_window()
+    assert rows is trained.validation_rows and (rows["cutoff"] == pd.Timestamp(origins[-1])).all()
+    assert len(p) == len(rows) and not np.isnan(p).any()
+    assert "churn_customers" not in trained.segments[0]
+    assert 0.5 < trained.validation["churn_auc"] < 1.0 and trained.validation["value_gini"] > 0.5
+    assert result.metrics["model"]["churn_auc"] > result.metrics["bgnbd"]["churn_auc"]
+    # both keep the customer's age (churn_keep_features): the same columns
+    age = {"tenure_days", "signup_tenure_days"}
+    assert age <= set(art.columns) and art.value.encoder.columns == art.columns
+    again = ScoringArtefact.load(art.save(tmp_path / "model"))
+    assert again.label_horizon_days == HORIZON and again.churn.label_days is None
+    scoring = trained.scoring_rows
+    for column in ("churn_probability", "predicted_value"):
+        np.testing.assert_allclose(again.score(scoring)[column], art.score(scoring)[column])
+    # the history as known at T (every later event gone) gives the same predictions, bit for bit
+    blind = backtest(history.until(T), T, HORIZON, SMALL)
+    assert blind.truth is None
+    pd.testing.assert_frame_equal(blind.predictions, result.predictions)
+
+
+def test_with_short_value_labels_churn_alone_learns_h_day_labels_at_its_own_origins(
+    history: History, tmp_path: Path
+) -> None:
+    result = backtest(history, T, HORIZON, SHORT_VALUE)
     trained, art = result.trained, result.trained.artefact
     assert art.churn.label_days == HORIZON and art.churn.horizon_map == (0.0, 1.0)  # no bridge
     assert art.label_horizon_days == 91 and art.value.horizon_map != (0.0, 1.0)  # value keeps h and its map
@@ -72,7 +108,7 @@ def test_churn_learns_h_day_labels_itself_and_nothing_after_the_cutoff_changes_i
     for column in ("churn_probability", "predicted_value"):
         np.testing.assert_allclose(again.score(scoring)[column], art.score(scoring)[column])
     # the history as known at T (every later event gone) gives the same predictions, bit for bit
-    blind = backtest(history.until(T), T, HORIZON, SMALL)
+    blind = backtest(history.until(T), T, HORIZON, SHORT_VALUE)
     assert blind.truth is None
     pd.testing.assert_frame_equal(blind.predictions, result.predictions)
 
@@ -149,7 +185,7 @@ def test_short_labels_keep_the_bridged_design(history: History) -> None:
 def test_the_float_matrix_path_scores_a_churn_model_with_columns_value_lacks(history: History) -> None:
     # transactions-only columns (rfm_v1: no text attributes): the served snapshot scores from one float
     # matrix of the churn booster's columns (serving.champion), value reads its own among them
-    config = SMALL.model_copy(update={"feature_set": "rfm_v1"})
+    config = SHORT_VALUE.model_copy(update={"feature_set": "rfm_v1"})
     art = backtest(history, T, HORIZON, config).trained.artefact
     assert "tenure_days" in art.columns and "tenure_days" not in art.value.encoder.columns
     rows = build_scoring_rows(history.until(T), T, get_feature_set("rfm_v1"), HORIZON, art.btyd_params)

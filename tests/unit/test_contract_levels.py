@@ -29,6 +29,7 @@ from training.levels import (
     contract_origins,
     fit_churn_shift,
     fit_value_factor,
+    fit_value_level,
 )
 from training.models import Encoder
 
@@ -65,6 +66,21 @@ def test_churn_shift_and_value_factor_are_solved_by_hand() -> None:
     np.testing.assert_allclose(lv.churn(np.array([0.5])), [0.75])
     np.testing.assert_allclose(lv.value(np.array([10.0])), [20.0])
     assert Levels.from_dict(json.loads(json.dumps(lv.to_dict()))) == lv
+
+
+def test_the_value_level_keeps_a_slope_only_where_its_factor_matches_the_total() -> None:
+    pred = np.repeat(np.arange(1.0, 11.0), 10)  # ten equal-count bins, one value each
+    # realised = predicted ** 1.2: the slope is 1.2 and the factor 1
+    factor, slope = fit_value_level(pred, pred**1.2)
+    assert slope == pytest.approx(1.2) and factor == pytest.approx(1.0)
+    # a pure level when asked (a window the value model trained on): realised total / predicted total
+    assert fit_value_level(pred, pred**1.2, slope=False) == (pytest.approx(np.sum(pred**1.2) / 550.0), 1.0)
+    # realised = 0.2 * predicted ** 1.4: the factor for that slope, 0.2, is below its bound (0.25); a clipped
+    # factor would predict the window's total 1.25x too high, so the slope is dropped for a pure level
+    actual = 0.2 * pred**1.4
+    factor, slope = fit_value_level(pred, actual)
+    assert slope == 1.0 and factor == pytest.approx(actual.sum() / pred.sum())
+    assert factor * pred.sum() == pytest.approx(actual.sum())
 
 
 def test_who_is_under_contract() -> None:
