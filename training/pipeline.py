@@ -90,12 +90,10 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
     own = design.churn_design(
         history, t, h, big_h, config.churn_labels, config.churn_origins, config.min_history_days
     )
-    if own is not None and config.value_labels == "full":  # both models learn H-day labels, same origins
-        h, origins = own
+    h, origins = value_design(history, t, big_h, config, own)
+    if own is not None and h == own[0]:  # both models learn H-day labels, at the same origins and columns
         known = history.until(t)
         columns = design.churn_columns(fs, known, config.exclude_features, config.churn_keep_features)
-    else:
-        origins = design.training_origins(history, t, h, config.origins, config.min_history_days)
     frame = design.training_frame(history, t, origins, h, big_h, fs, target)
     rows, short = design.scoring_frames(history, t, h, big_h, fs)
     churn_h, churn_frame, churn_columns = h, frame, columns
@@ -452,13 +450,33 @@ def train(
     return TrainResult(trained, logged, decision)
 
 
+def value_design(
+    history: History,
+    cutoff: datetime,
+    horizon_days: int,
+    config: TrainingConfig,
+    own: tuple[int, list[datetime]] | None,
+) -> tuple[int, list[datetime]]:
+    """The value model's label horizon and origins (its latest validates): the churn model's own H-day
+    design `own` with `value_labels: full`, else h-day labels at the latest `origins` month ends."""
+    if own is not None and config.value_labels == "full":
+        return own
+    h = min(config.label_horizon_days, horizon_days)
+    return h, design.training_origins(history, cutoff, h, config.origins, config.min_history_days)
+
+
 def validation_window(
     history: History, cutoff: datetime, config: TrainingConfig, artefact: ScoringArtefact
 ) -> pd.DataFrame:
-    """The latest validation origin's rows with labels, built for `artefact`'s feature set and horizon; values
+    """The latest validation origin's rows with labels, built for `artefact`'s feature set and horizon, at
+    the origin and label horizon a training with this config validates its value model on (`fit`); values
     measured as this training's config says (the gate compares both models on what is wanted now)."""
-    h = min(config.label_horizon_days, artefact.horizon_days)
-    origins = design.training_origins(history, cutoff, h, config.origins, config.min_history_days)
+    big_h = artefact.horizon_days
+    short = min(config.label_horizon_days, big_h)
+    own = design.churn_design(
+        history, cutoff, short, big_h, config.churn_labels, config.churn_origins, config.min_history_days
+    )
+    h, origins = value_design(history, cutoff, big_h, config, own)
     fs = design.choose_feature_set(history, artefact.feature_set)
     return design.training_frame(
         history, cutoff, origins[-1:], h, artefact.horizon_days, fs, config.value.spec()

@@ -22,7 +22,7 @@ from serving.champion import _score_rows
 from training.artefact import ScoringArtefact
 from training.config import LevelsConfig, TrainingConfig
 from training.models import P_EPS
-from training.pipeline import backtest, fit_levels
+from training.pipeline import backtest, fit_levels, validation_window
 from training.tracking import churn_models_text, report_figures
 
 CUSTOMERS, SEED = 3000, 3
@@ -61,6 +61,8 @@ def test_both_models_learn_h_day_labels_at_the_same_origins_and_nothing_after_th
     assert len(p) == len(rows) and not np.isnan(p).any()
     assert "churn_customers" not in trained.segments[0]
     assert 0.5 < trained.validation["churn_auc"] < 1.0 and trained.validation["value_gini"] > 0.5
+    # `diamond promote` (and the gate, for a champion of another feature set) builds that same window
+    _same_window(validation_window(history, T, SMALL, art), trained.validation_rows)
     assert result.metrics["model"]["churn_auc"] > result.metrics["bgnbd"]["churn_auc"]
     # both keep the customer's age (churn_keep_features): the same columns
     age = {"tenure_days", "signup_tenure_days"}
@@ -107,10 +109,18 @@ def test_with_short_value_labels_churn_alone_learns_h_day_labels_at_its_own_orig
     scoring = trained.scoring_rows
     for column in ("churn_probability", "predicted_value"):
         np.testing.assert_allclose(again.score(scoring)[column], art.score(scoring)[column])
+    _same_window(validation_window(history, T, SHORT_VALUE, art), trained.validation_rows)  # h-day labels
     # the history as known at T (every later event gone) gives the same predictions, bit for bit
     blind = backtest(history.until(T), T, HORIZON, SHORT_VALUE)
     assert blind.truth is None
     pd.testing.assert_frame_equal(blind.predictions, result.predictions)
+
+
+def _same_window(window: pd.DataFrame, rows: pd.DataFrame) -> None:
+    """The same customers at the same origin with the same labels and model inputs."""
+    columns = ["customer_id", "cutoff", "churned", "future_value", "recency_days", "btyd_p_alive"]
+    mine, theirs = window[columns].reset_index(drop=True), rows[columns].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine, theirs)
 
 
 def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(history: History) -> None:
