@@ -284,7 +284,7 @@ def child_reference(data: Path, work: Path) -> dict[str, Any]:
     a_c, b_c = churn.horizon_map
     p = expit(a_c + b_c * logit(np.clip(p_h, P_EPS, 1 - P_EPS)))
     pos = art.value_positions
-    v_h = np.maximum(value.booster.inplace_predict(matrix if pos is None else matrix[:, pos]), 0.0)
+    v_h = np.maximum(value.raw_of(matrix if pos is None else matrix[:, pos]), 0.0)
     a_v, b_v = value.horizon_map
     v = np.where(v_h > 0, np.exp(a_v) * np.maximum(v_h, VALUE_FLOOR) ** b_v, 0.0)
     if (lv := art.levels) is not None:  # the levels recalibrated on the latest complete window

@@ -433,7 +433,7 @@ def _print_backtest(run: flows.BacktestRun) -> None:
     out.print(
         f"trained at {len(trained.origins)} origins "
         f"({', '.join(f'{o:%Y-%m-%d}' for o in trained.origins)}) on {trained.training_rows:,} rows, "
-        f"{_labels(art)}, feature set {art.feature_set}, value objective {art.value.objective}; "
+        f"{_labels(art)}, feature set {art.feature_set}, value {art.value.describe()}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
     if result.metrics:
@@ -481,8 +481,8 @@ def _print_training(result: TrainResult, mlcfg: MlflowConfig) -> None:
     out.print(
         f"trained at {art.cutoff:%Y-%m-%d} on {trained.training_rows:,} rows "
         f"({len(trained.origins)} origins, {_labels(art)}), "
-        f"feature set {art.feature_set}, value target: {art.value_target.target}, value objective "
-        f"{art.value.objective}; "
+        f"feature set {art.feature_set}, value target: {art.value_target.target}, value "
+        f"{art.value.describe()}; "
         + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in trained.seconds.items())
     )
     table = Table("validation (latest origin)", "model", "RFM rank", "BG/NBD")

@@ -112,6 +112,7 @@ class ChampionHolder:
             "label_horizon_days": art.label_horizon_days,
             "tiers": art.tiers,
             "value_objective": art.value.objective,
+            "value_model": "hurdle" if art.value.buyer is not None else "single",  # training.models
             "value_target": art.value_target.to_dict(),  # revenue or margin (with its costs-to-serve)
             "metrics": art.metrics,
             "time_to_churn": art.curve.to_dict() if art.curve is not None else None,  # None: no curve
@@ -228,7 +229,7 @@ def _score_rows(
     x = np.ascontiguousarray(x)
     p = churn.from_parts(churn.booster.inplace_predict(x, predict_type="margin"), rank)
     pos = art.value_positions  # a churn model at H may have columns value does not (churn_keep_features)
-    v = value.from_raw(value.booster.inplace_predict(x if pos is None else np.ascontiguousarray(x[:, pos])))
+    v = value.from_raw(value.raw_of(x if pos is None else np.ascontiguousarray(x[:, pos])))
     effects = np.c_[churn.shap_of(x) * churn.stack[0], churn.stack[1] * (rank - 0.5)]
     order = np.argsort(-np.abs(effects), axis=1, kind="stable")[:, :reasons]
     chosen = np.take_along_axis(effects, order, axis=1)

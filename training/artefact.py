@@ -199,6 +199,8 @@ class ScoringArtefact:
         try:
             self.churn.booster.save_model(tmp / "churn.ubj")
             self.value.booster.save_model(tmp / "value.ubj")
+            if self.value.buyer is not None:
+                self.value.buyer.save_model(tmp / "value_buyer.ubj")
             if self.contract is not None:
                 self.contract.booster.save_model(tmp / "contract.ubj")
             (tmp / "scoring.json").write_text(json.dumps(self._spec(), indent=1), encoding="utf-8")
@@ -229,8 +231,13 @@ class ScoringArtefact:
         churn_booster, value_booster = xgb.Booster(), xgb.Booster()
         churn_booster.load_model(folder / "churn.ubj")
         value_booster.load_model(folder / "value.ubj")
-        for b in (churn_booster, value_booster):
-            b.set_param({"nthread": 1})
+        buyer = None
+        if spec["value"].get("hurdle"):
+            buyer = xgb.Booster()
+            buyer.load_model(folder / "value_buyer.ubj")
+        for b in (churn_booster, value_booster, buyer):
+            if b is not None:
+                b.set_param({"nthread": 1})
         c, v = spec["churn"], spec["value"]
         contract = None
         if spec.get("contract") is not None:
@@ -253,7 +260,7 @@ class ScoringArtefact:
                 tuple(c["horizon_map"]),
                 c.get("label_days"),
             ),
-            value=ValueModel(value_booster, value_encoder, v["objective"], tuple(v["horizon_map"])),
+            value=ValueModel(value_booster, value_encoder, v["objective"], tuple(v["horizon_map"]), buyer),
             tiers=spec["tiers"],
             metrics=spec.get("metrics", {}),
             btyd_params=spec.get("btyd_params"),
@@ -285,6 +292,8 @@ class ScoringArtefact:
                 "objective": self.value.objective,
                 "horizon_map": list(self.value.horizon_map),
                 **self.value_target.to_dict(),  # target, cost_to_serve
+                # optional: an artefact without it (a single value booster) is written as before
+                **({"hurdle": True} if self.value.buyer is not None else {}),
             },
             "tiers": self.tiers,
             "metrics": self.metrics,

@@ -145,6 +145,9 @@ class TrainingConfig(FileSettings):
     # at the same origins and on the same columns (the customer's age included); short = h-day labels at the
     # `origins` month ends, mapped to H by BG/NBD
     value_labels: Literal["full", "short"] = "full"
+    # value model: hurdle = P(any value over the label horizon) x E[value | any] (two boosters), single = one
+    # booster of everybody's value with an objective from `value_objectives` (docs/training.md)
+    value_model: Literal["hurdle", "single"] = "hurdle"
     min_history_days: int = 60  # the first origin has at least this much history behind it
     exclude_features: Names = AGE_FEATURES  # values that grow with customer age
     # excluded features the churn model (and a value model on its labels) keeps where it learns H-day labels

@@ -7,7 +7,10 @@ what training fitted (training.artefact saves and loads them).
 - Churn: a booster trained on the earlier origins; on the latest origin a logistic **stacker** over its
   margin and the RFM rank is fitted (this is also the calibration, on a later time slice than the booster
   was trained on); the booster is then refit on every origin, the stacker kept.
-- Value: a booster with the objective and parameters validation chose, refit on every origin.
+- Value: a booster with the objective and parameters validation chose, refit on every origin; or, as a
+  **hurdle** (two parts), P(any value over the label horizon) by a classifier times E[value | any] by a
+  Gamma regression on the rows that had some: a classifier's probability falls as far as the evidence
+  takes it, where one log-link regression of everybody's value stops at a floor (docs/training.md).
 - Both answer for the label horizon h; a **horizon map** fitted at the cutoff (training.design) turns that
   into the target horizon H.
 """
@@ -30,6 +33,8 @@ from training.treeshap import Stumps
 
 P_EPS = 1e-6  # probabilities are kept in [eps, 1 - eps] before taking logits
 VALUE_FLOOR = 0.01  # smallest value (currency units) the log-scale horizon map is applied to
+ANY_VALUE = "any_value"  # the hurdle's classifier label: some positive value over the label horizon
+SPEND_OBJECTIVE = "reg:gamma"  # the hurdle's E[value | any]: positive, skewed amounts
 
 
 @dataclass
@@ -131,18 +136,36 @@ class ChurnModel:
 
 @dataclass
 class ValueModel:
-    """Expected value: booster for the label horizon with the chosen objective, mapped to the target."""
+    """Expected value: booster for the label horizon with the chosen objective, mapped to the target; with a
+    `buyer`, the booster is E[value | any value] and the buyer P(any value): their product is the value."""
 
     booster: xgb.Booster
     encoder: Encoder
     objective: str
     horizon_map: tuple[float, float] = (0.0, 1.0)  # value_H = exp(a) * value_h ** b
+    buyer: xgb.Booster | None = None  # the hurdle's P(any positive value over the label horizon)
+
+    def raw(self, dm: xgb.DMatrix) -> np.ndarray:
+        """The boosters' expected value over the label horizon, before the map (squared error: maybe < 0)."""
+        v = self.booster.predict(dm)
+        return v if self.buyer is None else v * self.buyer.predict(dm)
+
+    def raw_of(self, x: np.ndarray) -> np.ndarray:
+        """`raw` of rows given as a float matrix in the encoder's column order (`inplace_predict`)."""
+        v = self.booster.inplace_predict(x)
+        return v if self.buyer is None else v * self.buyer.inplace_predict(x)
 
     def predict_label_horizon(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
-        return np.maximum(self.booster.predict(dm or self.encoder.matrix(frame)), 0.0)
+        return np.maximum(self.raw(dm or self.encoder.matrix(frame)), 0.0)
 
     def predict(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
-        return self.from_raw(self.booster.predict(dm or self.encoder.matrix(frame)))
+        return self.from_raw(self.raw(dm or self.encoder.matrix(frame)))
+
+    def describe(self) -> str:
+        """The model's form in words (the CLI, the run parameters)."""
+        if self.buyer is None:
+            return f"objective {self.objective}"
+        return f"P(any value) x E[value | any] ({self.objective})"
 
     def from_raw(self, raw: np.ndarray) -> np.ndarray:
         """`predict` from the booster's own prediction of the same rows (e.g. from `inplace_predict`)."""
@@ -196,11 +219,18 @@ def split_latest(frame: pd.DataFrame, horizon_days: int) -> tuple[pd.DataFrame, 
 
 
 def churn_validation_loss(
-    early: pd.DataFrame, late: pd.DataFrame, encoder: Encoder, params: dict[str, Any], seed: int, n_jobs: int
+    early: pd.DataFrame,
+    late: pd.DataFrame,
+    encoder: Encoder,
+    params: dict[str, Any],
+    seed: int,
+    n_jobs: int,
+    label: str = "churned",
 ) -> float:
-    """Log loss on the later slice of a booster trained on the earlier one (what tuning minimises)."""
-    booster = train_booster(early, "churned", encoder, "binary:logistic", params, seed, n_jobs)
-    return metrics.logloss(late["churned"], booster.predict(encoder.matrix(late)))
+    """Log loss on the later slice of a booster trained on the earlier one (what tuning minimises); `label`
+    names the 0/1 column (the hurdle's classifier learns ANY_VALUE)."""
+    booster = train_booster(early, label, encoder, "binary:logistic", params, seed, n_jobs)
+    return metrics.logloss(late[label], booster.predict(encoder.matrix(late)))
 
 
 def value_validation_loss(
@@ -231,14 +261,44 @@ def fit_churn(
 
 
 def fit_value(
-    frame: pd.DataFrame, horizon_days: int, columns: list[str], params: dict[str, Any], seed: int, n_jobs: int
+    frame: pd.DataFrame,
+    horizon_days: int,
+    columns: list[str],
+    params: dict[str, Any],
+    seed: int,
+    n_jobs: int,
+    buyer_params: dict[str, Any] | None = None,
 ) -> tuple[ValueModel, np.ndarray]:
-    """Refit the chosen objective and parameters on all origins. Also returns the validation-stage
-    predictions on the latest origin (booster trained on the earlier origins)."""
+    """Refit the chosen objective and parameters on all origins (with `buyer_params`, as a hurdle: the
+    classifier on every row, `params` on the rows with some value). Also returns the validation-stage
+    predictions on the latest origin (boosters trained on the earlier origins)."""
     early, late = split_latest(frame, horizon_days)
     encoder = Encoder.fit(frame, columns)
     objective = params["objective"]
-    first = train_booster(early, "future_value", encoder, objective, params, seed, n_jobs)
-    validated = ValueModel(first, encoder, objective).predict_label_horizon(late)
-    final = train_booster(frame, "future_value", encoder, objective, params, seed, n_jobs)
-    return ValueModel(final, encoder, objective), validated
+
+    def fitted(rows: pd.DataFrame) -> ValueModel:
+        if buyer_params is None:
+            booster = train_booster(rows, "future_value", encoder, objective, params, seed, n_jobs)
+            return ValueModel(booster, encoder, objective)
+        labelled = with_any_value(rows)
+        buyer = train_booster(labelled, ANY_VALUE, encoder, "binary:logistic", buyer_params, seed, n_jobs)
+        spend = train_booster(
+            rows[labelled[ANY_VALUE] == 1], "future_value", encoder, objective, params, seed, n_jobs
+        )
+        return ValueModel(spend, encoder, objective, buyer=buyer)
+
+    validated = fitted(early).predict_label_horizon(late)
+    return fitted(frame), validated
+
+
+def with_any_value(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the hurdle's classifier label: 1 where the label window holds some positive value."""
+    return frame.assign(**{ANY_VALUE: (frame["future_value"] > 0).astype(np.int8)})
+
+
+def hurdle_fits(frame: pd.DataFrame, horizon_days: int, min_rows: int = 20) -> bool:
+    """Whether a hurdle can be validated on `frame`: the earlier origins and the latest each hold at least
+    `min_rows` rows with some value and some without (else the single model is fitted)."""
+    early, late = split_latest(frame, horizon_days)
+    some = [(len(part), int((part["future_value"] > 0).sum())) for part in (early, late)]
+    return all(n >= min_rows and rows - n >= min_rows for rows, n in some)

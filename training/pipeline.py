@@ -29,7 +29,15 @@ from training.config import ParityConfig, TrainingConfig
 from training.contract import ContractModel
 from training.curve import CurveSpec
 from training.levels import Levels
-from training.models import fit_churn, fit_value, split_latest
+from training.models import (
+    ANY_VALUE,
+    SPEND_OBJECTIVE,
+    fit_churn,
+    fit_value,
+    hurdle_fits,
+    split_latest,
+    with_any_value,
+)
 from training.rfm import RfmRank
 
 if TYPE_CHECKING:
@@ -45,7 +53,7 @@ class Trained:
     origins: list[datetime]
     validation: dict[str, float]  # latest origin, label horizon: model and baselines (baseline_*)
     tuning: dict[str, float]
-    params: dict[str, dict[str, Any]]  # churn / value: the chosen XGBoost parameters
+    params: dict[str, dict[str, Any]]  # churn / value (/ buyer: the value hurdle's classifier): XGBoost's
     validation_rows: pd.DataFrame  # the latest origin's rows with labels (the gate's window)
     # churn_probability (NaN when the churn model validates on its own window), predicted_value there
     validation_predictions: pd.DataFrame
@@ -116,13 +124,30 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         config.seed,
         config.n_jobs,
     )
+    hurdle = config.value_model == "hurdle" and hurdle_fits(frame, h)
+    buyer_tuned = (
+        tuning.tune_churn(
+            with_any_value(frame),
+            h,
+            columns,
+            config.xgboost.params(),
+            config.search,
+            config.trials,
+            config.timeout_s,
+            config.seed,
+            config.n_jobs,
+            label=ANY_VALUE,
+        )
+        if hurdle
+        else None
+    )
     value_tuned = tuning.tune_value(
-        frame,
+        frame[frame["future_value"] > 0] if hurdle else frame,
         h,
         columns,
         config.xgboost.params(),
         config.search,
-        config.value_objectives,
+        (SPEND_OBJECTIVE,) if hurdle else config.value_objectives,
         config.trials,
         config.timeout_s,
         config.seed,
@@ -140,7 +165,15 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         horizon_map=design.churn_horizon_map(churn.predict_label_horizon(rows), rows, bridge),
         label_days=churn_h if churn_h != h else None,
     )
-    value, value_validated = fit_value(frame, h, columns, value_tuned.params, config.seed, config.n_jobs)
+    value, value_validated = fit_value(
+        frame,
+        h,
+        columns,
+        value_tuned.params,
+        config.seed,
+        config.n_jobs,
+        buyer_tuned.params if buyer_tuned is not None else None,
+    )
     value = dataclasses.replace(
         value, horizon_map=design.value_horizon_map(value.predict_label_horizon(rows), rows, short)
     )
@@ -209,8 +242,16 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         artefact,
         origins,
         validation,
-        {**churn_tuned.summary("churn"), **value_tuned.summary("value")},
-        {"churn": churn_tuned.params, "value": value_tuned.params},
+        {
+            **churn_tuned.summary("churn"),
+            **value_tuned.summary("value"),
+            **(buyer_tuned.summary("buyer") if buyer_tuned is not None else {}),
+        },
+        {
+            "churn": churn_tuned.params,
+            "value": value_tuned.params,
+            **({"buyer": buyer_tuned.params} if buyer_tuned is not None else {}),
+        },
         late,
         pd.DataFrame(
             {"churn_probability": churn_on_late, "predicted_value": value_validated}, index=late.index

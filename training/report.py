@@ -41,6 +41,10 @@ METRICS = {  # metric suffix -> label
     "value_decile_mape": "value decile MAPE",
 }
 WHO = {"model": "", "RFM rank": "baseline_rfm_", "BG/NBD": "baseline_bgnbd_"}
+VALUE_MODELS = {  # the value_model tag (training.tracking) in words; runs before it had one booster
+    "single": "one booster of everybody's value",
+    "hurdle": "hurdle: P(any value) x E[value | any]",
+}
 HOLDOUT = {"model": "holdout_model_", "RFM rank": "holdout_rfm_", "BG/NBD": "holdout_bgnbd_"}
 
 
@@ -166,6 +170,7 @@ def render(d: ReportData) -> str:
                 "feature set": t.get("feature_set", ""),
                 "model columns": p.get("n_columns", len(d.columns)),
                 "value objective": t.get("value_objective", ""),
+                "value model": VALUE_MODELS.get(t.get("value_model", "single"), ""),
                 "value target": p.get("value_target", t.get("value_target", "revenue")),
                 "registered version": d.version or "not registered (backtest)",
                 "aliases now": ", ".join(d.aliases) or "none",

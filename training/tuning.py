@@ -2,8 +2,10 @@
 train, the latest validates). Seeded: the same data and config give the same trials and the same choice.
 
 Churn minimises log loss; value minimises Poisson deviance and searches the objective too (Poisson,
-Tweedie, squared error: `value_objectives` in training.yaml). The configured starting parameters are the
-first trial, so tuning never ends worse on validation than the untuned model.
+Tweedie, squared error: `value_objectives` in training.yaml); as a hurdle (`value_model: hurdle`) its
+classifier minimises log loss and its E[value | any] part Poisson deviance on the rows with some value, with
+the Gamma objective. The configured starting parameters are the first trial, so tuning never ends worse on
+validation than the untuned model.
 """
 
 from __future__ import annotations
@@ -94,11 +96,14 @@ def tune_churn(
     timeout_s: float,
     seed: int,
     n_jobs: int = 1,
+    label: str = "churned",
 ) -> Tuned:
+    """The churn booster's search (log loss); also the value hurdle's classifier's, whose `label` is
+    training.models.ANY_VALUE."""
     early, late = split_latest(frame, horizon_days)
     encoder = Encoder.fit(frame, columns)
     return _search(
-        lambda p: churn_validation_loss(early, late, encoder, p, seed, n_jobs),
+        lambda p: churn_validation_loss(early, late, encoder, p, seed, n_jobs, label),
         _space(search),
         _start(start),
         trials,

@@ -67,8 +67,11 @@ def test_both_models_learn_h_day_labels_at_the_same_origins_and_nothing_after_th
     # both keep the customer's age (churn_keep_features): the same columns
     age = {"tenure_days", "signup_tenure_days"}
     assert age <= set(art.columns) and art.value.encoder.columns == art.columns
+    assert SMALL.value_model == "hurdle" and art.value.buyer is not None  # P(any value) x E[value | any]
+    assert trained.params["buyer"] and trained.tuning["buyer_tuning_trials"] == 1
     again = ScoringArtefact.load(art.save(tmp_path / "model"))
     assert again.label_horizon_days == HORIZON and again.churn.label_days is None
+    assert again.value.buyer is not None
     scoring = trained.scoring_rows
     for column in ("churn_probability", "predicted_value"):
         np.testing.assert_allclose(again.score(scoring)[column], art.score(scoring)[column])
@@ -182,11 +185,22 @@ def test_the_churn_booster_at_h_scores_subscribers_with_a_level_of_their_own(his
     np.testing.assert_allclose(again.score(rows)["churn_probability"], p)
 
 
-def test_short_labels_keep_the_bridged_design(history: History) -> None:
-    result = backtest(history, T, HORIZON, SMALL.model_copy(update={"churn_labels": "short"}))
+def test_short_labels_keep_the_bridged_design(history: History, tmp_path: Path) -> None:
+    config = SMALL.model_copy(update={"churn_labels": "short", "value_model": "single"})
+    result = backtest(history, T, HORIZON, config)
     trained = result.trained
     assert trained.artefact.churn.label_days is None and trained.churn_origins is None
     assert trained.artefact.churn.horizon_map != (0.0, 1.0)  # BG/NBD bridge from h to H
+    value = trained.artefact.value  # one booster of everybody's value, its objective searched
+    assert (
+        value.buyer is None and value.objective in config.value_objectives and "buyer" not in trained.params
+    )
+    again = ScoringArtefact.load(trained.artefact.save(tmp_path / "model"))
+    assert again.value.buyer is None
+    scoring = trained.scoring_rows
+    np.testing.assert_allclose(
+        again.score(scoring)["predicted_value"], trained.artefact.score(scoring)["predicted_value"]
+    )
     rows, p = trained.churn_window()
     assert rows is trained.validation_rows and len(p) == len(rows)
     assert "churn_customers" not in trained.segments[0]
@@ -198,6 +212,7 @@ def test_the_float_matrix_path_scores_a_churn_model_with_columns_value_lacks(his
     config = SHORT_VALUE.model_copy(update={"feature_set": "rfm_v1"})
     art = backtest(history, T, HORIZON, config).trained.artefact
     assert "tenure_days" in art.columns and "tenure_days" not in art.value.encoder.columns
+    assert art.value.buyer is not None  # the hurdle's two boosters read value's columns from the matrix
     rows = build_scoring_rows(history.until(T), T, get_feature_set("rfm_v1"), HORIZON, art.btyd_params)
     frame = rows.to_pandas()
     x = frame[art.columns].to_numpy(dtype=np.float64, na_value=np.nan)
