@@ -112,7 +112,7 @@ class ChampionHolder:
             "label_horizon_days": art.label_horizon_days,
             "tiers": art.tiers,
             "value_objective": art.value.objective,
-            "value_model": "hurdle" if art.value.buyer is not None else "single",  # training.models
+            "value_model": art.value.kind,  # training.models.ValueModel
             "value_target": art.value_target.to_dict(),  # revenue or margin (with its costs-to-serve)
             "metrics": art.metrics,
             "time_to_churn": art.curve.to_dict() if art.curve is not None else None,  # None: no curve

@@ -161,6 +161,11 @@ class ValueModel:
     def predict(self, frame: pd.DataFrame, dm: xgb.DMatrix | None = None) -> np.ndarray:
         return self.from_raw(self.raw(dm or self.encoder.matrix(frame)))
 
+    @property
+    def kind(self) -> str:
+        """'hurdle' (two boosters) or 'single': the run tag and the service's model description."""
+        return "single" if self.buyer is None else "hurdle"
+
     def describe(self) -> str:
         """The model's form in words (the CLI, the run parameters)."""
         if self.buyer is None:

@@ -181,7 +181,7 @@ def log_training(
                 "cutoff": art.cutoff.isoformat(),
                 "data_sha256": fingerprint["sha256"],
                 "value_objective": art.value.objective,
-                "value_model": "hurdle" if art.value.buyer is not None else "single",
+                "value_model": art.value.kind,
                 "value_target": art.value_target.target,
                 "kind": "train" if register else "backtest",
                 **(tags or {}),
