@@ -178,9 +178,6 @@ class ValueModel:
         v = np.maximum(raw, 0.0)
         return np.where(v > 0, np.exp(a) * np.maximum(v, VALUE_FLOOR) ** b, 0.0)
 
-    def contributions(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(self.encoder.matrix(frame), pred_contribs=True)
-
 
 def booster_params(objective: str, params: dict[str, Any], seed: int, n_jobs: int) -> dict[str, Any]:
     """XGBoost training parameters (everything but the number of rounds)."""

@@ -28,7 +28,14 @@ PLOTS = {  # section -> logged plots (plots/NAME.png), in order
     "calibration": ["calibration"],
     "gain": ["gain_lift", "roc", "precision_recall"],
     "deciles": ["value_deciles"],
-    "drivers": ["churn_importance", "churn_contributions", "value_importance", "value_contributions"],
+    "drivers": [  # a hurdle's value has two boosters: E[value | any] ("value") and P(any value)
+        "churn_importance",
+        "churn_contributions",
+        "value_importance",
+        "value_contributions",
+        "value_buyer_importance",
+        "value_buyer_contributions",
+    ],
 }
 METRICS = {  # metric suffix -> label
     "churn_auc": "churn ROC-AUC",

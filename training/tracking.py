@@ -362,17 +362,22 @@ def report_figures(trained: Trained) -> dict[str, Figure]:
     if len(late) >= 10:
         figs["value_deciles"] = plots.decile_figure(late["future_value"], pred["predicted_value"])
     art = trained.artefact
-    for name, model in (("churn", art.churn), ("value", art.value)):
+    boosters = [
+        ("churn", art.churn.booster, art.churn.encoder),
+        ("value", art.value.booster, art.value.encoder),
+    ]
+    if art.value.buyer is not None:  # the hurdle: "value" is E[value | any], "value_buyer" P(any value)
+        boosters.append(("value_buyer", art.value.buyer, art.value.encoder))
+    rows = trained.scoring_rows
+    sample = rows.sample(min(len(rows), CONTRIB_ROWS), random_state=0) if len(rows) else rows
+    for name, booster, encoder in boosters:
         # trees give one number a feature (a list only for gblinear multi-class)
-        gain = cast(dict[str, float], model.booster.get_score(importance_type="total_gain"))
+        gain = cast(dict[str, float], booster.get_score(importance_type="total_gain"))
         if gain:
             figs[f"{name}_importance"] = plots.importance_figure({k: float(v) for k, v in gain.items()})
-        rows = trained.scoring_rows
-        sample = rows.sample(min(len(rows), CONTRIB_ROWS), random_state=0) if len(rows) else rows
         if len(sample):
-            figs[f"{name}_contributions"] = plots.contributions_figure(
-                model.contributions(sample), model.encoder.columns
-            )
+            contribs = booster.predict(encoder.matrix(sample), pred_contribs=True)
+            figs[f"{name}_contributions"] = plots.contributions_figure(contribs, encoder.columns)
     return figs
 
 

@@ -84,8 +84,11 @@ def test_train_logs_registers_and_gates_both_ways(store: Path, synthetic_champio
         "gain_lift",
         "value_deciles",
         "churn_contributions",
+        "value_contributions",
+        "value_buyer_contributions",  # the default hurdle's P(any value), beside E[value | any]
     ):
         assert f"plots/{plot}.png" in artifacts
+    assert run.data.tags["value_model"] == "hurdle"
     assert {a.path for a in client.list_artifacts(run_id, "data")} == {"data/fingerprint.json"}
 
     # the champion's artefact loads from the registry alias and scores feature rows
