@@ -52,7 +52,6 @@ from features.datasets import synthetic as S  # noqa: E402
 from training import metrics  # noqa: E402
 
 A0 = S._RATE_SHAPE
-STREAMS = ("purchase", "visit", "login")
 # campaign outcome likelihoods (none, open only, open and click) while active / after dropout
 P_ACTIVE = np.array([1 - S._OPEN_P[1], S._OPEN_P[1] * (1 - S._CLICK_P[1]), S._OPEN_P[1] * S._CLICK_P[1]])
 P_GONE = np.array([1 - S._OPEN_P[0], S._OPEN_P[0] * (1 - S._CLICK_P[0]), S._OPEN_P[0] * S._CLICK_P[0]])
@@ -125,7 +124,7 @@ def observed(folder: Path, ids: pd.Series, t: float) -> SimpleNamespace:
         np.log1p(S._TICKET_MULT_PER_SEVERITY * service["value"].fillna(0)),
     )
     service = service.assign(logm=logm)
-    last = pd.concat([v for v in times.values()] + [service[["customer_id", "day"]]])
+    last = pd.concat([*times.values(), service[["customer_id", "day"]]])
     t_last = last.groupby("customer_id")["day"].max().reindex(ids).to_numpy()
     t_last = np.where(np.isnan(t_last), signup, np.maximum(t_last, signup))
     t0 = np.where(sub, t, t_last)  # eligible subscribers have not cancelled by T
