@@ -1,5 +1,6 @@
 """Scratch (issue 16, session 25): a generic "fading activity" input for churn, on exp_churn16_tune's cached
-frames (the churn model's 8 origins and columns at H = 182), the shallow booster alone, holdout T.
+frames (the churn model's 8 origins and columns at H = 182), the shallow booster alone and as the pipeline
+fits it (RFM stacker; its validation on the latest origin), holdout T.
 
 `fade_llr` at a cutoff c: the log likelihood ratio of the customer's purchases, visits and logins in the 90
 days before c under "activity fading linearly to 10 % towards a dropout at c + s" against "steady at the
@@ -21,7 +22,7 @@ import pandas as pd
 import xgboost as xgb
 
 from training import metrics
-from training.models import Encoder, booster_params
+from training.models import Encoder, booster_params, fit_churn, split_latest
 
 
 def main() -> None:
@@ -98,6 +99,7 @@ def main() -> None:
     frame = frame.merge(life(frame[["customer_id", "cutoff"]]), on=["customer_id", "cutoff"], how="left")
     rows = rows.merge(life(rows[["customer_id", "cutoff"]]), on=["customer_id", "cutoff"], how="left")
     LIFE = ["life_complaints", "life_tickets", "life_severity"]
+    late = split_latest(frame, E.H)[1]
     for name, use in (
         ("shallow", cols),
         ("+ fade_llr", [*cols, "fade_llr"]),
@@ -111,6 +113,9 @@ def main() -> None:
         ms = xgb.train(booster_params("binary:logistic", E.SHALLOW, 0, 1), d, num_boost_round=400).predict(
             enc.matrix(rows)
         )
+        # as the pipeline fits it: booster on the earlier origins, RFM stacker on the latest, refit on all
+        model, validated = fit_churn(frame, E.H, use, E.SHALLOW, 0, 1)
+        stacked = model.predict_label_horizon(rows)
         print(
             json.dumps(
                 {
@@ -118,6 +123,9 @@ def main() -> None:
                     "variant": name,
                     "auc": round(metrics.roc_auc(y, ms), 5),
                     "brier": round(metrics.brier(y, ms), 5),
+                    "stacked_val_auc": round(metrics.roc_auc(late["churned"].to_numpy(), validated), 5),
+                    "stacked_val_logloss": round(metrics.logloss(late["churned"].to_numpy(), validated), 5),
+                    "stacked_holdout_auc": round(metrics.roc_auc(y, stacked), 5),
                 }
             ),
             flush=True,
