@@ -7,6 +7,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,34 +114,18 @@ def fit(history: History, cutoff: str | datetime, config: TrainingConfig) -> Tra
         )
     clock["features_s"] = time.perf_counter() - start
 
-    churn_tuned = tuning.tune_churn(
-        churn_frame,
-        churn_h,
-        churn_columns,
-        config.xgboost.params(),
-        config.search,
-        config.trials,
-        config.timeout_s,
-        config.seed,
-        config.n_jobs,
+    tune_classifier = partial(  # one search set-up for churn and for the value hurdle's P(any value)
+        tuning.tune_churn,
+        start=config.xgboost.params(),
+        search=config.search,
+        trials=config.trials,
+        timeout_s=config.timeout_s,
+        seed=config.seed,
+        n_jobs=config.n_jobs,
     )
+    churn_tuned = tune_classifier(churn_frame, churn_h, churn_columns)
     hurdle = config.value_model == "hurdle" and hurdle_fits(frame, h)
-    buyer_tuned = (
-        tuning.tune_churn(
-            with_any_value(frame),
-            h,
-            columns,
-            config.xgboost.params(),
-            config.search,
-            config.trials,
-            config.timeout_s,
-            config.seed,
-            config.n_jobs,
-            label=ANY_VALUE,
-        )
-        if hurdle
-        else None
-    )
+    buyer_tuned = tune_classifier(with_any_value(frame), h, columns, label=ANY_VALUE) if hurdle else None
     value_tuned = tuning.tune_value(
         frame[frame["future_value"] > 0] if hurdle else frame,
         h,
