@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +39,19 @@ SHALLOW = {"n_estimators": 400, "learning_rate": 0.05, "max_depth": 3, "min_chil
            "subsample": 0.8, "colsample_bytree": 1.0, "reg_lambda": 1.0}  # fmt: skip
 
 
-def frames(data: Path, count: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """The churn model's training frame (its own `count` origins at H), the rows at T with H-day truth, its
-    columns."""
-    cache = data.parent / (f"exp16tune-{data.name}" + (f"-o{count}" if count != 8 else ""))
+def frames(
+    data: Path, count: int = 8, cutoff: str | None = None, prefix: str = "exp16tune"
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The churn model's training frame (its own `count` origins at H), the rows at T with their H-day truth
+    (churned, future_value), its columns; T is `cutoff` or the last month end with H days after it. Cached in
+    `bench/.data/<prefix>-...` (exp_value16.py uses its own prefix)."""
+    name = f"{prefix}-{data.name}" + (f"-o{count}" if count != 8 else "") + (f"-{cutoff}" if cutoff else "")
+    cache = data.parent / name
     if (cache / "frame.parquet").exists():
         cols = json.loads((cache / "columns.json").read_text())
         return pd.read_parquet(cache / "frame.parquet"), pd.read_parquet(cache / "rows.parquet"), cols
     history = load_history(str(data))
-    t = monthly_cutoffs(history, H)[-1]
+    t = datetime.fromisoformat(cutoff) if cutoff else monthly_cutoffs(history, H)[-1]
     config = TrainingConfig.load()
     fs = design.choose_feature_set(history, config.feature_set)
     own = design.churn_design(history, t, 91, H, "full", count, config.min_history_days)
@@ -60,6 +65,7 @@ def frames(data: Path, count: int = 8) -> tuple[pd.DataFrame, pd.DataFrame, list
     truth = build_labels(history, spine, H).to_pandas()
     assert (truth["customer_id"].to_numpy() == rows["customer_id"].to_numpy()).all()
     rows["churned"] = truth["churned"].to_numpy()
+    rows["future_value"] = truth["future_value"].to_numpy()
     cache.mkdir(exist_ok=True)
     frame.to_parquet(cache / "frame.parquet")
     rows.to_parquet(cache / "rows.parquet")

@@ -13,55 +13,30 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import xgboost as xgb
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from features.build import build_labels  # noqa: E402
-from features.history import load_history  # noqa: E402
-from training import design, metrics, tuning  # noqa: E402
+import exp_churn16_tune as E  # noqa: E402
+
+from training import metrics, tuning  # noqa: E402
 from training.config import TrainingConfig  # noqa: E402
 from training.models import Encoder, fit_value, split_latest, train_booster  # noqa: E402
 
-H = 182
+H = E.H
 
 
 def frames(data: Path, cutoff: str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """The value model's training frame at H (the churn model's 8 origins), the rows at T with their
-    H-day truth, the columns."""
-    cache = data.parent / f"expvalue16-{data.name}-{cutoff}"
-    if (cache / "frame.parquet").exists():
-        cols = json.loads((cache / "columns.json").read_text())
-        return pd.read_parquet(cache / "frame.parquet"), pd.read_parquet(cache / "rows.parquet"), cols
-    history = load_history(str(data))
-    t = datetime.fromisoformat(cutoff)
-    config = TrainingConfig.load()
-    fs = design.choose_feature_set(history, config.feature_set)
-    own = design.churn_design(history, t, 91, H, "full", 8, config.min_history_days)
-    assert own is not None
-    frame = design.training_frame(history, t, own[1], H, H, fs)
-    cols = design.churn_columns(fs, history.until(t), config.exclude_features, config.churn_keep_features)
-    rows, _ = design.scoring_frames(history, t, H, H, fs)
-    spine = pa.table(
-        {"customer_id": rows["customer_id"], "cutoff": pa.array([t] * len(rows), pa.timestamp("us"))}
-    )
-    truth = build_labels(history, spine, H).to_pandas()
-    assert (truth["customer_id"].to_numpy() == rows["customer_id"].to_numpy()).all()
-    rows["churned"] = truth["churned"].to_numpy()
-    rows["future_value"] = truth["future_value"].to_numpy()
-    cache.mkdir(exist_ok=True)
-    frame.to_parquet(cache / "frame.parquet")
-    rows.to_parquet(cache / "rows.parquet")
-    (cache / "columns.json").write_text(json.dumps(cols))
-    return frame, rows, cols
+    H-day truth, the columns: exp_churn16_tune's, cached under this harness's own name."""
+    return E.frames(data, cutoff=cutoff, prefix="expvalue16")
 
 
 def judge(
